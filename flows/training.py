@@ -1,0 +1,247 @@
+"""The training flow: thin Prefect wiring of the plain steps in `src/pipeline`.
+
+ingest -> validate -> split/scale/windows -> train -> evaluate -> plots -> track -> register.
+One MLflow run spans the flow; it ends FINISHED only after registration, FAILED otherwise
+(with the failure report as an artifact), and a failed run never registers or moves an alias.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from pipeline import evaluate, features, plots, registry, tracking
+from pipeline.config import PipelineConfig, load_config
+from pipeline.errors import DataError, PipelineError
+from pipeline.evaluate import Forecasts
+from pipeline.features import Preprocessor, SplitBounds, Windows
+from pipeline.ingest import RawData, RemoteReadError, load_prices
+from pipeline.model import LSTMForecaster
+from pipeline.schemas import ValidatedData, validate_prices
+from pipeline.serving import ForecastBundle, input_example
+from pipeline.train import TrainResult, fit
+
+# Data frames, models and clients hash badly: these tasks neither cache nor persist results.
+STEP = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def _retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry ingestion only when a URL failed to download, not on a bad local file."""
+    try:
+        state.result()
+    except RemoteReadError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@dataclass
+class TrainingSummary:
+    """What `pipeline train` prints: the run, the metrics next to the baseline, the registry outcome."""
+
+    run_id: str
+    experiment_id: str
+    metrics: dict[str, float]
+    model_uri: str | None = None
+    model_name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
+      retry_condition_fn=_retry_remote_only, **STEP)
+def ingest_task(source: str) -> RawData:
+    return load_prices(source)
+
+
+@task(name="validate", **STEP)
+def validate_task(raw: RawData, cfg: PipelineConfig) -> ValidatedData:
+    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg))
+
+
+@task(name="split-scale-window", **STEP)
+def prepare_task(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor, SplitBounds, dict[str, Windows]]:
+    return features.prepare(frame, cfg)
+
+
+@task(name="train", **STEP)
+def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any) -> TrainResult:
+    model = LSTMForecaster.from_config(cfg.model, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    val = windows["val"] if len(windows["val"]) else None
+    result = fit(model, windows["train"], val, cfg.train, on_epoch_end=epoch_logger)
+    epoch_logger.flush()
+    return result
+
+
+@task(name="evaluate", **STEP)
+def evaluate_task(model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFrame,
+                  windows: dict[str, Windows]) -> tuple[dict[str, Forecasts], dict[str, float]]:
+    forecasts = {split: evaluate.forecast_split(model, pre, frame, w) for split, w in windows.items() if len(w)}
+    scores: dict[str, float] = {}
+    for split, fc in forecasts.items():
+        scores.update(evaluate.score(fc, prefix=split))
+    return forecasts, scores
+
+
+@task(name="plots", **STEP)
+def plots_task(client: Any, run_id: str, frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds,
+               forecasts: dict[str, Forecasts], result: TrainResult) -> None:
+    boundaries = {"validation": frame.index[bounds.val_start], "test": frame.index[bounds.test_start]}
+    if bounds.val_start == bounds.test_start:
+        boundaries = {"test": frame.index[bounds.test_start]}
+    figures = {
+        "plots/forecast.png": plots.plot_forecasts(
+            frame[cfg.data.target], forecasts, boundaries,
+            f"{cfg.data.target}: actual vs predicted ({cfg.name}, {cfg.preprocess.target_transform} target)"),
+        "plots/loss.png": plots.plot_losses(result.train_loss, result.val_loss, result.best_epoch),
+        "plots/residuals.png": plots.plot_residuals(forecasts["test"], cfg.data.target),
+    }
+    for path, fig in figures.items():
+        tracking.log_figure(client, run_id, fig, path)
+        plots.close(fig)
+
+
+@task(name="log-model", **STEP)
+def log_model_task(client: Any, run_id: str, cfg: PipelineConfig, config_path: str | None, raw: RawData,
+                   data: ValidatedData, pre: Preprocessor, result: TrainResult, scores: dict[str, float]) -> str:
+    tracking.log_metrics(client, run_id, scores)
+    tracking.log_config(client, run_id, cfg, config_path)
+    tracking.log_preprocessor(client, run_id, pre)
+    tracking.log_dataset(client, run_id, data.frame, raw.source, raw.digest, cfg.data.target, name=cfg.name)
+    bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg)
+    example = input_example(data.frame, cfg, rows=pre.input_rows)
+    return tracking.log_model(run_id, bundle, example, client.tracking_uri)
+
+
+@task(name="register", **STEP)
+def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str, raw: RawData,
+                  frame: pd.DataFrame, forecasts: dict[str, Forecasts], scores: dict[str, float],
+                  extra_tags: dict[str, str]) -> registry.Decision:
+    test = forecasts["test"]
+    window = registry.TestWindow(str(test.dates[0].date()), str(test.dates[-1].date()), raw.digest)
+    raw_rows = frame.reset_index()
+    raw_rows[cfg.data.date_column] = raw_rows[cfg.data.date_column].dt.strftime("%Y-%m-%d")
+    actual = pd.Series(test.actual[:, 0], index=test.dates.strftime("%Y-%m-%d"))
+    own_rmse = evaluate.rmse(test.actual[:, 0], test.predicted[:, 0])
+
+    def rescore(uri: str) -> float:
+        return registry.rescore(uri, raw_rows, actual, actual.index)[0]
+
+    tags = {"data_digest": raw.digest, "test_rmse_ratio": f"{scores['test_rmse_ratio']:.6g}", **extra_tags}
+    return registry.register_and_promote(client, cfg.registry.model_name, model_uri, run_id, tags, window,
+                                         own_rmse, rescore)
+
+
+def prefect_tags() -> dict[str, str]:
+    """Links from the MLflow run back to the Prefect flow run that made it."""
+    from prefect.runtime import deployment, flow_run
+
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_name": str(flow_run.flow_name or "")}
+    if deployment.name:
+        tags["prefect.deployment_name"] = str(deployment.name)
+    return {k: v for k, v in tags.items() if v}
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = time.perf_counter() - started
+
+
+def resolve(config_path: str | None, data: str | None, experiment: str | None, model_name: str | None) -> PipelineConfig:
+    """The config file (or defaults) with the command-line overrides applied."""
+    cfg = load_config(config_path) if config_path else PipelineConfig()
+    overrides: dict[str, dict[str, Any]] = {}
+    if data:
+        overrides["data"] = {"source": data}
+    if experiment:
+        overrides["tracking"] = {"experiment": experiment}
+    if model_name:
+        overrides["registry"] = {"model_name": model_name}
+    return cfg.with_overrides(**overrides) if overrides else cfg
+
+
+@flow(name="lstm-training", log_prints=False)
+def training_flow(
+    config_path: str | None = "configs/default.yaml",
+    data: str | None = None,
+    experiment: str | None = None,
+    model_name: str | None = None,
+) -> TrainingSummary:
+    """Train, evaluate, log and register an LSTM forecaster from a price CSV."""
+    logger = get_run_logger()
+    timings: dict[str, float] = {}
+    cfg = resolve(config_path, data, experiment, model_name)
+    client = tracking.get_client(cfg)
+    experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
+    run_tags = {**prefect_tags(), "data_source": cfg.data.source, **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
+    run_id = tracking.start_run(client, experiment_id, run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=run_tags)
+    logger.info("MLflow run %s in experiment %r at %s", run_id, cfg.tracking.experiment, client.tracking_uri)
+    try:
+        tracking.log_params_and_tags(client, run_id, cfg.flat(), {})
+        with timed(timings, "ingest"):
+            raw = ingest_task(cfg.data.source)
+        with timed(timings, "validate"):
+            data_ = validate_task(raw, cfg)
+        for note in data_.notes:
+            logger.warning(note) if note.startswith("warning") else logger.info(note)
+        with timed(timings, "prepare"):
+            pre, bounds, windows = prepare_task(data_.frame, cfg)
+        epoch_logger = tracking.EpochLogger(client, run_id)
+        with timed(timings, "train"):
+            result = train_task(windows, cfg, epoch_logger)
+        with timed(timings, "evaluate"):
+            forecasts, scores = evaluate_task(result.model, pre, data_.frame, windows)
+        with timed(timings, "plots"):
+            plots_task(client, run_id, data_.frame, cfg, bounds, forecasts, result)
+        summary_tags = {
+            "data_digest": raw.digest, "data_rows": str(len(data_.frame)),
+            "data_start": str(data_.frame.index[0].date()), "data_end": str(data_.frame.index[-1].date()),
+            "rows_dropped": str(data_.rows_dropped), "rows_filled": str(data_.rows_filled),
+            "train_device": result.device, "best_epoch": str(result.best_epoch + 1),
+            "stopped_early": str(result.stopped_early),
+        }
+        if scores["test_rmse_ratio"] > 1.0:
+            summary_tags["warning"] = f"model is worse than persistence on test (RMSE ratio {scores['test_rmse_ratio']:.3f})"
+            logger.warning(summary_tags["warning"])
+        if data_.notes:
+            tracking.log_text(client, run_id, "\n".join(data_.notes), "data/validation_notes.txt")
+        tracking.log_params_and_tags(client, run_id, {}, summary_tags)
+        scores.update({"epochs_run": result.epochs_run, "train_threads": result.threads,
+                       "final_train_loss": result.train_loss[-1], **({"best_val_loss": min(result.val_loss)} if result.val_loss else {})})
+        with timed(timings, "tracking"):
+            model_uri = log_model_task(client, run_id, cfg, config_path, raw, data_, pre, result, scores)
+        summary = TrainingSummary(run_id=run_id, experiment_id=experiment_id, metrics=scores, model_uri=model_uri,
+                                  notes=data_.notes, timings=timings)
+        if cfg.registry.enabled:
+            with timed(timings, "registry"):
+                decision = register_task(client, run_id, cfg, model_uri, raw, data_.frame, forecasts, scores,
+                                         {k: v for k, v in run_tags.items() if k.startswith("prefect.")})
+            summary.model_name, summary.version, summary.alias, summary.reason = (
+                cfg.registry.model_name, decision.version, decision.alias, decision.reason)
+            tracking.log_params_and_tags(client, run_id, {}, {
+                "registered_version": decision.version, "registered_alias": decision.alias, "promotion": decision.reason})
+        tracking.log_metrics(client, run_id, {f"time_{k}_s": v for k, v in timings.items()})
+        tracking.end_run(client, run_id, "FINISHED")
+        logger.info("run %s finished: test RMSE %.6g vs persistence %.6g", run_id, scores["test_rmse"], scores["test_naive_rmse"])
+        return summary
+    except BaseException as exc:
+        report = exc.report if isinstance(exc, DataError) else None
+        tracking.failure_report(client, run_id, exc, report)
+        if not isinstance(exc, PipelineError):
+            logger.exception("run %s failed", run_id)
+        raise

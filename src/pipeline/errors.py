@@ -1,0 +1,33 @@
+"""The project's own exceptions: each carries a message a user can act on."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class for expected, user-facing failures (the CLI exits non-zero with the message)."""
+
+    exit_code = 1
+
+
+class ConfigError(PipelineError):
+    """The configuration file is missing, unreadable or holds impossible values."""
+
+    exit_code = 2
+
+
+class DataError(PipelineError):
+    """The input data cannot be read or does not meet the data contract."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, report: str | None = None) -> None:
+        super().__init__(message)
+        self.report = report or message
+
+
+class TrainingError(PipelineError):
+    """Training failed (for instance the loss diverged)."""
+
+
+class TrackingError(PipelineError):
+    """The MLflow tracking server or registry could not be reached or refused a write."""

@@ -1,0 +1,252 @@
+"""Chronological splits, target/feature transforms, train-only scalers and sliding windows.
+
+Time order is sacred here: the split comes first, scalers are fit on the training rows only,
+and a window belongs to the split that holds all of its targets; its inputs are strictly
+earlier rows (or the same row when `lead` is 0), so no window ever reads a later split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+from pipeline.config import PipelineConfig, ScalerKind, SplitConfig, Transform
+from pipeline.errors import ConfigError, DataError
+
+SplitName = Literal["train", "val", "test"]
+SPLITS: tuple[SplitName, ...] = ("train", "val", "test")
+DIFFERENCING: frozenset[str] = frozenset({"difference", "log_return"})
+
+
+# ---------------------------------------------------------------- transforms
+def apply_transform(values: np.ndarray, kind: Transform) -> np.ndarray:
+    """Transform a 1-d series; differencing transforms leave NaN in the first row."""
+    values = np.asarray(values, dtype=float)
+    if kind == "level":
+        return values.copy()
+    if kind == "log":
+        return np.log1p(values)
+    out = np.full_like(values, np.nan)
+    if kind == "difference":
+        out[1:] = np.diff(values)
+    elif kind == "log_return":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[1:] = np.diff(np.log(values))
+    else:
+        raise ConfigError(f"unknown transform {kind!r}")
+    return out
+
+
+def invert_transform(steps: np.ndarray, anchors: np.ndarray, kind: Transform) -> np.ndarray:
+    """Rebuild levels from transformed values of H consecutive steps.
+
+    `steps` is (n, H) in the transformed space; `anchors` (n,) the last known level before the
+    first step. Exact inverse of `apply_transform` for every kind.
+    """
+    steps = np.asarray(steps, dtype=float)
+    anchors = np.asarray(anchors, dtype=float).reshape(-1, 1)
+    if kind == "level":
+        return steps.copy()
+    if kind == "log":
+        return np.expm1(steps)
+    if kind == "difference":
+        return anchors + np.cumsum(steps, axis=1)
+    if kind == "log_return":
+        return anchors * np.exp(np.cumsum(steps, axis=1))
+    raise ConfigError(f"unknown transform {kind!r}")
+
+
+# ---------------------------------------------------------------- splitting
+@dataclass(frozen=True)
+class SplitBounds:
+    """Row positions where the validation and test parts start (exclusive ends of the others)."""
+
+    n_rows: int
+    val_start: int
+    test_start: int
+
+    def part(self, split: SplitName) -> slice:
+        return {
+            "train": slice(0, self.val_start),
+            "val": slice(self.val_start, self.test_start),
+            "test": slice(self.test_start, self.n_rows),
+        }[split]
+
+    def label(self, positions: np.ndarray) -> np.ndarray:
+        """The split name of each row position."""
+        return np.where(positions < self.val_start, "train",
+                        np.where(positions < self.test_start, "val", "test"))
+
+
+def split_by_time(index: pd.DatetimeIndex, cfg: SplitConfig) -> SplitBounds:
+    """Chronological train / validation / test boundaries over a sorted date index."""
+    n = len(index)
+    if cfg.train_end is not None:
+        val_start = int(index.searchsorted(pd.Timestamp(cfg.train_end), side="right"))
+        end = cfg.val_end if cfg.val_end is not None else cfg.train_end
+        test_start = int(index.searchsorted(pd.Timestamp(end), side="right"))
+    elif cfg.train < 1 and cfg.val < 1:
+        val_start = int(round(n * cfg.train))
+        test_start = int(round(n * (cfg.train + cfg.val)))
+    else:
+        val_start = int(cfg.train)
+        test_start = int(cfg.train + cfg.val)
+    return SplitBounds(n_rows=n, val_start=min(val_start, n), test_start=min(test_start, n))
+
+
+# ---------------------------------------------------------------- scalers
+def make_scaler(kind: ScalerKind) -> StandardScaler | MinMaxScaler | None:
+    return {"standard": StandardScaler, "minmax": MinMaxScaler, "none": lambda: None}[kind]()
+
+
+@dataclass
+class Windows:
+    """Model-ready arrays for one split. Positions are row positions in the series."""
+
+    X: np.ndarray  # (n, lookback, n_features), float32
+    y: np.ndarray  # (n, horizon) scaled, transformed target, float32
+    origins: np.ndarray  # (n,) position of each window's last input row
+    target_positions: np.ndarray  # (n, horizon)
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+
+class Preprocessor:
+    """Everything between raw rows and model tensors, fit on training rows only.
+
+    The same fitted object prepares training data, scores the test part and serves forecasts
+    from the logged model, so training and serving can never drift apart.
+    """
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.features = list(cfg.data.features)
+        self.target = cfg.data.target
+        self.feature_transforms = {c: cfg.preprocess.transform_for(c) for c in self.features}
+        self.target_transform: Transform = cfg.preprocess.target_transform
+        self.lookback = cfg.window.lookback
+        self.horizon = cfg.window.horizon
+        self.lead = cfg.window.lead
+        self.feature_scaler = make_scaler(cfg.preprocess.feature_scaler)
+        self.target_scaler = make_scaler(cfg.preprocess.target_scaler)
+        self.fitted = False
+
+    # -- sizes
+    @property
+    def warmup(self) -> int:
+        """Rows lost at the start to differencing (their transformed value is undefined)."""
+        used = [*self.feature_transforms.values(), self.target_transform]
+        return 1 if DIFFERENCING & set(used) else 0
+
+    @property
+    def input_rows(self) -> int:
+        """Raw rows a forecast needs: the lookback window plus the differencing warm-up."""
+        return self.lookback + self.warmup
+
+    # -- transforms
+    def transformed(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Feature matrix (rows, n_features) and target vector (rows,), transformed, unscaled."""
+        feats = np.column_stack(
+            [apply_transform(frame[c].to_numpy(), self.feature_transforms[c]) for c in self.features]
+        )
+        target = apply_transform(frame[self.target].to_numpy(), self.target_transform)
+        return feats, target
+
+    def fit(self, frame: pd.DataFrame, bounds: SplitBounds) -> Preprocessor:
+        """Fit the scalers on the training rows only (after the warm-up rows)."""
+        feats, target = self.transformed(frame)
+        rows = slice(self.warmup, bounds.val_start)
+        if self.feature_scaler is not None:
+            self.feature_scaler.fit(feats[rows])
+        if self.target_scaler is not None:
+            self.target_scaler.fit(target[rows].reshape(-1, 1))
+        self.fitted = True
+        return self
+
+    def scaled(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        feats, target = self.transformed(frame)
+        if self.feature_scaler is not None:
+            feats = self.feature_scaler.transform(feats)
+        if self.target_scaler is not None:
+            target = self.target_scaler.transform(target.reshape(-1, 1)).ravel()
+        return feats.astype(np.float32), target.astype(np.float32)
+
+    def unscale_target(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        if self.target_scaler is None:
+            return values
+        return self.target_scaler.inverse_transform(values.reshape(-1, 1)).reshape(values.shape)
+
+    # -- windows
+    def origins(self, n_rows: int) -> np.ndarray:
+        """Every window end position whose inputs are defined (targets may lie beyond the data)."""
+        return np.arange(self.warmup + self.lookback - 1, n_rows)
+
+    def input_windows(self, feats: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """(n, lookback, n_features) views of the scaled features ending at each origin."""
+        view = sliding_window_view(feats, self.lookback, axis=0)  # (rows-lookback+1, n_feat, lookback)
+        return view[origins - self.lookback + 1].transpose(0, 2, 1)
+
+    def windows(self, frame: pd.DataFrame, bounds: SplitBounds) -> dict[SplitName, Windows]:
+        """Windows of each split: all targets of a window lie in that split."""
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.windows called before fit")
+        feats, target = self.scaled(frame)
+        n = len(frame)
+        origins = self.origins(n)
+        origins = origins[origins + self.lead + self.horizon - 1 < n]
+        target_pos = origins[:, None] + self.lead + np.arange(self.horizon)[None, :]
+        first_label = bounds.label(target_pos[:, 0])
+        last_label = bounds.label(target_pos[:, -1])
+        out: dict[SplitName, Windows] = {}
+        for split in SPLITS:
+            keep = (first_label == split) & (last_label == split)
+            o = origins[keep]
+            out[split] = Windows(
+                X=np.ascontiguousarray(self.input_windows(feats, o), dtype=np.float32),
+                y=target[target_pos[keep]].astype(np.float32).reshape(-1, self.horizon),
+                origins=o,
+                target_positions=target_pos[keep],
+            )
+        return out
+
+    def anchors(self, levels: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """The last known target level before each window's first predicted step (NaN if none)."""
+        pos = origins + self.lead - 1
+        out = np.full(len(pos), np.nan)
+        out[pos >= 0] = np.asarray(levels, dtype=float)[pos[pos >= 0]]
+        return out
+
+    def to_levels(self, pred_scaled: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Model outputs (n, horizon), scaled and transformed, back to original units."""
+        steps = self.unscale_target(pred_scaled).reshape(-1, self.horizon)
+        return invert_transform(steps, anchors, self.target_transform)
+
+
+def prepare(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor, SplitBounds, dict[SplitName, Windows]]:
+    """Split by time, fit the preprocessor on the training rows, and cut windows for each split."""
+    bounds = split_by_time(frame.index, cfg.split)
+    pre = Preprocessor(cfg).fit(frame, bounds)
+    windows = pre.windows(frame, bounds)
+    needed = {"train": 2, "val": 1 if bounds.test_start > bounds.val_start else 0, "test": 1}
+    short = {s: len(w) for s, w in windows.items() if len(w) < needed[s]}
+    if short:
+        raise DataError(
+            f"too few rows for the lookback window and the splits: {len(frame)} rows give windows "
+            f"{ {s: len(w) for s, w in windows.items()} } (lookback={pre.lookback}, "
+            f"horizon={pre.horizon}); rule: every split needs at least {needed}"
+        )
+    return pre, bounds, windows
+
+
+def min_rows_needed(cfg: PipelineConfig) -> int:
+    """Rows the data must have so each split holds at least one window (two for training)."""
+    pre = Preprocessor(cfg)
+    per_window = pre.horizon + pre.lead - 1 + pre.lookback + pre.warmup
+    parts = 3 if (cfg.split.val > 0 or cfg.split.train_end is not None) else 2
+    return per_window + 1 + (parts - 1) * pre.horizon

@@ -1,0 +1,84 @@
+"""Figures of a run. Each function returns a matplotlib Figure; the caller decides where it goes."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and workers; harmless where one exists
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from pipeline.evaluate import Forecasts  # noqa: E402
+
+SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+
+
+def plot_forecasts(
+    series: pd.Series,
+    forecasts: dict[str, Forecasts],
+    boundaries: dict[str, pd.Timestamp],
+    title: str,
+) -> Figure:
+    """Actual series vs one-step-ahead predictions of every split, split boundaries marked."""
+    fig, ax = plt.subplots(figsize=(12, 5), constrained_layout=True)
+    ax.plot(series.index, series.to_numpy(), color="black", linewidth=1.2, label="actual")
+    for split, fc in forecasts.items():
+        if len(fc.dates):
+            ax.plot(fc.dates, fc.predicted[:, 0], color=SPLIT_COLOURS[split], linewidth=1.0,
+                    label=f"predicted ({split})")
+    for name, when in boundaries.items():
+        ax.axvline(when, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(name, (when, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=9, color="grey")
+    ax.set_title(title)
+    ax.set_xlabel(series.index.name or "date")
+    ax.set_ylabel(str(series.name))
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_losses(train_loss: list[float], val_loss: list[float], best_epoch: int) -> Figure:
+    """Training and validation loss per epoch, log scale, best epoch marked."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    epochs = np.arange(1, len(train_loss) + 1)
+    ax.plot(epochs, train_loss, label="train")
+    if val_loss:
+        ax.plot(epochs[: len(val_loss)], val_loss, label="validation")
+    ax.axvline(best_epoch + 1, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch + 1}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (scaled)")
+    ax.set_title("Loss per epoch")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def plot_residuals(fc: Forecasts, unit: str) -> Figure:
+    """Test residuals (actual - predicted, first step) over time and their distribution."""
+    residuals = fc.actual[:, 0] - fc.predicted[:, 0]
+    naive = fc.actual[:, 0] - fc.anchor
+    fig, (ax_time, ax_hist) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True,
+                                           gridspec_kw={"width_ratios": [2, 1]})
+    ax_time.axhline(0, color="black", linewidth=0.8)
+    ax_time.plot(fc.dates, residuals, marker="o", markersize=3, label="model")
+    ax_time.plot(fc.dates, naive, marker="x", markersize=3, alpha=0.6, label="persistence")
+    ax_time.set_title("Test residuals (actual - predicted)")
+    ax_time.set_ylabel(unit)
+    ax_time.legend()
+    ax_time.grid(alpha=0.3)
+    bins = min(30, max(5, len(residuals) // 3))
+    ax_hist.hist(residuals, bins=bins, alpha=0.7, label="model")
+    ax_hist.hist(naive, bins=bins, alpha=0.5, label="persistence")
+    ax_hist.set_title("Distribution")
+    ax_hist.set_xlabel(unit)
+    ax_hist.legend()
+    return fig
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

@@ -1,0 +1,51 @@
+"""The MLflow pyfunc flavour of the forecaster, with its explicit signature.
+
+Kept apart from `serving` so in-process forecasting does not import MLflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import DataError
+from pipeline.serving import ForecastModel
+
+
+class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
+    """Takes raw recent rows (date + value columns); returns forecasts in original units.
+
+    Param `all_windows` (default false): forecast from every window of the input instead of
+    only the latest one.
+    """
+
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # small windows: a second thread costs more than it gives
+        self.load(context.artifacts["bundle"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        all_windows = bool((params or {}).get("all_windows", False))
+        try:
+            return self.forecast(model_input, all_windows=all_windows)
+        except DataError as exc:  # a clean 400 with the message for REST clients
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def model_signature(cfg: PipelineConfig) -> ModelSignature:
+    """Dates as strings and values as doubles, written out rather than inferred from samples."""
+    inputs = Schema([ColSpec("string", cfg.data.date_column), *[ColSpec("double", c) for c in cfg.data.columns]])
+    outputs = Schema([
+        ColSpec("string", "origin"), ColSpec("long", "step"),
+        ColSpec("string", "date"), ColSpec("double", "forecast"),
+    ])
+    params = ParamSchema([ParamSpec("all_windows", "boolean", False)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)

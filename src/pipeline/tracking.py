@@ -1,0 +1,257 @@
+"""Everything MLflow-tracking: where the store is, runs, params, metrics, artifacts, the model.
+
+The tracking URI is resolved inside functions (never at import) from the config, then
+$MLFLOW_TRACKING_URI, then a local SQLite store under ./mlruns with artifacts beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+LOCAL_DIR = Path("mlruns")
+MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics and 100 params per log_batch call
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Requirements of the logged model, written out so MLflow need not load the model to infer them.
+MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "scikit-learn", "pandera", "pydantic", "pyyaml", "cloudpickle")
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{(LOCAL_DIR / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(cfg: PipelineConfig | None = None) -> str:
+    return (cfg.tracking.uri if cfg and cfg.tracking.uri else None) or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def is_local_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:///")
+
+
+def get_client(cfg: PipelineConfig | None = None) -> Any:
+    """An MlflowClient for the resolved store; the local store's folder is created on demand."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(cfg)
+    if is_local_sqlite(uri):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def retry(call: Any, what: str, uri: str, attempts: int = 4, base_delay: float = 0.5) -> Any:
+    """Run `call()`, retrying with exponential backoff on errors reaching the tracking store."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except (MlflowException, OSError) as exc:
+            transient = not isinstance(exc, MlflowException) or exc.error_code in {
+                "TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
+            } or "database is locked" in str(exc)
+            if not transient or attempt == attempts:
+                raise TrackingError(f"MLflow tracking at {uri}: {what} failed: {exc}") from exc
+            delay = base_delay * 2 ** (attempt - 1)
+            log.warning("MLflow %s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def ensure_experiment(client: Any, name: str) -> str:
+    """The experiment's id, created if needed; on the local store its artifacts go under ./mlruns."""
+    uri = client.tracking_uri if hasattr(client, "tracking_uri") else resolve_tracking_uri()
+    experiment = retry(lambda: client.get_experiment_by_name(name), "get experiment", uri)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    location = None
+    if is_local_sqlite(uri):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return retry(lambda: client.create_experiment(name, artifact_location=location), "create experiment", uri)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for dist in ("torch", "prefect", "mlflow", "pandas", "numpy", "scikit-learn", "pandera"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def start_run(client: Any, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+    run = retry(lambda: client.create_run(experiment_id, run_name=run_name, tags={MLFLOW_RUN_NAME: run_name, **tags}),
+                "create run", client.tracking_uri)
+    return run.info.run_id
+
+
+def end_run(client: Any, run_id: str, status: str) -> None:
+    retry(lambda: client.set_terminated(run_id, status), f"mark run {status}", client.tracking_uri)
+
+
+def log_params_and_tags(client: Any, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
+    from mlflow.entities import Param, RunTag
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        retry(lambda: client.log_batch(run_id, params=items[i:i + 100], synchronous=True), "log params", client.tracking_uri)
+    if tags:
+        tag_items = [RunTag(k, str(v)) for k, v in tags.items()]
+        retry(lambda: client.log_batch(run_id, tags=tag_items, synchronous=True), "log tags", client.tracking_uri)
+
+
+def log_metrics(client: Any, run_id: str, values: dict[str, float], step: int = 0) -> None:
+    """Many metrics in one round trip (non-finite values are skipped: MLflow rejects NaN on some stores)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in values.items() if pd.notna(v) and abs(float(v)) != float("inf")]
+    for i in range(0, len(items), MAX_BATCH):
+        retry(lambda: client.log_batch(run_id, metrics=items[i:i + MAX_BATCH], synchronous=True), "log metrics", client.tracking_uri)
+
+
+class EpochLogger:
+    """An `on_epoch_end` callback that buffers per-epoch losses and writes them in batches."""
+
+    def __init__(self, client: Any, run_id: str, flush_every: int = 500) -> None:
+        self.client, self.run_id, self.flush_every = client, run_id, flush_every
+        self.buffer: list[Any] = []
+        self.round_trips = 0
+
+    def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.buffer.append(Metric("train_loss", float(train_loss), now, epoch))
+        if val_loss is not None:
+            self.buffer.append(Metric("val_loss", float(val_loss), now, epoch))
+        if len(self.buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.buffer:
+            chunk, self.buffer = self.buffer[:MAX_BATCH], self.buffer[MAX_BATCH:]
+            retry(lambda: self.client.log_batch(self.run_id, metrics=chunk, synchronous=True), "log losses", self.client.tracking_uri)
+            self.round_trips += 1
+
+
+def log_figure(client: Any, run_id: str, fig: Any, path: str) -> None:
+    retry(lambda: client.log_figure(run_id, fig, path), f"log {path}", client.tracking_uri)
+
+
+def log_text(client: Any, run_id: str, text: str, path: str) -> None:
+    retry(lambda: client.log_text(run_id, text, path), f"log {path}", client.tracking_uri)
+
+
+def log_dict(client: Any, run_id: str, data: dict[str, Any], path: str) -> None:
+    retry(lambda: client.log_dict(run_id, data, path), f"log {path}", client.tracking_uri)
+
+
+def log_config(client: Any, run_id: str, cfg: PipelineConfig, config_path: str | None) -> None:
+    """The resolved config as YAML and, when there is one, the file the user gave."""
+    log_text(client, run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config/resolved.yaml")
+    if config_path and Path(config_path).is_file():
+        retry(lambda: client.log_artifact(run_id, config_path, "config"), "log config file", client.tracking_uri)
+
+
+def log_preprocessor(client: Any, run_id: str, pre: Any) -> None:
+    """The fitted scalers, pickled for reuse and summarised as JSON for people."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "preprocessor.pkl"
+        path.write_bytes(pickle.dumps(pre, protocol=pickle.HIGHEST_PROTOCOL))
+        retry(lambda: client.log_artifact(run_id, str(path), "scalers"), "log scalers", client.tracking_uri)
+    log_dict(client, run_id, scaler_summary(pre), "scalers/scalers.json")
+
+
+def scaler_summary(pre: Any) -> dict[str, Any]:
+    def describe(scaler: Any, names: list[str]) -> dict[str, Any]:
+        if scaler is None:
+            return {"kind": "none"}
+        attrs = {k: getattr(scaler, k).tolist() for k in ("mean_", "scale_", "data_min_", "data_max_") if hasattr(scaler, k)}
+        return {"kind": type(scaler).__name__, "columns": names, **attrs}
+
+    return {
+        "features": describe(pre.feature_scaler, [f"{c} ({pre.feature_transforms[c]})" for c in pre.features]),
+        "target": describe(pre.target_scaler, [f"{pre.target} ({pre.target_transform})"]),
+    }
+
+
+def log_dataset(client: Any, run_id: str, frame: pd.DataFrame, source: str, digest: str, target: str, name: str) -> None:
+    """The training data as an MLflow dataset input, with our file digest."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    dataset = mlflow.data.from_pandas(frame.reset_index(), source=source, targets=target, name=name, digest=digest)
+    entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+    retry(lambda: client.log_inputs(run_id, datasets=[entity]), "log dataset", client.tracking_uri)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model, without local version tags (+cpu)."""
+    reqs = []
+    for dist in MODEL_REQUIREMENTS:
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            pass
+    return reqs
+
+
+def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -> str:
+    """Log the pyfunc (weights + preprocessor + config, code included); return its model URI."""
+    import mlflow
+
+    from pipeline.pyfunc import LSTMForecastPyfunc, model_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_path = bundle.save(Path(tmp) / "forecaster.pkl")
+
+        def _log() -> Any:
+            with mlflow.start_run(run_id=run_id):
+                return mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=LSTMForecastPyfunc(),
+                    artifacts={"bundle": str(bundle_path)},
+                    code_paths=[str(PACKAGE_DIR)],
+                    signature=model_signature(bundle.config),
+                    input_example=input_example,
+                    pip_requirements=pip_requirements(),
+                )
+
+        info = retry(_log, "log model", uri)
+    return info.model_uri
+
+
+def failure_report(client: Any, run_id: str, exc: BaseException, report: str | None = None) -> None:
+    """Mark a run FAILED with its failure report as an artifact; never raises."""
+    text = report or f"{type(exc).__name__}: {exc}"
+    for call in (lambda: client.log_text(run_id, text, "failure/report.txt"),
+                 lambda: client.set_tag(run_id, "failure", text.splitlines()[0][:500]),
+                 lambda: client.set_terminated(run_id, "FAILED")):
+        try:
+            call()
+        except Exception as err:  # noqa: BLE001 - best effort while already failing
+            log.warning("could not record the failure on run %s: %s", run_id, err)
