@@ -57,6 +57,7 @@ class TrainingSummary:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    test_forecasts: pd.DataFrame | None = None  # the in-process model's test forecasts (date, step, forecast)
 
 
 @task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
@@ -226,7 +227,7 @@ def training_flow(
         with timed(timings, "tracking"):
             model_uri = log_model_task(client, run_id, cfg, config_path, raw, data_, pre, result, scores)
         summary = TrainingSummary(run_id=run_id, experiment_id=experiment_id, metrics=scores, model_uri=model_uri,
-                                  notes=data_.notes, timings=timings)
+                                  notes=data_.notes, timings=timings, test_forecasts=forecasts["test"].table())
         if cfg.registry.enabled:
             with timed(timings, "registry"):
                 decision = register_task(client, run_id, cfg, model_uri, raw, data_.frame, forecasts, scores,

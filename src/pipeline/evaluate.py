@@ -57,6 +57,15 @@ class Forecasts:
     predicted: np.ndarray  # (n, horizon)
     anchor: np.ndarray  # (n,) last known value before each window's first step
 
+    def table(self) -> pd.DataFrame:
+        """Long form: the first target date of each window, the step, and the forecast."""
+        n, horizon = self.predicted.shape
+        return pd.DataFrame({
+            "date": np.repeat(self.dates.strftime("%Y-%m-%d"), horizon),
+            "step": np.tile(np.arange(1, horizon + 1), n).astype("int64"),
+            "forecast": self.predicted.ravel().astype("float64"),
+        })
+
     def persistence(self) -> np.ndarray:
         """The naive forecast: every step equals the last known value."""
         return np.repeat(self.anchor.reshape(-1, 1), self.actual.shape[1], axis=1)

@@ -49,7 +49,8 @@ def get_aliases(client: Any, name: str) -> dict[str, str]:
     """Alias -> version of a registered model (read from the model: version search drops them)."""
     model = client.get_registered_model(name)
     aliases = model.aliases
-    return dict(aliases) if isinstance(aliases, dict) else {a.alias: a.version for a in aliases}
+    pairs = aliases.items() if isinstance(aliases, dict) else ((a.alias, a.version) for a in aliases)
+    return {alias: str(version) for alias, version in pairs}
 
 
 def ensure_registered_model(client: Any, name: str) -> None:
@@ -117,7 +118,7 @@ def decide(
         alias, verdict = CHALLENGER, "does not beat"
     reason = (f"test RMSE {challenger_rmse:.6g} {verdict} champion v{current.version} "
               f"at {champ_rmse:.6g} ({how}; window {window.start}..{window.end})")
-    return Decision(version, alias, challenger_rmse, current.version, champ_rmse, reason)
+    return Decision(version, alias, challenger_rmse, str(current.version), champ_rmse, reason)
 
 
 def register_and_promote(
@@ -137,7 +138,7 @@ def register_and_promote(
     all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), "test_rmse": repr(challenger_rmse)}
     mv = retry(lambda: client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags), "register version", uri)
     try:
-        decision = decide(client, name, mv.version, window, challenger_rmse, rescore_champion)
+        decision = decide(client, name, str(mv.version), window, challenger_rmse, rescore_champion)
         client.set_model_version_tag(name, mv.version, "promotion", decision.reason)
         client.update_model_version(name, mv.version, description=f"{decision.alias}: {decision.reason}")
         if decision.alias == CHAMPION and decision.champion_version is not None:

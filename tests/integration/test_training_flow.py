@@ -1,0 +1,91 @@
+"""The whole training flow for two epochs against a temporary MLflow store and Prefect's harness."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from flows.training import training_flow
+from pipeline.errors import DataError
+from pipeline.registry import get_aliases
+
+
+def test_flow_tracks_registers_and_serves_the_champion(prefect_harness, mlflow_store, write_config, prices):
+    config = write_config()
+    summary = training_flow(config_path=config)
+
+    client = MlflowClient(mlflow_store)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    # params: the whole resolved config
+    assert run.data.params["window.lookback"] == "5"
+    assert run.data.params["train.epochs"] == "2"
+    assert run.data.params["registry.model_name"] == "tiny-forecaster"
+    # metrics: model and persistence side by side, per-epoch losses as steps, stage timings
+    for key in ("test_rmse", "test_naive_rmse", "test_rmse_ratio", "test_mae", "test_mape",
+                "test_direction_acc", "time_train_s"):
+        assert key in run.data.metrics, key
+    history = client.get_metric_history(summary.run_id, "train_loss")
+    assert [m.step for m in history] == [0, 1]
+    assert len(client.get_metric_history(summary.run_id, "val_loss")) == 2
+    # artifacts: plots, scalers, config
+    artifacts = {f.path for d in ("plots", "scalers", "config") for f in client.list_artifacts(summary.run_id, d)}
+    assert {"plots/forecast.png", "plots/loss.png", "plots/residuals.png",
+            "scalers/preprocessor.pkl", "scalers/scalers.json", "config/tiny.yaml",
+            "config/resolved.yaml"} <= artifacts
+    # the dataset as an input, with the file's digest
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.digest == run.data.tags["data_digest"]
+    # the registry: version 1, champion
+    assert (summary.version, summary.alias) == ("1", "champion")
+    mv = client.get_model_version_by_alias("tiny-forecaster", "champion")
+    assert str(mv.version) == "1" and mv.run_id == summary.run_id
+
+    # the registered pyfunc predicts exactly what the in-process model predicted on the test part
+    model = mlflow.pyfunc.load_model("models:/tiny-forecaster@champion")
+    in_process = summary.test_forecasts
+    # the same windows as the test part (lookback 5 + 1 warm-up row; the last row has no target)
+    rows = prices.iloc[:-1].tail(len(in_process) + 5)
+    served = model.predict(rows, params={"all_windows": True})
+    assert len(served) == len(in_process)
+    first_dates = served[served["step"] == 1].set_index("date")["forecast"]
+    np.testing.assert_array_equal(first_dates.loc[in_process["date"]].to_numpy(), in_process["forecast"].to_numpy())
+    latest = model.predict(prices.tail(10))
+    assert list(latest.columns) == ["origin", "step", "date", "forecast"]
+    assert latest["date"].iloc[0] > prices["Date"].iloc[-1]
+    assert np.isfinite(latest["forecast"]).all()
+
+
+def test_second_run_is_champion_only_when_it_beats_the_first(prefect_harness, mlflow_store, write_config):
+    first = training_flow(config_path=write_config())
+    better = training_flow(config_path=write_config("longer.yaml", train={"epochs": 30, "seed": 1}))
+    client = MlflowClient(mlflow_store)
+    aliases = get_aliases(client, "tiny-forecaster")
+    first_rmse = first.metrics["test_rmse"]
+    if better.metrics["test_rmse"] < first_rmse:
+        assert better.alias == "champion" and aliases["champion"] == "2"
+    else:
+        assert better.alias == "challenger" and aliases == {"champion": "1", "challenger": "2"}
+    assert "champion v1" in better.reason
+
+
+def test_bad_data_fails_the_run_and_registers_nothing(prefect_harness, mlflow_store, write_config, tmp_path, prices):
+    bad = prices.copy()
+    bad.loc[10, "High"] = bad.loc[10, "Low"] - 5  # High below Low
+    bad.loc[20, "Close"] = -1.0
+    path = tmp_path / "bad.csv"
+    bad.to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        training_flow(config_path=write_config(data={"source": str(path)}))
+    message = str(info.value)
+    assert "bad.csv" in message and "line 12" in message and "High >= max(Open, Close)" in message
+    assert "line 22" in message and "price > 0" in message
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    report = mlflow.artifacts.load_text(f"runs:/{runs[0].info.run_id}/failure/report.txt")
+    assert "High >= max(Open, Close)" in report
+    assert client.search_registered_models() == []
