@@ -1,0 +1,36 @@
+"""Metrics against values computed by hand."""
+
+import numpy as np
+import pytest
+
+from pipeline.evaluate import Forecasts, direction_accuracy, mae, mape, rmse, score
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    actual = np.array([10.0, 12.0, 11.0, 13.0])
+    pred = np.array([11.0, 11.0, 11.0, 15.0])
+    # errors -1, 1, 0, -2: squared 1, 1, 0, 4 -> mean 1.5
+    assert rmse(actual, pred) == pytest.approx(np.sqrt(1.5))
+    assert mae(actual, pred) == pytest.approx(1.0)
+    assert mape(actual, pred) == pytest.approx((1 / 10 + 1 / 12 + 0 + 2 / 13) / 4 * 100)
+    anchor = np.array([10.5, 11.0, 12.0, 12.0])
+    # actual moves: -, +, -, +   predicted moves: +, 0, -, +  -> right on rows 3 and 4
+    assert direction_accuracy(actual.reshape(-1, 1), pred.reshape(-1, 1), anchor) == pytest.approx(0.5)
+
+
+def test_mape_skips_zero_actuals() -> None:
+    assert mape(np.array([0.0, 10.0]), np.array([5.0, 11.0])) == pytest.approx(10.0)
+
+
+def test_score_sets_model_beside_persistence_and_their_ratio() -> None:
+    fc = Forecasts(
+        dates=np.array(["2021-01-05", "2021-01-06"], dtype="datetime64[ns]"),
+        actual=np.array([[11.0], [12.0]]),
+        predicted=np.array([[10.5], [12.5]]),
+        anchor=np.array([10.0, 11.0]),
+    )
+    s = score(fc)
+    assert s["test_rmse"] == pytest.approx(0.5)
+    assert s["test_naive_rmse"] == pytest.approx(1.0)
+    assert s["test_rmse_ratio"] == pytest.approx(0.5)
+    assert s["test_naive_direction_acc"] == 0.0 and s["test_direction_acc"] == 1.0
