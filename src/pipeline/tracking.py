@@ -12,6 +12,9 @@ import pickle
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -204,7 +207,9 @@ def log_dataset(client: Any, run_id: str, frame: pd.DataFrame, source: str, dige
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    dataset = mlflow.data.from_pandas(frame.reset_index(), source=source, targets=target, name=name, digest=digest)
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path is meant
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame.reset_index(), source=source, targets=target, name=name, digest=digest)
     entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
     retry(lambda: client.log_inputs(run_id, datasets=[entity]), "log dataset", client.tracking_uri)
 
@@ -230,7 +235,7 @@ def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -
         bundle_path = bundle.save(Path(tmp) / "forecaster.pkl")
 
         def _log() -> Any:
-            with mlflow.start_run(run_id=run_id):
+            with mlflow.start_run(run_id=run_id), quiet_logger("mlflow.pyfunc"):
                 return mlflow.pyfunc.log_model(
                     name="model",
                     python_model=LSTMForecastPyfunc(),
@@ -243,6 +248,18 @@ def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -
 
         info = retry(_log, "log model", uri)
     return info.model_uri
+
+
+@contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Silence a chatty library logger for a block (MLflow's notes on cloudpickle and examples)."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def failure_report(client: Any, run_id: str, exc: BaseException, report: str | None = None) -> None:
