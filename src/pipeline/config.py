@@ -140,6 +140,54 @@ class TrackingConfig(_Frozen):
     uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI or the local store")
 
 
+BaselineName = Literal["naive", "drift", "moving_average", "seasonal_naive"]
+
+
+class EvaluateConfig(_Frozen):
+    """Baselines scored beside the model in every evaluation (training and backtest).
+
+    `naive` is persistence (the last known value); `drift` extends the line from the first to
+    the last known value; `moving_average` repeats the mean of the last `moving_average_window`
+    known values; `seasonal_naive` repeats the value one `season_length` earlier and is scored
+    only when `season_length` is set.
+    """
+
+    baselines: tuple[BaselineName, ...] = ("naive", "drift", "moving_average", "seasonal_naive")
+    moving_average_window: int = Field(5, ge=1)
+    season_length: int | None = Field(None, ge=2, description="None: no seasonal naive baseline")
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        if "naive" not in self.baselines:
+            raise ValueError("evaluate.baselines must include 'naive' (persistence): every score stands next to it")
+        return self
+
+
+class BacktestConfig(_Frozen):
+    """Walk-forward evaluation: `folds` consecutive test blocks after an initial training stretch.
+
+    Each fold refits the scalers and the model on the rows before its cutoff only. `initial`
+    is the rows before the first cutoff (a fraction of the series, or a row count); the rest is
+    cut into `folds` equal test blocks (`test_size` rows each unless given). `expanding` keeps
+    every earlier row; `rolling` keeps the last `initial` rows. `val` is the part of each fold's
+    pre-cutoff rows held out for early stopping (fraction or rows; None: as in `split`).
+    """
+
+    folds: int = Field(5, ge=1)
+    window: Literal["expanding", "rolling"] = "expanding"
+    initial: float = Field(0.5, gt=0)
+    test_size: int | None = Field(None, ge=1)
+    val: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> BacktestConfig:
+        if self.initial >= 1 and self.initial != int(self.initial):
+            raise ValueError("backtest.initial must be a fraction (<1) or a whole row count")
+        if self.val is not None and self.val >= 1 and self.val != int(self.val):
+            raise ValueError("backtest.val must be a fraction (<1) or a whole row count")
+        return self
+
+
 class PipelineConfig(_Frozen):
     name: str = "default"
     data: DataConfig = DataConfig()
@@ -150,6 +198,8 @@ class PipelineConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    backtest: BacktestConfig = BacktestConfig()
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

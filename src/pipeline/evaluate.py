@@ -1,13 +1,15 @@
-"""Metrics in original units, the persistence baseline, and scoring of a split."""
+"""Metrics in original units, the baselines (persistence, drift, moving average, seasonal naive),
+and scoring of a split."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from pipeline.features import Preprocessor, Windows
+from pipeline.config import EvaluateConfig
+from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
 from pipeline.model import LSTMForecaster
 from pipeline.train import predict
 
@@ -48,6 +50,92 @@ def metrics(actual: np.ndarray, pred: np.ndarray, anchor: np.ndarray) -> dict[st
     }
 
 
+# ---------------------------------------------------------------- baselines
+BASELINE_LABELS = {"naive": "persistence", "drift": "drift", "moving_average": "moving average",
+                   "seasonal_naive": "seasonal naive"}
+
+
+def baseline_forecasts(
+    levels: np.ndarray, last_known: np.ndarray, horizon: int, cfg: EvaluateConfig | None = None
+) -> dict[str, np.ndarray]:
+    """Each configured baseline's (n, horizon) forecasts, built only from values known at each origin.
+
+    `last_known` (n,) is the position of the last known value of each window (its anchor); step h
+    forecasts position `last_known + h`. Only `levels[: last_known + 1]` is ever read. Rows whose
+    history is too short for a baseline get NaN (a position of -1 means nothing is known yet).
+    """
+    cfg = cfg or EvaluateConfig()
+    levels = np.asarray(levels, dtype=float)
+    pos = np.asarray(last_known, dtype=int)
+    known = pos >= 0
+    safe = np.where(known, pos, 0)
+    steps = np.arange(1, horizon + 1)[None, :]  # (1, H)
+    last = np.where(known, levels[safe], np.nan)[:, None]  # (n, 1)
+    out: dict[str, np.ndarray] = {}
+    for name in cfg.baselines:
+        if name == "naive":
+            fc = np.repeat(last, horizon, axis=1)
+        elif name == "drift":
+            # The line through the first and the last known value, extended h steps.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                slope = np.where(safe > 0, (levels[safe] - levels[0]) / np.maximum(safe, 1), 0.0)
+            fc = last + slope[:, None] * steps
+        elif name == "moving_average":
+            window = cfg.moving_average_window
+            csum = np.concatenate([[0.0], np.cumsum(levels)])
+            lo = np.maximum(safe + 1 - window, 0)
+            mean = (csum[safe + 1] - csum[lo]) / (safe + 1 - lo)
+            fc = np.repeat(np.where(known, mean, np.nan)[:, None], horizon, axis=1)
+        elif name == "seasonal_naive":
+            m = cfg.season_length
+            if m is None:
+                continue
+            # The value one season before each target: position p + h - m * ceil(h / m) <= p.
+            src = pos[:, None] + steps - m * np.ceil(steps / m).astype(int)
+            fc = np.where(src >= 0, levels[np.maximum(src, 0)], np.nan)
+        else:  # pragma: no cover - the config's Literal rules this out
+            raise ValueError(f"unknown baseline {name!r}")
+        out[name] = np.where(known[:, None], fc, np.nan)
+    return out
+
+
+# ---------------------------------------------------------------- range check
+@dataclass(frozen=True)
+class RangeCheck:
+    """How many evaluated target values lie outside the range the target scaler saw in training."""
+
+    low: float
+    high: float
+    outside: int
+    total: int
+    min_seen: float
+    max_seen: float
+
+    @property
+    def share(self) -> float:
+        return self.outside / self.total if self.total else 0.0
+
+    def message(self) -> str:
+        return (f"{self.outside} of {self.total} test target values lie outside the training range "
+                f"[{self.low:.6g}, {self.high:.6g}] the scaler saw (test min {self.min_seen:.6g}, "
+                f"max {self.max_seen:.6g}): a level target extrapolates there")
+
+
+def target_range_check(pre: Preprocessor, frame: pd.DataFrame, bounds: SplitBounds) -> RangeCheck | None:
+    """For a level-like target (no differencing), test values vs the training range; None otherwise."""
+    if pre.target_transform in DIFFERENCING:
+        return None
+    levels = frame[pre.target].to_numpy(dtype=float)
+    train = levels[pre.warmup:bounds.val_start]
+    test = levels[bounds.part("test")]
+    if len(train) == 0 or len(test) == 0:
+        return None
+    low, high = float(np.min(train)), float(np.max(train))
+    outside = int(np.sum((test < low) | (test > high)))
+    return RangeCheck(low, high, outside, len(test), float(np.min(test)), float(np.max(test)))
+
+
+# ---------------------------------------------------------------- forecasts
 @dataclass
 class Forecasts:
     """Forecasts of one split in original units, aligned with what actually happened."""
@@ -56,6 +144,7 @@ class Forecasts:
     actual: np.ndarray  # (n, horizon)
     predicted: np.ndarray  # (n, horizon)
     anchor: np.ndarray  # (n,) last known value before each window's first step
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n, horizon)
 
     def table(self) -> pd.DataFrame:
         """Long form: the first target date of each window, the step, and the forecast."""
@@ -72,8 +161,10 @@ class Forecasts:
 
 
 def forecast_split(
-    model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFrame, windows: Windows
+    model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFrame, windows: Windows,
+    baselines: EvaluateConfig | None = None,
 ) -> Forecasts:
+    """The model's forecasts of one split in original units, with every configured baseline."""
     levels = frame[pre.target].to_numpy(dtype=float)
     anchor = pre.anchors(levels, windows.origins)
     predicted = pre.to_levels(predict(model, windows.X), anchor)
@@ -82,26 +173,59 @@ def forecast_split(
         actual=levels[windows.target_positions],
         predicted=predicted,
         anchor=anchor,
+        baselines=baseline_forecasts(levels, windows.origins + pre.lead - 1, pre.horizon, baselines),
     )
 
 
-def score(fc: Forecasts, prefix: str = "test") -> dict[str, float]:
-    """Model and persistence metrics, their ratios, and per-step RMSE when horizon > 1.
+def _ratio(num: float, den: float) -> float:
+    return num / den if den and np.isfinite(den) else float("nan")
 
-    Keys: `{prefix}_{metric}`, `{prefix}_naive_{metric}`, `{prefix}_rmse_ratio`,
-    `{prefix}_rmse_h{k}` for each step k.
+
+def score(fc: Forecasts, prefix: str = "test") -> dict[str, float]:
+    """Model and baseline metrics, their ratios, and per-step metrics when horizon > 1.
+
+    Keys, one name per metric and forecaster so MLflow's compare view lines them up:
+    `{prefix}_{metric}` (the model), `{prefix}_{baseline}_{metric}` for every baseline
+    (`naive` is persistence), `{prefix}_rmse_ratio` and `{prefix}_mae_ratio` (model/persistence),
+    `{prefix}_rmse_ratio_{baseline}` for the other baselines, `{prefix}_rmse_ratio_best_baseline`,
+    and `{prefix}_rmse_h{k}`, `{prefix}_mae_h{k}`, `{prefix}_{baseline}_rmse_h{k}` per step k.
     """
-    naive = fc.persistence()
+    forecasters = {"": fc.predicted, **{f"{b}_": v for b, v in fc.baselines.items()}}
+    forecasters.setdefault("naive_", fc.persistence())
     out: dict[str, float] = {}
-    for name, value in metrics(fc.actual, fc.predicted, fc.anchor).items():
-        out[f"{prefix}_{name}"] = value
-    for name, value in metrics(fc.actual, naive, fc.anchor).items():
-        out[f"{prefix}_naive_{name}"] = value
-    out[f"{prefix}_rmse_ratio"] = out[f"{prefix}_rmse"] / out[f"{prefix}_naive_rmse"] if out[f"{prefix}_naive_rmse"] else float("nan")
-    out[f"{prefix}_mae_ratio"] = out[f"{prefix}_mae"] / out[f"{prefix}_naive_mae"] if out[f"{prefix}_naive_mae"] else float("nan")
+    for label, pred in forecasters.items():
+        for name, value in metrics(fc.actual, pred, fc.anchor).items():
+            out[f"{prefix}_{label}{name}"] = value
+    model_rmse = out[f"{prefix}_rmse"]
+    out[f"{prefix}_rmse_ratio"] = _ratio(model_rmse, out[f"{prefix}_naive_rmse"])
+    out[f"{prefix}_mae_ratio"] = _ratio(out[f"{prefix}_mae"], out[f"{prefix}_naive_mae"])
+    baseline_rmse = {label[:-1]: out[f"{prefix}_{label}rmse"] for label in forecasters if label}
+    for name, value in baseline_rmse.items():
+        if name != "naive":
+            out[f"{prefix}_rmse_ratio_{name}"] = _ratio(model_rmse, value)
+    finite = [v for v in baseline_rmse.values() if np.isfinite(v)]
+    if finite:
+        out[f"{prefix}_rmse_ratio_best_baseline"] = _ratio(model_rmse, min(finite))
     if fc.actual.shape[1] > 1:
         for k in range(fc.actual.shape[1]):
             out[f"{prefix}_rmse_h{k + 1}"] = rmse(fc.actual[:, k], fc.predicted[:, k])
-            out[f"{prefix}_naive_rmse_h{k + 1}"] = rmse(fc.actual[:, k], naive[:, k])
+            out[f"{prefix}_mae_h{k + 1}"] = mae(fc.actual[:, k], fc.predicted[:, k])
+            for label, pred in forecasters.items():
+                if label:
+                    out[f"{prefix}_{label}rmse_h{k + 1}"] = rmse(fc.actual[:, k], pred[:, k])
     out[f"{prefix}_windows"] = float(len(fc.actual))
+    return out
+
+
+def per_step(scores: dict[str, float], prefix: str = "test", metric: str = "rmse") -> dict[str, list[float]]:
+    """Per-step values h=1..H of the model and each baseline, read back from `score()` keys."""
+    out: dict[str, list[float]] = {}
+    labels = sorted({k[len(prefix) + 1:-len(f"{metric}_h1")] for k in scores
+                     if k.startswith(f"{prefix}_") and k.endswith(f"{metric}_h1")})
+    for label in labels:
+        values, k = [], 1
+        while f"{prefix}_{label}{metric}_h{k}" in scores:
+            values.append(scores[f"{prefix}_{label}{metric}_h{k}"])
+            k += 1
+        out[label.rstrip("_") or "model"] = values
     return out

@@ -80,5 +80,60 @@ def plot_residuals(fc: Forecasts, unit: str) -> Figure:
     return fig
 
 
+def plot_horizon(scores_by_step: dict[str, list[float]], metric: str, unit: str) -> Figure:
+    """Error per step ahead (h=1..H) of the model and each baseline; from `evaluate.per_step`."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    for name, values in scores_by_step.items():
+        steps = np.arange(1, len(values) + 1)
+        ax.plot(steps, values, marker="o", linewidth=2.0 if name == "model" else 1.0,
+                color="black" if name == "model" else None, label=name)
+    ax.set_xlabel("steps ahead (h)")
+    ax.set_ylabel(f"test {metric.upper()} ({unit})")
+    ax.set_title(f"Test {metric.upper()} per step ahead")
+    ax.set_xticks(np.arange(1, max((len(v) for v in scores_by_step.values()), default=1) + 1))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_horizon_paths(series: pd.Series, fc: Forecasts, every: int | None = None) -> Figure:
+    """The actual test series with whole H-step forecast paths from a spread of origins."""
+    n, horizon = fc.predicted.shape
+    every = every or max(1, horizon, n // 12)
+    fig, ax = plt.subplots(figsize=(12, 5), constrained_layout=True)
+    start = series.index.searchsorted(fc.dates[0]) if n else 0
+    shown = series.iloc[max(0, start - horizon):]
+    ax.plot(shown.index, shown.to_numpy(), color="black", linewidth=1.2, label="actual")
+    positions = series.index.searchsorted(fc.dates)
+    for i in range(0, n, every):
+        idx = series.index[positions[i]:positions[i] + horizon]
+        ax.plot(idx, fc.predicted[i, :len(idx)], color="tab:green", marker=".", linewidth=1.0,
+                label="forecast paths" if i == 0 else None)
+    ax.set_title(f"{horizon}-step forecast paths on the test part (one origin in {every})")
+    ax.set_ylabel(str(series.name))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_backtest(series: pd.Series, folds: list[tuple[pd.Timestamp, Forecasts]], title: str) -> Figure:
+    """The actual series against every fold's one-step-ahead forecasts, cutoffs marked."""
+    fig, ax = plt.subplots(figsize=(12, 5), constrained_layout=True)
+    ax.plot(series.index, series.to_numpy(), color="black", linewidth=1.0, label="actual")
+    colours = plt.get_cmap("tab10")
+    for i, (cutoff, fc) in enumerate(folds):
+        colour = colours(i % 10)
+        ax.axvline(cutoff, color=colour, linestyle="--", linewidth=0.8)
+        if len(fc.dates):
+            ax.axvspan(fc.dates[0], fc.dates[-1], color=colour, alpha=0.07)
+            ax.plot(fc.dates, fc.predicted[:, 0], color=colour, linewidth=1.2, label=f"fold {i + 1}")
+    ax.set_title(title)
+    ax.set_xlabel(series.index.name or "date")
+    ax.set_ylabel(str(series.name))
+    ax.legend(loc="best", fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def close(fig: Figure) -> None:
     plt.close(fig)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import TrainConfig
+from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import TrainingError
 from pipeline.features import Windows
 from pipeline.model import LSTMForecaster
@@ -49,6 +49,12 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def init_model(model_cfg: ModelConfig, train_cfg: TrainConfig, n_features: int, horizon: int) -> LSTMForecaster:
+    """A fresh model whose initial weights depend on the seed alone, not on earlier use of the RNGs."""
+    seed_everything(train_cfg.seed)
+    return LSTMForecaster.from_config(model_cfg, n_features=n_features, horizon=horizon)
 
 
 def pick_device(requested: str) -> torch.device:

@@ -1,0 +1,207 @@
+"""Walk-forward backtesting: folds, per-fold refits on past rows only, and their summary.
+
+Each fold has a cutoff. Its scalers and its model are fit on rows before the cutoff only
+(training rows, then the last pre-cutoff rows for early stopping), and it forecasts the block
+of rows that starts at the cutoff. Rows after the block are not even handed to the fold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline import evaluate, features
+from pipeline.config import PipelineConfig
+from pipeline.errors import ConfigError
+from pipeline.evaluate import Forecasts
+from pipeline.features import Preprocessor
+from pipeline.train import EpochCallback, TrainResult, fit, init_model
+
+log = logging.getLogger(__name__)
+
+Window = str  # "expanding" | "rolling"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Row positions of one fold: [start, val_start) trains, [val_start, cutoff) validates,
+    [cutoff, end) is forecast."""
+
+    index: int
+    start: int
+    val_start: int
+    cutoff: int
+    end: int
+
+    @property
+    def train_rows(self) -> int:
+        return self.val_start - self.start
+
+    @property
+    def val_rows(self) -> int:
+        return self.cutoff - self.val_start
+
+    @property
+    def test_rows(self) -> int:
+        return self.end - self.cutoff
+
+
+@dataclass
+class FoldResult:
+    fold: Fold
+    preprocessor: Preprocessor
+    train: TrainResult
+    forecasts: Forecasts
+    scores: dict[str, float]
+    seconds: float
+
+
+def _rows(value: float, total: int) -> int:
+    """A fraction of `total` (value < 1) or a row count."""
+    return int(round(total * value)) if value < 1 else int(value)
+
+
+def validation_share(cfg: PipelineConfig) -> float:
+    """The part of each fold's pre-cutoff rows kept for early stopping: backtest.val, else as in split."""
+    if cfg.backtest.val is not None:
+        return cfg.backtest.val
+    split = cfg.split
+    if split.train_end is not None:
+        return 0.15 if cfg.train.patience is not None else 0.0
+    if split.train < 1 and split.val < 1:
+        return split.val / (split.train + split.val)
+    return split.val
+
+
+def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None, window: Window | None = None) -> list[Fold]:
+    """The folds of a walk-forward backtest over `n_rows` rows; ConfigError when they do not fit.
+
+    The last fold ends at the last row; the folds' test blocks are consecutive and equal in size.
+    """
+    bt = cfg.backtest
+    k = folds or bt.folds
+    window = window or bt.window
+    if k < 1:
+        raise ConfigError(f"backtest needs at least one fold (got {k})")
+    if window not in ("expanding", "rolling"):
+        raise ConfigError(f"backtest window must be 'expanding' or 'rolling' (got {window!r})")
+    initial = _rows(bt.initial, n_rows)
+    test_size = bt.test_size or (n_rows - initial) // k
+    pre = Preprocessor(cfg)
+    first_cutoff = n_rows - k * test_size
+    history = first_cutoff  # rows before the first cutoff; a rolling window keeps this many
+    val_share = validation_share(cfg)
+    # Two training windows and one validation window need these many rows at least.
+    min_train = pre.input_rows + pre.lead + pre.horizon
+    min_val = pre.horizon if (val_share > 0) else 0
+    plan: list[Fold] = []
+    for i in range(k):
+        cutoff = first_cutoff + i * test_size
+        start = 0 if window == "expanding" else cutoff - history
+        val_rows = _rows(val_share, cutoff - start) if val_share else 0
+        if val_share and val_rows < min_val:
+            val_rows = min_val
+        plan.append(Fold(index=i, start=start, val_start=cutoff - val_rows, cutoff=cutoff, end=cutoff + test_size))
+    problems = []
+    if test_size < pre.horizon:
+        problems.append(f"each test block has {test_size} rows but the horizon is {pre.horizon}")
+    if first_cutoff <= 0 or plan[0].train_rows < min_train:
+        problems.append(f"the first fold trains on {max(plan[0].train_rows, 0)} rows; it needs at least {min_train} "
+                        f"(lookback {pre.lookback} + warm-up {pre.warmup} + lead {pre.lead} + horizon {pre.horizon})")
+    if problems:
+        raise ConfigError(
+            f"backtest of {k} {window} folds does not fit {n_rows} rows (backtest.initial={bt.initial}, "
+            f"test_size={test_size}): " + "; ".join(problems) + ". Use fewer folds, a smaller "
+            "backtest.initial or backtest.test_size, or more data."
+        )
+    if cfg.train.patience is not None and plan[0].val_rows == 0:
+        raise ConfigError("backtest: early stopping (train.patience) needs validation rows in every fold; "
+                          "set backtest.val > 0 or train.patience: null")
+    return plan
+
+
+def fold_config(cfg: PipelineConfig, fold: Fold) -> PipelineConfig:
+    """The config of one fold: its rows split into train / validation / test by row counts."""
+    return cfg.with_overrides(split={"train": float(fold.train_rows), "val": float(fold.val_rows), "test": None,
+                                     "train_end": None, "val_end": None})
+
+
+def fold_frame(frame: pd.DataFrame, fold: Fold) -> pd.DataFrame:
+    """The rows a fold may see: its training and validation rows and its test block, nothing later."""
+    return frame.iloc[fold.start:fold.end]
+
+
+def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
+             on_epoch_end: EpochCallback | None = None) -> FoldResult:
+    """Refit scalers and model on the fold's pre-cutoff rows, then forecast its test block."""
+    started = time.perf_counter()
+    part = fold_frame(frame, fold)
+    fcfg = fold_config(cfg, fold)
+    pre, bounds, windows = features.prepare(part, fcfg)
+    assert bounds.test_start == fold.cutoff - fold.start, "fold split disagrees with the plan"
+    model = init_model(fcfg.model, fcfg.train, n_features=windows["train"].X.shape[2], horizon=fcfg.window.horizon)
+    val = windows["val"] if len(windows["val"]) else None
+    result = fit(model, windows["train"], val, fcfg.train, on_epoch_end=on_epoch_end)
+    fc = evaluate.forecast_split(result.model, pre, part, windows["test"], cfg.evaluate)
+    scores = evaluate.score(fc, prefix="test")
+    seconds = time.perf_counter() - started
+    log.info("fold %d: cutoff %s, %d train rows, test RMSE %.6g (persistence %.6g)", fold.index + 1,
+             frame.index[fold.cutoff].date(), fold.train_rows, scores["test_rmse"], scores["test_naive_rmse"])
+    return FoldResult(fold=fold, preprocessor=pre, train=result, forecasts=fc, scores=scores, seconds=seconds)
+
+
+def run_backtest(frame: pd.DataFrame, cfg: PipelineConfig, plan: list[Fold],
+                 callback: Callable[[Fold], EpochCallback | None] | None = None) -> list[FoldResult]:
+    """Every fold in order (no Prefect, no MLflow: the flow wraps the folds as tasks)."""
+    return [run_fold(frame, cfg, fold, callback(fold) if callback else None) for fold in plan]
+
+
+def concat_forecasts(parts: list[Forecasts]) -> Forecasts:
+    """All folds' forecasts as one (their test blocks never overlap)."""
+    names = set.intersection(*(set(p.baselines) for p in parts)) if parts else set()
+    return Forecasts(
+        dates=pd.DatetimeIndex(np.concatenate([p.dates.to_numpy() for p in parts])),
+        actual=np.vstack([p.actual for p in parts]),
+        predicted=np.vstack([p.predicted for p in parts]),
+        anchor=np.concatenate([p.anchor for p in parts]),
+        baselines={n: np.vstack([p.baselines[n] for p in parts]) for n in sorted(names)},
+    )
+
+
+def summarize(results: list[FoldResult]) -> dict[str, float]:
+    """Mean and spread over folds of every fold metric (`{key}_mean`, `{key}_std`, sample std),
+    and the metrics of all fold forecasts pooled (`backtest_*`)."""
+    out: dict[str, float] = {"folds": float(len(results))}
+    keys = set.intersection(*(set(r.scores) for r in results)) if results else set()
+    for key in sorted(keys):
+        values = np.array([r.scores[key] for r in results], dtype=float)
+        out[f"{key}_mean"] = float(np.mean(values))
+        out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    if results:
+        out.update(evaluate.score(concat_forecasts([r.forecasts for r in results]), prefix="backtest"))
+        out["train_seconds_total"] = float(sum(r.train.seconds for r in results))
+    return out
+
+
+def fold_table(frame: pd.DataFrame, results: list[FoldResult]) -> pd.DataFrame:
+    """One row per fold: its dates, sizes, model and persistence RMSE, ratio, epochs, seconds."""
+    rows = []
+    for r in results:
+        f = r.fold
+        rows.append({
+            "fold": f.index + 1,
+            "train_start": str(frame.index[f.start].date()),
+            "cutoff": str(frame.index[f.cutoff].date()),
+            "test_end": str(frame.index[f.end - 1].date()),
+            "train_rows": f.train_rows, "val_rows": f.val_rows, "test_rows": f.test_rows,
+            "windows": int(r.scores["test_windows"]),
+            "rmse": r.scores["test_rmse"], "naive_rmse": r.scores["test_naive_rmse"],
+            "rmse_ratio": r.scores["test_rmse_ratio"],
+            "epochs": r.train.epochs_run, "seconds": round(r.seconds, 3),
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,222 @@
+"""What a run records so it can be repeated, and the check that a repeat matches it.
+
+A training run records its resolved config (`config/resolved.yaml`), its data source and
+digest (`data_source`, `data_digest`), the git commit and whether the tree was dirty
+(`git_commit`, `git_dirty`), library versions (`version.*`), its thread count
+(`train_threads`) and a digest of the trained weights (`weights_digest`). `reproduce()`
+checks the data first, re-runs through a caller-supplied function (the CLI passes the
+training flow), then compares metric by metric and the weights, bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from pipeline.config import PipelineConfig, parse_config
+from pipeline.errors import DataError, PipelineError, TrackingError
+from pipeline.ingest import load_prices
+
+log = logging.getLogger(__name__)
+
+RESOLVED_CONFIG = "config/resolved.yaml"
+# Wall-clock figures never repeat; they are not part of a run's result.
+NOT_COMPARED_PREFIXES = ("time_",)
+
+
+class DataChangedError(DataError):
+    """The data at the recorded source no longer has the recorded digest."""
+
+
+def git_state(cwd: str | Path | None = None) -> dict[str, str]:
+    """`git_commit` and `git_dirty` of the working tree ('unknown' outside a git checkout)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def weights_digest(state_dict: Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex digits) over every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        array = np.ascontiguousarray(state_dict[name].detach().cpu().numpy())
+        h.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """What a finished training run recorded about itself."""
+
+    run_id: str
+    config: PipelineConfig
+    source: str
+    digest: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    name: str
+    recorded: float
+    reproduced: float | None
+
+    @property
+    def match(self) -> bool:
+        if self.reproduced is None:
+            return False
+        if math.isnan(self.recorded) and math.isnan(self.reproduced):
+            return True
+        return self.recorded == self.reproduced
+
+
+@dataclass
+class ReproduceReport:
+    run_id: str
+    new_run_id: str
+    checks: list[MetricCheck]
+    weights: tuple[str | None, str | None] = (None, None)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def weights_match(self) -> bool | None:
+        recorded, reproduced = self.weights
+        return None if recorded is None else recorded == reproduced
+
+    @property
+    def ok(self) -> bool:
+        return all(c.match for c in self.checks) and self.weights_match is not False
+
+    def lines(self) -> list[str]:
+        out = [f"{'metric':<34}{'recorded':>22}{'reproduced':>22}  result"]
+        for c in self.checks:
+            rep = "missing" if c.reproduced is None else repr(c.reproduced)
+            out.append(f"{c.name:<34}{c.recorded!r:>22}{rep:>22}  {'match' if c.match else 'DIFFERS'}")
+        recorded, reproduced = self.weights
+        if recorded is None:
+            out.append("weights: the run recorded no weights_digest; not compared")
+        else:
+            out.append(f"weights sha256 {recorded} vs {reproduced}: {'match' if self.weights_match else 'DIFFER'}")
+        differing = sum(not c.match for c in self.checks)
+        out.append(f"{len(self.checks) - differing} of {len(self.checks)} metrics match; "
+                   + ("REPRODUCED" if self.ok else "NOT REPRODUCED"))
+        return out
+
+
+def _download_text(client: Any, run_id: str, path: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run_id, path, tmp)
+        return Path(local).read_text(encoding="utf-8")
+
+
+def load_recorded(client: Any, run_id: str) -> RecordedRun:
+    """The config, data source and digest, metrics and tags a training run recorded."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise TrackingError(f"run {run_id} not found in {client.tracking_uri}: {exc.message}") from None
+    tags = dict(run.data.tags)
+    if tags.get("run_type") == "backtest" or "mlflow.parentRunId" in tags:
+        raise PipelineError(f"run {run_id} is a backtest run; `pipeline reproduce` repeats training runs")
+    if run.info.status != "FINISHED":
+        raise PipelineError(f"run {run_id} is {run.info.status}, not FINISHED: there is no result to reproduce")
+    try:
+        text = _download_text(client, run_id, RESOLVED_CONFIG)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+        raise PipelineError(f"run {run_id} has no {RESOLVED_CONFIG} artifact to reproduce from ({exc})") from None
+    config = parse_config(yaml.safe_load(text) or {}, origin=f"run {run_id} {RESOLVED_CONFIG}")
+    digest = tags.get("data_digest")
+    if not digest:
+        raise PipelineError(f"run {run_id} recorded no data_digest tag; cannot check its data")
+    return RecordedRun(run_id=run_id, config=config, source=tags.get("data_source", config.data.source),
+                       digest=digest, metrics=dict(run.data.metrics), tags=tags)
+
+
+def check_data(recorded: RecordedRun, source: str | None = None) -> str:
+    """The digest of the data at the recorded source (or `source`); DataChangedError when it differs."""
+    where = source or recorded.source
+    digest = load_prices(where).digest
+    if digest != recorded.digest:
+        raise DataChangedError(
+            f"the data changed since run {recorded.run_id}: {where} now has sha256 {digest}, "
+            f"the run recorded {recorded.digest}; its results cannot be reproduced from this data"
+        )
+    return digest
+
+
+def replay_config(recorded: RecordedRun, source: str | None = None) -> PipelineConfig:
+    """The recorded config, with the recorded thread count pinned and the registry left alone."""
+    train: dict[str, Any] = {}
+    threads = recorded.metrics.get("train_threads")
+    if recorded.config.train.num_threads is None and threads is not None:
+        train["num_threads"] = int(threads)
+    overrides: dict[str, dict[str, Any]] = {"registry": {"enabled": False}}
+    if train:
+        overrides["train"] = train
+    if source:
+        overrides["data"] = {"source": source}
+    return recorded.config.with_overrides(**overrides)
+
+
+def compare_metrics(recorded: Mapping[str, float], reproduced: Mapping[str, float]) -> list[MetricCheck]:
+    """Every recorded metric but wall-clock timings, against the reproduction, exactly."""
+    return [MetricCheck(name, float(value), None if name not in reproduced else float(reproduced[name]))
+            for name, value in sorted(recorded.items()) if not name.startswith(NOT_COMPARED_PREFIXES)]
+
+
+def environment_notes(recorded: RecordedRun, current: Mapping[str, str]) -> list[str]:
+    """Differences in code and library versions that would explain a mismatch."""
+    notes = []
+    commit, dirty = recorded.tags.get("git_commit"), recorded.tags.get("git_dirty")
+    if commit and commit != current.get("git_commit"):
+        notes.append(f"code: the run was made at commit {commit}, this is {current.get('git_commit')}")
+    if dirty == "true":
+        notes.append("code: the run was made from a working tree with uncommitted changes")
+    if current.get("git_dirty") == "true":
+        notes.append("code: this working tree has uncommitted changes")
+    for key, value in sorted(recorded.tags.items()):
+        if key.startswith("version.") and key in current and current[key] != value:
+            notes.append(f"{key[8:]}: the run used {value}, this environment has {current[key]}")
+    return notes
+
+
+def reproduce(client: Any, run_id: str, rerun: Callable[[PipelineConfig], str], source: str | None = None,
+              current_env: Mapping[str, str] | None = None) -> ReproduceReport:
+    """Check the data, re-run with `rerun(config) -> new run id`, and compare the results.
+
+    Raises DataChangedError (naming both digests) before re-running when the data changed.
+    """
+    recorded = load_recorded(client, run_id)
+    check_data(recorded, source)
+    config = replay_config(recorded, source)
+    log.info("reproducing run %s from %s (sha256 %s)", run_id, config.data.source, recorded.digest)
+    new_run_id = rerun(config)
+    new = client.get_run(new_run_id)
+    checks = compare_metrics(recorded.metrics, new.data.metrics)
+    weights = (recorded.tags.get("weights_digest"), new.data.tags.get("weights_digest"))
+    notes = environment_notes(recorded, current_env or {})
+    report = ReproduceReport(run_id=run_id, new_run_id=new_run_id, checks=checks, weights=weights, notes=notes)
+    client.set_tag(new_run_id, "reproduces", run_id)
+    client.set_tag(new_run_id, "reproduce_result", "match" if report.ok else "mismatch")
+    return report
