@@ -131,8 +131,18 @@ class TrainConfig(_Frozen):
 
 
 class RegistryConfig(_Frozen):
+    """Registration and the promotion gate.
+
+    A new version becomes `@champion` only when its test RMSE is below persistence's by at
+    least `min_gain_over_persistence` and below the current champion's (re-scored on the same
+    window) by at least `min_gain_over_champion`; both are relative: 0.02 means 2 % lower.
+    A negative margin tolerates being that much worse.
+    """
+
     model_name: str = "lstm-forecaster"
     enabled: bool = Field(True, description="False: log the model but register no version")
+    min_gain_over_persistence: float = Field(0.0, gt=-1.0, lt=1.0)
+    min_gain_over_champion: float = Field(0.0, gt=-1.0, lt=1.0)
 
 
 class TrackingConfig(_Frozen):

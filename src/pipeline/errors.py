@@ -31,3 +31,7 @@ class TrainingError(PipelineError):
 
 class TrackingError(PipelineError):
     """The MLflow tracking server or registry could not be reached or refused a write."""
+
+
+class RegistryError(PipelineError):
+    """A registry request names an unknown model, version or alias, or cannot be honoured."""
