@@ -1,8 +1,15 @@
-"""The data contract: pandera models checked lazily, so one run reports every broken rule."""
+"""The data contract: pandera models checked lazily, so one run reports every broken rule.
+
+`validate_prices` takes the file's text columns as read (or typed columns), parses dates and
+numbers itself so that each unreadable cell is reported with its file line, then checks the
+pandera models. Every failure lands in one `DataError` whose report names the file, the column,
+the first lines concerned and the rule.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +28,18 @@ OHLC = ("Open", "High", "Low", "Close")
 YAHOO_PRICES = ("Open", "High", "Low", "Close", "Adj Close")
 ROWS_SHOWN = 5  # failing rows listed per rule before "and N more"
 GAP_FACTOR = 10  # a gap this many times the usual spacing is worth a warning
+DST_SPREAD_MIN = 60  # UTC offsets one hour apart are one zone's daylight-saving time, not two zones
+
+# A date-time ending in a UTC offset: "2021-01-04 00:00:00-05:00", "2021-01-04T09:30Z".
+_WITH_OFFSET = re.compile(r"^(?P<local>.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?P<offset>Z|[+-]\d{2}:?\d{2})$")
+
+# pandera's built-in check names, as rules a user can read
+_RULES = {
+    "not_nullable": "not empty (no blank cell or NaN)",
+    "field_uniqueness": "unique dates (each date once)",
+}
+ROW_COLUMN = "(row)"
+TABLE_COLUMN = "(table)"
 
 
 class PriceFrame(pa.DataFrameModel):
@@ -33,9 +52,9 @@ class PriceFrame(pa.DataFrameModel):
     def finite(cls, column: Series[float]) -> Series[bool]:
         return pd.Series(np.isfinite(column.to_numpy(dtype=float)) | column.isna(), index=column.index)
 
-    @pa.check("date", name="dates increasing")
+    @pa.check("date", name="dates in increasing order")
     def increasing(cls, dates: Series[pd.Timestamp]) -> Series[bool]:
-        return (dates.diff() > pd.Timedelta(0)) | (dates.index == dates.index[0])
+        return ~(dates.diff() < pd.Timedelta(0))  # equal dates are the uniqueness rule's business
 
     class Config:
         strict = False
@@ -44,13 +63,17 @@ class PriceFrame(pa.DataFrameModel):
 class OHLCFrame(PriceFrame):
     """Daily bars: High is the top of the day's range and Low its bottom."""
 
+    @pa.dataframe_check(name="High >= Low")
+    def high_above_low(cls, df: pd.DataFrame) -> Series[bool]:
+        return ~(df["High"] < df["Low"])
+
     @pa.dataframe_check(name="High >= max(Open, Close)")
     def high_on_top(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["High"] >= df[["Open", "Close"]].max(axis=1)
+        return ~(df["High"] < df[["Open", "Close"]].max(axis=1))
 
     @pa.dataframe_check(name="Low <= min(Open, Close)")
     def low_at_bottom(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["Low"] <= df[["Open", "Close"]].min(axis=1)
+        return ~(df["Low"] > df[["Open", "Close"]].min(axis=1))
 
 
 @dataclass(frozen=True)
@@ -89,90 +112,198 @@ def build_schema(cfg: DataConfig) -> pa.DataFrameSchema:
     return schema.add_columns(extra) if extra else schema
 
 
-def _parse_dates(raw: pd.Series, name: str, source: str, failures: list[Failure]) -> pd.Series:
+def required_columns(cfg: DataConfig) -> dict[str, list[str]]:
+    """Each column the config needs from the file -> the config fields that name it."""
+    named: dict[str, list[str]] = {}
+    fields = [("data.date_column", (cfg.date_column,)), ("data.target", (cfg.target,)),
+              ("data.features", cfg.features), ("data.price_columns", cfg.price_columns or ())]
+    for key, columns in fields:
+        for column in columns:
+            named.setdefault(column, []).append(key)
+    return named
+
+
+def check_columns(raw: pd.DataFrame, cfg: DataConfig, source: str) -> None:
+    """DataError naming every configured column the file lacks, and the config field naming it."""
+    have = [str(c) for c in raw.columns]
+    missing = {c: keys for c, keys in required_columns(cfg).items() if c not in have}
+    if missing:
+        which = "; ".join(f"{c!r} (named by {', '.join(keys)})" for c, keys in missing.items())
+        raise DataError(
+            f"{source}: column(s) missing: {which}; rule: every column the config names must be in the "
+            f"file's header, which has {have}. Fix the header or point data.date_column, data.target "
+            "and data.features at columns the file has."
+        )
+    doubled = sorted({c for c in have if have.count(c) > 1})
+    if doubled:
+        raise DataError(f"{source}: column(s) {doubled} appear more than once in the header; "
+                        "rule: each column name once")
+
+
+def _zones(text: pd.Series, name: str, failures: list[Failure]) -> pd.Series:
+    """Drop UTC offsets so dates keep their local wall-clock time, unless the series mixes zones."""
+    parts = text.str.extract(_WITH_OFFSET)
+    aware = parts["offset"].notna()
+    if not aware.any():
+        return text
+    if not aware.all():
+        rule = "one time zone for the whole series (some dates carry a UTC offset, others none)"
+        minority = aware if aware.sum() <= (~aware & text.notna()).sum() else (~aware & text.notna())
+        failures.extend(Failure(name, int(i) + 2, text.loc[i], rule) for i in text.index[minority])
+    else:
+        minutes = parts["offset"].map(_offset_minutes)
+        if minutes.max() - minutes.min() > DST_SPREAD_MIN:
+            usual = minutes.mode().iloc[0]
+            rule = (f"one time zone for the whole series (most dates are at UTC{parts['offset'][minutes == usual].iloc[0]}; "
+                    "offsets may differ only by a daylight-saving hour)")
+            odd = (minutes - usual).abs() > DST_SPREAD_MIN
+            failures.extend(Failure(name, int(i) + 2, text.loc[i], rule) for i in text.index[odd])
+    return parts["local"].where(aware, text)
+
+
+def _offset_minutes(offset: str) -> int:
+    if offset == "Z":
+        return 0
+    digits = offset[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + int(digits[2:])
+    return -minutes if offset[0] == "-" else minutes
+
+
+def _parse_one(value: object) -> pd.Timestamp:
     try:
-        parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
-    except (ValueError, TypeError) as exc:
-        if "time zone" in str(exc).lower() or "timezone" in str(exc).lower():
-            raise DataError(
-                f"{source}: column {name!r} mixes time zones (e.g. {raw.iloc[0]!r} and "
-                f"{raw.iloc[-1]!r}); rule: one time zone for the whole series"
-            ) from exc
-        raise DataError(f"{source}: column {name!r} does not hold dates ({exc})") from exc
-    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-        parsed = parsed.dt.tz_localize(None)
-    elif parsed.dtype == object:
-        raise DataError(f"{source}: column {name!r} mixes time zones; rule: one time zone per series")
-    for idx in parsed.index[parsed.isna()]:
-        failures.append(Failure(name, int(idx) + 2, raw.loc[idx], "date parses"))
-    return parsed.astype("datetime64[ns]")
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT
+    return stamp.tz_localize(None) if stamp is not pd.NaT and stamp.tzinfo is not None else stamp
+
+
+def _parse_dates(raw: pd.Series, name: str, failures: list[Failure]) -> pd.Series:
+    """Naive datetime64[ns] dates; unparseable, empty, out-of-range and mixed-zone cells become failures."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = raw.dt.tz_localize(None) if isinstance(raw.dtype, pd.DatetimeTZDtype) else raw
+        for idx in parsed.index[parsed.isna()]:
+            failures.append(Failure(name, int(idx) + 2, None, "not empty (every row needs a date)"))
+    else:
+        text = raw.astype("string").str.strip()
+        local = _zones(text, name, failures)
+        try:
+            parsed = pd.to_datetime(local, errors="coerce", format="mixed")
+        except (ValueError, TypeError, OverflowError):  # pandas refused the column as a whole
+            parsed = pd.Series([_parse_one(v) for v in local], index=local.index)
+        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            parsed = parsed.dt.tz_localize(None)
+        elif not pd.api.types.is_datetime64_any_dtype(parsed):
+            parsed = pd.Series([_parse_one(v) for v in parsed], index=parsed.index, dtype="datetime64[us]")
+        for idx in parsed.index[(parsed.isna() & text.notna()).to_numpy(dtype=bool)]:
+            failures.append(Failure(name, int(idx) + 2, raw.loc[idx], "a date (such as 2024-01-31)"))
+        for idx in parsed.index[text.isna().to_numpy(dtype=bool)]:
+            failures.append(Failure(name, int(idx) + 2, None, "not empty (every row needs a date)"))
+    out_of_range = parsed.notna() & ((parsed < pd.Timestamp.min) | (parsed > pd.Timestamp.max))
+    for idx in parsed.index[out_of_range]:
+        failures.append(Failure(name, int(idx) + 2, raw.loc[idx], "a date between 1678 and 2261"))
+    return parsed.mask(out_of_range).astype("datetime64[ns]")
 
 
 def _parse_numbers(raw: pd.Series, name: str, failures: list[Failure]) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(raw):
+    """Floats; a cell holding text (not a number, not empty) becomes a failure."""
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         return raw.astype(float)
-    numbers = pd.to_numeric(raw, errors="coerce").astype(float)
-    text = numbers.isna() & raw.notna() & ~raw.astype(str).str.lower().isin(["nan", ""])
-    for idx in raw.index[text]:
-        failures.append(Failure(name, int(idx) + 2, raw.loc[idx], "is a number"))
+    text = raw.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").astype(float)
+    is_text = (numbers.isna() & text.notna() & ~text.str.lower().isin(["nan", ""])).fillna(False)
+    for idx in raw.index[is_text.to_numpy(dtype=bool)]:
+        failures.append(Failure(name, int(idx) + 2, raw.loc[idx], "a number"))
     return numbers
+
+
+def _lines(index: pd.Index) -> str:
+    shown = ", ".join(str(int(i) + 2) for i in index[:ROWS_SHOWN])
+    return shown + (f" and {len(index) - ROWS_SHOWN} more" if len(index) > ROWS_SHOWN else "")
 
 
 def _apply_nan_policy(frame: pd.DataFrame, cfg: DataConfig, out: ValidatedData) -> pd.DataFrame:
     """Drop or forward-fill rows whose non-target columns are empty, when the config says so."""
     others = [c for c in cfg.columns if c != cfg.target]
+    if cfg.nan_policy == "error" or not others:
+        return frame
     gaps = frame[others].isna().any(axis=1)
-    if cfg.nan_policy == "error" or not gaps.any():
+    if not gaps.any():
         return frame
     count = int(gaps.sum())
     if cfg.nan_policy == "drop":
         out.rows_dropped = count
-        out.notes.append(f"nan_policy=drop: dropped {count} rows with empty non-target values")
+        out.notes.append(f"nan_policy=drop: dropped {count} row(s) with empty non-target values "
+                         f"(lines {_lines(frame.index[gaps])})")
         return frame.loc[~gaps]
     filled = frame.copy()
     filled[others] = filled[others].ffill()
     out.rows_filled = count
-    out.notes.append(f"nan_policy=ffill: forward-filled {count} rows with empty non-target values")
+    out.notes.append(f"nan_policy=ffill: forward-filled {count} row(s) with empty non-target values "
+                     f"(lines {_lines(frame.index[gaps])})")
     return filled
 
 
-def _failures_from_pandera(exc: SchemaErrors, date_name: str, frame: pd.DataFrame) -> list[Failure]:
+def _rule_name(check: str, column: str, cfg: DataConfig) -> str:
+    rule = _RULES.get(check, check)
+    if check == "not_nullable" and column != cfg.target and column != cfg.date_column:
+        rule += "; or set data.nan_policy to drop or ffill"
+    return rule
+
+
+def _failures_from_pandera(exc: SchemaErrors, cfg: DataConfig, frame: pd.DataFrame,
+                           row_checks: set[str]) -> list[Failure]:
+    """pandera's failure cases as file-line failures; a row-wide check gives one failure per row."""
     out: list[Failure] = []
-    cases = exc.failure_cases
-    for row in cases.itertuples(index=False):
-        column = row.column if isinstance(row.column, str) else None
-        if column is None and row.schema_context == "DataFrameSchema" and row.index is None:
-            column = "(table)"
-        if column == DATE:
-            column = date_name
+    for row in exc.failure_cases.itertuples(index=False):
         rule = str(row.check)
-        if rule.startswith("column_in_dataframe"):
-            continue  # reported earlier, with the columns the file has
+        if rule.startswith(("column_in_dataframe", "column_in_schema")):
+            continue  # check_columns reported these, with the columns the file has
         index = row.index
-        line = int(index) + 2 if index is not None and not pd.isna(index) else None
-        value = row.failure_case
-        if column is None and line is not None:  # a whole-row rule: show the row
-            column = "(row)"
-            value = frame.loc[index].drop(labels=[DATE]).to_dict()
-        out.append(Failure(column or "(table)", line, value, rule))
+        has_line = index is not None and not pd.isna(index)
+        line = int(index) + 2 if has_line else None
+        column = row.column if isinstance(row.column, str) else TABLE_COLUMN
+        if column == DATE:
+            column = cfg.date_column
+        if rule in row_checks and has_line:
+            value = {c: frame.loc[index, c] for c in OHLC if c in frame.columns}
+            out.append(Failure(ROW_COLUMN, line, value, rule))
+            continue
+        out.append(Failure(column, line, row.failure_case, _rule_name(rule, column, cfg)))
     return out
 
 
 def format_report(source: str, failures: list[Failure]) -> str:
-    """One paragraph per broken rule: the file, column, first lines and values concerned."""
+    """One paragraph: the file, then per broken rule its column, first lines and values."""
+    unique = list({(f.column, f.line, f.rule): f for f in reversed(failures)}.values())[::-1]
     groups: dict[tuple[str, str], list[Failure]] = {}
-    for f in failures:
+    for f in unique:
         groups.setdefault((f.column, f.rule), []).append(f)
-    lines = [f"{source}: {len(failures)} value(s) break {len(groups)} rule(s) of the data contract"]
+    lines = [f"{source}: {len(unique)} value(s) break {len(groups)} rule(s) of the data contract"]
     for (column, rule), items in groups.items():
         items = sorted(items, key=lambda f: (f.line is None, f.line or 0))
         shown = ", ".join(
-            f"line {f.line} ({f.value!r})" if f.line is not None else repr(f.value)
+            f"line {f.line} ({_show(f.value)})" if f.line is not None else _show(f.value)
             for f in items[:ROWS_SHOWN]
         )
         more = f" and {len(items) - ROWS_SHOWN} more" if len(items) > ROWS_SHOWN else ""
-        lines.append(f"  - column {column!r}, rule {rule!r}: {shown}{more}")
+        if column == ROW_COLUMN:
+            where = "columns " + ", ".join(repr(c) for c in OHLC if c in rule)
+        elif column == TABLE_COLUMN:
+            where = "the whole table"
+        else:
+            where = f"column {column!r}"
+        lines.append(f"  - {where}, rule {rule!r}: {shown}{more}")
     return "\n".join(lines)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_show(v)}" for k, v in value.items())
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    if isinstance(value, pd.Timestamp):
+        return str(value.date()) if value == value.normalize() else str(value)
+    return repr(value)
 
 
 def _gap_notes(dates: pd.Series) -> list[str]:
@@ -180,31 +311,34 @@ def _gap_notes(dates: pd.Series) -> list[str]:
     if spacing.empty:
         return []
     usual = spacing.median()
+    if usual <= pd.Timedelta(0):
+        return []
     long = spacing[spacing > usual * GAP_FACTOR]
     return [
-        f"warning: gap of {gap.days} days before {dates.loc[idx].date()} "
-        f"(usual spacing {usual.days} day(s))"
+        f"warning: gap of {_span(gap)} before {dates.loc[idx].date()} "
+        f"(usual spacing {_span(usual)}; more than {GAP_FACTOR}x is unusual)"
         for idx, gap in long.items()
     ]
+
+
+def _span(delta: pd.Timedelta) -> str:
+    return f"{delta.days} day(s)" if delta >= pd.Timedelta(days=1) else str(delta)
 
 
 def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: int) -> ValidatedData:
     """Check `raw` (text columns as read) against the contract; return typed, date-indexed data.
 
     Every failing rule is collected before raising one DataError whose report names the file,
-    the column, the first lines concerned (file line numbers) and the rule.
+    the column, the first lines concerned (file line numbers) and the rule. A file in
+    descending date order is sorted (with a note); a gap far longer than the usual spacing is
+    a warning note.
     """
-    wanted = [cfg.date_column, *cfg.columns]
-    missing = [c for c in wanted if c not in raw.columns]
-    if missing:
-        raise DataError(
-            f"{source}: required column(s) {missing} missing; the file has {list(raw.columns)} "
-            "(set data.date_column / data.target / data.features in the config)"
-        )
+    check_columns(raw, cfg, source)
+    raw = raw.reset_index(drop=True)
     out = ValidatedData(frame=pd.DataFrame())
     failures: list[Failure] = []
     frame = pd.DataFrame(index=raw.index)
-    frame[DATE] = _parse_dates(raw[cfg.date_column], cfg.date_column, source, failures)
+    frame[DATE] = _parse_dates(raw[cfg.date_column], cfg.date_column, failures)
     for col in cfg.columns:
         frame[col] = _parse_numbers(raw[col], col, failures)
 
@@ -214,18 +348,20 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
         out.notes.append(f"rows came in descending date order; sorted ascending ({len(frame)} rows)")
     frame = _apply_nan_policy(frame, cfg, out)
 
+    schema = build_schema(cfg)
+    row_checks = {c.name for c in schema.checks}
     bad_cells = {(f.column, f.line) for f in failures}
-    try:
-        build_schema(cfg).validate(frame, lazy=True)
-    except SchemaErrors as exc:
-        for f in _failures_from_pandera(exc, cfg.date_column, frame):
-            if (f.column, f.line) not in bad_cells:  # a text cell is reported once, not again as NaN
-                failures.append(f)
+    if len(frame):
+        try:
+            schema.validate(frame, lazy=True)
+        except SchemaErrors as exc:
+            for f in _failures_from_pandera(exc, cfg, frame, row_checks):
+                if (f.column, f.line) not in bad_cells:  # a text cell is reported once, not again as NaN
+                    failures.append(f)
     if len(frame) < min_rows:
-        failures.append(
-            Failure("(table)", None, f"{len(frame)} rows",
-                    f"at least {min_rows} rows for the lookback window and every split")
-        )
+        failures.append(Failure(
+            TABLE_COLUMN, None, f"{len(frame)} rows",
+            f"at least {min_rows} rows for the lookback window, the horizon and every split"))
     if failures:
         report = format_report(source, failures)
         raise DataError(report, report=report)
@@ -235,5 +371,5 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
     out.frame = clean
     out.notes.extend(_gap_notes(frame[DATE]))
     for note in out.notes:
-        log.warning("%s: %s", source, note) if note.startswith("warning") else log.info("%s: %s", source, note)
+        (log.warning if note.startswith("warning") else log.info)("%s: %s", source, note)
     return out
