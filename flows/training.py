@@ -3,6 +3,9 @@
 ingest -> validate -> split/scale/windows -> train -> evaluate -> plots -> track -> register.
 One MLflow run spans the flow; it ends FINISHED only after registration, FAILED otherwise
 (with the failure report as an artifact), and a failed run never registers or moves an alias.
+When the data and resolved config are those of the last successful run of this config, the
+flow ends right after ingestion with nothing trained, tracked or registered (unless `force`).
+Every flow run leaves a markdown summary and a link to its MLflow run as Prefect artifacts.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from pipeline import evaluate, features, plots, registry, tracking
+from flows.reporting import library_logs_to_run, publish_report, run_url
+from pipeline import evaluate, features, plots, registry, reports, tracking
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import DataError, PipelineError
 from pipeline.evaluate import Forecasts
@@ -57,6 +61,7 @@ class TrainingSummary:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False  # nothing to do: same data and config as the run above, which registered `version`
     test_forecasts: pd.DataFrame | None = None  # the in-process model's test forecasts (date, step, forecast)
 
 
@@ -176,26 +181,82 @@ def resolve(config_path: str | None, data: str | None, experiment: str | None, m
     return cfg.with_overrides(**overrides) if overrides else cfg
 
 
+def nothing_to_do(cfg: PipelineConfig, client: Any, experiment_id: str, raw: RawData, config_digest: str,
+                  previous: Any) -> TrainingSummary:
+    """End a run whose data and config are those of the last successful run: no training, no new version."""
+    tags, run_id = previous.data.tags, previous.info.run_id
+    version = tags.get("registered_version")
+    detail = (f"The data digest `{raw.digest}` and the resolved config digest `{config_digest}` are the same as "
+              f"those of MLflow run `{run_id}`, the last successful run of this config"
+              + (f", which registered {cfg.registry.model_name} v{version}" if version else "")
+              + ". Nothing was trained or registered; run with `force=true` to retrain anyway.")
+    get_run_logger().info("nothing to do: %s", detail.replace("`", ""))
+    summary = TrainingSummary(run_id=run_id, experiment_id=experiment_id, metrics=dict(previous.data.metrics),
+                              model_name=cfg.registry.model_name if version else None, version=version,
+                              alias=tags.get("registered_alias"), reason=detail.replace("`", ""), skipped=True)
+    publish_report(reports.RunReport(
+        config_name=cfg.name, outcome="nothing to do", data_source=cfg.data.source, data_digest=raw.digest,
+        config_digest=config_digest, data_rows=tags.get("data_rows"), data_start=tags.get("data_start"),
+        data_end=tags.get("data_end"), metrics=summary.metrics, model_name=summary.model_name, version=version,
+        alias=summary.alias, promotion=tags.get("promotion"), mlflow_run_id=run_id,
+        mlflow_run_url=run_url(client.tracking_uri, experiment_id, run_id), detail=detail))
+    return summary
+
+
+def report_failure(cfg: PipelineConfig, exc: BaseException, client: Any, experiment_id: str, run_id: str | None,
+                   digests: dict[str, str]) -> None:
+    first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    publish_report(reports.RunReport(
+        config_name=cfg.name, outcome="failed", data_source=cfg.data.source, data_digest=digests.get("data_digest"),
+        config_digest=digests.get("config_digest"), mlflow_run_id=run_id,
+        mlflow_run_url=run_url(client.tracking_uri, experiment_id, run_id) if run_id else None,
+        detail=f"`{type(exc).__name__}: {first_line}`" + ("" if run_id else " (before any MLflow run was started)")))
+
+
 @flow(name="lstm-training", log_prints=False)
 def training_flow(
     config_path: str | None = "configs/default.yaml",
     data: str | None = None,
     experiment: str | None = None,
     model_name: str | None = None,
+    force: bool = False,
 ) -> TrainingSummary:
-    """Train, evaluate, log and register an LSTM forecaster from a price CSV."""
+    """Train, evaluate, log and register an LSTM forecaster from a price CSV.
+
+    When the data's digest and the resolved config are those of the last successful run of this
+    config, there is nothing to do: the run says so and ends without training or registering.
+    `force` trains anyway.
+    """
+    with library_logs_to_run():
+        return run_training(config_path, data, experiment, model_name, force)
+
+
+def run_training(config_path: str | None, data: str | None, experiment: str | None, model_name: str | None,
+                 force: bool) -> TrainingSummary:
+    """The body of `training_flow`, inside its flow run."""
     logger = get_run_logger()
     timings: dict[str, float] = {}
     cfg = resolve(config_path, data, experiment, model_name)
     client = tracking.get_client(cfg)
     experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
-    run_tags = {**prefect_tags(), "data_source": cfg.data.source, **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
+    digests = {"config_digest": reports.config_digest(cfg.model_dump(mode="json"))}
+    try:
+        with timed(timings, "ingest"):
+            raw = ingest_task(cfg.data.source)
+    except BaseException as exc:
+        report_failure(cfg, exc, client, experiment_id, None, digests)
+        raise
+    digests["data_digest"] = raw.digest
+    if not force:
+        previous = tracking.last_finished_run(client, experiment_id, {"config_digest": digests["config_digest"]})
+        if previous is not None and previous.data.tags.get("data_digest") == raw.digest:
+            return nothing_to_do(cfg, client, experiment_id, raw, digests["config_digest"], previous)
+    run_tags = {**prefect_tags(), "data_source": cfg.data.source, **digests, "forced": str(force),
+                **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
     run_id = tracking.start_run(client, experiment_id, run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=run_tags)
     logger.info("MLflow run %s in experiment %r at %s", run_id, cfg.tracking.experiment, client.tracking_uri)
     try:
         tracking.log_params_and_tags(client, run_id, cfg.flat(), {})
-        with timed(timings, "ingest"):
-            raw = ingest_task(cfg.data.source)
         with timed(timings, "validate"):
             data_ = validate_task(raw, cfg)
         for note in data_.notes:
@@ -239,10 +300,17 @@ def training_flow(
         tracking.log_metrics(client, run_id, {f"time_{k}_s": v for k, v in timings.items()})
         tracking.end_run(client, run_id, "FINISHED")
         logger.info("run %s finished: test RMSE %.6g vs persistence %.6g", run_id, scores["test_rmse"], scores["test_naive_rmse"])
+        publish_report(reports.RunReport(
+            config_name=cfg.name, outcome="trained", data_source=cfg.data.source, data_rows=summary_tags["data_rows"],
+            data_start=summary_tags["data_start"], data_end=summary_tags["data_end"], metrics=scores, **digests,
+            model_name=summary.model_name, version=summary.version, alias=summary.alias, promotion=summary.reason,
+            mlflow_run_id=run_id, mlflow_run_url=run_url(client.tracking_uri, experiment_id, run_id),
+            detail="Forced retraining (force=true)." if force else ""))
         return summary
     except BaseException as exc:
         report = exc.report if isinstance(exc, DataError) else None
         tracking.failure_report(client, run_id, exc, report)
+        report_failure(cfg, exc, client, experiment_id, run_id, digests)
         if not isinstance(exc, PipelineError):
             logger.exception("run %s failed", run_id)
         raise

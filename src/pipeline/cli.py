@@ -29,6 +29,9 @@ def _fmt(value: float | None) -> str:
 
 
 def print_training_summary(summary: object) -> None:
+    if getattr(summary, "skipped", False):
+        print(f"Nothing to do: {summary.reason}")  # type: ignore[attr-defined]
+        return
     m = summary.metrics  # type: ignore[attr-defined]
     print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")  # type: ignore[attr-defined]
     print(f"{'test metric':<18}{'model':>14}{'persistence':>14}")
@@ -50,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.training import training_flow
 
     summary = training_flow(config_path=args.config, data=args.data, experiment=args.experiment,
-                            model_name=args.model_name)
+                            model_name=args.model_name, force=args.force)
     print_training_summary(summary)
     return 0
 
@@ -72,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="CSV path or http(s) URL; overrides data.source")
     train.add_argument("--experiment", help="MLflow experiment; overrides tracking.experiment")
     train.add_argument("--model-name", help="registered model name; overrides registry.model_name")
+    train.add_argument("--force", action="store_true",
+                       help="train even when the data and config are those of the last successful run")
     train.set_defaults(func=cmd_train)
     return parser
 

@@ -114,6 +114,17 @@ def end_run(client: Any, run_id: str, status: str) -> None:
     retry(lambda: client.set_terminated(run_id, status), f"mark run {status}", client.tracking_uri)
 
 
+def last_finished_run(client: Any, experiment_id: str, tags: dict[str, str]) -> Any | None:
+    """The newest FINISHED run of the experiment whose tags have these (plain word) values, or None."""
+    for key, value in tags.items():
+        if not (key.replace("_", "").isalnum() and value.replace("-", "").replace("_", "").isalnum()):
+            raise ValueError(f"tag filter {key}={value!r}: only letters, digits, '_' and '-' are supported")
+    query = " and ".join([*(f"tags.{k} = '{v}'" for k, v in tags.items()), "attributes.status = 'FINISHED'"])
+    runs = retry(lambda: client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]),
+                 "search runs", client.tracking_uri)
+    return runs[0] if runs else None
+
+
 def log_params_and_tags(client: Any, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
     from mlflow.entities import Param, RunTag
 

@@ -1,0 +1,113 @@
+"""Human-readable run reports: the markdown a user reads in the Prefect UI, and links to MLflow.
+
+Plain text builders, no Prefect or MLflow import: the flow publishes what these return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # what `make ui` serves
+METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("mape", "MAPE %"), ("direction_acc", "direction accuracy"))
+
+
+def config_digest(resolved: Mapping[str, Any]) -> str:
+    """A short stable digest of a resolved config (its JSON dump): equal configs, equal digests."""
+    text = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def artifact_key(name: str, suffix: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) for a config name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "pipeline"
+    return f"{slug}-{suffix}"
+
+
+def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str, ui_url: str | None = None) -> str:
+    """The MLflow UI page of a run: on the tracking server itself, else on `ui_url` (`make ui`)."""
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else (ui_url or DEFAULT_MLFLOW_UI)
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one flow run did, in the terms a user checks after a scheduled retraining."""
+
+    config_name: str
+    outcome: str  # "trained", "nothing to do" or "failed"
+    data_source: str
+    data_digest: str | None = None
+    config_digest: str | None = None
+    data_rows: str | None = None
+    data_start: str | None = None
+    data_end: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    model_name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    promotion: str | None = None
+    mlflow_run_id: str | None = None
+    mlflow_run_url: str | None = None
+    detail: str = ""
+
+
+def _num(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.6g}"
+
+
+def metrics_table(metrics: Mapping[str, float]) -> list[str]:
+    """Test metrics of the model next to the persistence baseline, as markdown table rows."""
+    rows = ["| test metric | model | persistence |", "|---|---:|---:|"]
+    for key, label in METRICS:
+        rows.append(f"| {label} | {_num(metrics.get(f'test_{key}'))} | {_num(metrics.get(f'test_naive_{key}'))} |")
+    ratio = metrics.get("test_rmse_ratio")
+    if ratio is not None:
+        verdict = "better than" if ratio < 1 else "NOT better than"
+        rows += ["", f"RMSE ratio model/persistence: **{_num(ratio)}** ({verdict} persistence)"]
+    return rows
+
+
+def run_markdown(report: RunReport) -> str:
+    """The run summary shown as a Prefect markdown artifact."""
+    headline = {
+        "trained": "trained a new model",
+        "nothing to do": "nothing to do: same data and config as the last successful run",
+        "failed": "FAILED",
+    }.get(report.outcome, report.outcome)
+    lines = [f"# {report.config_name}: {headline}", ""]
+    if report.detail:
+        lines += [report.detail, ""]
+    lines += [
+        "## Data",
+        "| source | rows | first date | last date | digest |",
+        "|---|---:|---|---|---|",
+        f"| `{report.data_source}` | {report.data_rows or 'n/a'} | {report.data_start or 'n/a'} "
+        f"| {report.data_end or 'n/a'} | `{report.data_digest or 'n/a'}` |",
+        "",
+    ]
+    if report.config_digest:
+        lines += [f"Resolved config digest: `{report.config_digest}`", ""]
+    if report.metrics:
+        scope = " (of that run)" if report.outcome == "nothing to do" else ""
+        lines += [f"## Metrics vs baselines{scope}", *metrics_table(report.metrics), ""]
+    lines.append("## Registry")
+    if report.version:
+        lines.append(f"- version registered: **{report.model_name} v{report.version}** -> `@{report.alias}`")
+        lines.append(f"- promotion decision: {report.promotion or 'n/a'}")
+    elif report.outcome == "trained":
+        lines.append("- no version registered (registry.enabled is false)")
+    else:
+        lines.append("- no version registered by this flow run")
+    lines.append("")
+    if report.mlflow_run_id:
+        link = f"[{report.mlflow_run_id}]({report.mlflow_run_url})" if report.mlflow_run_url else report.mlflow_run_id
+        lines += ["## MLflow", f"- run: {link}"]
+    return "\n".join(lines).rstrip() + "\n"
