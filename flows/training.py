@@ -30,7 +30,8 @@ from pipeline.ingest import RawData, RemoteReadError, load_prices
 from pipeline.model import LSTMForecaster
 from pipeline.schemas import ValidatedData, validate_prices
 from pipeline.serving import ForecastBundle, input_example
-from pipeline.train import TrainResult, fit
+from pipeline.reproduce import git_state, weights_digest
+from pipeline.train import TrainResult, fit, init_model
 
 # Data frames, models and clients hash badly: these tasks neither cache nor persist results.
 STEP = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -83,7 +84,7 @@ def prepare_task(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor
 
 @task(name="train", **STEP)
 def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any) -> TrainResult:
-    model = LSTMForecaster.from_config(cfg.model, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
     val = windows["val"] if len(windows["val"]) else None
     result = fit(model, windows["train"], val, cfg.train, on_epoch_end=epoch_logger)
     epoch_logger.flush()
@@ -92,8 +93,8 @@ def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: A
 
 @task(name="evaluate", **STEP)
 def evaluate_task(model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFrame,
-                  windows: dict[str, Windows]) -> tuple[dict[str, Forecasts], dict[str, float]]:
-    forecasts = {split: evaluate.forecast_split(model, pre, frame, w) for split, w in windows.items() if len(w)}
+                  windows: dict[str, Windows], cfg: PipelineConfig) -> tuple[dict[str, Forecasts], dict[str, float]]:
+    forecasts = {split: evaluate.forecast_split(model, pre, frame, w, cfg.evaluate) for split, w in windows.items() if len(w)}
     scores: dict[str, float] = {}
     for split, fc in forecasts.items():
         scores.update(evaluate.score(fc, prefix=split))
@@ -112,6 +113,9 @@ def plots_task(client: Any, run_id: str, frame: pd.DataFrame, cfg: PipelineConfi
             f"{cfg.data.target}: actual vs predicted ({cfg.name}, {cfg.preprocess.target_transform} target)"),
         "plots/loss.png": plots.plot_losses(result.train_loss, result.val_loss, result.best_epoch),
         "plots/residuals.png": plots.plot_residuals(forecasts["test"], cfg.data.target),
+        **({"plots/horizon_rmse.png": plots.plot_horizon(evaluate.per_step(evaluate.score(forecasts["test"])), "rmse", cfg.data.target),
+            "plots/horizon_paths.png": plots.plot_horizon_paths(frame[cfg.data.target], forecasts["test"])}
+           if cfg.window.horizon > 1 else {}),
     }
     for path, fig in figures.items():
         tracking.log_figure(client, run_id, fig, path)
@@ -251,7 +255,7 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
         previous = tracking.last_finished_run(client, experiment_id, {"config_digest": digests["config_digest"]})
         if previous is not None and previous.data.tags.get("data_digest") == raw.digest:
             return nothing_to_do(cfg, client, experiment_id, raw, digests["config_digest"], previous)
-    run_tags = {**prefect_tags(), "data_source": cfg.data.source, **digests, "forced": str(force),
+    run_tags = {**prefect_tags(), "data_source": cfg.data.source, **digests, **git_state(), "forced": str(force),
                 **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
     run_id = tracking.start_run(client, experiment_id, run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=run_tags)
     logger.info("MLflow run %s in experiment %r at %s", run_id, cfg.tracking.experiment, client.tracking_uri)
@@ -267,7 +271,7 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
         with timed(timings, "train"):
             result = train_task(windows, cfg, epoch_logger)
         with timed(timings, "evaluate"):
-            forecasts, scores = evaluate_task(result.model, pre, data_.frame, windows)
+            forecasts, scores = evaluate_task(result.model, pre, data_.frame, windows, cfg)
         with timed(timings, "plots"):
             plots_task(client, run_id, data_.frame, cfg, bounds, forecasts, result)
         summary_tags = {
@@ -275,11 +279,21 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
             "data_start": str(data_.frame.index[0].date()), "data_end": str(data_.frame.index[-1].date()),
             "rows_dropped": str(data_.rows_dropped), "rows_filled": str(data_.rows_filled),
             "train_device": result.device, "best_epoch": str(result.best_epoch + 1),
-            "stopped_early": str(result.stopped_early),
+            "stopped_early": str(result.stopped_early), "weights_digest": weights_digest(result.model.state_dict()),
         }
         if scores["test_rmse_ratio"] > 1.0:
             summary_tags["warning"] = f"model is worse than persistence on test (RMSE ratio {scores['test_rmse_ratio']:.3f})"
             logger.warning(summary_tags["warning"])
+        beaten_by = [b for b in cfg.evaluate.baselines if scores.get(f"test_{b}_rmse", float("inf")) < scores["test_rmse"]]
+        if beaten_by:
+            summary_tags["beaten_by_baselines"] = ", ".join(beaten_by)
+            logger.warning("baselines with a lower test RMSE than the model: %s", summary_tags["beaten_by_baselines"])
+        out_of_range = evaluate.target_range_check(pre, data_.frame, bounds)
+        if out_of_range is not None:
+            scores["test_out_of_range_share"] = out_of_range.share
+            if out_of_range.outside:
+                summary_tags["target_out_of_range"] = out_of_range.message()
+                logger.warning(out_of_range.message())
         if data_.notes:
             tracking.log_text(client, run_id, "\n".join(data_.notes), "data/validation_notes.txt")
         tracking.log_params_and_tags(client, run_id, {}, summary_tags)
