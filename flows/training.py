@@ -10,6 +10,7 @@ Every flow run leaves a markdown summary and a link to its MLflow run as Prefect
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -138,19 +139,34 @@ def log_model_task(client: Any, run_id: str, cfg: PipelineConfig, config_path: s
 def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str, raw: RawData,
                   frame: pd.DataFrame, forecasts: dict[str, Forecasts], scores: dict[str, float],
                   extra_tags: dict[str, str]) -> registry.Decision:
+    """Register a `@challenger` version; the gate decides whether it also becomes `@champion`."""
     test = forecasts["test"]
     window = registry.TestWindow(str(test.dates[0].date()), str(test.dates[-1].date()), raw.digest)
     raw_rows = frame.reset_index()
     raw_rows[cfg.data.date_column] = raw_rows[cfg.data.date_column].dt.strftime("%Y-%m-%d")
-    actual = pd.Series(test.actual[:, 0], index=test.dates.strftime("%Y-%m-%d"))
-    own_rmse = evaluate.rmse(test.actual[:, 0], test.predicted[:, 0])
+    actual = pd.Series(frame[cfg.data.target].to_numpy(dtype=float), index=frame.index.strftime("%Y-%m-%d"))
+    first_dates = list(test.dates.strftime("%Y-%m-%d"))
 
-    def rescore(uri: str) -> float:
-        return registry.rescore(uri, raw_rows, actual, actual.index)[0]
+    def rescore(uri: str) -> registry.Score:  # the champion, with its own logged preprocessing
+        return registry.rescore(uri, raw_rows, actual, first_dates, cfg.window.horizon, cfg.data.target)
 
-    tags = {"data_digest": raw.digest, "test_rmse_ratio": f"{scores['test_rmse_ratio']:.6g}", **extra_tags}
-    return registry.register_and_promote(client, cfg.registry.model_name, model_uri, run_id, tags, window,
-                                         own_rmse, rescore)
+    metric_tags = {k: f"{scores[k]:.6g}" for k in ("test_rmse_ratio", "test_mae", "test_mape", "test_direction_acc")
+                   if k in scores}
+    tags = {"data_digest": raw.digest, **metric_tags, **extra_tags}
+    flow_run = extra_tags.get("prefect.flow_run_id")
+    by = f"training flow (Prefect flow run {flow_run}, MLflow run {run_id})" if flow_run else f"training flow (MLflow run {run_id})"
+    margins = (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion)
+    decision = registry.register_and_promote(client, cfg.registry.model_name, model_uri, run_id, tags, window,
+                                             scores["test_rmse"], scores["test_naive_rmse"], rescore, margins, by)
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        key = re.sub(r"[^a-z0-9-]+", "-", f"promotion-{cfg.registry.model_name}".lower()).strip("-")
+        create_markdown_artifact(decision.markdown(cfg.registry.model_name, run_id), key=key,
+                                 description=f"{cfg.registry.model_name} v{decision.version}: {decision.reason}"[:500])
+    except Exception as exc:  # noqa: BLE001 - the registry is already updated; the report is a convenience
+        get_run_logger().warning("could not create the promotion artifact: %s", exc)
+    return decision
 
 
 def prefect_tags() -> dict[str, str]:
@@ -310,7 +326,8 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
             summary.model_name, summary.version, summary.alias, summary.reason = (
                 cfg.registry.model_name, decision.version, decision.alias, decision.reason)
             tracking.log_params_and_tags(client, run_id, {}, {
-                "registered_version": decision.version, "registered_alias": decision.alias, "promotion": decision.reason})
+                "registered_version": decision.version, "registered_alias": decision.alias, "promotion": decision.reason,
+                **decision.tags()})
         tracking.log_metrics(client, run_id, {f"time_{k}_s": v for k, v in timings.items()})
         tracking.end_run(client, run_id, "FINISHED")
         logger.info("run %s finished: test RMSE %.6g vs persistence %.6g", run_id, scores["test_rmse"], scores["test_naive_rmse"])

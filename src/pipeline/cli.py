@@ -106,6 +106,71 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from flows.forecast import forecast_flow
+
+    summary = forecast_flow(model=args.model, data=args.data, out=args.out, experiment=args.experiment)
+    ref = summary.model
+    used = f"{ref.name} version {ref.version}" + (f" (@{ref.alias})" if ref.alias else "") if ref.name else ref.uri
+    print(f"Model:       {used}")
+    print(f"Data:        {args.data} ({summary.rows_read} rows)")
+    print(summary.forecasts.to_string(index=False))
+    print(f"Written to:  {summary.out}" if summary.out else "Written to:  (nothing; --out '' given)")
+    print(f"MLflow run:  {summary.run_id} (experiment {summary.experiment_id})")
+    return 0
+
+
+def _registry_client() -> object:
+    from pipeline import tracking
+
+    return tracking.get_client()
+
+
+def _print_move(move: object) -> None:
+    src = f"v{move.from_version}" if move.from_version else "none"  # type: ignore[attr-defined]
+    dst = f"v{move.to_version}" if move.to_version else "none"  # type: ignore[attr-defined]
+    print(f"{move.at}  @{move.alias}: {src} -> {dst}  [{move.kind}] by {move.by}")  # type: ignore[attr-defined]
+    print(f"    why: {move.reason}")  # type: ignore[attr-defined]
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from pipeline import registry
+
+    move = registry.promote(_registry_client(), args.name, args.version, args.reason,
+                            registry.current_user("promote"))
+    if move is None:
+        print(f"{args.name} version {args.version} is already @champion; nothing changed")
+        return 0
+    _print_move(move)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from pipeline import registry
+
+    move = registry.rollback(_registry_client(), args.name, args.reason or "", registry.current_user("rollback"))
+    _print_move(move)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from pipeline import registry
+
+    client = _registry_client()
+    moves = registry.read_history(client, args.name)
+    aliases = registry.get_aliases(client, args.name)
+    shown = moves if args.all else [m for m in moves if m.alias == registry.CHAMPION]
+    print(f"{args.name}: {'every alias move' if args.all else '@champion lineage'}, oldest first")
+    for move in shown:
+        _print_move(move)
+    if not shown:
+        print("  (no recorded moves)")
+    lineage = registry.champion_lineage(moves, aliases.get(registry.CHAMPION))
+    print("champions in force: " + (" -> ".join(f"v{v}" for v in lineage) or "none"))
+    print("aliases now: " + (", ".join(f"@{a} = v{v}" for a, v in sorted(aliases.items())) or "none"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -145,6 +210,33 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_id", help="MLflow run id of a finished training run")
     rep.add_argument("--data", help="read the data from here instead of the recorded source (digest still checked)")
     rep.set_defaults(func=cmd_reproduce)
+
+    predict = sub.add_parser("predict", help="forecast the next horizon with a registered model",
+                             description="Run the batch forecast flow: load the model, check the data against "
+                                         "its contract, forecast from the latest rows, write a CSV and log the "
+                                         "forecast (with the model version used) to MLflow.")
+    predict.add_argument("--model", required=True, help="model URI, e.g. models:/lstm-forecaster@champion")
+    predict.add_argument("--data", required=True, help="CSV path or http(s) URL with the recent rows")
+    predict.add_argument("--out", default="forecasts.csv", help="output CSV ('' for none; default: %(default)s)")
+    predict.add_argument("--experiment", help="MLflow experiment for the forecast run (default: batch-forecasts)")
+    predict.set_defaults(func=cmd_predict)
+
+    promote = sub.add_parser("promote", help="make a model version @champion by hand (recorded)",
+                             description="Manual override of the promotion gate; recorded in the history.")
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("version", help="model version number")
+    promote.add_argument("--reason", required=True, help="why (kept in the history)")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="point @champion back at the previous champion (recorded)")
+    rollback.add_argument("name", help="registered model name")
+    rollback.add_argument("--reason", help="why (kept in the history)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    history = sub.add_parser("history", help="print the champion's lineage: who moved it, when, from, to, why")
+    history.add_argument("name", help="registered model name")
+    history.add_argument("--all", action="store_true", help="every alias move, not only @champion")
+    history.set_defaults(func=cmd_history)
     return parser
 
 

@@ -16,7 +16,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
-from pipeline.serving import ForecastModel
+from pipeline.serving import ForecastBundle, ForecastModel
 
 
 class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
@@ -49,3 +49,22 @@ def model_signature(cfg: PipelineConfig) -> ModelSignature:
     ])
     params = ParamSchema([ParamSpec("all_windows", "boolean", False)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def load_forecaster(model_uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, ForecastBundle]:
+    """The logged pyfunc and the bundle inside it (its config holds the data contract)."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    bundle = getattr(model.unwrap_python_model(), "bundle", None)
+    if not isinstance(bundle, ForecastBundle):
+        raise MlflowException(f"{model_uri} is not a forecaster logged by this pipeline", error_code=INVALID_PARAMETER_VALUE)
+    return model, bundle
+
+
+def predict_rows(model: mlflow.pyfunc.PyFuncModel, rows: pd.DataFrame, all_windows: bool = False) -> pd.DataFrame:
+    """`model.predict`, with input the model rejects reported as a DataError."""
+    try:
+        return model.predict(rows, params={"all_windows": all_windows})
+    except MlflowException as exc:
+        if exc.error_code == "INVALID_PARAMETER_VALUE":
+            raise DataError(f"the model rejected its input: {exc.message}") from None
+        raise

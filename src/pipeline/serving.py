@@ -120,6 +120,25 @@ class ForecastModel:
         return forecast_frame(self.model, self.bundle.preprocessor, frame, all_windows=all_windows)
 
 
+def format_dates(index: pd.DatetimeIndex) -> pd.Index:
+    """Dates as the text the model takes: plain dates for daily data, date and time otherwise."""
+    if len(index) and (index == index.normalize()).all():
+        return index.strftime("%Y-%m-%d")
+    return index.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def model_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> pd.DataFrame:
+    """Rows read from `source`, held to the model's data contract, in the form the pyfunc takes.
+
+    Checking here (not only inside the model) lets errors name the file and its line numbers.
+    """
+    frame = validate_input(raw, bundle, source)
+    cfg = bundle.config.data
+    out = frame[list(cfg.columns)].astype("float64").reset_index()
+    out[cfg.date_column] = format_dates(frame.index)
+    return out
+
+
 def input_example(frame: pd.DataFrame, cfg: PipelineConfig, rows: int) -> pd.DataFrame:
     """The last `rows` rows in the raw form the model takes (date strings, float values)."""
     tail = frame[list(cfg.data.columns)].tail(rows).astype("float64")

@@ -20,6 +20,20 @@ from pipeline.schemas import validate_prices
 from pipeline.serving import ForecastBundle, forecast_frame, input_example
 
 
+def client_for(uri: str):
+    """A client on `uri` for tracking and registry, with MLflow's fluent API pointed there too.
+
+    MlflowClient(uri) alone takes its registry from the process-wide setting, which an
+    earlier test may have pointed at its own store.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def make_series(close: np.ndarray, start: str = "2021-01-04", seed: int = 0) -> pd.DataFrame:
     """A Yahoo-format frame (text dates) around the given closes that obeys the data contract."""
     rng = np.random.default_rng(seed)
@@ -84,6 +98,10 @@ def plant(raw: pd.DataFrame, cfg: PipelineConfig, output: float) -> Planted:
 
 def log_planted(client, planted: Planted) -> tuple[str, str]:
     """Log the planted bundle as a pyfunc in a finished run; return (run_id, model_uri)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)  # the fluent API (log_model, models:/ URIs) follows
+    mlflow.set_registry_uri(client.tracking_uri)
     cfg = planted.bundle.config
     experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
     run_id = tracking.start_run(client, experiment_id, run_name=cfg.name, tags={})

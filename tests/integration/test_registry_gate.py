@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from mlflow import MlflowClient
 
 from pipeline import registry
 from pipeline.registry import get_aliases, read_history
@@ -12,7 +11,7 @@ from tests.integration import registry_support as rs
 
 
 def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
-    client = MlflowClient(mlflow_store)
+    client = rs.client_for(mlflow_store)
     cfg = rs.config()
     data = rs.trend(growth=0.01)  # each day 1 % higher: persistence is ~1 % off
     frame = rs.plant(data, cfg, 0.0).frame
@@ -55,7 +54,7 @@ def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
 
 
 def test_margin_over_the_champion_refuses_a_small_gain(mlflow_store):
-    client = MlflowClient(mlflow_store)
+    client = rs.client_for(mlflow_store)
     cfg = rs.config()
     data = rs.trend(growth=0.01)
     frame = rs.plant(data, cfg, 0.0).frame
@@ -71,7 +70,7 @@ def test_margin_over_the_champion_refuses_a_small_gain(mlflow_store):
 
 
 def test_champion_is_rescored_with_its_own_old_scalers_after_the_range_shifts(mlflow_store):
-    client = MlflowClient(mlflow_store)
+    client = rs.client_for(mlflow_store)
     # price levels, standard-scaled: the scaler learns the level of its training rows
     cfg = rs.config(preprocess={"target_transform": "level", "target_scaler": "standard"})
     old, new = rs.level(mean=100.0, seed=1), rs.level(mean=200.0, seed=2)
@@ -94,7 +93,7 @@ def test_champion_is_rescored_with_its_own_old_scalers_after_the_range_shifts(ml
 
 
 def test_champion_of_another_target_cannot_be_beaten_automatically(mlflow_store):
-    client = MlflowClient(mlflow_store)
+    client = rs.client_for(mlflow_store)
     data = rs.trend(growth=0.01)
     volume_cfg = rs.config(data={"target": "Volume", "features": ["Open", "High", "Low", "Close"]},
                            preprocess={"target_transform": "level", "target_scaler": "standard"})
@@ -108,7 +107,7 @@ def test_champion_of_another_target_cannot_be_beaten_automatically(mlflow_store)
 
 
 def test_failure_after_registration_leaves_nothing_behind(mlflow_store, monkeypatch):
-    client = MlflowClient(mlflow_store)
+    client = rs.client_for(mlflow_store)
     cfg = rs.config()
     data = rs.trend(growth=0.01)
     frame = rs.plant(data, cfg, 0.0).frame

@@ -1,0 +1,135 @@
+"""The batch forecast flow: the next horizon from the latest rows, with a registered model.
+
+resolve the model (an alias is pinned to its version first) -> ingest -> validate against the
+model's own data contract -> predict -> write the CSV -> log the forecast to MLflow. The MLflow
+run ends FINISHED only after everything else; on failure it is FAILED with a report, and the
+output file is never left half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from pipeline import registry, tracking
+from pipeline.errors import DataError, PipelineError
+from pipeline.ingest import RawData, RemoteReadError, load_prices
+from pipeline.serving import ForecastBundle, model_input
+
+DEFAULT_EXPERIMENT = "batch-forecasts"
+STEP = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@dataclass
+class ForecastSummary:
+    """What `pipeline predict` prints: the forecasts, the model version used, where they went."""
+
+    run_id: str
+    experiment_id: str
+    model: registry.ModelRef
+    forecasts: pd.DataFrame
+    rows_read: int
+    out: str | None = None
+
+
+def _retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except RemoteReadError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@task(name="resolve-model", **STEP)
+def resolve_task(client: Any, model_uri: str) -> registry.ModelRef:
+    return registry.resolve_model(client, model_uri)
+
+
+@task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
+      retry_condition_fn=_retry_remote_only, **STEP)
+def ingest_task(source: str) -> RawData:
+    return load_prices(source)
+
+
+@task(name="load-model", **STEP)
+def load_task(model_uri: str) -> tuple[Any, ForecastBundle]:
+    from pipeline.pyfunc import load_forecaster
+
+    return load_forecaster(model_uri)
+
+
+@task(name="predict", **STEP)
+def predict_task(model: Any, bundle: ForecastBundle, raw: RawData) -> pd.DataFrame:
+    from pipeline.pyfunc import predict_rows
+
+    rows = model_input(raw.frame, bundle, raw.source)  # file and line numbers in any error
+    return predict_rows(model, rows)
+
+
+@task(name="write-csv", **STEP)
+def write_task(forecasts: pd.DataFrame, out: str) -> str:
+    """Write through a temporary file and rename, so a failure leaves no partial CSV."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            forecasts.to_csv(fh, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+@task(name="log-forecast", **STEP)
+def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, forecasts: pd.DataFrame) -> None:
+    tracking.log_params_and_tags(client, run_id, {
+        "model_uri": ref.uri, "model_name": ref.name or "", "model_version": ref.version or "",
+        "model_alias": ref.alias or "", "data_source": raw.source, "rows_read": str(len(raw.frame)),
+    }, {"model_version": ref.version or "", "model_run_id": ref.run_id or "", "data_digest": raw.digest,
+        "forecast_origin": str(forecasts["origin"].iloc[-1]),
+        "forecast_dates": ",".join(forecasts["date"].astype(str))[:5000]})
+    tracking.log_metrics(client, run_id, {f"forecast_step_{int(s)}": float(v)
+                                          for s, v in zip(forecasts["step"], forecasts["forecast"])})
+    tracking.log_text(client, run_id, forecasts.to_csv(index=False), "forecasts/forecasts.csv")
+
+
+@flow(name="lstm-batch-forecast", log_prints=False)
+def forecast_flow(model: str, data: str, out: str | None = "forecasts.csv",
+                  experiment: str | None = None) -> ForecastSummary:
+    """Forecast the next horizon from the latest rows of `data` with `model` (e.g. models:/NAME@champion)."""
+    logger = get_run_logger()
+    client = tracking.get_client()
+    ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
+    from flows.training import prefect_tags
+
+    experiment_id = tracking.ensure_experiment(client, experiment or DEFAULT_EXPERIMENT)
+    label = f"{ref.name}-v{ref.version}" if ref.name else "model"
+    run_id = tracking.start_run(client, experiment_id, run_name=f"forecast-{label}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                tags={**prefect_tags(), "model_uri": model})
+    try:
+        raw = ingest_task(data)
+        loaded, bundle = load_task(ref.uri)
+        forecasts = predict_task(loaded, bundle, raw)
+        written = write_task(forecasts, out) if out else None
+        log_task(client, run_id, ref, raw, forecasts)
+        tracking.end_run(client, run_id, "FINISHED")
+        logger.info("forecast %d step(s) from %s with %s -> %s", len(forecasts), data, ref.uri, written or "(not written)")
+        return ForecastSummary(run_id, experiment_id, ref, forecasts, len(raw.frame), written)
+    except BaseException as exc:
+        tracking.failure_report(client, run_id, exc, exc.report if isinstance(exc, DataError) else None)
+        if not isinstance(exc, PipelineError):
+            logger.exception("forecast run %s failed", run_id)
+        raise

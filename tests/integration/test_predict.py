@@ -1,0 +1,93 @@
+"""The batch forecast flow and `pipeline predict` against a registered champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from flows.forecast import forecast_flow
+from pipeline.cli import main
+from pipeline.errors import DataError, RegistryError
+
+from tests.integration import registry_support as rs
+
+
+@pytest.fixture
+def champion(mlflow_store):
+    """v1 of `planted`, @champion: forecasts +1 % a day on a series growing 1 % a day."""
+    client = rs.client_for(mlflow_store)
+    cfg = rs.config()
+    data = rs.trend(growth=0.01)
+    planted = rs.plant(data, cfg, 0.01)
+    decision = rs.register(client, planted, rs.window_of(planted.frame, cfg), planted.frame)
+    assert decision.alias == "champion", decision.reason
+    return client, data
+
+
+def test_predict_writes_and_logs_the_next_forecast(prefect_harness, champion, tmp_path):
+    client, data = champion
+    csv = tmp_path / "recent.csv"
+    data.to_csv(csv, index=False)
+    summary = forecast_flow(model="models:/planted@champion", data=str(csv), out=str(tmp_path / "out" / "f.csv"))
+
+    written = pd.read_csv(tmp_path / "out" / "f.csv", dtype={"origin": str, "date": str})
+    expected = mlflow.pyfunc.load_model("models:/planted/1").predict(data)  # in-process, same rows
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False)
+    assert written["date"].iloc[0] == str((pd.Timestamp(data["Date"].iloc[-1]) + pd.offsets.BDay(1)).date())
+    assert written["forecast"].iloc[0] == pytest.approx(data["Close"].iloc[-1] * np.exp(0.01), rel=1e-6)
+
+    assert (summary.model.name, summary.model.version, summary.model.alias) == ("planted", "1", "champion")
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["model_version"] == "1" and run.data.params["model_uri"] == "models:/planted/1"
+    assert run.data.metrics["forecast_step_1"] == pytest.approx(written["forecast"].iloc[0])
+    logged = mlflow.artifacts.load_text(f"runs:/{summary.run_id}/forecasts/forecasts.csv")
+    assert logged.splitlines()[0] == "origin,step,date,forecast"
+
+
+def test_predict_on_too_short_input_fails_cleanly(prefect_harness, champion, tmp_path, capsys):
+    client, data = champion
+    csv = tmp_path / "short.csv"
+    data.tail(4).to_csv(csv, index=False)
+    out = tmp_path / "f.csv"
+    with pytest.raises(DataError, match=r"(?s)short.csv.*at least 6 rows"):
+        forecast_flow(model="models:/planted@champion", data=str(csv), out=str(out))
+    assert not out.exists() and list(tmp_path.glob(".f.csv*")) == []
+    runs = client.search_runs([client.get_experiment_by_name("batch-forecasts").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+    # the same through the command line: exit 2, the reason on stderr
+    assert main(["predict", "--model", "models:/planted@champion", "--data", str(csv), "--out", str(out)]) == 2
+    assert "at least 6 rows" in capsys.readouterr().err and not out.exists()
+
+    # and straight through the logged pyfunc: a clean MLflow error with the same reason
+    with pytest.raises(MlflowException, match="at least 6 rows"):
+        mlflow.pyfunc.load_model("models:/planted@champion").predict(data.tail(4))
+
+
+def test_predict_refuses_unknown_models_before_any_run(prefect_harness, champion, tmp_path, capsys):
+    client, data = champion
+    csv = tmp_path / "recent.csv"
+    data.to_csv(csv, index=False)
+    with pytest.raises(RegistryError, match=r"no registered model named 'nope'.*known models: planted"):
+        forecast_flow(model="models:/nope@champion", data=str(csv), out=None)
+    assert main(["predict", "--model", "models:/planted@gold", "--data", str(csv)]) == 1
+    assert "has no alias @gold; aliases: @champion -> v1" in capsys.readouterr().err
+    assert client.get_experiment_by_name("batch-forecasts") is None
+    assert not Path("forecasts.csv").exists()
+
+
+def test_predict_command_prints_the_forecast(prefect_harness, champion, tmp_path, capsys):
+    _, data = champion
+    csv = tmp_path / "recent.csv"
+    data.to_csv(csv, index=False)
+    assert main(["predict", "--model", "models:/planted@champion", "--data", str(csv)]) == 0
+    printed = capsys.readouterr().out
+    assert "Model:       planted version 1 (@champion)" in printed
+    assert Path("forecasts.csv").is_file()  # the default --out, in the working directory
+    assert pd.read_csv("forecasts.csv")["date"].iloc[0] in printed

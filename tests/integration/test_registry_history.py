@@ -1,0 +1,84 @@
+"""promote / rollback / history: a round trip through the command line and the registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import registry
+from pipeline.cli import main
+from pipeline.errors import RegistryError
+from pipeline.registry import get_aliases, read_history
+
+from tests.integration import registry_support as rs
+
+
+@pytest.fixture
+def three_versions(mlflow_store):
+    """v1 champion (gate), v2 refused (stays @challenger), v3 champion (gate)."""
+    client = rs.client_for(mlflow_store)
+    cfg = rs.config()
+    data = rs.trend(growth=0.01)
+    frame = rs.plant(data, cfg, 0.0).frame
+    win = rs.window_of(frame, cfg)
+    for output in (0.005, 0.03, 0.01):
+        rs.register(client, rs.plant(data, cfg, output), win, frame)
+    assert get_aliases(client, "planted") == {"champion": "3"}
+    return client
+
+
+def champions(client):
+    return [(m.from_version, m.to_version, m.kind) for m in read_history(client, "planted") if m.alias == "champion"]
+
+
+def test_promote_rollback_history_round_trip(three_versions, capsys):
+    client = three_versions
+    assert main(["promote", "planted", "2", "--reason", "ops: v3 misbehaves on live data"]) == 0
+    out = capsys.readouterr().out
+    assert "@champion: v3 -> v2  [manual] by" in out and "via `pipeline promote`" in out
+    assert get_aliases(client, "planted") == {"champion": "2"}
+    assert client.get_model_version("planted", "2").tags["gate.override"].endswith("ops: v3 misbehaves on live data")
+
+    assert main(["rollback", "planted", "--reason", "v2 was worse"]) == 0
+    assert "@champion: v2 -> v3  [rollback]" in capsys.readouterr().out
+    assert main(["rollback", "planted"]) == 0  # and again: back to the first champion
+    assert get_aliases(client, "planted")["champion"] == "1"
+    assert champions(client) == [(None, "1", "gate"), ("1", "3", "gate"), ("3", "2", "manual"),
+                                 ("2", "3", "rollback"), ("3", "1", "rollback")]
+
+    # nothing before the first champion: refused, nothing moves
+    before = (get_aliases(client, "planted"), read_history(client, "planted"))
+    assert main(["rollback", "planted"]) == 1
+    assert "v1 is the first champion on record; nothing to roll back to" in capsys.readouterr().err
+    assert (get_aliases(client, "planted"), read_history(client, "planted")) == before
+
+    assert main(["history", "planted"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "  @champion:" in line and not line.startswith(" ")]
+    assert len(lines) == 5
+    assert "none -> v1  [gate] by tests" in lines[0]
+    assert "v3 -> v2  [manual]" in lines[2] and "via `pipeline promote`" in lines[2]
+    assert "why: ops: v3 misbehaves on live data" in out and "why: v2 was worse" in out
+    assert "why: promoted to @champion: persistence PASS: test RMSE" in out  # the gate's numbers
+    assert "champions in force: v1" in out and "aliases now: @champion = v1" in out
+    assert main(["history", "planted", "--all"]) == 0
+    assert "@challenger: none -> v2  [register]" in capsys.readouterr().out
+
+
+def test_refusals_name_what_exists_and_change_nothing(three_versions, capsys):
+    client = three_versions
+    before = (get_aliases(client, "planted"), read_history(client, "planted"))
+    assert main(["promote", "nope", "1", "--reason", "x"]) == 1
+    assert "no registered model named 'nope'" in capsys.readouterr().err
+    assert main(["promote", "planted", "9", "--reason", "x"]) == 1
+    assert "model 'planted' has no version 9; versions: 1, 2, 3" in capsys.readouterr().err
+    assert main(["promote", "planted", "two", "--reason", "x"]) == 1
+    assert main(["promote", "planted", "2", "--reason", "  "]) == 1
+    assert "needs a reason" in capsys.readouterr().err
+    assert main(["rollback", "nope"]) == 1 and main(["history", "nope"]) == 1
+    assert main(["promote", "planted", "3", "--reason", "again"]) == 0
+    assert "already @champion; nothing changed" in capsys.readouterr().out
+    assert (get_aliases(client, "planted"), read_history(client, "planted")) == before
+    client.delete_model_version("planted", "1")
+    with pytest.raises(RegistryError, match="no version 1"):
+        registry.rollback(client, "planted", "", "tests")
+    assert (get_aliases(client, "planted"), read_history(client, "planted")) == before

@@ -1,0 +1,111 @@
+"""`mlflow models serve` with the logged champion: the REST answer equals the in-process one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.integration import registry_support as rs
+
+READY_TIMEOUT_S = 90  # about 6 s on an idle machine; CI machines are shared
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, payload: dict) -> tuple[int, dict | list]:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def split_payload(rows: pd.DataFrame, **params) -> dict:
+    payload: dict = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    if params:
+        payload["params"] = params
+    return payload
+
+
+@pytest.mark.integration
+def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
+    client = rs.client_for(mlflow_store)
+    cfg = rs.config()
+    data = rs.trend(growth=0.01)
+    planted = rs.plant(data, cfg, 0.01)
+    assert rs.register(client, planted, rs.window_of(planted.frame, cfg), planted.frame).alias == "champion"
+
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # uvicorn is started through PATH
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MLFLOW_TRACKING_URI": mlflow_store, "MLFLOW_REGISTRY_URI": mlflow_store}
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/planted@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "server not ready: " + (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.25)
+
+        in_process = mlflow.pyfunc.load_model("models:/planted@champion")
+        recent = data.tail(12)
+        status, body = post(f"{base}/invocations", split_payload(recent))
+        assert status == 200, body
+        served = pd.DataFrame(body["predictions"])
+        pd.testing.assert_frame_equal(served, in_process.predict(recent), check_dtype=False, rtol=1e-12)
+
+        status, body = post(f"{base}/invocations", split_payload(recent, all_windows=True))
+        assert status == 200, body
+        expected = in_process.predict(recent, params={"all_windows": True})
+        assert len(body["predictions"]) == len(expected) == 7
+        pd.testing.assert_frame_equal(pd.DataFrame(body["predictions"]), expected, check_dtype=False, rtol=1e-12)
+
+        # too few rows for the lookback: a 400 whose message says so, without a stack trace to dig through
+        status, body = post(f"{base}/invocations", split_payload(data.tail(3)))
+        assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert "at least 6 rows for the lookback window" in body["message"]
+
+        # a missing column and an unparseable value: 4xx with the column named
+        status, body = post(f"{base}/invocations", split_payload(recent.drop(columns=["Volume"])))
+        assert 400 <= status < 500 and "Volume" in body["message"]
+        broken = recent.reset_index(drop=True)
+        broken.loc[4, "Date"] = "not a date"
+        status, body = post(f"{base}/invocations", split_payload(broken))
+        assert status == 400 and "'Date'" in body["message"] and "not a date" in body["message"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
