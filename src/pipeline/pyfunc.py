@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
@@ -41,8 +42,13 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
 
 
 def model_signature(cfg: PipelineConfig) -> ModelSignature:
-    """Dates as strings and values as doubles, written out rather than inferred from samples."""
-    inputs = Schema([ColSpec("string", cfg.data.date_column), *[ColSpec("double", c) for c in cfg.data.columns]])
+    """The columns the model needs, written out rather than inferred from samples.
+
+    Their types are left open (MLflow's AnyType): MLflow would refuse integer volumes for a
+    `double` column ("cannot safely convert int64") or parsed dates for a `string` one, while the
+    pandera contract inside `predict` parses them and names any bad value with its row.
+    """
+    inputs = Schema([ColSpec(AnyType(), c) for c in (cfg.data.date_column, *cfg.data.columns)])
     outputs = Schema([
         ColSpec("string", "origin"), ColSpec("long", "step"),
         ColSpec("string", "date"), ColSpec("double", "forecast"),

@@ -89,6 +89,13 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
         assert len(body["predictions"]) == len(expected) == 7
         pd.testing.assert_frame_equal(pd.DataFrame(body["predictions"]), expected, check_dtype=False, rtol=1e-12)
 
+        # integer volumes, as pandas reads them from most CSVs, are values like any other
+        whole = recent.astype({"Volume": "int64"})
+        status, body = post(f"{base}/invocations", split_payload(whole))
+        assert status == 200, body
+        pd.testing.assert_frame_equal(pd.DataFrame(body["predictions"]), in_process.predict(whole),
+                                      check_dtype=False, rtol=1e-12)
+
         # too few rows for the lookback: a 400 whose message says so, without a stack trace to dig through
         status, body = post(f"{base}/invocations", split_payload(data.tail(3)))
         assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
