@@ -36,5 +36,34 @@ test-unit: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
 
+# Scheduled retraining on one machine (README "Scheduled retraining"), each in its own terminal:
+# `make server`, then `make deploy` (creates the pool), `make worker`, `make retrain [FORCE=1]`;
+# or `make serve` instead of deploy + worker.
+PREFECT_PORT ?= 4200
+# The work pool prefect.yaml names.
+POOL         := local-process
+
+.PHONY: server pool deploy worker retrain serve
+
+pool deploy worker retrain serve: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+
+server: $(STAMP)
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+pool: $(STAMP)
+	$(BIN)/prefect work-pool create $(POOL) --type process --overwrite
+
+deploy: pool
+	$(BIN)/prefect --no-prompt deploy --all
+
+worker: $(STAMP)
+	$(BIN)/prefect worker start --pool $(POOL)
+
+retrain: $(STAMP)
+	$(BIN)/prefect deployment run lstm-training/retraining $(if $(FORCE),--param force=true)
+
+serve: $(STAMP)
+	$(BIN)/python -m flows.serve
+
 clean:
 	rm -rf mlruns .prefect
