@@ -10,10 +10,12 @@ Every flow run leaves a markdown summary and a link to its MLflow run as Prefect
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
@@ -179,6 +181,16 @@ def prefect_tags() -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux), or None: for `pipeline train`, the import and start-up cost."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextmanager
 def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     started = time.perf_counter()
@@ -256,9 +268,13 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
     """The body of `training_flow`, inside its flow run."""
     logger = get_run_logger()
     timings: dict[str, float] = {}
+    started = process_age()
+    if started is not None:
+        timings["startup"] = started  # process start to here: interpreter, imports, Prefect server and flow run
     cfg = resolve(config_path, data, experiment, model_name)
-    client = tracking.get_client(cfg)
-    experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
+    with timed(timings, "setup"):
+        client = tracking.get_client(cfg)
+        experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
     digests = {"config_digest": reports.config_digest(cfg.model_dump(mode="json"))}
     try:
         with timed(timings, "ingest"):
@@ -286,6 +302,7 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
         epoch_logger = tracking.EpochLogger(client, run_id)
         with timed(timings, "train"):
             result = train_task(windows, cfg, epoch_logger)
+        timings["epoch_logging"] = epoch_logger.seconds  # part of "train"
         with timed(timings, "evaluate"):
             forecasts, scores = evaluate_task(result.model, pre, data_.frame, windows, cfg)
         with timed(timings, "plots"):

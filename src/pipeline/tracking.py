@@ -153,22 +153,29 @@ class EpochLogger:
         self.client, self.run_id, self.flush_every = client, run_id, flush_every
         self.buffer: list[Any] = []
         self.round_trips = 0
+        self.seconds = 0.0  # wall time spent buffering and writing losses (part of the training time)
 
     def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
         from mlflow.entities import Metric
 
+        started = time.perf_counter()
         now = int(time.time() * 1000)
         self.buffer.append(Metric("train_loss", float(train_loss), now, epoch))
         if val_loss is not None:
             self.buffer.append(Metric("val_loss", float(val_loss), now, epoch))
+        self.seconds += time.perf_counter() - started
         if len(self.buffer) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        while self.buffer:
-            chunk, self.buffer = self.buffer[:MAX_BATCH], self.buffer[MAX_BATCH:]
-            retry(lambda: self.client.log_batch(self.run_id, metrics=chunk, synchronous=True), "log losses", self.client.tracking_uri)
-            self.round_trips += 1
+        started = time.perf_counter()
+        try:
+            while self.buffer:
+                chunk, self.buffer = self.buffer[:MAX_BATCH], self.buffer[MAX_BATCH:]
+                retry(lambda: self.client.log_batch(self.run_id, metrics=chunk, synchronous=True), "log losses", self.client.tracking_uri)
+                self.round_trips += 1
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def log_figure(client: Any, run_id: str, fig: Any, path: str) -> None:
