@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,7 +26,7 @@ from prefect.tasks import exponential_backoff
 from flows.reporting import library_logs_to_run, publish_report, run_url
 from pipeline import evaluate, features, plots, registry, reports, tracking
 from pipeline.config import PipelineConfig, load_config
-from pipeline.errors import DataError, PipelineError
+from pipeline.errors import DataError, PipelineError, TrackingError, TrainingError
 from pipeline.evaluate import Forecasts
 from pipeline.features import Preprocessor, SplitBounds, Windows
 from pipeline.ingest import RawData, RemoteReadError, load_prices
@@ -89,9 +89,12 @@ def prepare_task(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor
 def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any) -> TrainResult:
     model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
     val = windows["val"] if len(windows["val"]) else None
-    result = fit(model, windows["train"], val, cfg.train, on_epoch_end=epoch_logger)
-    epoch_logger.flush()
-    return result
+    try:
+        return fit(model, windows["train"], val, cfg.train, on_epoch_end=epoch_logger)
+    except TrainingError:
+        with suppress(PipelineError):  # the losses up to a divergence help to diagnose it
+            epoch_logger.flush()
+        raise
 
 
 @task(name="evaluate", **STEP)
@@ -169,6 +172,20 @@ def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str,
     except Exception as exc:  # noqa: BLE001 - the registry is already updated; the report is a convenience
         get_run_logger().warning("could not create the promotion artifact: %s", exc)
     return decision
+
+
+def keep_trained_model(exc: BaseException, cfg: PipelineConfig, run_id: str, pre: Preprocessor | None,
+                       result: TrainResult | None, scores: dict[str, float]) -> BaseException:
+    """A tracking failure after training: save the model locally and say where, in the error itself."""
+    if not isinstance(exc, TrackingError) or result is None or pre is None:
+        return exc
+    bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg)
+    try:
+        path = tracking.save_unlogged(bundle, run_id, str(exc), scores)
+    except OSError as err:
+        return TrackingError(f"{exc}\nThe trained model could not be saved locally either ({err}).")
+    return TrackingError(f"{exc}\nThe trained model is not lost: it is saved at {path} "
+                         "(README.txt beside it says how to load it).")
 
 
 def prefect_tags() -> dict[str, str]:
@@ -291,6 +308,9 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
                 **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
     run_id = tracking.start_run(client, experiment_id, run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=run_tags)
     logger.info("MLflow run %s in experiment %r at %s", run_id, cfg.tracking.experiment, client.tracking_uri)
+    pre: Preprocessor | None = None
+    result: TrainResult | None = None
+    scores: dict[str, float] = {}
     try:
         tracking.log_params_and_tags(client, run_id, cfg.flat(), {})
         with timed(timings, "validate"):
@@ -302,6 +322,7 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
         epoch_logger = tracking.EpochLogger(client, run_id)
         with timed(timings, "train"):
             result = train_task(windows, cfg, epoch_logger)
+            epoch_logger.flush()  # outside the task: a tracking failure here must not lose `result`
         timings["epoch_logging"] = epoch_logger.seconds  # part of "train"
         with timed(timings, "evaluate"):
             forecasts, scores = evaluate_task(result.model, pre, data_.frame, windows, cfg)
@@ -337,7 +358,8 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
         summary = TrainingSummary(run_id=run_id, experiment_id=experiment_id, metrics=scores, model_uri=model_uri,
                                   notes=data_.notes, timings=timings, test_forecasts=forecasts["test"].table())
         if cfg.registry.enabled:
-            with timed(timings, "registry"):
+            # One registration at a time on a local SQLite store: a second run waits its turn.
+            with timed(timings, "registry"), tracking.store_lock(client.tracking_uri):
                 decision = register_task(client, run_id, cfg, model_uri, raw, data_.frame, forecasts, scores,
                                          {k: v for k, v in run_tags.items() if k.startswith("prefect.")})
             summary.model_name, summary.version, summary.alias, summary.reason = (
@@ -356,9 +378,12 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
             detail="Forced retraining (force=true)." if force else ""))
         return summary
     except BaseException as exc:
+        error = keep_trained_model(exc, cfg, run_id, pre, result, scores)
         report = exc.report if isinstance(exc, DataError) else None
-        tracking.failure_report(client, run_id, exc, report)
-        report_failure(cfg, exc, client, experiment_id, run_id, digests)
+        tracking.failure_report(client, run_id, error, report)
+        report_failure(cfg, error, client, experiment_id, run_id, digests)
+        if error is not exc:
+            raise error from exc
         if not isinstance(exc, PipelineError):
             logger.exception("run %s failed", run_id)
         raise

@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -15,6 +16,31 @@ from typing import NoReturn
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+
+
+class ExpectedFailures(logging.Filter):
+    """Keep Prefect's tracebacks of expected failures (PipelineError) off the console.
+
+    The CLI prints such an error once, as one paragraph; Prefect's run logs (API handler)
+    still get the full record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+            return False
+        if record.levelno >= logging.ERROR and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            names = set(re.findall(r"\b([A-Z]\w*Error)\b", record.getMessage()))
+            return not names & _pipeline_error_names()
+        return True
+
+
+def _pipeline_error_names() -> set[str]:
+    seen, todo = set(), [PipelineError]
+    while todo:
+        cls = todo.pop()
+        seen.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return seen
 
 
 def _prepare_environment() -> None:
@@ -65,54 +91,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                             model_name=args.model_name, force=args.force)
     print_training_summary(summary)
     return 0
-
-
-def cmd_backtest(args: argparse.Namespace) -> int:
-    from flows.backtest import backtest_flow
-
-    summary = backtest_flow(config_path=args.config, data=args.data, folds=args.folds, window=args.window,
-                            experiment=args.experiment)
-    m = summary.metrics
-    print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id}), "
-          f"{len(summary.fold_run_ids)} {summary.window} folds as child runs")
-    print(summary.folds.drop(columns=["train_rows", "val_rows"]).to_string(index=False))
-    print(f"{'over folds':<18}{'mean':>14}{'std':>14}")
-    for name in ("rmse", "naive_rmse", "rmse_ratio"):
-        print(f"test_{name:<13}{_fmt(m.get(f'test_{name}_mean')):>14}{_fmt(m.get(f'test_{name}_std')):>14}")
-    ratio = m.get("backtest_rmse_ratio")
-    verdict = "better than" if ratio is not None and ratio < 1 else "NOT better than"
-    print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}, "
-          f"ratio {_fmt(ratio)} ({verdict} persistence)")
-    for note in summary.notes:
-        print(f"note: {note}")
-    return 0
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
-
-    import yaml
-
-    from flows.training import training_flow
-    from pipeline import reproduce, tracking
-
-    client = tracking.get_client()
-
-    def rerun(cfg: object) -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "replay.yaml"
-            path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))  # type: ignore[attr-defined]
-            return training_flow(config_path=str(path), force=True).run_id
-
-    env = {**reproduce.git_state(), **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
-    report = reproduce.reproduce(client, args.run_id, rerun, source=args.data, current_env=env)
-    print(f"Reproducing run {report.run_id} as run {report.new_run_id}")
-    for line in report.lines():
-        print(line)
-    for note in report.notes:
-        print(f"note: {note}")
-    return 0 if report.ok else 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -180,6 +158,54 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from flows.backtest import backtest_flow
+
+    summary = backtest_flow(config_path=args.config, data=args.data, folds=args.folds, window=args.window,
+                            experiment=args.experiment)
+    m = summary.metrics
+    print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id}), "
+          f"{len(summary.fold_run_ids)} {summary.window} folds as child runs")
+    print(summary.folds.drop(columns=["train_rows", "val_rows"]).to_string(index=False))
+    print(f"{'over folds':<18}{'mean':>14}{'std':>14}")
+    for name in ("rmse", "naive_rmse", "rmse_ratio"):
+        print(f"test_{name:<13}{_fmt(m.get(f'test_{name}_mean')):>14}{_fmt(m.get(f'test_{name}_std')):>14}")
+    ratio = m.get("backtest_rmse_ratio")
+    verdict = "better than" if ratio is not None and ratio < 1 else "NOT better than"
+    print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}, "
+          f"ratio {_fmt(ratio)} ({verdict} persistence)")
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from flows.training import training_flow
+    from pipeline import reproduce, tracking
+
+    client = tracking.get_client()
+
+    def rerun(cfg: object) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "replay.yaml"
+            path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))  # type: ignore[attr-defined]
+            return training_flow(config_path=str(path), force=True).run_id
+
+    env = {**reproduce.git_state(), **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
+    report = reproduce.reproduce(client, args.run_id, rerun, source=args.data, current_env=env)
+    print(f"Reproducing run {report.run_id} as run {report.new_run_id}")
+    for line in report.lines():
+        print(line)
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -200,25 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true",
                        help="train even when the data and config are those of the last successful run")
     train.set_defaults(func=cmd_train)
-
-    bt = sub.add_parser("backtest", help="walk-forward backtest: refit per fold, forecast the next block",
-                        description="Each fold refits the scalers and the model on the rows before its cutoff "
-                                    "only, then forecasts the next block. One MLflow parent run, a child run per "
-                                    "fold; nothing is registered.")
-    bt.add_argument("--config", default="configs/default.yaml", help="YAML config (default: %(default)s)")
-    bt.add_argument("--data", help="CSV path or http(s) URL; overrides data.source")
-    bt.add_argument("--folds", type=int, help="number of folds; overrides backtest.folds")
-    bt.add_argument("--window", choices=["expanding", "rolling"], help="training window; overrides backtest.window")
-    bt.add_argument("--experiment", help="MLflow experiment; overrides tracking.experiment")
-    bt.set_defaults(func=cmd_backtest)
-
-    rep = sub.add_parser("reproduce", help="re-run a training run from what it recorded and compare",
-                         description="Reads the run's config/resolved.yaml, data source and digest; refuses "
-                                     "when the data changed; re-trains (registering nothing) and compares every "
-                                     "metric and the weights bit for bit. Exit 0 only when all match.")
-    rep.add_argument("run_id", help="MLflow run id of a finished training run")
-    rep.add_argument("--data", help="read the data from here instead of the recorded source (digest still checked)")
-    rep.set_defaults(func=cmd_reproduce)
 
     predict = sub.add_parser("predict", help="forecast the next horizon with a registered model",
                              description="Run the batch forecast flow: load the model, check the data against "
@@ -246,6 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("name", help="registered model name")
     history.add_argument("--all", action="store_true", help="every alias move, not only @champion")
     history.set_defaults(func=cmd_history)
+
+    bt = sub.add_parser("backtest", help="walk-forward backtest: refit per fold, forecast the next block",
+                        description="Each fold refits the scalers and the model on the rows before its cutoff "
+                                    "only, then forecasts the next block. One MLflow parent run, a child run per "
+                                    "fold; nothing is registered.")
+    bt.add_argument("--config", default="configs/default.yaml", help="YAML config (default: %(default)s)")
+    bt.add_argument("--data", help="CSV path or http(s) URL; overrides data.source")
+    bt.add_argument("--folds", type=int, help="number of folds; overrides backtest.folds")
+    bt.add_argument("--window", choices=["expanding", "rolling"], help="training window; overrides backtest.window")
+    bt.add_argument("--experiment", help="MLflow experiment; overrides tracking.experiment")
+    bt.set_defaults(func=cmd_backtest)
+
+    rep = sub.add_parser("reproduce", help="re-run a training run from what it recorded and compare",
+                         description="Reads the run's config/resolved.yaml, data source and digest; refuses "
+                                     "when the data changed; re-trains (registering nothing) and compares every "
+                                     "metric and the weights bit for bit. Exit 0 only when all match.")
+    rep.add_argument("run_id", help="MLflow run id of a finished training run")
+    rep.add_argument("--data", help="read the data from here instead of the recorded source (digest still checked)")
+    rep.set_defaults(func=cmd_reproduce)
     return parser
 
 
@@ -284,6 +310,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ExpectedFailures())
     _prepare_environment()
     try:
         return args.func(args)

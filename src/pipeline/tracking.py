@@ -54,15 +54,80 @@ def get_client(cfg: PipelineConfig | None = None) -> Any:
     uri = resolve_tracking_uri(cfg)
     if is_local_sqlite(uri):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        bound_http_retries()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
-    return MlflowClient(tracking_uri=uri)
+    if not is_local_sqlite(uri):
+        return MlflowClient(tracking_uri=uri)
+    with store_lock(uri):  # two processes must not create (migrate) a fresh database at once
+        client = MlflowClient(tracking_uri=uri)
+        retry(lambda: client.search_registered_models(max_results=1), "open the store", uri)
+    return client
 
 
-def retry(call: Any, what: str, uri: str, attempts: int = 4, base_delay: float = 0.5) -> Any:
-    """Run `call()`, retrying with exponential backoff on errors reaching the tracking store."""
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a local SQLite store, held across processes (a no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None
+    if fcntl is None or not is_local_sqlite(uri):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# Our own retry policy wraps every tracking call; read at call time so a run (or a test) can bound it.
+ATTEMPTS_ENV, BACKOFF_ENV = "PIPELINE_TRACKING_ATTEMPTS", "PIPELINE_TRACKING_BACKOFF_S"
+DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_S = 4, 0.5
+# MLflow's HTTP client retries each request on its own, 7 times with a factor-2 backoff by default:
+# about 4 minutes per call against a dead server. Unless the user set them, keep its share small.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_UNREACHABLE = ("Max retries exceeded", "Connection refused", "NewConnectionError", "Failed to establish",
+                "Name or service not known", "timed out")
+
+
+def bound_http_retries() -> None:
+    """Bound MLflow's per-request HTTP retries (only where the user has not set them)."""
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def retry_policy() -> tuple[int, float]:
+    """(attempts, first backoff in seconds) from the environment, or the defaults."""
+    try:
+        attempts = max(1, int(os.environ.get(ATTEMPTS_ENV, DEFAULT_ATTEMPTS)))
+        backoff = max(0.0, float(os.environ.get(BACKOFF_ENV, DEFAULT_BACKOFF_S)))
+    except ValueError:
+        return DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_S
+    return attempts, backoff
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def retry(call: Any, what: str, uri: str, attempts: int | None = None, base_delay: float | None = None) -> Any:
+    """Run `call()`, retrying with exponential backoff on errors reaching the tracking store.
+
+    After the last attempt, a TrackingError names the URI, what failed and for how long.
+    """
     from mlflow.exceptions import MlflowException
 
+    default_attempts, default_delay = retry_policy()
+    attempts = attempts or default_attempts
+    base_delay = default_delay if base_delay is None else base_delay
+    started = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             return call()
@@ -71,9 +136,16 @@ def retry(call: Any, what: str, uri: str, attempts: int = 4, base_delay: float =
                 "TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
             } or "database is locked" in str(exc)
             if not transient or attempt == attempts:
-                raise TrackingError(f"MLflow tracking at {uri}: {what} failed: {exc}") from exc
+                unreachable = any(mark in str(exc) for mark in _UNREACHABLE)
+                problem = "cannot reach the tracking server" if unreachable else _short(exc)
+                raise TrackingError(
+                    f"MLflow tracking at {uri}: {what} failed after {attempt} attempt(s) in "
+                    f"{time.monotonic() - started:.1f}s: {problem}"
+                    + (f" ({_short(exc)}). Check that the server is up and that MLFLOW_TRACKING_URI "
+                       "(or tracking.uri in the config) names it." if unreachable else "")
+                ) from exc
             delay = base_delay * 2 ** (attempt - 1)
-            log.warning("MLflow %s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
+            log.warning("MLflow %s failed (%s); retry %d/%d in %.1fs", what, _short(exc), attempt, attempts - 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -153,6 +225,7 @@ class EpochLogger:
         self.client, self.run_id, self.flush_every = client, run_id, flush_every
         self.buffer: list[Any] = []
         self.round_trips = 0
+        self.failing = False  # a flush failed during training: wait for the final flush
         self.seconds = 0.0  # wall time spent buffering and writing losses (part of the training time)
 
     def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
@@ -164,16 +237,23 @@ class EpochLogger:
         if val_loss is not None:
             self.buffer.append(Metric("val_loss", float(val_loss), now, epoch))
         self.seconds += time.perf_counter() - started
-        if len(self.buffer) >= self.flush_every:
-            self.flush()
+        if len(self.buffer) >= self.flush_every and not self.failing:
+            try:
+                self.flush()
+            except TrackingError as exc:  # keep training; the final flush() tries again and raises
+                self.failing = True
+                log.warning("per-epoch losses not logged yet (%s); training goes on", exc)
 
     def flush(self) -> None:
+        """Write the buffered losses; a chunk leaves the buffer only once it is written."""
         started = time.perf_counter()
         try:
             while self.buffer:
-                chunk, self.buffer = self.buffer[:MAX_BATCH], self.buffer[MAX_BATCH:]
+                chunk = self.buffer[:MAX_BATCH]
                 retry(lambda: self.client.log_batch(self.run_id, metrics=chunk, synchronous=True), "log losses", self.client.tracking_uri)
+                self.buffer = self.buffer[len(chunk):]
                 self.round_trips += 1
+            self.failing = False
         finally:
             self.seconds += time.perf_counter() - started
 
@@ -278,6 +358,27 @@ def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
+
+
+UNLOGGED_DIR = LOCAL_DIR / "unlogged"
+
+
+def save_unlogged(bundle: Any, run_id: str, reason: str, scores: dict[str, float] | None = None) -> Path:
+    """Keep a trained model that could not reach the tracking server: ./mlruns/unlogged/<run_id>/.
+
+    The folder holds the ForecastBundle (weights, fitted preprocessor, config) and a note on how
+    to load it, so a tracking outage never loses the training silently.
+    """
+    folder = (UNLOGGED_DIR / run_id).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = bundle.save(folder / "forecaster.pkl")
+    metrics = "".join(f"  {k}: {v:.6g}\n" for k, v in sorted((scores or {}).items()) if isinstance(v, float | int))
+    (folder / "README.txt").write_text(
+        f"MLflow run {run_id} trained this model but could not log it:\n  {reason}\n\n"
+        f"Load it with:\n  from pipeline.serving import ForecastBundle\n  bundle = ForecastBundle.load({str(path)!r})\n"
+        + (f"\nTest metrics:\n{metrics}" if metrics else ""), encoding="utf-8")
+    log.warning("tracking failed; the trained model is saved at %s", path)
+    return path
 
 
 def failure_report(client: Any, run_id: str, exc: BaseException, report: str | None = None) -> None:

@@ -1,0 +1,219 @@
+"""Faults: divergence, a process killed mid-training, an unreachable tracking server, two runs at once.
+
+Each leaves the registry as it was (or, for concurrent runs, both complete), says clearly what
+happened, and loses nothing silently. Every test is bounded in time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from pipeline import tracking
+from pipeline.cli import main
+from tests.conftest import ROOT, make_prices
+
+pytestmark = pytest.mark.timeout(420)
+
+MODEL = "tiny-forecaster"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def registry_state(client: MlflowClient) -> dict:
+    state = {}
+    for model in client.search_registered_models():
+        versions = sorted((str(mv.version), mv.run_id) for mv in client.search_model_versions(f"name='{model.name}'"))
+        aliases = model.aliases if isinstance(model.aliases, dict) else {a.alias: a.version for a in model.aliases}
+        state[model.name] = (versions, {k: str(v) for k, v in sorted(aliases.items())})
+    return state
+
+
+def runs_of(client: MlflowClient, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a real `pipeline` process that talks to this session's Prefect harness."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # mlflow.set_*_uri() in this process exports them
+        env.pop(key, None)
+    return {**env, **extra}
+
+
+@pytest.fixture
+def champion(prefect_harness, mlflow_store, write_config) -> MlflowClient:
+    """A store that already holds a registered version 1 with an alias."""
+    assert main(["train", "--config", write_config("champion.yaml")]) == 0
+    client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
+    versions, aliases = registry_state(client)[MODEL]
+    assert [v for v, _ in versions] == ["1"] and set(aliases.values()) == {"1"}  # champion, or challenger by the gate
+    return client
+
+
+def test_divergence_stops_with_a_clear_error_and_logs_no_model(champion, write_config, capsys) -> None:
+    before = registry_state(champion)
+    config = write_config("diverge.yaml", train={"learning_rate": 1e30, "grad_clip": None, "epochs": 20},
+                          tracking={"experiment": "diverge"})
+    capsys.readouterr()
+    code = main(["train", "--config", config])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: training diverged at epoch") and "learning_rate" in err
+    assert "Traceback" not in err
+    (run,) = runs_of(champion, "diverge")
+    assert run.info.status == "FAILED"
+    assert "diverged" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/failure/report.txt")
+    assert champion.search_logged_models(experiment_ids=[run.info.experiment_id]) == []
+    epoch = int(re.search(r"diverged at epoch (\d+)", err).group(1))
+    assert len(champion.get_metric_history(run.info.run_id, "train_loss")) == epoch - 1  # the losses before it
+    assert registry_state(champion) == before
+
+
+def test_a_run_killed_mid_training_moves_nothing_and_the_next_run_works(champion, mlflow_store, write_config,
+                                                                       tmp_path) -> None:
+    before = registry_state(champion)
+    config = write_config("long.yaml", train={"epochs": 100_000, "patience": None}, tracking={"experiment": "killed"})
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path,
+                            env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # losses reach MLflow every 250 epochs: training is under way
+            runs = runs_of(champion, "killed")
+            if runs and champion.get_metric_history(runs[0].info.run_id, "train_loss"):
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+    assert registry_state(champion) == before
+    assert champion.search_logged_models(experiment_ids=[runs[0].info.experiment_id]) == []
+    assert runs_of(champion, "killed")[0].info.status == "RUNNING"  # nobody was left to mark it
+
+    next_config = write_config("next.yaml", train={"seed": 3}, tracking={"experiment": "killed"})
+    assert main(["train", "--config", next_config]) == 0
+    after = registry_state(champion)[MODEL]
+    assert [v for v, _ in after[0]] == ["1", "2"]
+
+
+def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(prefect_harness, write_config, tmp_path,
+                                                                  monkeypatch, capsys) -> None:
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv(tracking.ATTEMPTS_ENV, "3")
+    monkeypatch.setenv(tracking.BACKOFF_ENV, "0.2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    started = time.monotonic()
+    code = main(["train", "--config", write_config()])
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"error: MLflow tracking at {uri}: get experiment failed after 3 attempt(s)")
+    assert "cannot reach the tracking server" in err and "MLFLOW_TRACKING_URI" in err
+    assert "Traceback" not in err
+    assert elapsed < 60  # 0.2 + 0.4 s of backoff plus the flow's start
+
+
+def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, mlflow_store, write_config,
+                                                                     monkeypatch, capsys, tmp_path) -> None:
+    """The server goes away between training and logging the model: the error says where the weights are."""
+    from pipeline.serving import ForecastModel
+
+    dead = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv(tracking.ATTEMPTS_ENV, "2")
+    monkeypatch.setenv(tracking.BACKOFF_ENV, "0.1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+    def log_model_to_a_dead_server(run_id, bundle, input_example, uri):
+        client = MlflowClient(dead)
+        return tracking.retry(lambda: client.get_run(run_id), "log model", dead)
+
+    monkeypatch.setattr(tracking, "log_model", log_model_to_a_dead_server)
+    before = registry_state(champion)
+    capsys.readouterr()
+    code = main(["train", "--config", write_config("lost.yaml", tracking={"experiment": "lost"})])
+    err = capsys.readouterr().err
+
+    assert code == 1 and f"MLflow tracking at {dead}: log model failed" in err
+    (run,) = runs_of(champion, "lost")
+    saved = Path(err.split("it is saved at ")[1].split(" (README")[0])
+    assert saved == (tmp_path / "mlruns" / "unlogged" / run.info.run_id / "forecaster.pkl").resolve()
+    assert "ForecastBundle.load" in (saved.parent / "README.txt").read_text()
+    model = ForecastModel()
+    model.load(saved)  # the trained weights, scalers and config, usable as they are
+    assert len(model.forecast(make_prices(80))) == 1
+    assert run.info.status == "FAILED" and "saved at" in run.data.tags["failure"] + mlflow.artifacts.load_text(
+        f"runs:/{run.info.run_id}/failure/report.txt")
+    assert registry_state(champion) == before
+
+
+def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harness, tmp_path) -> None:
+    """Two real processes, one fresh default store (./mlruns/mlflow.db): both finish with everything logged."""
+    make_prices(80).to_csv(tmp_path / "prices.csv", index=False)
+    configs = []
+    for seed in (1, 2):
+        path = tmp_path / f"run{seed}.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": f"run{seed}", "data": {"source": "prices.csv"}, "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+            "window": {"lookback": 5}, "model": {"hidden_size": 8, "num_layers": 1},
+            "train": {"epochs": 3, "batch_size": 16, "patience": 5, "seed": seed},
+            "tracking": {"experiment": "together"}, "registry": {"model_name": MODEL}}))
+        configs.append(path)
+    env = subprocess_env()
+    started = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", str(c)], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in configs]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append((proc.wait(timeout=300), *proc.communicate()))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    elapsed = time.monotonic() - started
+    for code, out, err in outputs:
+        assert code == 0, err
+        assert "database is locked" not in out + err
+
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"  # the default store, seen from here
+    client = MlflowClient(store, registry_uri=store)  # not the registry an earlier test set for this process
+    runs = runs_of(client, "together")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        assert run.data.params["window.lookback"] == "5"
+        assert {"test_rmse", "test_naive_rmse", "time_train_s"} <= set(run.data.metrics)
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
+    versions, aliases = registry_state(client)[MODEL]
+    assert sorted(run_id for _, run_id in versions) == sorted(r.info.run_id for r in runs)
+    assert {r.data.tags["registered_version"] for r in runs} == {"1", "2"} and aliases
+    print(f"two concurrent runs finished in {elapsed:.1f}s")
