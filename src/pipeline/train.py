@@ -66,28 +66,25 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def free_cores() -> int:
-    """Cores this process may use that other processes are not already keeping busy (1-minute load)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform: assume an idle machine
-        return cores
-    return max(1, min(cores, int(cores - load + 0.5)))
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def pick_threads(model: nn.Module, batch_rows: int, lookback: int, requested: int | None) -> int:
-    """Threads for CPU training: one unless each step is wide enough to split and a core is free.
+    """Threads for CPU training: one unless each step is wide enough to split across cores.
 
     A time step's matmuls are as wide as parameters x batch rows; the `lookback` steps run one
     after another and add nothing a second thread could share. On a busy machine a second
     thread waits on a core someone else holds: the seed config took 45 s with two threads
-    against 1.2 s with one.
+    against 1.2 s with one. The choice depends on the work and the machine only, never on the
+    momentary load, so the same config on the same machine always trains with the same threads
+    (float reductions, and so the weights, depend on the thread count); `train.num_threads` pins it.
     """
     if requested is not None:
         return requested
     work = sum(p.numel() for p in model.parameters()) * batch_rows
-    return 1 if work < THREADS_WORK_THRESHOLD else free_cores()
+    return 1 if work < THREADS_WORK_THRESHOLD else usable_cores()
 
 
 def fit(

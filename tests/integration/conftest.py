@@ -18,15 +18,25 @@ def prefect_harness():
 
 
 @pytest.fixture
-def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite tracking store with artifacts under tmp_path; the working dir moves there too."""
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh SQLite tracking store with artifacts under tmp_path; the working dir moves there too.
+
+    MLflow's process-wide tracking and registry URIs point at it for the test and are cleared
+    after, so no test reads another test's registry through `MlflowClient(uri)`.
+    """
+    import mlflow
+
     store = tmp_path / "mlruns"
     store.mkdir()
     uri = f"sqlite:///{store / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    return uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 @pytest.fixture

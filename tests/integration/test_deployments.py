@@ -211,7 +211,7 @@ def test_scheduled_retraining_through_a_worker(stack: dict, write_config) -> Non
     assert deployment["job_variables"]["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "pipeline"
 
     config = write_config(tracking={"experiment": "scheduled"}, registry={"model_name": "scheduled-forecaster"})
-    mlflow = MlflowClient(stack["tracking_uri"])
+    mlflow = MlflowClient(stack["tracking_uri"], registry_uri=stack["tracking_uri"])
 
     # 1. the first scheduled run trains, tracks and registers version 1
     first = trigger(stack, deployment["id"], config_path=config)

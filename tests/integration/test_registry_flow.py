@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from flows.training import training_flow
 from pipeline.registry import get_aliases, read_history
@@ -11,15 +11,16 @@ from pipeline.registry import get_aliases, read_history
 from tests.integration import registry_support as rs
 
 
-def promotion_reports() -> list[str]:
+def promotion_reports(flow_run_ids: list[str]) -> list[str]:
+    """The promotion reports these flow runs left (the harness is shared by the whole session)."""
     with get_client(sync_client=True) as prefect:
-        found = prefect.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["promotion-tiny-forecaster"])))
+        found = prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["promotion-tiny-forecaster"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids)))
     return [a.data for a in found]
 
 
 def test_flow_records_the_gate_everywhere(prefect_harness, mlflow_store, write_config):
-    reports_before = len(promotion_reports())
     # tolerant of a 2-epoch model against persistence, so a champion exists
     first = training_flow(config_path=write_config(registry={"min_gain_over_persistence": -0.5}))
     client = rs.client_for(mlflow_store)
@@ -55,7 +56,7 @@ def test_flow_records_the_gate_everywhere(prefect_harness, mlflow_store, write_c
         ("challenger", None, "2", "register")]
     assert f"Prefect flow run {flow_run_id}" in moves[1].by and first.run_id in moves[1].by
 
-    reports = promotion_reports()[reports_before:]
+    reports = promotion_reports([flow_run_id, run2.data.tags["prefect.flow_run_id"]])
     assert len(reports) == 2
     assert any("tiny-forecaster v1 promoted to `@champion`" in r for r in reports)
     refused = next(r for r in reports if "v2 kept as `@challenger`" in r)
