@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,19 +27,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import ROOT, fmt_range, machine_note, print_table, stats
+from _common import ROOT, fmt_range, free_port, machine_note, print_table, stats, stop_group
 
 BIN = Path(sys.executable).parent
 STAGES = ["startup", "setup", "ingest", "validate", "prepare", "train", "evaluate", "plots", "tracking", "registry"]
 TARGETS = {"server": 8.0, "ephemeral": 12.0}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> float:
@@ -55,18 +46,6 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> f
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"{url} not healthy after {timeout}s")
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the process group we started (the server and its uvicorn child), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def base_env(work: Path) -> dict[str, str]:

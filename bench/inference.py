@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import data_path, default_config, fmt_range, load_frame, machine_note, prepare, print_table, synthetic_prices
+from _common import (data_path, default_config, fmt_range, free_port, load_frame, machine_note, prepare, print_table,
+                     stop_group, synthetic_prices)
 
 BIN = Path(sys.executable).parent
 
@@ -103,14 +103,6 @@ def bench_pyfunc(model_uri: str, cfg, repeats: int) -> tuple[list[list[object]],
     return rows, load_s
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def bench_rest(model_uri: str, cfg, tracking_uri: str, repeats: int) -> list[list[object]]:
     port = free_port()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": tracking_uri}
@@ -149,13 +141,7 @@ def bench_rest(model_uri: str, cfg, tracking_uri: str, repeats: int) -> list[lis
             times[i] = time.perf_counter() - t
         return [["REST /invocations, 1 window", f"{ready:.1f}", f"{first * 1000:.1f}", fmt_range(times, 1, 1000)]]
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+        stop_group(server)
 
 
 def main() -> None:

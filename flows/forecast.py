@@ -17,16 +17,14 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
+from flows.common import STEP, ingest_task
 from pipeline import registry, tracking
 from pipeline.errors import DataError, PipelineError
-from pipeline.ingest import RawData, RemoteReadError, load_prices
+from pipeline.ingest import RawData
 from pipeline.serving import ForecastBundle, model_input
 
 DEFAULT_EXPERIMENT = "batch-forecasts"
-STEP = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @dataclass
@@ -41,25 +39,9 @@ class ForecastSummary:
     out: str | None = None
 
 
-def _retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except RemoteReadError:
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-    return False
-
-
 @task(name="resolve-model", **STEP)
 def resolve_task(client: Any, model_uri: str) -> registry.ModelRef:
     return registry.resolve_model(client, model_uri)
-
-
-@task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
-      retry_condition_fn=_retry_remote_only, **STEP)
-def ingest_task(source: str) -> RawData:
-    return load_prices(source)
 
 
 @task(name="load-model", **STEP)

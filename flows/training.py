@@ -20,35 +20,20 @@ from typing import Any, Iterator
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
+from flows.common import STEP, ingest_task
 from flows.reporting import library_logs_to_run, publish_report, run_url
 from pipeline import evaluate, features, plots, registry, reports, tracking
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import DataError, PipelineError, TrackingError, TrainingError
 from pipeline.evaluate import Forecasts
 from pipeline.features import Preprocessor, SplitBounds, Windows
-from pipeline.ingest import RawData, RemoteReadError, load_prices
+from pipeline.ingest import RawData
 from pipeline.model import LSTMForecaster
 from pipeline.schemas import ValidatedData, validate_prices
 from pipeline.serving import ForecastBundle, input_example
 from pipeline.reproduce import git_state, weights_digest
 from pipeline.train import TrainResult, fit, init_model
-
-# Data frames, models and clients hash badly: these tasks neither cache nor persist results.
-STEP = {"cache_policy": NO_CACHE, "persist_result": False}
-
-
-def _retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry ingestion only when a URL failed to download, not on a bad local file."""
-    try:
-        state.result()
-    except RemoteReadError:
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-    return False
 
 
 @dataclass
@@ -67,12 +52,6 @@ class TrainingSummary:
     timings: dict[str, float] = field(default_factory=dict)
     skipped: bool = False  # nothing to do: same data and config as the run above, which registered `version`
     test_forecasts: pd.DataFrame | None = None  # the in-process model's test forecasts (date, step, forecast)
-
-
-@task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
-      retry_condition_fn=_retry_remote_only, **STEP)
-def ingest_task(source: str) -> RawData:
-    return load_prices(source)
 
 
 @task(name="validate", **STEP)

@@ -7,6 +7,7 @@ therefore which model beats which, are known without training.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,22 @@ def client_for(uri: str):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def registry_state(client) -> dict:
+    """Every registered model with its versions (and their runs) and aliases."""
+    state = {}
+    for model in client.search_registered_models():
+        versions = sorted((str(mv.version), mv.run_id) for mv in client.search_model_versions(f"name='{model.name}'"))
+        state[model.name] = (versions, dict(sorted(registry.get_aliases(client, model.name).items())))
+    return state
 
 
 def make_series(close: np.ndarray, start: str = "2021-01-04", seed: int = 0) -> pd.DataFrame:

@@ -9,7 +9,6 @@ store that already holds a champion; two go through a real subprocess to prove t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,26 +23,11 @@ from mlflow import MlflowClient
 
 from pipeline.cli import main
 from tests.conftest import ROOT, make_prices
+from tests.integration.registry_support import closed_port, registry_state
 
 pytestmark = pytest.mark.timeout(300)
 
 MODEL = "tiny-forecaster"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def registry_state(client: MlflowClient) -> dict:
-    """Every registered model with its versions (and their runs) and aliases."""
-    state = {}
-    for model in client.search_registered_models():
-        versions = sorted((str(mv.version), mv.run_id) for mv in client.search_model_versions(f"name='{model.name}'"))
-        aliases = model.aliases if isinstance(model.aliases, dict) else {a.alias: a.version for a in model.aliases}
-        state[model.name] = (versions, {k: str(v) for k, v in sorted(aliases.items())})
-    return state
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,25 +22,11 @@ from mlflow import MlflowClient
 from pipeline import tracking
 from pipeline.cli import main
 from tests.conftest import ROOT, make_prices
+from tests.integration.registry_support import closed_port, registry_state
 
 pytestmark = pytest.mark.timeout(420)
 
 MODEL = "tiny-forecaster"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def registry_state(client: MlflowClient) -> dict:
-    state = {}
-    for model in client.search_registered_models():
-        versions = sorted((str(mv.version), mv.run_id) for mv in client.search_model_versions(f"name='{model.name}'"))
-        aliases = model.aliases if isinstance(model.aliases, dict) else {a.alias: a.version for a in model.aliases}
-        state[model.name] = (versions, {k: str(v) for k, v in sorted(aliases.items())})
-    return state
 
 
 def runs_of(client: MlflowClient, experiment: str) -> list:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import registry
 from pipeline.registry import get_aliases, read_history
 
 from tests.integration import registry_support as rs

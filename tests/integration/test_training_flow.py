@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 

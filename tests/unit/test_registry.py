@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import registry
-from pipeline.registry import AliasMove, Check, Decision, Score, champion_lineage, table_rmse
+from pipeline.registry import AliasMove, Check, Decision, champion_lineage, table_rmse
 
 
 def test_gate_checks_on_numbers():

@@ -1,0 +1,31 @@
+"""Task options and tasks shared by the flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from pipeline.ingest import RawData, RemoteReadError, load_prices
+
+# Data frames, models and clients hash badly: these tasks neither cache nor persist results.
+STEP = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry ingestion only when a URL failed to download, not on a bad local file."""
+    try:
+        state.result()
+    except RemoteReadError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
+      retry_condition_fn=retry_remote_only, **STEP)
+def ingest_task(source: str) -> RawData:
+    return load_prices(source)
