@@ -217,7 +217,7 @@ def nothing_to_do(cfg: PipelineConfig, client: Any, experiment_id: str, raw: Raw
     detail = (f"The data digest `{raw.digest}` and the resolved config digest `{config_digest}` are the same as "
               f"those of MLflow run `{run_id}`, the last successful run of this config"
               + (f", which registered {cfg.registry.model_name} v{version}" if version else "")
-              + ". Nothing was trained or registered; run with `force=true` to retrain anyway.")
+              + ". Nothing was trained or registered; retrain anyway with `--force` (CLI) or `force=true` (flow parameter).")
     get_run_logger().info("nothing to do: %s", detail.replace("`", ""))
     summary = TrainingSummary(run_id=run_id, experiment_id=experiment_id, metrics=dict(previous.data.metrics),
                               model_name=cfg.registry.model_name if version else None, version=version,
