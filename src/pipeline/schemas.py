@@ -112,6 +112,33 @@ def build_schema(cfg: DataConfig) -> pa.DataFrameSchema:
     return schema.add_columns(extra) if extra else schema
 
 
+def passes_fast(frame: pd.DataFrame, cfg: DataConfig) -> bool:
+    """The contract's rules as plain vectorised checks: True only when the pandera schema would pass.
+
+    A clean frame (the common case, and every serving request) skips pandera's per-check
+    overhead (about 13 ms for 31 rows); anything this finds wrong goes through the pandera
+    schema, which stays the source of truth and writes the report. A property test holds the
+    two to agreeing.
+    """
+    dates = frame[DATE].to_numpy(dtype="datetime64[ns]")
+    if np.isnat(dates).any() or (np.diff(dates) <= np.timedelta64(0, "ns")).any():
+        return False  # a missing, repeated or out-of-order date
+    columns = list(cfg.columns)
+    values = frame[columns].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        return False
+    col = {name: values[:, i] for i, name in enumerate(columns)}
+    if any((col[p] <= 0).any() for p in price_columns(cfg) if p in col):
+        return False
+    if cfg.volume_column in col and (col[cfg.volume_column] < 0).any():
+        return False
+    if set(OHLC) <= set(col):
+        o, h, lo, c = (col[k] for k in OHLC)
+        if (h < lo).any() or (h < np.maximum(o, c)).any() or (lo > np.minimum(o, c)).any():
+            return False
+    return True
+
+
 def required_columns(cfg: DataConfig) -> dict[str, list[str]]:
     """Each column the config needs from the file -> the config fields that name it."""
     named: dict[str, list[str]] = {}
@@ -307,17 +334,18 @@ def _show(value: object) -> str:
 
 
 def _gap_notes(dates: pd.Series) -> list[str]:
-    spacing = dates.diff().dropna()
-    if spacing.empty:
+    stamps = dates.to_numpy(dtype="datetime64[ns]")
+    if len(stamps) < 2:
         return []
-    usual = spacing.median()
-    if usual <= pd.Timedelta(0):
+    spacing = np.diff(stamps)
+    usual = np.median(spacing)
+    if usual <= np.timedelta64(0, "ns"):
         return []
-    long = spacing[spacing > usual * GAP_FACTOR]
+    long = np.flatnonzero(spacing > usual * GAP_FACTOR)
     return [
-        f"warning: gap of {_span(gap)} before {dates.loc[idx].date()} "
-        f"(usual spacing {_span(usual)}; more than {GAP_FACTOR}x is unusual)"
-        for idx, gap in long.items()
+        f"warning: gap of {_span(pd.Timedelta(spacing[i]))} before {pd.Timestamp(stamps[i + 1]).date()} "
+        f"(usual spacing {_span(pd.Timedelta(usual))}; more than {GAP_FACTOR}x is unusual)"
+        for i in long
     ]
 
 
@@ -348,10 +376,10 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
         out.notes.append(f"rows came in descending date order; sorted ascending ({len(frame)} rows)")
     frame = _apply_nan_policy(frame, cfg, out)
 
-    schema = build_schema(cfg)
-    row_checks = {c.name for c in schema.checks}
     bad_cells = {(f.column, f.line) for f in failures}
-    if len(frame):
+    if len(frame) and not passes_fast(frame, cfg):
+        schema = build_schema(cfg)
+        row_checks = {c.name for c in schema.checks}
         try:
             schema.validate(frame, lazy=True)
         except SchemaErrors as exc:

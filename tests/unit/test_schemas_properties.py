@@ -17,7 +17,9 @@ from hypothesis import strategies as st  # noqa: E402
 from pipeline.config import DataConfig  # noqa: E402
 from pipeline.errors import DataError  # noqa: E402
 from pipeline.ingest import parse_csv  # noqa: E402
-from pipeline.schemas import validate_prices  # noqa: E402
+from pandera.errors import SchemaErrors  # noqa: E402
+
+from pipeline.schemas import DATE, build_schema, passes_fast, validate_prices  # noqa: E402
 from tests.conftest import make_prices  # noqa: E402
 
 COLUMNS = ["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]
@@ -95,3 +97,91 @@ def test_corrupted_frames_pass_clean_or_fail_with_a_report(changes: list[tuple],
     assert (frame["High"] >= frame["Low"]).all()
     assert (frame["High"] >= frame[["Open", "Close"]].max(axis=1)).all()
     assert (frame["Low"] <= frame[["Open", "Close"]].min(axis=1)).all()
+
+
+numeric_values = st.one_of(
+    st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0, -1.0, 1e-300, 1e300]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cells=st.lists(st.tuples(st.integers(0, ROWS - 1), st.sampled_from(COLUMNS[1:]), numeric_values), max_size=3),
+       date_swaps=st.lists(st.tuples(st.integers(0, ROWS - 1), st.integers(0, ROWS - 1)), max_size=2),
+       bar_swaps=st.lists(st.tuples(st.integers(0, ROWS - 1), st.sampled_from(["Open", "High", "Low", "Close"]),
+                                    st.sampled_from(["Open", "High", "Low", "Close"])), max_size=2),
+       blank_date=st.one_of(st.none(), st.integers(0, ROWS - 1)), seed=st.integers(0, 3))
+def test_the_fast_path_agrees_with_the_pandera_schema(cells, date_swaps, bar_swaps, blank_date, seed) -> None:
+    """`passes_fast` may skip pandera only where pandera would pass: both verdicts always agree."""
+    cfg = DataConfig(features=("Open", "High", "Low", "Close", "Adj Close", "Volume"))
+    raw = make_prices(ROWS, seed=seed)
+    frame = raw.drop(columns=["Date"]).astype(float)
+    frame.insert(0, DATE, pd.to_datetime(raw["Date"]).astype("datetime64[ns]"))
+    for row, column, value in cells:
+        frame.loc[row, column] = value
+    for i, j in date_swaps:
+        frame.loc[i, DATE] = frame.loc[j, DATE]
+    for row, a, b in bar_swaps:  # one bar's prices swapped: breaks one or two of the row rules
+        frame.loc[row, a], frame.loc[row, b] = frame.loc[row, b], frame.loc[row, a]
+    if blank_date is not None:
+        frame.loc[blank_date, DATE] = pd.NaT
+    try:
+        build_schema(cfg).validate(frame, lazy=True)
+        pandera_passes = True
+    except SchemaErrors:
+        pandera_passes = False
+    assert passes_fast(frame, cfg) == pandera_passes
+
+
+def typed_prices(seed: int = 0) -> pd.DataFrame:
+    raw = make_prices(ROWS, seed=seed)
+    frame = raw.drop(columns=["Date"]).astype(float)
+    frame.insert(0, DATE, pd.to_datetime(raw["Date"]).astype("datetime64[ns]"))
+    return frame
+
+
+def _set(column: str, value: float):
+    def edit(frame: pd.DataFrame) -> None:
+        frame.loc[5, column] = value
+    return edit
+
+
+def _high_below_open(frame: pd.DataFrame) -> None:
+    frame.loc[5, "Open"] = frame.loc[5, "High"] + 0.5
+    frame.loc[5, "Low"] = min(frame.loc[5, "Low"], frame.loc[5, "Close"])
+
+
+def _low_above_close(frame: pd.DataFrame) -> None:
+    frame.loc[5, "Close"] = frame.loc[5, "Low"] - 0.5
+
+
+def _high_below_low(frame: pd.DataFrame) -> None:
+    frame.loc[5, ["High", "Low"]] = [frame.loc[5, "Low"], frame.loc[5, "High"]]
+
+
+def _duplicate_date(frame: pd.DataFrame) -> None:
+    frame.loc[5, DATE] = frame.loc[4, DATE]
+
+
+def _unsorted(frame: pd.DataFrame) -> None:
+    frame.loc[5, DATE] = frame.loc[9, DATE] + pd.Timedelta(hours=1)
+
+
+def _no_date(frame: pd.DataFrame) -> None:
+    frame.loc[5, DATE] = pd.NaT
+
+
+@pytest.mark.parametrize("edit", [
+    _set("Close", np.nan), _set("Open", np.inf), _set("Adj Close", -np.inf), _set("Close", 0.0),
+    _set("Adj Close", -1.0), _set("Volume", -5.0), _set("Volume", np.nan), _high_below_open, _low_above_close,
+    _high_below_low, _duplicate_date, _unsorted, _no_date,
+], ids=["nan", "inf", "-inf", "zero price", "negative price", "negative volume", "nan volume",
+        "High < Open", "Low > Close", "High < Low", "duplicate date", "unsorted", "no date"])
+def test_each_rule_alone_fails_the_fast_path_and_the_schema(edit) -> None:
+    cfg = DataConfig(features=("Open", "High", "Low", "Close", "Adj Close", "Volume"))
+    frame = typed_prices()
+    assert passes_fast(frame, cfg)
+    edit(frame)
+    assert not passes_fast(frame, cfg)
+    with pytest.raises(SchemaErrors):
+        build_schema(cfg).validate(frame, lazy=True)
