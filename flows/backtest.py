@@ -130,8 +130,10 @@ def backtest_flow(
         mean_ratio = summary_metrics.get("test_rmse_ratio_mean", float("nan"))
         pooled_ratio = summary_metrics.get("backtest_rmse_ratio", float("nan"))
         if mean_ratio > 1.0 or pooled_ratio > 1.0:
-            tags["warning"] = (f"model is worse than persistence in the backtest (pooled RMSE ratio "
-                               f"{pooled_ratio:.3f}, mean over folds {mean_ratio:.3f})")
+            which = " and ".join(name for name, ratio in (("pooled over all folds", pooled_ratio),
+                                                          ("on average over folds", mean_ratio)) if ratio > 1.0)
+            tags["warning"] = (f"model is worse than persistence {which} (pooled RMSE ratio "
+                               f"{pooled_ratio:.4f}, mean over folds {mean_ratio:.4f})")
             notes.append(tags["warning"])
             logger.warning(tags["warning"])
         worse_folds = int((table["rmse_ratio"] > 1.0).sum())
