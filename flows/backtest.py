@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task
-from flows.training import prefect_tags, resolve, validate_task
+from flows.common import STEP, ingest_task, prefect_tags
+from flows.training import resolve, validate_task
 from pipeline import backtest, plots, tracking
 from pipeline.backtest import Fold, FoldResult
 from pipeline.config import PipelineConfig

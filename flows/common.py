@@ -1,4 +1,4 @@
-"""Task options and tasks shared by the flows."""
+"""Task options, tasks and run tags shared by the flows."""
 
 from __future__ import annotations
 
@@ -29,3 +29,13 @@ def retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
       retry_condition_fn=retry_remote_only, **STEP)
 def ingest_task(source: str) -> RawData:
     return load_prices(source)
+
+
+def prefect_tags() -> dict[str, str]:
+    """Links from the MLflow run back to the Prefect flow run that made it."""
+    from prefect.runtime import deployment, flow_run
+
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_name": str(flow_run.flow_name or "")}
+    if deployment.name:
+        tags["prefect.deployment_name"] = str(deployment.name)
+    return {k: v for k, v in tags.items() if v}

@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task
+from flows.common import STEP, ingest_task, prefect_tags
+from flows.reporting import library_logs_to_run
 from pipeline import registry, tracking
 from pipeline.errors import DataError, PipelineError
 from pipeline.ingest import RawData
@@ -92,11 +93,15 @@ def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, for
 def forecast_flow(model: str, data: str, out: str | None = "forecasts.csv",
                   experiment: str | None = None) -> ForecastSummary:
     """Forecast the next horizon from the latest rows of `data` with `model` (e.g. models:/NAME@champion)."""
+    with library_logs_to_run():
+        return run_forecast(model, data, out, experiment)
+
+
+def run_forecast(model: str, data: str, out: str | None, experiment: str | None) -> ForecastSummary:
+    """The body of `forecast_flow`, inside its flow run."""
     logger = get_run_logger()
     client = tracking.get_client()
     ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
-    from flows.training import prefect_tags
-
     experiment_id = tracking.ensure_experiment(client, experiment or DEFAULT_EXPERIMENT)
     label = f"{ref.name}-v{ref.version}" if ref.name else "model"
     run_id = tracking.start_run(client, experiment_id, run_name=f"forecast-{label}-{time.strftime('%Y%m%d-%H%M%S')}",

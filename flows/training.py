@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task
+from flows.common import STEP, ingest_task, prefect_tags
 from flows.reporting import library_logs_to_run, publish_report, run_url
 from pipeline import evaluate, features, plots, registry, reports, tracking
 from pipeline.config import PipelineConfig, load_config
@@ -165,16 +165,6 @@ def keep_trained_model(exc: BaseException, cfg: PipelineConfig, run_id: str, pre
         return TrackingError(f"{exc}\nThe trained model could not be saved locally either ({err}).")
     return TrackingError(f"{exc}\nThe trained model is not lost: it is saved at {path} "
                          "(README.txt beside it says how to load it).")
-
-
-def prefect_tags() -> dict[str, str]:
-    """Links from the MLflow run back to the Prefect flow run that made it."""
-    from prefect.runtime import deployment, flow_run
-
-    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_name": str(flow_run.flow_name or "")}
-    if deployment.name:
-        tags["prefect.deployment_name"] = str(deployment.name)
-    return {k: v for k, v in tags.items() if v}
 
 
 def process_age() -> float | None:
