@@ -32,7 +32,7 @@ from pipeline.ingest import RawData
 from pipeline.model import LSTMForecaster
 from pipeline.schemas import ValidatedData, validate_prices
 from pipeline.serving import ForecastBundle, input_example
-from pipeline.reproduce import git_state, weights_digest
+from pipeline.reproduce import git_state
 from pipeline.train import TrainResult, fit, init_model
 
 
@@ -297,31 +297,13 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
             forecasts, scores = evaluate_task(result.model, pre, data_.frame, windows, cfg)
         with timed(timings, "plots"):
             plots_task(client, run_id, data_.frame, cfg, bounds, forecasts, result)
-        summary_tags = {
-            "data_digest": raw.digest, "data_rows": str(len(data_.frame)),
-            "data_start": str(data_.frame.index[0].date()), "data_end": str(data_.frame.index[-1].date()),
-            "rows_dropped": str(data_.rows_dropped), "rows_filled": str(data_.rows_filled),
-            "train_device": result.device, "best_epoch": str(result.best_epoch + 1),
-            "stopped_early": str(result.stopped_early), "weights_digest": weights_digest(result.model.state_dict()),
-        }
-        if scores["test_rmse_ratio"] > 1.0:
-            summary_tags["warning"] = f"model is worse than persistence on test (RMSE ratio {scores['test_rmse_ratio']:.3f})"
-            logger.warning(summary_tags["warning"])
-        beaten_by = [b for b in cfg.evaluate.baselines if scores.get(f"test_{b}_rmse", float("inf")) < scores["test_rmse"]]
-        if beaten_by:
-            summary_tags["beaten_by_baselines"] = ", ".join(beaten_by)
-            logger.warning("baselines with a lower test RMSE than the model: %s", summary_tags["beaten_by_baselines"])
-        out_of_range = evaluate.target_range_check(pre, data_.frame, bounds)
-        if out_of_range is not None:
-            scores["test_out_of_range_share"] = out_of_range.share
-            if out_of_range.outside:
-                summary_tags["target_out_of_range"] = out_of_range.message()
-                logger.warning(out_of_range.message())
+        summary_tags, extra_metrics, warnings = evaluate.findings(cfg, raw.digest, data_, pre, bounds, result, scores)
+        scores.update(extra_metrics)
+        for warning in warnings:
+            logger.warning(warning)
         if data_.notes:
             tracking.log_text(client, run_id, "\n".join(data_.notes), "data/validation_notes.txt")
         tracking.log_params_and_tags(client, run_id, {}, summary_tags)
-        scores.update({"epochs_run": result.epochs_run, "train_threads": result.threads,
-                       "final_train_loss": result.train_loss[-1], **({"best_val_loss": min(result.val_loss)} if result.val_loss else {})})
         with timed(timings, "tracking"):
             model_uri = log_model_task(client, run_id, cfg, config_path, raw, data_, pre, result, scores)
         summary = TrainingSummary(run_id=run_id, experiment_id=experiment_id, metrics=scores, model_uri=model_uri,

@@ -4,14 +4,18 @@ and scoring of a split."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from pipeline.config import EvaluateConfig
+from pipeline.config import EvaluateConfig, PipelineConfig
 from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
 from pipeline.model import LSTMForecaster
-from pipeline.train import predict
+from pipeline.train import TrainResult, predict
+
+if TYPE_CHECKING:
+    from pipeline.schemas import ValidatedData
 
 
 def rmse(actual: np.ndarray, pred: np.ndarray) -> float:
@@ -229,3 +233,41 @@ def per_step(scores: dict[str, float], prefix: str = "test", metric: str = "rmse
             k += 1
         out[label.rstrip("_") or "model"] = values
     return out
+
+
+def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Preprocessor, bounds: SplitBounds,
+             result: TrainResult, scores: dict[str, float]) -> tuple[dict[str, str], dict[str, float], list[str]]:
+    """What a finished training says about itself: run tags, extra metrics and loud warnings.
+
+    Warnings: a model worse than persistence (also the `warning` tag), baselines that beat it,
+    and a level target whose test values leave the range the scaler saw in training.
+    """
+    from pipeline.reproduce import weights_digest
+
+    frame = data.frame
+    tags = {
+        "data_digest": data_digest, "data_rows": str(len(frame)),
+        "data_start": str(frame.index[0].date()), "data_end": str(frame.index[-1].date()),
+        "rows_dropped": str(data.rows_dropped), "rows_filled": str(data.rows_filled),
+        "train_device": result.device, "best_epoch": str(result.best_epoch + 1),
+        "stopped_early": str(result.stopped_early), "weights_digest": weights_digest(result.model.state_dict()),
+    }
+    metrics = {"epochs_run": float(result.epochs_run), "train_threads": float(result.threads),
+               "final_train_loss": result.train_loss[-1]}
+    if result.val_loss:
+        metrics["best_val_loss"] = min(result.val_loss)
+    warnings: list[str] = []
+    if scores["test_rmse_ratio"] > 1.0:
+        tags["warning"] = f"model is worse than persistence on test (RMSE ratio {scores['test_rmse_ratio']:.3f})"
+        warnings.append(tags["warning"])
+    beaten_by = [b for b in cfg.evaluate.baselines if scores.get(f"test_{b}_rmse", float("inf")) < scores["test_rmse"]]
+    if beaten_by:
+        tags["beaten_by_baselines"] = ", ".join(beaten_by)
+        warnings.append(f"baselines with a lower test RMSE than the model: {tags['beaten_by_baselines']}")
+    out_of_range = target_range_check(pre, frame, bounds)
+    if out_of_range is not None:
+        metrics["test_out_of_range_share"] = out_of_range.share
+        if out_of_range.outside:
+            tags["target_out_of_range"] = out_of_range.message()
+            warnings.append(out_of_range.message())
+    return tags, metrics, warnings

@@ -128,3 +128,29 @@ def test_level_target_out_of_training_range_is_reported(tiny_config_dict) -> Non
     cfg_lr = parse_config(tiny_config_dict)
     pre_lr, bounds_lr, _ = prepare(frame, cfg_lr)
     assert target_range_check(pre_lr, frame, bounds_lr) is None
+
+
+def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
+    from pipeline.model import LSTMForecaster
+    from pipeline.schemas import ValidatedData
+    from pipeline.train import TrainResult
+
+    cfg = parse_config({**tiny_config_dict, "preprocess": {"target_transform": "level"}})
+    prices = make_prices(100)
+    prices.loc[85:, ["Open", "High", "Low", "Close", "Adj Close"]] *= 1.5
+    data = validate_prices(prices, cfg.data, "synthetic", min_rows=1)
+    pre, bounds, _ = prepare(data.frame, cfg)
+    result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4], val_loss=[0.6, 0.7], best_epoch=0)
+    losing = {"test_rmse": 2.0, "test_rmse_ratio": 1.25, "test_drift_rmse": 1.5, "test_moving_average_rmse": 3.0}
+    tags, metrics, warnings = evaluate.findings(cfg, "abc123", data, pre, bounds, result, losing)
+    assert tags["warning"] == "model is worse than persistence on test (RMSE ratio 1.250)"
+    assert "drift" in tags["beaten_by_baselines"] and "moving_average" not in tags["beaten_by_baselines"]
+    assert "outside the training range" in tags["target_out_of_range"]
+    assert len(warnings) == 3 and warnings[0] == tags["warning"]
+    assert (tags["data_digest"], tags["data_rows"], tags["best_epoch"]) == ("abc123", "100", "1")
+    assert metrics["best_val_loss"] == 0.6 and metrics["epochs_run"] == 2 and metrics["test_out_of_range_share"] > 0
+    winning = {"test_rmse": 1.0, "test_rmse_ratio": 0.9, "test_drift_rmse": 1.5}
+    cfg_lr = cfg.with_overrides(preprocess={"target_transform": "log_return"})
+    tags, metrics, warnings = evaluate.findings(cfg_lr, "abc123", data, *prepare(data.frame, cfg_lr)[:2], result, winning)
+    assert warnings == [] and not {"warning", "beaten_by_baselines", "target_out_of_range"} & set(tags)
+    assert "test_out_of_range_share" not in metrics
