@@ -153,6 +153,16 @@ def window_of(frame: pd.DataFrame, cfg: PipelineConfig, digest: str = "planted")
     return Window(raw_rows, actual, first, persistence, registry.TestWindow(first[0], first[-1], digest))
 
 
+def trend_scene(uri: str, growth: float = 0.01):
+    """The usual stage for gate tests: a client on `uri`, the planted config, a rising series,
+    its validated frame and its test window."""
+    client = client_for(uri)
+    cfg = config()
+    data = trend(growth=growth)
+    frame = plant(data, cfg, 0.0).frame
+    return client, cfg, data, frame, window_of(frame, cfg)
+
+
 def own_rmse(planted: Planted, frame: pd.DataFrame, win: Window) -> float:
     """A bundle's RMSE on the window, computed in-process with the bundle's own preprocessor."""
     model = LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)

@@ -10,11 +10,7 @@ from tests.integration import registry_support as rs
 
 
 def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
-    client = rs.client_for(mlflow_store)
-    cfg = rs.config()
-    data = rs.trend(growth=0.01)  # each day 1 % higher: persistence is ~1 % off
-    frame = rs.plant(data, cfg, 0.0).frame
-    win = rs.window_of(frame, cfg)
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)  # 1 % higher each day: persistence is ~1 % off
 
     # v1 forecasts +0.5 % a day: beats persistence, no champion yet
     first = rs.register(client, rs.plant(data, cfg, 0.005), win, frame)
@@ -53,11 +49,7 @@ def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
 
 
 def test_margin_over_the_champion_refuses_a_small_gain(mlflow_store):
-    client = rs.client_for(mlflow_store)
-    cfg = rs.config()
-    data = rs.trend(growth=0.01)
-    frame = rs.plant(data, cfg, 0.0).frame
-    win = rs.window_of(frame, cfg)
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
     rs.register(client, rs.plant(data, cfg, 0.008), win, frame)
     # 0.009 is a little better than 0.008, but not 50 % better
     small = rs.register(client, rs.plant(data, cfg, 0.009), win, frame, margins=(0.0, 0.5))
@@ -106,11 +98,7 @@ def test_champion_of_another_target_cannot_be_beaten_automatically(mlflow_store)
 
 
 def test_failure_after_registration_leaves_nothing_behind(mlflow_store, monkeypatch):
-    client = rs.client_for(mlflow_store)
-    cfg = rs.config()
-    data = rs.trend(growth=0.01)
-    frame = rs.plant(data, cfg, 0.0).frame
-    win = rs.window_of(frame, cfg)
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
     rs.register(client, rs.plant(data, cfg, 0.005), win, frame)
     history_before = read_history(client, "planted")
 

@@ -15,11 +15,7 @@ from tests.integration import registry_support as rs
 @pytest.fixture
 def three_versions(mlflow_store):
     """v1 champion (gate), v2 refused (stays @challenger), v3 champion (gate)."""
-    client = rs.client_for(mlflow_store)
-    cfg = rs.config()
-    data = rs.trend(growth=0.01)
-    frame = rs.plant(data, cfg, 0.0).frame
-    win = rs.window_of(frame, cfg)
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
     for output in (0.005, 0.03, 0.01):
         rs.register(client, rs.plant(data, cfg, output), win, frame)
     assert get_aliases(client, "planted") == {"champion": "3"}
