@@ -49,7 +49,7 @@ def train_and_log(work: Path) -> tuple[str, object, str]:
     client = tracking.get_client(cfg)
     run_id = tracking.start_run(client, tracking.ensure_experiment(client, "bench-inference"), "bench", {})
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg)
-    model_uri = tracking.log_model(run_id, bundle, input_example(frame, cfg, rows=pre.input_rows), uri)
+    model_uri = tracking.log_model(run_id, bundle, input_example(frame, cfg, rows=pre.input_rows), uri).model_uri
     tracking.end_run(client, run_id, "FINISHED")
     return model_uri, cfg, uri
 

@@ -70,7 +70,7 @@ def register_champion(csv: Path, epochs: int) -> None:
     experiment_id = tracking.ensure_experiment(client, "bench")
     run_id = tracking.start_run(client, experiment_id, "bench-serving", {})
     bundle = ForecastBundle(result.model.checkpoint(), pre, cfg)
-    uri = tracking.log_model(run_id, bundle, input_example(frame, cfg, pre.input_rows), client.tracking_uri)
+    uri = tracking.log_model(run_id, bundle, input_example(frame, cfg, pre.input_rows), client.tracking_uri).model_uri
     tracking.end_run(client, run_id, "FINISHED")
     registry.ensure_registered_model(client, NAME)
     client.create_model_version(NAME, uri, run_id=run_id)

@@ -109,18 +109,21 @@ def plots_task(client: Any, run_id: str, frame: pd.DataFrame, cfg: PipelineConfi
 
 @task(name="log-model", **STEP)
 def log_model_task(client: Any, run_id: str, cfg: PipelineConfig, config_path: str | None, raw: RawData,
-                   data: ValidatedData, pre: Preprocessor, result: TrainResult, scores: dict[str, float]) -> str:
-    tracking.log_metrics(client, run_id, scores)
+                   data: ValidatedData, pre: Preprocessor, result: TrainResult, scores: dict[str, float]) -> Any:
+    """Log the config, scalers, dataset and pyfunc, then the scores (on the run and the logged model); MLflow's ModelInfo."""
     tracking.log_config(client, run_id, cfg, config_path)
     tracking.log_preprocessor(client, run_id, pre)
     tracking.log_dataset(client, run_id, data.frame, raw.source, raw.digest, cfg.data.target, name=cfg.name)
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg)
     example = input_example(data.frame, cfg, rows=pre.input_rows)
-    return tracking.log_model(run_id, bundle, example, client.tracking_uri)
+    info = tracking.log_model(run_id, bundle, example, client.tracking_uri)
+    # The scores belong to the run, to this logged model and to the training dataset.
+    tracking.log_metrics(client, run_id, scores, model_id=info.model_id, dataset=(cfg.name, raw.digest))
+    return info
 
 
 @task(name="register", **STEP)
-def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str, raw: RawData,
+def register_task(client: Any, run_id: str, cfg: PipelineConfig, model: Any, raw: RawData,
                   frame: pd.DataFrame, forecasts: dict[str, Forecasts], scores: dict[str, float],
                   extra_tags: dict[str, str]) -> registry.Decision:
     """Register a `@challenger` version; the gate decides whether it also becomes `@champion`."""
@@ -140,7 +143,7 @@ def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str,
     flow_run = extra_tags.get("prefect.flow_run_id")
     by = f"training flow (Prefect flow run {flow_run}, MLflow run {run_id})" if flow_run else f"training flow (MLflow run {run_id})"
     margins = (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion)
-    decision = registry.register_and_promote(client, cfg.registry.model_name, model_uri, run_id, tags, window,
+    decision = registry.register_and_promote(client, cfg.registry.model_name, model.model_uri, run_id, tags, window,
                                              scores["test_rmse"], scores["test_naive_rmse"], rescore, margins, by)
     try:
         from prefect.artifacts import create_markdown_artifact
@@ -305,13 +308,13 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
             tracking.log_text(client, run_id, "\n".join(data_.notes), "data/validation_notes.txt")
         tracking.log_params_and_tags(client, run_id, {}, summary_tags)
         with timed(timings, "tracking"):
-            model_uri = log_model_task(client, run_id, cfg, config_path, raw, data_, pre, result, scores)
-        summary = TrainingSummary(run_id=run_id, experiment_id=experiment_id, metrics=scores, model_uri=model_uri,
+            logged = log_model_task(client, run_id, cfg, config_path, raw, data_, pre, result, scores)
+        summary = TrainingSummary(run_id=run_id, experiment_id=experiment_id, metrics=scores, model_uri=logged.model_uri,
                                   notes=data_.notes, timings=timings, test_forecasts=forecasts["test"].table())
         if cfg.registry.enabled:
             # One registration at a time on a local SQLite store: a second run waits its turn.
             with timed(timings, "registry"), tracking.store_lock(client.tracking_uri):
-                decision = register_task(client, run_id, cfg, model_uri, raw, data_.frame, forecasts, scores,
+                decision = register_task(client, run_id, cfg, logged, raw, data_.frame, forecasts, scores,
                                          {k: v for k, v in run_tags.items() if k.startswith("prefect.")})
             summary.model_name, summary.version, summary.alias, summary.reason = (
                 cfg.registry.model_name, decision.version, decision.alias, decision.reason)

@@ -123,7 +123,7 @@ def log_planted(client, planted: Planted) -> tuple[str, str]:
     experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
     run_id = tracking.start_run(client, experiment_id, run_name=cfg.name, tags={})
     example = input_example(planted.frame, cfg, rows=planted.bundle.preprocessor.input_rows)
-    uri = tracking.log_model(run_id, planted.bundle, example, client.tracking_uri)
+    uri = tracking.log_model(run_id, planted.bundle, example, client.tracking_uri).model_uri
     tracking.end_run(client, run_id, "FINISHED")
     return run_id, uri
 

@@ -47,6 +47,13 @@ def test_flow_tracks_registers_and_serves_the_champion(prefect_harness, mlflow_s
     assert (summary.version, summary.alias) == ("1", "champion")
     mv = client.get_model_version_by_alias("tiny-forecaster", "champion")
     assert str(mv.version) == "1" and mv.run_id == summary.run_id
+    # the logged model carries the scores, evaluated on the training dataset
+    assert mv.source == summary.model_uri
+    logged = client.get_logged_model(summary.model_uri.removeprefix("models:/"))
+    scores = {m.key: m for m in logged.metrics}
+    assert scores["test_rmse"].value == run.data.metrics["test_rmse"]
+    assert scores["test_rmse"].dataset_digest == run.data.tags["data_digest"]
+    assert {"test_naive_rmse", "val_rmse", "train_rmse"} <= set(scores)
 
     # the registered pyfunc predicts exactly what the in-process model predicted on the test part
     model = mlflow.pyfunc.load_model("models:/tiny-forecaster@champion")

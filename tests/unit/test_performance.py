@@ -60,3 +60,34 @@ def test_early_server_defers_to_a_configured_api_or_the_switch(monkeypatch) -> N
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     assert not early_server.wanted()
 
+
+
+def test_start_up_imports_run_without_the_collector_and_stay_out_of_later_passes() -> None:
+    import gc
+
+    from pipeline.cli import imports_without_gc
+
+    frozen = gc.get_freeze_count()
+    try:
+        with imports_without_gc():
+            assert not gc.isenabled()
+            made_during_imports = [[i] for i in range(1000)]
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + 1000 and made_during_imports
+    finally:
+        gc.unfreeze()
+
+
+def test_model_logging_skips_only_mlflows_redundant_requirements_check() -> None:
+    import mlflow.pyfunc
+    import mlflow.utils.environment
+
+    from pipeline.tracking import pins_taken_as_given
+
+    name = "warn_dependency_requirement_mismatches"
+    originals = [getattr(m, name) for m in (mlflow.utils.environment, mlflow.pyfunc)]
+    with pins_taken_as_given():
+        for module, original in zip((mlflow.utils.environment, mlflow.pyfunc), originals):
+            assert getattr(module, name) is not original
+            assert getattr(module, name)(["torch==0.0.1"]) is None
+    assert [getattr(m, name) for m in (mlflow.utils.environment, mlflow.pyfunc)] == originals
