@@ -99,16 +99,27 @@ def print_training_summary(summary: object) -> None:
         print(f"note: {note}")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def flow_start_up() -> Iterator[None]:
+    """The start-up of a command that runs a flow: its imports, with Prefect's API ready at the end.
+
+    Prefect's temporary server (when no server is configured) boots on the other core while the
+    heavy libraries import here without the garbage collector, MLflow's store modules among them.
+    """
     from flows import early_server
 
     with imports_without_gc():
-        server = early_server.start()  # Prefect's temporary server boots on the other core during the imports
-        from flows.training import training_flow
+        server = early_server.start()
+        yield
         from pipeline import tracking
 
         tracking.import_mlflow()
         early_server.adopt(server)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    with flow_start_up():
+        from flows.training import training_flow
 
     summary = training_flow(config_path=args.config, data=args.data, experiment=args.experiment,
                             model_name=args.model_name, force=args.force)
@@ -117,7 +128,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from flows.forecast import forecast_flow
+    with flow_start_up():
+        from flows.forecast import forecast_flow
 
     summary = forecast_flow(model=args.model, data=args.data, out=args.out, experiment=args.experiment)
     ref = summary.model
@@ -131,7 +143,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _registry_client() -> object:
-    from pipeline import tracking
+    with imports_without_gc():
+        from pipeline import tracking
+
+        tracking.import_mlflow()
 
     return tracking.get_client()
 
@@ -182,7 +197,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from flows.backtest import backtest_flow
+    with flow_start_up():
+        from flows.backtest import backtest_flow
 
     summary = backtest_flow(config_path=args.config, data=args.data, folds=args.folds, window=args.window,
                             experiment=args.experiment)
@@ -208,8 +224,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from flows.training import training_flow
-    from pipeline import reproduce, tracking
+    with imports_without_gc():
+        from flows.training import training_flow
+        from pipeline import reproduce, tracking
 
     client = tracking.get_client()
 
