@@ -33,7 +33,9 @@ DST_SPREAD_MIN = 60  # UTC offsets one hour apart are one zone's daylight-saving
 # A date-time ending in a UTC offset: "2021-01-04 00:00:00-05:00", "2021-01-04T09:30Z".
 _WITH_OFFSET = re.compile(r"^(?P<local>.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?P<offset>Z|[+-]\d{2}:?\d{2})$")
 
-_ANY_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})\s*$")
+# A screen over all cells joined by newlines: every cell that ends in an offset matches (a cell's
+# end is a line's end); a rare false alarm only sends the column through the exact path.
+_ANY_OFFSET_LINE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})\s*$", re.MULTILINE)
 
 # pandera's built-in check names, as rules a user can read
 _RULES = {
@@ -125,11 +127,9 @@ def passes_fast(frame: pd.DataFrame, cfg: DataConfig) -> bool:
     dates = frame[DATE].to_numpy(dtype="datetime64[ns]")
     if np.isnat(dates).any() or (np.diff(dates) <= np.timedelta64(0, "ns")).any():
         return False  # a missing, repeated or out-of-order date
-    columns = list(cfg.columns)
-    values = frame[columns].to_numpy(dtype=float)
-    if not np.isfinite(values).all():
+    col = {name: frame[name].to_numpy(dtype=float) for name in cfg.columns}  # no sub-frame: cheaper
+    if not all(np.isfinite(values).all() for values in col.values()):
         return False
-    col = {name: values[:, i] for i, name in enumerate(columns)}
     if any((col[p] <= 0).any() for p in price_columns(cfg) if p in col):
         return False
     if cfg.volume_column in col and (col[cfg.volume_column] < 0).any():
@@ -171,7 +171,7 @@ def check_columns(raw: pd.DataFrame, cfg: DataConfig, source: str) -> None:
 
 def _zones(text: pd.Series, name: str, failures: list[Failure]) -> pd.Series:
     """Drop UTC offsets so dates keep their local wall-clock time, unless the series mixes zones."""
-    if not text.str.contains(_ANY_OFFSET, na=False).any():  # the usual case, at a third of the cost
+    if not _ANY_OFFSET_LINE.search("\n".join(text.dropna().tolist())):  # the usual case: one search, not one per cell
         return text
     parts = text.str.extract(_WITH_OFFSET)
     aware = parts["offset"].notna()
@@ -371,10 +371,9 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
     raw = raw.reset_index(drop=True)
     out = ValidatedData(frame=pd.DataFrame())
     failures: list[Failure] = []
-    frame = pd.DataFrame(index=raw.index)
-    frame[DATE] = _parse_dates(raw[cfg.date_column], cfg.date_column, failures)
-    for col in cfg.columns:
-        frame[col] = _parse_numbers(raw[col], col, failures)
+    columns = {DATE: _parse_dates(raw[cfg.date_column], cfg.date_column, failures)}
+    columns.update((col, _parse_numbers(raw[col], col, failures)) for col in cfg.columns)
+    frame = pd.DataFrame(columns, index=raw.index)  # built at once: column by column cost 1 ms more
 
     dates = frame[DATE].dropna()
     if len(dates) > 1 and dates.is_monotonic_decreasing and not dates.is_monotonic_increasing:

@@ -52,7 +52,7 @@ def next_dates(index: pd.DatetimeIndex, count: int) -> pd.DatetimeIndex:
     last = index[-1]
     if count <= 0:
         return pd.DatetimeIndex([])
-    spacing = pd.Series(index).diff().median() if len(index) > 1 else pd.Timedelta(days=1)
+    spacing = pd.Timedelta(np.median(np.diff(index.to_numpy()))) if len(index) > 1 else pd.Timedelta(days=1)
     weekdays_only = len(index) > 1 and (index.day_of_week < 5).all()
     if weekdays_only and spacing <= pd.Timedelta(days=1):
         return pd.bdate_range(last + pd.offsets.BDay(1), periods=count)
