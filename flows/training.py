@@ -123,7 +123,7 @@ def log_model_task(client: Any, run_id: str, cfg: PipelineConfig, config_path: s
 
 
 @task(name="register", **STEP)
-def register_task(client: Any, run_id: str, cfg: PipelineConfig, model: Any, raw: RawData,
+def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str, raw: RawData,
                   frame: pd.DataFrame, forecasts: dict[str, Forecasts], scores: dict[str, float],
                   extra_tags: dict[str, str]) -> registry.Decision:
     """Register a `@challenger` version; the gate decides whether it also becomes `@champion`."""
@@ -143,7 +143,7 @@ def register_task(client: Any, run_id: str, cfg: PipelineConfig, model: Any, raw
     flow_run = extra_tags.get("prefect.flow_run_id")
     by = f"training flow (Prefect flow run {flow_run}, MLflow run {run_id})" if flow_run else f"training flow (MLflow run {run_id})"
     margins = (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion)
-    decision = registry.register_and_promote(client, cfg.registry.model_name, model.model_uri, run_id, tags, window,
+    decision = registry.register_and_promote(client, cfg.registry.model_name, model_uri, run_id, tags, window,
                                              scores["test_rmse"], scores["test_naive_rmse"], rescore, margins, by)
     try:
         from prefect.artifacts import create_markdown_artifact
@@ -314,7 +314,7 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
         if cfg.registry.enabled:
             # One registration at a time on a local SQLite store: a second run waits its turn.
             with timed(timings, "registry"), tracking.store_lock(client.tracking_uri):
-                decision = register_task(client, run_id, cfg, logged, raw, data_.frame, forecasts, scores,
+                decision = register_task(client, run_id, cfg, logged.model_uri, raw, data_.frame, forecasts, scores,
                                          {k: v for k, v in run_tags.items() if k.startswith("prefect.")})
             summary.model_name, summary.version, summary.alias, summary.reason = (
                 cfg.registry.model_name, decision.version, decision.alias, decision.reason)

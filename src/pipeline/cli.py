@@ -224,7 +224,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     import yaml
 
-    with imports_without_gc():
+    with flow_start_up():
         from flows.training import training_flow
         from pipeline import reproduce, tracking
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 import yaml
@@ -53,8 +54,9 @@ def import_mlflow(uri: str | None = None) -> None:
     (0.2 s cheaper than importing them on first use, and later collections skip them).
     """
     import mlflow.pyfunc  # noqa: F401
+    from mlflow.store.db.db_types import DATABASE_ENGINES  # the schemes MLflow serves with its SQL store
 
-    if not (uri or resolve_tracking_uri()).startswith(("http://", "https://", "databricks", "file:")):
+    if urlparse(uri or resolve_tracking_uri()).scheme.split("+")[0] in DATABASE_ENGINES:
         import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 

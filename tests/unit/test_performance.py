@@ -61,7 +61,6 @@ def test_early_server_defers_to_a_configured_api_or_the_switch(monkeypatch) -> N
     assert not early_server.wanted()
 
 
-
 def test_start_up_imports_run_without_the_collector_and_stay_out_of_later_passes() -> None:
     import gc
 
