@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
 PREFECT_YAML = ROOT / "prefect.yaml"
 NEW_YORK = ZoneInfo("America/New_York")
 US_CLOSE = dt.time(16, 0)
