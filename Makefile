@@ -34,7 +34,7 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
 # Scheduled retraining on one machine (README "Scheduled retraining"), each in its own terminal:
 # `make server`, then `make deploy` (creates the pool), `make worker`, `make retrain [FORCE=1]`;
@@ -66,4 +66,4 @@ serve: $(STAMP)
 	$(BIN)/python -m flows.serve
 
 clean:
-	rm -rf mlruns .prefect
+	rm -rf mlruns mlflow.db mlflow.db.lock .prefect

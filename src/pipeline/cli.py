@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
         description="LSTM time-series forecasting orchestrated by Prefect and tracked in MLflow.",
-        epilog="Tracking: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db. "
+        epilog="Tracking: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (MLflow's default; artifacts in mlruns/). "
                "Orchestration: $PREFECT_API_URL, else Prefect's ephemeral local server.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")

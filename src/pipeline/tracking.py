@@ -1,7 +1,9 @@
 """Everything MLflow-tracking: where the store is, runs, params, metrics, artifacts, the model.
 
 The tracking URI is resolved inside functions (never at import) from the config, then
-$MLFLOW_TRACKING_URI, then a local SQLite store under ./mlruns with artifacts beside it.
+$MLFLOW_TRACKING_URI, then MLflow's own default: a SQLite store `./mlflow.db` with artifacts under
+`./mlruns/`, so `mlflow ui`, `mlflow models serve` and `mlflow.pyfunc.load_model` run from the
+project root with nothing set see what the pipeline trained.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import sys
 import tempfile
 import time
@@ -28,7 +31,8 @@ from pipeline.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
-LOCAL_DIR = Path("mlruns")
+LOCAL_DIR = Path("mlruns")  # artifacts of the local store (MLflow's default folder)
+LOCAL_DB = Path("mlflow.db")  # MLflow's default tracking database, in the working directory
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics and 100 params per log_batch call
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Requirements of the logged model, written out so MLflow need not load the model to infer them.
@@ -36,7 +40,7 @@ MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "scikit-learn", "pan
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{(LOCAL_DIR / 'mlflow.db').resolve()}"
+    return f"sqlite:///{LOCAL_DB.resolve()}"
 
 
 def resolve_tracking_uri(cfg: PipelineConfig | None = None) -> str:
@@ -166,7 +170,7 @@ def retry(call: Any, what: str, uri: str, attempts: int | None = None, base_dela
 
 
 def ensure_experiment(client: Any, name: str) -> str:
-    """The experiment's id, created if needed; on the local store its artifacts go under ./mlruns."""
+    """The experiment's id, created if needed; on a local store its artifacts go to mlruns/ beside the database."""
     uri = client.tracking_uri if hasattr(client, "tracking_uri") else resolve_tracking_uri()
     experiment = retry(lambda: client.get_experiment_by_name(name), "get experiment", uri)
     if experiment is not None:
@@ -175,7 +179,8 @@ def ensure_experiment(client: Any, name: str) -> str:
         return experiment.experiment_id
     location = None
     if is_local_sqlite(uri):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
+        location = (Path(uri.removeprefix("sqlite:///")).parent / LOCAL_DIR.name / slug).resolve().as_uri()
     return retry(lambda: client.create_experiment(name, artifact_location=location), "create experiment", uri)
 
 

@@ -161,7 +161,7 @@ def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, m
 
 
 def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harness, tmp_path) -> None:
-    """Two real processes, one fresh default store (./mlruns/mlflow.db): both finish with everything logged."""
+    """Two real processes, one fresh default store (./mlflow.db): both finish with everything logged."""
     make_prices(80).to_csv(tmp_path / "prices.csv", index=False)
     configs = []
     for seed in (1, 2):
@@ -190,7 +190,7 @@ def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harne
         assert code == 0, err
         assert "database is locked" not in out + err
 
-    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"  # the default store, seen from here
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the default store, seen from here
     client = MlflowClient(store, registry_uri=store)  # not the registry an earlier test set for this process
     runs = runs_of(client, "together")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}

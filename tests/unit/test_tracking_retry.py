@@ -86,3 +86,19 @@ def test_an_unlogged_model_is_kept_with_instructions(tmp_path, monkeypatch: pyte
     assert path == (tmp_path / "mlruns" / "unlogged" / "run123" / "forecaster.pkl").resolve()
     readme = (path.parent / "README.txt").read_text()
     assert "ForecastBundle.load" in readme and "log model failed" in readme and "test_rmse: 1.5" in readme
+
+
+def test_default_store_is_the_one_mlflow_s_own_tools_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing set, the pipeline and MLflow itself (`mlflow ui`, `load_model`) open the same ./mlflow.db."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    try:
+        theirs = mlflow.get_tracking_uri()
+    finally:
+        mlflow.set_tracking_uri(None)
+    ours = tracking.resolve_tracking_uri()
+    assert ours == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert theirs.removeprefix("sqlite:///") in (str(tmp_path / "mlflow.db"), "mlflow.db")
