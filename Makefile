@@ -9,17 +9,27 @@ CONFIG ?= configs/default.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup run seed test test-unit ui clean
+.PHONY: setup lock run seed test test-unit ui clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The pinned CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Exact versions of every package (requirements.lock), then the project itself without resolving again.
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# Refresh requirements.lock from pyproject.toml's ranges (pip-tools in its own venv; torch stays the CPU pin).
+lock:
+	test -x .venv-tools/bin/pip-compile || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet pip-tools)
+	echo '$(TORCH)' > .venv-tools/torch.txt
+	.venv-tools/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --no-emit-find-links --no-emit-index-url \
+		--constraint .venv-tools/torch.txt --output-file requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/pipeline train --config $(CONFIG)
