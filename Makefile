@@ -43,8 +43,12 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+# MLflow's UI on the local store; one worker is plenty for one person (MLflow's default is 4 processes).
+MLFLOW_PORT    ?= 5000
+MLFLOW_WORKERS ?= 1
+
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS)
 
 # Scheduled retraining on one machine (README "Scheduled retraining"), each in its own terminal:
 # `make server`, then `make deploy` (creates the pool), `make worker`, `make retrain [FORCE=1]`;
@@ -57,8 +61,9 @@ POOL         := local-process
 
 pool deploy worker retrain serve: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 
+# The UI calls the API at PREFECT_UI_API_URL; without it, it would call port 4200 whatever PREFECT_PORT is.
 server: $(STAMP)
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 pool: $(STAMP)
 	$(BIN)/prefect work-pool create $(POOL) --type process --overwrite

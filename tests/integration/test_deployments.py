@@ -271,3 +271,29 @@ def test_unreadable_data_fails_before_any_mlflow_run_and_says_why(prefect_harnes
     summary = {a.key: a.data for a in artifacts}["tiny-run-summary"]
     assert "# tiny: FAILED" in summary and "gone.csv: data file not found" in summary
     assert "before any MLflow run was started" in summary
+
+
+def test_make_server_on_another_port_serves_a_ui_that_calls_that_port(tmp_path: Path) -> None:
+    """`make server PREFECT_PORT=P`: the UI's settings name P's API, not Prefect's default 4200."""
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MAKE"))}
+    env.update({MARKER: uuid.uuid4().hex, "PREFECT_HOME": str(tmp_path / "prefect-home"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    procs = Processes(env, tmp_path)
+    try:
+        server = procs.start("make-server", "make", "--no-print-directory", "server", f"PREFECT_PORT={port}",
+                             f"BIN={BIN}", "STAMP=pyproject.toml")
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"make server exited {server.returncode}:\n{procs.tail('make-server')}"
+            with contextlib.suppress(httpx.HTTPError):
+                settings = httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=5)
+                if settings.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"no UI settings in 120 s:\n{procs.tail('make-server')}"
+            time.sleep(0.5)
+        assert settings.json()["api_url"] == f"http://127.0.0.1:{port}/api"
+    finally:
+        procs.stop()
