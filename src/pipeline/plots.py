@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and workers; harmless where one exists
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -14,6 +15,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from pipeline.evaluate import Forecasts  # noqa: E402
 
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+MODEL_COLOUR, PERSISTENCE_COLOUR = "tab:blue", "tab:red"
+
+
+def _rmse(actual: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.nanmean((actual - pred) ** 2))) if len(actual) else float("nan")
 
 
 def plot_forecasts(
@@ -22,8 +28,12 @@ def plot_forecasts(
     boundaries: dict[str, pd.Timestamp],
     title: str,
 ) -> Figure:
-    """Actual series vs one-step-ahead predictions of every split, split boundaries marked."""
-    fig, ax = plt.subplots(figsize=(12, 5), constrained_layout=True)
+    """Actual series vs one-step-ahead predictions of every split, split boundaries marked; below,
+    the test part close up with persistence beside the model, so one glance says whether it adds anything."""
+    test = forecasts.get("test")
+    rows = 2 if test is not None and len(test.dates) else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(12, 4.5 * rows), constrained_layout=True, squeeze=False)
+    ax = axes[0, 0]
     ax.plot(series.index, series.to_numpy(), color="black", linewidth=1.2, label="actual")
     for split, fc in forecasts.items():
         if len(fc.dates):
@@ -38,6 +48,19 @@ def plot_forecasts(
     ax.set_ylabel(str(series.name))
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
+    if rows == 2:
+        zoom = axes[1, 0]
+        actual, model, naive = test.actual[:, 0], test.predicted[:, 0], test.persistence()[:, 0]
+        zoom.plot(test.dates, actual, color="black", linewidth=1.2, marker=".", label="actual")
+        zoom.plot(test.dates, model, color=MODEL_COLOUR, linewidth=1.2,
+                  label=f"model (RMSE {_rmse(actual, model):.4g})")
+        zoom.plot(test.dates, naive, color=PERSISTENCE_COLOUR, linewidth=1.0, linestyle="--",
+                  label=f"persistence (RMSE {_rmse(actual, naive):.4g})")
+        zoom.set_title("Test part: one step ahead, model vs persistence (last known value)")
+        zoom.set_xlabel(series.index.name or "date")
+        zoom.set_ylabel(str(series.name))
+        zoom.legend(loc="best")
+        zoom.grid(alpha=0.3)
     return fig
 
 
@@ -50,6 +73,10 @@ def plot_losses(train_loss: list[float], val_loss: list[float], best_epoch: int)
         ax.plot(epochs[: len(val_loss)], val_loss, label="validation")
     ax.axvline(best_epoch + 1, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch + 1}")
     ax.set_yscale("log")
+    plain = mticker.FuncFormatter(lambda value, _: f"{value:g}")  # 0.6, not 6x10^-1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (scaled)")
     ax.set_title("Loss per epoch")
@@ -65,17 +92,21 @@ def plot_residuals(fc: Forecasts, unit: str) -> Figure:
     fig, (ax_time, ax_hist) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True,
                                            gridspec_kw={"width_ratios": [2, 1]})
     ax_time.axhline(0, color="black", linewidth=0.8)
-    ax_time.plot(fc.dates, residuals, marker="o", markersize=3, label="model")
-    ax_time.plot(fc.dates, naive, marker="x", markersize=3, alpha=0.6, label="persistence")
+    ax_time.plot(fc.dates, residuals, marker="o", markersize=3, color=MODEL_COLOUR, label="model")
+    ax_time.plot(fc.dates, naive, marker="x", markersize=3, alpha=0.7, color=PERSISTENCE_COLOUR, label="persistence")
     ax_time.set_title("Test residuals (actual - predicted)")
     ax_time.set_ylabel(unit)
     ax_time.legend()
     ax_time.grid(alpha=0.3)
-    bins = min(30, max(5, len(residuals) // 3))
-    ax_hist.hist(residuals, bins=bins, alpha=0.7, label="model")
-    ax_hist.hist(naive, bins=bins, alpha=0.5, label="persistence")
+    finite = np.concatenate([residuals, naive])
+    finite = finite[np.isfinite(finite)]
+    bins = np.histogram_bin_edges(finite, bins=min(30, max(5, len(residuals) // 3))) if len(finite) else 10
+    # Same bins, two distinct colours with outlines, so overlapping bars stay readable.
+    ax_hist.hist(residuals, bins=bins, color=MODEL_COLOUR, alpha=0.45, edgecolor=MODEL_COLOUR, label="model")
+    ax_hist.hist(naive, bins=bins, histtype="step", linewidth=1.8, color=PERSISTENCE_COLOUR, label="persistence")
     ax_hist.set_title("Distribution")
     ax_hist.set_xlabel(unit)
+    ax_hist.set_ylabel("windows")
     ax_hist.legend()
     return fig
 
@@ -110,6 +141,7 @@ def plot_horizon_paths(series: pd.Series, fc: Forecasts, every: int | None = Non
         ax.plot(idx, fc.predicted[i, :len(idx)], color="tab:green", marker=".", linewidth=1.0,
                 label="forecast paths" if i == 0 else None)
     ax.set_title(f"{horizon}-step forecast paths on the test part (one origin in {every})")
+    ax.set_xlabel(series.index.name or "date")
     ax.set_ylabel(str(series.name))
     ax.legend()
     ax.grid(alpha=0.3)
