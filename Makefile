@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup lock run seed test test-unit ui clean
+.PHONY: setup lock run seed test test-unit ui browser-deps clean
 
 setup: $(STAMP)
 
@@ -79,6 +79,11 @@ retrain: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/python -m flows.serve
+
+# Debian's Chromium and its driver, for the browser test (tests/integration/test_browser.py); needs root.
+browser-deps:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 clean:
 	rm -rf mlruns mlflow.db mlflow.db.lock .prefect
