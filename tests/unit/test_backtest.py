@@ -96,17 +96,17 @@ def test_a_marker_before_the_cutoff_does_change_the_fit(cfg, frame) -> None:
 
 def test_summary_is_mean_and_spread_over_folds_and_pooled_metrics(cfg, frame) -> None:
     plan = backtest.plan_folds(len(frame), cfg)
-    results = backtest.run_backtest(frame, cfg, plan)
+    results = [backtest.run_fold(frame, cfg, fold) for fold in plan]
     s = backtest.summarize(results)
-    rmse = np.array([r.scores["test_rmse"] for r in results])
+    rmse = np.array([r.scores.model["rmse"] for r in results])
     assert s["folds"] == 3
     assert s["test_rmse_mean"] == pytest.approx(rmse.mean())
     assert s["test_rmse_std"] == pytest.approx(rmse.std(ddof=1))
-    assert s["test_drift_rmse_mean"] == pytest.approx(np.mean([r.scores["test_drift_rmse"] for r in results]))
+    assert s["test_drift_rmse_mean"] == pytest.approx(np.mean([r.scores.baselines["drift"]["rmse"] for r in results]))
     actual = np.vstack([r.forecasts.actual for r in results])
     predicted = np.vstack([r.forecasts.predicted for r in results])
     assert s["backtest_rmse"] == pytest.approx(evaluate.rmse(actual, predicted))
-    assert s["backtest_windows"] == sum(r.scores["test_windows"] for r in results)
+    assert s["backtest_windows"] == sum(r.scores.windows for r in results)
     table = backtest.fold_table(frame, results)
     assert list(table["fold"]) == [1, 2, 3]
     assert list(table["cutoff"]) == [str(frame.index[f.cutoff].date()) for f in plan]
