@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from pipeline import evaluate, features
+from pipeline.config import BacktestWindow as Window
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.evaluate import Forecasts, SplitScores, worse_than_persistence
@@ -24,7 +26,6 @@ from pipeline.train import EpochCallback, TrainResult, fit, init_model
 
 log = logging.getLogger(__name__)
 
-Window = str  # "expanding" | "rolling"
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,8 @@ def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None, windo
     window = window or bt.window
     if k < 1:
         raise ConfigError(f"backtest needs at least one fold (got {k})")
-    if window not in ("expanding", "rolling"):
-        raise ConfigError(f"backtest window must be 'expanding' or 'rolling' (got {window!r})")
+    if window not in get_args(Window):
+        raise ConfigError(f"backtest window must be one of {list(get_args(Window))} (got {window!r})")
     initial = _rows(bt.initial, n_rows)
     test_size = bt.test_size or (n_rows - initial) // k
     pre = Preprocessor(cfg)

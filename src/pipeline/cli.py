@@ -12,9 +12,12 @@ import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.runs import TrainingSummary
 
 log = logging.getLogger("pipeline")
 
@@ -78,25 +81,26 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.6g}"
 
 
-def print_training_summary(summary: object) -> None:
+def print_training_summary(summary: TrainingSummary) -> None:
     from pipeline.evaluate import verdict
+    from pipeline.reports import METRICS
 
-    if getattr(summary, "skipped", False):
-        print(f"Nothing to do: {summary.reason}")  # type: ignore[attr-defined]
+    if summary.skipped:
+        print(f"Nothing to do: {summary.reason}")
         return
-    m = summary.metrics  # type: ignore[attr-defined]
-    print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")  # type: ignore[attr-defined]
+    m = summary.metrics
+    print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")
     print(f"{'test metric':<18}{'model':>14}{'persistence':>14}")
-    for name in ("rmse", "mae", "mape", "direction_acc"):
+    for name, _ in METRICS:
         print(f"{name:<18}{_fmt(m.get(f'test_{name}')):>14}{_fmt(m.get(f'test_naive_{name}')):>14}")
     ratio = m.get("test_rmse_ratio")
     print(f"RMSE ratio model/persistence: {_fmt(ratio)} ({verdict(ratio)})")
-    if summary.version:  # type: ignore[attr-defined]
-        print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")  # type: ignore[attr-defined]
-        print(f"  {summary.reason}")  # type: ignore[attr-defined]
+    if summary.version:
+        print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")
+        print(f"  {summary.reason}")
     else:
         print("Registered model:  none (registry.enabled is false)")
-    for note in summary.notes:  # type: ignore[attr-defined]
+    for note in summary.notes:
         print(f"note: {note}")
 
 

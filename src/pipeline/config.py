@@ -14,8 +14,7 @@ from pipeline.errors import ConfigError
 Transform = Literal["level", "difference", "log_return", "log"]
 ScalerKind = Literal["standard", "minmax", "none"]
 Activation = Literal["relu", "tanh", "none"]
-
-YAHOO_COLUMNS = ("Open", "High", "Low", "Close", "Adj Close", "Volume")
+BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the last `backtest.initial` rows
 
 
 class _Frozen(BaseModel):
@@ -184,7 +183,7 @@ class BacktestConfig(_Frozen):
     """
 
     folds: int = Field(5, ge=1)
-    window: Literal["expanding", "rolling"] = "expanding"
+    window: BacktestWindow = "expanding"
     initial: float = Field(0.5, gt=0)
     test_size: int | None = Field(None, ge=1)
     val: float | None = Field(None, ge=0)

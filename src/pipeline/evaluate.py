@@ -56,10 +56,6 @@ def metrics(actual: np.ndarray, pred: np.ndarray, anchor: np.ndarray) -> dict[st
 
 
 # ---------------------------------------------------------------- baselines
-BASELINE_LABELS = {"naive": "persistence", "drift": "drift", "moving_average": "moving average",
-                   "seasonal_naive": "seasonal naive"}
-
-
 def baseline_forecasts(
     levels: np.ndarray, last_known: np.ndarray, horizon: int, cfg: EvaluateConfig | None = None
 ) -> dict[str, np.ndarray]:
