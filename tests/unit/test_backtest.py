@@ -114,3 +114,14 @@ def test_summary_is_mean_and_spread_over_folds_and_pooled_metrics(cfg, frame) ->
     for r in results:
         assert r.forecasts.dates[0] == frame.index[r.fold.cutoff]
         assert r.forecasts.dates[-1] == frame.index[r.fold.end - 1]
+
+
+def test_summary_findings_warn_in_the_old_words_when_the_model_loses() -> None:
+    table = pd.DataFrame({"rmse_ratio": [0.9, 1.3, 1.1]})
+    tags, notes = backtest.summary_findings({"test_rmse_ratio_mean": 1.1, "backtest_rmse_ratio": 0.95}, table, "rolling")
+    assert tags == {"folds": "3", "window": "rolling", "warning": (
+        "model is worse than persistence on average over folds (pooled RMSE ratio 0.9500, mean over folds 1.1000)")}
+    assert notes == [tags["warning"], "2 of 3 folds are worse than persistence"]
+    tags, notes = backtest.summary_findings({"test_rmse_ratio_mean": 0.9, "backtest_rmse_ratio": 0.8},
+                                            table.iloc[:1], "expanding")
+    assert tags == {"folds": "1", "window": "expanding"} and notes == []
