@@ -45,7 +45,7 @@ def split_scores(cfg: PipelineConfig, frame) -> tuple[dict[str, float], float, i
     val = windows["val"] if len(windows["val"]) else None
     result = fit(model, windows["train"], val, cfg.train)
     fc = evaluate.forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
-    return evaluate.score(fc), result.seconds, result.epochs_run
+    return evaluate.score(fc).flat(), result.seconds, result.epochs_run
 
 
 def quality(paths: list[str], cfg0: PipelineConfig, folds: int, window: str, run_backtest: bool) -> bool:
@@ -70,7 +70,7 @@ def quality(paths: list[str], cfg0: PipelineConfig, folds: int, window: str, run
                 f"{s['test_rmse_ratio']:>8.4f}{seconds:>8.1f}")
         if run_backtest:
             plan = backtest.plan_folds(len(frame), cfg, folds, window)
-            results = backtest.run_backtest(frame, cfg, plan)
+            results = [backtest.run_fold(frame, cfg, fold) for fold in plan]
             b = backtest.summarize(results)
             line += (f"  {len(plan):>5}{b['backtest_rmse']:>11.5g}{b['backtest_naive_rmse']:>10.5g}"
                      f"{b['backtest_rmse_ratio']:>8.4f}{b['test_rmse_ratio_mean']:>10.4f}±{b['test_rmse_ratio_std']:<6.4f}"

@@ -1,4 +1,4 @@
-"""Task options, tasks and run tags shared by the flows."""
+"""Task options, the tasks every flow starts with (ingest, validate) and run tags shared by the flows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from pipeline import features
+from pipeline.config import PipelineConfig
 from pipeline.ingest import RawData, RemoteReadError, load_prices
+from pipeline.schemas import ValidatedData, validate_prices
 
 # Data frames, models and clients hash badly: these tasks neither cache nor persist results.
 STEP = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -29,6 +32,11 @@ def retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
       retry_condition_fn=retry_remote_only, **STEP)
 def ingest_task(source: str) -> RawData:
     return load_prices(source)
+
+
+@task(name="validate", **STEP)
+def validate_task(raw: RawData, cfg: PipelineConfig) -> ValidatedData:
+    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg))
 
 
 def prefect_tags() -> dict[str, str]:

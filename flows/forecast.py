@@ -2,15 +2,14 @@
 
 resolve the model (an alias is pinned to its version first) -> ingest -> validate against the
 model's own data contract -> predict -> write the CSV -> log the forecast to MLflow. The MLflow
-run ends FINISHED only after everything else; on failure it is FAILED with a report, and the
-output file is never left half-written.
+run (`tracking.tracked_run`) ends FINISHED only after everything else; on failure it is FAILED
+with a report, and the output file is never left half-written.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.common import STEP, ingest_task, prefect_tags
 from flows.reporting import library_logs_to_run
-from pipeline import registry, tracking
-from pipeline.errors import DataError, PipelineError
+from pipeline import registry, runs, tracking
 from pipeline.ingest import RawData
 from pipeline.serving import ForecastBundle, model_input
 
@@ -99,24 +97,17 @@ def forecast_flow(model: str, data: str, out: str | None = "forecasts.csv",
 
 def run_forecast(model: str, data: str, out: str | None, experiment: str | None) -> ForecastSummary:
     """The body of `forecast_flow`, inside its flow run."""
-    logger = get_run_logger()
     client = tracking.get_client()
     ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
     experiment_id = tracking.ensure_experiment(client, experiment or DEFAULT_EXPERIMENT)
     label = f"{ref.name}-v{ref.version}" if ref.name else "model"
-    run_id = tracking.start_run(client, experiment_id, run_name=f"forecast-{label}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                tags={**prefect_tags(), "model_uri": model})
-    try:
+    tags = {**prefect_tags(), "model_uri": model}
+    with tracking.tracked_run(client, experiment_id, runs.run_name("forecast", label), tags, data_source=data) as run:
         raw = ingest_task(data)
         loaded, bundle = load_task(ref.uri)
         forecasts = predict_task(loaded, bundle, raw)
         written = write_task(forecasts, out) if out else None
-        log_task(client, run_id, ref, raw, forecasts)
-        tracking.end_run(client, run_id, "FINISHED")
-        logger.info("forecast %d step(s) from %s with %s -> %s", len(forecasts), data, ref.uri, written or "(not written)")
-        return ForecastSummary(run_id, experiment_id, ref, forecasts, len(raw.frame), written)
-    except BaseException as exc:
-        tracking.failure_report(client, run_id, exc, exc.report if isinstance(exc, DataError) else None)
-        if not isinstance(exc, PipelineError):
-            logger.exception("forecast run %s failed", run_id)
-        raise
+        log_task(client, run.run_id, ref, raw, forecasts)
+    get_run_logger().info("forecast %d step(s) from %s with %s -> %s", len(forecasts), data, ref.uri,
+                          written or "(not written)")
+    return ForecastSummary(run.run_id, experiment_id, ref, forecasts, len(raw.frame), written)

@@ -46,6 +46,13 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return reports.mlflow_run_url(tracking_uri, experiment_id, run_id, os.environ.get(UI_URL_ENV))
 
 
+def report_context(name: str, data_source: str, config_digest: str, tracking_uri: str,
+                   experiment_id: str) -> reports.ReportContext:
+    """The shared part of this flow run's reports, with the MLflow UI address from the environment."""
+    return reports.ReportContext(name, data_source, config_digest, tracking_uri, experiment_id,
+                                 ui_url=os.environ.get(UI_URL_ENV))
+
+
 def publish_report(report: reports.RunReport) -> None:
     """The run summary (markdown) and a link to the MLflow run, as artifacts of the current flow run.
 
@@ -65,3 +72,14 @@ def publish_report(report: reports.RunReport) -> None:
                 description=f"The MLflow run {'behind' if report.outcome == 'nothing to do' else 'of'} this flow run")
     except Exception as exc:  # noqa: BLE001
         logger.warning("could not create the run summary artifacts: %s", exc)
+
+
+def publish_promotion(markdown: str, model_name: str, description: str) -> None:
+    """The promotion decision as a markdown artifact; best effort (the registry is already updated)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    try:
+        create_markdown_artifact(markdown, key=reports.artifact_key(f"promotion-{model_name}", "").rstrip("-"),
+                                 description=description[:500])
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("could not create the promotion artifact: %s", exc)

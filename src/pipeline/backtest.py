@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from pipeline import evaluate, features
+from pipeline.config import BacktestWindow as Window
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
-from pipeline.evaluate import Forecasts
+from pipeline.evaluate import Forecasts, SplitScores, worse_than_persistence
+from pipeline.model import weights_digest
 from pipeline.features import Preprocessor
 from pipeline.train import EpochCallback, TrainResult, fit, init_model
 
 log = logging.getLogger(__name__)
 
-Window = str  # "expanding" | "rolling"
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class FoldResult:
     preprocessor: Preprocessor
     train: TrainResult
     forecasts: Forecasts
-    scores: dict[str, float]
+    scores: SplitScores  # of the fold's test block
     seconds: float
 
 
@@ -88,8 +89,8 @@ def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None, windo
     window = window or bt.window
     if k < 1:
         raise ConfigError(f"backtest needs at least one fold (got {k})")
-    if window not in ("expanding", "rolling"):
-        raise ConfigError(f"backtest window must be 'expanding' or 'rolling' (got {window!r})")
+    if window not in get_args(Window):
+        raise ConfigError(f"backtest window must be one of {list(get_args(Window))} (got {window!r})")
     initial = _rows(bt.initial, n_rows)
     test_size = bt.test_size or (n_rows - initial) // k
     pre = Preprocessor(cfg)
@@ -151,14 +152,8 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     scores = evaluate.score(fc, prefix="test")
     seconds = time.perf_counter() - started
     log.info("fold %d: cutoff %s, %d train rows, test RMSE %.6g (persistence %.6g)", fold.index + 1,
-             frame.index[fold.cutoff].date(), fold.train_rows, scores["test_rmse"], scores["test_naive_rmse"])
+             frame.index[fold.cutoff].date(), fold.train_rows, scores.model["rmse"], scores.baselines["naive"]["rmse"])
     return FoldResult(fold=fold, preprocessor=pre, train=result, forecasts=fc, scores=scores, seconds=seconds)
-
-
-def run_backtest(frame: pd.DataFrame, cfg: PipelineConfig, plan: list[Fold],
-                 callback: Callable[[Fold], EpochCallback | None] | None = None) -> list[FoldResult]:
-    """Every fold in order (no Prefect, no MLflow: the flow wraps the folds as tasks)."""
-    return [run_fold(frame, cfg, fold, callback(fold) if callback else None) for fold in plan]
 
 
 def concat_forecasts(parts: list[Forecasts]) -> Forecasts:
@@ -177,13 +172,14 @@ def summarize(results: list[FoldResult]) -> dict[str, float]:
     """Mean and spread over folds of every fold metric (`{key}_mean`, `{key}_std`, sample std),
     and the metrics of all fold forecasts pooled (`backtest_*`)."""
     out: dict[str, float] = {"folds": float(len(results))}
-    keys = set.intersection(*(set(r.scores) for r in results)) if results else set()
+    flat = [r.scores.flat() for r in results]
+    keys = set.intersection(*(set(f) for f in flat)) if flat else set()
     for key in sorted(keys):
-        values = np.array([r.scores[key] for r in results], dtype=float)
+        values = np.array([f[key] for f in flat], dtype=float)
         out[f"{key}_mean"] = float(np.mean(values))
         out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     if results:
-        out.update(evaluate.score(concat_forecasts([r.forecasts for r in results]), prefix="backtest"))
+        out.update(evaluate.score(concat_forecasts([r.forecasts for r in results]), prefix="backtest").flat())
         out["train_seconds_total"] = float(sum(r.train.seconds for r in results))
     return out
 
@@ -199,9 +195,73 @@ def fold_table(frame: pd.DataFrame, results: list[FoldResult]) -> pd.DataFrame:
             "cutoff": str(frame.index[f.cutoff].date()),
             "test_end": str(frame.index[f.end - 1].date()),
             "train_rows": f.train_rows, "val_rows": f.val_rows, "test_rows": f.test_rows,
-            "windows": int(r.scores["test_windows"]),
-            "rmse": r.scores["test_rmse"], "naive_rmse": r.scores["test_naive_rmse"],
-            "rmse_ratio": r.scores["test_rmse_ratio"],
+            "windows": r.scores.windows,
+            "rmse": r.scores.model["rmse"], "naive_rmse": r.scores.baselines["naive"]["rmse"],
+            "rmse_ratio": r.scores.rmse_ratio,
             "epochs": r.train.epochs_run, "seconds": round(r.seconds, 3),
         })
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- what the runs record
+@dataclass
+class BacktestSummary:
+    """What `pipeline backtest` prints: the parent run, the fold table and the summary metrics."""
+
+    run_id: str
+    experiment_id: str
+    fold_run_ids: list[str]
+    folds: pd.DataFrame
+    metrics: dict[str, float]
+    window: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _day(frame: pd.DataFrame, position: int) -> str:
+    return str(frame.index[position].date())
+
+
+def data_tags(frame: pd.DataFrame, digest: str) -> dict[str, str]:
+    """The data a backtest ran on: digest, rows, first and last date."""
+    return {"data_digest": digest, "data_rows": str(len(frame)), "data_start": _day(frame, 0), "data_end": _day(frame, -1)}
+
+
+def fold_params(frame: pd.DataFrame, fold: Fold, window: Window) -> dict[str, str]:
+    """A fold run's params: its number, window, dates and sizes."""
+    return {
+        "fold": str(fold.index + 1), "window": window,
+        "train_start": _day(frame, fold.start), "val_start": _day(frame, fold.val_start),
+        "cutoff": _day(frame, fold.cutoff), "test_end": _day(frame, fold.end - 1),
+        "train_rows": str(fold.train_rows), "val_rows": str(fold.val_rows), "test_rows": str(fold.test_rows),
+    }
+
+
+def fold_record(result: FoldResult) -> tuple[dict[str, str], dict[str, float]]:
+    """A fold run's tags (weights digest, best epoch, a warning when it loses to persistence) and metrics."""
+    tags = {"weights_digest": weights_digest(result.train.model.state_dict()),
+            "best_epoch": str(result.train.best_epoch + 1)}
+    warning = worse_than_persistence(result.scores.rmse_ratio, f"on fold {result.fold.index + 1}")
+    if warning:
+        tags["warning"] = warning
+    metrics = {**result.scores.flat(), "epochs_run": result.train.epochs_run, "train_threads": result.train.threads,
+               "time_fold_s": result.seconds}
+    return tags, metrics
+
+
+def summary_findings(metrics: dict[str, float], table: pd.DataFrame, window: Window) -> tuple[dict[str, str], list[str]]:
+    """The parent run's tags (folds, window, a warning when the model loses to persistence) and notes."""
+    tags = {"folds": str(len(table)), "window": window}
+    notes: list[str] = []
+    mean_ratio = metrics.get("test_rmse_ratio_mean", float("nan"))
+    pooled_ratio = metrics.get("backtest_rmse_ratio", float("nan"))
+    which = " and ".join(name for name, ratio in (("pooled over all folds", pooled_ratio),
+                                                  ("on average over folds", mean_ratio)) if ratio > 1.0)
+    worst = max((r for r in (pooled_ratio, mean_ratio) if r > 1.0), default=None)
+    warning = worse_than_persistence(worst, which, f"pooled RMSE ratio {pooled_ratio:.4f}, mean over folds {mean_ratio:.4f}")
+    if warning:
+        tags["warning"] = warning
+        notes.append(warning)
+    worse_folds = int((table["rmse_ratio"] > 1.0).sum())
+    if worse_folds:
+        notes.append(f"{worse_folds} of {len(table)} folds are worse than persistence")
+    return tags, notes

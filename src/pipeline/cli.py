@@ -12,9 +12,12 @@ import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.runs import TrainingSummary
 
 log = logging.getLogger("pipeline")
 
@@ -78,24 +81,26 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.6g}"
 
 
-def print_training_summary(summary: object) -> None:
-    if getattr(summary, "skipped", False):
-        print(f"Nothing to do: {summary.reason}")  # type: ignore[attr-defined]
+def print_training_summary(summary: TrainingSummary) -> None:
+    from pipeline.evaluate import verdict
+    from pipeline.reports import METRICS
+
+    if summary.skipped:
+        print(f"Nothing to do: {summary.reason}")
         return
-    m = summary.metrics  # type: ignore[attr-defined]
-    print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")  # type: ignore[attr-defined]
+    m = summary.metrics
+    print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")
     print(f"{'test metric':<18}{'model':>14}{'persistence':>14}")
-    for name in ("rmse", "mae", "mape", "direction_acc"):
+    for name, _ in METRICS:
         print(f"{name:<18}{_fmt(m.get(f'test_{name}')):>14}{_fmt(m.get(f'test_naive_{name}')):>14}")
     ratio = m.get("test_rmse_ratio")
-    verdict = "better than" if ratio is not None and ratio < 1 else "NOT better than"
-    print(f"RMSE ratio model/persistence: {_fmt(ratio)} ({verdict} persistence)")
-    if summary.version:  # type: ignore[attr-defined]
-        print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")  # type: ignore[attr-defined]
-        print(f"  {summary.reason}")  # type: ignore[attr-defined]
+    print(f"RMSE ratio model/persistence: {_fmt(ratio)} ({verdict(ratio)})")
+    if summary.version:
+        print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")
+        print(f"  {summary.reason}")
     else:
         print("Registered model:  none (registry.enabled is false)")
-    for note in summary.notes:  # type: ignore[attr-defined]
+    for note in summary.notes:
         print(f"note: {note}")
 
 
@@ -120,9 +125,10 @@ def flow_start_up() -> Iterator[None]:
 def cmd_train(args: argparse.Namespace) -> int:
     with flow_start_up():
         from flows.training import training_flow
+        from pipeline.config import resolve
 
-    summary = training_flow(config_path=args.config, data=args.data, experiment=args.experiment,
-                            model_name=args.model_name, force=args.force)
+    cfg = resolve(args.config, args.data, args.experiment, args.model_name)
+    summary = training_flow(config_path=args.config, config=cfg, force=args.force)
     print_training_summary(summary)
     return 0
 
@@ -199,9 +205,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     with flow_start_up():
         from flows.backtest import backtest_flow
+        from pipeline.config import resolve
+        from pipeline.evaluate import verdict
 
-    summary = backtest_flow(config_path=args.config, data=args.data, folds=args.folds, window=args.window,
-                            experiment=args.experiment)
+    cfg = resolve(args.config, args.data, args.experiment, folds=args.folds, window=args.window)
+    summary = backtest_flow(config_path=args.config, config=cfg)
     m = summary.metrics
     print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id}), "
           f"{len(summary.fold_run_ids)} {summary.window} folds as child runs")
@@ -210,31 +218,22 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     for name in ("rmse", "naive_rmse", "rmse_ratio"):
         print(f"test_{name:<13}{_fmt(m.get(f'test_{name}_mean')):>14}{_fmt(m.get(f'test_{name}_std')):>14}")
     ratio = m.get("backtest_rmse_ratio")
-    verdict = "better than" if ratio is not None and ratio < 1 else "NOT better than"
     print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}, "
-          f"ratio {_fmt(ratio)} ({verdict} persistence)")
+          f"ratio {_fmt(ratio)} ({verdict(ratio)})")
     for note in summary.notes:
         print(f"note: {note}")
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
-
-    import yaml
-
     with flow_start_up():
         from flows.training import training_flow
         from pipeline import reproduce, tracking
 
     client = tracking.get_client()
 
-    def rerun(cfg: object) -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "replay.yaml"
-            path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))  # type: ignore[attr-defined]
-            return training_flow(config_path=str(path), force=True).run_id
+    def rerun(cfg: object) -> str:  # the recorded config, as a config object: no file in between
+        return training_flow(config_path=None, config=cfg, force=True).run_id
 
     env = {**reproduce.git_state(), **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
     report = reproduce.reproduce(client, args.run_id, rerun, source=args.data, current_env=env)

@@ -14,8 +14,7 @@ from pipeline.errors import ConfigError
 Transform = Literal["level", "difference", "log_return", "log"]
 ScalerKind = Literal["standard", "minmax", "none"]
 Activation = Literal["relu", "tanh", "none"]
-
-YAHOO_COLUMNS = ("Open", "High", "Low", "Close", "Adj Close", "Volume")
+BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the last `backtest.initial` rows
 
 
 class _Frozen(BaseModel):
@@ -184,7 +183,7 @@ class BacktestConfig(_Frozen):
     """
 
     folds: int = Field(5, ge=1)
-    window: Literal["expanding", "rolling"] = "expanding"
+    window: BacktestWindow = "expanding"
     initial: float = Field(0.5, gt=0)
     test_size: int | None = Field(None, ge=1)
     val: float | None = Field(None, ge=0)
@@ -265,3 +264,16 @@ def load_config(path: str | Path) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return parse_config(raw, origin=str(path))
+
+
+def resolve(config: str | Path | PipelineConfig | None, data: str | None = None, experiment: str | None = None,
+            model_name: str | None = None, folds: int | None = None, window: str | None = None) -> PipelineConfig:
+    """The config to run: a validated config (or the YAML file it comes from, or the defaults) with
+    the command-line overrides applied (`data.source`, `tracking.experiment`, `registry.model_name`,
+    `backtest.folds`, `backtest.window`); given values only."""
+    cfg = config if isinstance(config, PipelineConfig) else load_config(config) if config else PipelineConfig()
+    wanted = {"data": {"source": data}, "tracking": {"experiment": experiment}, "registry": {"model_name": model_name},
+              "backtest": {"folds": folds, "window": window}}
+    overrides = {section: given for section, values in wanted.items()
+                 if (given := {k: v for k, v in values.items() if v not in (None, "")})}
+    return cfg.with_overrides(**overrides) if overrides else cfg

@@ -3,6 +3,7 @@ and scoring of a split."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ import pandas as pd
 
 from pipeline.config import EvaluateConfig, PipelineConfig
 from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
-from pipeline.model import LSTMForecaster
+from pipeline.model import LSTMForecaster, weights_digest
 from pipeline.train import TrainResult, predict
 
 if TYPE_CHECKING:
@@ -55,10 +56,6 @@ def metrics(actual: np.ndarray, pred: np.ndarray, anchor: np.ndarray) -> dict[st
 
 
 # ---------------------------------------------------------------- baselines
-BASELINE_LABELS = {"naive": "persistence", "drift": "drift", "moving_average": "moving average",
-                   "seasonal_naive": "seasonal naive"}
-
-
 def baseline_forecasts(
     levels: np.ndarray, last_known: np.ndarray, horizon: int, cfg: EvaluateConfig | None = None
 ) -> dict[str, np.ndarray]:
@@ -185,65 +182,115 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den and np.isfinite(den) else float("nan")
 
 
-def score(fc: Forecasts, prefix: str = "test") -> dict[str, float]:
-    """Model and baseline metrics, their ratios, and per-step metrics when horizon > 1.
+@dataclass(frozen=True)
+class SplitScores:
+    """The scores of one split: the model's and every baseline's metrics, overall and per step.
 
-    Keys, one name per metric and forecaster so MLflow's compare view lines them up:
-    `{prefix}_{metric}` (the model), `{prefix}_{baseline}_{metric}` for every baseline
-    (`naive` is persistence), `{prefix}_rmse_ratio` and `{prefix}_mae_ratio` (model/persistence),
-    `{prefix}_rmse_ratio_{baseline}` for the other baselines, `{prefix}_rmse_ratio_best_baseline`,
-    and `{prefix}_rmse_h{k}`, `{prefix}_mae_h{k}`, `{prefix}_{baseline}_rmse_h{k}` per step k.
+    `flat()` gives MLflow's metric names (see `score`); everything else reads the fields.
     """
-    forecasters = {"": fc.predicted, **{f"{b}_": v for b, v in fc.baselines.items()}}
-    forecasters.setdefault("naive_", fc.persistence())
-    out: dict[str, float] = {}
-    for label, pred in forecasters.items():
-        for name, value in metrics(fc.actual, pred, fc.anchor).items():
-            out[f"{prefix}_{label}{name}"] = value
-    model_rmse = out[f"{prefix}_rmse"]
-    out[f"{prefix}_rmse_ratio"] = _ratio(model_rmse, out[f"{prefix}_naive_rmse"])
-    out[f"{prefix}_mae_ratio"] = _ratio(out[f"{prefix}_mae"], out[f"{prefix}_naive_mae"])
-    baseline_rmse = {label[:-1]: out[f"{prefix}_{label}rmse"] for label in forecasters if label}
-    for name, value in baseline_rmse.items():
-        if name != "naive":
-            out[f"{prefix}_rmse_ratio_{name}"] = _ratio(model_rmse, value)
-    finite = [v for v in baseline_rmse.values() if np.isfinite(v)]
-    if finite:
-        out[f"{prefix}_rmse_ratio_best_baseline"] = _ratio(model_rmse, min(finite))
-    if fc.actual.shape[1] > 1:
-        for k in range(fc.actual.shape[1]):
-            out[f"{prefix}_rmse_h{k + 1}"] = rmse(fc.actual[:, k], fc.predicted[:, k])
-            out[f"{prefix}_mae_h{k + 1}"] = mae(fc.actual[:, k], fc.predicted[:, k])
-            for label, pred in forecasters.items():
-                if label:
-                    out[f"{prefix}_{label}rmse_h{k + 1}"] = rmse(fc.actual[:, k], pred[:, k])
-    out[f"{prefix}_windows"] = float(len(fc.actual))
-    return out
+
+    split: str  # "train", "val", "test", or "backtest" for pooled folds
+    model: Mapping[str, float]  # metric -> value (rmse, mae, mape, direction_acc)
+    baselines: Mapping[str, Mapping[str, float]]  # baseline (naive = persistence) -> metric -> value
+    steps: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)  # "model"|baseline -> metric -> h=1..H
+    windows: int = 0
+
+    @property
+    def rmse_ratio(self) -> float:
+        """Model RMSE / persistence RMSE (< 1: the model beats persistence)."""
+        return self.ratio("naive")
+
+    def ratio(self, baseline: str, metric: str = "rmse") -> float:
+        return _ratio(self.model[metric], self.baselines.get(baseline, {}).get(metric, float("nan")))
+
+    def beaten_by(self) -> list[str]:
+        """Baselines whose RMSE is lower than the model's."""
+        return [b for b, m in self.baselines.items() if m.get("rmse", float("inf")) < self.model["rmse"]]
+
+    def flat(self) -> dict[str, float]:
+        """MLflow metric names, one per metric and forecaster so MLflow's compare view lines them up.
+
+        `{split}_{metric}` (the model), `{split}_{baseline}_{metric}` for every baseline,
+        `{split}_rmse_ratio` and `{split}_mae_ratio` (model/persistence), `{split}_rmse_ratio_{baseline}`
+        for the other baselines, `{split}_rmse_ratio_best_baseline`, `{split}_{metric}_h{k}` and
+        `{split}_{baseline}_{metric}_h{k}` per step k (horizon > 1), and `{split}_windows`.
+        """
+        p = self.split
+        out = {f"{p}_{name}": value for name, value in self.model.items()}
+        for baseline, values in self.baselines.items():
+            out.update({f"{p}_{baseline}_{name}": value for name, value in values.items()})
+        out[f"{p}_rmse_ratio"] = self.rmse_ratio
+        out[f"{p}_mae_ratio"] = self.ratio("naive", "mae")
+        out.update({f"{p}_rmse_ratio_{b}": self.ratio(b) for b in self.baselines if b != "naive"})
+        finite = [m["rmse"] for m in self.baselines.values() if np.isfinite(m["rmse"])]
+        if finite:
+            out[f"{p}_rmse_ratio_best_baseline"] = _ratio(self.model["rmse"], min(finite))
+        for who, by_metric in self.steps.items():
+            label = "" if who == "model" else f"{who}_"
+            for name, values in by_metric.items():
+                out.update({f"{p}_{label}{name}_h{k}": v for k, v in enumerate(values, start=1)})
+        out[f"{p}_windows"] = float(self.windows)
+        return out
 
 
-def per_step(scores: dict[str, float], prefix: str = "test", metric: str = "rmse") -> dict[str, list[float]]:
-    """Per-step values h=1..H of the model and each baseline, read back from `score()` keys."""
-    out: dict[str, list[float]] = {}
-    labels = sorted({k[len(prefix) + 1:-len(f"{metric}_h1")] for k in scores
-                     if k.startswith(f"{prefix}_") and k.endswith(f"{metric}_h1")})
-    for label in labels:
-        values, k = [], 1
-        while f"{prefix}_{label}{metric}_h{k}" in scores:
-            values.append(scores[f"{prefix}_{label}{metric}_h{k}"])
-            k += 1
-        out[label.rstrip("_") or "model"] = values
-    return out
+@dataclass(frozen=True)
+class Scores:
+    """The scores of every evaluated split of one model."""
+
+    splits: Mapping[str, SplitScores]
+
+    def __getitem__(self, split: str) -> SplitScores:
+        return self.splits[split]
+
+    def flat(self) -> dict[str, float]:
+        return {k: v for s in self.splits.values() for k, v in s.flat().items()}
+
+
+def score(fc: Forecasts, prefix: str = "test") -> SplitScores:
+    """Model and baseline metrics (persistence always among them), per step when horizon > 1."""
+    baselines = dict(fc.baselines)
+    baselines.setdefault("naive", fc.persistence())
+    steps: dict[str, dict[str, tuple[float, ...]]] = {}
+    horizon = fc.actual.shape[1]
+    if horizon > 1:
+        cols = range(horizon)
+        steps["model"] = {"rmse": tuple(rmse(fc.actual[:, k], fc.predicted[:, k]) for k in cols),
+                          "mae": tuple(mae(fc.actual[:, k], fc.predicted[:, k]) for k in cols)}
+        for name, pred in baselines.items():
+            steps[name] = {"rmse": tuple(rmse(fc.actual[:, k], pred[:, k]) for k in cols)}
+    return SplitScores(split=prefix, model=metrics(fc.actual, fc.predicted, fc.anchor),
+                       baselines={name: metrics(fc.actual, pred, fc.anchor) for name, pred in baselines.items()},
+                       steps=steps, windows=len(fc.actual))
+
+
+def per_step(scores: SplitScores, metric: str = "rmse") -> dict[str, list[float]]:
+    """Per-step values h=1..H of the model and each baseline that has `metric` per step."""
+    return {who: list(by_metric[metric]) for who, by_metric in scores.steps.items() if metric in by_metric}
+
+
+# ---------------------------------------------------------------- verdicts
+def verdict(ratio: float | None) -> str:
+    """The model against persistence, in words, from the RMSE ratio model/persistence."""
+    return "better than persistence" if ratio is not None and ratio < 1 else "NOT better than persistence"
+
+
+def worse_than_persistence(ratio: float | None, where: str, detail: str | None = None) -> str | None:
+    """The warning when the model loses to persistence `where` (e.g. "on test"), RMSE ratio > 1; None otherwise.
+
+    The figures in brackets are `detail`, by default the ratio to three decimals.
+    """
+    if ratio is None or not ratio > 1.0:
+        return None
+    return f"model is worse than persistence {where} ({detail or f'RMSE ratio {ratio:.3f}'})"
 
 
 def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Preprocessor, bounds: SplitBounds,
-             result: TrainResult, scores: dict[str, float]) -> tuple[dict[str, str], dict[str, float], list[str]]:
+             result: TrainResult, test: SplitScores) -> tuple[dict[str, str], dict[str, float], list[str]]:
     """What a finished training says about itself: run tags, extra metrics and loud warnings.
 
     Warnings: a model worse than persistence (also the `warning` tag), baselines that beat it,
     and a level target whose test values leave the range the scaler saw in training.
     """
-    from pipeline.reproduce import weights_digest
-
     frame = data.frame
     tags = {
         "data_digest": data_digest, "data_rows": str(len(frame)),
@@ -257,10 +304,11 @@ def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Pr
     if result.val_loss:
         metrics["best_val_loss"] = min(result.val_loss)
     warnings: list[str] = []
-    if scores["test_rmse_ratio"] > 1.0:
-        tags["warning"] = f"model is worse than persistence on test (RMSE ratio {scores['test_rmse_ratio']:.3f})"
-        warnings.append(tags["warning"])
-    beaten_by = [b for b in cfg.evaluate.baselines if scores.get(f"test_{b}_rmse", float("inf")) < scores["test_rmse"]]
+    worse = worse_than_persistence(test.rmse_ratio, "on test")
+    if worse:
+        tags["warning"] = worse
+        warnings.append(worse)
+    beaten_by = [b for b in cfg.evaluate.baselines if b in test.beaten_by()]
     if beaten_by:
         tags["beaten_by_baselines"] = ", ".join(beaten_by)
         warnings.append(f"baselines with a lower test RMSE than the model: {tags['beaten_by_baselines']}")

@@ -84,3 +84,17 @@ class LSTMForecaster(nn.Module):
         model.load_state_dict(checkpoint["state_dict"])
         model.eval()
         return model
+
+
+def weights_digest(state_dict: dict[str, Any]) -> str:
+    """sha256 (first 16 hex digits) over every tensor's name, dtype, shape and bytes: equal weights, equal digests."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        array = np.ascontiguousarray(state_dict[name].detach().cpu().numpy())
+        h.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()[:16]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import RegistryError
+from pipeline.faults import kill_point
 from pipeline.tracking import retry
 
 log = logging.getLogger(__name__)
@@ -423,6 +424,7 @@ def register_and_promote(
     all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), "test_rmse": repr(challenger_rmse),
                 "test_naive_rmse": repr(persistence_rmse)}
     mv = retry(lambda: client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags), "register version", uri)
+    kill_point("registration")  # test hook (pipeline.faults): a crash with the version created, no alias moved
     decision.version = str(mv.version)
     written: list[str] = []
     try:

@@ -11,7 +11,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pipeline.evaluate import verdict
+
+if TYPE_CHECKING:
+    from pipeline.runs import TrainingSummary
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # what `make ui` serves
 METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("mape", "MAPE %"), ("direction_acc", "direction accuracy"))
@@ -70,8 +75,7 @@ def metrics_table(metrics: Mapping[str, float]) -> list[str]:
         rows.append(f"| {label} | {_num(metrics.get(f'test_{key}'))} | {_num(metrics.get(f'test_naive_{key}'))} |")
     ratio = metrics.get("test_rmse_ratio")
     if ratio is not None:
-        verdict = "better than" if ratio < 1 else "NOT better than"
-        rows += ["", f"RMSE ratio model/persistence: **{_num(ratio)}** ({verdict} persistence)"]
+        rows += ["", f"RMSE ratio model/persistence: **{_num(ratio)}** ({verdict(ratio)})"]
     return rows
 
 
@@ -111,3 +115,52 @@ def run_markdown(report: RunReport) -> str:
         link = f"[{report.mlflow_run_id}]({report.mlflow_run_url})" if report.mlflow_run_url else report.mlflow_run_id
         lines += ["## MLflow", f"- run: {link}"]
     return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------- the report of each outcome
+@dataclass
+class ReportContext:
+    """What every report of one flow run shares; the data digest and run id fill in as the run goes."""
+
+    config_name: str
+    data_source: str
+    config_digest: str
+    tracking_uri: str
+    experiment_id: str
+    ui_url: str | None = None  # where people open MLflow when the store is not a tracking server
+    data_digest: str | None = None
+    run_id: str | None = None
+
+    @property
+    def run_url(self) -> str | None:
+        return mlflow_run_url(self.tracking_uri, self.experiment_id, self.run_id, self.ui_url) if self.run_id else None
+
+
+def trained_report(ctx: ReportContext, data_tags: Mapping[str, str], summary: TrainingSummary, forced: bool) -> RunReport:
+    """A run that trained (and registered, when registration is on)."""
+    return RunReport(
+        config_name=ctx.config_name, outcome="trained", data_source=ctx.data_source, data_digest=ctx.data_digest,
+        config_digest=ctx.config_digest, data_rows=data_tags.get("data_rows"), data_start=data_tags.get("data_start"),
+        data_end=data_tags.get("data_end"), metrics=summary.metrics, model_name=summary.model_name,
+        version=summary.version, alias=summary.alias, promotion=summary.reason, mlflow_run_id=ctx.run_id,
+        mlflow_run_url=ctx.run_url, detail="Forced retraining (force=true)." if forced else "")
+
+
+def skipped_report(ctx: ReportContext, summary: TrainingSummary, previous_tags: Mapping[str, str],
+                   detail: str) -> RunReport:
+    """Nothing to do: the run it rests on (`ctx.run_id`), its data, metrics and registered version."""
+    return RunReport(
+        config_name=ctx.config_name, outcome="nothing to do", data_source=ctx.data_source, data_digest=ctx.data_digest,
+        config_digest=ctx.config_digest, data_rows=previous_tags.get("data_rows"),
+        data_start=previous_tags.get("data_start"), data_end=previous_tags.get("data_end"), metrics=summary.metrics,
+        model_name=summary.model_name, version=summary.version, alias=summary.alias,
+        promotion=previous_tags.get("promotion"), mlflow_run_id=ctx.run_id, mlflow_run_url=ctx.run_url, detail=detail)
+
+
+def failed_report(ctx: ReportContext, exc: BaseException) -> RunReport:
+    """A failed run: the error's first line (and whether an MLflow run was started at all)."""
+    first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return RunReport(
+        config_name=ctx.config_name, outcome="failed", data_source=ctx.data_source, data_digest=ctx.data_digest,
+        config_digest=ctx.config_digest, mlflow_run_id=ctx.run_id, mlflow_run_url=ctx.run_url,
+        detail=f"`{type(exc).__name__}: {first_line}`" + ("" if ctx.run_id else " (before any MLflow run was started)"))

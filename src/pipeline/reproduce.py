@@ -3,28 +3,27 @@
 A training run records its resolved config (`config/resolved.yaml`), its data source and
 digest (`data_source`, `data_digest`), the git commit and whether the tree was dirty
 (`git_commit`, `git_dirty`), library versions (`version.*`), its thread count
-(`train_threads`) and a digest of the trained weights (`weights_digest`). `reproduce()`
-checks the data first, re-runs through a caller-supplied function (the CLI passes the
-training flow), then compares metric by metric and the weights, bit for bit.
+(`train_threads`) and a digest of the trained weights (`weights_digest`, `model.weights_digest`).
+`reproduce()` checks the data first, re-runs through a caller-supplied function (the CLI passes
+the training flow the recorded config), then compares metric by metric and the weights, bit for
+bit. It reads and tags runs through `pipeline.tracking`; it imports no MLflow.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
+from pipeline import tracking
 from pipeline.config import PipelineConfig, parse_config
-from pipeline.errors import DataError, PipelineError, TrackingError
+from pipeline.errors import DataError, PipelineError
 from pipeline.ingest import load_prices
 
 log = logging.getLogger(__name__)
@@ -50,16 +49,6 @@ def git_state(cwd: str | Path | None = None) -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
-
-
-def weights_digest(state_dict: Mapping[str, Any]) -> str:
-    """sha256 (first 16 hex digits) over every tensor's name, dtype, shape and bytes."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        array = np.ascontiguousarray(state_dict[name].detach().cpu().numpy())
-        h.update(f"{name}:{array.dtype}:{array.shape}".encode())
-        h.update(array.tobytes())
-    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -122,27 +111,16 @@ class ReproduceReport:
         return out
 
 
-def _download_text(client: Any, run_id: str, path: str) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(run_id, path, tmp)
-        return Path(local).read_text(encoding="utf-8")
-
-
 def load_recorded(client: Any, run_id: str) -> RecordedRun:
     """The config, data source and digest, metrics and tags a training run recorded."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise TrackingError(f"run {run_id} not found in {client.tracking_uri}: {exc.message}") from None
-    tags = dict(run.data.tags)
-    if tags.get("run_type") == "backtest" or "mlflow.parentRunId" in tags:
+    run = tracking.get_run(client, run_id)
+    tags = run.tags
+    if tags.get("run_type") == "backtest" or tracking.PARENT_RUN_TAG in tags:
         raise PipelineError(f"run {run_id} is a backtest run; `pipeline reproduce` repeats training runs")
-    if run.info.status != "FINISHED":
-        raise PipelineError(f"run {run_id} is {run.info.status}, not FINISHED: there is no result to reproduce")
+    if run.status != "FINISHED":
+        raise PipelineError(f"run {run_id} is {run.status}, not FINISHED: there is no result to reproduce")
     try:
-        text = _download_text(client, run_id, RESOLVED_CONFIG)
+        text = tracking.download_text(client, run_id, RESOLVED_CONFIG)
     except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
         raise PipelineError(f"run {run_id} has no {RESOLVED_CONFIG} artifact to reproduce from ({exc})") from None
     config = parse_config(yaml.safe_load(text) or {}, origin=f"run {run_id} {RESOLVED_CONFIG}")
@@ -150,7 +128,7 @@ def load_recorded(client: Any, run_id: str) -> RecordedRun:
     if not digest:
         raise PipelineError(f"run {run_id} recorded no data_digest tag; cannot check its data")
     return RecordedRun(run_id=run_id, config=config, source=tags.get("data_source", config.data.source),
-                       digest=digest, metrics=dict(run.data.metrics), tags=tags)
+                       digest=digest, metrics=run.metrics, tags=tags)
 
 
 def check_data(recorded: RecordedRun, source: str | None = None) -> str:
@@ -212,11 +190,11 @@ def reproduce(client: Any, run_id: str, rerun: Callable[[PipelineConfig], str], 
     config = replay_config(recorded, source)
     log.info("reproducing run %s from %s (sha256 %s)", run_id, config.data.source, recorded.digest)
     new_run_id = rerun(config)
-    new = client.get_run(new_run_id)
-    checks = compare_metrics(recorded.metrics, new.data.metrics)
-    weights = (recorded.tags.get("weights_digest"), new.data.tags.get("weights_digest"))
+    new = tracking.get_run(client, new_run_id)
+    checks = compare_metrics(recorded.metrics, new.metrics)
+    weights = (recorded.tags.get("weights_digest"), new.tags.get("weights_digest"))
     notes = environment_notes(recorded, current_env or {})
     report = ReproduceReport(run_id=run_id, new_run_id=new_run_id, checks=checks, weights=weights, notes=notes)
-    client.set_tag(new_run_id, "reproduces", run_id)
-    client.set_tag(new_run_id, "reproduce_result", "match" if report.ok else "mismatch")
+    tracking.log_params_and_tags(client, new_run_id, {}, {
+        "reproduces": run_id, "reproduce_result": "match" if report.ok else "mismatch"})
     return report

@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import pandas as pd
 import yaml
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import TrackingError
+from pipeline.errors import PipelineError, TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +207,17 @@ def end_run(client: Any, run_id: str, status: str) -> None:
     retry(lambda: client.set_terminated(run_id, status), f"mark run {status}", client.tracking_uri)
 
 
-def last_finished_run(client: Any, experiment_id: str, tags: dict[str, str]) -> Any | None:
-    """The newest FINISHED run of the experiment whose tags have these (plain word) values, or None."""
+def last_finished_run(client: Any, experiment_id: str, tags: dict[str, str]) -> RunRecord | None:
+    """The newest complete run of the experiment (FINISHED, with `pipeline.complete=true`, see
+    `tracked_run`) whose tags have these (plain word) values, or None."""
     for key, value in tags.items():
         if not (key.replace("_", "").isalnum() and value.replace("-", "").replace("_", "").isalnum()):
             raise ValueError(f"tag filter {key}={value!r}: only letters, digits, '_' and '-' are supported")
-    query = " and ".join([*(f"tags.{k} = '{v}'" for k, v in tags.items()), "attributes.status = 'FINISHED'"])
+    query = " and ".join([*(f"tags.{k} = '{v}'" for k, v in tags.items()), f"tags.`{COMPLETE_TAG}` = 'true'",
+                          "attributes.status = 'FINISHED'"])
     runs = retry(lambda: client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]),
                  "search runs", client.tracking_uri)
-    return runs[0] if runs else None
+    return _record(runs[0]) if runs else None
 
 
 def log_params_and_tags(client: Any, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
@@ -447,3 +450,92 @@ def failure_report(client: Any, run_id: str, exc: BaseException, report: str | N
             call()
         except Exception as err:  # noqa: BLE001 - best effort while already failing
             log.warning("could not record the failure on run %s: %s", run_id, err)
+
+
+# ---------------------------------------------------------------- one owner of a tracked run
+COMPLETE_TAG = "pipeline.complete"  # written last, just before FINISHED: the run did all it set out to do
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run with this id
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """A run that `tracked_run` started: where it lives and its id."""
+
+    client: Any
+    experiment_id: str
+    run_id: str
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.client.tracking_uri
+
+
+def standard_tags(tags: Mapping[str, str], data_source: str | None = None,
+                  config_digest: str | None = None) -> dict[str, str]:
+    """The tags every run carries: the caller's (Prefect links, run type), the data source, the
+    resolved config's digest, the git state and `version.*` of the libraries that shape a result."""
+    from pipeline.reproduce import git_state
+
+    return {**tags, **({"data_source": data_source} if data_source else {}),
+            **({"config_digest": config_digest} if config_digest else {}), **git_state(),
+            **{f"version.{k}": v for k, v in library_versions().items()}}
+
+
+@contextmanager
+def tracked_run(client: Any, experiment_id: str, run_name: str, tags: Mapping[str, str], *,
+                data_source: str | None = None, config_digest: str | None = None) -> Iterator[TrackedRun]:
+    """Start a run with the standard tags, yield it, and end it: the one owner of a run's lifecycle.
+
+    Leaving the block normally writes `pipeline.complete=true` as the very last step and ends the
+    run FINISHED, so a FINISHED run with that tag did everything it set out to do; a process killed
+    on the way leaves the run RUNNING (or, at worst, FINISHED without the tag). An exception logs
+    the failure report (`failure/report.txt`, the `failure` tag), ends the run FAILED and goes on.
+    """
+    run_id = start_run(client, experiment_id, run_name, standard_tags(tags, data_source, config_digest))
+    log.info("MLflow run %s (%s) in experiment %s at %s", run_id, run_name, experiment_id, client.tracking_uri)
+    try:
+        yield TrackedRun(client, experiment_id, run_id)
+        log_params_and_tags(client, run_id, {}, {COMPLETE_TAG: "true"})
+        end_run(client, run_id, "FINISHED")
+    except BaseException as exc:
+        report = getattr(exc, "report", None) if isinstance(exc, PipelineError) else None
+        failure_report(client, run_id, exc, report)
+        if not isinstance(exc, PipelineError):
+            log.exception("run %s failed", run_id)
+        raise
+
+
+def keep_run_open(client: Any, run_id: str) -> None:
+    """Set a run back to RUNNING after MLflow's fluent API ended it (`mlflow.start_run(run_id=...)`
+    ends the run FINISHED on exit); the run's owner ends it once its last step is done."""
+    retry(lambda: client.update_run(run_id, status="RUNNING"), "keep run open", client.tracking_uri)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run recorded: its status, tags and latest metric values (plain data, no MLflow type)."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+def _record(run: Any) -> RunRecord:
+    return RunRecord(run.info.run_id, run.info.status, dict(run.data.tags), dict(run.data.metrics))
+
+
+def get_run(client: Any, run_id: str) -> RunRecord:
+    """A run by id; TrackingError naming the store when there is no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _record(client.get_run(run_id))
+    except MlflowException as exc:
+        raise TrackingError(f"run {run_id} not found in {client.tracking_uri}: {exc.message}") from None
+
+
+def download_text(client: Any, run_id: str, path: str) -> str:
+    """The text of one artifact of a run (MLflow raises several kinds of errors for a missing one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_text(encoding="utf-8")

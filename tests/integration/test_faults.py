@@ -1,4 +1,5 @@
-"""Faults: divergence, a process killed mid-training, an unreachable tracking server, two runs at once.
+"""Faults: divergence, a process killed mid-training or at any stage, an unreachable tracking server,
+two runs at once.
 
 Each leaves the registry as it was (or, for concurrent runs, both complete), says clearly what
 happened, and loses nothing silently. Every test is bounded in time.
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline import tracking
+from pipeline import faults, tracking
 from pipeline.cli import main
 from tests.conftest import ROOT, make_prices
 from tests.integration.registry_support import closed_port, registry_state
@@ -202,3 +203,38 @@ def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harne
     assert sorted(run_id for _, run_id in versions) == sorted(r.info.run_id for r in runs)
     assert {r.data.tags["registered_version"] for r in runs} == {"1", "2"} and aliases
     print(f"two concurrent runs finished in {elapsed:.1f}s")
+
+
+@pytest.mark.parametrize("stage", faults.STAGES)
+def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(stage, prefect_harness, mlflow_store,
+                                                                             write_config, tmp_path, capsys) -> None:
+    """`kill -9` at each stage boundary (PIPELINE_KILL_AT, see pipeline.faults): the run stays RUNNING and
+    never counts as done, a version it registered is complete or not @champion, and the next unforced
+    run trains and registers again rather than saying "Nothing to do"."""
+    config = write_config("kill.yaml", tracking={"experiment": "kill"})
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path,
+                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store, **{faults.KILL_ENV: stage}),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
+    (killed,) = runs_of(client, "kill")
+    assert killed.info.status == "RUNNING" and tracking.COMPLETE_TAG not in killed.data.tags
+    assert "registered_version" not in killed.data.tags
+    versions, aliases = registry_state(client).get(MODEL, ([], {}))
+    if stage in ("training", "model-logging"):
+        assert versions == []
+    elif stage == "registration":  # the version exists, nothing points at it
+        assert versions == [("1", killed.info.run_id)] and aliases == {}
+    else:  # after the gate's alias moves: the version is complete (tags, description, the gate's alias)
+        assert versions == [("1", killed.info.run_id)] and aliases in ({"champion": "1"}, {"challenger": "1"})
+        mv = client.get_model_version(MODEL, "1")
+        assert mv.description and mv.tags["data_digest"] == killed.data.tags["data_digest"]
+
+    capsys.readouterr()
+    assert main(["train", "--config", config]) == 0
+    assert "Nothing to do" not in capsys.readouterr().out
+    (done,) = [r for r in runs_of(client, "kill") if r.info.run_id != killed.info.run_id]
+    assert done.info.status == "FINISHED" and done.data.tags[tracking.COMPLETE_TAG] == "true"
+    assert done.data.tags["registered_version"] == str(len(versions) + 1)
+    assert main(["train", "--config", config]) == 0  # and now there is nothing to do
+    assert capsys.readouterr().out.startswith(f"Nothing to do: The data digest {done.data.tags['data_digest']}")

@@ -96,17 +96,17 @@ def test_a_marker_before_the_cutoff_does_change_the_fit(cfg, frame) -> None:
 
 def test_summary_is_mean_and_spread_over_folds_and_pooled_metrics(cfg, frame) -> None:
     plan = backtest.plan_folds(len(frame), cfg)
-    results = backtest.run_backtest(frame, cfg, plan)
+    results = [backtest.run_fold(frame, cfg, fold) for fold in plan]
     s = backtest.summarize(results)
-    rmse = np.array([r.scores["test_rmse"] for r in results])
+    rmse = np.array([r.scores.model["rmse"] for r in results])
     assert s["folds"] == 3
     assert s["test_rmse_mean"] == pytest.approx(rmse.mean())
     assert s["test_rmse_std"] == pytest.approx(rmse.std(ddof=1))
-    assert s["test_drift_rmse_mean"] == pytest.approx(np.mean([r.scores["test_drift_rmse"] for r in results]))
+    assert s["test_drift_rmse_mean"] == pytest.approx(np.mean([r.scores.baselines["drift"]["rmse"] for r in results]))
     actual = np.vstack([r.forecasts.actual for r in results])
     predicted = np.vstack([r.forecasts.predicted for r in results])
     assert s["backtest_rmse"] == pytest.approx(evaluate.rmse(actual, predicted))
-    assert s["backtest_windows"] == sum(r.scores["test_windows"] for r in results)
+    assert s["backtest_windows"] == sum(r.scores.windows for r in results)
     table = backtest.fold_table(frame, results)
     assert list(table["fold"]) == [1, 2, 3]
     assert list(table["cutoff"]) == [str(frame.index[f.cutoff].date()) for f in plan]
@@ -114,3 +114,14 @@ def test_summary_is_mean_and_spread_over_folds_and_pooled_metrics(cfg, frame) ->
     for r in results:
         assert r.forecasts.dates[0] == frame.index[r.fold.cutoff]
         assert r.forecasts.dates[-1] == frame.index[r.fold.end - 1]
+
+
+def test_summary_findings_warn_in_the_old_words_when_the_model_loses() -> None:
+    table = pd.DataFrame({"rmse_ratio": [0.9, 1.3, 1.1]})
+    tags, notes = backtest.summary_findings({"test_rmse_ratio_mean": 1.1, "backtest_rmse_ratio": 0.95}, table, "rolling")
+    assert tags == {"folds": "3", "window": "rolling", "warning": (
+        "model is worse than persistence on average over folds (pooled RMSE ratio 0.9500, mean over folds 1.1000)")}
+    assert notes == [tags["warning"], "2 of 3 folds are worse than persistence"]
+    tags, notes = backtest.summary_findings({"test_rmse_ratio_mean": 0.9, "backtest_rmse_ratio": 0.8},
+                                            table.iloc[:1], "expanding")
+    assert tags == {"folds": "1", "window": "expanding"} and notes == []

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import evaluate
 from pipeline.config import EvaluateConfig, parse_config
-from pipeline.evaluate import Forecasts, baseline_forecasts, per_step, score, target_range_check
+from pipeline.evaluate import Forecasts, SplitScores, baseline_forecasts, per_step, score, target_range_check
 from pipeline.features import prepare
 from pipeline.schemas import validate_prices
 from tests.conftest import make_prices
@@ -70,7 +70,8 @@ def test_score_names_every_baseline_metric_and_step_consistently() -> None:
     baselines = baseline_forecasts(levels, last_known, horizon, ALL)
     fc = Forecasts(dates=np.arange(len(last_known)).astype("datetime64[D]"), actual=levels[targets],
                    predicted=levels[targets] + 0.5, anchor=levels[last_known], baselines=baselines)
-    s = score(fc, prefix="test")
+    typed = score(fc, prefix="test")
+    s = typed.flat()
     for b in ("naive", "drift", "moving_average", "seasonal_naive"):
         for m in ("rmse", "mae", "mape", "direction_acc"):
             assert f"test_{b}_{m}" in s, (b, m)
@@ -83,7 +84,7 @@ def test_score_names_every_baseline_metric_and_step_consistently() -> None:
     best = min(s[f"test_{b}_rmse"] for b in baselines)
     assert s["test_rmse_ratio_best_baseline"] == pytest.approx(0.5 / best)
     assert s["test_mae_h2"] == pytest.approx(0.5)
-    steps = per_step(s)
+    steps = per_step(typed)
     assert steps["model"] == pytest.approx([0.5, 0.5, 0.5])
     assert set(steps) == {"model", "naive", "drift", "moving_average", "seasonal_naive"}
     assert steps["drift"] == [s[f"test_drift_rmse_h{k}"] for k in (1, 2, 3)]
@@ -106,7 +107,7 @@ def test_every_target_transform_is_inverted_exactly(monkeypatch, tiny_config_dic
         fc = evaluate.forecast_split(None, pre, frame, w, cfg.evaluate)  # type: ignore[arg-type]
         assert fc.predicted.shape == (len(w), horizon)
         np.testing.assert_allclose(fc.predicted, fc.actual, rtol=1e-5, err_msg=f"{transform} {split}")
-        assert score(fc, prefix=split)[f"{split}_rmse"] < 1e-3 * float(np.abs(fc.actual).mean())
+        assert score(fc, prefix=split).model["rmse"] < 1e-3 * float(np.abs(fc.actual).mean())
 
 
 def test_level_target_out_of_training_range_is_reported(tiny_config_dict) -> None:
@@ -141,7 +142,8 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
     data = validate_prices(prices, cfg.data, "synthetic", min_rows=1)
     pre, bounds, _ = prepare(data.frame, cfg)
     result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4], val_loss=[0.6, 0.7], best_epoch=0)
-    losing = {"test_rmse": 2.0, "test_rmse_ratio": 1.25, "test_drift_rmse": 1.5, "test_moving_average_rmse": 3.0}
+    losing = SplitScores("test", model={"rmse": 2.0}, baselines={"naive": {"rmse": 1.6}, "drift": {"rmse": 1.5},
+                                                                  "moving_average": {"rmse": 3.0}})
     tags, metrics, warnings = evaluate.findings(cfg, "abc123", data, pre, bounds, result, losing)
     assert tags["warning"] == "model is worse than persistence on test (RMSE ratio 1.250)"
     assert "drift" in tags["beaten_by_baselines"] and "moving_average" not in tags["beaten_by_baselines"]
@@ -149,7 +151,7 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
     assert len(warnings) == 3 and warnings[0] == tags["warning"]
     assert (tags["data_digest"], tags["data_rows"], tags["best_epoch"]) == ("abc123", "100", "1")
     assert metrics["best_val_loss"] == 0.6 and metrics["epochs_run"] == 2 and metrics["test_out_of_range_share"] > 0
-    winning = {"test_rmse": 1.0, "test_rmse_ratio": 0.9, "test_drift_rmse": 1.5}
+    winning = SplitScores("test", model={"rmse": 1.0}, baselines={"naive": {"rmse": 1.0 / 0.9}, "drift": {"rmse": 1.5}})
     cfg_lr = cfg.with_overrides(preprocess={"target_transform": "log_return"})
     tags, metrics, warnings = evaluate.findings(cfg_lr, "abc123", data, *prepare(data.frame, cfg_lr)[:2], result, winning)
     assert warnings == [] and not {"warning", "beaten_by_baselines", "target_out_of_range"} & set(tags)

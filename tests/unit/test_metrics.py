@@ -29,7 +29,7 @@ def test_score_sets_model_beside_persistence_and_their_ratio() -> None:
         predicted=np.array([[10.5], [12.5]]),
         anchor=np.array([10.0, 11.0]),
     )
-    s = score(fc)
+    s = score(fc).flat()
     assert s["test_rmse"] == pytest.approx(0.5)
     assert s["test_naive_rmse"] == pytest.approx(1.0)
     assert s["test_rmse_ratio"] == pytest.approx(0.5)

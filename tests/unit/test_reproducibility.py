@@ -11,6 +11,7 @@ import torch
 from pipeline import evaluate, features, reproduce
 from pipeline.config import parse_config
 from pipeline.errors import DataError
+from pipeline.model import weights_digest
 from pipeline.reproduce import MetricCheck, RecordedRun, ReproduceReport
 from pipeline.schemas import validate_prices
 from pipeline.train import fit, init_model
@@ -23,7 +24,7 @@ def train_once(cfg) -> tuple[str, dict[str, float]]:
     model = init_model(cfg.model, cfg.train, windows["train"].X.shape[2], cfg.window.horizon)
     result = fit(model, windows["train"], windows["val"], cfg.train)
     fc = evaluate.forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
-    return reproduce.weights_digest(result.model.state_dict()), evaluate.score(fc)
+    return weights_digest(result.model.state_dict()), evaluate.score(fc).flat()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -49,10 +50,10 @@ def test_another_seed_gives_other_weights(tiny_config_dict) -> None:
 def test_weights_digest_sees_a_single_changed_value(tiny_config) -> None:
     model = init_model(tiny_config.model, tiny_config.train, n_features=5, horizon=1)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    before = reproduce.weights_digest(state)
+    before = weights_digest(state)
     name = next(iter(state))
     state[name].view(-1)[0] = torch.nextafter(state[name].view(-1)[0], torch.tensor(10.0))
-    assert reproduce.weights_digest(state) != before
+    assert weights_digest(state) != before
     assert len(before) == 16
 
 

@@ -1,0 +1,66 @@
+"""`tracking.tracked_run`, the one owner of a run's lifecycle, against a real (SQLite) MLflow store."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from pipeline import tracking
+from pipeline.errors import DataError, TrackingError
+
+
+def test_a_run_ends_finished_and_complete_with_the_standard_tags(mlflow_store) -> None:
+    client = tracking.get_client()
+    exp = tracking.ensure_experiment(client, "owned")
+    with tracking.tracked_run(client, exp, "r", {"prefect.flow_run_id": "f1"}, data_source="a.csv",
+                              config_digest="c1") as run:
+        assert client.get_run(run.run_id).info.status == "RUNNING"
+        assert tracking.COMPLETE_TAG not in client.get_run(run.run_id).data.tags
+    done = client.get_run(run.run_id)
+    assert done.info.status == "FINISHED" and done.data.tags[tracking.COMPLETE_TAG] == "true"
+    tags = done.data.tags
+    assert (tags["prefect.flow_run_id"], tags["data_source"], tags["config_digest"]) == ("f1", "a.csv", "c1")
+    assert {"git_commit", "git_dirty", "version.mlflow", "version.torch"} <= set(tags)
+    assert tags["mlflow.runName"] == "r"
+
+
+def test_a_failing_run_ends_failed_with_its_report_and_the_error_goes_on(mlflow_store) -> None:
+    client = tracking.get_client()
+    exp = tracking.ensure_experiment(client, "owned")
+    with pytest.raises(DataError, match="bad rows"):
+        with tracking.tracked_run(client, exp, "r", {}) as run:
+            raise DataError("bad rows", report="row 3: Close is negative")
+    failed = client.get_run(run.run_id)
+    assert failed.info.status == "FAILED" and tracking.COMPLETE_TAG not in failed.data.tags
+    assert failed.data.tags["failure"] == "row 3: Close is negative"
+    assert mlflow.artifacts.load_text(f"runs:/{run.run_id}/failure/report.txt") == "row 3: Close is negative"
+
+
+def test_only_a_complete_run_counts_as_the_last_finished_one(mlflow_store) -> None:
+    """A run FINISHED by someone else (MLflow's fluent `start_run` exit, say) without the tag does not count."""
+    client = tracking.get_client()
+    exp = tracking.ensure_experiment(client, "owned")
+    with tracking.tracked_run(client, exp, "complete", {}, config_digest="c1") as complete:
+        pass
+    half = tracking.start_run(client, exp, "half", {"config_digest": "c1"})
+    with mlflow.start_run(run_id=half):  # ends it FINISHED on exit, as model logging does
+        pass
+    assert client.get_run(half).info.status == "FINISHED"
+    found = tracking.last_finished_run(client, exp, {"config_digest": "c1"})
+    assert found is not None and found.run_id == complete.run_id and found.tags["config_digest"] == "c1"
+    tracking.keep_run_open(client, half)  # what the training flow does right after logging its model
+    assert client.get_run(half).info.status == "RUNNING"
+    assert tracking.last_finished_run(client, exp, {"config_digest": "c2"}) is None
+
+
+def test_runs_are_read_as_plain_records(mlflow_store) -> None:
+    client = tracking.get_client()
+    exp = tracking.ensure_experiment(client, "owned")
+    with tracking.tracked_run(client, exp, "r", {"k": "v"}) as run:
+        tracking.log_metrics(client, run.run_id, {"m": 2.0})
+        tracking.log_text(client, run.run_id, "hello", "notes/a.txt")
+    rec = tracking.get_run(client, run.run_id)
+    assert (rec.status, rec.tags["k"], rec.metrics) == ("FINISHED", "v", {"m": 2.0})
+    assert tracking.download_text(client, run.run_id, "notes/a.txt") == "hello"
+    with pytest.raises(TrackingError, match="run nope not found in sqlite:///"):
+        tracking.get_run(client, "nope")

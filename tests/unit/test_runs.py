@@ -1,0 +1,110 @@
+"""The plain decisions around a training run: nothing to do, timings, scores' MLflow names, verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import evaluate, runs
+from pipeline.config import resolve
+from pipeline.errors import TrackingError
+from pipeline.evaluate import Forecasts, SplitScores
+from pipeline.tracking import RunRecord
+
+
+def record(**tags: str) -> RunRecord:
+    return RunRecord("r1", "FINISHED", {"data_digest": "d1", **tags}, {"test_rmse": 1.0})
+
+
+def test_nothing_to_do_needs_the_same_data_and_a_registered_version_when_registration_is_on(tiny_config) -> None:
+    assert runs.nothing_to_do(tiny_config, "d1", "c1", None) is None
+    assert runs.nothing_to_do(tiny_config, "d2", "c1", record(registered_version="3")) is None  # new data
+    # a run that never registered (killed after logging its model, say) is not a reason to stop
+    assert runs.nothing_to_do(tiny_config, "d1", "c1", record()) is None
+    detail = runs.nothing_to_do(tiny_config, "d1", "c1", record(registered_version="3"))
+    assert "`d1`" in detail and "`c1`" in detail and "tiny-forecaster v3" in detail and "--force" in detail
+    off = tiny_config.with_overrides(registry={"enabled": False})
+    assert runs.nothing_to_do(off, "d1", "c1", record()) is not None
+    summary = runs.skipped_summary(tiny_config, "7", record(registered_version="3", registered_alias="champion"), detail)
+    assert (summary.skipped, summary.run_id, summary.version, summary.alias) == (True, "r1", "3", "champion")
+    assert "`" not in summary.reason and summary.metrics == {"test_rmse": 1.0}
+
+
+def test_timings_name_each_stage_for_mlflow() -> None:
+    timings = runs.Timings()
+    with timings.stage("train"):
+        pass
+    with pytest.raises(ValueError), timings.stage("evaluate"):
+        raise ValueError("a failing stage is timed too")
+    assert set(timings.metrics()) == {"time_train_s", "time_evaluate_s"}
+    assert "startup" in runs.Timings.since_process_start().seconds  # Linux: /proc tells the process age
+
+
+def test_a_tracking_failure_after_training_saves_the_model_and_says_where(tiny_config, tmp_path, monkeypatch) -> None:
+    from pipeline.features import Preprocessor
+    from pipeline.model import LSTMForecaster
+    from pipeline.train import TrainResult
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrackingError, match="store down") as before_training:
+        with runs.kept_on_tracking_failure(tiny_config, "run1"):
+            raise TrackingError("store down")
+    assert "saved at" not in str(before_training.value)  # nothing trained yet, nothing to keep
+    with pytest.raises(TrackingError, match="saved at") as after_training:
+        with runs.kept_on_tracking_failure(tiny_config, "run1") as kept:
+            kept.pre = Preprocessor(tiny_config)
+            kept.result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[1.0], val_loss=[], best_epoch=0)
+            raise TrackingError("store down")
+    assert str(after_training.value).startswith("store down\n")
+    assert (tmp_path / "mlruns" / "unlogged" / "run1" / "forecaster.pkl").is_file()
+
+
+def forecasts(horizon: int) -> Forecasts:
+    rng = np.random.default_rng(0)
+    actual = 10 + rng.normal(size=(6, horizon))
+    anchor = actual[:, 0] - 0.1
+    drift = actual + 0.3
+    return Forecasts(dates=np.arange(6).astype("datetime64[D]"), actual=actual, predicted=actual + 0.2,
+                     anchor=anchor, baselines={"naive": np.repeat(anchor[:, None], horizon, axis=1), "drift": drift})
+
+
+def test_flat_gives_the_mlflow_metric_names_runs_have_always_had() -> None:
+    names = set(evaluate.score(forecasts(2), prefix="val").flat())
+    metrics = ("rmse", "mae", "mape", "direction_acc")
+    assert names == {
+        *(f"val_{m}" for m in metrics), *(f"val_naive_{m}" for m in metrics), *(f"val_drift_{m}" for m in metrics),
+        "val_rmse_ratio", "val_mae_ratio", "val_rmse_ratio_drift", "val_rmse_ratio_best_baseline",
+        "val_rmse_h1", "val_rmse_h2", "val_mae_h1", "val_mae_h2", "val_naive_rmse_h1", "val_naive_rmse_h2",
+        "val_drift_rmse_h1", "val_drift_rmse_h2", "val_windows"}
+    one_step = set(evaluate.score(forecasts(1), prefix="test").flat())
+    assert not any("_h1" in name for name in one_step) and "test_rmse_ratio" in one_step
+
+
+def test_scores_read_per_step_and_ratios_from_fields() -> None:
+    s = evaluate.score(forecasts(2))
+    assert evaluate.per_step(s) == {"model": pytest.approx([0.2, 0.2]), "naive": list(s.steps["naive"]["rmse"]),
+                                    "drift": pytest.approx([0.3, 0.3])}
+    assert evaluate.per_step(s, "mae") == {"model": pytest.approx([0.2, 0.2])}
+    assert s.rmse_ratio == pytest.approx(0.2 / s.baselines["naive"]["rmse"]) == s.flat()["test_rmse_ratio"]
+    assert s.beaten_by() == [] and s.windows == 6
+    assert SplitScores("test", {"rmse": 2.0}, {"naive": {"rmse": 1.0}}).beaten_by() == ["naive"]
+
+
+def test_one_verdict_wording_for_every_report() -> None:
+    assert evaluate.verdict(0.9) == "better than persistence"
+    assert evaluate.verdict(1.0) == evaluate.verdict(None) == evaluate.verdict(float("nan")) == "NOT better than persistence"
+    assert evaluate.worse_than_persistence(1.25, "on test") == "model is worse than persistence on test (RMSE ratio 1.250)"
+    assert evaluate.worse_than_persistence(1.0, "on test") is None
+    assert evaluate.worse_than_persistence(float("nan"), "on test") is None
+    assert evaluate.worse_than_persistence(1.5, "on average", "a, b") == "model is worse than persistence on average (a, b)"
+
+
+def test_resolve_applies_only_the_overrides_given(tiny_config, tmp_path) -> None:
+    assert resolve(tiny_config) is tiny_config
+    cfg = resolve(tiny_config, data="other.csv", experiment="", model_name="m2", folds=4)
+    assert (cfg.data.source, cfg.tracking.experiment, cfg.registry.model_name, cfg.backtest.folds) == (
+        "other.csv", tiny_config.tracking.experiment, "m2", 4)
+    path = tmp_path / "c.yaml"
+    path.write_text("name: from-file\n")
+    assert resolve(str(path), window="rolling").backtest.window == "rolling"
+    assert resolve(None).name == "default"
