@@ -25,6 +25,7 @@ from flows.common import STEP, ingest_task, prefect_tags
 from flows.reporting import library_logs_to_run, publish_report, run_url
 from pipeline import evaluate, features, plots, registry, reports, tracking
 from pipeline.config import PipelineConfig, load_config
+from pipeline.dates import date_format
 from pipeline.errors import DataError, PipelineError, TrackingError, TrainingError
 from pipeline.evaluate import Forecasts
 from pipeline.features import Preprocessor, SplitBounds, Windows
@@ -129,10 +130,11 @@ def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str,
     """Register a `@challenger` version; the gate decides whether it also becomes `@champion`."""
     test = forecasts["test"]
     window = registry.TestWindow(str(test.dates[0].date()), str(test.dates[-1].date()), raw.digest)
+    fmt = date_format(frame.index)  # as the model writes its dates: with times for sub-daily data
     raw_rows = frame.reset_index()
-    raw_rows[cfg.data.date_column] = raw_rows[cfg.data.date_column].dt.strftime("%Y-%m-%d")
-    actual = pd.Series(frame[cfg.data.target].to_numpy(dtype=float), index=frame.index.strftime("%Y-%m-%d"))
-    first_dates = list(test.dates.strftime("%Y-%m-%d"))
+    raw_rows[cfg.data.date_column] = raw_rows[cfg.data.date_column].dt.strftime(fmt)
+    actual = pd.Series(frame[cfg.data.target].to_numpy(dtype=float), index=frame.index.strftime(fmt))
+    first_dates = list(test.dates.strftime(fmt))
 
     def rescore(uri: str) -> registry.Score:  # the champion, with its own logged preprocessing
         return registry.rescore(uri, raw_rows, actual, first_dates, cfg.window.horizon, cfg.data.target)

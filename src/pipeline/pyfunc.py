@@ -16,8 +16,11 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import DataError
+from pipeline.errors import DataError, ModelFormatError
+from pipeline.model_format import READABLE_VERSIONS
 from pipeline.serving import ForecastBundle, ForecastModel
+
+MODEL_ARTIFACT = "forecaster"  # the pyfunc artifact holding the model directory (pipeline.model_format)
 
 
 class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
@@ -25,13 +28,28 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
 
     Param `all_windows` (default false): forecast from every window of the input instead of
     only the latest one.
+
+    The logged `python_model.pkl` is this class by reference (`pipeline.pyfunc.LSTMForecastPyfunc`,
+    a name to keep importable) with no state: everything the model is lives in its
+    `forecaster` artifact, read by `load_context`.
     """
 
     def load_context(self, context: Any) -> None:
         import torch
 
         torch.set_num_threads(1)  # small windows: a second thread costs more than it gives
-        self.load(context.artifacts["bundle"])
+        if MODEL_ARTIFACT not in context.artifacts:
+            found = ", ".join(sorted(context.artifacts)) or "none"
+            raise ModelFormatError(
+                f"this pyfunc model has no {MODEL_ARTIFACT!r} artifact (artifacts: {found}); it was saved before "
+                f"versioned model directories (a pickled bundle, format version 0), and this pipeline reads format "
+                f"version(s) {', '.join(map(str, READABLE_VERSIONS))} only. Retrain it, or load it with the pipeline "
+                "version that saved it.")
+        self.load(context.artifacts[MODEL_ARTIFACT])
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without what `load_context` read: the model is its artifacts, never a pickle of them."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("bundle", "model")}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         all_windows = bool((params or {}).get("all_windows", False))
