@@ -40,7 +40,9 @@ def infer_frequency(index: pd.DatetimeIndex) -> str | None:
             warnings.filterwarnings("ignore", message=".*infer_freq.*")
             found = pd.infer_freq(tail)
         if found is not None:
-            return to_offset(found).freqstr
+            found = to_offset(found).freqstr
+            # up to five consecutive weekdays read as "D" to pandas; without a weekend seen, take business days
+            return "B" if found == "D" and (tail.day_of_week < 5).all() else found
     return _rule_frequency(tail)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,12 @@ def load_bundle(path: Path) -> ForecastBundle:
         pre = Preprocessor.from_dict(json.loads((path / "preprocessor.json").read_text(encoding="utf-8")))
         contract = json.loads((path / "contract.json").read_text(encoding="utf-8"))
         config = PipelineConfig.model_validate(contract["config"])
-    except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError) as exc:
-        raise ModelFormatError(f"{path}: not a valid format-1 model directory: {type(exc).__name__}: {exc}") from None
+        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+            raise TypeError("weights.pt must hold a state dict of tensors")
+    except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
+        text = " ".join(str(exc).split())
+        text = text if len(text) <= 600 else text[:600] + "..."
+        raise ModelFormatError(f"{path}: not a valid format-1 model directory: {type(exc).__name__}: {text}") from None
     if model.get("class") != "LSTMForecaster":
         raise ModelFormatError(f"{path / 'model.json'}: unknown model class {model.get('class')!r} (known: LSTMForecaster)")
     return ForecastBundle(checkpoint={"init_args": model["init_args"], "state_dict": state}, preprocessor=pre, config=config)
