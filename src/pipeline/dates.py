@@ -47,10 +47,10 @@ def infer_frequency(index: pd.DatetimeIndex) -> str | None:
 
 
 def _rule_frequency(tail: pd.DatetimeIndex) -> str | None:
-    gaps = np.diff(tail.asi8)
-    if (gaps <= 0).any():
+    gaps = np.diff(tail.to_numpy())
+    if (gaps <= np.timedelta64(0)).any():
         return None
-    gap = pd.Timedelta(int(np.median(gaps)), unit=tail.unit)
+    gap = pd.Timedelta(np.median(gaps))
     midnight = bool((tail == tail.normalize()).all())
     if midnight and gap == _DAY and (tail.day_of_week < 5).all():
         return "B"
@@ -82,11 +82,11 @@ def next_dates(index: pd.DatetimeIndex, count: int, frequency: str | None = None
     a single date).
     """
     if count <= 0 or len(index) == 0:
-        return pd.DatetimeIndex([], dtype=index.dtype if len(index) else "datetime64[ns]")
+        return pd.DatetimeIndex([], dtype=index.dtype)
     last = index[-1]
     frequency = frequency or infer_frequency(index)
     if frequency is None:
-        gap = pd.Timedelta(int(np.median(np.diff(index.asi8))), unit=index.unit) if len(index) > 1 else _DAY
+        gap = pd.Timedelta(np.median(np.diff(index.to_numpy()))) if len(index) > 1 else _DAY
         return pd.DatetimeIndex([last + gap * k for k in range(1, count + 1)])
     offset = parse_frequency(frequency)
     return pd.DatetimeIndex([last + offset * k for k in range(1, count + 1)])

@@ -7,8 +7,8 @@ earlier rows (or the same row when `lead` is 0), so no window ever reads a later
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -114,7 +114,7 @@ class StandardScaling:
     var_: np.ndarray
     n_samples_seen_: np.ndarray
 
-    kind = "standard"
+    kind: ClassVar[str] = "standard"
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         out = _float_copy(values)
@@ -141,7 +141,7 @@ class MinMaxScaling:
     n_samples_seen_: np.ndarray
     feature_range: tuple[float, float] = (0.0, 1.0)
 
-    kind = "minmax"
+    kind: ClassVar[str] = "minmax"
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         out = _float_copy(values)
@@ -173,7 +173,7 @@ def fit_scaler(kind: ScalerKind, values: np.ndarray) -> Scaling | None:
         raise ConfigError(f"unknown scaler {kind!r}")
     fitted = (StandardScaler() if kind == "standard" else MinMaxScaler()).fit(values)
     scaling = _SCALINGS[kind]
-    numbers = {f: np.asarray(getattr(fitted, f)) for f in scaling.__dataclass_fields__ if f != "feature_range"}
+    numbers = {f.name: np.asarray(getattr(fitted, f.name)) for f in fields(scaling) if f.name != "feature_range"}
     extra = {"feature_range": tuple(float(v) for v in fitted.feature_range)} if kind == "minmax" else {}
     return scaling(**numbers, **extra)
 
@@ -183,7 +183,7 @@ def scaler_to_dict(scaler: Scaling | None) -> dict[str, Any]:
     if scaler is None:
         return {"kind": "none"}
     out: dict[str, Any] = {"kind": scaler.kind}
-    for name in scaler.__dataclass_fields__:
+    for name in (f.name for f in fields(scaler)):
         value = getattr(scaler, name)
         out[name] = list(value) if name == "feature_range" else np.asarray(value).tolist()
     return out
@@ -198,7 +198,7 @@ def scaler_from_dict(data: dict[str, Any]) -> Scaling | None:
         raise ValueError(f"unknown scaler kind {kind!r} (known: none, {', '.join(_SCALINGS)})")
     scaling = _SCALINGS[kind]
     values: dict[str, Any] = {}
-    for name in scaling.__dataclass_fields__:
+    for name in (f.name for f in fields(scaling)):
         if name == "feature_range":
             values[name] = tuple(float(v) for v in data.get(name, (0.0, 1.0)))
         else:

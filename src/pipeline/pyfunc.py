@@ -5,6 +5,7 @@ Kept apart from `serving` so in-process forecasting does not import MLflow.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import mlflow.pyfunc
@@ -75,9 +76,25 @@ def model_signature(cfg: PipelineConfig) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+def load_pyfunc(model_uri: str, suppress_warnings: bool = False) -> mlflow.pyfunc.PyFuncModel:
+    """`mlflow.pyfunc.load_model`, leaving `sys.path` as it was.
+
+    MLflow puts the model's copy of the package (its `code/`, from `code_paths`) in front of
+    `sys.path` for good; in a process that already runs this package, modules imported later
+    would then come from the model's old copy, mixed with today's. The model is data
+    (pipeline.model_format), so today's code reads it; the copy serves only processes without
+    the package (`mlflow models serve` in a fresh environment).
+    """
+    saved = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(model_uri, suppress_warnings=suppress_warnings)
+    finally:
+        sys.path[:] = saved
+
+
 def load_forecaster(model_uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, ForecastBundle]:
-    """The logged pyfunc and the bundle inside it (its config holds the data contract)."""
-    model = mlflow.pyfunc.load_model(model_uri)
+    """The logged pyfunc and the bundle inside it (`bundle.target`, `bundle.config.data`: the data contract)."""
+    model = load_pyfunc(model_uri)
     bundle = getattr(model.unwrap_python_model(), "bundle", None)
     if not isinstance(bundle, ForecastBundle):
         raise MlflowException(f"{model_uri} is not a forecaster logged by this pipeline", error_code=INVALID_PARAMETER_VALUE)

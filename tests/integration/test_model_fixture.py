@@ -92,3 +92,15 @@ def test_a_pickled_model_from_before_the_format_is_refused(tmp_path) -> None:
     (copy / "MLmodel").write_text(yaml.safe_dump(spec))
     with pytest.raises(ModelFormatError, match=r"format version 0.*reads format version\(s\) 1"):
         load(copy)
+
+
+def test_loading_leaves_the_model_s_copy_of_the_code_off_sys_path() -> None:
+    """Otherwise modules imported later would come from the model's old copy of the package."""
+    from pipeline.pyfunc import load_forecaster
+
+    before = list(sys.path)
+    model, bundle = load_forecaster(str(MODEL))
+    assert sys.path == before and not any(str(MODEL) in p for p in sys.path)
+    assert bundle.target == "load" and bundle.config.window.lookback == 5
+    load(MODEL)  # MLflow's own loader does leave it there (restored by the fixture above)
+    assert any(str(MODEL / "code") == p for p in sys.path)
