@@ -104,3 +104,16 @@ def test_loading_leaves_the_model_s_copy_of_the_code_off_sys_path() -> None:
     assert bundle.target == "load" and bundle.config.window.lookback == 5
     load(MODEL)  # MLflow's own loader does leave it there (restored by the fixture above)
     assert any(str(MODEL / "code") == p for p in sys.path)
+
+
+def test_the_model_loads_when_the_class_behind_the_name_has_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pickle resolves `pipeline.pyfunc.LSTMForecastPyfunc` by name: a re-export there is all a move needs."""
+    import pipeline.pyfunc
+
+    moved = type("LSTMForecastPyfunc", (pipeline.pyfunc.LSTMForecastPyfunc,), {"__module__": "pipeline.elsewhere"})
+    monkeypatch.setattr(pipeline.pyfunc, "LSTMForecastPyfunc", moved)
+    model = load(MODEL)
+    assert type(model.unwrap_python_model()) is moved
+    got = model.predict(pd.read_csv(FIXTURE / "input.csv"))
+    expected = pd.read_csv(FIXTURE / "expected.csv").tail(len(got))
+    np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"].to_numpy(), rtol=0, atol=1e-6)
