@@ -35,3 +35,7 @@ class TrackingError(PipelineError):
 
 class RegistryError(PipelineError):
     """A registry request names an unknown model, version or alias, or cannot be honoured."""
+
+
+class ModelFormatError(PipelineError):
+    """A saved model's directory is in a format (or format version) this code does not read."""

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import EvaluateConfig, PipelineConfig
+from pipeline.dates import format_dates
 from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
 from pipeline.model import LSTMForecaster, weights_digest
 from pipeline.train import TrainResult, predict
@@ -151,7 +152,7 @@ class Forecasts:
         """Long form: the first target date of each window, the step, and the forecast."""
         n, horizon = self.predicted.shape
         return pd.DataFrame({
-            "date": np.repeat(self.dates.strftime("%Y-%m-%d"), horizon),
+            "date": np.repeat(format_dates(self.dates), horizon),  # times kept for sub-daily data
             "step": np.tile(np.arange(1, horizon + 1), n).astype("int64"),
             "forecast": self.predicted.ravel().astype("float64"),
         })

@@ -7,8 +7,8 @@ earlier rows (or the same row when `lead` is 0), so no window ever reads a later
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from pipeline.config import PipelineConfig, ScalerKind, SplitConfig, Transform
+from pipeline.dates import infer_frequency
 from pipeline.errors import ConfigError, DataError
 
 SplitName = Literal["train", "val", "test"]
@@ -100,8 +101,109 @@ def split_by_time(index: pd.DatetimeIndex, cfg: SplitConfig) -> SplitBounds:
 
 
 # ---------------------------------------------------------------- scalers
-def make_scaler(kind: ScalerKind) -> StandardScaler | MinMaxScaler | None:
-    return {"standard": StandardScaler, "minmax": MinMaxScaler, "none": lambda: None}[kind]()
+@dataclass(frozen=True, eq=False)
+class StandardScaling:
+    """A fitted standard scaler as plain numbers (scikit-learn's StandardScaler attribute names).
+
+    Fit with scikit-learn, applied here with the same arithmetic, so a saved model needs only
+    these numbers, never a pickled scikit-learn object.
+    """
+
+    mean_: np.ndarray
+    scale_: np.ndarray
+    var_: np.ndarray
+    n_samples_seen_: np.ndarray
+
+    kind: ClassVar[str] = "standard"
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        out = _float_copy(values)
+        out -= self.mean_
+        out /= self.scale_
+        return out
+
+    def inverse_transform(self, values: np.ndarray) -> np.ndarray:
+        out = _float_copy(values)
+        out *= self.scale_
+        out += self.mean_
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class MinMaxScaling:
+    """A fitted min-max scaler as plain numbers (scikit-learn's MinMaxScaler attribute names)."""
+
+    min_: np.ndarray
+    scale_: np.ndarray
+    data_min_: np.ndarray
+    data_max_: np.ndarray
+    data_range_: np.ndarray
+    n_samples_seen_: np.ndarray
+    feature_range: tuple[float, float] = (0.0, 1.0)
+
+    kind: ClassVar[str] = "minmax"
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        out = _float_copy(values)
+        out *= self.scale_
+        out += self.min_
+        return out
+
+    def inverse_transform(self, values: np.ndarray) -> np.ndarray:
+        out = _float_copy(values)
+        out -= self.min_
+        out /= self.scale_
+        return out
+
+
+Scaling = StandardScaling | MinMaxScaling
+_SCALINGS: dict[str, type[StandardScaling] | type[MinMaxScaling]] = {"standard": StandardScaling, "minmax": MinMaxScaling}
+
+
+def _float_copy(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    return values.astype(values.dtype if values.dtype.kind == "f" else np.float64, copy=True)
+
+
+def fit_scaler(kind: ScalerKind, values: np.ndarray) -> Scaling | None:
+    """Fit a scaler of `kind` on (rows, columns) values; None for "none"."""
+    if kind == "none":
+        return None
+    if kind not in _SCALINGS:
+        raise ConfigError(f"unknown scaler {kind!r}")
+    fitted = (StandardScaler() if kind == "standard" else MinMaxScaler()).fit(values)
+    scaling = _SCALINGS[kind]
+    numbers = {f.name: np.asarray(getattr(fitted, f.name)) for f in fields(scaling) if f.name != "feature_range"}
+    extra = {"feature_range": tuple(float(v) for v in fitted.feature_range)} if kind == "minmax" else {}
+    return scaling(**numbers, **extra)
+
+
+def scaler_to_dict(scaler: Scaling | None) -> dict[str, Any]:
+    """{"kind": ..., and each fitted number as a list}: what a saved model stores."""
+    if scaler is None:
+        return {"kind": "none"}
+    out: dict[str, Any] = {"kind": scaler.kind}
+    for name in (f.name for f in fields(scaler)):
+        value = getattr(scaler, name)
+        out[name] = list(value) if name == "feature_range" else np.asarray(value).tolist()
+    return out
+
+
+def scaler_from_dict(data: dict[str, Any]) -> Scaling | None:
+    """The scaler `scaler_to_dict` wrote (float64 numbers, exactly as fitted)."""
+    kind = data.get("kind")
+    if kind == "none":
+        return None
+    if kind not in _SCALINGS:
+        raise ValueError(f"unknown scaler kind {kind!r} (known: none, {', '.join(_SCALINGS)})")
+    scaling = _SCALINGS[kind]
+    values: dict[str, Any] = {}
+    for name in (f.name for f in fields(scaling)):
+        if name == "feature_range":
+            values[name] = tuple(float(v) for v in data.get(name, (0.0, 1.0)))
+        else:
+            values[name] = np.asarray(data[name], dtype=np.int64 if name == "n_samples_seen_" else np.float64)
+    return scaling(**values)
 
 
 @dataclass
@@ -132,8 +234,11 @@ class Preprocessor:
         self.lookback = cfg.window.lookback
         self.horizon = cfg.window.horizon
         self.lead = cfg.window.lead
-        self.feature_scaler = make_scaler(cfg.preprocess.feature_scaler)
-        self.target_scaler = make_scaler(cfg.preprocess.target_scaler)
+        self.feature_scaler_kind: ScalerKind = cfg.preprocess.feature_scaler
+        self.target_scaler_kind: ScalerKind = cfg.preprocess.target_scaler
+        self.feature_scaler: Scaling | None = None
+        self.target_scaler: Scaling | None = None
+        self.frequency: str | None = None  # the training dates' calendar (pipeline.dates)
         self.fitted = False
 
     # -- sizes
@@ -161,10 +266,9 @@ class Preprocessor:
         """Fit the scalers on the training rows only (after the warm-up rows)."""
         feats, target = self.transformed(frame)
         rows = slice(self.warmup, bounds.val_start)
-        if self.feature_scaler is not None:
-            self.feature_scaler.fit(feats[rows])
-        if self.target_scaler is not None:
-            self.target_scaler.fit(target[rows].reshape(-1, 1))
+        self.feature_scaler = fit_scaler(self.feature_scaler_kind, feats[rows])
+        self.target_scaler = fit_scaler(self.target_scaler_kind, target[rows].reshape(-1, 1))
+        self.frequency = infer_frequency(frame.index[:bounds.val_start]) if isinstance(frame.index, pd.DatetimeIndex) else None
         self.fitted = True
         return self
 
@@ -181,6 +285,51 @@ class Preprocessor:
         if self.target_scaler is None:
             return values
         return self.target_scaler.inverse_transform(values.reshape(-1, 1)).reshape(values.shape)
+
+    # -- saved form
+    FORMAT_KEYS = ("features", "target", "feature_transforms", "target_transform", "lookback", "horizon", "lead",
+                   "frequency", "feature_scaler", "target_scaler")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted preprocessor as plain JSON-ready data: transforms, window sizes, calendar, scalers' numbers."""
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.to_dict called before fit")
+        return {
+            "features": list(self.features),
+            "target": self.target,
+            "feature_transforms": dict(self.feature_transforms),
+            "target_transform": self.target_transform,
+            "lookback": int(self.lookback),
+            "horizon": int(self.horizon),
+            "lead": int(self.lead),
+            "frequency": self.frequency,
+            "feature_scaler": scaler_to_dict(self.feature_scaler),
+            "target_scaler": scaler_to_dict(self.target_scaler),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
+        """The fitted preprocessor `to_dict` described; it transforms exactly as the original did."""
+        missing = [k for k in cls.FORMAT_KEYS if k not in data]
+        if missing:
+            raise ValueError(f"preprocessor data lacks {missing}")
+        pre = cls.__new__(cls)
+        pre.features = [str(c) for c in data["features"]]
+        pre.target = str(data["target"])
+        pre.feature_transforms = {str(k): v for k, v in data["feature_transforms"].items()}
+        pre.target_transform = data["target_transform"]
+        known = {"level", "difference", "log_return", "log"}
+        unknown = {t for t in [*pre.feature_transforms.values(), pre.target_transform] if t not in known}
+        if unknown or set(pre.feature_transforms) != set(pre.features):
+            raise ValueError(f"preprocessor data: unknown transforms {sorted(unknown)} or transforms not matching the features")
+        pre.lookback, pre.horizon, pre.lead = int(data["lookback"]), int(data["horizon"]), int(data["lead"])
+        pre.frequency = data["frequency"]
+        pre.feature_scaler = scaler_from_dict(data["feature_scaler"])
+        pre.target_scaler = scaler_from_dict(data["target_scaler"])
+        pre.feature_scaler_kind = data["feature_scaler"]["kind"]
+        pre.target_scaler_kind = data["target_scaler"]["kind"]
+        pre.fitted = True
+        return pre
 
     # -- windows
     def origins(self, n_rows: int) -> np.ndarray:

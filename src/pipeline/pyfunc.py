@@ -5,6 +5,7 @@ Kept apart from `serving` so in-process forecasting does not import MLflow.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import mlflow.pyfunc
@@ -16,8 +17,11 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import DataError
+from pipeline.errors import DataError, ModelFormatError
+from pipeline.model_format import READABLE_VERSIONS
 from pipeline.serving import ForecastBundle, ForecastModel
+
+MODEL_ARTIFACT = "forecaster"  # the pyfunc artifact holding the model directory (pipeline.model_format)
 
 
 class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
@@ -25,13 +29,28 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
 
     Param `all_windows` (default false): forecast from every window of the input instead of
     only the latest one.
+
+    The logged `python_model.pkl` is this class by reference (`pipeline.pyfunc.LSTMForecastPyfunc`,
+    a name to keep importable) with no state: everything the model is lives in its
+    `forecaster` artifact, read by `load_context`.
     """
 
     def load_context(self, context: Any) -> None:
         import torch
 
         torch.set_num_threads(1)  # small windows: a second thread costs more than it gives
-        self.load(context.artifacts["bundle"])
+        if MODEL_ARTIFACT not in context.artifacts:
+            found = ", ".join(sorted(context.artifacts)) or "none"
+            raise ModelFormatError(
+                f"this pyfunc model has no {MODEL_ARTIFACT!r} artifact (artifacts: {found}); it was saved before "
+                f"versioned model directories (a pickled bundle, format version 0), and this pipeline reads format "
+                f"version(s) {', '.join(map(str, READABLE_VERSIONS))} only. Retrain it, or load it with the pipeline "
+                "version that saved it.")
+        self.load(context.artifacts[MODEL_ARTIFACT])
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without what `load_context` read: the model is its artifacts, never a pickle of them."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("bundle", "model")}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         all_windows = bool((params or {}).get("all_windows", False))
@@ -57,9 +76,25 @@ def model_signature(cfg: PipelineConfig) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+def load_pyfunc(model_uri: str, suppress_warnings: bool = False) -> mlflow.pyfunc.PyFuncModel:
+    """`mlflow.pyfunc.load_model`, leaving `sys.path` as it was.
+
+    MLflow puts the model's copy of the package (its `code/`, from `code_paths`) in front of
+    `sys.path` for good; in a process that already runs this package, modules imported later
+    would then come from the model's old copy, mixed with today's. The model is data
+    (pipeline.model_format), so today's code reads it; the copy serves only processes without
+    the package (`mlflow models serve` in a fresh environment).
+    """
+    saved = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(model_uri, suppress_warnings=suppress_warnings)
+    finally:
+        sys.path[:] = saved
+
+
 def load_forecaster(model_uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, ForecastBundle]:
-    """The logged pyfunc and the bundle inside it (its config holds the data contract)."""
-    model = mlflow.pyfunc.load_model(model_uri)
+    """The logged pyfunc and the bundle inside it (`bundle.target`, `bundle.config.data`: the data contract)."""
+    model = load_pyfunc(model_uri)
     bundle = getattr(model.unwrap_python_model(), "bundle", None)
     if not isinstance(bundle, ForecastBundle):
         raise MlflowException(f"{model_uri} is not a forecaster logged by this pipeline", error_code=INVALID_PARAMETER_VALUE)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from pipeline.config import DataConfig, PipelineConfig
+from pipeline.dates import date_format
 from pipeline.errors import TrackingError
 
 if TYPE_CHECKING:
@@ -158,10 +159,11 @@ def kept_on_tracking_failure(cfg: PipelineConfig, run_id: str) -> Iterator[Train
 def rescore_inputs(frame: pd.DataFrame, data: DataConfig, test: Forecasts) -> tuple[pd.DataFrame, pd.Series, list[str]]:
     """What the gate needs to re-score the champion on this run's test windows, with its own preprocessing:
     the raw rows (dates as text, as a CSV gives them), the actual target by date, the windows' first dates."""
+    fmt = date_format(frame.index)  # as the model writes its dates: with times for sub-daily data
     raw_rows = frame.reset_index()
-    raw_rows[data.date_column] = raw_rows[data.date_column].dt.strftime("%Y-%m-%d")
-    actual = pd.Series(frame[data.target].to_numpy(dtype=float), index=frame.index.strftime("%Y-%m-%d"))
-    return raw_rows, actual, list(test.dates.strftime("%Y-%m-%d"))
+    raw_rows[data.date_column] = raw_rows[data.date_column].dt.strftime(fmt)
+    actual = pd.Series(frame[data.target].to_numpy(dtype=float), index=frame.index.strftime(fmt))
+    return raw_rows, actual, list(test.dates.strftime(fmt))
 
 
 def version_tags(data_digest: str, metrics: Mapping[str, float], extra: Mapping[str, str]) -> dict[str, str]:

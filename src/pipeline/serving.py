@@ -1,62 +1,33 @@
 """Forecasting from raw rows, in-process and as the logged MLflow pyfunc model.
 
 The pyfunc carries the network's weights and the fitted preprocessor (transforms and scalers),
-validates its input against the training data contract, and answers in original units.
+saved as data (pipeline.model_format), validates its input against the training data contract,
+and answers in original units, on the training data's calendar (pipeline.dates).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig
+from pipeline.dates import date_format, format_dates, next_dates
 from pipeline.errors import DataError
 from pipeline.features import Preprocessor
 from pipeline.model import LSTMForecaster
+from pipeline.model_format import ForecastBundle
 from pipeline.schemas import validate_prices
 from pipeline.train import predict
 
+__all__ = ["OUTPUT_COLUMNS", "ForecastBundle", "ForecastModel", "forecast_frame", "format_dates", "input_example",
+           "model_input", "next_dates", "validate_input"]
+
 log = logging.getLogger(__name__)
 
-BUNDLE_FILE = "forecaster.pkl"
 OUTPUT_COLUMNS = ["origin", "step", "date", "forecast"]
-
-
-@dataclass
-class ForecastBundle:
-    """What a forecast needs: the network checkpoint, the fitted preprocessor, the run's config."""
-
-    checkpoint: dict[str, Any]
-    preprocessor: Preprocessor
-    config: PipelineConfig
-
-    def save(self, path: Path) -> Path:
-        with path.open("wb") as fh:
-            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        return path
-
-    @staticmethod
-    def load(path: str | Path) -> ForecastBundle:
-        with Path(path).open("rb") as fh:
-            return pickle.load(fh)  # noqa: S301 - our own artifact, written by save()
-
-
-def next_dates(index: pd.DatetimeIndex, count: int) -> pd.DatetimeIndex:
-    """`count` dates after the last one, at the series' own rhythm (business days for markets)."""
-    last = index[-1]
-    if count <= 0:
-        return pd.DatetimeIndex([])
-    spacing = pd.Timedelta(np.median(np.diff(index.to_numpy()))) if len(index) > 1 else pd.Timedelta(days=1)
-    weekdays_only = len(index) > 1 and (index.day_of_week < 5).all()
-    if weekdays_only and spacing <= pd.Timedelta(days=1):
-        return pd.bdate_range(last + pd.offsets.BDay(1), periods=count)
-    return pd.DatetimeIndex([last + spacing * (k + 1) for k in range(count)])
 
 
 def forecast_frame(
@@ -69,7 +40,8 @@ def forecast_frame(
 
     By default one forecast (all `horizon` steps) from the latest window; with `all_windows`,
     one per window the rows allow. Target dates inside the data are the data's own dates; the
-    ones beyond its end follow the series' rhythm.
+    ones beyond its end follow the training data's calendar (`pre.frequency`; the rows' own
+    when the training data had none). Dates carry their time unless all are midnights.
     """
     n = len(frame)
     origins = pre.origins(n)
@@ -85,11 +57,12 @@ def forecast_frame(
 
     positions = origins[:, None] + pre.lead + np.arange(pre.horizon)[None, :]
     beyond = max(0, int(positions.max()) - (n - 1))
-    calendar = frame.index.append(next_dates(frame.index, beyond))
+    calendar = frame.index.append(next_dates(frame.index, beyond, pre.frequency))
+    fmt = date_format(calendar)  # times kept for sub-daily data, in both columns alike
     return pd.DataFrame({
-        "origin": np.repeat(frame.index[origins].strftime("%Y-%m-%d"), pre.horizon),
+        "origin": np.repeat(frame.index[origins].strftime(fmt), pre.horizon),
         "step": np.tile(np.arange(1, pre.horizon + 1), len(origins)).astype("int64"),
-        "date": calendar[positions.ravel()].strftime("%Y-%m-%d"),
+        "date": calendar[positions.ravel()].strftime(fmt),
         "forecast": values.ravel().astype("float64"),
     })
 
@@ -112,19 +85,13 @@ class ForecastModel:
     model: LSTMForecaster
 
     def load(self, bundle_path: str | Path) -> None:
+        """Read a saved model directory (pipeline.model_format); unknown format versions are refused."""
         self.bundle = ForecastBundle.load(bundle_path)
         self.model = LSTMForecaster.from_checkpoint(self.bundle.checkpoint)
 
     def forecast(self, raw: pd.DataFrame, all_windows: bool = False) -> pd.DataFrame:
         frame = validate_input(raw, self.bundle)
         return forecast_frame(self.model, self.bundle.preprocessor, frame, all_windows=all_windows)
-
-
-def format_dates(index: pd.DatetimeIndex) -> pd.Index:
-    """Dates as the text the model takes: plain dates for daily data, date and time otherwise."""
-    if len(index) and (index == index.normalize()).all():
-        return index.strftime("%Y-%m-%d")
-    return index.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def model_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> pd.DataFrame:
@@ -143,5 +110,5 @@ def input_example(frame: pd.DataFrame, cfg: PipelineConfig, rows: int) -> pd.Dat
     """The last `rows` rows in the raw form the model takes (date strings, float values)."""
     tail = frame[list(cfg.data.columns)].tail(rows).astype("float64")
     example = tail.reset_index()
-    example[cfg.data.date_column] = example[cfg.data.date_column].dt.strftime("%Y-%m-%d")
+    example[cfg.data.date_column] = format_dates(tail.index)
     return example

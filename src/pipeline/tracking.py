@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 import sys
 import tempfile
@@ -308,24 +307,23 @@ def log_config(client: Any, run_id: str, cfg: PipelineConfig, config_path: str |
 
 
 def log_preprocessor(client: Any, run_id: str, pre: Any) -> None:
-    """The fitted scalers, pickled for reuse and summarised as JSON for people."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "preprocessor.pkl"
-        path.write_bytes(pickle.dumps(pre, protocol=pickle.HIGHEST_PROTOCOL))
-        retry(lambda: client.log_artifact(run_id, str(path), "scalers"), "log scalers", client.tracking_uri)
+    """The fitted preprocessor as data (the logged model's preprocessor.json) and a scaler summary for people."""
+    log_dict(client, run_id, pre.to_dict(), "scalers/preprocessor.json")
     log_dict(client, run_id, scaler_summary(pre), "scalers/scalers.json")
 
 
 def scaler_summary(pre: Any) -> dict[str, Any]:
+    """Each scaler's kind, the columns it scales (with their transform) and its fitted numbers."""
+    from pipeline.features import scaler_to_dict
+
     def describe(scaler: Any, names: list[str]) -> dict[str, Any]:
-        if scaler is None:
-            return {"kind": "none"}
-        attrs = {k: getattr(scaler, k).tolist() for k in ("mean_", "scale_", "data_min_", "data_max_") if hasattr(scaler, k)}
-        return {"kind": type(scaler).__name__, "columns": names, **attrs}
+        numbers = scaler_to_dict(scaler)
+        return numbers if scaler is None else {"kind": numbers.pop("kind"), "columns": names, **numbers}
 
     return {
         "features": describe(pre.feature_scaler, [f"{c} ({pre.feature_transforms[c]})" for c in pre.features]),
         "target": describe(pre.target_scaler, [f"{pre.target} ({pre.target_transform})"]),
+        "frequency": pre.frequency,
     }
 
 
@@ -353,8 +351,26 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+def pyfunc_arguments(bundle: Any, folder: Path, input_example: pd.DataFrame) -> dict[str, Any]:
+    """What `mlflow.pyfunc.log_model`/`save_model` take for this forecaster.
+
+    The model directory (pipeline.model_format, written into `folder`) is the pyfunc's only
+    artifact; the python_model is a stateless instance of a class that reads it.
+    """
+    from pipeline.pyfunc import MODEL_ARTIFACT, LSTMForecastPyfunc, model_signature
+
+    return {
+        "python_model": LSTMForecastPyfunc(),
+        "artifacts": {MODEL_ARTIFACT: str(bundle.save(folder / MODEL_ARTIFACT))},
+        "code_paths": [str(PACKAGE_DIR)],
+        "signature": model_signature(bundle.config),
+        "input_example": input_example,
+        "pip_requirements": pip_requirements(),
+    }
+
+
 def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -> Any:
-    """Log the pyfunc (weights + preprocessor + config, code included); return MLflow's ModelInfo.
+    """Log the pyfunc (weights + preprocessor + config as data, code included); return MLflow's ModelInfo.
 
     MLflow copies every metric the run holds at step 0 onto the new logged model, one history
     read per metric (0.3 s for this pipeline's 70 scores): log the scores after the model, with
@@ -362,24 +378,23 @@ def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -
     """
     import mlflow
 
-    from pipeline.pyfunc import LSTMForecastPyfunc, model_signature
-
     with tempfile.TemporaryDirectory() as tmp:
-        bundle_path = bundle.save(Path(tmp) / "forecaster.pkl")
+        arguments = pyfunc_arguments(bundle, Path(tmp), input_example)
 
         def _log() -> Any:
             with mlflow.start_run(run_id=run_id), quiet_logger("mlflow.pyfunc"), pins_taken_as_given():
-                return mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=LSTMForecastPyfunc(),
-                    artifacts={"bundle": str(bundle_path)},
-                    code_paths=[str(PACKAGE_DIR)],
-                    signature=model_signature(bundle.config),
-                    input_example=input_example,
-                    pip_requirements=pip_requirements(),
-                )
+                return mlflow.pyfunc.log_model(name="model", **arguments)
 
         return retry(_log, "log model", uri)
+
+
+def save_model(path: str | Path, bundle: Any, input_example: pd.DataFrame) -> Path:
+    """The same pyfunc model directory as `log_model`, written at `path` without a tracking store."""
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory() as tmp, quiet_logger("mlflow.pyfunc"):
+        mlflow.pyfunc.save_model(str(path), **pyfunc_arguments(bundle, Path(tmp), input_example))
+    return Path(path)
 
 
 @contextmanager
@@ -425,12 +440,12 @@ UNLOGGED_DIR = LOCAL_DIR / "unlogged"
 def save_unlogged(bundle: Any, run_id: str, reason: str, scores: dict[str, float] | None = None) -> Path:
     """Keep a trained model that could not reach the tracking server: ./mlruns/unlogged/<run_id>/.
 
-    The folder holds the ForecastBundle (weights, fitted preprocessor, config) and a note on how
-    to load it, so a tracking outage never loses the training silently.
+    The folder holds the model directory (pipeline.model_format: weights, fitted preprocessor,
+    config) and a note on how to load it, so a tracking outage never loses the training silently.
     """
     folder = (UNLOGGED_DIR / run_id).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    path = bundle.save(folder / "forecaster.pkl")
+    path = bundle.save(folder / "forecaster")
     metrics = "".join(f"  {k}: {v:.6g}\n" for k, v in sorted((scores or {}).items()) if isinstance(v, float | int))
     (folder / "README.txt").write_text(
         f"MLflow run {run_id} trained this model but could not log it:\n  {reason}\n\n"

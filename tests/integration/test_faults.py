@@ -151,7 +151,7 @@ def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, m
     assert code == 1 and f"MLflow tracking at {dead}: log model failed" in err
     (run,) = runs_of(champion, "lost")
     saved = Path(err.split("it is saved at ")[1].split(" (README")[0])
-    assert saved == (tmp_path / "mlruns" / "unlogged" / run.info.run_id / "forecaster.pkl").resolve()
+    assert saved == (tmp_path / "mlruns" / "unlogged" / run.info.run_id / "forecaster").resolve()
     assert "ForecastBundle.load" in (saved.parent / "README.txt").read_text()
     model = ForecastModel()
     model.load(saved)  # the trained weights, scalers and config, usable as they are

@@ -38,7 +38,7 @@ def test_flow_tracks_registers_and_serves_the_champion(prefect_harness, mlflow_s
     # artifacts: plots, scalers, config
     artifacts = {f.path for d in ("plots", "scalers", "config") for f in client.list_artifacts(summary.run_id, d)}
     assert {"plots/forecast.png", "plots/loss.png", "plots/residuals.png",
-            "scalers/preprocessor.pkl", "scalers/scalers.json", "config/tiny.yaml",
+            "scalers/preprocessor.json", "scalers/scalers.json", "config/tiny.yaml",
             "config/resolved.yaml"} <= artifacts
     # the dataset as an input, with the file's digest
     inputs = run.inputs.dataset_inputs

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.model import LSTMForecaster
-from pipeline.serving import ForecastModel, format_dates, model_input
+from pipeline.serving import ForecastModel, format_dates, input_example, model_input
 
 from tests.integration import registry_support as rs
 
@@ -71,3 +71,47 @@ def test_format_dates_keeps_times_only_when_there_are_some():
     assert list(format_dates(days)) == ["2024-01-02", "2024-01-03"]
     hours = pd.DatetimeIndex(["2024-01-02 10:00", "2024-01-02 11:00"])
     assert list(format_dates(hours)) == ["2024-01-02 10:00:00", "2024-01-02 11:00:00"]
+
+
+def minute_rows(n: int = 40) -> pd.DataFrame:
+    data = rs.trend(n=n, growth=0.01)
+    data["Date"] = pd.date_range("2024-03-01 09:00", periods=n, freq="min").strftime("%Y-%m-%d %H:%M:%S")
+    return data
+
+
+def test_sub_daily_forecasts_keep_their_times():
+    """Minute data: the forecast is for the next minute, not for the origin's day (issue 12, item 9)."""
+    data = minute_rows()
+    planted = rs.plant(data, rs.config(window={"lookback": 5, "horizon": 3}), 0.01)
+    assert planted.bundle.preprocessor.frequency == "min"  # the training calendar, stored with the model
+    model = ForecastModel()
+    model.bundle, model.model = planted.bundle, LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
+    out = model.forecast(data.tail(10))
+    assert out["origin"].tolist() == ["2024-03-01 09:39:00"] * 3
+    assert out["date"].tolist() == ["2024-03-01 09:40:00", "2024-03-01 09:41:00", "2024-03-01 09:42:00"]
+    windows = model.forecast(data.tail(10), all_windows=True)  # dates inside the data are the data's own
+    assert windows["date"].iloc[0] == "2024-03-01 09:36:00" and windows["origin"].iloc[0] == "2024-03-01 09:35:00"
+
+
+def test_the_input_example_keeps_sub_daily_times():
+    data = minute_rows()
+    planted = rs.plant(data, rs.config(), 0.01)
+    example = input_example(planted.frame, planted.bundle.config, rows=3)
+    assert example["Date"].tolist() == ["2024-03-01 09:37:00", "2024-03-01 09:38:00", "2024-03-01 09:39:00"]
+    daily = rs.plant(rs.trend(n=40), rs.config(), 0.01)
+    assert input_example(daily.frame, daily.bundle.config, rows=1)["Date"].iloc[0] == rs.trend(n=40)["Date"].iloc[-1]
+
+
+def test_forecast_dates_follow_the_training_calendar_not_the_input_alone(served):
+    """The training data ran every day; five weekday rows alone would look like business days."""
+    model, _ = served
+    data = rs.trend(n=40)
+    data["Date"] = pd.date_range("2024-05-01", periods=40, freq="D").strftime("%Y-%m-%d")
+    planted = rs.plant(data, rs.config(), 0.01)
+    assert planted.bundle.preprocessor.frequency == "D"
+    model.bundle, model.model = planted.bundle, LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
+    friday = data[pd.to_datetime(data["Date"]) <= "2024-06-07"].tail(6)  # Sat 06-01 .. Fri 06-07, minus Sat
+    weekdays = friday[pd.to_datetime(friday["Date"]).dt.day_of_week < 5]
+    weekdays = pd.concat([data[data["Date"] == "2024-05-31"], weekdays])  # Fri, then Mon-Fri
+    out = model.forecast(weekdays)
+    assert out["date"].tolist() == ["2024-06-08"]  # Saturday, as the training data went on

@@ -78,12 +78,13 @@ def test_http_retries_are_bounded_unless_the_user_set_them(monkeypatch: pytest.M
 def test_an_unlogged_model_is_kept_with_instructions(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     class Bundle:
         def save(self, path):
-            path.write_bytes(b"weights")
+            path.mkdir()
+            (path / "weights.pt").write_bytes(b"weights")
             return path
 
     monkeypatch.chdir(tmp_path)
     path = tracking.save_unlogged(Bundle(), "run123", "MLflow tracking at http://x: log model failed", {"test_rmse": 1.5})
-    assert path == (tmp_path / "mlruns" / "unlogged" / "run123" / "forecaster.pkl").resolve()
+    assert path == (tmp_path / "mlruns" / "unlogged" / "run123" / "forecaster").resolve()
     readme = (path.parent / "README.txt").read_text()
     assert "ForecastBundle.load" in readme and "log model failed" in readme and "test_rmse: 1.5" in readme
 

@@ -1,0 +1,146 @@
+"""A trained forecaster saved as data: a directory of JSON files and a weights-only state dict.
+
+A model logged today must load after the code has changed, so nothing in it is a pickled
+class of this package. The directory (format "lstm-forecaster", version 1; docs/model-format.md):
+
+    format.json        {"format": "lstm-forecaster", "format_version": 1}
+    model.json         {"class": "LSTMForecaster", "init_args": {...}}: the constructor arguments
+    weights.pt         the network's state dict (torch.save), read with torch.load(weights_only=True)
+    preprocessor.json  features, target, transforms, lookback/horizon/lead, the training data's
+                       frequency, each scaler's kind and fitted numbers (mean_, scale_, ...)
+    contract.json      the data contract (date column, value columns, target, frequency, the
+                       validation settings) and the whole resolved config the model was trained with
+
+`load_bundle` reads it back and refuses a directory whose format or version it does not know
+(ModelFormatError, naming the versions it reads and the one found). A change to any of these
+files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
+tests/fixtures/model holds a model logged by version 1 to hold the code to that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import ModelFormatError
+from pipeline.features import Preprocessor
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "lstm-forecaster"
+FORMAT_VERSION = 1
+READABLE_VERSIONS: tuple[int, ...] = (1,)
+FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
+
+
+@dataclass
+class ForecastBundle:
+    """What a forecast needs: the network checkpoint, the fitted preprocessor, the run's config."""
+
+    checkpoint: dict[str, Any]  # {"init_args": constructor arguments, "state_dict": tensors}
+    preprocessor: Preprocessor
+    config: PipelineConfig
+
+    @property
+    def target(self) -> str:
+        """The column the model forecasts (the data contract's target)."""
+        return self.config.data.target
+
+    @property
+    def frequency(self) -> str | None:
+        """The training data's calendar (a pandas offset alias), which forecast dates follow."""
+        return self.preprocessor.frequency
+
+    def contract(self) -> dict[str, Any]:
+        """The data contract as plain data: what input the model takes, and the config it came from."""
+        data = self.config.data
+        return {
+            "date_column": data.date_column,
+            "value_columns": list(data.columns),
+            "target": data.target,
+            "frequency": self.frequency,
+            "input_rows": self.preprocessor.input_rows,
+            "rules": data.model_dump(mode="json"),
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model directory at `path` (created; it must not hold another model)."""
+        return save_bundle(self, Path(path))
+
+    @staticmethod
+    def load(path: str | Path) -> ForecastBundle:
+        return load_bundle(Path(path))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+
+
+def save_bundle(bundle: ForecastBundle, path: Path) -> Path:
+    """The bundle as a format-1 model directory; returns the directory."""
+    import torch
+
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / "format.json").exists():
+        raise FileExistsError(f"{path} already holds a saved model")
+    _write_json(path / "model.json", {"class": "LSTMForecaster", "init_args": bundle.checkpoint["init_args"]})
+    torch.save({k: v.detach().cpu() for k, v in bundle.checkpoint["state_dict"].items()}, path / "weights.pt")
+    _write_json(path / "preprocessor.json", bundle.preprocessor.to_dict())
+    _write_json(path / "contract.json", bundle.contract())
+    _write_json(path / "format.json", {"format": FORMAT_NAME, "format_version": FORMAT_VERSION})  # last: marks it complete
+    return path
+
+
+def read_format(path: Path) -> int:
+    """The format version of the model directory at `path`; ModelFormatError when it is not one this code reads."""
+    readable = ", ".join(str(v) for v in READABLE_VERSIONS)
+    wanted = f"this pipeline reads {FORMAT_NAME!r} model directories of format version(s) {readable}"
+    marker = path / "format.json"
+    if path.is_file():
+        raise ModelFormatError(f"{path}: a file, not a model directory (models saved before format version 1 were "
+                               f"pickles, format version 0); {wanted}. Retrain the model to save it in a readable format.")
+    if not marker.is_file():
+        raise ModelFormatError(f"{marker}: missing, so no format version; {wanted}")
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{marker}: unreadable ({exc}); {wanted}") from None
+    info = info if isinstance(info, dict) else {}
+    name, version = info.get("format"), info.get("format_version")
+    if name != FORMAT_NAME or isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise ModelFormatError(f"{marker}: format {name!r} version {version!r} found, but {wanted}. "
+                               "Load it with the pipeline version that saved it, or retrain.")
+    return int(version)
+
+
+def load_bundle(path: Path) -> ForecastBundle:
+    """Read a model directory (any readable format version) back into a ForecastBundle."""
+    import torch
+
+    read_format(path)
+    missing = [name for name in FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelFormatError(f"{path}: model directory of format version 1 lacks {', '.join(missing)}")
+    try:
+        model = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        pre = Preprocessor.from_dict(json.loads((path / "preprocessor.json").read_text(encoding="utf-8")))
+        contract = json.loads((path / "contract.json").read_text(encoding="utf-8"))
+        config = PipelineConfig.model_validate(contract["config"])
+        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+            raise TypeError("weights.pt must hold a state dict of tensors")
+    except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
+        text = " ".join(str(exc).split())
+        text = text if len(text) <= 600 else text[:600] + "..."
+        raise ModelFormatError(f"{path}: not a valid format-1 model directory: {type(exc).__name__}: {text}") from None
+    if model.get("class") != "LSTMForecaster":
+        raise ModelFormatError(f"{path / 'model.json'}: unknown model class {model.get('class')!r} (known: LSTMForecaster)")
+    return ForecastBundle(checkpoint={"init_args": model["init_args"], "state_dict": state}, preprocessor=pre, config=config)
