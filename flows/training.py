@@ -125,7 +125,7 @@ def log_model_task(client: Any, run_id: str, cfg: PipelineConfig, config_path: s
 @task(name="register", **STEP)
 def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str, raw: RawData,
                   frame: pd.DataFrame, forecasts: dict[str, Forecasts], scores: dict[str, float],
-                  extra_tags: dict[str, str]) -> registry.Decision:
+                  extra_tags: dict[str, str], model_id: str | None = None) -> registry.Decision:
     """Register a `@challenger` version; the gate decides whether it also becomes `@champion`."""
     test = forecasts["test"]
     window = registry.TestWindow(str(test.dates[0].date()), str(test.dates[-1].date()), raw.digest)
@@ -144,7 +144,8 @@ def register_task(client: Any, run_id: str, cfg: PipelineConfig, model_uri: str,
     by = f"training flow (Prefect flow run {flow_run}, MLflow run {run_id})" if flow_run else f"training flow (MLflow run {run_id})"
     margins = (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion)
     decision = registry.register_and_promote(client, cfg.registry.model_name, model_uri, run_id, tags, window,
-                                             scores["test_rmse"], scores["test_naive_rmse"], rescore, margins, by)
+                                             scores["test_rmse"], scores["test_naive_rmse"], rescore, margins, by,
+                                             model_id=model_id)
     try:
         from prefect.artifacts import create_markdown_artifact
 
@@ -315,7 +316,8 @@ def run_training(config_path: str | None, data: str | None, experiment: str | No
             # One registration at a time on a local SQLite store: a second run waits its turn.
             with timed(timings, "registry"), tracking.store_lock(client.tracking_uri):
                 decision = register_task(client, run_id, cfg, logged.model_uri, raw, data_.frame, forecasts, scores,
-                                         {k: v for k, v in run_tags.items() if k.startswith("prefect.")})
+                                         {k: v for k, v in run_tags.items() if k.startswith("prefect.")},
+                                         model_id=logged.model_id)
             summary.model_name, summary.version, summary.alias, summary.reason = (
                 cfg.registry.model_name, decision.version, decision.alias, decision.reason)
             tracking.log_params_and_tags(client, run_id, {}, {
