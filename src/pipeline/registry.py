@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from pipeline.errors import RegistryError
+from pipeline.errors import RegistryError, TrackingError
 # The gate's and the history's names stay reachable here: the flows and the CLI use them through this module.
 from pipeline.gate import (CHALLENGER, CHAMPION, Check, Decision, Score, TestWindow, covers_window, gate,  # noqa: F401
                            judge, table_rmse)
@@ -188,18 +188,33 @@ def read_history(client: Any, name: str) -> list[AliasMove]:
     return in_order(entries)
 
 
-def record_move(client: Any, name: str, move: AliasMove, key: str | None = None) -> str:
-    """Write one move as a finished run of the audit experiment; its run id."""
+def _audit_experiment_id(client: Any) -> str:
+    """The audit experiment's id, created on first use."""
+    try:
+        return ensure_experiment(client, AUDIT_EXPERIMENT)
+    except TrackingError:  # another process may have created it a moment ago
+        experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def record_move(client: Any, name: str, move: AliasMove, key: str | None = None,
+                written: list[str] | None = None) -> str:
+    """Write one move as a finished run of the audit experiment; its run id (also added to `written`
+    as soon as the run exists, so that a failure while finishing it still undoes it)."""
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
     uri = client.tracking_uri
-    experiment_id = ensure_experiment(client, AUDIT_EXPERIMENT)
+    experiment_id = _audit_experiment_id(client)
     run_name = audit_run_name(name, move)
     at_ms = int(datetime.fromisoformat(move.at).timestamp() * 1000)
     tags = {MLFLOW_RUN_NAME: run_name, **audit_tags(name, move, key or new_key())}
     run = retry(lambda: client.create_run(experiment_id, start_time=at_ms, tags=tags, run_name=run_name),
                 "record alias move", uri)
     run_id = run.info.run_id
+    if written is not None:
+        written.append(run_id)
     retry(lambda: client.set_terminated(run_id, "FINISHED", end_time=at_ms), "record alias move", uri)
     return run_id
 
@@ -241,9 +256,7 @@ def move_alias(client: Any, name: str, alias: str, version: str | None, by: str,
         retry(lambda: client.set_registered_model_alias(name, alias, str(version)), f"set @{alias}", uri)
     move = AliasMove(alias, before, None if version is None else str(version),
                      datetime.now(timezone.utc).isoformat(timespec="seconds"), by, reason[:MAX_REASON], kind, run_id)
-    audit_run = record_move(client, name, move)
-    if written is not None:
-        written.append(audit_run)
+    record_move(client, name, move, written=written)
     log.info("%s: @%s %s -> %s by %s (%s)", name, alias, before, move.to_version, by, kind)
     return move
 
