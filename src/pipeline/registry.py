@@ -107,6 +107,11 @@ def require_model(client: Any, name: str) -> Any:
                             f"known models: {', '.join(known) or 'none'}") from None
 
 
+def name_filter(name: str) -> str:
+    """`name = '...'` for MLflow's search, in the quotes the name does not contain (a name may hold `'`)."""
+    return f"name = '{name}'" if "'" not in name else f'name = "{name}"'
+
+
 def require_version(client: Any, name: str, version: str) -> Any:
     """A model version, or a RegistryError listing the versions that exist."""
     from mlflow.exceptions import MlflowException
@@ -117,7 +122,7 @@ def require_version(client: Any, name: str, version: str) -> Any:
     try:
         return client.get_model_version(name, str(version))
     except MlflowException:
-        versions = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
+        versions = sorted(int(v.version) for v in client.search_model_versions(name_filter(name)))
         raise RegistryError(f"model {name!r} has no version {version}; versions: "
                             f"{', '.join(map(str, versions)) or 'none'}") from None
 

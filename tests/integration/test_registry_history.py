@@ -122,3 +122,11 @@ def test_history_written_by_an_earlier_version_is_read_and_moved_off_the_model_p
     client.set_registered_model_tag("planted", f"alias_history.{1_780_000_000_000_000_000:020d}.{0:06x}",
                                     moves[0].to_json())
     assert read_history(client, "planted") == after
+
+
+def test_a_name_with_a_quote_is_served_like_any_other(mlflow_store, capsys):
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
+    rs.register(client, rs.plant(data, cfg, 0.005), win, frame, name="it's")
+    assert main(["promote", "it's", "9", "--reason", "x"]) == 1
+    assert "model \"it's\" has no version 9; versions: 1" in capsys.readouterr().err
+    assert [m.kind for m in read_history(client, "it's")] == ["register", "gate", "gate"]
