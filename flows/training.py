@@ -105,8 +105,9 @@ def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None
 
 
 @task(name="register", **STEP)
-def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, raw: RawData, frame: pd.DataFrame,
-                  test: Forecasts, metrics: dict[str, float], extra_tags: dict[str, str]) -> registry.Decision:
+def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id: str | None, raw: RawData,
+                  frame: pd.DataFrame, test: Forecasts, metrics: dict[str, float],
+                  extra_tags: dict[str, str]) -> registry.Decision:
     """Register a `@challenger` version; the gate decides whether it also becomes `@champion`."""
     name = cfg.registry.model_name
     raw_rows, actual, first_dates = runs.rescore_inputs(frame, cfg.data, test)
@@ -119,7 +120,7 @@ def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, raw: Raw
     decision = registry.register_and_promote(
         run.client, name, model_uri, run.run_id, runs.version_tags(raw.digest, metrics, extra_tags), window,
         metrics["test_rmse"], metrics["test_naive_rmse"], rescore, margins,
-        runs.registered_by(run.run_id, extra_tags.get("prefect.flow_run_id")))
+        runs.registered_by(run.run_id, extra_tags.get("prefect.flow_run_id")), model_id=model_id)
     publish_promotion(decision.markdown(name, run.run_id), name, f"{name} v{decision.version}: {decision.reason}")
     return decision
 
@@ -205,7 +206,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
         with timings.stage("tracking"):
             logged = log_model_task(run, cfg, config_path, raw, data, pre, kept.result, metrics)
         summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
-                                  model_uri=logged.model_uri, notes=data.notes, timings=timings.seconds,
+                                  model_uri=logged.model_uri, model_id=logged.model_id, notes=data.notes, timings=timings.seconds,
                                   test_forecasts=forecasts["test"].table())
         if cfg.registry.enabled:
             register(run, cfg, raw, data.frame, forecasts["test"], summary, timings)
@@ -230,7 +231,8 @@ def register(run: TrackedRun, cfg: PipelineConfig, raw: RawData, frame: pd.DataF
              summary: TrainingSummary, timings: Timings) -> None:
     """Register and gate the model (one registration at a time on a local SQLite store), then tag the run."""
     with timings.stage("registry"), tracking.store_lock(run.tracking_uri):
-        decision = register_task(run, cfg, summary.model_uri, raw, frame, test, summary.metrics, prefect_tags())
+        decision = register_task(run, cfg, summary.model_uri, summary.model_id, raw, frame, test, summary.metrics,
+                                 prefect_tags())
     kill_point("after-alias-move")
     summary.model_name, summary.version, summary.alias, summary.reason = (
         cfg.registry.model_name, decision.version, decision.alias, decision.reason)

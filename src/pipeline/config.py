@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -142,6 +142,23 @@ class RegistryConfig(_Frozen):
     enabled: bool = Field(True, description="False: log the model but register no version")
     min_gain_over_persistence: float = Field(0.0, gt=-1.0, lt=1.0)
     min_gain_over_champion: float = Field(0.0, gt=-1.0, lt=1.0)
+
+    @field_validator("model_name")
+    @classmethod
+    def _registrable(cls, name: str) -> str:
+        """Refuse at load time what MLflow's registry would refuse after training.
+
+        Mirrors MLflow 3.17's `_validate_model_name` (blank, '/', ':', a name that is not its own
+        normalised path) and its file registry's extra refusal of '%' (and of '/').
+        """
+        import posixpath
+
+        norm = posixpath.normpath(name)
+        if (not name.strip() or any(c in name for c in "/:%") or norm != name or norm == "."
+                or norm.startswith("..")):
+            raise ValueError(f"{name!r} cannot be registered: a registered model name must not be blank, must not "
+                             "contain '/', ':' or '%', and must not be '.' or start with '..' (MLflow's rule)")
+        return name
 
 
 class TrackingConfig(_Frozen):

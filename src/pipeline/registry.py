@@ -1,149 +1,36 @@
-"""The MLflow Model Registry: register a version, gate its promotion, record every alias move.
+"""The MLflow Model Registry: register a version, apply the promotion gate, record every alias move.
 
 Aliases, not stages: `@champion` is the version to serve, `@challenger` the newest version the
-gate has not (yet) promoted. A new version becomes champion only when it beats persistence and
-the current champion, re-scored on the same test window with its own logged preprocessing, each
-by a configurable margin. Registration and alias moves happen last and all or nothing; every
-move is appended to a history kept as registered-model tags (`alias_history.*`), so the
-champion's lineage survives any process and can be rolled back.
+gate has not (yet) promoted. The gate's arithmetic lives in `pipeline.gate` (no MLflow); here
+the champion is re-scored with its own logged preprocessing and the verdict is written.
+Registration and alias moves happen last and all or nothing; every move is recorded as a run in
+the audit experiment (`pipeline.history` describes the record), so the champion's lineage
+survives any process and can be rolled back, without cluttering the registered model's page.
 """
 
 from __future__ import annotations
 
-import getpass
-import json
 import logging
-import math
 import re
-import socket
-import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
-from pipeline.errors import RegistryError
+from pipeline.errors import RegistryError, TrackingError
 from pipeline.faults import kill_point
-from pipeline.tracking import retry
+# The gate's and the history's names stay reachable here: the flows and the CLI use them through this module.
+from pipeline.gate import (CHALLENGER, CHAMPION, Check, Decision, Score, TestWindow, covers_window, gate,  # noqa: F401
+                           judge, table_rmse)
+from pipeline.history import (AUDIT_EXPERIMENT, MAX_REASON, AliasMove, audit_run_name, audit_tags,  # noqa: F401
+                              champion_lineage, current_user, in_order, legacy_moves, model_key, move_from_tags, new_key)
+from pipeline.tracking import ensure_experiment, retry
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-HISTORY_PREFIX = "alias_history."
-PROMOTING_KINDS = ("gate", "manual")  # champion moves that push onto the lineage; "rollback" pops
-MAX_REASON = 2000  # registered-model tag values are 5000 characters on SQL stores
 
-
-# ------------------------------------------------------------------ the gate
-
-
-@dataclass(frozen=True)
-class TestWindow:
-    """The dates a run was scored on, and the data they came from."""
-
-    __test__ = False  # not a pytest test class
-
-    start: str
-    end: str
-    digest: str
-
-    def tag(self) -> str:
-        return f"{self.start}..{self.end}@{self.digest}"
-
-
-@dataclass(frozen=True)
-class Score:
-    """A model's RMSE on a set of test forecasts, or why it could not be computed."""
-
-    rmse: float | None
-    count: int = 0
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass
-class Decision:
-    """The gate's verdict on a new version, with the numbers on both sides of each check."""
-
-    version: str
-    alias: str
-    challenger_rmse: float
-    persistence_rmse: float
-    champion_version: str | None = None
-    champion_rmse: float | None = None
-    checks: list[Check] = field(default_factory=list)
-    margins: tuple[float, float] = (0.0, 0.0)
-
-    @property
-    def promoted(self) -> bool:
-        return self.alias == CHAMPION
-
-    @property
-    def reason(self) -> str:
-        verdict = "promoted to @champion" if self.promoted else "kept as @challenger"
-        return f"{verdict}: " + "; ".join(f"{c.name} {'PASS' if c.passed else 'FAIL'}: {c.detail}" for c in self.checks)
-
-    def tags(self) -> dict[str, str]:
-        """Tags for the model version and the MLflow run."""
-        out = {
-            "gate.decision": "promoted" if self.promoted else "refused",
-            "gate.challenger_rmse": repr(self.challenger_rmse),
-            "gate.persistence_rmse": repr(self.persistence_rmse),
-            "gate.min_gain_over_persistence": repr(self.margins[0]),
-            "gate.min_gain_over_champion": repr(self.margins[1]),
-        }
-        if self.champion_version is not None:
-            out["gate.champion_version"] = self.champion_version
-        if self.champion_rmse is not None:
-            out["gate.champion_rmse"] = repr(self.champion_rmse)
-        for check in self.checks:
-            out[f"gate.{check.name}"] = f"{'PASS' if check.passed else 'FAIL'}: {check.detail}"
-        return out
-
-    def description(self) -> str:
-        lines = [f"Promotion gate: {'PROMOTED to @champion' if self.promoted else 'REFUSED, stays @challenger'}"]
-        lines += [f"- {c.name}: {'PASS' if c.passed else 'FAIL'}: {c.detail}" for c in self.checks]
-        return "\n".join(lines)
-
-    def markdown(self, name: str, run_id: str | None = None) -> str:
-        """A report for Prefect's artifact page."""
-        head = f"# Promotion gate: {name} v{self.version} {'promoted to `@champion`' if self.promoted else 'kept as `@challenger`'}"
-        rows = [
-            "| model | test RMSE |", "|---|---|",
-            f"| challenger v{self.version} | {self.challenger_rmse:.6g} |",
-            f"| persistence | {self.persistence_rmse:.6g} |",
-        ]
-        if self.champion_version is not None:
-            shown = "n/a" if self.champion_rmse is None else f"{self.champion_rmse:.6g}"
-            rows.append(f"| champion v{self.champion_version} (re-scored, its own preprocessing) | {shown} |")
-        checks = ["| check | result | detail |", "|---|---|---|"]
-        checks += [f"| {c.name} | {'PASS' if c.passed else 'FAIL'} | {c.detail} |" for c in self.checks]
-        margins = (f"Margins: at least {self.margins[0]:.2%} lower RMSE than persistence, "
-                   f"{self.margins[1]:.2%} lower than the champion.")
-        run = f"\n\nMLflow run `{run_id}`." if run_id else ""
-        return "\n\n".join([head, "\n".join(rows), "\n".join(checks), margins]) + run
-
-
-def table_rmse(table: pd.DataFrame, actual: pd.Series, first_dates: list[str], horizon: int) -> Score:
-    """RMSE of a forecast table (origin, step, date, forecast) on the windows whose first target
-    date is in `first_dates`, steps 1..horizon, against `actual` (level by date string)."""
-    first = table[table["step"] == 1].set_index("origin")["date"]
-    origins = first[first.isin(set(first_dates))].index
-    rows = table[table["origin"].isin(origins) & (table["step"] <= horizon) & table["date"].isin(actual.index)]
-    if rows.empty:
-        return Score(None, 0, "no forecasts on the test window")
-    errors = rows["forecast"].to_numpy(dtype=float) - actual.loc[rows["date"]].to_numpy(dtype=float)
-    return Score(float(np.sqrt(np.mean(errors**2))), len(rows))
+# ------------------------------------------------------------------ the gate, with MLflow
 
 
 def rescore(model_uri: str, raw_rows: pd.DataFrame, actual: pd.Series, first_dates: list[str],
@@ -153,12 +40,13 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, actual: pd.Series, first_dat
     Never raises for a model that cannot score this data (another target, missing columns,
     too short a horizon): the returned Score says why, and the gate refuses.
     """
-    import mlflow.pyfunc
+    from pipeline.pyfunc import load_pyfunc
 
     try:
         # suppress_warnings: no check of its pinned requirements against this environment (0.5 s
         # to map every installed file to a module); the gate scores it here, as it runs here.
-        model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
+        # load_pyfunc: the champion's copy of the code must not shadow today's (the model is data).
+        model = load_pyfunc(model_uri, suppress_warnings=True)
     except Exception as exc:  # noqa: BLE001 - a champion that cannot load cannot be compared
         return Score(None, 0, f"could not be loaded ({type(exc).__name__}: {str(exc)[:300]})")
     bundle = getattr(model.unwrap_python_model(), "bundle", None)
@@ -168,35 +56,7 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, actual: pd.Series, first_dat
         table = model.predict(raw_rows, params={"all_windows": True})
     except Exception as exc:  # noqa: BLE001 - e.g. the data lack a column it needs
         return Score(None, 0, f"could not score this data ({str(exc).splitlines()[0][:300]})")
-    score = table_rmse(table, actual, first_dates, horizon)
-    expected = len(first_dates) * horizon
-    if score.error is None and score.count != expected:
-        return Score(None, score.count, f"covers {score.count} of the {expected} test forecasts "
-                                        "(different horizon or lead): not comparable")
-    return score
-
-
-def gate(challenger_rmse: float, persistence_rmse: float, champion_version: str | None,
-         champion: Score | None, min_gain_over_persistence: float, min_gain_over_champion: float) -> list[Check]:
-    """The two checks a challenger must pass, each against a margin (0.02 = 2 % lower RMSE)."""
-    bar = persistence_rmse * (1 - min_gain_over_persistence)
-    ok = math.isfinite(challenger_rmse) and challenger_rmse < bar
-    checks = [Check("persistence", ok,
-                    f"test RMSE {challenger_rmse:.6g} vs persistence {persistence_rmse:.6g}; needs < {bar:.6g} "
-                    f"(margin {min_gain_over_persistence:.2%})")]
-    if champion_version is None:
-        checks.append(Check("champion", True, "no champion yet"))
-    elif champion is None or champion.rmse is None:
-        why = champion.error if champion else "not scored"
-        checks.append(Check("champion", False, f"champion v{champion_version} {why}"))
-    else:
-        bar = champion.rmse * (1 - min_gain_over_champion)
-        ok = math.isfinite(challenger_rmse) and challenger_rmse < bar
-        checks.append(Check("champion", ok,
-                            f"test RMSE {challenger_rmse:.6g} vs champion v{champion_version} re-scored with its own "
-                            f"preprocessing on the same window at {champion.rmse:.6g} ({champion.count} forecasts); "
-                            f"needs < {bar:.6g} (margin {min_gain_over_champion:.2%})"))
-    return checks
+    return covers_window(table_rmse(table, actual, first_dates, horizon), first_dates, horizon)
 
 
 def decide(client: Any, name: str, version: str, challenger_rmse: float, persistence_rmse: float,
@@ -205,10 +65,7 @@ def decide(client: Any, name: str, version: str, challenger_rmse: float, persist
     current = champion_version(client, name)
     current_version = str(current.version) if current is not None else None
     score = rescore_champion(f"models:/{name}/{current_version}") if current_version else None
-    checks = gate(challenger_rmse, persistence_rmse, current_version, score, *margins)
-    alias = CHAMPION if all(c.passed for c in checks) else CHALLENGER
-    return Decision(version, alias, challenger_rmse, persistence_rmse, current_version,
-                    score.rmse if score else None, checks, margins)
+    return judge(version, challenger_rmse, persistence_rmse, current_version, score, margins)
 
 
 # ------------------------------------------------------------------ registry basics
@@ -252,6 +109,11 @@ def require_model(client: Any, name: str) -> Any:
                             f"known models: {', '.join(known) or 'none'}") from None
 
 
+def name_filter(name: str) -> str:
+    """`name = '...'` for MLflow's search, in the quotes the name does not contain (a name may hold `'`)."""
+    return f"name = '{name}'" if "'" not in name else f'name = "{name}"'
+
+
 def require_version(client: Any, name: str, version: str) -> Any:
     """A model version, or a RegistryError listing the versions that exist."""
     from mlflow.exceptions import MlflowException
@@ -262,7 +124,7 @@ def require_version(client: Any, name: str, version: str) -> Any:
     try:
         return client.get_model_version(name, str(version))
     except MlflowException:
-        versions = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
+        versions = sorted(int(v.version) for v in client.search_model_versions(name_filter(name)))
         raise RegistryError(f"model {name!r} has no version {version}; versions: "
                             f"{', '.join(map(str, versions)) or 'none'}") from None
 
@@ -301,64 +163,97 @@ def resolve_model(client: Any, uri: str) -> ModelRef:
     return ModelRef(f"models:/{name}/{mv.version}", name, str(mv.version), alias, mv.run_id)
 
 
-# ------------------------------------------------------------------ history
+# ------------------------------------------------------------------ history: the audit experiment
 
 
-@dataclass(frozen=True)
-class AliasMove:
-    """One alias move: which alias, from which version to which, when, by whom, why."""
-
-    alias: str
-    from_version: str | None
-    to_version: str | None
-    at: str  # ISO 8601, UTC
-    by: str
-    reason: str
-    kind: str  # register | gate | manual | rollback
-    run_id: str | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @staticmethod
-    def from_json(text: str) -> AliasMove:
-        return AliasMove(**json.loads(text))
-
-
-_last_ns = 0
-
-
-def _history_key() -> str:
-    """Sortable and unique: nanoseconds (strictly increasing in this process) plus a random suffix."""
-    global _last_ns
-    _last_ns = max(time.time_ns(), _last_ns + 1)
-    return f"{HISTORY_PREFIX}{_last_ns:020d}.{uuid.uuid4().hex[:6]}"
-
-
-def current_user(command: str) -> str:
-    """Who moved an alias from the command line: user@host via the command."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()} via `pipeline {command}`"
+def _audit_runs(client: Any, name: str) -> list[Any]:
+    """The live (not deleted) audit runs of model `name`, every page."""
+    uri = client.tracking_uri
+    experiment = retry(lambda: client.get_experiment_by_name(AUDIT_EXPERIMENT), "find the audit experiment", uri)
+    if experiment is None:
+        return []
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = retry(lambda: client.search_runs([experiment.experiment_id], f"tags.`audit.model_key` = '{model_key(name)}'",
+                                                max_results=1000, order_by=["attributes.start_time ASC"],
+                                                page_token=token), "read the alias history", uri)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def read_history(client: Any, name: str) -> list[AliasMove]:
-    """Every recorded alias move of a model, oldest first."""
-    tags = require_model(client, name).tags or {}
-    moves = []
-    for key in sorted(k for k in tags if k.startswith(HISTORY_PREFIX)):
+    """Every recorded alias move of a model, oldest first: audit runs and any older history tags."""
+    entries = [(key, move) for _, key, move in legacy_moves(require_model(client, name).tags or {}, name)]
+    for run in _audit_runs(client, name):
         try:
-            moves.append(AliasMove.from_json(tags[key]))
-        except (ValueError, TypeError) as exc:
-            log.warning("%s: unreadable history tag %s: %s", name, key, exc)
-    return moves
+            entries.append(move_from_tags(run.data.tags))
+        except KeyError as exc:
+            log.warning("%s: audit run %s lacks the tag audit.%s; skipped", name, run.info.run_id, exc.args[0])
+    return in_order(entries)
+
+
+def _audit_experiment_id(client: Any) -> str:
+    """The audit experiment's id, created on first use."""
+    try:
+        return ensure_experiment(client, AUDIT_EXPERIMENT)
+    except TrackingError:  # another process may have created it a moment ago
+        experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def record_move(client: Any, name: str, move: AliasMove, key: str | None = None,
+                written: list[str] | None = None) -> str:
+    """Write one move as a finished run of the audit experiment; its run id (also added to `written`
+    as soon as the run exists, so that a failure while finishing it still undoes it)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+    uri = client.tracking_uri
+    experiment_id = _audit_experiment_id(client)
+    run_name = audit_run_name(name, move)
+    at_ms = int(datetime.fromisoformat(move.at).timestamp() * 1000)
+    tags = {MLFLOW_RUN_NAME: run_name, **audit_tags(name, move, key or new_key())}
+    run = retry(lambda: client.create_run(experiment_id, start_time=at_ms, tags=tags, run_name=run_name),
+                "record alias move", uri)
+    run_id = run.info.run_id
+    if written is not None:
+        written.append(run_id)
+    retry(lambda: client.set_terminated(run_id, "FINISHED", end_time=at_ms), "record alias move", uri)
+    return run_id
+
+
+def migrate_history(client: Any, name: str) -> int:
+    """Move a model's `alias_history.*` tags (earlier versions' history) into audit runs; how many.
+
+    Idempotent and never raises: a move already recorded under its key is not written twice, and
+    whatever is left behind is still read by `read_history`.
+    """
+    try:
+        legacy = legacy_moves(require_model(client, name).tags or {}, name)
+        if not legacy:
+            return 0
+        recorded = {run.data.tags.get("audit.key") for run in _audit_runs(client, name)}
+        for tag, key, move in legacy:
+            if key not in recorded:
+                record_move(client, name, move, key)
+            client.delete_registered_model_tag(name, tag)
+        log.info("%s: moved %d alias history tags into the %r experiment", name, len(legacy), AUDIT_EXPERIMENT)
+        return len(legacy)
+    except Exception as exc:  # noqa: BLE001 - the old tags stay readable; try again on the next write
+        log.warning("%s: could not move the alias history tags into %r: %s", name, AUDIT_EXPERIMENT, exc)
+        return 0
 
 
 def move_alias(client: Any, name: str, alias: str, version: str | None, by: str, reason: str, kind: str,
                run_id: str | None = None, written: list[str] | None = None) -> AliasMove:
-    """Point `alias` at `version` (None: remove it) and append the move to the history."""
+    """Point `alias` at `version` (None: remove it) and record the move in the audit experiment.
+
+    `written` collects the audit runs written, for `restore_aliases` to delete after a failure.
+    """
     uri = client.tracking_uri
     before = retry(lambda: get_aliases(client, name), "read aliases", uri).get(alias)
     if version is None:
@@ -368,28 +263,9 @@ def move_alias(client: Any, name: str, alias: str, version: str | None, by: str,
         retry(lambda: client.set_registered_model_alias(name, alias, str(version)), f"set @{alias}", uri)
     move = AliasMove(alias, before, None if version is None else str(version),
                      datetime.now(timezone.utc).isoformat(timespec="seconds"), by, reason[:MAX_REASON], kind, run_id)
-    key = _history_key()
-    retry(lambda: client.set_registered_model_tag(name, key, move.to_json()), "record alias move", uri)
-    if written is not None:
-        written.append(key)
+    record_move(client, name, move, written=written)
     log.info("%s: @%s %s -> %s by %s (%s)", name, alias, before, move.to_version, by, kind)
     return move
-
-
-def champion_lineage(moves: list[AliasMove], current: str | None) -> list[str]:
-    """The champions in force, oldest first: promotions push a version, rollbacks pop one."""
-    stack: list[str] = []
-    for move in moves:
-        if move.alias != CHAMPION:
-            continue
-        if move.kind == "rollback":
-            if stack:
-                stack.pop()
-        elif move.to_version is not None:
-            stack.append(move.to_version)
-    if current is not None and (not stack or stack[-1] != current):
-        stack.append(current)  # moved outside the pipeline (UI, API): still the one in force
-    return stack
 
 
 # ------------------------------------------------------------------ state changes
@@ -407,15 +283,20 @@ def register_and_promote(
     rescore_champion: Callable[[str], Score],
     margins: tuple[float, float] = (0.0, 0.0),
     by: str = "training flow",
+    *,
+    model_id: str | None,
 ) -> Decision:
     """Register `model_uri` as a new `@challenger` version and promote it if it passes the gate.
 
+    `model_id` is the logged model's id (MLflow's ModelInfo.model_id; None only for a source that
+    is no logged model): a tracking server refuses a `models:/m-...` source without it.
     The gate runs first and reads only; then the version, its tags, the alias moves and their
     history entries are written. A failure part-way deletes the version, restores the aliases
     and removes the history entries, so nothing is left half-written.
     """
     uri = client.tracking_uri
     retry(lambda: ensure_registered_model(client, name), "create registered model", uri)
+    migrate_history(client, name)
     decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins)
     before = retry(lambda: get_aliases(client, name), "read aliases", uri)
     if before.get(CHAMPION) != decision.champion_version:
@@ -423,7 +304,8 @@ def register_and_promote(
                             f"against v{decision.champion_version}; train again to compare with the new champion")
     all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), "test_rmse": repr(challenger_rmse),
                 "test_naive_rmse": repr(persistence_rmse)}
-    mv = retry(lambda: client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags), "register version", uri)
+    mv = retry(lambda: client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags, model_id=model_id),
+               "register version", uri)
     kill_point("registration")  # test hook (pipeline.faults): a crash with the version created, no alias moved
     decision.version = str(mv.version)
     written: list[str] = []
@@ -453,6 +335,7 @@ def promote(client: Any, name: str, version: str, reason: str, by: str) -> Alias
     aliases = get_aliases(client, name)
     if aliases.get(CHAMPION) == version:
         return None
+    migrate_history(client, name)
     written: list[str] = []
     try:
         move = move_alias(client, name, CHAMPION, version, by, reason, "manual", mv.run_id, written)
@@ -479,6 +362,7 @@ def rollback(client: Any, name: str, reason: str, by: str) -> AliasMove:
                             "nothing to roll back to")
     mv = require_version(client, name, previous)
     aliases = get_aliases(client, name)
+    migrate_history(client, name)
     written: list[str] = []
     try:
         return move_alias(client, name, CHAMPION, str(mv.version), by,
@@ -489,7 +373,7 @@ def rollback(client: Any, name: str, reason: str, by: str) -> AliasMove:
 
 
 def restore_aliases(client: Any, name: str, aliases: dict[str, str], written: list[str]) -> None:
-    """Put aliases back as they were and drop the history entries written since; never raises."""
+    """Put aliases back as they were and delete the audit runs written since; never raises."""
     try:
         now = get_aliases(client, name)
         for alias in set(now) - set(aliases):
@@ -497,8 +381,8 @@ def restore_aliases(client: Any, name: str, aliases: dict[str, str], written: li
         for alias, version in aliases.items():
             if now.get(alias) != version:
                 client.set_registered_model_alias(name, alias, version)
-        for key in written:
-            client.delete_registered_model_tag(name, key)
+        for audit_run in written:
+            client.delete_run(audit_run)
     except Exception as exc:  # noqa: BLE001 - report, but keep the original error
         log.error("could not restore the aliases of %s to %s: %s", name, aliases, exc)
 

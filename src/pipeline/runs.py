@@ -39,6 +39,7 @@ class TrainingSummary:
     experiment_id: str
     metrics: dict[str, float]
     model_uri: str | None = None
+    model_id: str | None = None  # the logged model's id: a tracking server needs it to register a version
     model_name: str | None = None
     version: str | None = None
     alias: str | None = None

@@ -113,8 +113,8 @@ def plant(raw: pd.DataFrame, cfg: PipelineConfig, output: float) -> Planted:
     return Planted(ForecastBundle(model.checkpoint(), pre, cfg), frame, raw)
 
 
-def log_planted(client, planted: Planted) -> tuple[str, str]:
-    """Log the planted bundle as a pyfunc in a finished run; return (run_id, model_uri)."""
+def log_planted(client, planted: Planted) -> tuple[str, str, str]:
+    """Log the planted bundle as a pyfunc in a finished run; return (run_id, model_uri, model_id)."""
     import mlflow
 
     mlflow.set_tracking_uri(client.tracking_uri)  # the fluent API (log_model, models:/ URIs) follows
@@ -123,9 +123,9 @@ def log_planted(client, planted: Planted) -> tuple[str, str]:
     experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
     run_id = tracking.start_run(client, experiment_id, run_name=cfg.name, tags={})
     example = input_example(planted.frame, cfg, rows=planted.bundle.preprocessor.input_rows)
-    uri = tracking.log_model(run_id, planted.bundle, example, client.tracking_uri).model_uri
+    info = tracking.log_model(run_id, planted.bundle, example, client.tracking_uri)
     tracking.end_run(client, run_id, "FINISHED")
-    return run_id, uri
+    return run_id, info.model_uri, info.model_id
 
 
 @dataclass
@@ -173,7 +173,7 @@ def own_rmse(planted: Planted, frame: pd.DataFrame, win: Window) -> float:
 def register(client, planted: Planted, win: Window, frame: pd.DataFrame, margins=(0.0, 0.0),
              name: str = "planted") -> registry.Decision:
     """Log and register a planted model through the real gate, the champion re-scored for real."""
-    run_id, uri = log_planted(client, planted)
+    run_id, uri, model_id = log_planted(client, planted)
     cfg = planted.bundle.config
 
     def rescore(model_uri: str) -> registry.Score:
@@ -182,4 +182,4 @@ def register(client, planted: Planted, win: Window, frame: pd.DataFrame, margins
 
     return registry.register_and_promote(client, name, uri, run_id, {"data_digest": "planted"}, win.window,
                                          own_rmse(planted, frame, win), win.persistence_rmse, rescore, margins,
-                                         by="tests")
+                                         by="tests", model_id=model_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.registry import get_aliases, read_history
+from pipeline.registry import AUDIT_EXPERIMENT, get_aliases, read_history
 
 from tests.integration import registry_support as rs
 
@@ -110,4 +110,27 @@ def test_failure_after_registration_leaves_nothing_behind(mlflow_store, monkeypa
         rs.register(client, rs.plant(data, cfg, 0.01), win, frame)
     assert get_aliases(client, "planted") == {"champion": "1"}
     assert read_history(client, "planted") == history_before
+    assert [str(v.version) for v in client.search_model_versions("name = 'planted'")] == ["1"]
+
+
+def test_failure_while_recording_a_move_leaves_no_history_behind(mlflow_store, monkeypatch):
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
+    rs.register(client, rs.plant(data, cfg, 0.005), win, frame)
+    history_before = read_history(client, "planted")
+    audit = client.get_experiment_by_name(AUDIT_EXPERIMENT).experiment_id
+    finish, finished = client.set_terminated, []
+
+    def flaky(run_id, *args, **kwargs):  # the audit run of the champion move exists but cannot be finished
+        if client.get_run(run_id).info.experiment_id == audit:
+            finished.append(run_id)
+            if len(finished) == 2:
+                raise RuntimeError("store went away")
+        return finish(run_id, *args, **kwargs)
+
+    monkeypatch.setattr(client, "set_terminated", flaky)
+    with pytest.raises(RuntimeError, match="store went away"):
+        rs.register(client, rs.plant(data, cfg, 0.01), win, frame)
+    assert get_aliases(client, "planted") == {"champion": "1"}
+    assert read_history(client, "planted") == history_before
+    assert len(client.search_runs([audit])) == len(history_before)  # the two written are deleted
     assert [str(v.version) for v in client.search_model_versions("name = 'planted'")] == ["1"]

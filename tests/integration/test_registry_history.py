@@ -78,3 +78,55 @@ def test_refusals_name_what_exists_and_change_nothing(three_versions, capsys):
     with pytest.raises(RegistryError, match="no version 1"):
         registry.rollback(client, "planted", "", "tests")
     assert (get_aliases(client, "planted"), read_history(client, "planted")) == before
+
+
+def audit_runs(client) -> list:
+    experiment = client.get_experiment_by_name(registry.AUDIT_EXPERIMENT)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_moves_are_audit_runs_not_tags_on_the_model_page(three_versions):
+    client = three_versions
+    model = client.get_registered_model("planted")
+    assert not [key for key in model.tags if key.startswith("alias_history.")]
+    runs = audit_runs(client)
+    moves = read_history(client, "planted")
+    assert len(runs) == len(moves) == 7  # v1: registered, champion, challenger off; v2: registered; v3 as v1
+    first = min(runs, key=lambda r: r.data.tags["audit.key"])
+    assert first.info.status == "FINISHED" and first.data.tags["mlflow.runName"] == "planted @challenger: none -> v1 [register]"
+    assert {r.data.tags["audit.model"] for r in runs} == {"planted"}
+
+
+def test_history_written_by_an_earlier_version_is_read_and_moved_off_the_model_page(three_versions, capsys):
+    client = three_versions
+    moves = read_history(client, "planted")
+    # rewrite the store as an earlier version left it: one registered-model tag per move, no audit runs
+    for run in audit_runs(client):
+        client.delete_run(run.info.run_id)
+    for i, move in enumerate(moves):
+        client.set_registered_model_tag("planted", f"alias_history.{1_780_000_000_000_000_000 + i:020d}.{i:06x}",
+                                        move.to_json())
+    assert read_history(client, "planted") == moves
+    assert main(["history", "planted"]) == 0
+    assert "champions in force: v1 -> v3" in capsys.readouterr().out
+
+    # the next write moves the old tags into audit runs, then records its own move after them
+    assert main(["rollback", "planted", "--reason", "back to v1"]) == 0
+    after = read_history(client, "planted")
+    assert after[:-1] == moves
+    assert (after[-1].from_version, after[-1].to_version, after[-1].kind) == ("3", "1", "rollback")
+    assert not [key for key in client.get_registered_model("planted").tags if key.startswith("alias_history.")]
+    assert len(audit_runs(client)) == len(moves) + 1
+
+    # a tag left behind by an interrupted migration (its audit run already written) still counts once
+    client.set_registered_model_tag("planted", f"alias_history.{1_780_000_000_000_000_000:020d}.{0:06x}",
+                                    moves[0].to_json())
+    assert read_history(client, "planted") == after
+
+
+def test_a_name_with_a_quote_is_served_like_any_other(mlflow_store, capsys):
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
+    rs.register(client, rs.plant(data, cfg, 0.005), win, frame, name="it's")
+    assert main(["promote", "it's", "9", "--reason", "x"]) == 1
+    assert "model \"it's\" has no version 9; versions: 1" in capsys.readouterr().err
+    assert [m.kind for m in read_history(client, "it's")] == ["register", "gate", "gate"]

@@ -1,0 +1,163 @@
+"""The promotion gate: may a new model version become `@champion`? Numbers in, a verdict out.
+
+A challenger must beat persistence and the current champion (re-scored on the same test window
+with its own logged preprocessing), each by a configurable relative margin. Plain functions and
+frozen values, no MLflow or Prefect: the registry module does the reading and writing around it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class TestWindow:
+    """The dates a run was scored on, and the data they came from."""
+
+    __test__ = False  # not a pytest test class
+
+    start: str
+    end: str
+    digest: str
+
+    def tag(self) -> str:
+        return f"{self.start}..{self.end}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class Score:
+    """A model's RMSE on a set of test forecasts, or why it could not be computed."""
+
+    rmse: float | None
+    count: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Decision:
+    """The gate's verdict on a new version, with the numbers on both sides of each check."""
+
+    version: str
+    alias: str
+    challenger_rmse: float
+    persistence_rmse: float
+    champion_version: str | None = None
+    champion_rmse: float | None = None
+    checks: list[Check] = field(default_factory=list)
+    margins: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def promoted(self) -> bool:
+        return self.alias == CHAMPION
+
+    @property
+    def reason(self) -> str:
+        verdict = "promoted to @champion" if self.promoted else "kept as @challenger"
+        return f"{verdict}: " + "; ".join(f"{c.name} {'PASS' if c.passed else 'FAIL'}: {c.detail}" for c in self.checks)
+
+    def tags(self) -> dict[str, str]:
+        """Tags for the model version and the MLflow run."""
+        out = {
+            "gate.decision": "promoted" if self.promoted else "refused",
+            "gate.challenger_rmse": repr(self.challenger_rmse),
+            "gate.persistence_rmse": repr(self.persistence_rmse),
+            "gate.min_gain_over_persistence": repr(self.margins[0]),
+            "gate.min_gain_over_champion": repr(self.margins[1]),
+        }
+        if self.champion_version is not None:
+            out["gate.champion_version"] = self.champion_version
+        if self.champion_rmse is not None:
+            out["gate.champion_rmse"] = repr(self.champion_rmse)
+        for check in self.checks:
+            out[f"gate.{check.name}"] = f"{'PASS' if check.passed else 'FAIL'}: {check.detail}"
+        return out
+
+    def description(self) -> str:
+        lines = [f"Promotion gate: {'PROMOTED to @champion' if self.promoted else 'REFUSED, stays @challenger'}"]
+        lines += [f"- {c.name}: {'PASS' if c.passed else 'FAIL'}: {c.detail}" for c in self.checks]
+        return "\n".join(lines)
+
+    def markdown(self, name: str, run_id: str | None = None) -> str:
+        """A report for Prefect's artifact page."""
+        head = f"# Promotion gate: {name} v{self.version} {'promoted to `@champion`' if self.promoted else 'kept as `@challenger`'}"
+        rows = [
+            "| model | test RMSE |", "|---|---|",
+            f"| challenger v{self.version} | {self.challenger_rmse:.6g} |",
+            f"| persistence | {self.persistence_rmse:.6g} |",
+        ]
+        if self.champion_version is not None:
+            shown = "n/a" if self.champion_rmse is None else f"{self.champion_rmse:.6g}"
+            rows.append(f"| champion v{self.champion_version} (re-scored, its own preprocessing) | {shown} |")
+        checks = ["| check | result | detail |", "|---|---|---|"]
+        checks += [f"| {c.name} | {'PASS' if c.passed else 'FAIL'} | {c.detail} |" for c in self.checks]
+        margins = (f"Margins: at least {self.margins[0]:.2%} lower RMSE than persistence, "
+                   f"{self.margins[1]:.2%} lower than the champion.")
+        run = f"\n\nMLflow run `{run_id}`." if run_id else ""
+        return "\n\n".join([head, "\n".join(rows), "\n".join(checks), margins]) + run
+
+
+def table_rmse(table: pd.DataFrame, actual: pd.Series, first_dates: list[str], horizon: int) -> Score:
+    """RMSE of a forecast table (origin, step, date, forecast) on the windows whose first target
+    date is in `first_dates`, steps 1..horizon, against `actual` (level by date string)."""
+    first = table[table["step"] == 1].set_index("origin")["date"]
+    origins = first[first.isin(set(first_dates))].index
+    rows = table[table["origin"].isin(origins) & (table["step"] <= horizon) & table["date"].isin(actual.index)]
+    if rows.empty:
+        return Score(None, 0, "no forecasts on the test window")
+    errors = rows["forecast"].to_numpy(dtype=float) - actual.loc[rows["date"]].to_numpy(dtype=float)
+    return Score(float(np.sqrt(np.mean(errors**2))), len(rows))
+
+
+def covers_window(score: Score, first_dates: list[str], horizon: int) -> Score:
+    """`score` when it covers every test forecast (each window, each step), else why not comparable."""
+    expected = len(first_dates) * horizon
+    if score.error is None and score.count != expected:
+        return Score(None, score.count, f"covers {score.count} of the {expected} test forecasts "
+                                        "(different horizon or lead): not comparable")
+    return score
+
+
+def gate(challenger_rmse: float, persistence_rmse: float, champion_version: str | None,
+         champion: Score | None, min_gain_over_persistence: float, min_gain_over_champion: float) -> list[Check]:
+    """The two checks a challenger must pass, each against a margin (0.02 = 2 % lower RMSE)."""
+    bar = persistence_rmse * (1 - min_gain_over_persistence)
+    ok = math.isfinite(challenger_rmse) and challenger_rmse < bar
+    checks = [Check("persistence", ok,
+                    f"test RMSE {challenger_rmse:.6g} vs persistence {persistence_rmse:.6g}; needs < {bar:.6g} "
+                    f"(margin {min_gain_over_persistence:.2%})")]
+    if champion_version is None:
+        checks.append(Check("champion", True, "no champion yet"))
+    elif champion is None or champion.rmse is None:
+        why = champion.error if champion else "not scored"
+        checks.append(Check("champion", False, f"champion v{champion_version} {why}"))
+    else:
+        bar = champion.rmse * (1 - min_gain_over_champion)
+        ok = math.isfinite(challenger_rmse) and challenger_rmse < bar
+        checks.append(Check("champion", ok,
+                            f"test RMSE {challenger_rmse:.6g} vs champion v{champion_version} re-scored with its own "
+                            f"preprocessing on the same window at {champion.rmse:.6g} ({champion.count} forecasts); "
+                            f"needs < {bar:.6g} (margin {min_gain_over_champion:.2%})"))
+    return checks
+
+
+def judge(version: str, challenger_rmse: float, persistence_rmse: float, champion_version: str | None,
+          champion: Score | None, margins: tuple[float, float]) -> Decision:
+    """The gate's decision: `@champion` when every check passes, else `@challenger`."""
+    checks = gate(challenger_rmse, persistence_rmse, champion_version, champion, *margins)
+    alias = CHAMPION if all(c.passed for c in checks) else CHALLENGER
+    return Decision(version, alias, challenger_rmse, persistence_rmse, champion_version,
+                    champion.rmse if champion else None, checks, margins)

@@ -1,0 +1,78 @@
+"""The promotion gate's arithmetic and forecast-table scoring: plain numbers, no MLflow or Prefect."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from pipeline import gate
+from pipeline.gate import Check, Decision, Score, covers_window, judge, table_rmse
+from tests.conftest import ROOT
+
+
+def test_gate_checks_on_numbers():
+    champ = Score(1.0, 10)
+    checks = gate.gate(0.9, 1.2, "4", champ, 0.0, 0.0)
+    assert [c.passed for c in checks] == [True, True]
+    assert [c.passed for c in gate.gate(0.9, 1.2, "4", champ, 0.3, 0.0)] == [False, True]  # needs < 0.84
+    assert [c.passed for c in gate.gate(0.9, 1.2, "4", champ, 0.0, 0.2)] == [True, False]  # needs < 0.8
+    assert [c.passed for c in gate.gate(1.0, 1.2, "4", champ, 0.0, 0.0)] == [True, False]  # a tie is no gain
+    assert [c.passed for c in gate.gate(1.3, 1.2, None, None, -0.1, 0.0)] == [True, True]  # tolerated
+    unscored = gate.gate(0.5, 1.2, "4", Score(None, 0, "could not be loaded"), 0.0, 0.0)
+    assert not unscored[1].passed and "v4 could not be loaded" in unscored[1].detail
+    assert not gate.gate(float("nan"), 1.2, None, None, 0.0, 0.0)[0].passed
+
+
+def test_judge_promotes_only_when_every_check_passes():
+    first = judge("1", 0.9, 1.2, None, None, (0.0, 0.0))
+    assert (first.alias, first.promoted, first.champion_rmse) == ("champion", True, None)
+    worse = judge("2", 1.1, 1.2, "1", Score(1.0, 10), (0.0, 0.0))
+    assert (worse.alias, worse.champion_version, worse.champion_rmse) == ("challenger", "1", 1.0)
+    assert [c.passed for c in worse.checks] == [True, False] and worse.margins == (0.0, 0.0)
+    assert judge("3", 0.5, 1.2, "1", Score(None, 0, "could not be loaded"), (0.0, 0.0)).alias == "challenger"
+
+
+def test_table_rmse_scores_every_step_of_the_windows_on_the_test_dates():
+    table = pd.DataFrame({
+        "origin": ["d0", "d0", "d1", "d1", "d2", "d2"],
+        "step": [1, 2, 1, 2, 1, 2],
+        "date": ["d1", "d2", "d2", "d3", "d3", "d4"],
+        "forecast": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+    })
+    actual = pd.Series([0.0, 1.0, 2.0, 2.0], index=["d0", "d1", "d2", "d3"])
+    one_step = table_rmse(table, actual, ["d2", "d3"], horizon=1)  # windows from d1 and d2, step 1
+    assert one_step.count == 2 and one_step.rmse == pytest.approx(math.sqrt((1 + 9) / 2))
+    both = table_rmse(table, actual, ["d2", "d3"], horizon=2)  # d4 has no actual: left out
+    assert both.count == 3 and both.rmse == pytest.approx(math.sqrt((1 + 4 + 9) / 3))
+    assert table_rmse(table, actual, ["x"], horizon=1).error == "no forecasts on the test window"
+    # a champion must cover every test forecast to be compared
+    assert covers_window(one_step, ["d2", "d3"], 1) == one_step
+    partial = covers_window(both, ["d2", "d3"], 2)
+    assert partial.rmse is None and partial.error.startswith("covers 3 of the 4 test forecasts")
+
+
+def test_decision_reports_both_sides_of_each_check():
+    d = Decision("3", "challenger", 1.1, 1.3, "2", 1.0,
+                 [Check("persistence", True, "a"), Check("champion", False, "b")], (0.0, 0.05))
+    assert not d.promoted
+    assert d.reason == "kept as @challenger: persistence PASS: a; champion FAIL: b"
+    tags = d.tags()
+    assert tags["gate.decision"] == "refused" and tags["gate.champion"] == "FAIL: b"
+    assert tags["gate.champion_rmse"] == "1.0" and tags["gate.min_gain_over_champion"] == "0.05"
+    md = d.markdown("m", "run1")
+    assert "| champion v2 (re-scored, its own preprocessing) | 1 |" in md and "| champion | FAIL | b |" in md
+    assert "5.00% lower than the champion" in md
+    assert d.description().splitlines() == ["Promotion gate: REFUSED, stays @challenger",
+                                            "- persistence: PASS: a", "- champion: FAIL: b"]
+
+
+def test_gate_and_history_import_neither_mlflow_nor_prefect():
+    code = ("import sys, pipeline.gate, pipeline.history; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'prefect', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""}).stdout
+    assert out.strip() == "[]"
