@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline import evaluate, runs
@@ -41,9 +42,13 @@ def test_timings_name_each_stage_for_mlflow() -> None:
 
 
 def test_a_tracking_failure_after_training_saves_the_model_and_says_where(tiny_config, tmp_path, monkeypatch) -> None:
-    from pipeline.features import Preprocessor
+    from pipeline.features import prepare
     from pipeline.model import LSTMForecaster
     from pipeline.train import TrainResult
+    from tests.conftest import make_prices
+
+    prices = make_prices(80)
+    frame = prices.drop(columns="Date").set_index(pd.DatetimeIndex(pd.to_datetime(prices["Date"]), name="Date"))
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TrackingError, match="store down") as before_training:
@@ -52,11 +57,11 @@ def test_a_tracking_failure_after_training_saves_the_model_and_says_where(tiny_c
     assert "saved at" not in str(before_training.value)  # nothing trained yet, nothing to keep
     with pytest.raises(TrackingError, match="saved at") as after_training:
         with runs.kept_on_tracking_failure(tiny_config, "run1") as kept:
-            kept.pre = Preprocessor(tiny_config)
+            kept.pre = prepare(frame, tiny_config)[0]
             kept.result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[1.0], val_loss=[], best_epoch=0)
             raise TrackingError("store down")
     assert str(after_training.value).startswith("store down\n")
-    assert (tmp_path / "mlruns" / "unlogged" / "run1" / "forecaster.pkl").is_file()
+    assert (tmp_path / "mlruns" / "unlogged" / "run1" / "forecaster" / "format.json").is_file()
 
 
 def forecasts(horizon: int) -> Forecasts:
