@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup lock run seed test test-unit ui browser-deps clean
+.PHONY: setup lock run seed test test-unit ui docs browser-deps clean
 
 setup: $(STAMP)
 
@@ -79,6 +79,10 @@ retrain: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/python -m flows.serve
+
+# The configuration reference, generated from the config models (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m pipeline.config_reference
 
 # Debian's Chromium and its driver, for the browser test (tests/integration/test_browser.py); needs root.
 browser-deps:

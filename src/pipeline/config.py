@@ -18,22 +18,27 @@ BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the la
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The docstring under each field is its description (docs/configuration.md is generated from them).
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class DataConfig(_Frozen):
     """Where the series comes from and which columns mean what."""
 
     source: str = "data/SBUX.csv"
+    """CSV file path or http(s) URL; relative paths are read from the working directory."""
     date_column: str = "Date"
+    """Column holding each row's date or timestamp."""
     target: str = "Close"
+    """Column to forecast."""
     features: tuple[str, ...] = ("Open", "High", "Low", "Close", "Volume")
-    price_columns: tuple[str, ...] | None = Field(
-        default=None,
-        description="Columns that must be > 0. Default: the Yahoo price columns present.",
-    )
+    """Columns the model reads as inputs (a list; the target may be among them)."""
+    price_columns: tuple[str, ...] | None = None
+    """Columns that must be > 0. null: the Yahoo price columns present in the file."""
     volume_column: str | None = "Volume"
+    """Column that must be >= 0, or null for none."""
     nan_policy: Literal["error", "drop", "ffill"] = "error"
+    """Empty cells: `error` names them; `drop` drops their rows; `ffill` carries the last value forward."""
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> DataConfig:
@@ -59,10 +64,15 @@ class SplitConfig(_Frozen):
     """
 
     train: float = 0.7
+    """Training part: a fraction of the rows (< 1) or a row count."""
     val: float = 0.15
+    """Validation part (early stopping): a fraction or a row count; 0 for none."""
     test: float | None = None
+    """Test part as a fraction; null: the rows left after `train` and `val`."""
     train_end: dt.date | None = None
+    """Last training date (inclusive); overrides the sizes."""
     val_end: dt.date | None = None
+    """Last validation date (inclusive), with `train_end`."""
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
@@ -93,40 +103,69 @@ class WindowConfig(_Frozen):
     """
 
     lookback: int = Field(30, ge=1)
+    """Past rows each forecast reads."""
     horizon: int = Field(1, ge=1)
+    """Steps forecast at once."""
     lead: int = Field(1, ge=0)
+    """Rows from the window's last row to the first forecast step (0: the tutorial's same-row estimate)."""
 
 
 class PreprocessConfig(_Frozen):
+    """Transforms and scalers, fit on the training rows only."""
+
     target_transform: Transform = "log_return"
+    """How the target is modelled: `level`, `difference`, `log_return` or `log` (the last two need values > 0)."""
     feature_transforms: dict[str, Transform] = Field(default_factory=dict)
+    """Per-feature transform, e.g. `{Volume: log}`; the others take `default_feature_transform`."""
     default_feature_transform: Transform = "log_return"
+    """Transform of every feature not named in `feature_transforms`."""
     feature_scaler: ScalerKind = "standard"
+    """`standard` (mean 0, sd 1), `minmax` (0-1) or `none`."""
     target_scaler: ScalerKind = "standard"
+    """Scaler of the transformed target: `standard`, `minmax` or `none`."""
 
     def transform_for(self, column: str) -> Transform:
         return self.feature_transforms.get(column, self.default_feature_transform)
 
 
 class ModelConfig(_Frozen):
+    """The LSTM and the head that reads its last layer's output."""
+
     hidden_size: int = Field(32, ge=1)
+    """Units in each LSTM layer."""
     num_layers: int = Field(1, ge=1)
+    """Stacked LSTM layers."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout between LSTM layers and between head layers."""
     head_hidden: tuple[int, ...] = ()
+    """Widths of hidden layers in the head, e.g. `[128]`; empty: one linear layer."""
     head_activation: Activation = "none"
+    """Activation before each head layer: `relu`, `tanh` or `none`."""
 
 
 class TrainConfig(_Frozen):
+    """Adam on mean squared error, mini-batches, early stopping on the validation loss."""
+
     epochs: int = Field(200, ge=1)
-    batch_size: int | None = Field(64, ge=1, description="None: full batch")
+    """Most epochs to train (early stopping may end sooner)."""
+    batch_size: int | None = Field(64, ge=1)
+    """Windows per mini-batch; null: the whole training part at once."""
     learning_rate: float = Field(1e-3, gt=0)
+    """Adam's learning rate."""
     weight_decay: float = Field(0.0, ge=0)
+    """Adam's L2 penalty."""
     grad_clip: float | None = Field(1.0, gt=0)
-    patience: int | None = Field(20, ge=1, description="None: no early stopping")
+    """Largest gradient norm; null: no clipping."""
+    patience: int | None = Field(20, ge=1)
+    """Epochs without a better validation loss before stopping; null: no early stopping."""
     min_delta: float = Field(0.0, ge=0)
+    """Smallest drop in validation loss that counts as better."""
     seed: int = 42
+    """Seed of every random number generator: the same seed, data and config give the same weights."""
     device: Literal["auto", "cpu", "cuda"] = "cpu"
-    num_threads: int | None = Field(None, ge=1, description="None: chosen from the work size")
+    """`cpu`, `cuda` (an error without a GPU) or `auto` (a GPU when there is one)."""
+    num_threads: int | None = Field(None, ge=1)
+    """Torch threads for training on the CPU; null: chosen from the work size."""
 
 
 class RegistryConfig(_Frozen):
@@ -139,9 +178,13 @@ class RegistryConfig(_Frozen):
     """
 
     model_name: str = "lstm-forecaster"
-    enabled: bool = Field(True, description="False: log the model but register no version")
+    """Registered model name (no '/', ':' or '%')."""
+    enabled: bool = True
+    """false: log the model but register no version."""
     min_gain_over_persistence: float = Field(0.0, gt=-1.0, lt=1.0)
+    """Relative RMSE gain over persistence a new version needs (0.02 = 2 % lower)."""
     min_gain_over_champion: float = Field(0.0, gt=-1.0, lt=1.0)
+    """Relative RMSE gain over the current champion, re-scored on the same test window."""
 
     @field_validator("model_name")
     @classmethod
@@ -162,8 +205,12 @@ class RegistryConfig(_Frozen):
 
 
 class TrackingConfig(_Frozen):
+    """Where MLflow records the runs."""
+
     experiment: str = "lstm-forecasting"
-    uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI or the local store")
+    """MLflow experiment of the training and backtest runs."""
+    uri: str | None = None
+    """Tracking URI; null: $MLFLOW_TRACKING_URI, else the local store ./mlflow.db."""
 
 
 BaselineName = Literal["naive", "drift", "moving_average", "seasonal_naive"]
@@ -179,8 +226,11 @@ class EvaluateConfig(_Frozen):
     """
 
     baselines: tuple[BaselineName, ...] = ("naive", "drift", "moving_average", "seasonal_naive")
+    """Baselines to score (a list; `naive` is required)."""
     moving_average_window: int = Field(5, ge=1)
-    season_length: int | None = Field(None, ge=2, description="None: no seasonal naive baseline")
+    """Values averaged by the moving-average baseline."""
+    season_length: int | None = Field(None, ge=2)
+    """Rows in one season (e.g. 7 for daily data with a weekly cycle); null: no seasonal naive baseline."""
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:
@@ -200,10 +250,15 @@ class BacktestConfig(_Frozen):
     """
 
     folds: int = Field(5, ge=1)
+    """Consecutive test blocks."""
     window: BacktestWindow = "expanding"
+    """`expanding` (every earlier row) or `rolling` (the last `initial` rows)."""
     initial: float = Field(0.5, gt=0)
+    """Rows before the first cutoff: a fraction of the series or a row count."""
     test_size: int | None = Field(None, ge=1)
+    """Rows per test block; null: the rest split evenly."""
     val: float | None = Field(None, ge=0)
+    """Validation part of each fold (fraction or rows); null: as in `split`."""
 
     @model_validator(mode="after")
     def _check(self) -> BacktestConfig:
@@ -215,7 +270,10 @@ class BacktestConfig(_Frozen):
 
 
 class PipelineConfig(_Frozen):
+    """A whole run: the sections below, each optional."""
+
     name: str = "default"
+    """Name of the config: it starts every run's name."""
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     window: WindowConfig = WindowConfig()
@@ -257,15 +315,53 @@ class PipelineConfig(_Frozen):
         return out
 
 
+def _section_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a config section accepts, for the section that holds `loc`."""
+    model: Any = PipelineConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def explain(err: dict[str, Any]) -> str:
+    """One validation error in the words of a config file: where, what is wrong, what to write."""
+    loc = tuple(err["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    kind, given = err["type"], err.get("input")
+    key = str(loc[-1]) if loc else ""
+    if kind in ("tuple_type", "list_type", "set_type"):
+        example = f"[{given}]" if isinstance(given, (str, int, float)) else "[a, b]"
+        return f"{where}: must be a list, for example `{key}: {example}` (got {given!r})"
+    if kind == "extra_forbidden":
+        known = _section_keys(loc)
+        return f"{where}: unknown key" + (f"; this section takes: {', '.join(known)}" if known else "")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{where}: must be a section of `key: value` lines, not {given!r}"
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return f"{where}: must be one of {allowed} (got {given!r})"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{where}: must be a whole number (got {given!r})"
+    if kind in ("float_parsing", "float_type"):
+        return f"{where}: must be a number (got {given!r})"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{where}: must be true or false (got {given!r})"
+    if kind == "date_from_datetime_parsing" or kind.startswith("date_"):
+        return f"{where}: must be a date written YYYY-MM-DD (got {given!r})"
+    message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Input ")
+    shown = "" if kind == "value_error" or isinstance(given, dict) else f" (got {given!r})"
+    return f"{where}: {message}{shown}"
+
+
 def parse_config(raw: dict[str, Any], origin: str = "<dict>") -> PipelineConfig:
+    """Validate a config mapping; a ConfigError lists every problem with what to write instead."""
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            f" (got {err.get('input')!r})"
-            for err in exc.errors()
-        ]
+        lines = [f"  {explain(err)}" for err in exc.errors()]
         raise ConfigError(f"invalid config {origin}:\n" + "\n".join(lines)) from None
 
 

@@ -122,7 +122,7 @@ BAD_CONFIG: dict[str, tuple[dict, list[str]]] = {
     "split fractions do not sum to 1": ({"split": {"train": 0.7, "val": 0.2, "test": 0.3}}, ["split", "sum to 1"]),
     "unknown target transform": ({"preprocess": {"target_transform": "sqrt"}},
                                  ["preprocess.target_transform", "'sqrt'", "log_return"]),
-    "unknown config key": ({"train": {"epochz": 3}}, ["train.epochz", "Extra inputs"]),
+    "unknown config key": ({"train": {"epochz": 3}}, ["train.epochz", "unknown key", "epochs"]),
 }
 
 

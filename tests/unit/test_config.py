@@ -57,3 +57,37 @@ def test_overrides_are_validated_and_flat_params_cover_every_section() -> None:
     assert flat["data.source"] == "x.csv" and flat["window.lookback"] == "30" and "train.seed" in flat
     with pytest.raises(ConfigError):
         cfg.with_overrides(window={"horizon": 0})
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({"data": {"features": "sales"}}, "data.features: must be a list, for example `features: [sales]`"),
+        ({"data": {"featurs": ["a"]}}, "data.featurs: unknown key; this section takes: source, date_column"),
+        ({"train": {"epochs": "many"}}, "train.epochs: must be a whole number (got 'many')"),
+        ({"preprocess": {"target_transform": "logg"}}, "must be one of 'level', 'difference', 'log_return' or 'log'"),
+        ({"train": 5}, "train: must be a section of `key: value` lines"),
+        ({"split": {"train_end": "soon"}}, "split.train_end: must be a date written YYYY-MM-DD"),
+        ({"registry": {"enabled": "perhaps"}}, "registry.enabled: must be true or false"),
+    ],
+)
+def test_config_errors_say_what_to_write(raw: dict, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert says in str(caught.value)
+    assert "Input should" not in str(caught.value) and "valid tuple" not in str(caught.value)
+
+
+def test_every_config_key_is_documented_and_the_reference_is_current() -> None:
+    from pipeline import config_reference
+
+    for key, field in PipelineConfig.model_fields.items():
+        if hasattr(field.annotation, "model_fields"):  # a section: its class docstring, then each key's
+            assert field.annotation.__doc__, f"section {key} has no docstring"
+            missing = [k for k, f in field.annotation.model_fields.items() if not f.description]
+            assert not missing, f"undocumented keys in {key}: {missing}"
+        else:
+            assert field.description, f"top-level key {key} has no docstring"
+    reference = ROOT / "docs" / "configuration.md"
+    assert reference.read_text(encoding="utf-8") == config_reference.render(), (
+        "docs/configuration.md is out of date: run `make docs`")
