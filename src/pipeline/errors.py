@@ -35,3 +35,9 @@ class TrackingError(PipelineError):
 
 class RegistryError(PipelineError):
     """A registry request names an unknown model, version or alias, or cannot be honoured."""
+
+
+class OutputError(PipelineError):
+    """An output path is refused: it exists (without overwrite), or it is the tracking store or a project file."""
+
+    exit_code = 2
