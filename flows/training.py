@@ -10,6 +10,7 @@ Every flow run leaves a markdown summary and a link to its MLflow run as Prefect
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -33,7 +34,7 @@ from pipeline.model import LSTMForecaster
 from pipeline.schemas import ValidatedData, validate_prices
 from pipeline.serving import ForecastBundle, input_example
 from pipeline.reproduce import git_state
-from pipeline.train import TrainResult, fit, init_model
+from pipeline.train import TrainResult, fit, init_model, plan_training
 
 
 @dataclass
@@ -67,6 +68,8 @@ def prepare_task(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor
 @task(name="train", **STEP)
 def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any) -> TrainResult:
     model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    plan = plan_training(model, windows, cfg.train)
+    get_run_logger().log(logging.WARNING if plan.long else logging.INFO, plan.describe())  # the size, before the wait
     val = windows["val"] if len(windows["val"]) else None
     try:
         return fit(model, windows["train"], val, cfg.train, on_epoch_end=epoch_logger)
