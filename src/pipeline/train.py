@@ -225,15 +225,16 @@ def plan_training(model: LSTMForecaster, windows: dict[str, Windows], cfg: Train
     steps = batch_count(n, batch)
     if rows is None:
         rows = max((int(w.target_positions.max()) + 1 for w in windows.values() if len(w)), default=0)
-    probe = copy.deepcopy(model).to("cpu").train()
+    device = pick_device(cfg.device)
+    probe = copy.deepcopy(model).to(device).train()
     threads = pick_threads(probe, batch, train.X.shape[1], cfg.num_threads)
     per_step = per_val_window = 0.0
-    if n and pick_device(cfg.device).type == "cpu":
+    if n:
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             with denormals_flushed():
-                per_step, per_val_window = _time_batches(probe, train, cfg, batch, calibration_batches)
+                per_step, per_val_window = _time_batches(probe, train, cfg, batch, calibration_batches, device)
         finally:
             torch.set_num_threads(previous_threads)
     n_val = len(val) if val is not None else 0
@@ -245,26 +246,33 @@ def plan_training(model: LSTMForecaster, windows: dict[str, Windows], cfg: Train
     )
 
 
-def _time_batches(model: LSTMForecaster, train: Windows, cfg: TrainConfig, batch: int,
-                  count: int) -> tuple[float, float]:
+def _time_batches(model: LSTMForecaster, train: Windows, cfg: TrainConfig, batch: int, count: int,
+                  device: torch.device) -> tuple[float, float]:
     """Seconds per training step and per window of a validation pass, after one untimed warm-up step."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     loss_fn = nn.MSELoss()
     idx = np.arange(min(batch, len(train)))
-    xb, yb = gather(train.X, idx), torch.from_numpy(train.y[idx])
+    yb = torch.from_numpy(train.y[idx]).to(device)
+
+    def wait() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     times = []
     for _ in range(count + 1):
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(xb), yb).backward()
+        loss_fn(model(gather(train.X, idx).to(device)), yb).backward()  # the gather is part of each step
         optimizer.step()
+        wait()
         times.append(time.perf_counter() - started)
     model.eval()
     with torch.no_grad():
         started = time.perf_counter()
-        model(xb)
+        model(as_batch(train.X[:len(idx)]).to(device))
+        wait()
         per_val_window = (time.perf_counter() - started) / len(idx)
-    return min(times[1:]), per_val_window
+    return float(np.median(times[1:])), per_val_window
 
 
 # ---------------------------------------------------------------- training
