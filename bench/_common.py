@@ -29,8 +29,10 @@ def data_path(name: str) -> Path | None:
     return None
 
 
-def synthetic_prices(n: int, seed: int = 0):
-    """A Yahoo-format frame of `n` business days: a geometric random walk that obeys the data contract."""
+def synthetic_prices(n: int, seed: int = 0, freq: str = "B"):
+    """A Yahoo-format frame of `n` rows a `freq` apart (business days by default; "min" for the
+    large sizes, whose days would run past the year 2261): a geometric random walk that obeys the
+    data contract."""
     import numpy as np
     import pandas as pd
 
@@ -39,21 +41,21 @@ def synthetic_prices(n: int, seed: int = 0):
     open_ = np.concatenate([[close[0]], close[:-1]]) * np.exp(rng.normal(0, 0.004, n))
     high = np.maximum(open_, close) * (1 + rng.uniform(0.001, 0.01, n))
     low = np.minimum(open_, close) * (1 - rng.uniform(0.001, 0.01, n))
-    dates = pd.bdate_range("1900-01-01", periods=n)
+    dates = pd.bdate_range("1900-01-01", periods=n) if freq == "B" else pd.date_range("2000-01-01", periods=n, freq=freq)
     return pd.DataFrame({
-        "Date": dates.strftime("%Y-%m-%d"), "Open": open_, "High": high, "Low": low, "Close": close,
+        "Date": dates.strftime("%Y-%m-%d" if freq == "B" else "%Y-%m-%d %H:%M:%S"), "Open": open_, "High": high, "Low": low, "Close": close,
         "Adj Close": close, "Volume": rng.integers(1_000_000, 9_000_000, n).astype(float),
     })
 
 
-def load_frame(source: str | Path | None, cfg, rows: int | None = None):
-    """Validated, date-indexed rows from a CSV (or `rows` synthetic ones), as the flow gets them."""
+def load_frame(source: str | Path | None, cfg, rows: int | None = None, freq: str = "B"):
+    """Validated, date-indexed rows from a CSV (or `rows` synthetic ones `freq` apart), as the flow gets them."""
     from pipeline import features
     from pipeline.ingest import load_prices
     from pipeline.schemas import validate_prices
 
     if source is None:
-        raw, name = synthetic_prices(rows or 40_000).astype(str), f"synthetic-{rows}"  # text, as a CSV reads
+        raw, name = synthetic_prices(rows or 40_000, freq=freq).astype(str), f"synthetic-{rows}"  # text, as a CSV reads
     else:
         raw, name = load_prices(str(source)).frame, str(source)
     return validate_prices(raw, cfg.data, name, min_rows=features.min_rows_needed(cfg)).frame

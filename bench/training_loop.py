@@ -1,6 +1,6 @@
 """Benchmark 1: the project's training loop against a plain PyTorch loop, and cost as data grows.
 
-    .venv/bin/python bench/training_loop.py [--repeats 5] [--quick]
+    .venv/bin/python bench/training_loop.py [--repeats 5] [--quick] [--tables 1,2,3] [--sizes 2000,...]
 
 Table 1 runs `pipeline.train.fit` and a plain loop (the same model, initial weights, data,
 batch size, epochs, optimiser, clipping and shuffling order) in one process, alternating which
@@ -10,12 +10,26 @@ a plain script gets). Both end on the same weights, which the table checks.
 Table 2 gives samples per second of `fit` on SBUX (253 rows), WMT (4,029 rows, from
 ../shared/data, skipped when absent) and a 40,000-row synthetic series: flat samples/s means
 cost linear in the data.
+Table 3 runs the training flow's steps on synthetic minute-bar random walks of 2k to 2M rows,
+each size in a fresh process: read and validate the CSV, windows, the plan stated before
+training, `fit` (validation included) and the evaluation of every split as the flow's evaluate
+task does it. It prints microseconds per row for one epoch (the first and the last: they drift
+apart when training slows as it runs), for evaluation, the plan's estimate against the measured
+epoch, and the peak memory (ru_maxrss) above the process's size after its imports, per row.
+Flat columns from 2k to 2M mean cost linear in the rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 from _common import (data_path, default_config, fmt_range, load_frame, machine_note, prepare, print_table,
                      stats, timeit)
@@ -31,8 +45,8 @@ def plain_loop(model, train, val, cfg, threads: int | None) -> list[float]:
         torch.set_num_threads(threads)
     try:
         torch.manual_seed(cfg.seed)  # the same dropout masks as fit(), which seeds the same way
-        X, y = torch.from_numpy(train.X), torch.from_numpy(train.y)
-        Xv, yv = torch.from_numpy(val.X), torch.from_numpy(val.y)
+        X, y = torch.from_numpy(train.X.copy()), torch.from_numpy(train.y)  # all windows, copied once
+        Xv, yv = torch.from_numpy(val.X.copy()), torch.from_numpy(val.y)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         loss_fn = nn.MSELoss()
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -135,13 +149,127 @@ def throughput(label: str, cfg, windows, repeats: int, epochs: int) -> list[obje
             f"{1e6 / rate:.1f}"]
 
 
+# ---------------------------------------------------------------- table 3: cost per row, 2k to 2M rows
+SCALE_SIZES = (2_000, 20_000, 200_000, 2_000_000)
+
+
+def scale_epochs(rows: int) -> int:
+    """Epochs per size: three where they are cheap (the third is where training slowed), one at 2M."""
+    return 3 if rows <= 200_000 else 1
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def one_size(csv: str, epochs: int, max_train_windows: int | None) -> dict[str, object]:
+    """The flow's steps on one CSV, in this (fresh) process: times and peak memory after each stage."""
+    import torch  # noqa: F401 - counted in the base, as the CLI imports it before reading data
+
+    from pipeline import evaluate, features, train
+    from pipeline.features import Windows
+    from pipeline.ingest import load_prices
+    from pipeline.schemas import validate_prices
+
+    cfg = default_config(train={"epochs": epochs, "patience": None})
+    out: dict[str, object] = {"base_mb": peak_mb()}
+    started = time.perf_counter()
+    raw = load_prices(csv)
+    data = validate_prices(raw.frame, cfg.data, csv, min_rows=features.min_rows_needed(cfg))
+    del raw
+    frame = data.frame
+    out.update(rows=len(frame), read_s=time.perf_counter() - started, read_mb=peak_mb())
+    started = time.perf_counter()
+    pre, _, windows = features.prepare(frame, cfg)
+    out.update(prepare_s=time.perf_counter() - started, prepare_mb=peak_mb(),
+               windows={s: len(w) for s, w in windows.items()})
+    w = windows["train"]
+    if max_train_windows is not None and len(w) > max_train_windows:  # fewer steps, the same data in memory
+        k = max_train_windows
+        windows = {**windows, "train": Windows(w.X[:k], w.y[:k], w.origins[:k], w.target_positions[:k])}
+    model = train.init_model(cfg.model, cfg.train, n_features=w.X.shape[2], horizon=cfg.window.horizon)
+    if hasattr(train, "plan_training"):
+        plan = train.plan_training(model, windows, cfg.train, rows=len(frame))
+        out.update(plan_s_per_epoch=plan.seconds_per_epoch, plan=plan.describe())
+    epoch_ends = [time.perf_counter()]
+    result = train.fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train,
+                       on_epoch_end=lambda *_: epoch_ends.append(time.perf_counter()))
+    out.update(epoch_s=[b - a for a, b in zip(epoch_ends, epoch_ends[1:])], train_windows=len(windows["train"]),
+               threads=result.threads, fit_mb=peak_mb())
+    started = time.perf_counter()
+    forecasts = {s: evaluate.forecast_split(result.model, pre, frame, w, cfg.evaluate)
+                 for s, w in windows.items() if len(w)}
+    for split, fc in forecasts.items():
+        evaluate.score(fc, prefix=split)
+    out.update(evaluate_s=time.perf_counter() - started, evaluate_mb=peak_mb())
+    return out
+
+
+def scale_table(sizes: list[int], max_train_windows: int | None, epochs: int | None) -> None:
+    """Table 3: each size in a fresh process (so ru_maxrss is that size's peak), CSVs written first."""
+    from _common import synthetic_prices
+
+    rows_out, previous = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            csv = Path(tmp) / f"walk-{n}.csv"
+            synthetic_prices(n, freq="min").to_csv(csv, index=False)
+            cmd = [sys.executable, __file__, "--one-size", str(csv), "--epochs", str(epochs or scale_epochs(n))]
+            if max_train_windows is not None:
+                cmd += ["--max-train-windows", str(max_train_windows)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            csv.unlink()
+            if done.returncode != 0:
+                print(f"{n:,} rows: failed\n{done.stderr[-2000:]}")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            if "plan" in r:
+                print(f"plan ({n:,} rows): {r['plan']}")
+            rows, windows = r["rows"], r["train_windows"]
+            per_epoch = [s / windows * 1e6 for s in r["epoch_s"]]  # per training window, so a capped run compares
+            full_epoch = [p * r["windows"]["train"] / rows for p in per_epoch]  # a full epoch, per row of data
+            above = (r["evaluate_mb"] - r["base_mb"]) * 2**20 / rows
+            # Bytes per added row between this size and the one before: the slope, free of fixed costs.
+            slope = (f"{(r['evaluate_mb'] - previous[1]) * 2**20 / (rows - previous[0]):,.0f}"
+                     if previous and rows > previous[0] else "-")
+            previous = (rows, r["evaluate_mb"])
+            stage = max(("read", "prepare", "fit", "evaluate"), key=lambda k: r[f"{k}_mb"])
+            rows_out.append([
+                f"{rows:,}", f"{windows:,}", len(r["epoch_s"]), r["threads"],
+                " / ".join(f"{s:.1f}" for s in r["epoch_s"]), f"{full_epoch[0]:.1f}", f"{full_epoch[-1]:.1f}",
+                f"{r['plan_s_per_epoch'] / r['epoch_s'][0]:.2f}" if "plan_s_per_epoch" in r else "-",
+                f"{r['evaluate_s']:.1f}", f"{r['evaluate_s'] / rows * 1e6:.1f}",
+                f"{r['read_s'] + r['prepare_s']:.1f}",
+                f"{r['base_mb']:.0f}", f"{r['evaluate_mb']:.0f}", f"{above:,.0f}", slope, stage,
+            ])
+    print_table("Table 3: cost per row as the rows grow (default config, minute-bar random walk, fresh process per size)"
+                + (f"; training capped at {max_train_windows:,} windows per epoch" if max_train_windows else ""),
+                ["rows", "train windows", "epochs", "threads", "s per epoch", "us/row epoch 1", "us/row last epoch",
+                 "plan/measured", "evaluate s", "us/row evaluate", "read+prepare s", "base MB", "peak MB",
+                 "peak bytes/row above base", "bytes per added row", "peak at"], rows_out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats (a smoke run)")
+    parser.add_argument("--tables", default="1,2,3", help="which tables to run (default: %(default)s)")
+    parser.add_argument("--sizes", default=",".join(str(n) for n in SCALE_SIZES), help="rows for table 3")
+    parser.add_argument("--epochs", type=int, help="table 3: epochs per size (default: 3 up to 200k rows, 1 above)")
+    parser.add_argument("--max-train-windows", type=int, help="table 3: train on this many windows per epoch")
+    parser.add_argument("--one-size", help=argparse.SUPPRESS)  # table 3's child process: one CSV
     args = parser.parse_args()
+    if args.one_size:
+        print(json.dumps(one_size(args.one_size, args.epochs or 1, args.max_train_windows)))
+        return
     repeats = 2 if args.quick else args.repeats
+    tables = {int(t) for t in args.tables.split(",")}
     print(f"machine: {machine_note()}")
+    if 3 in tables:
+        sizes = [int(n) for n in args.sizes.split(",")]
+        scale_table(sizes[:3] if args.quick else sizes, args.max_train_windows, 1 if args.quick else args.epochs)
+    if not tables & {1, 2}:
+        return
 
     from pipeline.config import load_config
     from _common import ROOT

@@ -8,10 +8,7 @@ with a report, and the output file is never left half-written.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,6 +18,7 @@ from flows.common import STEP, ingest_task, prefect_tags
 from flows.reporting import library_logs_to_run
 from pipeline import registry, runs, tracking
 from pipeline.ingest import RawData
+from pipeline.output import check_output, write_forecasts
 from pipeline.serving import ForecastBundle, model_input
 
 DEFAULT_EXPERIMENT = "batch-forecasts"
@@ -59,19 +57,9 @@ def predict_task(model: Any, bundle: ForecastBundle, raw: RawData) -> pd.DataFra
 
 
 @task(name="write-csv", **STEP)
-def write_task(forecasts: pd.DataFrame, out: str) -> str:
-    """Write through a temporary file and rename, so a failure leaves no partial CSV."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            forecasts.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return str(path)
+def write_task(forecasts: pd.DataFrame, out: str, overwrite: bool = False) -> str:
+    """Write the CSV (pipeline.output: refusals, temporary file and rename, usual permissions)."""
+    return str(write_forecasts(forecasts, out, overwrite))
 
 
 @task(name="log-forecast", **STEP)
@@ -89,15 +77,18 @@ def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, for
 
 @flow(name="lstm-batch-forecast", log_prints=False)
 def forecast_flow(model: str, data: str, out: str | None = "forecasts.csv",
-                  experiment: str | None = None) -> ForecastSummary:
+                  experiment: str | None = None, overwrite: bool = False) -> ForecastSummary:
     """Forecast the next horizon from the latest rows of `data` with `model` (e.g. models:/NAME@champion)."""
     with library_logs_to_run():
-        return run_forecast(model, data, out, experiment)
+        return run_forecast(model, data, out, experiment, overwrite)
 
 
-def run_forecast(model: str, data: str, out: str | None, experiment: str | None) -> ForecastSummary:
+def run_forecast(model: str, data: str, out: str | None, experiment: str | None,
+                 overwrite: bool = False) -> ForecastSummary:
     """The body of `forecast_flow`, inside its flow run."""
     client = tracking.get_client()
+    if out:
+        check_output(out, overwrite)  # a refused path fails before any run or model load
     ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
     experiment_id = tracking.ensure_experiment(client, experiment or DEFAULT_EXPERIMENT)
     label = f"{ref.name}-v{ref.version}" if ref.name else "model"
@@ -106,7 +97,7 @@ def run_forecast(model: str, data: str, out: str | None, experiment: str | None)
         raw = ingest_task(data)
         loaded, bundle = load_task(ref.uri)
         forecasts = predict_task(loaded, bundle, raw)
-        written = write_task(forecasts, out) if out else None
+        written = write_task(forecasts, out, overwrite) if out else None
         log_task(client, run.run_id, ref, raw, forecasts)
     get_run_logger().info("forecast %d step(s) from %s with %s -> %s", len(forecasts), data, ref.uri,
                           written or "(not written)")

@@ -11,6 +11,7 @@ markdown summary and a link to its MLflow run as Prefect artifacts.
 
 from __future__ import annotations
 
+import logging
 from contextlib import suppress
 from typing import Any
 
@@ -31,7 +32,7 @@ from pipeline.runs import Timings, TrainingSummary
 from pipeline.schemas import ValidatedData
 from pipeline.serving import ForecastBundle, input_example
 from pipeline.tracking import TrackedRun
-from pipeline.train import TrainResult, fit, init_model
+from pipeline.train import TrainResult, fit, init_model, plan_training
 
 __all__ = ["TrainingSummary", "training_flow"]
 
@@ -44,6 +45,8 @@ def prepare_task(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor
 @task(name="train", **STEP)
 def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any) -> TrainResult:
     model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    plan = plan_training(model, windows, cfg.train)
+    get_run_logger().log(logging.WARNING if plan.long else logging.INFO, plan.describe())  # the size, before the wait
     val = windows["val"] if len(windows["val"]) else None
 
     def on_epoch_end(epoch: int, train_loss: float, val_loss: float | None) -> None:

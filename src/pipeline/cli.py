@@ -137,7 +137,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with flow_start_up():
         from flows.forecast import forecast_flow
 
-    summary = forecast_flow(model=args.model, data=args.data, out=args.out, experiment=args.experiment)
+    summary = forecast_flow(model=args.model, data=args.data, out=args.out, experiment=args.experiment,
+                            overwrite=args.overwrite)
     ref = summary.model
     used = f"{ref.name} version {ref.version}" + (f" (@{ref.alias})" if ref.alias else "") if ref.name else ref.uri
     print(f"Model:       {used}")
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="model URI, e.g. models:/lstm-forecaster@champion")
     predict.add_argument("--data", required=True, help="CSV path or http(s) URL with the recent rows")
     predict.add_argument("--out", default="forecasts.csv", help="output CSV ('' for none; default: %(default)s)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace --out if it exists (never the tracking store or the project's own files)")
     predict.add_argument("--experiment", help="MLflow experiment for the forecast run (default: batch-forecasts)")
     predict.set_defaults(func=cmd_predict)
 

@@ -39,3 +39,9 @@ class RegistryError(PipelineError):
 
 class ModelFormatError(PipelineError):
     """A saved model's directory is in a format (or format version) this code does not read."""
+
+
+class OutputError(PipelineError):
+    """An output path is refused: it exists (without overwrite), or it is the tracking store or a project file."""
+
+    exit_code = 2

@@ -208,9 +208,14 @@ def scaler_from_dict(data: dict[str, Any]) -> Scaling | None:
 
 @dataclass
 class Windows:
-    """Model-ready arrays for one split. Positions are row positions in the series."""
+    """Model-ready arrays for one split. Positions are row positions in the series.
 
-    X: np.ndarray  # (n, lookback, n_features), float32
+    `X` is a read-only view into the scaled feature matrix (window i is rows origin-lookback+1
+    .. origin), not a copy: `lookback` copies of every row would cost lookback x n_features x 4
+    bytes per row. Gather a batch with `np.take(X, idx, axis=0)` (what `train.fit` does).
+    """
+
+    X: np.ndarray  # (n, lookback, n_features), float32, a view (see above)
     y: np.ndarray  # (n, horizon) scaled, transformed target, float32
     origins: np.ndarray  # (n,) position of each window's last input row
     target_positions: np.ndarray  # (n, horizon)
@@ -337,9 +342,15 @@ class Preprocessor:
         return np.arange(self.warmup + self.lookback - 1, n_rows)
 
     def input_windows(self, feats: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """(n, lookback, n_features) views of the scaled features ending at each origin."""
+        """(n, lookback, n_features) windows of the scaled features ending at each origin.
+
+        A view into `feats` when the origins are consecutive (every split's are), a copy otherwise.
+        """
         view = sliding_window_view(feats, self.lookback, axis=0)  # (rows-lookback+1, n_feat, lookback)
-        return view[origins - self.lookback + 1].transpose(0, 2, 1)
+        starts = np.asarray(origins) - self.lookback + 1
+        if len(starts) and np.array_equal(starts, np.arange(starts[0], starts[0] + len(starts))):
+            return view[starts[0]:starts[0] + len(starts)].transpose(0, 2, 1)
+        return view[starts].transpose(0, 2, 1)
 
     def windows(self, frame: pd.DataFrame, bounds: SplitBounds) -> dict[SplitName, Windows]:
         """Windows of each split: all targets of a window lie in that split."""
@@ -357,7 +368,7 @@ class Preprocessor:
             keep = (first_label == split) & (last_label == split)
             o = origins[keep]
             out[split] = Windows(
-                X=np.ascontiguousarray(self.input_windows(feats, o), dtype=np.float32),
+                X=self.input_windows(feats, o),  # a view: no per-window copy (feats is float32)
                 y=target[target_pos[keep]].astype(np.float32).reshape(-1, self.horizon),
                 origins=o,
                 target_positions=target_pos[keep],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +28,9 @@ EpochCallback = Callable[[int, float, float | None], None]
 # thread can split. Below it the hand-off per small matmul costs more than it saves (measured on
 # 2 cores: hidden 32 at batch 64, 0.9 M, gains nothing; hidden 32 at batch 1024, 14 M, gains 1.6x).
 THREADS_WORK_THRESHOLD = 10_000_000
+# Windows per forward pass when scoring (validation loss, predictions): bounds the LSTM's
+# activations (batch x lookback x hidden per layer) whatever the size of the data.
+EVAL_BATCH = 8192
 
 
 @dataclass
@@ -87,6 +92,190 @@ def pick_threads(model: nn.Module, batch_rows: int, lookback: int, requested: in
     return 1 if work < THREADS_WORK_THRESHOLD else usable_cores()
 
 
+# ---------------------------------------------------------------- denormal floats
+# Weight decay pulls weights that the loss no longer moves towards zero, and below float32's
+# smallest normal value (1.2e-38) every multiply with them takes a slow microcode path: on a
+# 200,000-row series the third epoch took 9x the first, and scoring a trained model 16x.
+# Flush-to-zero mode treats such values as 0 at full speed; torch sets it for the calling
+# thread only (threads started later inherit it, a running pool does not), so work on other
+# threads is covered by zeroing denormal weights explicitly.
+
+
+def flush_denormal_mode() -> bool:
+    """Whether the calling thread flushes denormal floats to zero now.
+
+    torch has a setter only; this asks the CPU: in flush mode a denormal operand or result reads
+    as 0 (the behaviour `torch.set_flush_denormal` documents). A one-element op runs on this thread.
+    """
+    probe = torch.tensor([torch.finfo(torch.float32).tiny / 4], dtype=torch.float32)
+    return bool((probe * 1.0).item() == 0.0)
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[bool]:
+    """Flush denormal floats to zero on this thread inside the block, then restore the previous mode.
+
+    Yields whether the CPU does it: `torch.set_flush_denormal` returns False and changes nothing
+    on CPUs without the mode (it needs x86 with SSE3 or AArch64).
+    """
+    previous = flush_denormal_mode()
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield supported
+    finally:
+        if supported:
+            torch.set_flush_denormal(previous)
+
+
+def has_denormals(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether any floating-point value is non-zero and below its type's smallest normal magnitude."""
+    return any(
+        bool(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).any()) for t in tensors if t.is_floating_point()
+    )
+
+
+@torch.no_grad()
+def zero_denormals_(tensors: Iterable[torch.Tensor]) -> None:
+    """Set denormal values to 0 in place: what flush-to-zero mode would have made of them."""
+    for t in tensors:
+        if t.is_floating_point():
+            t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny, 0.0)
+
+
+def without_denormals(model: nn.Module) -> nn.Module:
+    """The model itself, or a copy with its denormal weights set to 0 when it has any."""
+    if not has_denormals(model.parameters()):
+        return model
+    clean = copy.deepcopy(model)
+    zero_denormals_(clean.parameters())
+    return clean
+
+
+# ---------------------------------------------------------------- batches
+def gather(windows: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    """The windows at `idx` as one contiguous float32 tensor: a mini-batch copied out of the views."""
+    return torch.from_numpy(np.take(windows, idx, axis=0))
+
+
+def as_batch(windows: np.ndarray) -> torch.Tensor:
+    """A contiguous, writable float32 copy of some windows (a slice of the views) as a tensor."""
+    return torch.from_numpy(np.array(windows, dtype=np.float32, order="C", copy=True))
+
+
+def batch_count(n: int, batch: int) -> int:
+    return max(1, math.ceil(n / batch)) if n else 0
+
+
+# ---------------------------------------------------------------- the plan, stated before training
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The size of a training job, known before it starts: rows, windows, batches and the time they take."""
+
+    rows: int
+    windows: dict[str, int]
+    lookback: int
+    n_features: int
+    parameters: int
+    batch: int
+    batches_per_epoch: int
+    epochs: int
+    threads: int
+    seconds_per_epoch: float  # measured on a few batches of this data on this machine
+    long_after_s: float = 600.0
+
+    @property
+    def seconds_at_most(self) -> float:
+        return self.seconds_per_epoch * self.epochs
+
+    @property
+    def long(self) -> bool:
+        """Longer than `long_after_s` if every epoch runs: worth a warning, not a silent wait."""
+        return self.seconds_at_most > self.long_after_s
+
+    def describe(self) -> str:
+        windows = ", ".join(f"{s} {n:,}" for s, n in self.windows.items())
+        return (f"training on {self.rows:,} rows: windows {windows} (lookback {self.lookback} x "
+                f"{self.n_features} features), {self.parameters:,} parameters; {self.batches_per_epoch:,} "
+                f"batches of {self.batch:,} per epoch on {self.threads} thread(s), about "
+                f"{_duration(self.seconds_per_epoch)} per epoch, at most {_duration(self.seconds_at_most)} for "
+                f"{self.epochs} epochs (early stopping may end sooner)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_training(model: LSTMForecaster, windows: dict[str, Windows], cfg: TrainConfig,
+                  rows: int | None = None, calibration_batches: int = 3) -> TrainingPlan:
+    """Rows, windows per split and the time per epoch, from a few timed batches on a copy of the model.
+
+    The copy, its optimiser and its threads are those `fit` will use; `fit` reseeds, so this
+    leaves its results unchanged. `rows` defaults to the rows the windows reach (the series'
+    length when the test split ends on the last row).
+    """
+    train, val = windows["train"], windows.get("val")
+    n = len(train)
+    batch = min(cfg.batch_size or n, n) if n else 1
+    steps = batch_count(n, batch)
+    if rows is None:
+        rows = max((int(w.target_positions.max()) + 1 for w in windows.values() if len(w)), default=0)
+    device = pick_device(cfg.device)
+    probe = copy.deepcopy(model).to(device).train()
+    threads = pick_threads(probe, batch, train.X.shape[1], cfg.num_threads)
+    per_step = per_val_window = 0.0
+    if n:
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with denormals_flushed():
+                per_step, per_val_window = _time_batches(probe, train, cfg, batch, calibration_batches, device)
+        finally:
+            torch.set_num_threads(previous_threads)
+    n_val = len(val) if val is not None else 0
+    return TrainingPlan(
+        rows=rows, windows={s: len(w) for s, w in windows.items()}, lookback=train.X.shape[1],
+        n_features=train.X.shape[2], parameters=sum(p.numel() for p in probe.parameters()), batch=batch,
+        batches_per_epoch=steps, epochs=cfg.epochs, threads=threads,
+        seconds_per_epoch=per_step * steps + per_val_window * n_val,
+    )
+
+
+def _time_batches(model: LSTMForecaster, train: Windows, cfg: TrainConfig, batch: int, count: int,
+                  device: torch.device) -> tuple[float, float]:
+    """Seconds per training step and per window of a validation pass, after one untimed warm-up step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    loss_fn = nn.MSELoss()
+    idx = np.arange(min(batch, len(train)))
+    yb = torch.from_numpy(train.y[idx]).to(device)
+
+    def wait() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    times = []
+    for _ in range(count + 1):
+        started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(gather(train.X, idx).to(device)), yb).backward()  # the gather is part of each step
+        optimizer.step()
+        wait()
+        times.append(time.perf_counter() - started)
+    model.eval()
+    with torch.no_grad():
+        started = time.perf_counter()
+        model(as_batch(train.X[:len(idx)]).to(device))
+        wait()
+        per_val_window = (time.perf_counter() - started) / len(idx)
+    return float(np.median(times[1:])), per_val_window
+
+
+# ---------------------------------------------------------------- training
 def fit(
     model: LSTMForecaster,
     train: Windows,
@@ -97,7 +286,9 @@ def fit(
     """Adam on MSE with mini-batches, gradient clipping and early stopping on validation loss.
 
     The best weights (lowest validation loss, or the last epoch without validation) are kept.
-    Raises TrainingError when the loss stops being finite.
+    Raises TrainingError when the loss stops being finite. Mini-batches are gathered from the
+    windows (views of the series) one at a time, so memory holds one batch, not every window.
+    Runs with denormal floats flushed to zero (see `denormals_flushed`), then restores the mode.
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -106,7 +297,10 @@ def fit(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _fit(model, train, val, cfg, device, batch, threads, on_epoch_end)
+        with denormals_flushed() as flushed:
+            # Flush mode covers this thread only: zero what other threads (or a CPU without the mode) leave.
+            scrub = device.type == "cpu" and (not flushed or threads > 1)
+            return _fit(model, train, val, cfg, device, batch, threads, scrub, on_epoch_end)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -119,40 +313,40 @@ def _fit(
     device: torch.device,
     batch: int,
     threads: int,
+    scrub: bool,
     on_epoch_end: EpochCallback | None,
 ) -> TrainResult:
     started = time.perf_counter()
     model.to(device)
-    X = torch.from_numpy(train.X).to(device)  # (n, lookback, n_features)
     y = torch.from_numpy(train.y).to(device)  # (n, horizon)
     has_val = val is not None and len(val) > 0
-    if has_val:
-        Xv = torch.from_numpy(val.X).to(device)
-        yv = torch.from_numpy(val.y).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     loss_fn = nn.MSELoss()
     generator = torch.Generator().manual_seed(cfg.seed)
-    n = len(X)
+    n = len(train)
     full_batch = batch >= n
+    X_full = as_batch(train.X).to(device) if full_batch else None
     result = TrainResult(model=model, device=str(device), threads=threads)
     best_loss, best_state, since_best = math.inf, None, 0
 
     for epoch in range(cfg.epochs):
         model.train()
         if full_batch:
-            batches = [(X, y)]
+            batches = iter([(X_full, y)])
         else:
-            order = torch.randperm(n, generator=generator).to(device)
-            batches = [(X[idx], y[idx]) for idx in order.split(batch)]
+            order = torch.randperm(n, generator=generator)
+            batches = ((gather(train.X, idx.numpy()).to(device), y[idx.to(device)]) for idx in order.split(batch))
         total = torch.zeros((), dtype=torch.float64, device=device)
-        for xb, yb in batches:
+        for xb, yb in batches:  # xb (batch, lookback, n_features), yb (batch, horizon)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
             loss.backward()
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
+            if scrub:
+                zero_denormals_(params)
             total += loss.detach().double() * len(xb)  # no .item() per batch: one device sync per epoch
         train_loss = total.item() / n
         if not math.isfinite(train_loss):
@@ -160,11 +354,7 @@ def _fit(
                 f"training diverged at epoch {epoch + 1}: loss is {train_loss} "
                 f"(try a lower train.learning_rate than {cfg.learning_rate} or train.grad_clip)"
             )
-        val_loss = None
-        if has_val:
-            model.eval()
-            with torch.no_grad():
-                val_loss = loss_fn(model(Xv), yv).item()
+        val_loss = validation_loss(model, val, device) if has_val else None
         result.train_loss.append(train_loss)
         if val_loss is not None:
             result.val_loss.append(val_loss)
@@ -192,12 +382,30 @@ def _fit(
     return result
 
 
-def predict(model: LSTMForecaster, X: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Model outputs (n, horizon) for windows X (n, lookback, n_features), in scaled space."""
+def validation_loss(model: LSTMForecaster, val: Windows, device: torch.device, batch: int = EVAL_BATCH) -> float:
+    """Mean squared error over the validation windows, `batch` windows per forward pass.
+
+    Memory holds one batch's activations, not those of every window (at 2M rows, gigabytes).
+    """
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(as_batch(val.X[i:i + batch]).to(device)) for i in range(0, len(val), batch)])
+        return nn.functional.mse_loss(pred, torch.from_numpy(val.y).to(device)).item()
+
+
+def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Model outputs (n, horizon) for windows X (n, lookback, n_features), in scaled space.
+
+    `batch` windows per forward pass, so time and memory grow linearly with the windows; run
+    with denormal floats flushed (weights decayed below float32's normal range otherwise make
+    every multiply slow), and on a copy without denormal weights where flush mode cannot cover
+    every thread.
+    """
     model.eval()
     if len(X) == 0:
         return np.empty((0, model.init_args["horizon"]), dtype=np.float32)
-    with torch.no_grad():
-        parts = [model(torch.from_numpy(np.ascontiguousarray(X[i:i + batch], dtype=np.float32))).numpy()
-                 for i in range(0, len(X), batch)]
+    with torch.no_grad(), denormals_flushed() as flushed:
+        if not flushed or torch.get_num_threads() > 1:
+            model = without_denormals(model)
+        parts = [model(as_batch(X[i:i + batch])).numpy() for i in range(0, len(X), batch)]
     return np.concatenate(parts)

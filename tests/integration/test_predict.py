@@ -91,3 +91,54 @@ def test_predict_command_prints_the_forecast(prefect_harness, champion, tmp_path
     assert "Model:       planted version 1 (@champion)" in printed
     assert Path("forecasts.csv").is_file()  # the default --out, in the working directory
     assert pd.read_csv("forecasts.csv")["date"].iloc[0] in printed
+
+
+@pytest.fixture
+def default_store_champion(tmp_path, monkeypatch):
+    """MLflow's default layout, as users run it: ./mlflow.db in the working directory, no URI set,
+    with v1 of `planted` as @champion."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = rs.client_for(uri)
+    cfg = rs.config()
+    data = rs.trend(growth=0.01)
+    planted = rs.plant(data, cfg, 0.01)
+    assert rs.register(client, planted, rs.window_of(planted.frame, cfg), planted.frame).alias == "champion"
+    yield client, data
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+def test_predict_never_writes_over_the_tracking_store(prefect_harness, default_store_champion, tmp_path, capsys):
+    import hashlib
+
+    client, data = default_store_champion
+    csv = tmp_path / "recent.csv"
+    data.to_csv(csv, index=False)
+    store = tmp_path / "mlflow.db"
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    for extra in ([], ["--overwrite"]):
+        code = main(["predict", "--model", "models:/planted@champion", "--data", str(csv), "--out", "mlflow.db", *extra])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "mlflow.db: refused, it is a file of the MLflow tracking store" in err and "--overwrite" in err
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before  # refused before any run was started
+    assert client.get_registered_model("planted").aliases == {"champion": 1}
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before
+
+    # an ordinary file: written once, then refused until --overwrite
+    args = ["predict", "--model", "models:/planted@champion", "--data", str(csv), "--out", "f.csv"]
+    assert main(args) == 0 and (tmp_path / "f.csv").is_file()
+    assert oct((tmp_path / "f.csv").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    capsys.readouterr()
+    assert main(args) == 2 and "f.csv: already exists" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+
+
+def _umask() -> int:
+    from pipeline.output import current_umask
+
+    return current_umask()

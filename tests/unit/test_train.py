@@ -6,6 +6,7 @@ from pipeline.config import TrainConfig
 from pipeline.errors import TrainingError
 from pipeline.features import Windows
 from pipeline.model import LSTMForecaster
+from pipeline import train
 from pipeline.train import fit, predict
 
 
@@ -61,3 +62,117 @@ def test_cuda_request_without_cuda_is_refused() -> None:
         pytest.skip("a CUDA device is present")
     with pytest.raises(TrainingError, match="no CUDA device"):
         fit(model(), sine_windows(8), None, TrainConfig(epochs=1, device="cuda"))
+
+
+# ---------------------------------------------------------------- denormal floats
+DENORMAL = 1e-39  # below float32's smallest normal value (1.18e-38)
+
+
+def flush_supported() -> bool:
+    return torch.set_flush_denormal(False)  # also leaves the mode off for the test
+
+
+def model_with_denormal_weights(threads_hint: int = 1) -> LSTMForecaster:
+    """A model whose input weights of feature 1 are denormal; feature 1 is always 0, so no gradient moves them."""
+    m = LSTMForecaster(n_features=2, hidden_size=8, num_layers=1)
+    with torch.no_grad():
+        m.lstm.weight_ih_l0[:, 1] = DENORMAL
+    assert train.has_denormals(m.parameters())
+    return m
+
+
+def two_feature_windows(n: int) -> Windows:
+    w = sine_windows(n)
+    X = np.concatenate([w.X, np.zeros_like(w.X)], axis=2)  # feature 1 is always 0
+    return Windows(X=X, y=w.y, origins=w.origins, target_positions=w.target_positions)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fit_flushes_denormals_and_restores_the_previous_mode(threads: int) -> None:
+    if not flush_supported():
+        pytest.skip("this CPU has no flush-to-zero mode")
+    modes: list[bool] = []
+    cfg = TrainConfig(epochs=2, batch_size=16, weight_decay=0.0, num_threads=threads)
+    result = fit(model_with_denormal_weights(), two_feature_windows(48), None, cfg,
+                 on_epoch_end=lambda *_: modes.append(train.flush_denormal_mode()))
+    assert modes == [True, True]
+    assert not train.flush_denormal_mode()  # the caller's mode (off) is back
+    # The weights no gradient moves are 0 now, not denormal: nothing left to slow every multiply.
+    assert not train.has_denormals(result.model.parameters())
+    assert torch.count_nonzero(result.model.lstm.weight_ih_l0[:, 1]) == 0
+
+    torch.set_flush_denormal(True)  # a caller that had it on keeps it on
+    try:
+        fit(model(), sine_windows(16), None, TrainConfig(epochs=1, batch_size=8))
+        assert train.flush_denormal_mode()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_predict_never_multiplies_denormal_weights(threads: int) -> None:
+    if not flush_supported():
+        pytest.skip("this CPU has no flush-to-zero mode")
+    m = model_with_denormal_weights().eval()
+    seen: list[tuple[bool, bool]] = []
+    m.register_forward_hook(lambda mod, inp, out: seen.append(
+        (train.flush_denormal_mode(), train.has_denormals(mod.parameters()))))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = predict(m, two_feature_windows(20).X, batch=8)
+    finally:
+        torch.set_num_threads(previous)
+    assert out.shape == (20, 1) and len(seen) == 3
+    # flush mode on this thread; with other threads too, a copy without the denormal weights
+    assert all(flushed for flushed, _ in seen)
+    assert all(not denormal for _, denormal in seen) or threads == 1
+    assert not train.flush_denormal_mode()
+    assert train.has_denormals(m.parameters())  # the caller's model is left as it was
+
+
+def test_denormals_flushed_restores_either_mode() -> None:
+    if not flush_supported():
+        pytest.skip("this CPU has no flush-to-zero mode")
+    for before in (False, True):
+        torch.set_flush_denormal(before)
+        with train.denormals_flushed() as supported:
+            assert supported and train.flush_denormal_mode()
+            assert torch.tensor([DENORMAL]).mul(1.0).item() == 0.0
+        assert train.flush_denormal_mode() == before
+    torch.set_flush_denormal(False)
+
+
+# ---------------------------------------------------------------- the plan stated before training
+def test_plan_states_rows_windows_and_time_without_changing_training(tiny_config) -> None:
+    from pipeline import features
+    from pipeline.reproduce import weights_digest
+    from pipeline.schemas import validate_prices
+    from tests.conftest import make_prices
+
+    frame = validate_prices(make_prices(90), tiny_config.data, "synthetic", min_rows=1).frame
+    _, _, windows = features.prepare(frame, tiny_config)
+    cfg = tiny_config.train
+
+    def trained(with_plan: bool) -> str:
+        m = train.init_model(tiny_config.model, cfg, n_features=windows["train"].X.shape[2], horizon=1)
+        if with_plan:
+            plan = train.plan_training(m, windows, cfg)
+            assert plan.rows == 90 and plan.windows == {s: len(w) for s, w in windows.items()}
+            assert plan.batches_per_epoch == -(-len(windows["train"]) // cfg.batch_size)
+            assert 0 < plan.seconds_per_epoch < 5 and not plan.long
+            line = plan.describe()
+            assert "\n" not in line and "90 rows" in line and f"train {len(windows['train'])}" in line
+            assert "per epoch" in line
+        return weights_digest(fit(m, windows["train"], windows["val"], cfg).model.state_dict())
+
+    assert trained(True) == trained(False)
+
+
+def test_a_long_plan_says_so() -> None:
+    plan = train.TrainingPlan(rows=3_000_000, windows={"train": 2_099_970, "val": 449_970, "test": 449_970},
+                              lookback=30, n_features=5, parameters=13_473, batch=64, batches_per_epoch=32_812,
+                              epochs=200, threads=1, seconds_per_epoch=230.0)
+    assert plan.long
+    assert "3,000,000 rows" in plan.describe() and "3.8 min per epoch" not in plan.describe()
+    assert "about 4 min per epoch, at most 12.8 h for 200 epochs" in plan.describe()
