@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -51,18 +51,23 @@ def is_local_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:///")
 
 
+# Database schemes of MLflow's SQL stores, as its docs list them for `--backend-store-uri`.
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
 def import_mlflow(uri: str | None = None) -> None:
     """Import the MLflow modules that a training run against `uri` loads anyway.
 
     The CLI calls this during its start-up, while imports run without the garbage collector
-    (0.2 s cheaper than importing them on first use, and later collections skip them).
+    (0.2 s cheaper than importing them on first use, and later collections skip them). Only a
+    head start: should a later MLflow move its SQL store modules, they load on first use.
     """
     import mlflow.pyfunc  # noqa: F401
-    from mlflow.store.db.db_types import DATABASE_ENGINES  # the schemes MLflow serves with its SQL store
 
-    if urlparse(uri or resolve_tracking_uri()).scheme.split("+")[0] in DATABASE_ENGINES:
-        import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    if urlparse(uri or resolve_tracking_uri()).scheme.split("+")[0] in SQL_SCHEMES:
+        with suppress(ImportError):
+            import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def get_client(cfg: PipelineConfig | None = None) -> Any:
@@ -327,16 +332,24 @@ def scaler_summary(pre: Any) -> dict[str, Any]:
 
 
 def log_dataset(client: Any, run_id: str, frame: pd.DataFrame, source: str, digest: str, target: str, name: str) -> None:
-    """The training data as an MLflow dataset input, with our file digest."""
+    """The training data as an MLflow dataset input, with our file digest.
+
+    The run's `Dataset` entity is built from the dataset's public `to_dict()` (name, digest,
+    source, source type, schema, profile) and logged with `MlflowClient.log_inputs`, so no
+    fluent run needs to be active.
+    """
     import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path is meant
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame.reset_index(), source=source, targets=target, name=name, digest=digest)
-    entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
-    retry(lambda: client.log_inputs(run_id, datasets=[entity]), "log dataset", client.tracking_uri)
+    fields = dataset.to_dict()
+    entity = Dataset(name=fields["name"], digest=fields["digest"], source_type=fields["source_type"],
+                     source=fields["source"], schema=fields.get("schema"), profile=fields.get("profile"))
+    tagged = DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+    retry(lambda: client.log_inputs(run_id, datasets=[tagged]), "log dataset", client.tracking_uri)
 
 
 def pip_requirements() -> list[str]:
@@ -365,7 +378,7 @@ def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -
         bundle_path = bundle.save(Path(tmp) / "forecaster.pkl")
 
         def _log() -> Any:
-            with mlflow.start_run(run_id=run_id), quiet_logger("mlflow.pyfunc"), pins_taken_as_given():
+            with mlflow.start_run(run_id=run_id), quiet_logger("mlflow.pyfunc"):
                 return mlflow.pyfunc.log_model(
                     name="model",
                     python_model=LSTMForecastPyfunc(),
@@ -377,31 +390,6 @@ def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -
                 )
 
         return retry(_log, "log model", uri)
-
-
-@contextmanager
-def pins_taken_as_given() -> Iterator[None]:
-    """Skip MLflow's check of a model's pip requirements against this environment while logging it.
-
-    `pip_requirements()` pins the versions installed here, so the check can only agree; it still
-    costs 0.5 s, because it first maps every file of every installed distribution to its
-    top-level module. Where MLflow's hooks are not found, the check simply runs.
-    """
-    import mlflow.pyfunc
-    import mlflow.utils.environment
-
-    name = "warn_dependency_requirement_mismatches"
-    # Saving checks through mlflow.utils.environment; the check of the input example reloads the
-    # model through mlflow.pyfunc.load_model, which checks again.
-    hooks = [(module, getattr(module, name)) for module in (mlflow.utils.environment, mlflow.pyfunc)
-             if callable(getattr(module, name, None))]
-    for module, _ in hooks:
-        setattr(module, name, lambda requirements: None)
-    try:
-        yield
-    finally:
-        for module, original in hooks:
-            setattr(module, name, original)
 
 
 @contextmanager
