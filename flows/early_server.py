@@ -113,8 +113,19 @@ class EarlyServer:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
             self.locked = False
 
+    def errors(self) -> str:
+        """What the server logged at ERROR or above (it runs with `--log-level ERROR`), else ''."""
+        self.output.seek(0)
+        text = self.output.read().decode(errors="replace")
+        start = min((i for i in (text.find("Traceback"), text.find("ERROR")) if i >= 0), default=-1)
+        return text[start:].strip() if start >= 0 else ""
+
     def stop(self) -> None:
-        """Terminate the server (as Prefect stops its own: SIGTERM, 5 s grace, then SIGKILL)."""
+        """Terminate the server (as Prefect stops its own: SIGTERM, 5 s grace, then SIGKILL).
+
+        Errors the server logged are passed on to stderr: its output is kept off the caller's
+        streams, not hidden.
+        """
         self.release()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -123,6 +134,8 @@ class EarlyServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if not self.output.closed and (errors := self.errors()):
+            print(f"Prefect's temporary server at {self.api_url} reported:\n{errors}", file=sys.stderr)
         self.output.close()
         self.lock.close()
 
