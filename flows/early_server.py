@@ -227,7 +227,7 @@ def start() -> EarlyServer | None:
     The server is stopped when the interpreter exits, after Prefect has flushed its logs and
     events (atexit handlers registered later, Prefect's, run first).
     """
-    if not wanted():
+    if "prefect" in sys.modules or not wanted():  # too late to help, or Prefect's settings decide (tests)
         return None
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,21 @@ def test_early_server_defers_to_a_profile_or_settings_file_naming_a_server(monke
     assert not early_server.wanted()
 
 
+def test_no_early_server_once_prefect_is_imported(monkeypatch, tmp_path) -> None:
+    """In a process that already imported Prefect (a test, a notebook) its settings decide: no server."""
+    import prefect  # noqa: F401
+
+    from flows import early_server
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    for name in ("PREFECT_API_URL", early_server.SWITCH, "PREFECT_PROFILES_PATH", "PREFECT_PROFILE",
+                 *early_server.EPHEMERAL_SWITCHES):
+        monkeypatch.delenv(name, raising=False)
+    assert early_server.wanted()
+    assert early_server.start() is None and "PREFECT_API_URL" not in os.environ
+
+
 def test_expected_failures_leave_the_console_but_other_errors_stay() -> None:
     """A run whose exception is a PipelineError: its records are dropped, by exc_info and run id."""
     import logging
