@@ -47,7 +47,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import OrchestrationError
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,6 @@ SWITCH = "PIPELINE_EARLY_PREFECT_SERVER"
 LOCK_NAME = "pipeline-server.lock"  # in PREFECT_HOME: one server at a time sets up the database
 EPHEMERAL_SWITCHES = ("PREFECT_SERVER_EPHEMERAL_ENABLED", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-class ServerError(PipelineError):
-    """Prefect's temporary server for this command did not start."""
 
 
 @dataclass
@@ -85,13 +81,13 @@ class EarlyServer:
         self.started = time.perf_counter()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        """Block until GET /api/health answers 200; ServerError when the process dies or times out."""
+        """Block until GET /api/health answers 200; OrchestrationError when the process dies or times out."""
         assert self.process is not None
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             code = self.process.poll()
             if code is not None:
-                raise ServerError(f"Prefect's temporary server exited with status {code} before it was ready"
+                raise OrchestrationError(f"Prefect's temporary server exited with status {code} before it was ready"
                                   f"{self.output_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
@@ -101,7 +97,7 @@ class EarlyServer:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.05)
-        raise ServerError(f"Prefect's temporary server was not ready after {timeout:.0f}s{self.output_tail()}")
+        raise OrchestrationError(f"Prefect's temporary server was not ready after {timeout:.0f}s{self.output_tail()}")
 
     def output_tail(self, chars: int = 2000) -> str:
         self.output.seek(0)
@@ -244,7 +240,7 @@ def start() -> EarlyServer | None:
 def adopt(server: EarlyServer | None, timeout: float = 120.0) -> str | None:
     """After the imports: wait until the server answers; the API URL in use, None when not started.
 
-    Raises ServerError (with the server's own output) when it does not come up: Prefect already
+    Raises OrchestrationError (with the server's own output) when it does not come up: Prefect already
     points at its address, so there is nothing to fall back to in this process.
     """
     if server is None:

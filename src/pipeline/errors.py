@@ -35,3 +35,7 @@ class TrackingError(PipelineError):
 
 class RegistryError(PipelineError):
     """A registry request names an unknown model, version or alias, or cannot be honoured."""
+
+
+class OrchestrationError(PipelineError):
+    """Prefect's API server for the command could not be started or reached."""

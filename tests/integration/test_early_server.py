@@ -13,9 +13,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, make_prices
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
 
 
 def cli_env(tmp_path: Path, home: Path) -> dict[str, str]:
