@@ -179,7 +179,14 @@ def configured_elsewhere(cwd: Path | None = None) -> bool:
     `pyproject.toml` [tool.prefect] in the working directory. Those are left to Prefect to read.
     """
     cwd = cwd or Path.cwd()
-    if (cwd / ".env").is_file() or (cwd / "prefect.toml").is_file():
+    if (cwd / "prefect.toml").is_file():
+        return True
+    try:
+        dotenv = dict(line.split("=", 1) for line in (cwd / ".env").read_text().splitlines() if "=" in line)
+    except OSError:
+        dotenv = {}
+    dotenv = {k.strip().removeprefix("export "): v.strip().strip("'\"") for k, v in dotenv.items()}
+    if _names_a_server(dotenv) or any(k.startswith("PREFECT_PROFILE") for k in dotenv):
         return True
     try:
         if "prefect" in tomllib.loads((cwd / "pyproject.toml").read_text()).get("tool", {}):

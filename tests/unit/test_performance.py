@@ -87,6 +87,11 @@ def test_early_server_defers_to_a_profile_or_settings_file_naming_a_server(monke
     assert early_server.wanted()
     (tmp_path / "pyproject.toml").write_text('[tool.prefect]\napi.url = "http://10.0.0.1:4200/api"\n')
     assert not early_server.wanted()
+    (tmp_path / "pyproject.toml").unlink()
+    (tmp_path / ".env").write_text("DATABASE=x\n")
+    assert early_server.wanted()
+    (tmp_path / ".env").write_text("export PREFECT_API_URL='http://10.0.0.1:4200/api'\n")
+    assert not early_server.wanted()
 
 
 def test_no_early_server_once_prefect_is_imported(monkeypatch, tmp_path) -> None:
