@@ -7,9 +7,12 @@ Each run is a fresh `pipeline train --force` process against one temporary MLflo
   server     a Prefect server already running (`prefect server start` on a loopback port,
              started here and stopped at the end), PREFECT_API_URL pointing at it;
   ephemeral  no PREFECT_API_URL and an existing PREFECT_HOME: the CLI starts Prefect's
-             temporary server in the background while the heavy libraries import;
+             server (`prefect server start`, its public command) in the background while
+             the heavy libraries import;
   ephemeral, Prefect's own start   the same with PIPELINE_EARLY_PREFECT_SERVER=0: Prefect
              imports its server and starts it at the first flow call (the before).
+Only public interfaces are used: the `pipeline` and `prefect` commands, Prefect's /api/health
+endpoint and MlflowClient.get_run.
 Stage times are the `time_*_s` metrics the flow logs to each MLflow run; `startup` runs from
 process start to the flow body, `exit` from the end of the flow body to process exit (flow
 run teardown, log flushing, server shutdown), measured as wall time minus the rest.

@@ -100,7 +100,6 @@ def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None
     tracking.log_dataset(client, run_id, data.frame, raw.source, raw.digest, cfg.data.target, name=cfg.name)
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg)
     info = tracking.log_model(run_id, bundle, input_example(data.frame, cfg, rows=pre.input_rows), client.tracking_uri)
-    tracking.keep_run_open(client, run_id)  # MLflow's fluent run context ended it; it is not done yet
     kill_point("model-logging")
     # The scores belong to the run, to this logged model and to the training dataset.
     tracking.log_metrics(client, run_id, metrics, model_id=info.model_id, dataset=(cfg.name, raw.digest))

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import gc
 import logging
 import os
-import re
 import sys
-import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
 
@@ -23,28 +20,32 @@ log = logging.getLogger("pipeline")
 
 
 class ExpectedFailures(logging.Filter):
-    """Keep Prefect's tracebacks of expected failures (PipelineError) off the console.
+    """Keep Prefect's console records of expected failures (PipelineError) off the console.
 
-    The CLI prints such an error once, as one paragraph; Prefect's run logs (API handler)
-    still get the full record.
+    The CLI prints such an error once, as one paragraph. Prefect logs a failing task or flow
+    run's exception with `exc_info` (public: `LogRecord.exc_info`), then its "Finished in state
+    Failed(...)" line for the same run; the run ids are the `task_run_id` / `flow_run_id`
+    attributes Prefect's run loggers put on every record. A run whose exception was a
+    PipelineError has its later error records dropped too. Prefect's run logs (API handler)
+    still get every record: this filter sits on the console handlers only.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.expected_runs: set[str] = set()
+
+    @staticmethod
+    def run_of(record: logging.LogRecord) -> str | None:
+        run = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
+        return str(run) if run else None
+
     def filter(self, record: logging.LogRecord) -> bool:
+        run = self.run_of(record)
         if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+            if run:
+                self.expected_runs.add(run)
             return False
-        if record.levelno >= logging.ERROR and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
-            names = set(re.findall(r"\b([A-Z]\w*Error)\b", record.getMessage()))
-            return not names & _pipeline_error_names()
-        return True
-
-
-def _pipeline_error_names() -> set[str]:
-    seen, todo = set(), [PipelineError]
-    while todo:
-        cls = todo.pop()
-        seen.add(cls.__name__)
-        todo.extend(cls.__subclasses__())
-    return seen
+        return not (run in self.expected_runs and record.levelno >= logging.ERROR)
 
 
 def _prepare_environment() -> None:
@@ -317,34 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def exit_now(code: int) -> NoReturn:
-    """Exit as a normal exit would, minus the interpreter's teardown of every module and object.
-
-    With torch, MLflow and Prefect loaded that teardown takes 1-8 s on 2 cores and does nothing
-    useful. What a normal exit does first still happens, in the same order: threading's exit
-    hooks (Prefect's log and event flush) and joins, then the atexit handlers (Prefect's
-    temporary server's shutdown, logging.shutdown, temp-dir finalizers); then `os._exit`.
-    """
-    shutdown = getattr(threading, "_shutdown", None)  # what Py_FinalizeEx calls before the atexit handlers
-    if shutdown is not None:
-        shutdown()
-    else:
-        for thread in threading.enumerate():
-            if thread is not threading.main_thread() and not thread.daemon:
-                thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; as a program (no `argv`), exit right after it through `exit_now`."""
-    code = run(argv)
-    if argv is None:
-        exit_now(code)
-    return code
+    """Run a command; its exit status."""
+    return run(argv)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

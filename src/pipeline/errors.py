@@ -45,3 +45,7 @@ class OutputError(PipelineError):
     """An output path is refused: it exists (without overwrite), or it is the tracking store or a project file."""
 
     exit_code = 2
+
+
+class OrchestrationError(PipelineError):
+    """Prefect's API server for the command could not be started or reached."""

@@ -16,7 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -51,18 +51,23 @@ def is_local_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:///")
 
 
+# Database schemes of MLflow's SQL stores, as its docs list them for `--backend-store-uri`.
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
 def import_mlflow(uri: str | None = None) -> None:
     """Import the MLflow modules that a training run against `uri` loads anyway.
 
     The CLI calls this during its start-up, while imports run without the garbage collector
-    (0.2 s cheaper than importing them on first use, and later collections skip them).
+    (0.2 s cheaper than importing them on first use, and later collections skip them). Only a
+    head start: should a later MLflow move its SQL store modules, they load on first use.
     """
     import mlflow.pyfunc  # noqa: F401
-    from mlflow.store.db.db_types import DATABASE_ENGINES  # the schemes MLflow serves with its SQL store
 
-    if urlparse(uri or resolve_tracking_uri()).scheme.split("+")[0] in DATABASE_ENGINES:
-        import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    if urlparse(uri or resolve_tracking_uri()).scheme.split("+")[0] in SQL_SCHEMES:
+        with suppress(ImportError):
+            import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def get_client(cfg: PipelineConfig | None = None) -> Any:
@@ -328,16 +333,24 @@ def scaler_summary(pre: Any) -> dict[str, Any]:
 
 
 def log_dataset(client: Any, run_id: str, frame: pd.DataFrame, source: str, digest: str, target: str, name: str) -> None:
-    """The training data as an MLflow dataset input, with our file digest."""
+    """The training data as an MLflow dataset input, with our file digest.
+
+    The run's `Dataset` entity is built from the dataset's public `to_dict()` (name, digest,
+    source, source type, schema, profile) and logged with `MlflowClient.log_inputs`, so no
+    fluent run needs to be active.
+    """
     import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path is meant
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame.reset_index(), source=source, targets=target, name=name, digest=digest)
-    entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
-    retry(lambda: client.log_inputs(run_id, datasets=[entity]), "log dataset", client.tracking_uri)
+    fields = dataset.to_dict()
+    entity = Dataset(name=fields["name"], digest=fields["digest"], source_type=fields["source_type"],
+                     source=fields["source"], schema=fields.get("schema"), profile=fields.get("profile"))
+    tagged = DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+    retry(lambda: client.log_inputs(run_id, datasets=[tagged]), "log dataset", client.tracking_uri)
 
 
 def pip_requirements() -> list[str]:
@@ -377,13 +390,20 @@ def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -
     `log_metrics(..., model_id=info.model_id)`, to attach them in one write.
     """
     import mlflow
+    from mlflow import MlflowClient
 
+    client = MlflowClient(uri)
+    experiment_id = retry(lambda: client.get_run(run_id).info.experiment_id, "read run", uri)
+    # The run's logged model is created first and the model logged into it with no active run:
+    # MLflow's fluent run context would end the run FINISHED on exit, before registration.
+    model_id = retry(lambda: client.create_logged_model(experiment_id, name="model", source_run_id=run_id).model_id,
+                     "create logged model", uri)
     with tempfile.TemporaryDirectory() as tmp:
         arguments = pyfunc_arguments(bundle, Path(tmp), input_example)
 
         def _log() -> Any:
-            with mlflow.start_run(run_id=run_id), quiet_logger("mlflow.pyfunc"), pins_taken_as_given():
-                return mlflow.pyfunc.log_model(name="model", **arguments)
+            with quiet_logger("mlflow.pyfunc"):
+                return mlflow.pyfunc.log_model(name="model", model_id=model_id, **arguments)
 
         return retry(_log, "log model", uri)
 
@@ -395,31 +415,6 @@ def save_model(path: str | Path, bundle: Any, input_example: pd.DataFrame) -> Pa
     with tempfile.TemporaryDirectory() as tmp, quiet_logger("mlflow.pyfunc"):
         mlflow.pyfunc.save_model(str(path), **pyfunc_arguments(bundle, Path(tmp), input_example))
     return Path(path)
-
-
-@contextmanager
-def pins_taken_as_given() -> Iterator[None]:
-    """Skip MLflow's check of a model's pip requirements against this environment while logging it.
-
-    `pip_requirements()` pins the versions installed here, so the check can only agree; it still
-    costs 0.5 s, because it first maps every file of every installed distribution to its
-    top-level module. Where MLflow's hooks are not found, the check simply runs.
-    """
-    import mlflow.pyfunc
-    import mlflow.utils.environment
-
-    name = "warn_dependency_requirement_mismatches"
-    # Saving checks through mlflow.utils.environment; the check of the input example reloads the
-    # model through mlflow.pyfunc.load_model, which checks again.
-    hooks = [(module, getattr(module, name)) for module in (mlflow.utils.environment, mlflow.pyfunc)
-             if callable(getattr(module, name, None))]
-    for module, _ in hooks:
-        setattr(module, name, lambda requirements: None)
-    try:
-        yield
-    finally:
-        for module, original in hooks:
-            setattr(module, name, original)
 
 
 @contextmanager
@@ -518,12 +513,6 @@ def tracked_run(client: Any, experiment_id: str, run_name: str, tags: Mapping[st
         if not isinstance(exc, PipelineError):
             log.exception("run %s failed", run_id)
         raise
-
-
-def keep_run_open(client: Any, run_id: str) -> None:
-    """Set a run back to RUNNING after MLflow's fluent API ended it (`mlflow.start_run(run_id=...)`
-    ends the run FINISHED on exit); the run's owner ends it once its last step is done."""
-    retry(lambda: client.update_run(run_id, status="RUNNING"), "keep run open", client.tracking_uri)
 
 
 @dataclass(frozen=True)

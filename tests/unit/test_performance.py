@@ -46,19 +46,92 @@ def test_epoch_logger_writes_in_batches_and_counts_its_own_time() -> None:
     assert 0 < logger.seconds < 5
 
 
-def test_early_server_defers_to_a_configured_api_or_the_switch(monkeypatch) -> None:
+def test_early_server_defers_to_a_configured_api_or_the_switch(monkeypatch, tmp_path) -> None:
     from flows import early_server
 
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv(early_server.SWITCH, raising=False)
-    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_ENABLED", raising=False)
-    monkeypatch.delenv("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    for name in ("PREFECT_API_URL", early_server.SWITCH, "PREFECT_PROFILES_PATH", "PREFECT_PROFILE",
+                 *early_server.EPHEMERAL_SWITCHES):
+        monkeypatch.delenv(name, raising=False)
     assert early_server.wanted()
     monkeypatch.setenv(early_server.SWITCH, "0")
     assert not early_server.wanted() and early_server.start() is None
     monkeypatch.delenv(early_server.SWITCH)
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     assert not early_server.wanted()
+
+
+def test_early_server_defers_to_a_profile_or_settings_file_naming_a_server(monkeypatch, tmp_path) -> None:
+    """`prefect config set PREFECT_API_URL=...` writes the active profile: that server wins."""
+    from flows import early_server
+
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    for name in ("PREFECT_API_URL", early_server.SWITCH, "PREFECT_PROFILES_PATH", "PREFECT_PROFILE",
+                 *early_server.EPHEMERAL_SWITCHES):
+        monkeypatch.delenv(name, raising=False)
+    profiles = home / "profiles.toml"
+    profiles.write_text('active = "local"\n[profiles.local]\nPREFECT_LOGGING_LEVEL = "INFO"\n'
+                        '[profiles.remote]\nPREFECT_API_URL = "http://10.0.0.1:4200/api"\n')
+    assert early_server.wanted()
+    monkeypatch.setenv("PREFECT_PROFILE", "remote")
+    assert not early_server.wanted()
+    monkeypatch.delenv("PREFECT_PROFILE")
+    profiles.write_text('active = "off"\n[profiles.off]\nPREFECT_SERVER_ALLOW_EPHEMERAL_MODE = false\n')
+    assert not early_server.wanted()
+    profiles.unlink()
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert early_server.wanted()
+    (tmp_path / "pyproject.toml").write_text('[tool.prefect]\napi.url = "http://10.0.0.1:4200/api"\n')
+    assert not early_server.wanted()
+    (tmp_path / "pyproject.toml").unlink()
+    (tmp_path / ".env").write_text("DATABASE=x\n")
+    assert early_server.wanted()
+    (tmp_path / ".env").write_text("export PREFECT_API_URL='http://10.0.0.1:4200/api'\n")
+    assert not early_server.wanted()
+
+
+def test_no_early_server_once_prefect_is_imported(monkeypatch, tmp_path) -> None:
+    """In a process that already imported Prefect (a test, a notebook) its settings decide: no server."""
+    import prefect  # noqa: F401
+
+    from flows import early_server
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    for name in ("PREFECT_API_URL", early_server.SWITCH, "PREFECT_PROFILES_PATH", "PREFECT_PROFILE",
+                 *early_server.EPHEMERAL_SWITCHES):
+        monkeypatch.delenv(name, raising=False)
+    assert early_server.wanted()
+    assert early_server.start() is None and "PREFECT_API_URL" not in os.environ
+
+
+def test_expected_failures_leave_the_console_but_other_errors_stay() -> None:
+    """A run whose exception is a PipelineError: its records are dropped, by exc_info and run id."""
+    import logging
+
+    from pipeline.cli import ExpectedFailures
+    from pipeline.errors import DataError
+
+    def record(msg: str, exc: BaseException | None = None, level: int = logging.ERROR, **ids: str) -> logging.LogRecord:
+        rec = logging.LogRecord("prefect.task_runs", level, __file__, 1, msg, None,
+                                (type(exc), exc, None) if exc else None)
+        rec.__dict__.update(ids)
+        return rec
+
+    keep = ExpectedFailures().filter
+    expected, other = {"flow_run_id": "f1", "task_run_id": "t1"}, {"flow_run_id": "f1", "task_run_id": "t2"}
+    assert not keep(record("Task run failed with exception", DataError("bad column 'Close'"), **expected))
+    assert not keep(record("Finished in state Failed('... DataError: bad column')", **expected))
+    assert keep(record("Finished in state Failed('... KeyError: x')", **other))
+    assert keep(record("Task run failed with exception", KeyError("x"), **other))
+    assert keep(record("a warning", level=logging.WARNING, **expected))
+    assert not keep(record("Encountered exception during execution", DataError("bad"), flow_run_id="f2"))
+    assert not keep(record("Finished in state Failed('flow')", flow_run_id="f2"))
+    assert keep(record("plain library error"))
 
 
 def test_start_up_imports_run_without_the_collector_and_stay_out_of_later_passes() -> None:
@@ -75,18 +148,3 @@ def test_start_up_imports_run_without_the_collector_and_stay_out_of_later_passes
         assert gc.get_freeze_count() >= frozen + 1000 and made_during_imports
     finally:
         gc.unfreeze()
-
-
-def test_model_logging_skips_only_mlflows_redundant_requirements_check() -> None:
-    import mlflow.pyfunc
-    import mlflow.utils.environment
-
-    from pipeline.tracking import pins_taken_as_given
-
-    name = "warn_dependency_requirement_mismatches"
-    originals = [getattr(m, name) for m in (mlflow.utils.environment, mlflow.pyfunc)]
-    with pins_taken_as_given():
-        for module, original in zip((mlflow.utils.environment, mlflow.pyfunc), originals):
-            assert getattr(module, name) is not original
-            assert getattr(module, name)(["torch==0.0.1"]) is None
-    assert [getattr(m, name) for m in (mlflow.utils.environment, mlflow.pyfunc)] == originals
