@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup lock run seed test test-unit ui docs browser-deps clean
+.PHONY: setup lock run seed test test-unit ui docs serve-model browser-deps clean
 
 setup: $(STAMP)
 
@@ -83,6 +83,13 @@ serve: $(STAMP)
 # The configuration reference, generated from the config models (a test fails when it is stale).
 docs: $(STAMP)
 	$(BIN)/python -m pipeline.config_reference
+
+# MLflow's REST server for a registered model (README "A five-minute tour").
+MODEL      ?= models:/lstm-forecaster@champion
+MODEL_PORT ?= 5001
+
+serve-model: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host 127.0.0.1 --port $(MODEL_PORT) --workers 1
 
 # Debian's Chromium and its driver, for the browser test (tests/integration/test_browser.py); needs root.
 browser-deps:
