@@ -42,3 +42,17 @@ def test_the_scan_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from mlflow.exceptions import MlflowException\n    import prefect.artifacts\n")
     assert imported_roots(module) == {"mlflow", "prefect"}
+
+
+FLOW_FUNCTION_MAX_LINES = 40  # a flow function longer than this is doing a step's job
+
+
+def test_flow_functions_only_wire_the_stages() -> None:
+    long = []
+    for path in sorted((ROOT / "flows").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > FLOW_FUNCTION_MAX_LINES:
+                    long.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "move the work into src/pipeline: " + ", ".join(long)
