@@ -169,13 +169,16 @@ def run_training(cfg: PipelineConfig, config_path: str | None, force: bool) -> T
             publish_report(reports.skipped_report(ctx, summary, previous.tags, detail))
             return summary
         tags = {**prefect_tags(), "data_digest": raw.digest, "forced": str(force)}
-        with tracking.tracked_run(client, experiment_id, runs.run_name(cfg.name), tags, data_source=cfg.data.source,
+        name = runs.run_name(cfg.name, data_source=cfg.data.source)
+        with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source,
                                   config_digest=ctx.config_digest) as run:
             ctx.run_id = run.run_id
             summary, data_tags = train_and_register(run, cfg, config_path, raw, timings)
+            report = reports.trained_report(ctx, data_tags, summary, force)
+            tracking.set_description(run.client, run.run_id, reports.run_markdown(report))  # the run page's notes
         get_run_logger().info("run %s finished: test RMSE %.6g vs persistence %.6g", run.run_id,
                               summary.metrics["test_rmse"], summary.metrics["test_naive_rmse"])
-        publish_report(reports.trained_report(ctx, data_tags, summary, force))
+        publish_report(report)
         return summary
     except BaseException as exc:
         publish_report(reports.failed_report(ctx, exc))

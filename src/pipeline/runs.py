@@ -50,9 +50,11 @@ class TrainingSummary:
     test_forecasts: pd.DataFrame | None = None  # the in-process model's test forecasts (date, step, forecast)
 
 
-def run_name(config_name: str, kind: str = "") -> str:
-    """`<config>-[<kind>-]<local date>-<time>`, the MLflow run name."""
-    return "-".join(p for p in (config_name, kind, time.strftime("%Y%m%d-%H%M%S")) if p)
+def run_name(config_name: str, kind: str = "", data_source: str | None = None) -> str:
+    """`<config>-[<data>-][<kind>-]<local date>-<time>`, the MLflow run name: which config, on which
+    data (the file's name without its folder or suffix), when."""
+    data = Path(data_source.split("?")[0].rstrip("/")).stem if data_source else ""
+    return "-".join(p for p in (config_name, data, kind, time.strftime("%Y%m%d-%H%M%S")) if p)
 
 
 # ---------------------------------------------------------------- nothing to do

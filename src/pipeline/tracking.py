@@ -292,6 +292,13 @@ class EpochLogger:
             self.seconds += time.perf_counter() - started
 
 
+def set_description(client: Any, run_id: str, markdown: str) -> None:
+    """The run's description in the MLflow UI (its notes, `mlflow.note.content`), as markdown."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    log_params_and_tags(client, run_id, {}, {MLFLOW_RUN_NOTE: markdown})
+
+
 def log_figure(client: Any, run_id: str, fig: Any, path: str) -> None:
     retry(lambda: client.log_figure(run_id, fig, path), f"log {path}", client.tracking_uri)
 

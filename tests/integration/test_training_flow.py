@@ -24,6 +24,10 @@ def test_flow_tracks_registers_and_serves_the_champion(prefect_harness, mlflow_s
     client = MlflowClient(mlflow_store)
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
+    # a readable name (config, data file, date) and a description with the headline numbers
+    assert run.info.run_name.startswith("tiny-prices-")
+    note = run.data.tags["mlflow.note.content"]
+    assert "| RMSE |" in note and "persistence" in note and "tiny-forecaster v1" in note
     # params: the whole resolved config
     assert run.data.params["window.lookback"] == "5"
     assert run.data.params["train.epochs"] == "2"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,3 +115,10 @@ def test_resolve_applies_only_the_overrides_given(tiny_config, tmp_path) -> None
     path.write_text("name: from-file\n")
     assert resolve(str(path), window="rolling").backtest.window == "rolling"
     assert resolve(None).name == "default"
+
+
+def test_run_names_say_config_data_and_when() -> None:
+    assert re.fullmatch(r"default-SBUX-\d{8}-\d{6}", runs.run_name("default", data_source="data/SBUX.csv"))
+    assert re.fullmatch(r"m4-hourly-backtest-\d{8}-\d{6}",
+                        runs.run_name("m4", "backtest", "https://host/files/hourly.csv?token=1"))
+    assert re.fullmatch(r"forecast-m-v2-\d{8}-\d{6}", runs.run_name("forecast", "m-v2"))
