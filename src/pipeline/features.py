@@ -212,7 +212,7 @@ class Windows:
 
     `X` is a read-only view into the scaled feature matrix (window i is rows origin-lookback+1
     .. origin), not a copy: `lookback` copies of every row would cost lookback x n_features x 4
-    bytes per row. Gather a batch with `np.take(X, idx, axis=0)` (what `train.fit` does).
+    bytes per row. Gather a batch with `X[idx]` (what `train.fit` does; `np.take` would copy all of X).
     """
 
     X: np.ndarray  # (n, lookback, n_features), float32, a view (see above)

@@ -153,8 +153,12 @@ def without_denormals(model: nn.Module) -> nn.Module:
 
 # ---------------------------------------------------------------- batches
 def gather(windows: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-    """The windows at `idx` as one contiguous float32 tensor: a mini-batch copied out of the views."""
-    return torch.from_numpy(np.take(windows, idx, axis=0))
+    """The windows at `idx` as one contiguous float32 tensor: a mini-batch copied out of the views.
+
+    Indexing copies only the rows asked for; `np.take` would first copy the whole strided view
+    into a contiguous array, every batch (quadratic in the rows).
+    """
+    return torch.from_numpy(np.ascontiguousarray(windows[idx]))
 
 
 def as_batch(windows: np.ndarray) -> torch.Tensor:

@@ -112,3 +112,16 @@ def test_evaluation_calls_the_model_per_bounded_batch_and_allocates_linearly(mon
     # 4,000 x 4,000 x 8 bytes = 128 MB, here 2.5 KB per window at most).
     assert peaks[6000] < 2500, peaks
     assert peaks[6000] < 1.3 * peaks[3000], peaks
+
+
+def test_a_batch_copies_its_own_windows_only() -> None:
+    """Gathering a batch must not copy the whole view first (np.take does): per batch, O(batch) bytes."""
+    _, _, _, windows = prepared(2000, parse_config({"window": {"lookback": LOOKBACK, "horizon": HORIZON},
+                                                    "model": {"hidden_size": 4, "num_layers": 1},
+                                                    "train": {"epochs": 1, "batch_size": 32}}))
+    X = windows["train"].X
+    all_windows = len(X) * LOOKBACK * FEATURES * 4
+    idx = np.arange(0, len(X), 40)[:32]
+    peak = peak_bytes(lambda: train.gather(X, idx))
+    assert peak < 4 * 32 * LOOKBACK * FEATURES * 4 < all_windows / 4, (peak, all_windows)
+    np.testing.assert_array_equal(train.gather(X, idx).numpy(), np.ascontiguousarray(X)[idx])
