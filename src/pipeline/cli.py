@@ -165,6 +165,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.registry import refuse_bare_name
+
+    refuse_bare_name(args.model)  # before any start-up: a bare name fails in a second, not after Prefect starts
     with flow_start_up():
         from flows.forecast import forecast_flow
 
@@ -294,6 +297,18 @@ def version_line() -> str:
     return f"pipeline (lstm-forecast-pipeline) {of('lstm-forecast-pipeline')} ({libraries})"
 
 
+class _Version(argparse.Action):
+    """`--version`: print `version_line()` as one line (argparse's own action wraps it) and exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of the pipeline, torch, Prefect and MLflow, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -301,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Tracking: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (MLflow's default; artifacts in mlruns/). "
                "Orchestration: $PREFECT_API_URL, else Prefect's ephemeral local server.",
     )
-    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument("--version", action=_Version)
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="also log what each step does (INFO) to stderr")
     noise.add_argument("-q", "--quiet", action="store_true",
