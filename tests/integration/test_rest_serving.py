@@ -112,7 +112,7 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
         # the row as the JSON frame counts it (from 0), not a file "line"; the project's message alone
         # in `detail`: MLflow's scoring server puts the whole input frame in front of it in `message`
         detail = body["detail"]
-        assert detail.startswith("the input (rows counted from 0): ") and "row 4 (not a date)" in detail
+        assert detail.startswith("the input (rows counted from 0): ") and "row 4 ('not a date')" in detail
         assert "line" not in detail and len(detail) < 300 and body["message"].endswith(detail)
         assert body["message"].startswith("Failed to predict data '")  # MLflow 3.17: see pyfunc.input_rejected
     finally:
