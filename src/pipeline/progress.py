@@ -106,6 +106,8 @@ class EpochProgress:
     def close(self) -> None:
         """Take the bar down; in line mode, print the last epoch if it was not printed (an early stop)."""
         if self._bar is not None:
+            if self.last is not None and self.last[0] + 1 < self.total:  # early stopping: say so beside the bar
+                self._bar.update(self._task, description=f"{self.label} (stopped early)")
             self._bar.stop()
             self._bar = None
         elif self.mode == "lines" and self.last is not None and self.last[0] != self.printed_epoch:

@@ -155,6 +155,12 @@ def test_the_bar_shows_epoch_and_both_losses() -> None:
             shown(epoch, 0.25, 0.125)
     text = out.getvalue()
     assert "training" in text and "5/5" in text and "train loss 0.25" in text and "val loss 0.125" in text
+    assert "stopped early" not in text
+    out = io.StringIO()
+    with progress.EpochProgress("fold 1/3", 200, mode="bar", stream=out) as shown:
+        for epoch in range(21):
+            shown(epoch, 0.25, None)
+    assert "fold 1/3 (stopped early)" in out.getvalue() and "epoch  21/2" in out.getvalue()
 
 
 def test_no_progress_when_off() -> None:
