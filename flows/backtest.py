@@ -15,7 +15,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from flows.common import STEP, ingest_task, prefect_tags, validate_task
-from pipeline import backtest, plots, runs, tracking
+from pipeline import backtest, plots, progress, runs, tracking
 from pipeline.backtest import BacktestSummary, Fold, FoldResult
 from pipeline.config import PipelineConfig, resolve
 from pipeline.tracking import TrackedRun
@@ -29,8 +29,10 @@ def plan_task(frame: pd.DataFrame, cfg: PipelineConfig) -> list[Fold]:
 
 
 @task(name="fold", **STEP)
-def fold_task(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold, epoch_logger: Any) -> FoldResult:
-    result = backtest.run_fold(frame, cfg, fold, on_epoch_end=epoch_logger)
+def fold_task(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold, epoch_logger: Any, folds: int = 0) -> FoldResult:
+    label = f"fold {fold.index + 1}/{folds}" if folds else f"fold {fold.index + 1}"
+    with progress.EpochProgress(label, cfg.train.epochs) as shown:  # a bar, plain lines or nothing: the CLI's choice
+        result = backtest.run_fold(frame, cfg, fold, on_epoch_end=progress.chain(epoch_logger, shown))
     epoch_logger.flush()
     return result
 
@@ -60,7 +62,7 @@ def backtest_flow(
         plan = plan_task(frame, cfg)
         tracking.log_params_and_tags(client, run.run_id, {}, backtest.data_tags(frame, raw.digest))
         tracking.log_dataset(client, run.run_id, frame, raw.source, raw.digest, cfg.data.target, name=cfg.name)
-        folds_run = [fold_run(run, f"{name}-fold{fold.index + 1}", cfg, frame, raw.digest, fold) for fold in plan]
+        folds_run = [fold_run(run, f"{name}-fold{fold.index + 1}", cfg, frame, raw.digest, fold, len(plan)) for fold in plan]
         summary = record_summary(run, cfg, frame, [result for result, _ in folds_run], started)
     summary.fold_run_ids = [run_id for _, run_id in folds_run]
     get_run_logger().info("backtest %s finished: pooled RMSE %.6g vs persistence %.6g", run.run_id,
@@ -69,13 +71,13 @@ def backtest_flow(
 
 
 def fold_run(parent: TrackedRun, name: str, cfg: PipelineConfig, frame: pd.DataFrame, digest: str,
-             fold: Fold) -> tuple[FoldResult, str]:
+             fold: Fold, folds: int = 0) -> tuple[FoldResult, str]:
     """One fold as a child run of `parent`: its params, its training and scores; the result and the run id."""
     tags = {tracking.PARENT_RUN_TAG: parent.run_id, "run_type": "backtest-fold", "fold": str(fold.index + 1),
             "data_digest": digest, **prefect_tags()}
     with tracking.tracked_run(parent.client, parent.experiment_id, name, tags, data_source=cfg.data.source) as run:
         tracking.log_params_and_tags(run.client, run.run_id, backtest.fold_params(frame, fold, cfg.backtest.window), {})
-        result = fold_task(frame, cfg, fold, tracking.EpochLogger(run.client, run.run_id))
+        result = fold_task(frame, cfg, fold, tracking.EpochLogger(run.client, run.run_id), folds)
         fold_tags, fold_metrics = backtest.fold_record(result)
         tracking.log_params_and_tags(run.client, run.run_id, {}, fold_tags)
         tracking.log_metrics(run.client, run.run_id, fold_metrics)

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.common import STEP, ingest_task, prefect_tags, validate_task
 from flows.reporting import library_logs_to_run, publish_promotion, publish_report, report_context
-from pipeline import evaluate, features, plots, registry, reports, runs, tracking
+from pipeline import evaluate, features, plots, progress, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig, resolve
 from pipeline.errors import PipelineError, TrainingError
 from pipeline.evaluate import Forecasts, Scores
@@ -49,12 +49,16 @@ def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: A
     get_run_logger().log(logging.WARNING if plan.long else logging.INFO, plan.describe())  # the size, before the wait
     val = windows["val"] if len(windows["val"]) else None
 
+    shown = progress.EpochProgress("training", cfg.train.epochs)  # a bar, plain lines or nothing: the CLI's choice
+
     def on_epoch_end(epoch: int, train_loss: float, val_loss: float | None) -> None:
         epoch_logger(epoch, train_loss, val_loss)
+        shown(epoch, train_loss, val_loss)
         kill_point("training")
 
     try:
-        return fit(model, windows["train"], val, cfg.train, on_epoch_end=on_epoch_end)
+        with shown:
+            return fit(model, windows["train"], val, cfg.train, on_epoch_end=on_epoch_end)
     except TrainingError:
         with suppress(PipelineError):  # the losses up to a divergence help to diagnose it
             epoch_logger.flush()
@@ -207,11 +211,12 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
         kept.scores = metrics = scores.flat()
         with timings.stage("plots"):
             plots_task(run, data.frame, cfg, bounds, forecasts, scores["test"], kept.result)
-        data_tags = record_findings(run, cfg, raw, data, pre, bounds, kept.result, scores, metrics)
+        data_tags, warnings = record_findings(run, cfg, raw, data, pre, bounds, kept.result, scores, metrics)
         with timings.stage("tracking"):
             logged = log_model_task(run, cfg, config_path, raw, data, pre, kept.result, metrics)
         summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
-                                  model_uri=logged.model_uri, model_id=logged.model_id, notes=data.notes, timings=timings.seconds,
+                                  model_uri=logged.model_uri, model_id=logged.model_id,
+                                  notes=[*data.notes, *(f"warning: {w}" for w in warnings)], timings=timings.seconds,
                                   test_forecasts=forecasts["test"].table())
         if cfg.registry.enabled:
             register(run, cfg, raw, data.frame, forecasts["test"], summary, timings)
@@ -220,8 +225,9 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
 
 
 def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: ValidatedData, pre: Preprocessor,
-                    bounds: SplitBounds, result: TrainResult, scores: Scores, metrics: dict[str, float]) -> dict[str, str]:
-    """Tags, extra metrics (added to `metrics`) and warnings from `evaluate.findings`; the tags."""
+                    bounds: SplitBounds, result: TrainResult, scores: Scores,
+                    metrics: dict[str, float]) -> tuple[dict[str, str], list[str]]:
+    """Tags, extra metrics (added to `metrics`) and warnings from `evaluate.findings`; the tags and warnings."""
     tags, extra_metrics, warnings = evaluate.findings(cfg, raw.digest, data, pre, bounds, result, scores["test"])
     metrics.update(extra_metrics)
     for warning in warnings:
@@ -229,7 +235,7 @@ def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Va
     if data.notes:
         tracking.log_text(run.client, run.run_id, "\n".join(data.notes), "data/validation_notes.txt")
     tracking.log_params_and_tags(run.client, run.run_id, {}, tags)
-    return tags
+    return tags, warnings
 
 
 def register(run: TrackedRun, cfg: PipelineConfig, raw: RawData, frame: pd.DataFrame, test: Forecasts,

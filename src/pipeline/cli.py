@@ -48,6 +48,31 @@ class ExpectedFailures(logging.Filter):
         return not (run in self.expected_runs and record.levelno >= logging.ERROR)
 
 
+# HTTP client libraries log every request at INFO (Prefect's API calls among them, one a 422 Prefect
+# expects and handles): noise, not progress. They stay at WARNING even with -v.
+CHATTY_LOGGERS = ("httpx", "httpcore", "urllib3")
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """stderr logging for -v (INFO), the default (WARNING) or --quiet (ERROR), and the progress mode.
+
+    Progress (`pipeline.progress`): a bar on a terminal, plain lines when stderr is redirected,
+    none with --quiet. The flows read the mode from the environment (they run in this process).
+    """
+    from pipeline import progress
+
+    level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ExpectedFailures) for f in handler.filters):
+            handler.addFilter(ExpectedFailures())
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    if verbose or quiet:  # Prefect's own console logs (flow and task runs) follow -v / --quiet
+        os.environ["PREFECT_LOGGING_LEVEL"] = logging.getLevelName(level)
+    progress.set_mode("off" if quiet else "bar" if progress.stderr_is_terminal() else "lines")
+
+
 def _prepare_environment() -> None:
     """Quiet, offline-friendly Prefect defaults; our library logs reach the Prefect run logs."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -79,12 +104,13 @@ def imports_without_gc() -> Iterator[None]:
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.6g}"
+    """A figure for the tables; n/a for one that is missing or undefined (NaN)."""
+    return "n/a" if value is None or value != value else f"{value:,.6g}"
 
 
 def print_training_summary(summary: TrainingSummary) -> None:
     from pipeline.evaluate import verdict
-    from pipeline.reports import METRICS
+    from pipeline.reports import MAPE_NOTE, METRICS
 
     if summary.skipped:
         print(f"Nothing to do: {summary.reason}")
@@ -92,8 +118,12 @@ def print_training_summary(summary: TrainingSummary) -> None:
     m = summary.metrics
     print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")
     print(f"{'test metric':<18}{'model':>14}{'persistence':>14}")
+    flag_mape = bool(m.get("test_actual_near_zero"))
     for name, _ in METRICS:
-        print(f"{name:<18}{_fmt(m.get(f'test_{name}')):>14}{_fmt(m.get(f'test_naive_{name}')):>14}")
+        label = f"{name} *" if name == "mape" and flag_mape else name
+        print(f"{label:<18}{_fmt(m.get(f'test_{name}')):>14}{_fmt(m.get(f'test_naive_{name}')):>14}")
+    if flag_mape:
+        print(f"* {MAPE_NOTE}")
     ratio = m.get("test_rmse_ratio")
     print(f"RMSE ratio model/persistence: {_fmt(ratio)} ({verdict(ratio)})")
     if summary.version:
@@ -135,6 +165,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.registry import refuse_bare_name
+
+    refuse_bare_name(args.model)  # before any start-up: a bare name fails in a second, not after Prefect starts
     with flow_start_up():
         from flows.forecast import forecast_flow
 
@@ -247,6 +280,35 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def version_line() -> str:
+    """`pipeline --version`: this package's version and those of the libraries it runs on, from their metadata.
+
+    Read from the installed distributions (no import of torch, Prefect or MLflow).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {of(name)}" for name in ("torch", "prefect", "mlflow"))
+    return f"pipeline (lstm-forecast-pipeline) {of('lstm-forecast-pipeline')} ({libraries})"
+
+
+class _Version(argparse.Action):
+    """`--version`: print `version_line()` as one line (argparse's own action wraps it) and exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of the pipeline, torch, Prefect and MLflow, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -254,7 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Tracking: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (MLflow's default; artifacts in mlruns/). "
                "Orchestration: $PREFECT_API_URL, else Prefect's ephemeral local server.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--version", action=_Version)
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="also log what each step does (INFO) to stderr")
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress and no warnings on stderr, errors only (the results still go to stdout)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train, evaluate, log and register a model",
@@ -287,12 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", required=True, help="why (kept in the history)")
     promote.set_defaults(func=cmd_promote)
 
-    rollback = sub.add_parser("rollback", help="point @champion back at the previous champion (recorded)")
+    rollback = sub.add_parser("rollback", help="point @champion back at the previous champion (recorded)",
+                              description="Move @champion back to the version that held it before the current "
+                                          "one, by the recorded alias history; the move itself is recorded too "
+                                          "(see `pipeline history`).")
     rollback.add_argument("name", help="registered model name")
     rollback.add_argument("--reason", help="why (kept in the history)")
     rollback.set_defaults(func=cmd_rollback)
 
-    history = sub.add_parser("history", help="print the champion's lineage: who moved it, when, from, to, why")
+    history = sub.add_parser("history", help="print the champion's lineage: who moved it, when, from, to, why",
+                             description="Print every recorded move of @champion (with --all: of every alias), "
+                                         "oldest first: when, by whom, from which version to which, and why; "
+                                         "then the champions in force and the aliases now.")
     history.add_argument("name", help="registered model name")
     history.add_argument("--all", action="store_true", help="every alias move, not only @champion")
     history.set_defaults(func=cmd_history)
@@ -326,10 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(ExpectedFailures())
+    # The progress mode and Prefect's console level hold for this command only (a caller's own
+    # flows afterwards, e.g. in tests, see them as they were).
+    changed = ("PIPELINE_PROGRESS", *(("PREFECT_LOGGING_LEVEL",) if args.verbose or args.quiet else ()))
+    saved = {key: os.environ.get(key) for key in changed}
+    configure_logging(args.verbose, args.quiet)
     _prepare_environment()
     try:
         return args.func(args)
@@ -339,6 +412,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 if __name__ == "__main__":

@@ -40,11 +40,36 @@ def mape(actual: np.ndarray, pred: np.ndarray) -> float:
 def direction_accuracy(actual: np.ndarray, pred: np.ndarray, anchor: np.ndarray) -> float:
     """Share of forecasts that move the same way as the actual value from the last known one.
 
-    A forecast that predicts no move (persistence) scores 0 on every row where the value moved.
+    Undefined (NaN, shown as n/a and not logged) for a forecast that never moves, such as
+    persistence: it has no direction to be right or wrong about.
     """
     actual, pred = np.asarray(actual, dtype=float), np.asarray(pred, dtype=float)
     anchor = np.broadcast_to(np.asarray(anchor, dtype=float).reshape(-1, 1), actual.shape)
+    if pred.size == 0 or np.all(pred == anchor):
+        return float("nan")
     return float(np.mean(np.sign(actual - anchor) == np.sign(pred - anchor)))
+
+
+NEAR_ZERO_SHARE = 0.01  # an actual value below 1 % of the mean |actual| is "near zero" for MAPE
+
+
+def near_zero(actual: np.ndarray) -> str | None:
+    """Why MAPE misleads on these actual values (some near zero, or a sign change); None when it does not.
+
+    MAPE divides by the actual value: near zero a small error becomes hundreds of percent.
+    """
+    values = np.asarray(actual, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    scale = float(np.mean(np.abs(values)))
+    smallest = float(np.min(np.abs(values)))
+    if values.min() < 0 < values.max():
+        return f"the actual values change sign (from {values.min():.4g} to {values.max():.4g})"
+    if scale > 0 and smallest < NEAR_ZERO_SHARE * scale:
+        return (f"some actual values lie near zero (smallest |value| {smallest:.4g}, under "
+                f"{NEAR_ZERO_SHARE:.0%} of the mean |value| {scale:.4g})")
+    return None
 
 
 def metrics(actual: np.ndarray, pred: np.ndarray, anchor: np.ndarray) -> dict[str, float]:
@@ -270,19 +295,48 @@ def per_step(scores: SplitScores, metric: str = "rmse") -> dict[str, list[float]
 
 
 # ---------------------------------------------------------------- verdicts
+def beats_persistence(ratio: float | None) -> bool:
+    """The one threshold of every verdict and warning: RMSE ratio model/persistence below 1."""
+    return ratio is not None and ratio < 1
+
+
 def verdict(ratio: float | None) -> str:
     """The model against persistence, in words, from the RMSE ratio model/persistence."""
-    return "better than persistence" if ratio is not None and ratio < 1 else "NOT better than persistence"
+    return "better than persistence" if beats_persistence(ratio) else "NOT better than persistence"
 
 
 def worse_than_persistence(ratio: float | None, where: str, detail: str | None = None) -> str | None:
-    """The warning when the model loses to persistence `where` (e.g. "on test"), RMSE ratio > 1; None otherwise.
+    """The warning when the model does not beat persistence `where` (e.g. "on test"); None otherwise.
 
-    The figures in brackets are `detail`, by default the ratio to three decimals.
+    Same threshold as `verdict` (no warning for an unknown ratio): a ratio of 1 or more warns,
+    "worse" above 1, "no better" at exactly 1. The figures in brackets are `detail`, by default
+    the ratio to three decimals.
     """
-    if ratio is None or not ratio > 1.0:
+    if ratio is None or not np.isfinite(ratio) or beats_persistence(ratio):
         return None
-    return f"model is worse than persistence {where} ({detail or f'RMSE ratio {ratio:.3f}'})"
+    words = "worse than" if ratio > 1.0 else "no better than"
+    return f"model is {words} persistence {where} ({detail or f'RMSE ratio {ratio:.3f}'})"
+
+
+def training_stalled(result: TrainResult) -> str | None:
+    """The warning when training never improved on its first epoch, or stopped early before the model moved.
+
+    Either way the model kept is (close to) the one after one epoch: the learning rate, the
+    scaling or the model's size deserve a look before its scores are trusted.
+    """
+    if result.epochs_run < 2:
+        return None
+    losses = result.val_loss or result.train_loss
+    what = "validation" if result.val_loss else "training"
+    if result.best_epoch == 0:
+        return (f"the model never improved after epoch 1 of {result.epochs_run}: the best {what} loss "
+                f"({losses[0]:.4g}) is the first one{' and early stopping ended training' if result.stopped_early else ''}; "
+                f"check train.learning_rate, the scaling and the model size")
+    if result.stopped_early and losses and losses[0] - min(losses) <= 0.01 * abs(losses[0]):
+        return (f"early stopping ended training at epoch {result.epochs_run} before the model moved: the best "
+                f"{what} loss ({min(losses):.4g}, epoch {result.best_epoch + 1}) is within 1 % of epoch 1's "
+                f"({losses[0]:.4g}); check train.learning_rate and train.patience")
+    return None
 
 
 def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Preprocessor, bounds: SplitBounds,
@@ -290,7 +344,9 @@ def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Pr
     """What a finished training says about itself: run tags, extra metrics and loud warnings.
 
     Warnings: a model worse than persistence (also the `warning` tag), baselines that beat it,
-    and a level target whose test values leave the range the scaler saw in training.
+    training that never improved after epoch 1 (`training_warning`), a test MAPE over actual
+    values near zero or changing sign (`mape_warning`; metric `test_actual_near_zero`), and a
+    level target whose test values leave the range the scaler saw in training.
     """
     frame = data.frame
     tags = {
@@ -313,6 +369,17 @@ def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Pr
     if beaten_by:
         tags["beaten_by_baselines"] = ", ".join(beaten_by)
         warnings.append(f"baselines with a lower test RMSE than the model: {tags['beaten_by_baselines']}")
+    stalled = training_stalled(result)
+    if stalled:
+        tags["training_warning"] = stalled
+        warnings.append(stalled)
+    test_actual = frame[cfg.data.target].to_numpy(dtype=float)[bounds.part("test")]
+    why = near_zero(test_actual)
+    metrics["test_actual_near_zero"] = float(why is not None)
+    if why:
+        tags["mape_warning"] = (f"test MAPE ({test.model.get('mape', float('nan')):.4g} %) is unreliable: {why} "
+                                f"in {cfg.data.target!r}'s test part; read RMSE and MAE instead")
+        warnings.append(tags["mape_warning"])
     out_of_range = target_range_check(pre, frame, bounds)
     if out_of_range is not None:
         metrics["test_out_of_range_share"] = out_of_range.share

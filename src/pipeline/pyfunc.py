@@ -57,7 +57,18 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
         try:
             return self.forecast(model_input, all_windows=all_windows)
         except DataError as exc:  # a clean 400 with the message for REST clients
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            raise input_rejected(str(exc)) from None
+
+
+def input_rejected(message: str) -> MlflowException:
+    """The error for input the model cannot forecast from: a 400 INVALID_PARAMETER_VALUE over REST.
+
+    MLflow's scoring server (3.17, `scoring_server.invocations`) rewrites the `message` of any
+    MlflowException raised in predict to "Failed to predict data '<the whole input frame>'.
+    Error: <message>", with no option to turn that off; so the project's message alone also
+    travels as `detail`, one of the extra JSON fields MlflowException documents (its `kwargs`).
+    """
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE, detail=message)
 
 
 def model_signature(cfg: PipelineConfig) -> ModelSignature:

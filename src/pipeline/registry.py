@@ -11,6 +11,7 @@ survives any process and can be rolled back, without cluttering the registered m
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -140,14 +141,30 @@ class ModelRef:
     run_id: str | None = None
 
 
+def refuse_bare_name(uri: str) -> None:
+    """Raise RegistryError for a model given as a bare word: no URI scheme (`models:`, `runs:`, `file:`...)
+    and no existing local path. MLflow would fail on it deep inside, with long tracebacks."""
+    if not re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", uri) and not os.path.exists(uri):
+        raise RegistryError(
+            f"model {uri!r} is neither a model URI nor an existing path: a registered model is "
+            f"models:/NAME@ALIAS or models:/NAME/VERSION (e.g. models:/{uri or 'NAME'}@champion); "
+            f"runs:/RUN_ID/PATH and local model directories work too")
+
+
 def resolve_model(client: Any, uri: str) -> ModelRef:
-    """Pin `models:/NAME@ALIAS` or `models:/NAME/VERSION` to a version; other URIs pass through."""
+    """Pin `models:/NAME@ALIAS` or `models:/NAME/VERSION` to a version; other URIs pass through.
+
+    Other URIs (`runs:/...`, `file:...`, any `scheme:`) and existing local paths pass through as
+    given. A bare word such as `lstm-forecaster` is neither: MLflow would fail on it with long
+    tracebacks, so it is refused here with the forms a registered model takes.
+    """
     from mlflow.exceptions import MlflowException
 
     match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
     if not match:
         if uri.startswith("models:/"):
             raise RegistryError(f"cannot read model URI {uri!r}; use models:/NAME@ALIAS or models:/NAME/VERSION")
+        refuse_bare_name(uri)
         return ModelRef(uri)
     name, alias, version = match.groups()
     require_model(client, name)

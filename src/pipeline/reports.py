@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # what `make ui` serves
 METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("mape", "MAPE %"), ("direction_acc", "direction accuracy"))
+MAPE_NOTE = "MAPE is unreliable here: some actual test values are near zero or change sign (read RMSE and MAE)"
 
 
 def config_digest(resolved: Mapping[str, Any]) -> str:
@@ -69,10 +70,18 @@ def _num(value: float | None) -> str:
 
 
 def metrics_table(metrics: Mapping[str, float]) -> list[str]:
-    """Test metrics of the model next to the persistence baseline, as markdown table rows."""
+    """Test metrics of the model next to the persistence baseline, as markdown table rows.
+
+    Undefined figures (persistence's direction accuracy) read n/a; MAPE gets a note when the
+    test's actual values come near zero (metric `test_actual_near_zero`).
+    """
+    flag_mape = bool(metrics.get("test_actual_near_zero"))
     rows = ["| test metric | model | persistence |", "|---|---:|---:|"]
     for key, label in METRICS:
+        label = f"{label} *" if key == "mape" and flag_mape else label
         rows.append(f"| {label} | {_num(metrics.get(f'test_{key}'))} | {_num(metrics.get(f'test_naive_{key}'))} |")
+    if flag_mape:
+        rows += ["", f"\\* {MAPE_NOTE}"]
     ratio = metrics.get("test_rmse_ratio")
     if ratio is not None:
         rows += ["", f"RMSE ratio model/persistence: **{_num(ratio)}** ({verdict(ratio)})"]

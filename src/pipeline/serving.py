@@ -8,6 +8,7 @@ and answers in original units, on the training data's calendar (pipeline.dates).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +91,25 @@ class ForecastModel:
         self.model = LSTMForecaster.from_checkpoint(self.bundle.checkpoint)
 
     def forecast(self, raw: pd.DataFrame, all_windows: bool = False) -> pd.DataFrame:
-        frame = validate_input(raw, self.bundle)
+        """Forecasts of the rows given (a frame, from Python or a REST request): errors name 0-based rows."""
+        try:
+            frame = validate_input(raw, self.bundle, source=INPUT_ROWS)
+        except DataError as exc:  # the input is a frame (JSON, a DataFrame), not a file: no "line"
+            raise DataError(lines_as_rows(str(exc))) from None
         return forecast_frame(self.model, self.bundle.preprocessor, frame, all_windows=all_windows)
+
+
+INPUT_ROWS = "the input (rows counted from 0)"
+_FILE_LINE = re.compile(r"\bline (\d+)\b")
+
+
+def lines_as_rows(report: str) -> str:
+    """A data-contract report about a frame, with its file lines (row + 2: the header is line 1) as 0-based rows.
+
+    The contract numbers file lines (pipeline.schemas); a frame sent as JSON has rows, counted
+    from 0 as pandas and `dataframe_split` count them.
+    """
+    return _FILE_LINE.sub(lambda m: f"row {int(m.group(1)) - 2}", report)
 
 
 def model_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> pd.DataFrame:

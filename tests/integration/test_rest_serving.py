@@ -100,6 +100,7 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
         status, body = post(f"{base}/invocations", split_payload(data.tail(3)))
         assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
         assert "at least 6 rows for the lookback window" in body["message"]
+        assert "at least 6 rows for the lookback window" in body["detail"] and "Failed to predict" not in body["detail"]
 
         # a missing column and an unparseable value: 4xx with the column named
         status, body = post(f"{base}/invocations", split_payload(recent.drop(columns=["Volume"])))
@@ -108,6 +109,12 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
         broken.loc[4, "Date"] = "not a date"
         status, body = post(f"{base}/invocations", split_payload(broken))
         assert status == 400 and "'Date'" in body["message"] and "not a date" in body["message"]
+        # the row as the JSON frame counts it (from 0), not a file "line"; the project's message alone
+        # in `detail`: MLflow's scoring server puts the whole input frame in front of it in `message`
+        detail = body["detail"]
+        assert detail.startswith("the input (rows counted from 0): ") and "row 4 ('not a date')" in detail
+        assert "line" not in detail and len(detail) < 300 and body["message"].endswith(detail)
+        assert body["message"].startswith("Failed to predict data '")  # MLflow 3.17: see pyfunc.input_rejected
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

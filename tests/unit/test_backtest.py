@@ -118,10 +118,24 @@ def test_summary_is_mean_and_spread_over_folds_and_pooled_metrics(cfg, frame) ->
 
 def test_summary_findings_warn_in_the_old_words_when_the_model_loses() -> None:
     table = pd.DataFrame({"rmse_ratio": [0.9, 1.3, 1.1]})
-    tags, notes = backtest.summary_findings({"test_rmse_ratio_mean": 1.1, "backtest_rmse_ratio": 0.95}, table, "rolling")
+    tags, notes = backtest.summary_findings({"test_rmse_ratio_mean": 0.98, "backtest_rmse_ratio": 1.05}, table, "rolling")
     assert tags == {"folds": "3", "window": "rolling", "warning": (
-        "model is worse than persistence on average over folds (pooled RMSE ratio 0.9500, mean over folds 1.1000)")}
+        "model is worse than persistence pooled over all folds (pooled RMSE ratio 1.0500; mean of the fold ratios 0.9800)")}
     assert notes == [tags["warning"], "2 of 3 folds are worse than persistence"]
+
+
+def test_summary_warning_and_the_final_verdict_use_one_measure() -> None:
+    """The sample's case: pooled 0.9996 (better), mean of the fold ratios 1.00003: no warning, as the verdict says."""
+    from pipeline.evaluate import verdict
+
+    table = pd.DataFrame({"rmse_ratio": [0.99, 1.01]})
+    metrics = {"test_rmse_ratio_mean": 1.00003, "backtest_rmse_ratio": 0.999575}
+    tags, notes = backtest.summary_findings(metrics, table, "expanding")
+    assert "warning" not in tags and verdict(metrics["backtest_rmse_ratio"]) == "better than persistence"
+    assert notes == ["1 of 2 folds are worse than persistence"]
+    for pooled in (1.0, 1.2):  # the verdict says NOT better: the warning says so too
+        tags, _ = backtest.summary_findings({**metrics, "backtest_rmse_ratio": pooled}, table, "expanding")
+        assert verdict(pooled) == "NOT better than persistence" and "pooled over all folds" in tags["warning"]
     tags, notes = backtest.summary_findings({"test_rmse_ratio_mean": 0.9, "backtest_rmse_ratio": 0.8},
                                             table.iloc[:1], "expanding")
     assert tags == {"folds": "1", "window": "expanding"} and notes == []

@@ -141,7 +141,7 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
     prices.loc[85:, ["Open", "High", "Low", "Close", "Adj Close"]] *= 1.5
     data = validate_prices(prices, cfg.data, "synthetic", min_rows=1)
     pre, bounds, _ = prepare(data.frame, cfg)
-    result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4], val_loss=[0.6, 0.7], best_epoch=0)
+    result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4], val_loss=[0.7, 0.6], best_epoch=1)
     losing = SplitScores("test", model={"rmse": 2.0}, baselines={"naive": {"rmse": 1.6}, "drift": {"rmse": 1.5},
                                                                   "moving_average": {"rmse": 3.0}})
     tags, metrics, warnings = evaluate.findings(cfg, "abc123", data, pre, bounds, result, losing)
@@ -149,10 +149,53 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
     assert "drift" in tags["beaten_by_baselines"] and "moving_average" not in tags["beaten_by_baselines"]
     assert "outside the training range" in tags["target_out_of_range"]
     assert len(warnings) == 3 and warnings[0] == tags["warning"]
-    assert (tags["data_digest"], tags["data_rows"], tags["best_epoch"]) == ("abc123", "100", "1")
+    assert (tags["data_digest"], tags["data_rows"], tags["best_epoch"]) == ("abc123", "100", "2")
     assert metrics["best_val_loss"] == 0.6 and metrics["epochs_run"] == 2 and metrics["test_out_of_range_share"] > 0
     winning = SplitScores("test", model={"rmse": 1.0}, baselines={"naive": {"rmse": 1.0 / 0.9}, "drift": {"rmse": 1.5}})
     cfg_lr = cfg.with_overrides(preprocess={"target_transform": "log_return"})
     tags, metrics, warnings = evaluate.findings(cfg_lr, "abc123", data, *prepare(data.frame, cfg_lr)[:2], result, winning)
-    assert warnings == [] and not {"warning", "beaten_by_baselines", "target_out_of_range"} & set(tags)
+    assert warnings == [] and not {"warning", "beaten_by_baselines", "target_out_of_range", "training_warning",
+                                   "mape_warning"} & set(tags)
+    assert metrics["test_actual_near_zero"] == 0.0
     assert "test_out_of_range_share" not in metrics
+
+
+def test_findings_warn_when_training_never_improved_after_epoch_1(tiny_config_dict) -> None:
+    from pipeline.model import LSTMForecaster
+    from pipeline.schemas import ValidatedData  # noqa: F401
+    from pipeline.train import TrainResult
+
+    cfg = parse_config(tiny_config_dict)
+    data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
+    pre, bounds, _ = prepare(data.frame, cfg)
+    winning = SplitScores("test", model={"rmse": 1.0, "mape": 1.0}, baselines={"naive": {"rmse": 2.0}})
+    model = LSTMForecaster(n_features=5)
+    stuck = TrainResult(model=model, train_loss=[0.5, 0.4, 0.3], val_loss=[0.6, 0.7, 0.8], best_epoch=0,
+                        stopped_early=True)
+    tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, stuck, winning)
+    assert "never improved after epoch 1 of 3" in tags["training_warning"] and tags["training_warning"] in warnings
+    barely = TrainResult(model=model, train_loss=[0.5] * 4, val_loss=[0.6, 0.5999, 0.6, 0.61], best_epoch=1,
+                         stopped_early=True)
+    tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, barely, winning)
+    assert "before the model moved" in tags["training_warning"] and tags["training_warning"] in warnings
+    moved = TrainResult(model=model, train_loss=[0.5, 0.4], val_loss=[0.6, 0.3], best_epoch=1, stopped_early=True)
+    tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, moved, winning)
+    assert "training_warning" not in tags and warnings == []
+
+
+def test_findings_flag_mape_on_a_series_that_crosses_zero(tiny_config_dict) -> None:
+    from pipeline.model import LSTMForecaster
+    from pipeline.train import TrainResult
+
+    cfg = parse_config({**tiny_config_dict, "data": {**tiny_config_dict["data"], "price_columns": []},
+                        "preprocess": {"target_transform": "level"}})
+    prices = make_prices(100)
+    cols = ["Open", "High", "Low", "Close", "Adj Close"]
+    prices[cols] = prices[cols] - prices["Close"].iloc[90]  # the test part crosses zero
+    data = validate_prices(prices, cfg.data, "synthetic", min_rows=1)
+    pre, bounds, _ = prepare(data.frame, cfg)
+    result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4], val_loss=[0.6, 0.3], best_epoch=1)
+    scores = SplitScores("test", model={"rmse": 1.0, "mape": 144.0}, baselines={"naive": {"rmse": 2.0}})
+    tags, metrics, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, result, scores)
+    assert metrics["test_actual_near_zero"] == 1.0
+    assert tags["mape_warning"].startswith("test MAPE (144 %) is unreliable") and tags["mape_warning"] in warnings

@@ -33,4 +33,21 @@ def test_score_sets_model_beside_persistence_and_their_ratio() -> None:
     assert s["test_rmse"] == pytest.approx(0.5)
     assert s["test_naive_rmse"] == pytest.approx(1.0)
     assert s["test_rmse_ratio"] == pytest.approx(0.5)
-    assert s["test_naive_direction_acc"] == 0.0 and s["test_direction_acc"] == 1.0
+    # persistence never moves: its direction accuracy is undefined (NaN: n/a in tables, not logged), not 0
+    assert np.isnan(s["test_naive_direction_acc"]) and s["test_direction_acc"] == 1.0
+
+
+def test_direction_accuracy_is_undefined_only_for_a_forecast_that_never_moves() -> None:
+    anchor = np.array([10.0, 11.0])
+    actual = np.array([[11.0], [10.0]])
+    assert np.isnan(direction_accuracy(actual, np.array([[10.0], [11.0]]), anchor))
+    assert direction_accuracy(actual, np.array([[10.0], [10.5]]), anchor) == pytest.approx(0.5)
+
+
+def test_near_zero_flags_mape_where_actuals_cross_or_near_zero() -> None:
+    from pipeline.evaluate import near_zero
+
+    assert near_zero(np.array([100.0, 101.0, 99.0])) is None
+    assert "change sign" in near_zero(np.array([3.0, -1.0, 2.0]))
+    assert "near zero" in near_zero(np.array([100.0, 0.5, 99.0]))
+    assert near_zero(np.array([])) is None

@@ -101,7 +101,10 @@ def test_one_verdict_wording_for_every_report() -> None:
     assert evaluate.verdict(0.9) == "better than persistence"
     assert evaluate.verdict(1.0) == evaluate.verdict(None) == evaluate.verdict(float("nan")) == "NOT better than persistence"
     assert evaluate.worse_than_persistence(1.25, "on test") == "model is worse than persistence on test (RMSE ratio 1.250)"
-    assert evaluate.worse_than_persistence(1.0, "on test") is None
+    # the warning's threshold is the verdict's: at a ratio of exactly 1 the verdict is "NOT better", so it warns
+    assert evaluate.worse_than_persistence(1.0, "on test") == "model is no better than persistence on test (RMSE ratio 1.000)"
+    assert evaluate.worse_than_persistence(0.9996, "on test") is None
+    assert evaluate.worse_than_persistence(None, "on test") is None
     assert evaluate.worse_than_persistence(float("nan"), "on test") is None
     assert evaluate.worse_than_persistence(1.5, "on average", "a, b") == "model is worse than persistence on average (a, b)"
 

@@ -48,11 +48,20 @@ def test_missing_columns_nans_and_unsorted_dates_are_named(served):
         model.forecast(data.drop(columns=["Volume"]).tail(10))
     holed = data.tail(10).reset_index(drop=True)
     holed.loc[3, "Open"] = np.nan
-    with pytest.raises(DataError, match=r"column 'Open'.*line 5"):
+    # a frame has rows, counted from 0 (as pandas and JSON's dataframe_split count them), not file lines
+    with pytest.raises(DataError, match=r"(?s)^the input \(rows counted from 0\): .*column 'Open'.*row 3 \(") as info:
         model.forecast(holed)
+    assert "line" not in str(info.value)
     shuffled = data.tail(10).reset_index(drop=True).iloc[[0, 1, 2, 5, 3, 4, 6, 7, 8, 9]].reset_index(drop=True)
-    with pytest.raises(DataError, match=r"(?s)column 'Date'.*increasing.*line 6"):
+    with pytest.raises(DataError, match=r"(?s)column 'Date'.*increasing.*row 4"):
         model.forecast(shuffled)
+
+
+def test_lines_as_rows_counts_from_zero():
+    from pipeline.serving import lines_as_rows
+
+    report = "x: 2 value(s)\n  - column 'Open', rule 'not empty': line 2 (nan), line 12 (nan) and 3 more"
+    assert lines_as_rows(report) == "x: 2 value(s)\n  - column 'Open', rule 'not empty': row 0 (nan), row 10 (nan) and 3 more"
 
 
 def test_model_input_names_the_file_and_keeps_the_model_form(served):
