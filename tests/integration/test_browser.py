@@ -128,6 +128,10 @@ def mlflow_ui(mlflow_store: str, tmp_path: Path) -> Iterator[str]:
 # Scroll every scrolling box a little: the compare view renders long metric tables lazily.
 SCROLL_ALL = """for (const el of document.querySelectorAll('*')) {
   if (el.scrollHeight > el.clientHeight + 4 && getComputedStyle(el).overflowY !== 'visible') el.scrollTop += 150; }"""
+# Back to the top of every box, then the Metrics section into view: names and values line up again.
+SHOW_METRICS = """for (const el of document.querySelectorAll('*')) { if (el.scrollTop) el.scrollTop = 0; }
+const head = [...document.querySelectorAll('*')].find(e => e.childElementCount === 0 && e.textContent.trim() === 'Metrics');
+if (head) head.scrollIntoView({block: 'start'});"""
 
 
 def wait_for(driver: object, check: Callable[[str], bool], what: str, scroll: bool = False) -> str:
@@ -172,8 +176,8 @@ def test_runs_compare_view_plot_and_registered_model_are_shown(browser, two_runs
     for run in runs.values():
         assert run.info.run_name in text
     assert "test_naive_rmse" in text
-    for cell in browser.find_elements("xpath", "//*[text()='test_rmse']")[:1]:  # the metric rows in the picture
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+    browser.execute_script(SHOW_METRICS)
+    time.sleep(1.0)
     browser.save_screenshot(str(shots / "compare.png"))
 
     first = run_ids[0]

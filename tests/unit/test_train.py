@@ -146,7 +146,7 @@ def test_denormals_flushed_restores_either_mode() -> None:
 # ---------------------------------------------------------------- the plan stated before training
 def test_plan_states_rows_windows_and_time_without_changing_training(tiny_config) -> None:
     from pipeline import features
-    from pipeline.reproduce import weights_digest
+    from pipeline.model import weights_digest
     from pipeline.schemas import validate_prices
     from tests.conftest import make_prices
 
