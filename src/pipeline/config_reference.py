@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
 import sys
+from functools import cache
 import typing
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from pipeline import config as config_module
 from pipeline.config import PipelineConfig
 
 DEFAULT_PATH = Path("docs/configuration.md")
@@ -69,6 +72,28 @@ def default_text(field: FieldInfo) -> str:
     return f"`{value}`" if not isinstance(value, (list, dict)) else f"`{value}`".replace("'", "")
 
 
+@cache
+def field_docs() -> dict[tuple[str, str], str]:
+    """(class name, field name) -> the docstring written under the field in config.py."""
+    tree = ast.parse(Path(inspect.getfile(config_module)).read_text(encoding="utf-8"))
+    docs: dict[tuple[str, str], str] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        body = node.body
+        for field, after in zip(body, body[1:]):
+            if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[(node.name, field.target.id)] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def describe(model: type[BaseModel], key: str) -> str:
+    """A field's meaning: its docstring in config.py, else its pydantic description."""
+    return field_docs().get((model.__name__, key)) or model.model_fields[key].description or ""
+
+
 def section_doc(model: type[BaseModel]) -> str:
     doc = inspect.getdoc(model) or ""
     return "" if doc.startswith(("Usage docs", "!!! abstract")) else doc
@@ -80,7 +105,8 @@ def render() -> str:
     top = [(name, f) for name, f in PipelineConfig.model_fields.items()
            if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))]
     lines += ["## Top level", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{name}` | {type_name(f.annotation)} | {default_text(f)} | {f.description or ''} |" for name, f in top]
+    lines += [f"| `{name}` | {type_name(f.annotation)} | {default_text(f)} | {describe(PipelineConfig, name)} |"
+              for name, f in top]
     for name, field in PipelineConfig.model_fields.items():
         model = field.annotation
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -91,7 +117,7 @@ def render() -> str:
             lines += [doc, ""]
         lines += ["| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
         for key, sub in model.model_fields.items():
-            meaning = (sub.description or "").replace("|", "\\|").replace("\n", " ")
+            meaning = describe(model, key).replace("|", "\\|").replace("\n", " ")
             lines.append(f"| `{name}.{key}` | {type_name(sub.annotation)} | {default_text(sub)} | {bounds(sub)} | {meaning} |")
     return "\n".join(lines).rstrip() + "\n"
 
