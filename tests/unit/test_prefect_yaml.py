@@ -94,12 +94,12 @@ def test_retraining_runs_one_at_a_time(deployments: dict[str, dict]) -> None:
     assert limit["collision_strategy"] in {"ENQUEUE", "CANCEL_NEW"}
 
 
-def test_every_deployment_uses_the_process_pool_the_readme_names(deployments: dict[str, dict]) -> None:
+def test_every_deployment_uses_the_process_pool_the_docs_name(deployments: dict[str, dict]) -> None:
     pools = {d["work_pool"]["name"] for d in deployments.values()}
     assert len(pools) == 1
     pool = pools.pop()
-    readme = (ROOT / "README.md").read_text()
-    assert f"prefect work-pool create {pool} --type process" in readme
+    guide = (ROOT / "docs" / "scheduled-retraining.md").read_text()
+    assert f"prefect work-pool create {pool} --type process" in guide
     for name, d in deployments.items():
         env = d["work_pool"]["job_variables"]["env"]
         assert "pipeline" in env["PREFECT_LOGGING_EXTRA_LOGGERS"].split(","), name
