@@ -196,6 +196,11 @@ def one_size(csv: str, epochs: int, max_train_windows: int | None) -> dict[str, 
                        on_epoch_end=lambda *_: epoch_ends.append(time.perf_counter()))
     out.update(epoch_s=[b - a for a, b in zip(epoch_ends, epoch_ends[1:])], train_windows=len(windows["train"]),
                threads=result.threads, fit_mb=peak_mb())
+    # One validation pass alone, as fit() runs it after every epoch: the epoch minus it is training alone.
+    started = time.perf_counter()
+    if len(windows["val"]):
+        train.validation_loss(result.model, windows["val"], train.pick_device(cfg.train.device))
+    out.update(val_pass_s=time.perf_counter() - started)
     started = time.perf_counter()
     forecasts = {s: evaluate.forecast_split(result.model, pre, frame, w, cfg.evaluate)
                  for s, w in windows.items() if len(w)}
@@ -228,6 +233,8 @@ def scale_table(sizes: list[int], max_train_windows: int | None, epochs: int | N
             rows, windows = r["rows"], r["train_windows"]
             per_epoch = [s / windows * 1e6 for s in r["epoch_s"]]  # per training window, so a capped run compares
             full_epoch = [p * r["windows"]["train"] / rows for p in per_epoch]  # a full epoch, per row of data
+            # Training batches alone (the epoch minus its validation pass), per training window.
+            batches_only = (r["epoch_s"][-1] - r.get("val_pass_s", 0.0)) / windows * 1e6
             above = (r["evaluate_mb"] - r["base_mb"]) * 2**20 / rows
             # Bytes per added row between this size and the one before: the slope, free of fixed costs.
             slope = (f"{(r['evaluate_mb'] - previous[1]) * 2**20 / (rows - previous[0]):,.0f}"
@@ -237,6 +244,7 @@ def scale_table(sizes: list[int], max_train_windows: int | None, epochs: int | N
             rows_out.append([
                 f"{rows:,}", f"{windows:,}", len(r["epoch_s"]), r["threads"],
                 " / ".join(f"{s:.1f}" for s in r["epoch_s"]), f"{full_epoch[0]:.1f}", f"{full_epoch[-1]:.1f}",
+                f"{r.get('val_pass_s', 0.0):.1f}", f"{batches_only:.1f}",
                 f"{r['plan_s_per_epoch'] / r['epoch_s'][0]:.2f}" if "plan_s_per_epoch" in r else "-",
                 f"{r['evaluate_s']:.1f}", f"{r['evaluate_s'] / rows * 1e6:.1f}",
                 f"{r['read_s'] + r['prepare_s']:.1f}",
@@ -245,6 +253,7 @@ def scale_table(sizes: list[int], max_train_windows: int | None, epochs: int | N
     print_table("Table 3: cost per row as the rows grow (default config, minute-bar random walk, fresh process per size)"
                 + (f"; training capped at {max_train_windows:,} windows per epoch" if max_train_windows else ""),
                 ["rows", "train windows", "epochs", "threads", "s per epoch", "us/row epoch 1", "us/row last epoch",
+                 "val pass s", "us/train window, batches only",
                  "plan/measured", "evaluate s", "us/row evaluate", "read+prepare s", "base MB", "peak MB",
                  "peak bytes/row above base", "bytes per added row", "peak at"], rows_out)
 

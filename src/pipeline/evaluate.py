@@ -37,6 +37,43 @@ def mape(actual: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(np.abs((actual[nonzero] - pred[nonzero]) / actual[nonzero])) * 100)
 
 
+def smape(actual: np.ndarray, pred: np.ndarray) -> float:
+    """Symmetric MAPE as the M4 competition defines it, in percent (0-200).
+
+    mean(200 * |actual - pred| / (|actual| + |pred|)); a point where both are 0 is a perfect 0,
+    not a division by zero.
+    """
+    actual, pred = np.asarray(actual, dtype=float), np.asarray(pred, dtype=float)
+    if actual.size == 0:
+        return float("nan")
+    denominator = np.abs(actual) + np.abs(pred)
+    ratio = np.divide(2.0 * np.abs(actual - pred), denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    return float(np.mean(ratio) * 100)
+
+
+def mase_scale(insample: np.ndarray, season: int = 1) -> float:
+    """The in-sample seasonal-naive mean absolute error that MASE divides by (M4's definition).
+
+    mean |y[t] - y[t - season]| over the in-sample values; a series shorter than one season and a
+    step falls back to season 1. NaN when fewer than two values are known.
+    """
+    values = np.asarray(insample, dtype=float).ravel()
+    lag = season if season >= 1 and values.size > season else 1
+    if values.size <= lag:
+        return float("nan")
+    return float(np.mean(np.abs(values[lag:] - values[:-lag])))
+
+
+def mase(actual: np.ndarray, pred: np.ndarray, scale: float) -> float:
+    """Mean absolute scaled error: the forecast's MAE over `scale` (from `mase_scale`).
+
+    NaN where the scale is 0 or unknown (a series whose in-sample values never change).
+    """
+    if not np.isfinite(scale) or scale <= 0:
+        return float("nan")
+    return mae(actual, pred) / scale
+
+
 def direction_accuracy(actual: np.ndarray, pred: np.ndarray, anchor: np.ndarray) -> float:
     """Share of forecasts that move the same way as the actual value from the last known one.
 
