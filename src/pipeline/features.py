@@ -13,7 +13,6 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from pipeline.config import PipelineConfig, ScalerKind, SplitConfig, Transform
 from pipeline.dates import infer_frequency
@@ -105,8 +104,8 @@ def split_by_time(index: pd.DatetimeIndex, cfg: SplitConfig) -> SplitBounds:
 class StandardScaling:
     """A fitted standard scaler as plain numbers (scikit-learn's StandardScaler attribute names).
 
-    Fit with scikit-learn, applied here with the same arithmetic, so a saved model needs only
-    these numbers, never a pickled scikit-learn object.
+    Fitted and applied here with scikit-learn's arithmetic (the same numbers, bit for bit; a test
+    checks), so a saved model needs only these numbers, never a pickled scikit-learn object.
     """
 
     mean_: np.ndarray
@@ -165,17 +164,54 @@ def _float_copy(values: np.ndarray) -> np.ndarray:
     return values.astype(values.dtype if values.dtype.kind == "f" else np.float64, copy=True)
 
 
+def _nonzero_scale(scale: np.ndarray) -> np.ndarray:
+    """A scale near 0 (a constant column) becomes 1, so it is not divided by (scikit-learn's rule)."""
+    scale = np.array(scale, dtype=np.float64)
+    scale[scale < 10 * np.finfo(scale.dtype).eps] = 1.0
+    return scale
+
+
+def _fit_standard(values: np.ndarray) -> StandardScaling:
+    """scikit-learn StandardScaler's fit, the same float64 arithmetic (so the same numbers, bit for bit).
+
+    Computed here: importing scikit-learn costs every command about a second of start-up.
+    NaN cells are ignored, per column.
+    """
+    x = np.asarray(values)
+    nan = np.isnan(x)
+    total = np.nansum(x, axis=0, dtype=np.float64)
+    count = x.shape[0] - np.sum(nan, axis=0, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = total / count
+        centred = x - mean
+        centred[nan] = 0.0
+        correction = np.sum(centred, axis=0, dtype=np.float64)
+        unnormalised = np.sum(centred**2, axis=0, dtype=np.float64) - correction**2 / count
+        var = unnormalised / count
+    seen = count.astype(np.int64)
+    return StandardScaling(mean_=mean, scale_=_nonzero_scale(np.sqrt(var)), var_=var,
+                           n_samples_seen_=np.asarray(seen[0] if np.ptp(seen) == 0 else seen))
+
+
+def _fit_minmax(values: np.ndarray, feature_range: tuple[float, float] = (0.0, 1.0)) -> MinMaxScaling:
+    """scikit-learn MinMaxScaler's fit, the same arithmetic (NaN cells ignored)."""
+    x = np.asarray(values)
+    data_min, data_max = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+    data_range = data_max - data_min
+    scale = (feature_range[1] - feature_range[0]) / _nonzero_scale(data_range)
+    return MinMaxScaling(min_=feature_range[0] - data_min * scale, scale_=scale, data_min_=data_min,
+                         data_max_=data_max, data_range_=data_range, n_samples_seen_=np.asarray(x.shape[0]),
+                         feature_range=feature_range)
+
+
 def fit_scaler(kind: ScalerKind, values: np.ndarray) -> Scaling | None:
-    """Fit a scaler of `kind` on (rows, columns) values; None for "none"."""
+    """Fit a scaler of `kind` on (rows, columns) values, taken as float64; None for "none"."""
     if kind == "none":
         return None
     if kind not in _SCALINGS:
         raise ConfigError(f"unknown scaler {kind!r}")
-    fitted = (StandardScaler() if kind == "standard" else MinMaxScaler()).fit(values)
-    scaling = _SCALINGS[kind]
-    numbers = {f.name: np.asarray(getattr(fitted, f.name)) for f in fields(scaling) if f.name != "feature_range"}
-    extra = {"feature_range": tuple(float(v) for v in fitted.feature_range)} if kind == "minmax" else {}
-    return scaling(**numbers, **extra)
+    values = np.asarray(values, dtype=np.float64)
+    return _fit_standard(values) if kind == "standard" else _fit_minmax(values)
 
 
 def scaler_to_dict(scaler: Scaling | None) -> dict[str, Any]:

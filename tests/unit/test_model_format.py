@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -84,12 +85,19 @@ def test_a_directory_is_not_overwritten(planted, tmp_path) -> None:
         planted.bundle.save(path)
 
 
+@pytest.mark.parametrize("fit_nan", [False, True])
 @pytest.mark.parametrize(("kind", "reference"), [("standard", StandardScaler), ("minmax", MinMaxScaler)])
-def test_scalers_from_their_numbers_match_scikit_learn(kind, reference) -> None:
+def test_scalers_fit_and_apply_as_scikit_learn_does(kind, reference, fit_nan) -> None:
     rng = np.random.default_rng(0)
     fit_rows, rows = rng.normal(5, 3, (40, 3)), rng.normal(5, 3, (25, 3))
+    fit_rows[:, 2] = 7.0  # a constant column: scale 1, as scikit-learn has it
+    if fit_nan:
+        fit_rows[[3, 9], 0] = np.nan  # ignored when fitting, per column
     rows[4, 1] = np.nan  # kept as NaN, as scikit-learn does
     sk = reference().fit(fit_rows)
+    fitted = fit_scaler(kind, fit_rows)
+    for name in (f.name for f in dataclasses.fields(fitted) if f.name != "feature_range"):
+        np.testing.assert_array_equal(np.asarray(getattr(fitted, name)), np.asarray(getattr(sk, name)), err_msg=name)
     ours = scaler_from_dict(json.loads(json.dumps(scaler_to_dict(fit_scaler(kind, fit_rows)))))
     np.testing.assert_array_equal(ours.transform(rows), sk.transform(rows))
     np.testing.assert_array_equal(ours.inverse_transform(rows), sk.inverse_transform(rows))
