@@ -11,12 +11,9 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, make_prices
+from tests.integration.processes import free_port, wait_until_ok, stop_groups
 
 CHROMIUM = Path(os.environ.get("PIPELINE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("PIPELINE_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -31,12 +29,6 @@ RENDER_TIMEOUT_S = 90  # the UI's JavaScript takes 10-15 s per page on a busy 2-
 MODEL = "browser-forecaster"
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def screenshot_dir() -> Path:
@@ -105,24 +97,10 @@ def mlflow_ui(mlflow_store: str, tmp_path: Path) -> Iterator[str]:
         cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + RENDER_TIMEOUT_S
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            assert time.monotonic() < deadline, "mlflow server not ready: " + log.read_text()[-3000:]
-            time.sleep(0.25)
+        wait_until_ok(f"{base}/health", server, RENDER_TIMEOUT_S, log, what="mlflow server")
         yield base
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=5)
+        stop_groups([server])
 
 
 # Scroll every scrolling box a little: the compare view renders long metric tables lazily.

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.integration.processes import free_port, stop_groups
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -33,12 +33,6 @@ MARKER = "PIPELINE_DEPLOYMENT_TEST"  # set in every process this test starts, to
 log = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Processes:
@@ -65,16 +59,7 @@ class Processes:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def stop(self) -> None:
-        for proc, _ in reversed(self.started):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc, _ in reversed(self.started):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_groups(proc for proc, _ in reversed(self.started))
         self.kill_stragglers()
 
     def kill_stragglers(self) -> None:

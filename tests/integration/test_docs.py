@@ -13,7 +13,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.integration.processes import stop_groups
 
 pytestmark = pytest.mark.integration
 
@@ -114,12 +114,4 @@ def test_runnable_commands_work_as_written(page: Path, tmp_path: Path) -> None:
                                               f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}")
                 assert "Traceback" not in done.stderr, f"{where}: `{command}` printed a traceback:\n{done.stderr[-3000:]}"
     finally:
-        for proc in servers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in servers:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_groups(servers, timeout=20)

@@ -8,12 +8,8 @@ rollback and history each run here as a real process with MLFLOW_TRACKING_URI=ht
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,17 +18,12 @@ from mlflow import MlflowClient
 
 from pipeline import registry
 from tests.conftest import ROOT
+from tests.integration.processes import free_port, wait_until_ok, stop_groups
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(1200)]
 
 BIN = Path(sys.executable).parent  # uvicorn/gunicorn for `mlflow server` come from the environment
 MODEL = "served-forecaster"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -49,26 +40,10 @@ def mlflow_server(tmp_path: Path):
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"mlflow server exited {proc.returncode}:\n{(tmp_path / 'server.log').read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server never became healthy"
-            time.sleep(0.5)
+        wait_until_ok(f"{url}/health", proc, 120, tmp_path / "server.log", what="mlflow server", interval=0.5)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_groups([proc], timeout=30)
         log.close()
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,14 +15,9 @@ import pandas as pd
 import pytest
 
 from tests.integration import registry_support as rs
+from tests.integration.processes import free_port, wait_until_ok, stop_groups
 
 READY_TIMEOUT_S = 90  # about 6 s on an idle machine; CI machines are shared
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, payload: dict) -> tuple[int, dict | list]:
@@ -64,17 +56,7 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "server not ready: " + (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.25)
+        wait_until_ok(f"{base}/ping", server, READY_TIMEOUT_S, tmp_path / "serve.log", what="mlflow models serve")
 
         in_process = mlflow.pyfunc.load_model("models:/planted@champion")
         recent = data.tail(12)
@@ -116,10 +98,5 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
         assert "line" not in detail and len(detail) < 300 and body["message"].endswith(detail)
         assert body["message"].startswith("Failed to predict data '")  # MLflow 3.17: see pyfunc.input_rejected
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_groups([server])
         log.close()

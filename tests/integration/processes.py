@@ -1,0 +1,53 @@
+"""Servers the integration tests start: a free port, waiting until one answers, stopping it whole."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ok(url: str, proc: subprocess.Popen, timeout: float, log: Path | None = None,
+                  what: str = "server", interval: float = 0.25) -> None:
+    """Poll `url` until it answers 200; fail with the server's log tail if it exits or times out."""
+    tail: Callable[[], str] = lambda: log.read_text(errors="replace")[-3000:] if log and log.exists() else ""  # noqa: E731
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"{what} exited {proc.returncode}:\n{tail()}"
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        assert time.monotonic() < deadline, f"{what} not ready at {url} in {timeout:.0f} s:\n{tail()}"
+        time.sleep(interval)
+
+
+def stop_groups(procs: Iterable[subprocess.Popen], timeout: float = 15) -> None:
+    """SIGTERM each process group started with start_new_session=True, then SIGKILL what stays.
+
+    Every group is signalled first and waited for after, so they shut down together.
+    """
+    procs = list(procs)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
