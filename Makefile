@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup lock run seed test test-unit ui docs serve-model browser-deps clean
+.PHONY: setup lock run seed test test-unit ui docs serve-model browser-deps postgres-deps tracking-server clean
 
 setup: $(STAMP)
 
@@ -20,15 +20,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	# Exact versions of every package (requirements.lock), then the project itself without resolving again.
 	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev,postgres]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 # Refresh requirements.lock from pyproject.toml's ranges (pip-tools in its own venv; torch stays the CPU pin).
+# Keeps today's pins where they still fit; `make lock UPGRADE=1` moves every package to its newest allowed version.
 lock:
 	test -x .venv-tools/bin/pip-compile || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet pip-tools)
 	echo '$(TORCH)' > .venv-tools/torch.txt
-	.venv-tools/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --no-emit-find-links --no-emit-index-url \
+	.venv-tools/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --extra dev --extra postgres --strip-extras --no-emit-find-links --no-emit-index-url \
 		--constraint .venv-tools/torch.txt --output-file requirements.lock pyproject.toml
 
 run: $(STAMP)
@@ -95,6 +96,19 @@ serve-model: $(STAMP)
 browser-deps:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+# PostgreSQL's server programs (initdb, pg_ctl, postgres) for `make tracking-server` and the postgres test.
+postgres-deps:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+# A team tracking server: PostgreSQL (data under TRACKING_DIR, loopback only) behind `mlflow server`
+# with artifact serving; prints the MLFLOW_TRACKING_URI to export. Ctrl-C stops both.
+TRACKING_DIR ?= .tracking
+PG_PORT      ?= 5433
+
+tracking-server: $(STAMP)
+	$(BIN)/python -m pipeline.tracking_server --dir $(TRACKING_DIR) --pg-port $(PG_PORT) --port $(MLFLOW_PORT)
 
 clean:
 	rm -rf mlruns mlflow.db mlflow.db.lock .prefect

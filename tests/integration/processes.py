@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from pipeline.tracking_server import stop_process_group
+
 
 def free_port() -> int:
     """A free loopback port."""
@@ -45,9 +47,4 @@ def stop_groups(procs: Iterable[subprocess.Popen], timeout: float = 15) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
     for proc in procs:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process_group(proc, timeout)

@@ -1,0 +1,109 @@
+"""Tracking at scale: `mlflow server` on PostgreSQL (what `make tracking-server` starts), many writers.
+
+Eight `pipeline train` processes run at once against one server and one registered model: every
+run must finish with all its metrics, the versions must be numbered 1..8 without a gap, and the
+alias history must be one unbroken chain (no move lost to a concurrent one). Skips with the reason
+only where PostgreSQL cannot start (binaries or psycopg2 missing).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.integration.processes import free_port
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1800)]
+
+MODEL = "pg-forecaster"
+CONCURRENT = 8
+
+
+@pytest.fixture(scope="module")
+def pg_tracking_uri():
+    """PostgreSQL + `mlflow server` from pipeline.tracking_server, in a folder the postgres user can reach."""
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (the project's [postgres] extra)")
+    from pipeline.tracking_server import TrackingServerError, pg_binary, tracking_server
+
+    try:
+        for program in ("initdb", "pg_ctl", "createdb"):
+            pg_binary(program)
+    except TrackingServerError as exc:
+        pytest.skip(f"PostgreSQL cannot start here: {exc}")
+    folder = Path(tempfile.mkdtemp(prefix="pipeline-pg-", dir="/tmp"))  # /tmp: reachable by the service user
+    folder.chmod(0o755)
+    try:
+        server = tracking_server(folder, free_port(), free_port(), workers=2)
+        url = server.__enter__()
+    except TrackingServerError as exc:
+        pytest.skip(f"PostgreSQL cannot start here: {exc}")
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+def test_eight_concurrent_trainings_against_postgres(pg_tracking_uri: str, prefect_harness, tmp_path: Path,
+                                                      tiny_config_dict: dict) -> None:
+    from mlflow import MlflowClient
+    from prefect.settings import PREFECT_API_URL
+
+    from pipeline import registry
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"MLFLOW_TRACKING_URI": pg_tracking_uri, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
+    procs = []
+    started = time.perf_counter()
+    for i in range(CONCURRENT):
+        raw = {**tiny_config_dict, "name": f"pg{i}", "tracking": {"experiment": "pg-concurrent"},
+               "registry": {"model_name": MODEL},
+               "train": {**tiny_config_dict["train"], "seed": 100 + i}}  # different weights, different scores
+        path = tmp_path / f"pg{i}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        log = (tmp_path / f"train{i}.log").open("w")
+        procs.append((subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", str(path)],
+                                       cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    failures = []
+    for i, (proc, log) in enumerate(procs):
+        code = proc.wait(timeout=1500)
+        log.close()
+        if code != 0:
+            failures.append(f"train {i} exited {code}:\n{(tmp_path / f'train{i}.log').read_text()[-3000:]}")
+    elapsed = time.perf_counter() - started
+    assert not failures, "\n\n".join(failures)
+    print(f"{CONCURRENT} concurrent trainings against PostgreSQL: {elapsed:.1f} s, no errors")
+
+    client = MlflowClient(pg_tracking_uri, registry_uri=pg_tracking_uri)
+    experiment = client.get_experiment_by_name("pg-concurrent")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == CONCURRENT
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.tags.get("pipeline.complete") == "true" for r in runs)
+    keys = [set(r.data.metrics) for r in runs]
+    assert all(k == keys[0] for k in keys), "runs logged different metrics"
+    assert {"test_rmse", "test_naive_rmse", "val_rmse", "time_train_s"} <= keys[0]
+    assert all(r.data.params.get("train.seed") for r in runs)
+
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, CONCURRENT + 1))
+    assert {v.run_id for v in versions} == {r.info.run_id for r in runs}
+
+    # No lost alias move: per alias, each move starts where the previous one ended, and the alias
+    # points where the last move left it.
+    aliases = client.get_registered_model(MODEL).aliases
+    history = registry.read_history(client, MODEL)
+    for alias in {m.alias for m in history}:
+        chain = [m for m in history if m.alias == alias]
+        for before, after in zip(chain, chain[1:]):
+            assert after.from_version == before.to_version, f"@{alias}: a move was lost between {before} and {after}"
+        assert aliases.get(alias) == chain[-1].to_version
