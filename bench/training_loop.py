@@ -16,7 +16,8 @@ training, `fit` (validation included) and the evaluation of every split as the f
 task does it. It prints microseconds per row for one epoch (the first and the last: they drift
 apart when training slows as it runs), for evaluation, the plan's estimate against the measured
 epoch, and the peak memory (ru_maxrss) above the process's size after its imports, per row.
-Flat columns from 2k to 2M mean cost linear in the rows.
+Flat columns from 2k to 2M mean cost linear in the rows. The CPU columns (this process's CPU
+seconds, all threads) hold on a busy machine, where wall time per row does not.
 """
 
 from __future__ import annotations
@@ -191,22 +192,25 @@ def one_size(csv: str, epochs: int, max_train_windows: int | None) -> dict[str, 
     if hasattr(train, "plan_training"):
         plan = train.plan_training(model, windows, cfg.train, rows=len(frame))
         out.update(plan_s_per_epoch=plan.seconds_per_epoch, plan=plan.describe())
-    epoch_ends = [time.perf_counter()]
+    # Wall and CPU seconds (this process's, all threads): CPU time per row holds on a busy machine.
+    epoch_ends = [(time.perf_counter(), time.process_time())]
     result = train.fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train,
-                       on_epoch_end=lambda *_: epoch_ends.append(time.perf_counter()))
-    out.update(epoch_s=[b - a for a, b in zip(epoch_ends, epoch_ends[1:])], train_windows=len(windows["train"]),
-               threads=result.threads, fit_mb=peak_mb())
+                       on_epoch_end=lambda *_: epoch_ends.append((time.perf_counter(), time.process_time())))
+    out.update(epoch_s=[b[0] - a[0] for a, b in zip(epoch_ends, epoch_ends[1:])],
+               epoch_cpu_s=[b[1] - a[1] for a, b in zip(epoch_ends, epoch_ends[1:])],
+               train_windows=len(windows["train"]), threads=result.threads, fit_mb=peak_mb())
     # One validation pass alone, as fit() runs it after every epoch: the epoch minus it is training alone.
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if len(windows["val"]):
         train.validation_loss(result.model, windows["val"], train.pick_device(cfg.train.device))
-    out.update(val_pass_s=time.perf_counter() - started)
-    started = time.perf_counter()
+    out.update(val_pass_s=time.perf_counter() - started, val_pass_cpu_s=time.process_time() - cpu)
+    started, cpu = time.perf_counter(), time.process_time()
     forecasts = {s: evaluate.forecast_split(result.model, pre, frame, w, cfg.evaluate)
                  for s, w in windows.items() if len(w)}
     for split, fc in forecasts.items():
         evaluate.score(fc, prefix=split)
-    out.update(evaluate_s=time.perf_counter() - started, evaluate_mb=peak_mb())
+    out.update(evaluate_s=time.perf_counter() - started, evaluate_cpu_s=time.process_time() - cpu,
+               evaluate_mb=peak_mb())
     return out
 
 
@@ -235,6 +239,7 @@ def scale_table(sizes: list[int], max_train_windows: int | None, epochs: int | N
             full_epoch = [p * r["windows"]["train"] / rows for p in per_epoch]  # a full epoch, per row of data
             # Training batches alone (the epoch minus its validation pass), per training window.
             batches_only = (r["epoch_s"][-1] - r.get("val_pass_s", 0.0)) / windows * 1e6
+            batches_cpu = (r["epoch_cpu_s"][-1] - r["val_pass_cpu_s"]) / windows * 1e6
             above = (r["evaluate_mb"] - r["base_mb"]) * 2**20 / rows
             # Bytes per added row between this size and the one before: the slope, free of fixed costs.
             slope = (f"{(r['evaluate_mb'] - previous[1]) * 2**20 / (rows - previous[0]):,.0f}"
@@ -244,7 +249,8 @@ def scale_table(sizes: list[int], max_train_windows: int | None, epochs: int | N
             rows_out.append([
                 f"{rows:,}", f"{windows:,}", len(r["epoch_s"]), r["threads"],
                 " / ".join(f"{s:.1f}" for s in r["epoch_s"]), f"{full_epoch[0]:.1f}", f"{full_epoch[-1]:.1f}",
-                f"{r.get('val_pass_s', 0.0):.1f}", f"{batches_only:.1f}",
+                f"{r.get('val_pass_s', 0.0):.1f}", f"{batches_only:.1f}", f"{batches_cpu:.1f}",
+                f"{r['evaluate_cpu_s'] / rows * 1e6:.1f}",
                 f"{r['plan_s_per_epoch'] / r['epoch_s'][0]:.2f}" if "plan_s_per_epoch" in r else "-",
                 f"{r['evaluate_s']:.1f}", f"{r['evaluate_s'] / rows * 1e6:.1f}",
                 f"{r['read_s'] + r['prepare_s']:.1f}",
@@ -253,7 +259,8 @@ def scale_table(sizes: list[int], max_train_windows: int | None, epochs: int | N
     print_table("Table 3: cost per row as the rows grow (default config, minute-bar random walk, fresh process per size)"
                 + (f"; training capped at {max_train_windows:,} windows per epoch" if max_train_windows else ""),
                 ["rows", "train windows", "epochs", "threads", "s per epoch", "us/row epoch 1", "us/row last epoch",
-                 "val pass s", "us/train window, batches only",
+                 "val pass s", "us/train window, batches only", "CPU us/train window, batches only",
+                 "CPU us/row evaluate",
                  "plan/measured", "evaluate s", "us/row evaluate", "read+prepare s", "base MB", "peak MB",
                  "peak bytes/row above base", "bytes per added row", "peak at"], rows_out)
 

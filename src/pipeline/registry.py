@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from pipeline.errors import RegistryError, TrackingError
+from pipeline.errors import RegistryError
 from pipeline.faults import kill_point
 # The gate's and the history's names stay reachable here: the flows and the CLI use them through this module.
 from pipeline.gate import (CHALLENGER, CHAMPION, Check, Decision, Score, TestWindow, covers_window, gate,  # noqa: F401
@@ -86,7 +86,10 @@ def ensure_registered_model(client: Any, name: str) -> None:
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="LSTM forecaster trained by the pipeline's training flow")
+        try:
+            client.create_registered_model(name, description="LSTM forecaster trained by the pipeline's training flow")
+        except MlflowException:  # two first registrations at once: fine if the other one created it
+            client.get_registered_model(name)
 
 
 def champion_version(client: Any, name: str) -> Any | None:
@@ -214,13 +217,7 @@ def read_history(client: Any, name: str) -> list[AliasMove]:
 
 def _audit_experiment_id(client: Any) -> str:
     """The audit experiment's id, created on first use."""
-    try:
-        return ensure_experiment(client, AUDIT_EXPERIMENT)
-    except TrackingError:  # another process may have created it a moment ago
-        experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    return ensure_experiment(client, AUDIT_EXPERIMENT)
 
 
 def record_move(client: Any, name: str, move: AliasMove, key: str | None = None,

@@ -186,7 +186,14 @@ def ensure_experiment(client: Any, name: str) -> str:
     if is_local_sqlite(uri):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
         location = (Path(uri.removeprefix("sqlite:///")).parent / LOCAL_DIR.name / slug).resolve().as_uri()
-    return retry(lambda: client.create_experiment(name, artifact_location=location), "create experiment", uri)
+    try:
+        return retry(lambda: client.create_experiment(name, artifact_location=location), "create experiment", uri)
+    except TrackingError:
+        # Two first runs at once: the other process created it between our read and our create.
+        experiment = retry(lambda: client.get_experiment_by_name(name), "get experiment", uri)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def library_versions() -> dict[str, str]:

@@ -103,3 +103,35 @@ def test_default_store_is_the_one_mlflow_s_own_tools_read(tmp_path, monkeypatch:
     ours = tracking.resolve_tracking_uri()
     assert ours == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert theirs.removeprefix("sqlite:///") in (str(tmp_path / "mlflow.db"), "mlflow.db")
+
+
+class RacingClient:
+    """A client where another process creates the experiment between our read and our create."""
+
+    tracking_uri = "http://tracking:5000"
+
+    def __init__(self) -> None:
+        self.created: dict[str, str] = {}
+
+    def get_experiment_by_name(self, name: str):
+        if name not in self.created:
+            return None
+        return type("Experiment", (), {"experiment_id": self.created[name], "lifecycle_stage": "active"})()
+
+    def create_experiment(self, name: str, artifact_location: str | None = None) -> str:
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
+
+        self.created[name] = "17"  # the other process won
+        raise MlflowException(f"Experiment(name={name}) already exists", error_code=RESOURCE_ALREADY_EXISTS)
+
+
+def test_an_experiment_created_concurrently_by_another_process_is_used() -> None:
+    assert tracking.ensure_experiment(RacingClient(), "pg-concurrent") == "17"
+
+
+def test_a_failed_create_with_no_experiment_after_it_still_fails() -> None:
+    client = RacingClient()
+    client.create_experiment = lambda name, artifact_location=None: (_ for _ in ()).throw(
+        MlflowException("bad name", error_code=INVALID_PARAMETER_VALUE))
+    with pytest.raises(TrackingError, match="create experiment failed"):
+        tracking.ensure_experiment(client, "x")
