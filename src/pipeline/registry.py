@@ -10,9 +10,15 @@ survives any process and can be rolled back, without cluttering the registered m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -26,7 +32,7 @@ from pipeline.gate import (CHALLENGER, CHAMPION, Check, Decision, Score, TestWin
                            judge, table_rmse)
 from pipeline.history import (AUDIT_EXPERIMENT, MAX_REASON, AliasMove, audit_run_name, audit_tags,  # noqa: F401
                               champion_lineage, current_user, in_order, legacy_moves, model_key, move_from_tags, new_key)
-from pipeline.tracking import ensure_experiment, retry
+from pipeline.tracking import ensure_experiment, is_local_sqlite, retry
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +114,7 @@ def require_model(client: Any, name: str) -> Any:
     try:
         return client.get_registered_model(name)
     except MlflowException:
-        known = sorted(m.name for m in client.search_registered_models())
+        known = sorted(m.name for m in client.search_registered_models() if not m.name.endswith(LOCK_SUFFIX))
         raise RegistryError(f"no registered model named {name!r} at {client.tracking_uri}; "
                             f"known models: {', '.join(known) or 'none'}") from None
 
@@ -284,6 +290,66 @@ def move_alias(client: Any, name: str, alias: str, version: str | None, by: str,
 
 # ------------------------------------------------------------------ state changes
 
+LOCK_SUFFIX = ".registration-lock"
+LOCK_WAIT_S = float(os.environ.get("PIPELINE_REGISTRY_LOCK_WAIT_S", "600"))  # give up waiting after this
+LOCK_STALE_S = 300.0  # a lock older than this was left by a process that died holding it
+
+
+@contextmanager
+def registration_lock(client: Any, name: str, wait_s: float | None = None) -> Iterator[None]:
+    """Registrations of `name` take turns across processes and machines sharing a tracking server.
+
+    The lock is a registered model `<name>.registration-lock`: creating a registered model is
+    atomic on every MLflow store (a unique name), so exactly one process creates it; the others
+    wait and retry, and the holder deletes it when done. A lock older than LOCK_STALE_S was left
+    by a process that died holding it and is broken. On a local SQLite store the caller's
+    file lock (`tracking.store_lock`) already serialises, and this is a no-op.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if is_local_sqlite(client.tracking_uri):
+        yield
+        return
+    lock = f"{name}{LOCK_SUFFIX}"
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(lock, description=f"registration of {name!r} in progress ({holder}); "
+                                           "deleted when it ends", tags={"pipeline.lock_holder": holder})
+            break
+        except MlflowException:
+            held = _lock_age(client, lock)
+            if held is not None and held > LOCK_STALE_S:
+                log.warning("%s: breaking a registration lock held for %.0f s (its process died)", name, held)
+                with contextlib.suppress(MlflowException):
+                    client.delete_registered_model(lock)
+                continue
+            if time.monotonic() > deadline:
+                raise RegistryError(f"registration of {name!r} waited {wait_s:.0f} s for the lock {lock!r} "
+                                    f"held by another run; if no run is registering, delete that registered model")
+            time.sleep(0.5 + random.random())
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(lock)
+        except MlflowException as exc:
+            log.warning("%s: could not release the registration lock %r: %s", name, lock, exc)
+
+
+def _lock_age(client: Any, lock: str) -> float | None:
+    """Seconds since the lock was taken; None when it is gone (released a moment ago)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        created = client.get_registered_model(lock).creation_timestamp
+    except MlflowException:
+        return None
+    return time.time() - created / 1000 if created else None
+
+
 
 def register_and_promote(
     client: Any,
@@ -306,38 +372,40 @@ def register_and_promote(
     is no logged model): a tracking server refuses a `models:/m-...` source without it.
     The gate runs first and reads only; then the version, its tags, the alias moves and their
     history entries are written. A failure part-way deletes the version, restores the aliases
-    and removes the history entries, so nothing is left half-written.
+    and removes the history entries, so nothing is left half-written. All of it runs under
+    `registration_lock`, so concurrent runs against one tracking server take turns.
     """
-    uri = client.tracking_uri
-    retry(lambda: ensure_registered_model(client, name), "create registered model", uri)
-    migrate_history(client, name)
-    decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins)
-    before = retry(lambda: get_aliases(client, name), "read aliases", uri)
-    if before.get(CHAMPION) != decision.champion_version:
-        raise RegistryError(f"@champion of {name!r} moved to v{before.get(CHAMPION)} while the gate compared "
-                            f"against v{decision.champion_version}; train again to compare with the new champion")
-    all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), "test_rmse": repr(challenger_rmse),
-                "test_naive_rmse": repr(persistence_rmse)}
-    mv = retry(lambda: client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags, model_id=model_id),
-               "register version", uri)
-    kill_point("registration")  # test hook (pipeline.faults): a crash with the version created, no alias moved
-    decision.version = str(mv.version)
-    written: list[str] = []
-    try:
-        move_alias(client, name, CHALLENGER, decision.version, by,
-                   f"registered from run {run_id}; test RMSE {challenger_rmse:.6g}", "register", run_id, written)
-        for key, value in decision.tags().items():
-            client.set_model_version_tag(name, decision.version, key, value)
-        client.update_model_version(name, decision.version, description=decision.description())
-        if decision.promoted:
-            move_alias(client, name, CHAMPION, decision.version, by, decision.reason, "gate", run_id, written)
-            move_alias(client, name, CHALLENGER, None, by, f"v{decision.version} promoted to @champion",
-                       "gate", run_id, written)
-    except BaseException:
-        undo_registration(client, name, decision.version, before, written)
-        raise
-    log.info("registered %s v%s as @%s: %s", name, decision.version, decision.alias, decision.reason)
-    return decision
+    with registration_lock(client, name):
+        uri = client.tracking_uri
+        retry(lambda: ensure_registered_model(client, name), "create registered model", uri)
+        migrate_history(client, name)
+        decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins)
+        before = retry(lambda: get_aliases(client, name), "read aliases", uri)
+        if before.get(CHAMPION) != decision.champion_version:
+            raise RegistryError(f"@champion of {name!r} moved to v{before.get(CHAMPION)} while the gate compared "
+                                f"against v{decision.champion_version}; train again to compare with the new champion")
+        all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), "test_rmse": repr(challenger_rmse),
+                    "test_naive_rmse": repr(persistence_rmse)}
+        mv = retry(lambda: client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags, model_id=model_id),
+                   "register version", uri)
+        kill_point("registration")  # test hook (pipeline.faults): a crash with the version created, no alias moved
+        decision.version = str(mv.version)
+        written: list[str] = []
+        try:
+            move_alias(client, name, CHALLENGER, decision.version, by,
+                       f"registered from run {run_id}; test RMSE {challenger_rmse:.6g}", "register", run_id, written)
+            for key, value in decision.tags().items():
+                client.set_model_version_tag(name, decision.version, key, value)
+            client.update_model_version(name, decision.version, description=decision.description())
+            if decision.promoted:
+                move_alias(client, name, CHAMPION, decision.version, by, decision.reason, "gate", run_id, written)
+                move_alias(client, name, CHALLENGER, None, by, f"v{decision.version} promoted to @champion",
+                           "gate", run_id, written)
+        except BaseException:
+            undo_registration(client, name, decision.version, before, written)
+            raise
+        log.info("registered %s v%s as @%s: %s", name, decision.version, decision.alias, decision.reason)
+        return decision
 
 
 def promote(client: Any, name: str, version: str, reason: str, by: str) -> AliasMove | None:
@@ -351,15 +419,17 @@ def promote(client: Any, name: str, version: str, reason: str, by: str) -> Alias
         return None
     migrate_history(client, name)
     written: list[str] = []
-    try:
-        move = move_alias(client, name, CHAMPION, version, by, reason, "manual", mv.run_id, written)
-        if aliases.get(CHALLENGER) == version:
-            move_alias(client, name, CHALLENGER, None, by, f"v{version} promoted to @champion by hand",
-                       "manual", mv.run_id, written)
-        client.set_model_version_tag(name, version, "gate.override", f"{by}: {reason}"[:MAX_REASON])
-    except BaseException:
-        restore_aliases(client, name, aliases, written)
-        raise
+    with registration_lock(client, name):
+        aliases = get_aliases(client, name)  # again, under the lock: a run may have moved them meanwhile
+        try:
+            move = move_alias(client, name, CHAMPION, version, by, reason, "manual", mv.run_id, written)
+            if aliases.get(CHALLENGER) == version:
+                move_alias(client, name, CHALLENGER, None, by, f"v{version} promoted to @champion by hand",
+                           "manual", mv.run_id, written)
+            client.set_model_version_tag(name, version, "gate.override", f"{by}: {reason}"[:MAX_REASON])
+        except BaseException:
+            restore_aliases(client, name, aliases, written)
+            raise
     return move
 
 
@@ -375,15 +445,16 @@ def rollback(client: Any, name: str, reason: str, by: str) -> AliasMove:
         raise RegistryError(f"model {name!r}: v{current.version} is the first champion on record; "
                             "nothing to roll back to")
     mv = require_version(client, name, previous)
-    aliases = get_aliases(client, name)
     migrate_history(client, name)
     written: list[str] = []
-    try:
-        return move_alias(client, name, CHAMPION, str(mv.version), by,
-                          reason or f"rollback from v{current.version}", "rollback", mv.run_id, written)
-    except BaseException:
-        restore_aliases(client, name, aliases, written)
-        raise
+    with registration_lock(client, name):
+        aliases = get_aliases(client, name)
+        try:
+            return move_alias(client, name, CHAMPION, str(mv.version), by,
+                              reason or f"rollback from v{current.version}", "rollback", mv.run_id, written)
+        except BaseException:
+            restore_aliases(client, name, aliases, written)
+            raise
 
 
 def restore_aliases(client: Any, name: str, aliases: dict[str, str], written: list[str]) -> None:
