@@ -43,6 +43,10 @@ class TrackingServerError(PipelineError):
     """PostgreSQL or the MLflow server could not be set up or started."""
 
 
+class PostgresUnavailable(TrackingServerError):
+    """PostgreSQL itself is missing or would not start (as opposed to the MLflow server on it)."""
+
+
 def pg_binary(name: str) -> str:
     """Path of a PostgreSQL program (`initdb`, `pg_ctl`, ...), on PATH or in Debian's versioned folder."""
     found = shutil.which(name)
@@ -51,7 +55,7 @@ def pg_binary(name: str) -> str:
     for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (folder / name).is_file():
             return str(folder / name)
-    raise TrackingServerError(f"PostgreSQL's `{name}` not found: install PostgreSQL (Debian: apt-get install postgresql)")
+    raise PostgresUnavailable(f"PostgreSQL's `{name}` not found: install PostgreSQL (Debian: apt-get install postgresql)")
 
 
 def service_user() -> str | None:
@@ -62,7 +66,7 @@ def service_user() -> str | None:
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)
             return name
-    raise TrackingServerError("running as root and no unprivileged user (postgres, nobody) to run PostgreSQL as")
+    raise PostgresUnavailable("running as root and no unprivileged user (postgres, nobody) to run PostgreSQL as")
 
 
 def as_user(cmd: list[str], user: str | None) -> list[str]:
@@ -102,7 +106,7 @@ class Postgres:
         done = subprocess.run(as_user(cmd, self.user), capture_output=True, text=True, check=False,
                               cwd=self.data_dir.parent)
         if done.returncode != 0:
-            raise TrackingServerError(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-1500:]}")
+            raise PostgresUnavailable(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-1500:]}")
         return done.stdout
 
     def init(self) -> bool:
@@ -112,7 +116,7 @@ class Postgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.user is not None:
             if not reachable_by(self.data_dir, self.user):
-                raise TrackingServerError(f"{self.data_dir} is not reachable by user {self.user!r} that PostgreSQL must "
+                raise PostgresUnavailable(f"{self.data_dir} is not reachable by user {self.user!r} that PostgreSQL must "
                                           "run as (a folder above it lacks o+x): choose another --dir")
             entry = pwd.getpwnam(self.user)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
@@ -157,7 +161,7 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait()
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
