@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -125,11 +124,6 @@ def free_port() -> int:
 
 def stop_group(process: subprocess.Popen) -> None:
     """SIGTERM the process group we started (a server and its children), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    from pipeline.tracking_server import stop_process_group
+
+    stop_process_group(process, timeout=15)
