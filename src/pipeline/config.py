@@ -36,9 +36,19 @@ class DataConfig(_Frozen):
     features: tuple[str, ...] = ("Open", "High", "Low", "Close", "Volume")
     """Columns the model reads as inputs (a list; the target may be among them)."""
     price_columns: tuple[str, ...] | None = None
-    """Columns that must be > 0. null: the Yahoo price columns present in the file."""
-    volume_column: str | None = "Volume"
-    """Column that must be >= 0, or null for none."""
+    """Columns that must be > 0 (a list; `[]` for none). null: the columns named Open, High, Low, Close or Adj Close in any case."""
+    volume_column: str | None = "auto"
+    """Column that must be >= 0; `auto`: a column named Volume in any case; null: none."""
+    high_column: str | None = "auto"
+    """Column that must be >= the low column and >= the open/close columns of its row; `auto`: one named High in any case; null: no rule."""
+    low_column: str | None = "auto"
+    """Column that must be <= the high column and <= the open/close columns of its row; `auto`: one named Low in any case; null: no rule."""
+    freq: str | None = None
+    """The dates' calendar as a pandas offset alias (`h`, `D`, `B`, `W-SUN`, `MS`, `ME`, `QS`, ...); null: inferred from the dates."""
+    date_format: str | None = None
+    """strptime format of the dates, e.g. `%d/%m/%Y`; null: ISO dates, or `dayfirst` for dates like 01/02/2022."""
+    dayfirst: bool | None = None
+    """For dates like 01/02/2022: true reads 1 February, false 2 January; null: such dates are an error naming their lines."""
     nan_policy: Literal["error", "drop", "ffill"] = "error"
     """Empty cells: `error` names them; `drop` drops their rows; `ffill` carries the last value forward."""
 
@@ -48,6 +58,21 @@ class DataConfig(_Frozen):
             raise ValueError(f"data.features lists a column twice: {list(self.features)}")
         if self.date_column in self.features or self.date_column == self.target:
             raise ValueError("data.date_column cannot also be the target or a feature")
+        for key in ("high_column", "low_column"):
+            given = getattr(self, key)
+            if given not in (None, "auto") and given not in self.columns:
+                raise ValueError(f"data.{key} {given!r} is not among the columns read (data.features and data.target: "
+                                 f"{list(self.columns)})")
+        if self.freq is not None:
+            from pipeline.dates import parse_frequency  # pandas: loaded only when a config names a frequency
+
+            try:
+                parse_frequency(self.freq)
+            except ValueError:
+                raise ValueError(f"data.freq {self.freq!r} is not a pandas offset alias (such as h, D, B, W-SUN, MS, "
+                                 "ME, QS)") from None
+        if self.date_format is not None and "%" not in self.date_format:
+            raise ValueError(f"data.date_format {self.date_format!r} must be a strptime format such as %d/%m/%Y")
         return self
 
     @property
