@@ -175,3 +175,56 @@ def test_a_configured_frequency_wins_over_the_inferred_one() -> None:
 def test_an_unknown_frequency_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="data.freq 'fortnightly'"):
         parse_config({"data": {"freq": "fortnightly"}})
+
+
+def hourly_frame(stamps: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"time": stamps, "load": 50 + 10 * np.sin(np.arange(len(stamps)) / 4)})
+
+
+HOURLY = {"data": {"date_column": "time", "target": "load", "features": ["load"]}, "window": {"lookback": 6},
+          "preprocess": {"target_transform": "difference", "default_feature_transform": "difference"},
+          "split": {"train": 0.6, "val": 0.2, "test": 0.2}}
+
+
+def test_hourly_data_keeps_its_times_in_the_input_example_and_the_forecasts() -> None:
+    from pipeline.serving import forecast_frame, input_example
+    from pipeline.train import init_model
+
+    cfg = parse_config(HOURLY)
+    stamps = pd.date_range("2024-01-01 00:00", periods=48, freq="h").strftime("%Y-%m-%d %H:%M:%S").tolist()
+    frame = validate(hourly_frame(stamps), cfg.data).frame
+    pre = Preprocessor(cfg).fit(frame, split_by_time(frame.index, cfg.split))
+    assert pre.frequency == "h"
+    example = input_example(frame, cfg, rows=pre.input_rows)
+    assert example["time"].iloc[-1] == "2024-01-02 23:00:00"
+    model = init_model(cfg.model, cfg.train, n_features=1, horizon=1)
+    out = forecast_frame(model, pre, frame)
+    assert out[["origin", "date"]].iloc[0].tolist() == ["2024-01-02 23:00:00", "2024-01-03 00:00:00"]
+
+
+def test_hourly_local_times_across_a_daylight_saving_change() -> None:
+    """Europe's 2024-03-31 change with UTC offsets: local wall-clock hours, 02:00 skipped, the calendar stays hourly."""
+    before = [f"2024-03-30 {h:02d}:00:00+01:00" for h in range(24)] + ["2024-03-31 00:00:00+01:00",
+                                                                         "2024-03-31 01:00:00+01:00"]
+    after = [f"2024-03-31 {h:02d}:00:00+02:00" for h in range(3, 24)]
+    frame = validate(hourly_frame(before + after), DataConfig(**HOURLY["data"])).frame
+    assert pd.Timestamp("2024-03-31 02:00") not in frame.index and frame.index[-1] == pd.Timestamp("2024-03-31 23:00")
+    from pipeline.dates import infer_frequency, next_dates
+
+    assert infer_frequency(frame.index) == "h"
+    assert list(next_dates(frame.index, 2)) == [pd.Timestamp("2024-04-01 00:00"), pd.Timestamp("2024-04-01 01:00")]
+
+
+@pytest.mark.parametrize(("freq", "start", "expected"), [
+    ("MS", "2023-11-01", ["2024-03-01", "2024-04-01"]),
+    ("ME", "2023-10-31", ["2024-02-29", "2024-03-31"]),
+    ("B", "2024-01-30", ["2024-02-05", "2024-02-06"]),
+    ("W-SUN", "2024-01-07", ["2024-02-04", "2024-02-11"]),
+    ("QS", "2023-01-01", ["2024-01-01", "2024-04-01"]),
+    ("h", "2024-02-28 22:00", ["2024-02-29 02:00:00", "2024-02-29 03:00:00"]),
+])
+def test_a_configured_frequency_sets_the_forecast_calendar(freq: str, start: str, expected: list[str]) -> None:
+    from pipeline.dates import format_dates, next_dates
+
+    index = pd.date_range(start, periods=4, freq=freq)
+    assert list(format_dates(next_dates(index, 2, freq))) == expected
