@@ -204,8 +204,8 @@ class RegistryConfig(_Frozen):
     A negative margin tolerates being that much worse.
     """
 
-    model_name: str = "lstm-forecaster"
-    """Registered model name (no '/', ':' or '%')."""
+    model_name: str | None = None
+    """Registered model name (no '/', ':' or '%'); null: the config's `name`."""
     enabled: bool = True
     """false: log the model but register no version."""
     min_gain_over_persistence: float = Field(0.0, gt=-1.0, lt=1.0)
@@ -215,7 +215,7 @@ class RegistryConfig(_Frozen):
 
     @field_validator("model_name")
     @classmethod
-    def _registrable(cls, name: str) -> str:
+    def _registrable(cls, name: str | None) -> str | None:
         """Refuse at load time what MLflow's registry would refuse after training.
 
         Mirrors MLflow 3.17's `_validate_model_name` (blank, '/', ':', a name that is not its own
@@ -223,6 +223,8 @@ class RegistryConfig(_Frozen):
         """
         import posixpath
 
+        if name is None:
+            return None
         norm = posixpath.normpath(name)
         if (not name.strip() or any(c in name for c in "/:%") or norm != name or norm == "."
                 or norm.startswith("..")):
@@ -234,8 +236,8 @@ class RegistryConfig(_Frozen):
 class TrackingConfig(_Frozen):
     """Where MLflow records the runs."""
 
-    experiment: str = "lstm-forecasting"
-    """MLflow experiment of the training and backtest runs."""
+    experiment: str | None = None
+    """MLflow experiment of the training and backtest runs; null: the config's `name`."""
     uri: str | None = None
     """Tracking URI; null: $MLFLOW_TRACKING_URI, else the local store ./mlflow.db."""
 
@@ -300,7 +302,7 @@ class PipelineConfig(_Frozen):
     """A whole run: the sections below, each optional."""
 
     name: str = "default"
-    """Name of the config: it starts every run's name."""
+    """Name of the config: it starts every run's name and, unless they are given, names the experiment and the registered model; in a file without it, the file's name without `.yaml`."""
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     window: WindowConfig = WindowConfig()
@@ -311,6 +313,22 @@ class PipelineConfig(_Frozen):
     registry: RegistryConfig = RegistryConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     backtest: BacktestConfig = BacktestConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_name(cls, raw: Any) -> Any:
+        """`tracking.experiment` and `registry.model_name` left out (or null) take the config's name."""
+        if not isinstance(raw, dict):
+            return raw
+        name = raw.get("name", "default")
+        out = dict(raw)
+        for section, key in (("tracking", "experiment"), ("registry", "model_name")):
+            given = out.get(section, {})
+            if isinstance(given, BaseModel):
+                given = given.model_dump()
+            if isinstance(name, str) and isinstance(given, dict) and given.get(key) is None:
+                out[section] = {**given, key: name}
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
@@ -403,6 +421,7 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    raw.setdefault("name", path.stem)  # runs, experiment and model of a config without a name follow its file
     return parse_config(raw, origin=str(path))
 
 

@@ -228,3 +228,23 @@ def test_a_configured_frequency_sets_the_forecast_calendar(freq: str, start: str
 
     index = pd.date_range(start, periods=4, freq=freq)
     assert list(format_dates(next_dates(index, 2, freq))) == expected
+
+
+# ---------------------------------------------------------------- names
+def test_a_config_naming_only_its_data_gets_its_own_experiment_and_model(tmp_path) -> None:
+    from pipeline.config import load_config
+
+    path = tmp_path / "shop-sales.yaml"
+    path.write_text("data:\n  source: sales.csv\n  date_column: week\n  target: units\n  features: [units]\n")
+    cfg = load_config(path)
+    assert (cfg.name, cfg.tracking.experiment, cfg.registry.model_name) == ("shop-sales",) * 3
+    named = parse_config({"name": "north", "registry": {"model_name": "north-v2"}})
+    assert (named.tracking.experiment, named.registry.model_name) == ("north", "north-v2")
+    sample = load_config("configs/default.yaml")  # the README's names
+    assert (sample.tracking.experiment, sample.registry.model_name) == ("lstm-forecasting", "lstm-forecaster")
+
+
+def test_a_name_that_cannot_be_registered_is_refused_when_it_names_the_model() -> None:
+    with pytest.raises(ConfigError, match="registry.model_name"):
+        parse_config({"name": "a/b"})
+    assert parse_config({"name": "a/b", "registry": {"model_name": "ab"}}).tracking.experiment == "a/b"
