@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.errors import ConfigError
 
 Transform = Literal["level", "difference", "log_return", "log"]
+AUTO = "auto"  # a setting resolved from the data (pipeline.defaults.resolve_auto)
+AUTO_KEYS = frozenset({"lookback", "season_length"})  # whole numbers that may say `auto`
+TransformSetting = Literal["level", "difference", "log_return", "log", "auto"]
 ScalerKind = Literal["standard", "minmax", "none"]
 Activation = Literal["relu", "tanh", "none"]
 BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the last `backtest.initial` rows
@@ -129,8 +132,8 @@ class WindowConfig(_Frozen):
     1 forecasts the next row; 0 estimates the window's own last row (the tutorial's setup).
     """
 
-    lookback: int = Field(30, ge=1)
-    """Past rows each forecast reads."""
+    lookback: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
+    """Past rows each forecast reads; `auto`: two seasons (8 rows without a season), at most a third of the training rows."""
     horizon: int = Field(1, ge=1)
     """Steps forecast at once."""
     lead: int = Field(1, ge=0)
@@ -140,19 +143,21 @@ class WindowConfig(_Frozen):
 class PreprocessConfig(_Frozen):
     """Transforms and scalers, fit on the training rows only."""
 
-    target_transform: Transform = "log_return"
-    """How the target is modelled: `level`, `difference`, `log_return` or `log` (the last two need values > 0)."""
+    target_transform: TransformSetting = AUTO
+    """How the target is modelled: `level`, `difference`, `log_return` or `log` (the last two need values > 0); `auto`: `level` unless the level drifts over the training rows, then `log_return` for values all > 0, else `difference`."""
     feature_transforms: dict[str, Transform] = Field(default_factory=dict)
     """Per-feature transform, e.g. `{Volume: log}`; the others take `default_feature_transform`."""
-    default_feature_transform: Transform = "log_return"
-    """Transform of every feature not named in `feature_transforms`."""
+    default_feature_transform: TransformSetting = AUTO
+    """Transform of every feature not named in `feature_transforms`; `auto`: the target's transform, or with an `auto` target, chosen per column by the same rule."""
     feature_scaler: ScalerKind = "standard"
     """`standard` (mean 0, sd 1), `minmax` (0-1) or `none`."""
     target_scaler: ScalerKind = "standard"
     """Scaler of the transformed target: `standard`, `minmax` or `none`."""
 
-    def transform_for(self, column: str) -> Transform:
-        return self.feature_transforms.get(column, self.default_feature_transform)
+    def transform_for(self, column: str) -> TransformSetting:
+        """The column's transform: its own, else the default; an `auto` default follows the target's."""
+        chosen = self.feature_transforms.get(column, self.default_feature_transform)
+        return self.target_transform if chosen == AUTO else chosen
 
 
 class ModelConfig(_Frozen):
@@ -258,8 +263,8 @@ class EvaluateConfig(_Frozen):
     """Baselines to score (a list; `naive` is required)."""
     moving_average_window: int = Field(5, ge=1)
     """Values averaged by the moving-average baseline."""
-    season_length: int | None = Field(None, ge=2)
-    """Rows in one season (e.g. 7 for daily data with a weekly cycle); null: no seasonal naive baseline."""
+    season_length: Annotated[int, Field(ge=2)] | Literal["auto"] | None = AUTO
+    """Rows in one season (e.g. 7 for daily data with a weekly cycle); `auto`: from the frequency (h 24, D 7, B 5, W 52, MS/ME 12, QS/QE 4; none for years); null: no season (no seasonal naive baseline)."""
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:
@@ -389,7 +394,7 @@ def explain(err: dict[str, Any]) -> str:
         allowed = err.get("ctx", {}).get("expected", "")
         return f"{where}: must be one of {allowed} (got {given!r})"
     if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"{where}: must be a whole number (got {given!r})"
+        return f"{where}: must be a whole number{' or auto' if key in AUTO_KEYS else ''} (got {given!r})"
     if kind in ("float_parsing", "float_type"):
         return f"{where}: must be a number (got {given!r})"
     if kind in ("bool_parsing", "bool_type"):
@@ -401,12 +406,25 @@ def explain(err: dict[str, Any]) -> str:
     return f"{where}: {message}{shown}"
 
 
+def _without_union_branches(errors: list[Any]) -> list[dict[str, Any]]:
+    """A setting that takes a number or `auto` fails on both: keep the number's error, at the setting's own place."""
+    out = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if loc and isinstance(loc[-1], str) and (loc[-1] in ("int", "float") or loc[-1].startswith(("literal[", "constrained-"))):
+            if err["type"] == "literal_error" and err.get("ctx", {}).get("expected") == "'auto'":
+                continue
+            err = {**err, "loc": loc[:-1]}
+        out.append(err)
+    return out
+
+
 def parse_config(raw: dict[str, Any], origin: str = "<dict>") -> PipelineConfig:
     """Validate a config mapping; a ConfigError lists every problem with what to write instead."""
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {explain(err)}" for err in exc.errors()]
+        lines = [f"  {explain(err)}" for err in _without_union_branches(exc.errors())]
         raise ConfigError(f"invalid config {origin}:\n" + "\n".join(lines)) from None
 
 

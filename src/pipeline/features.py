@@ -15,7 +15,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from pipeline.config import PipelineConfig, ScalerKind, SplitConfig, Transform
+from pipeline.config import AUTO, PipelineConfig, ScalerKind, SplitConfig, Transform
 from pipeline.dates import infer_frequency
 from pipeline.errors import ConfigError, DataError
 
@@ -253,6 +253,13 @@ class Preprocessor:
     """
 
     def __init__(self, cfg: PipelineConfig) -> None:
+        unresolved = [k for k, v in (("window.lookback", cfg.window.lookback),
+                                     ("preprocess.target_transform", cfg.preprocess.target_transform),
+                                     *((f"transform of {c}", cfg.preprocess.transform_for(c)) for c in cfg.data.features))
+                      if v == AUTO]
+        if unresolved:
+            raise ConfigError(f"{', '.join(unresolved)} still say auto: resolve the config against its data first "
+                              "(pipeline.defaults.resolve_auto)")
         self.features = list(cfg.data.features)
         self.target = cfg.data.target
         self.feature_transforms = {c: cfg.preprocess.transform_for(c) for c in self.features}
@@ -428,8 +435,15 @@ def prepare(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor, Spl
 
 
 def min_rows_needed(cfg: PipelineConfig) -> int:
-    """Rows the data must have so each split holds at least one window (two for training)."""
-    pre = Preprocessor(cfg)
-    per_window = pre.horizon + pre.lead - 1 + pre.lookback + pre.warmup
+    """Rows the data must have so each split holds at least one window (two for training).
+
+    `auto` settings count as their smallest outcome (a one-row lookback, a differencing warm-up);
+    `defaults.resolve_auto` keeps the lookback within what the training rows allow.
+    """
+    lookback = 1 if cfg.window.lookback == AUTO else cfg.window.lookback
+    used = {cfg.preprocess.target_transform, *(cfg.preprocess.transform_for(c) for c in cfg.data.features)}
+    warmup = 1 if (DIFFERENCING | {AUTO}) & used else 0
+    per_window = cfg.window.horizon + cfg.window.lead - 1 + lookback + warmup
+    horizon = cfg.window.horizon
     parts = 3 if (cfg.split.val > 0 or cfg.split.train_end is not None) else 2
-    return per_window + 1 + (parts - 1) * pre.horizon
+    return per_window + 1 + (parts - 1) * horizon

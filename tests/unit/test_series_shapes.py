@@ -165,10 +165,11 @@ def test_a_date_format_that_does_not_fit_names_the_lines() -> None:
 # ---------------------------------------------------------------- the configured calendar
 def test_a_configured_frequency_wins_over_the_inferred_one() -> None:
     frame = validate(make_prices(40), DataConfig()).frame  # business days
-    cfg = parse_config({"data": {"freq": "D"}, "window": {"lookback": 5}})
+    fixed = {"window": {"lookback": 5}, "preprocess": {"target_transform": "difference"}}
+    cfg = parse_config({"data": {"freq": "D"}, **fixed})
     pre = Preprocessor(cfg).fit(frame, split_by_time(frame.index, cfg.split))
     assert pre.frequency == "D"
-    inferred = Preprocessor(parse_config({"window": {"lookback": 5}})).fit(frame, split_by_time(frame.index, cfg.split))
+    inferred = Preprocessor(parse_config(fixed)).fit(frame, split_by_time(frame.index, cfg.split))
     assert inferred.frequency == "B"
 
 
