@@ -45,6 +45,7 @@ _RULES = {
 # Day and month as one or two digits each, then the year: "01/02/2022", "1.2.22", "01-02-2022 10:00".
 _NUMERIC_DMY = re.compile(r"^(?P<a>\d{1,2})[/.\-](?P<b>\d{1,2})[/.\-]\d{2,4}\b")
 _ANY_NUMERIC_DMY = re.compile(r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}\b", re.MULTILINE)
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
 ROW_COLUMN = "(row)"
 TABLE_COLUMN = "(table)"
 
@@ -285,10 +286,24 @@ def check_unambiguous(text: pd.Series, source: str, name: str) -> None:
 
 
 def _parse_text_dates(local: pd.Series, cfg: DataConfig) -> pd.Series:
-    """pandas' parse of the date text, in the format or day order the config gives."""
+    """pandas' parse of the date text, in the format or day order the config gives.
+
+    ISO dates (2022-01-02...) read as ISO whatever the setting: they are unambiguous, and the
+    model's own input (`serving.model_input`, the logged example) writes dates that way; pandas'
+    `dayfirst` would read 2022-01-02 as 1 February.
+    """
+    if cfg.date_format is None and cfg.dayfirst is None:
+        return pd.to_datetime(local, errors="coerce", format="mixed")
+    iso = local.str.match(_ISO_DATE).fillna(False).to_numpy(dtype=bool)
+    other = local.mask(iso)
     if cfg.date_format is not None:
-        return pd.to_datetime(local, errors="coerce", format=cfg.date_format)
-    return pd.to_datetime(local, errors="coerce", format="mixed", dayfirst=bool(cfg.dayfirst))
+        parsed = pd.to_datetime(other, errors="coerce", format=cfg.date_format)
+    else:
+        parsed = pd.to_datetime(other, errors="coerce", format="mixed", dayfirst=bool(cfg.dayfirst))
+    if iso.any():
+        parsed = parsed.astype("datetime64[ns]").mask(iso, pd.to_datetime(local.where(iso), errors="coerce",
+                                                                          format="ISO8601"))
+    return parsed
 
 
 def _parse_dates(raw: pd.Series, cfg: DataConfig, source: str, failures: list[Failure]) -> pd.Series:

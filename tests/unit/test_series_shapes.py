@@ -158,8 +158,10 @@ def test_iso_dates_and_unambiguous_slashes_need_no_setting() -> None:
 
 
 def test_a_date_format_that_does_not_fit_names_the_lines() -> None:
-    message = refusal(make_prices(30), DataConfig(date_format="%d/%m/%Y"))
-    assert "column 'Date'" in message and "line 2" in message and "a date" in message
+    frame = make_prices(30, start="2022-01-03")
+    frame["Date"] = pd.to_datetime(frame["Date"]).dt.strftime("%m/%d/%Y")  # month-first, read day-first
+    message = refusal(frame, DataConfig(date_format="%d/%m/%Y"))
+    assert "column 'Date'" in message and "line 10 ('01/13/2022')" in message and "a date" in message
 
 
 # ---------------------------------------------------------------- the configured calendar
@@ -249,3 +251,30 @@ def test_a_name_that_cannot_be_registered_is_refused_when_it_names_the_model() -
     with pytest.raises(ConfigError, match="registry.model_name"):
         parse_config({"name": "a/b"})
     assert parse_config({"name": "a/b", "registry": {"model_name": "ab"}}).tracking.experiment == "a/b"
+
+
+@pytest.mark.parametrize("setting", [{"dayfirst": True}, {"date_format": "%d/%m/%Y"}])
+def test_iso_dates_stay_iso_under_a_day_first_setting(setting: dict) -> None:
+    """The model's own input (pipeline predict, the logged example) writes ISO dates: they must not turn day-first."""
+    frame = make_prices(30, start="2022-01-03")
+    frame.loc[:9, "Date"] = pd.to_datetime(frame.loc[:9, "Date"]).dt.strftime("%d/%m/%Y")
+    parsed = validate(frame, DataConfig(**setting)).frame
+    assert parsed.index.equals(pd.DatetimeIndex(pd.bdate_range("2022-01-03", periods=30), name="Date"))
+
+
+def test_a_day_first_model_serves_day_first_files_and_its_own_iso_input() -> None:
+    """`pipeline predict` validates the user's file, hands the pyfunc ISO dates, and the pyfunc validates again."""
+    from pipeline.serving import ForecastModel, model_input
+    from pipeline.model import LSTMForecaster
+    from tests.integration import registry_support as rs
+
+    data = rs.trend(n=40, growth=0.01)
+    data["Date"] = pd.to_datetime(data["Date"]).dt.strftime("%d/%m/%Y")
+    planted = rs.plant(data, rs.config(data={"dayfirst": True}), 0.01)
+    served = ForecastModel()
+    served.bundle, served.model = planted.bundle, LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
+    rows = model_input(data.tail(10), planted.bundle, "recent.csv")  # the file as the user wrote it
+    assert rows["Date"].iloc[-1] == str(planted.frame.index[-1].date())
+    out = served.forecast(rows)
+    assert out["origin"].iloc[0] == str(planted.frame.index[-1].date())
+    assert pd.Timestamp(out["date"].iloc[0]) == planted.frame.index[-1] + pd.offsets.BDay(1)
