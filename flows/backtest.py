@@ -18,6 +18,7 @@ from flows.common import STEP, ingest_task, prefect_tags, validate_task
 from pipeline import backtest, plots, progress, runs, tracking
 from pipeline.backtest import BacktestSummary, Fold, FoldResult
 from pipeline.config import PipelineConfig, resolve
+from pipeline.defaults import resolve_auto
 from pipeline.tracking import TrackedRun
 
 __all__ = ["BacktestSummary", "backtest_flow"]
@@ -55,10 +56,11 @@ def backtest_flow(
     name = runs.run_name(cfg.name, "backtest", cfg.data.source)
     tags = {**prefect_tags(), "run_type": "backtest"}
     with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source) as run:
-        tracking.log_params_and_tags(client, run.run_id, cfg.flat(), {})
-        tracking.log_config(client, run.run_id, cfg, config_path)
         raw = ingest_task(cfg.data.source)
         frame = validate_task(raw, cfg).frame
+        cfg = resolve_auto(cfg, frame)  # `auto` settings from the data, logged as the run's params
+        tracking.log_params_and_tags(client, run.run_id, cfg.flat(), {})
+        tracking.log_config(client, run.run_id, cfg, config_path)
         plan = plan_task(frame, cfg)
         tracking.log_params_and_tags(client, run.run_id, {}, backtest.data_tags(frame, raw.digest))
         tracking.log_dataset(client, run.run_id, frame, raw.source, raw.digest, cfg.data.target, name=cfg.name)

@@ -36,7 +36,8 @@ def ingest_task(source: str) -> RawData:
 
 @task(name="validate", **STEP)
 def validate_task(raw: RawData, cfg: PipelineConfig) -> ValidatedData:
-    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg))
+    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg),
+                           positive=features.transform_domain(cfg))
 
 
 def prefect_tags() -> dict[str, str]:

@@ -22,6 +22,7 @@ from flows.common import STEP, ingest_task, prefect_tags, validate_task
 from flows.reporting import library_logs_to_run, publish_promotion, publish_report, report_context
 from pipeline import evaluate, features, plots, progress, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig, resolve
+from pipeline.defaults import resolve_auto
 from pipeline.errors import PipelineError, TrainingError
 from pipeline.evaluate import Forecasts, Scores
 from pipeline.faults import kill_point
@@ -193,9 +194,10 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
                        timings: Timings) -> tuple[TrainingSummary, dict[str, str]]:
     """Inside the MLflow run: validate, prepare, train, evaluate, plot, log, register; the summary and data tags."""
     logger = get_run_logger()
-    tracking.log_params_and_tags(run.client, run.run_id, cfg.flat(), {})
     with timings.stage("validate"):
         data = validate_task(raw, cfg)
+        cfg = resolve_auto(cfg, data.frame)  # `auto` settings from the data, logged as the run's params
+    tracking.log_params_and_tags(run.client, run.run_id, cfg.flat(), {})
     for note in data.notes:
         logger.warning(note) if note.startswith("warning") else logger.info(note)
     with timings.stage("prepare"):

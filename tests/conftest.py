@@ -52,6 +52,7 @@ def tiny_config_dict(prices_csv: Path) -> dict:
         "data": {"source": str(prices_csv)},
         "split": {"train": 0.6, "val": 0.2, "test": 0.2},
         "window": {"lookback": 5, "horizon": 1},
+        "preprocess": {"target_transform": "log_return", "default_feature_transform": "log_return"},  # not auto: fixed
         "model": {"hidden_size": 8, "num_layers": 2, "dropout": 0.0},
         "train": {"epochs": 2, "batch_size": 16, "patience": 5, "seed": 7},
         "tracking": {"experiment": "tests"},

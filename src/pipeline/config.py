@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.errors import ConfigError
 
 Transform = Literal["level", "difference", "log_return", "log"]
+AUTO = "auto"  # a setting resolved from the data (pipeline.defaults.resolve_auto)
+AUTO_KEYS = frozenset({"lookback", "season_length"})  # whole numbers that may say `auto`
+TransformSetting = Literal["level", "difference", "log_return", "log", "auto"]
 ScalerKind = Literal["standard", "minmax", "none"]
 Activation = Literal["relu", "tanh", "none"]
 BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the last `backtest.initial` rows
@@ -36,9 +39,19 @@ class DataConfig(_Frozen):
     features: tuple[str, ...] = ("Open", "High", "Low", "Close", "Volume")
     """Columns the model reads as inputs (a list; the target may be among them)."""
     price_columns: tuple[str, ...] | None = None
-    """Columns that must be > 0. null: the Yahoo price columns present in the file."""
-    volume_column: str | None = "Volume"
-    """Column that must be >= 0, or null for none."""
+    """Columns that must be > 0 (a list; `[]` for none). null: the columns named Open, High, Low, Close or Adj Close in any case."""
+    volume_column: str | None = "auto"
+    """Column that must be >= 0; `auto`: a column named Volume in any case; null: none."""
+    high_column: str | None = "auto"
+    """Column that must be >= the low column and >= the open/close columns of its row; `auto`: one named High in any case; null: no rule."""
+    low_column: str | None = "auto"
+    """Column that must be <= the high column and <= the open/close columns of its row; `auto`: one named Low in any case; null: no rule."""
+    freq: str | None = None
+    """The dates' calendar as a pandas offset alias (`h`, `D`, `B`, `W-SUN`, `MS`, `ME`, `QS`, ...); null: inferred from the dates."""
+    date_format: str | None = None
+    """strptime format of the dates, e.g. `%d/%m/%Y`; null: ISO dates, or `dayfirst` for dates like 01/02/2022."""
+    dayfirst: bool | None = None
+    """For dates like 01/02/2022: true reads 1 February, false 2 January; null: such dates are an error naming their lines."""
     nan_policy: Literal["error", "drop", "ffill"] = "error"
     """Empty cells: `error` names them; `drop` drops their rows; `ffill` carries the last value forward."""
 
@@ -48,6 +61,21 @@ class DataConfig(_Frozen):
             raise ValueError(f"data.features lists a column twice: {list(self.features)}")
         if self.date_column in self.features or self.date_column == self.target:
             raise ValueError("data.date_column cannot also be the target or a feature")
+        for key in ("high_column", "low_column"):
+            given = getattr(self, key)
+            if given not in (None, "auto") and given not in self.columns:
+                raise ValueError(f"data.{key} {given!r} is not among the columns read (data.features and data.target: "
+                                 f"{list(self.columns)})")
+        if self.freq is not None:
+            from pipeline.dates import parse_frequency  # pandas: loaded only when a config names a frequency
+
+            try:
+                parse_frequency(self.freq)
+            except ValueError:
+                raise ValueError(f"data.freq {self.freq!r} is not a pandas offset alias (such as h, D, B, W-SUN, MS, "
+                                 "ME, QS)") from None
+        if self.date_format is not None and "%" not in self.date_format:
+            raise ValueError(f"data.date_format {self.date_format!r} must be a strptime format such as %d/%m/%Y")
         return self
 
     @property
@@ -104,8 +132,8 @@ class WindowConfig(_Frozen):
     1 forecasts the next row; 0 estimates the window's own last row (the tutorial's setup).
     """
 
-    lookback: int = Field(30, ge=1)
-    """Past rows each forecast reads."""
+    lookback: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
+    """Past rows each forecast reads; `auto`: two seasons (8 rows without a season), at most a third of the training rows."""
     horizon: int = Field(1, ge=1)
     """Steps forecast at once."""
     lead: int = Field(1, ge=0)
@@ -115,19 +143,21 @@ class WindowConfig(_Frozen):
 class PreprocessConfig(_Frozen):
     """Transforms and scalers, fit on the training rows only."""
 
-    target_transform: Transform = "log_return"
-    """How the target is modelled: `level`, `difference`, `log_return` or `log` (the last two need values > 0)."""
+    target_transform: TransformSetting = AUTO
+    """How the target is modelled: `level`, `difference`, `log_return` or `log` (the last two need values > 0); `auto`: `level` unless the level drifts over the training rows, then `log_return` for values all > 0, else `difference`."""
     feature_transforms: dict[str, Transform] = Field(default_factory=dict)
     """Per-feature transform, e.g. `{Volume: log}`; the others take `default_feature_transform`."""
-    default_feature_transform: Transform = "log_return"
-    """Transform of every feature not named in `feature_transforms`."""
+    default_feature_transform: TransformSetting = AUTO
+    """Transform of every feature not named in `feature_transforms`; `auto`: the target's transform, or with an `auto` target, chosen per column by the same rule."""
     feature_scaler: ScalerKind = "standard"
     """`standard` (mean 0, sd 1), `minmax` (0-1) or `none`."""
     target_scaler: ScalerKind = "standard"
     """Scaler of the transformed target: `standard`, `minmax` or `none`."""
 
-    def transform_for(self, column: str) -> Transform:
-        return self.feature_transforms.get(column, self.default_feature_transform)
+    def transform_for(self, column: str) -> TransformSetting:
+        """The column's transform: its own, else the default; an `auto` default follows the target's."""
+        chosen = self.feature_transforms.get(column, self.default_feature_transform)
+        return self.target_transform if chosen == AUTO else chosen
 
 
 class ModelConfig(_Frozen):
@@ -179,8 +209,8 @@ class RegistryConfig(_Frozen):
     A negative margin tolerates being that much worse.
     """
 
-    model_name: str = "lstm-forecaster"
-    """Registered model name (no '/', ':' or '%')."""
+    model_name: str | None = None
+    """Registered model name (no '/', ':' or '%'); null: the config's `name`."""
     enabled: bool = True
     """false: log the model but register no version."""
     min_gain_over_persistence: float = Field(0.0, gt=-1.0, lt=1.0)
@@ -190,7 +220,7 @@ class RegistryConfig(_Frozen):
 
     @field_validator("model_name")
     @classmethod
-    def _registrable(cls, name: str) -> str:
+    def _registrable(cls, name: str | None) -> str | None:
         """Refuse at load time what MLflow's registry would refuse after training.
 
         Mirrors MLflow 3.17's `_validate_model_name` (blank, '/', ':', a name that is not its own
@@ -198,6 +228,8 @@ class RegistryConfig(_Frozen):
         """
         import posixpath
 
+        if name is None:
+            return None
         norm = posixpath.normpath(name)
         if (not name.strip() or any(c in name for c in "/:%") or norm != name or norm == "."
                 or norm.startswith("..")):
@@ -209,8 +241,8 @@ class RegistryConfig(_Frozen):
 class TrackingConfig(_Frozen):
     """Where MLflow records the runs."""
 
-    experiment: str = "lstm-forecasting"
-    """MLflow experiment of the training and backtest runs."""
+    experiment: str | None = None
+    """MLflow experiment of the training and backtest runs; null: the config's `name`."""
     uri: str | None = None
     """Tracking URI; null: $MLFLOW_TRACKING_URI, else the local store ./mlflow.db."""
 
@@ -231,8 +263,8 @@ class EvaluateConfig(_Frozen):
     """Baselines to score (a list; `naive` is required)."""
     moving_average_window: int = Field(5, ge=1)
     """Values averaged by the moving-average baseline."""
-    season_length: int | None = Field(None, ge=2)
-    """Rows in one season (e.g. 7 for daily data with a weekly cycle); null: no seasonal naive baseline."""
+    season_length: Annotated[int, Field(ge=2)] | Literal["auto"] | None = AUTO
+    """Rows in one season (e.g. 7 for daily data with a weekly cycle); `auto`: from the frequency (h 24, D 7, B 5, W 52, MS/ME 12, QS/QE 4; none for years); null: no season (no seasonal naive baseline)."""
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:
@@ -275,7 +307,7 @@ class PipelineConfig(_Frozen):
     """A whole run: the sections below, each optional."""
 
     name: str = "default"
-    """Name of the config: it starts every run's name."""
+    """Name of the config: it starts every run's name and, unless they are given, names the experiment and the registered model; in a file without it, the file's name without `.yaml`."""
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     window: WindowConfig = WindowConfig()
@@ -286,6 +318,22 @@ class PipelineConfig(_Frozen):
     registry: RegistryConfig = RegistryConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     backtest: BacktestConfig = BacktestConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_name(cls, raw: Any) -> Any:
+        """`tracking.experiment` and `registry.model_name` left out (or null) take the config's name."""
+        if not isinstance(raw, dict):
+            return raw
+        name = raw.get("name", "default")
+        out = dict(raw)
+        for section, key in (("tracking", "experiment"), ("registry", "model_name")):
+            given = out.get(section, {})
+            if isinstance(given, BaseModel):
+                given = given.model_dump()
+            if isinstance(name, str) and isinstance(given, dict) and given.get(key) is None:
+                out[section] = {**given, key: name}
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
@@ -346,7 +394,7 @@ def explain(err: dict[str, Any]) -> str:
         allowed = err.get("ctx", {}).get("expected", "")
         return f"{where}: must be one of {allowed} (got {given!r})"
     if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"{where}: must be a whole number (got {given!r})"
+        return f"{where}: must be a whole number{' or auto' if key in AUTO_KEYS else ''} (got {given!r})"
     if kind in ("float_parsing", "float_type"):
         return f"{where}: must be a number (got {given!r})"
     if kind in ("bool_parsing", "bool_type"):
@@ -358,12 +406,25 @@ def explain(err: dict[str, Any]) -> str:
     return f"{where}: {message}{shown}"
 
 
+def _without_union_branches(errors: list[Any]) -> list[dict[str, Any]]:
+    """A setting that takes a number or `auto` fails on both: keep the number's error, at the setting's own place."""
+    out = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if loc and isinstance(loc[-1], str) and (loc[-1] in ("int", "float") or loc[-1].startswith(("literal[", "constrained-"))):
+            if err["type"] == "literal_error" and err.get("ctx", {}).get("expected") == "'auto'":
+                continue
+            err = {**err, "loc": loc[:-1]}
+        out.append(err)
+    return out
+
+
 def parse_config(raw: dict[str, Any], origin: str = "<dict>") -> PipelineConfig:
     """Validate a config mapping; a ConfigError lists every problem with what to write instead."""
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {explain(err)}" for err in exc.errors()]
+        lines = [f"  {explain(err)}" for err in _without_union_branches(exc.errors())]
         raise ConfigError(f"invalid config {origin}:\n" + "\n".join(lines)) from None
 
 
@@ -378,6 +439,7 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    raw.setdefault("name", path.stem)  # runs, experiment and model of a config without a name follow its file
     return parse_config(raw, origin=str(path))
 
 

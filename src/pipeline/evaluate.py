@@ -152,7 +152,7 @@ def baseline_forecasts(
             fc = np.repeat(np.where(known, mean, np.nan)[:, None], horizon, axis=1)
         elif name == "seasonal_naive":
             m = cfg.season_length
-            if m is None:
+            if not isinstance(m, int):  # None: no season
                 continue
             # The value one season before each target: position p + h - m * ceil(h / m) <= p.
             src = pos[:, None] + steps - m * np.ceil(steps / m).astype(int)

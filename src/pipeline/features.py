@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline.config import PipelineConfig, ScalerKind, SplitConfig, Transform
+from pipeline.config import AUTO, PipelineConfig, ScalerKind, SplitConfig, Transform
 from pipeline.dates import infer_frequency
 from pipeline.errors import ConfigError, DataError
 
@@ -24,6 +24,27 @@ DIFFERENCING: frozenset[str] = frozenset({"difference", "log_return"})
 
 
 # ---------------------------------------------------------------- transforms
+LOGS: frozenset[str] = frozenset({"log", "log_return"})  # transforms defined for values > 0 only
+
+
+def transform_domain(cfg: PipelineConfig) -> dict[str, str]:
+    """Columns whose transform takes a log -> the rule their values must meet (> 0), naming a transform that works.
+
+    Checked with the data contract, before anything is fit: a log of a value <= 0 would surface
+    much later as infinities inside a scaler or as a diverging loss.
+    """
+    pre = cfg.preprocess
+    wanted = [(c, pre.transform_for(c), f"preprocess.feature_transforms.{c}" if c in pre.feature_transforms
+               else "preprocess.default_feature_transform") for c in cfg.data.features]
+    wanted.insert(0, (cfg.data.target, pre.target_transform, "preprocess.target_transform"))
+    out: dict[str, str] = {}
+    for column, kind, key in wanted:
+        if kind in LOGS and column not in out:
+            out[column] = (f"> 0 for the {kind} transform ({key}): the log of a value <= 0 is undefined; "
+                           "the difference transform works on any values")
+    return out
+
+
 def apply_transform(values: np.ndarray, kind: Transform) -> np.ndarray:
     """Transform a 1-d series; differencing transforms leave NaN in the first row."""
     values = np.asarray(values, dtype=float)
@@ -268,6 +289,13 @@ class Preprocessor:
     """
 
     def __init__(self, cfg: PipelineConfig) -> None:
+        unresolved = [k for k, v in (("window.lookback", cfg.window.lookback),
+                                     ("preprocess.target_transform", cfg.preprocess.target_transform),
+                                     *((f"transform of {c}", cfg.preprocess.transform_for(c)) for c in cfg.data.features))
+                      if v == AUTO]
+        if unresolved:
+            raise ConfigError(f"{', '.join(unresolved)} still say auto: resolve the config against its data first "
+                              "(pipeline.defaults.resolve_auto)")
         self.features = list(cfg.data.features)
         self.target = cfg.data.target
         self.feature_transforms = {c: cfg.preprocess.transform_for(c) for c in self.features}
@@ -279,7 +307,8 @@ class Preprocessor:
         self.target_scaler_kind: ScalerKind = cfg.preprocess.target_scaler
         self.feature_scaler: Scaling | None = None
         self.target_scaler: Scaling | None = None
-        self.frequency: str | None = None  # the training dates' calendar (pipeline.dates)
+        self.frequency: str | None = cfg.data.freq  # the training dates' calendar (pipeline.dates): given or inferred
+        self.given_frequency = cfg.data.freq
         self.fitted = False
 
     # -- sizes
@@ -309,7 +338,8 @@ class Preprocessor:
         rows = slice(self.warmup, bounds.val_start)
         self.feature_scaler = fit_scaler(self.feature_scaler_kind, feats[rows])
         self.target_scaler = fit_scaler(self.target_scaler_kind, target[rows].reshape(-1, 1))
-        self.frequency = infer_frequency(frame.index[:bounds.val_start]) if isinstance(frame.index, pd.DatetimeIndex) else None
+        dated = isinstance(frame.index, pd.DatetimeIndex)
+        self.frequency = self.given_frequency or (infer_frequency(frame.index[:bounds.val_start]) if dated else None)
         self.fitted = True
         return self
 
@@ -364,7 +394,7 @@ class Preprocessor:
         if unknown or set(pre.feature_transforms) != set(pre.features):
             raise ValueError(f"preprocessor data: unknown transforms {sorted(unknown)} or transforms not matching the features")
         pre.lookback, pre.horizon, pre.lead = int(data["lookback"]), int(data["horizon"]), int(data["lead"])
-        pre.frequency = data["frequency"]
+        pre.frequency = pre.given_frequency = data["frequency"]
         pre.feature_scaler = scaler_from_dict(data["feature_scaler"])
         pre.target_scaler = scaler_from_dict(data["target_scaler"])
         pre.feature_scaler_kind = data["feature_scaler"]["kind"]
@@ -441,8 +471,15 @@ def prepare(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor, Spl
 
 
 def min_rows_needed(cfg: PipelineConfig) -> int:
-    """Rows the data must have so each split holds at least one window (two for training)."""
-    pre = Preprocessor(cfg)
-    per_window = pre.horizon + pre.lead - 1 + pre.lookback + pre.warmup
+    """Rows the data must have so each split holds at least one window (two for training).
+
+    `auto` settings count as their smallest outcome (a one-row lookback, a differencing warm-up);
+    `defaults.resolve_auto` keeps the lookback within what the training rows allow.
+    """
+    lookback = 1 if cfg.window.lookback == AUTO else cfg.window.lookback
+    used = {cfg.preprocess.target_transform, *(cfg.preprocess.transform_for(c) for c in cfg.data.features)}
+    warmup = 1 if (DIFFERENCING | {AUTO}) & used else 0
+    per_window = cfg.window.horizon + cfg.window.lead - 1 + lookback + warmup
+    horizon = cfg.window.horizon
     parts = 3 if (cfg.split.val > 0 or cfg.split.train_end is not None) else 2
-    return per_window + 1 + (parts - 1) * pre.horizon
+    return per_window + 1 + (parts - 1) * horizon

@@ -24,8 +24,8 @@ from pipeline.errors import DataError
 log = logging.getLogger(__name__)
 
 DATE = "date"  # the date column's name inside validation; reports use the file's own name
-OHLC = ("Open", "High", "Low", "Close")
-YAHOO_PRICES = ("Open", "High", "Low", "Close", "Adj Close")
+YAHOO_PRICES = ("open", "high", "low", "close", "adj close")  # recognised in any case when no roles are configured
+BAR_ENDS = ("open", "close")  # a bar's high and low bound these, when present
 ROWS_SHOWN = 5  # failing rows listed per rule before "and N more"
 GAP_FACTOR = 10  # a gap this many times the usual spacing is worth a warning
 DST_SPREAD_MIN = 60  # UTC offsets one hour apart are one zone's daylight-saving time, not two zones
@@ -42,6 +42,10 @@ _RULES = {
     "not_nullable": "not empty (no blank cell or NaN)",
     "field_uniqueness": "unique dates (each date once)",
 }
+# Day and month as one or two digits each, then the year: "01/02/2022", "1.2.22", "01-02-2022 10:00".
+_NUMERIC_DMY = re.compile(r"^(?P<a>\d{1,2})[/.\-](?P<b>\d{1,2})[/.\-]\d{2,4}\b")
+_ANY_NUMERIC_DMY = re.compile(r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}\b", re.MULTILINE)
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
 ROW_COLUMN = "(row)"
 TABLE_COLUMN = "(table)"
 
@@ -64,22 +68,6 @@ class PriceFrame(pa.DataFrameModel):
         strict = False
 
 
-class OHLCFrame(PriceFrame):
-    """Daily bars: High is the top of the day's range and Low its bottom."""
-
-    @pa.dataframe_check(name="High >= Low")
-    def high_above_low(cls, df: pd.DataFrame) -> Series[bool]:
-        return ~(df["High"] < df["Low"])
-
-    @pa.dataframe_check(name="High >= max(Open, Close)")
-    def high_on_top(cls, df: pd.DataFrame) -> Series[bool]:
-        return ~(df["High"] < df[["Open", "Close"]].max(axis=1))
-
-    @pa.dataframe_check(name="Low <= min(Open, Close)")
-    def low_at_bottom(cls, df: pd.DataFrame) -> Series[bool]:
-        return ~(df["Low"] > df[["Open", "Close"]].min(axis=1))
-
-
 @dataclass(frozen=True)
 class Failure:
     column: str
@@ -98,25 +86,82 @@ class ValidatedData:
     rows_filled: int = 0
 
 
+@dataclass(frozen=True)
+class Roles:
+    """Which columns the value rules apply to: configured in `data`, else recognised by Yahoo's names in any case."""
+
+    prices: tuple[str, ...] = ()  # > 0
+    volume: str | None = None  # >= 0
+    high: str | None = None  # >= low and >= the bar ends
+    low: str | None = None  # <= high and <= the bar ends
+    bar_ends: tuple[str, ...] = ()  # open and close, when present
+    positive: dict[str, str] = field(default_factory=dict)  # column -> rule: > 0 for a log transform
+
+    def row_checks(self) -> list[tuple[str, bool, tuple[str, ...]]]:
+        """(rule, is_upper, columns) of each rule across a row: the first column bounds the others from above or below."""
+        out: list[tuple[str, bool, tuple[str, ...]]] = []
+        ends = tuple(c for c in self.bar_ends if c not in (self.high, self.low))
+        if self.high and self.low:
+            out.append((f"{self.high} >= {self.low}", True, (self.high, self.low)))
+        if self.high and ends:
+            out.append((f"{self.high} >= max({', '.join(ends)})", True, (self.high, *ends)))
+        if self.low and ends:
+            out.append((f"{self.low} <= min({', '.join(ends)})", False, (self.low, *ends)))
+        return out
+
+
+def _role(given: str | None, usual: str, by_name: dict[str, str]) -> str | None:
+    if given == "auto":
+        return by_name.get(usual)
+    return given if given in by_name.values() else None
+
+
+def column_roles(cfg: DataConfig, positive: dict[str, str] | None = None) -> Roles:
+    """The roles of the columns read: price (> 0), volume (>= 0), high and low, and `positive` (column -> rule)."""
+    by_name = {c.lower(): c for c in reversed(cfg.columns)}  # the first column of a name, in any case
+    prices = cfg.price_columns if cfg.price_columns is not None else tuple(
+        c for c in cfg.columns if c.lower() in YAHOO_PRICES)
+    return Roles(prices=tuple(prices), volume=_role(cfg.volume_column, "volume", by_name),
+                 high=_role(cfg.high_column, "high", by_name), low=_role(cfg.low_column, "low", by_name),
+                 bar_ends=tuple(by_name[k] for k in BAR_ENDS if k in by_name),
+                 positive={c: rule for c, rule in (positive or {}).items() if c in cfg.columns})
+
+
 def price_columns(cfg: DataConfig) -> tuple[str, ...]:
-    if cfg.price_columns is not None:
-        return cfg.price_columns
-    return tuple(c for c in cfg.columns if c in YAHOO_PRICES)
+    return column_roles(cfg).prices
 
 
-def build_schema(cfg: DataConfig) -> pa.DataFrameSchema:
-    """The pandera schema for this config: the base model plus per-column bounds."""
-    model = OHLCFrame if set(OHLC) <= set(cfg.columns) else PriceFrame
-    schema = model.to_schema()
+def _row_check(rule: str, upper: bool, columns: tuple[str, ...]) -> pa.Check:
+    first, *rest = columns
+
+    def holds(df: pd.DataFrame) -> pd.Series:
+        if upper:
+            return ~(df[first] < df[list(rest)].max(axis=1))
+        return ~(df[first] > df[list(rest)].min(axis=1))
+
+    return pa.Check(holds, name=rule)
+
+
+def build_schema(cfg: DataConfig, positive: dict[str, str] | None = None) -> pa.DataFrameSchema:
+    """The pandera schema for this config: the base model plus per-column bounds and the row rules of its roles."""
+    roles = column_roles(cfg, positive)
     extra: dict[str, pa.Column] = {}
-    for col in price_columns(cfg):
-        extra[col] = pa.Column(float, pa.Check.gt(0, error="price > 0"), nullable=False)
-    if cfg.volume_column and cfg.volume_column in cfg.columns:
-        extra[cfg.volume_column] = pa.Column(float, pa.Check.ge(0, error="volume >= 0"), nullable=False)
-    return schema.add_columns(extra) if extra else schema
+    for col in cfg.columns:
+        checks = []
+        if col in roles.prices:
+            checks.append(pa.Check.gt(0, error="price > 0"))
+        if col == roles.volume:
+            checks.append(pa.Check.ge(0, error="volume >= 0"))
+        if col in roles.positive:
+            checks.append(pa.Check.gt(0, error=roles.positive[col]))
+        if checks:
+            extra[col] = pa.Column(float, checks, nullable=False)
+    schema = PriceFrame.to_schema().add_columns(extra)  # a copy: the model's cached schema stays as it is
+    schema.checks = [*schema.checks, *(_row_check(*check) for check in roles.row_checks())]
+    return schema
 
 
-def passes_fast(frame: pd.DataFrame, cfg: DataConfig) -> bool:
+def passes_fast(frame: pd.DataFrame, cfg: DataConfig, positive: dict[str, str] | None = None) -> bool:
     """The contract's rules as plain vectorised checks: True only when the pandera schema would pass.
 
     A clean frame (the common case, and every serving request) skips pandera's per-check
@@ -130,13 +175,16 @@ def passes_fast(frame: pd.DataFrame, cfg: DataConfig) -> bool:
     col = {name: frame[name].to_numpy(dtype=float) for name in cfg.columns}  # no sub-frame: cheaper
     if not all(np.isfinite(values).all() for values in col.values()):
         return False
-    if any((col[p] <= 0).any() for p in price_columns(cfg) if p in col):
+    roles = column_roles(cfg, positive)
+    if any((col[p] <= 0).any() for p in (*roles.prices, *roles.positive) if p in col):
         return False
-    if cfg.volume_column in col and (col[cfg.volume_column] < 0).any():
+    if roles.volume in col and (col[roles.volume] < 0).any():
         return False
-    if set(OHLC) <= set(col):
-        o, h, lo, c = (col[k] for k in OHLC)
-        if (h < lo).any() or (h < np.maximum(o, c)).any() or (lo > np.minimum(o, c)).any():
+    for _, upper, (first, *rest) in roles.row_checks():
+        bound = np.column_stack([col[c] for c in rest])
+        if upper and (col[first] < bound.max(axis=1)).any():
+            return False
+        if not upper and (col[first] > bound.min(axis=1)).any():
             return False
     return True
 
@@ -208,17 +256,70 @@ def _parse_one(value: object) -> pd.Timestamp:
     return stamp.tz_localize(None) if stamp is not pd.NaT and stamp.tzinfo is not None else stamp
 
 
-def _parse_dates(raw: pd.Series, name: str, failures: list[Failure]) -> pd.Series:
+def check_unambiguous(text: pd.Series, source: str, name: str) -> None:
+    """DataError naming the lines whose dates read both ways (01/02/2022: 1 February or 2 January).
+
+    Without `data.dayfirst` or `data.date_format`, guessing would silently swap days and months
+    (pandas reads month-first, and a day-first file then looks unsorted): the user says which.
+    """
+    if not _ANY_NUMERIC_DMY.search("\n".join(text.dropna().tolist())):
+        return  # the usual case (ISO dates): one search
+    parts = text.str.extract(_NUMERIC_DMY).astype(float)
+    first, second = parts["a"], parts["b"]
+    ambiguous = (first <= 12) & (second <= 12) & (first != second)
+    if not ambiguous.any():
+        return
+    lines = text.index[ambiguous.to_numpy(dtype=bool)]
+    example = str(text.loc[lines[0]])
+    shown = ", ".join(f"line {int(i) + 2} ({text.loc[i]!r})" for i in lines[:ROWS_SHOWN])
+    more = f" and {len(lines) - ROWS_SHOWN} more" if len(lines) > ROWS_SHOWN else ""
+    hint = ""
+    for order, only in (("day-first", first > 12), ("month-first", second > 12)):
+        if only.any():
+            at = text.index[only.to_numpy(dtype=bool)][0]
+            hint = f" (line {int(at) + 2}, {text.loc[at]!r}, can only be {order})"
+            break
+    raise DataError(
+        f"{source}: column {name!r} holds dates that read as day/month or as month/day: {shown}{more}{hint}; "
+        f"rule: dates like {example!r} need data.dayfirst (true: 01/02/2022 is 1 February; false: 2 January) "
+        "or data.date_format (such as '%d/%m/%Y')")
+
+
+def _parse_text_dates(local: pd.Series, cfg: DataConfig) -> pd.Series:
+    """pandas' parse of the date text, in the format or day order the config gives.
+
+    ISO dates (2022-01-02...) read as ISO whatever the setting: they are unambiguous, and the
+    model's own input (`serving.model_input`, the logged example) writes dates that way; pandas'
+    `dayfirst` would read 2022-01-02 as 1 February.
+    """
+    if cfg.date_format is None and cfg.dayfirst is None:
+        return pd.to_datetime(local, errors="coerce", format="mixed")
+    iso = local.str.match(_ISO_DATE).fillna(False).to_numpy(dtype=bool)
+    other = local.mask(iso)
+    if cfg.date_format is not None:
+        parsed = pd.to_datetime(other, errors="coerce", format=cfg.date_format)
+    else:
+        parsed = pd.to_datetime(other, errors="coerce", format="mixed", dayfirst=bool(cfg.dayfirst))
+    if iso.any():
+        parsed = parsed.astype("datetime64[ns]").mask(iso, pd.to_datetime(local.where(iso), errors="coerce",
+                                                                          format="ISO8601"))
+    return parsed
+
+
+def _parse_dates(raw: pd.Series, cfg: DataConfig, source: str, failures: list[Failure]) -> pd.Series:
     """Naive datetime64[ns] dates; unparseable, empty, out-of-range and mixed-zone cells become failures."""
+    name = cfg.date_column
     if pd.api.types.is_datetime64_any_dtype(raw):
         parsed = raw.dt.tz_localize(None) if isinstance(raw.dtype, pd.DatetimeTZDtype) else raw
         for idx in parsed.index[parsed.isna()]:
             failures.append(Failure(name, int(idx) + 2, None, "not empty (every row needs a date)"))
     else:
         text = raw.astype("string").str.strip()
+        if cfg.date_format is None and cfg.dayfirst is None:
+            check_unambiguous(text, source, name)
         local = _zones(text, name, failures)
         try:
-            parsed = pd.to_datetime(local, errors="coerce", format="mixed")
+            parsed = _parse_text_dates(local, cfg)
         except (ValueError, TypeError, OverflowError):  # pandas refused the column as a whole
             parsed = pd.Series([_parse_one(v) for v in local], index=local.index)
         if isinstance(parsed.dtype, pd.DatetimeTZDtype):
@@ -284,7 +385,7 @@ def _rule_name(check: str, column: str, cfg: DataConfig) -> str:
 
 
 def _failures_from_pandera(exc: SchemaErrors, cfg: DataConfig, frame: pd.DataFrame,
-                           row_checks: set[str]) -> list[Failure]:
+                           row_checks: dict[str, tuple[str, ...]]) -> list[Failure]:
     """pandera's failure cases as file-line failures; a row-wide check gives one failure per row."""
     out: list[Failure] = []
     for row in exc.failure_cases.itertuples(index=False):
@@ -298,7 +399,7 @@ def _failures_from_pandera(exc: SchemaErrors, cfg: DataConfig, frame: pd.DataFra
         if column == DATE:
             column = cfg.date_column
         if rule in row_checks and has_line:
-            value = {c: frame.loc[index, c] for c in OHLC if c in frame.columns}
+            value = {c: frame.loc[index, c] for c in row_checks[rule]}
             out.append(Failure(ROW_COLUMN, line, value, rule))
             continue
         out.append(Failure(column, line, row.failure_case, _rule_name(rule, column, cfg)))
@@ -320,7 +421,8 @@ def format_report(source: str, failures: list[Failure]) -> str:
         )
         more = f" and {len(items) - ROWS_SHOWN} more" if len(items) > ROWS_SHOWN else ""
         if column == ROW_COLUMN:
-            where = "columns " + ", ".join(repr(c) for c in OHLC if c in rule)
+            named = items[0].value if isinstance(items[0].value, dict) else {}
+            where = "columns " + ", ".join(repr(c) for c in named)
         elif column == TABLE_COLUMN:
             where = "the whole table"
         else:
@@ -359,10 +461,12 @@ def _span(delta: pd.Timedelta) -> str:
     return f"{delta.days} day(s)" if delta >= pd.Timedelta(days=1) else str(delta)
 
 
-def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: int) -> ValidatedData:
+def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: int,
+                    positive: dict[str, str] | None = None) -> ValidatedData:
     """Check `raw` (text columns as read) against the contract; return typed, date-indexed data.
 
-    Every failing rule is collected before raising one DataError whose report names the file,
+    `positive` maps columns that must be > 0 (the log transforms' domain) to the rule a failure
+    names (`features.transform_domain`). Every failing rule is collected before raising one DataError whose report names the file,
     the column, the first lines concerned (file line numbers) and the rule. A file in
     descending date order is sorted (with a note); a gap far longer than the usual spacing is
     a warning note.
@@ -371,7 +475,7 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
     raw = raw.reset_index(drop=True)
     out = ValidatedData(frame=pd.DataFrame())
     failures: list[Failure] = []
-    columns = {DATE: _parse_dates(raw[cfg.date_column], cfg.date_column, failures)}
+    columns = {DATE: _parse_dates(raw[cfg.date_column], cfg, source, failures)}
     columns.update((col, _parse_numbers(raw[col], col, failures)) for col in cfg.columns)
     frame = pd.DataFrame(columns, index=raw.index)  # built at once: column by column cost 1 ms more
 
@@ -382,9 +486,9 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
     frame = _apply_nan_policy(frame, cfg, out)
 
     bad_cells = {(f.column, f.line) for f in failures}
-    if len(frame) and not passes_fast(frame, cfg):
-        schema = build_schema(cfg)
-        row_checks = {c.name for c in schema.checks}
+    if len(frame) and not passes_fast(frame, cfg, positive):
+        schema = build_schema(cfg, positive)
+        row_checks = {rule: columns for rule, _, columns in column_roles(cfg).row_checks()}
         try:
             schema.validate(frame, lazy=True)
         except SchemaErrors as exc:

@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline.config import PipelineConfig
 from pipeline.dates import date_format, format_dates, next_dates
 from pipeline.errors import DataError
-from pipeline.features import Preprocessor
+from pipeline.features import Preprocessor, transform_domain
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle
 from pipeline.schemas import validate_prices
@@ -75,7 +75,8 @@ def validate_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str = "mod
     if cfg.date_column in frame.columns and not pd.api.types.is_string_dtype(frame[cfg.date_column]):
         frame[cfg.date_column] = pd.to_datetime(frame[cfg.date_column]).dt.strftime("%Y-%m-%d %H:%M:%S")
     frame = frame.reset_index(drop=True)
-    validated = validate_prices(frame, cfg, source, min_rows=bundle.preprocessor.input_rows)
+    validated = validate_prices(frame, cfg, source, min_rows=bundle.preprocessor.input_rows,
+                                positive=transform_domain(bundle.config))
     return validated.frame
 
 

@@ -88,6 +88,9 @@ def text_file(text: str) -> Callable[[Path], str]:
 
 
 P = make_prices(80)
+SALES = pd.DataFrame({"Date": P["Date"], "sales": np.where(np.arange(80) % 9 == 4, 0.0, 10 + np.arange(80) % 7)})
+SALES.loc[30, "sales"] = -1.0
+DAY_FIRST = P.assign(Date=pd.to_datetime(P["Date"]).dt.strftime("%d/%m/%Y"))
 zones = [f"{d} 09:30:00{'+00:00' if i < 70 else '-05:00'}" for i, d in enumerate(P["Date"])]
 
 # case -> (build the data file in a folder -> its path or URL, config overrides, words the message holds)
@@ -113,6 +116,14 @@ BAD_DATA: dict[str, tuple[Callable[[Path], str], dict, list[str]]] = {
     "High below Low": (csv_file(with_cells(P, High__15=P["Low"][15] - 1)), {}, ["'High', 'Low'", "line 17", "High >= Low"]),
     "negative volume": (csv_file(with_cells(P, Volume__20=-100.0)), {}, ["'Volume'", "line 22", "volume >= 0"]),
     "too few rows": (csv_file(P.head(8)), {}, ["8 rows", "at least", "lookback"]),
+    "zeros under log_return": (csv_file(SALES), {"data": {"target": "sales", "features": ["sales"]},
+                                                 "preprocess": {"target_transform": "log_return"}},
+                               ["'sales'", "line 6", "line 15", "line 32", "log_return transform", "difference"]),
+    "lowercase close below zero": (csv_file(with_cells(P.rename(columns=str.lower), close__12=-5.0)),
+                                   {"data": {"date_column": "date", "target": "close",
+                                             "features": ["open", "high", "low", "close", "volume"]}},
+                                   ["'close'", "line 14", "price > 0"]),
+    "day-first dates": (csv_file(DAY_FIRST), {}, ["'Date'", "line 2", "'04/01/2021'", "data.dayfirst"]),
     "config names absent columns": (csv_file(P), {"data": {"features": ["Open", "Close", "Turnover"]}},
                                     ["'Turnover'", "named by data.features"]),
 }

@@ -54,7 +54,7 @@ def test_overrides_are_validated_and_flat_params_cover_every_section() -> None:
     cfg = PipelineConfig().with_overrides(data={"source": "x.csv"}, registry={"model_name": "m"})
     assert cfg.data.source == "x.csv" and cfg.registry.model_name == "m"
     flat = cfg.flat()
-    assert flat["data.source"] == "x.csv" and flat["window.lookback"] == "30" and "train.seed" in flat
+    assert flat["data.source"] == "x.csv" and flat["window.lookback"] == "auto" and "train.seed" in flat
     with pytest.raises(ConfigError):
         cfg.with_overrides(window={"horizon": 0})
 
@@ -65,7 +65,7 @@ def test_overrides_are_validated_and_flat_params_cover_every_section() -> None:
         ({"data": {"features": "sales"}}, "data.features: must be a list, for example `features: [sales]`"),
         ({"data": {"featurs": ["a"]}}, "data.featurs: unknown key; this section takes: source, date_column"),
         ({"train": {"epochs": "many"}}, "train.epochs: must be a whole number (got 'many')"),
-        ({"preprocess": {"target_transform": "logg"}}, "must be one of 'level', 'difference', 'log_return' or 'log'"),
+        ({"preprocess": {"target_transform": "logg"}}, "must be one of 'level', 'difference', 'log_return', 'log' or 'auto'"),
         ({"train": 5}, "train: must be a section of `key: value` lines"),
         ({"split": {"train_end": "soon"}}, "split.train_end: must be a date written YYYY-MM-DD"),
         ({"registry": {"enabled": "perhaps"}}, "registry.enabled: must be true or false"),

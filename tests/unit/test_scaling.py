@@ -21,10 +21,11 @@ from pipeline.schemas import validate_prices
 from tests.conftest import make_prices
 
 LOOKBACK, FEATURES, HORIZON = 30, 5, 3
+PREPROCESS = {"target_transform": "log_return"}  # fixed, not resolved from the data
 
 
 def config(**train_cfg):
-    return parse_config({"window": {"lookback": LOOKBACK, "horizon": HORIZON},
+    return parse_config({"window": {"lookback": LOOKBACK, "horizon": HORIZON}, "preprocess": PREPROCESS,
                          "split": {"train": 0.2, "val": 0.1, "test": 0.7},
                          "model": {"hidden_size": 4, "num_layers": 1},
                          "train": {"epochs": 1, "batch_size": 64, **train_cfg}})
@@ -117,7 +118,7 @@ def test_evaluation_calls_the_model_per_bounded_batch_and_allocates_linearly(mon
 def test_a_batch_copies_its_own_windows_only() -> None:
     """Gathering a batch must not copy the whole view first (np.take does): per batch, O(batch) bytes."""
     _, _, _, windows = prepared(2000, parse_config({"window": {"lookback": LOOKBACK, "horizon": HORIZON},
-                                                    "model": {"hidden_size": 4, "num_layers": 1},
+                                                    "preprocess": PREPROCESS, "model": {"hidden_size": 4, "num_layers": 1},
                                                     "train": {"epochs": 1, "batch_size": 32}}))
     X = windows["train"].X
     all_windows = len(X) * LOOKBACK * FEATURES * 4
