@@ -74,7 +74,7 @@ def validation_share(cfg: PipelineConfig) -> float:
     split = cfg.split
     if split.train_end is not None:
         return 0.15 if cfg.train.patience is not None else 0.0
-    if split.train < 1 and split.val < 1:
+    if split.train is not None and split.train < 1 and split.val < 1:
         return split.val / (split.train + split.val)
     return split.val
 
