@@ -29,7 +29,9 @@ from pipeline.evaluate import Forecasts
 from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, split_by_time
 from pipeline.ingest import RawData, is_remote, load_prices
 from pipeline.model import LSTMForecaster
+from pipeline.model_format import ForecastBundle, SeriesModels
 from pipeline.schemas import check_columns, validate_prices
+from pipeline.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -422,3 +424,80 @@ def input_example(panel: Panel, cfg: PipelineConfig, rows: int, series: int = 2)
         part.insert(0, panel.column, sid)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------- the trained model(s)
+@dataclass
+class PanelFit:
+    """The trained network: one shared by every series (global) or one per series (local)."""
+
+    shared: TrainResult | None = None
+    local: dict[str, TrainResult] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # local: series whose training failed -> why
+
+    def model_for(self, series: str) -> LSTMForecaster:
+        return self.local[series].model if self.shared is None else self.shared.model
+
+    @property
+    def first(self) -> TrainResult:
+        return self.shared if self.shared is not None else next(iter(self.local.values()))
+
+    def serves(self, preps: Mapping[str, SeriesPrep]) -> dict[str, SeriesPrep]:
+        """The series this fit forecasts: every series for a shared network (short ones included), else those
+        with a network of their own."""
+        return dict(preps) if self.shared is not None else {s: p for s, p in preps.items() if s in self.local}
+
+    def best_epochs(self) -> dict[str, int]:
+        """Epochs to the best validation loss (what a refit trains for), per network."""
+        if self.shared is not None:
+            return {"*": self.shared.best_epoch + 1}
+        return {sid: r.best_epoch + 1 for sid, r in self.local.items()}
+
+
+def series_models(fit: PanelFit, preps: Mapping[str, SeriesPrep], column: str) -> SeriesModels:
+    served = fit.serves(preps)
+    state_dicts = None if fit.shared is not None else {sid: r.model.checkpoint()["state_dict"] for sid, r in fit.local.items()}
+    return SeriesModels(column, {sid: p.pre for sid, p in served.items()},
+                        "global" if fit.shared is not None else "local", state_dicts)
+
+
+def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig) -> ForecastBundle:
+    """The logged model: one network (or one per series) and every served series' preprocessor."""
+    series = series_models(fit, preps, str(cfg.data.series_column))
+    first = next(iter(series.preprocessors.values()))
+    return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=first, config=cfg, series=series)
+
+
+# ---------------------------------------------------------------- the gate's inputs
+@dataclass(frozen=True)
+class GateInputs:
+    """What re-scoring the champion on this run's test windows needs, for `gate.table_mase`."""
+
+    rows: pd.DataFrame  # long raw rows (dates as text) ending at each series' last test origin
+    actual: pd.Series  # target by (series, date text)
+    first_dates: dict[str, list[str]]  # each series' test windows' first target dates
+    scales: dict[str, float]  # each series' MASE divisor
+    window: tuple[str, str]  # the first and last test dates over all series
+
+
+def gate_inputs(data: Panel, preps: Mapping[str, SeriesPrep], test: Mapping[str, Forecasts],
+                cfg: PipelineConfig, context_rows: int) -> GateInputs:
+    """The rows a champion forecasts the test windows from: per series, `context_rows` rows before its first
+    test origin (room for a champion with a longer lookback) up to its last; not every window of every series."""
+    from pipeline.dates import date_format
+
+    parts, actual, firsts, scales = [], {}, {}, {}
+    for sid, fc in test.items():
+        frame, prep = data.series[sid], preps[sid]
+        fmt = date_format(frame.index)
+        origins = prep.windows["test"].origins
+        rows = frame.iloc[max(0, int(origins[0]) - context_rows):int(origins[-1]) + 1].reset_index()
+        rows[cfg.data.date_column] = rows[cfg.data.date_column].dt.strftime(fmt)
+        rows.insert(0, data.column, sid)
+        parts.append(rows)
+        actual[sid] = pd.Series(frame[cfg.data.target].to_numpy(dtype=float), index=frame.index.strftime(fmt))
+        firsts[sid] = list(fc.dates.strftime(fmt))
+        scales[sid] = insample_scale(frame, cfg.data.target, prep.bounds.test_start, cfg.evaluate.season_length)
+    joined = pd.concat(actual, names=["series", "date"])
+    every = sorted(d for dates in firsts.values() for d in dates)
+    return GateInputs(pd.concat(parts, ignore_index=True), joined, firsts, scales, (every[0], every[-1]))
