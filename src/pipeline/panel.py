@@ -174,7 +174,7 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
         shown = list(bad.values())[:ERRORS_SHOWN]
         more = f"\n... and {len(bad) - ERRORS_SHOWN} more bad series" if len(bad) > ERRORS_SHOWN else ""
         report = (f"{raw.source}: {len(bad)} of {len(bad) + len(panel.series)} series break the data contract "
-                  f"({', '.join(repr(s) for s in bad)}); set data.on_bad_series: skip to train on the others\n"
+                  f"({', '.join(repr(s) for s in bad)}); data.on_bad_series: skip leaves such series out\n"
                   + "\n".join(shown) + more)
         raise DataError(report, report=report)
     for sid, why in bad.items():
