@@ -30,7 +30,7 @@ from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Wind
 from pipeline.ingest import RawData, is_remote, load_prices
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle, SeriesModels
-from pipeline.schemas import check_columns, validate_prices
+from pipeline.schemas import DATE, check_columns, passes_fast, validate_prices
 from pipeline.train import TrainResult
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,43 @@ def series_ids(raw: RawData, column: str) -> pd.Series:
     return ids.astype(str)
 
 
+# Plain ISO dates (no UTC offset, no ambiguity): what the quick path parses itself.
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
+
+
+def clean_series(raw: RawData, cfg: PipelineConfig, ids: pd.Series, groups: dict[str, np.ndarray],
+                 min_rows: int) -> dict[str, pd.DataFrame]:
+    """The series that pass the contract as they are, parsed once for the whole table: the quick path.
+
+    `validate_prices` costs about 70 ms a series in pandas overhead (30 s for M4 Hourly's 414
+    series). Here the whole table's dates (plain ISO text only) and numbers are parsed at once,
+    and a series is accepted when every cell parsed, its dates strictly increase, it has
+    `min_rows` rows and `schemas.passes_fast` (the contract's own quick check) passes. Every other
+    series goes through `validate_prices`, which parses as the config says and writes the report.
+    """
+    text = raw.frame[cfg.data.date_column].astype("string").str.strip()
+    iso = text.str.fullmatch(_ISO_DATE).fillna(False).to_numpy(dtype=bool)
+    dates = pd.Series(pd.NaT, index=raw.frame.index, dtype="datetime64[ns]")
+    if iso.any():
+        dates[iso] = pd.to_datetime(text[iso], format="ISO8601", errors="coerce").astype("datetime64[ns]")
+    values = {c: pd.to_numeric(raw.frame[c], errors="coerce").to_numpy(dtype=float) for c in cfg.data.columns}
+    ok = iso & dates.notna().to_numpy() & np.logical_and.reduce([np.isfinite(v) for v in values.values()])
+    stamps = dates.to_numpy()
+    out: dict[str, pd.DataFrame] = {}
+    for sid, positions in groups.items():
+        if len(positions) < min_rows or not ok[positions].all():
+            continue
+        when = stamps[positions]
+        if (np.diff(when) <= np.timedelta64(0, "ns")).any():
+            continue
+        frame = pd.DataFrame({DATE: when, **{c: v[positions] for c, v in values.items()}})
+        if passes_fast(frame, cfg.data):
+            clean = frame.set_index(DATE)
+            clean.index.name = cfg.data.date_column
+            out[sid] = clean
+    return out
+
+
 def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
     """Validate each series of a long table on its own (`schemas.validate_prices`).
 
@@ -158,8 +195,12 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
     wanted = [cfg.data.date_column, *cfg.data.columns]
     panel = Panel(column=column, series={})
     bad: dict[str, str] = {}
-    for sid, positions in sorted(ids.groupby(ids, sort=False).indices.items()):
-        positions = np.asarray(positions)
+    groups = {sid: np.asarray(p) for sid, p in sorted(ids.groupby(ids, sort=False).indices.items())}
+    quick = clean_series(raw, cfg, ids, groups, min_rows)
+    for sid, positions in groups.items():
+        if sid in quick:
+            panel.series[sid] = quick[sid]
+            continue
         where = ", ".join(dict.fromkeys(str(f) for f in files[positions]))
         label = f"{where} series {sid!r}"
         rows = raw.frame.iloc[positions][wanted].reset_index(drop=True)
@@ -236,28 +277,32 @@ def prepare_panel(panel: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
 class StackedX:
     """The input windows of many series as one read-only sequence, copied only a batch at a time.
 
-    Each part is a series' windows (a view into its scaled rows); `x[idx]` gathers the windows at
-    `idx` (an index array or a slice) into one float32 array, as `train.fit` asks for a batch.
+    Each part is a series' windows (consecutive windows of its scaled rows, as every split's are).
+    The rows under them are laid end to end once (rows x features: small), and `x[idx]` gathers
+    the windows at `idx` (an index array or a slice) with one fancy index into a sliding-window
+    view of those rows: a batch costs one copy of its own windows, whatever the number of series.
     """
 
     def __init__(self, parts: list[np.ndarray]) -> None:
-        self.parts = [p for p in parts if len(p)]
-        self.offsets = np.cumsum([0, *(len(p) for p in self.parts)])
-        first = self.parts[0] if self.parts else np.empty((0, 1, 1), dtype=np.float32)
-        self.shape = (int(self.offsets[-1]), *first.shape[1:])
+        parts = [p for p in parts if len(p)]
+        first = parts[0] if parts else np.empty((0, 1, 1), dtype=np.float32)
+        lookback, n_features = first.shape[1:]
+        # a part's rows: the first row of each window, then the rest of the last window
+        rows = [np.concatenate([p[:, 0, :], p[-1, 1:, :]]) for p in parts]
+        row_offsets = np.cumsum([0, *(len(r) for r in rows)])
+        self.starts = np.concatenate([row_offsets[i] + np.arange(len(p)) for i, p in enumerate(parts)] or
+                                     [np.empty(0, dtype=np.int64)])
+        self.rows = np.ascontiguousarray(np.concatenate(rows), dtype=np.float32) if rows else \
+            np.empty((lookback, n_features), dtype=np.float32)
+        self.view = np.lib.stride_tricks.sliding_window_view(self.rows, lookback, axis=0)  # (R-L+1, F, L)
+        self.shape = (len(self.starts), lookback, n_features)
         self.dtype = np.dtype(np.float32)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        idx = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key)
-        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
-        part = np.searchsorted(self.offsets, idx, side="right") - 1
-        for p in np.unique(part):
-            hit = part == p
-            out[hit] = self.parts[p][idx[hit] - self.offsets[p]]
-        return out
+        return self.view[self.starts[key]].transpose(0, 2, 1)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = self[slice(None)]

@@ -110,12 +110,43 @@ def test_per_series_bounds_and_forecast_only_series(tmp_path: Path) -> None:
 
 
 def test_stacked_windows_gather_the_same_windows() -> None:
+    from numpy.lib.stride_tricks import sliding_window_view
+
     rng = np.random.default_rng(1)
-    parts = [rng.normal(size=(n, 3, 2)).astype(np.float32) for n in (4, 0, 5, 3)]
+    series = [rng.normal(size=(n + 2, 2)).astype(np.float32) for n in (4, 5, 3)]  # rows of each series
+    parts = [sliding_window_view(rows, 3, axis=0).transpose(0, 2, 1) for rows in series]
+    parts = [p[1:] if len(p) > 3 else p for p in parts]  # a split's windows need not start at the first row
+    parts.insert(1, np.empty((0, 3, 2), dtype=np.float32))  # a series without windows in this split
     stacked = panel.StackedX(parts)
     whole = np.concatenate(parts)
-    assert stacked.shape == (12, 3, 2) and len(stacked) == 12
-    idx = np.array([11, 0, 4, 5, 3, 8])
+    assert stacked.shape == (10, 3, 2) and len(stacked) == 10
+    idx = np.array([9, 0, 4, 5, 3, 8])
     assert np.array_equal(stacked[idx], whole[idx])
     assert np.array_equal(stacked[2:9], whole[2:9])
     assert np.array_equal(np.array(stacked, dtype=np.float32), whole)
+
+
+def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None:
+    """Clean series are parsed once for the whole table; each must equal the exact path's frame."""
+    from pipeline.schemas import validate_prices
+
+    path = tmp_path / "long.csv"
+    frame = make_long("ABC", n=30)
+    frame.loc[frame["id"] == "B", "ts"] = pd.date_range("2024-01-01", periods=30, freq="D").strftime("%Y-%m-%d")
+    frame.to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path)))
+    raw = load_prices(str(path))
+    ids = raw.frame["id"]
+    groups = {sid: np.asarray(p) for sid, p in ids.groupby(ids).indices.items()}
+    quick = panel.clean_series(raw, cfg, ids, groups, min_rows=6)
+    assert sorted(quick) == ["A", "B", "C"]
+    for sid, positions in groups.items():
+        exact = validate_prices(raw.frame.iloc[positions][["ts", "y"]].reset_index(drop=True), cfg.data, "x", 6).frame
+        pd.testing.assert_frame_equal(quick[sid], exact)
+    # anything unusual goes the exact way: a time zone offset, a day-first date, a blank, too few rows
+    for column, row, value in (("ts", 3, "2024-01-01 03:00:00+01:00"), ("ts", 35, "02/01/2024"), ("y", 70, "")):
+        odd = raw.frame.copy()
+        odd.loc[row, column] = value
+        kept = panel.clean_series(panel.RawData(odd, "x", ""), cfg, ids, groups, min_rows=6)
+        assert sorted(kept) == sorted(set("ABC") - {ids[row]}), value
+    assert panel.clean_series(raw, cfg, ids, groups, min_rows=31) == {}
