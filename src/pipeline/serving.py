@@ -178,12 +178,14 @@ def model_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> pd.Da
     """Rows read from `source`, held to the model's data contract, in the form the pyfunc takes.
 
     Checking here (not only inside the model) lets errors name the file and its line numbers.
-    A model of many series takes the long form: the series column, the date, the values.
+    A model of many series takes the long form: the series column, the date, the values; of each
+    series only the rows its latest forecast reads are passed on (the model validates less).
     """
     cfg = bundle.config.data
     if bundle.series is not None:
         parts = []
         for sid, frame in series_frames(raw, bundle, source).items():
+            frame = frame.tail(bundle.series.preprocessors[sid].input_rows)  # the latest window is all it reads
             part = frame[list(cfg.columns)].astype("float64").reset_index()
             part[cfg.date_column] = format_dates(frame.index)
             part.insert(0, bundle.series.column, sid)
