@@ -150,3 +150,12 @@ def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None
         kept = panel.clean_series(panel.RawData(odd, "x", ""), cfg, ids, groups, min_rows=6)
         assert sorted(kept) == sorted(set("ABC") - {ids[row]}), value
     assert panel.clean_series(raw, cfg, ids, groups, min_rows=31) == {}
+
+
+def test_rule_names_survive_building_both_schemas() -> None:
+    """Validating a plain series and then a Yahoo one in one process (many series do) keeps the rules' names."""
+    from pipeline.schemas import OHLCFrame, PriceFrame
+
+    for model in (PriceFrame, OHLCFrame, PriceFrame):
+        names = {c.name for c in model.to_schema().columns["date"].checks}
+        assert names == {"dates in increasing order"}, model
