@@ -108,3 +108,17 @@ def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_ha
     assert sorted(served["id"].unique()) == ["A", "D"]
     with pytest.raises(Exception, match="'B'.*not among the 2 series"):
         mlflow.pyfunc.load_model("models:/panel-forecaster/1").predict(frame[frame["id"] == "B"])
+
+
+def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harness, mlflow_store, long_csv, tmp_path):
+    config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv), data={"on_bad_series": "skip"},
+                                                            registry=TOLERANT))
+    assert main(["train", "--config", config]) == 0
+    assert main(["promote", "panel-forecaster", "1", "--reason", "a champion to beat"]) == 0
+    assert main(["train", "--config", config, "--force"]) == 0
+    client = MlflowClient(mlflow_store)
+    tags = client.get_model_version("panel-forecaster", "2").tags
+    # the same seed, data and config: the champion re-scored equals the challenger, on 3 series x 4 steps
+    assert "re-scored with its own preprocessing" in tags["gate.champion"] and "(12 forecasts)" in tags["gate.champion"]
+    assert float(tags["gate.champion_rmse"]) == pytest.approx(float(tags["gate.challenger_rmse"]), rel=1e-6)
+    assert tags["gate.baseline"] == "seasonal naive"
