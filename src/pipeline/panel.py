@@ -147,7 +147,7 @@ def series_ids(raw: RawData, column: str) -> pd.Series:
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
 
 
-def clean_series(raw: RawData, cfg: PipelineConfig, ids: pd.Series, groups: dict[str, np.ndarray],
+def clean_series(raw: RawData, cfg: PipelineConfig, groups: dict[str, np.ndarray],
                  min_rows: int) -> dict[str, pd.DataFrame]:
     """The series that pass the contract as they are, parsed once for the whole table: the quick path.
 
@@ -196,7 +196,7 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
     panel = Panel(column=column, series={})
     bad: dict[str, str] = {}
     groups = {sid: np.asarray(p) for sid, p in sorted(ids.groupby(ids, sort=False).indices.items())}
-    quick = clean_series(raw, cfg, ids, groups, min_rows)
+    quick = clean_series(raw, cfg, groups, min_rows)
     for sid, positions in groups.items():
         if sid in quick:
             panel.series[sid] = quick[sid]

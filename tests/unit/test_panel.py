@@ -138,7 +138,7 @@ def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None
     raw = load_prices(str(path))
     ids = raw.frame["id"]
     groups = {sid: np.asarray(p) for sid, p in ids.groupby(ids).indices.items()}
-    quick = panel.clean_series(raw, cfg, ids, groups, min_rows=6)
+    quick = panel.clean_series(raw, cfg, groups, min_rows=6)
     assert sorted(quick) == ["A", "B", "C"]
     for sid, positions in groups.items():
         exact = validate_prices(raw.frame.iloc[positions][["ts", "y"]].reset_index(drop=True), cfg.data, "x", 6).frame
@@ -147,9 +147,9 @@ def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None
     for column, row, value in (("ts", 3, "2024-01-01 03:00:00+01:00"), ("ts", 35, "02/01/2024"), ("y", 70, "")):
         odd = raw.frame.copy()
         odd.loc[row, column] = value
-        kept = panel.clean_series(panel.RawData(odd, "x", ""), cfg, ids, groups, min_rows=6)
+        kept = panel.clean_series(panel.RawData(odd, "x", ""), cfg, groups, min_rows=6)
         assert sorted(kept) == sorted(set("ABC") - {ids[row]}), value
-    assert panel.clean_series(raw, cfg, ids, groups, min_rows=31) == {}
+    assert panel.clean_series(raw, cfg, groups, min_rows=31) == {}
 
 
 def test_rule_names_survive_building_both_schemas() -> None:
