@@ -25,7 +25,7 @@ def make_portfolio(seed: int = 2024) -> pd.DataFrame:
                                               ("harbour", "2024-01-01", 150), ("airport", "2024-01-01", 180)]):
         dates = pd.date_range(start, periods=days, freq="D")
         level = 100 * (k + 1) * (1 + 0.002 * (k - 2) * np.arange(days))
-        sales = level * weekly[dates.day_of_week] * rng.lognormal(0, 0.05, days)
+        sales = level * weekly[dates.day_of_week] * rng.lognormal(0, 0.15, days)
         parts.append(pd.DataFrame({"store": store, "date": dates.strftime("%Y-%m-%d"), "sales": sales.round(2)}))
     return pd.concat(parts, ignore_index=True)
 
