@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -123,3 +125,61 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def serve(model: str, tmp_path: Path) -> Iterator[str]:
+    """`mlflow models serve` of `model` (a path or URI) on a free port; yields the base URL."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "server not ready: " + (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.25)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.mark.integration
+def test_rest_serves_every_series_of_a_long_frame(tmp_path):
+    """A model of many series (the format-2 fixture) over REST: the long frame in, each series' forecasts out."""
+    from tests.conftest import ROOT
+
+    fixture = ROOT / "tests" / "fixtures" / "model_v2"
+    rows = pd.read_csv(fixture / "input.csv")
+    recent = rows.groupby("meter").tail(8)
+    with serve(str(fixture / "model"), tmp_path) as base:
+        status, body = post(f"{base}/invocations", split_payload(recent))
+        assert status == 200, body
+        served = pd.DataFrame(body["predictions"])
+        in_process = mlflow.pyfunc.load_model(str(fixture / "model")).predict(recent)
+        assert list(served.columns) == ["meter", "origin", "step", "date", "forecast"]
+        assert sorted(served["meter"].unique()) == ["m1", "m2", "m3"]
+        pd.testing.assert_frame_equal(served, in_process, check_dtype=False, rtol=1e-12)
+        # a bad value names its series and its row in the frame sent
+        broken = recent.reset_index(drop=True).astype({"load": object})
+        broken.loc[10, "load"] = "oops"
+        status, body = post(f"{base}/invocations", split_payload(broken))
+        assert status == 400 and "series 'm2'" in body["detail"] and "row 10 ('oops')" in body["detail"], body
