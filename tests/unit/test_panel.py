@@ -159,3 +159,14 @@ def test_rule_names_survive_building_both_schemas() -> None:
     for model in (PriceFrame, OHLCFrame, PriceFrame):
         names = {c.name for c in model.to_schema().columns["date"].checks}
         assert names == {"dates in increasing order"}, model
+
+
+def test_backtest_refuses_many_series_with_what_to_do() -> None:
+    from pipeline.backtest import require_one_series
+    from pipeline.errors import ConfigError
+
+    cfg = parse_config(long_config_dict("long.csv"))
+    with pytest.raises(ConfigError, match="data.series_column is set.*pipeline backtest` runs on one series"):
+        require_one_series(cfg)
+    one = parse_config({})
+    assert require_one_series(one) is one
