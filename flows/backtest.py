@@ -50,7 +50,7 @@ def backtest_flow(
     """Walk-forward backtest of a config (`config`, else the file `config_path`, with the overrides):
     each fold refits on rows before its cutoff only."""
     started = time.perf_counter()
-    cfg = resolve(config or config_path, data, experiment, folds=folds, window=window)
+    cfg = backtest.require_one_series(resolve(config or config_path, data, experiment, folds=folds, window=window))
     client = tracking.get_client(cfg)
     experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
     name = runs.run_name(cfg.name, "backtest", cfg.data.source)

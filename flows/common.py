@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -30,8 +31,11 @@ def retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
       retry_condition_fn=retry_remote_only, **STEP)
-def ingest_task(source: str) -> RawData:
-    return load_prices(source)
+def ingest_task(source: str | tuple[str, ...]) -> RawData:
+    """The file (or, for many series, the files of a folder or a list) as read."""
+    from pipeline.panel import load_sources
+
+    return load_prices(source) if isinstance(source, str) and not Path(source).is_dir() else load_sources(source)
 
 
 @task(name="validate", **STEP)

@@ -70,8 +70,9 @@ def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, for
     }, {"model_version": ref.version or "", "model_run_id": ref.run_id or "", "data_digest": raw.digest,
         "forecast_origin": str(forecasts["origin"].iloc[-1]),
         "forecast_dates": ",".join(forecasts["date"].astype(str))[:5000]})
-    tracking.log_metrics(client, run_id, {f"forecast_step_{int(s)}": float(v)
-                                          for s, v in zip(forecasts["step"], forecasts["forecast"])})
+    if forecasts["step"].is_unique:  # one series: each step's value as a metric (many series: the CSV only)
+        tracking.log_metrics(client, run_id, {f"forecast_step_{int(s)}": float(v)
+                                              for s, v in zip(forecasts["step"], forecasts["forecast"])})
     tracking.log_text(client, run_id, forecasts.to_csv(index=False), "forecasts/forecasts.csv")
 
 

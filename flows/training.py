@@ -44,9 +44,9 @@ def prepare_task(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor
 
 
 @task(name="train", **STEP)
-def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any) -> TrainResult:
+def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any, rows: int | None = None) -> TrainResult:
     model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
-    plan = plan_training(model, windows, cfg.train)
+    plan = plan_training(model, windows, cfg.train, rows=rows)
     get_run_logger().log(logging.WARNING if plan.long else logging.INFO, plan.describe())  # the size, before the wait
     val = windows["val"] if len(windows["val"]) else None
 
@@ -159,7 +159,7 @@ def run_training(cfg: PipelineConfig, config_path: str | None, force: bool) -> T
     with timings.stage("setup"):
         client = tracking.get_client(cfg)
         experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
-    ctx = report_context(cfg.name, cfg.data.source, reports.config_digest(cfg.model_dump(mode="json")),
+    ctx = report_context(cfg.name, cfg.data.source_label, reports.config_digest(cfg.model_dump(mode="json")),
                          client.tracking_uri, experiment_id)
     try:
         with timings.stage("ingest"):
@@ -174,20 +174,29 @@ def run_training(cfg: PipelineConfig, config_path: str | None, force: bool) -> T
             publish_report(reports.skipped_report(ctx, summary, previous.tags, detail))
             return summary
         tags = {**prefect_tags(), "data_digest": raw.digest, "forced": str(force)}
-        name = runs.run_name(cfg.name, data_source=cfg.data.source)
-        with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source,
+        name = runs.run_name(cfg.name, data_source=cfg.data.source_label)
+        with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source_label,
                                   config_digest=ctx.config_digest) as run:
             ctx.run_id = run.run_id
-            summary, data_tags = train_and_register(run, cfg, config_path, raw, timings)
+            summary, data_tags = training_steps(cfg)(run, cfg, config_path, raw, timings)
             report = reports.trained_report(ctx, data_tags, summary, force)
             tracking.set_description(run.client, run.run_id, reports.run_markdown(report))  # the run page's notes
         get_run_logger().info("run %s finished: test RMSE %.6g vs persistence %.6g", run.run_id,
-                              summary.metrics["test_rmse"], summary.metrics["test_naive_rmse"])
+                              summary.metrics["test_rmse"], summary.metrics.get("test_naive_rmse", float("nan")))
         publish_report(report)
         return summary
     except BaseException as exc:
         publish_report(reports.failed_report(ctx, exc))
         raise
+
+
+def training_steps(cfg: PipelineConfig) -> Any:
+    """The steps inside the MLflow run: one series (`train_and_register`) or many (`flows.portfolio`)."""
+    if cfg.data.series_column is None:
+        return train_and_register
+    from flows.portfolio import train_portfolio  # it builds on this module's tasks
+
+    return train_portfolio
 
 
 def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | None, raw: RawData,

@@ -65,3 +65,50 @@ def tiny_config(tiny_config_dict: dict):
     from pipeline.config import parse_config
 
     return parse_config(tiny_config_dict)
+
+
+def make_long(series: str = "ABCDE", n: int = 40, short: dict[str, int] | None = None, seed: int = 0,
+              freq: str = "h") -> pd.DataFrame:
+    """A long-format frame (id, ts, y as text) of tiny seasonal series, one after another; `short` gives
+    some series fewer rows."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, sid in enumerate(series):
+        length = (short or {}).get(sid, n)
+        t = np.arange(length)
+        values = 10 + 2 * k + np.sin(t * 2 * np.pi / 8) + rng.normal(0, 0.1, length)
+        dates = pd.date_range("2024-01-01", periods=length, freq=freq).strftime("%Y-%m-%d %H:%M")
+        rows += [(sid, d, f"{v:.4f}") for d, v in zip(dates, values)]
+    return pd.DataFrame(rows, columns=["id", "ts", "y"])
+
+
+def long_config_dict(source: str, **sections: dict) -> dict:
+    """A tiny many-series config for `make_long` data: level target, 6-row windows, 4 steps."""
+    raw = {
+        "name": "panel",
+        "data": {"source": source, "series_column": "id", "date_column": "ts", "target": "y", "features": ["y"],
+                 "price_columns": ["y"], "volume_column": None},
+        "split": {"val": 4, "test": 4},
+        "window": {"lookback": 6, "horizon": 4},
+        "preprocess": {"target_transform": "level", "default_feature_transform": "level"},
+        "model": {"hidden_size": 8},
+        "train": {"epochs": 3, "batch_size": 16, "patience": 2, "seed": 7},
+        "evaluate": {"season_length": 8},
+        "tracking": {"experiment": "tests"},
+        "registry": {"model_name": "panel-forecaster"},
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return raw
+
+
+@pytest.fixture
+def long_csv(tmp_path: Path) -> Path:
+    """Five tiny hourly series in one long CSV; series C is broken (text on one line, a negative on another)."""
+    frame = make_long(short={"E": 12})
+    c_rows = frame.index[frame["id"] == "C"]
+    frame.loc[c_rows[5], "y"] = "abc"
+    frame.loc[c_rows[9], "y"] = "-1"
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    return path

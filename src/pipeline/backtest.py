@@ -67,6 +67,15 @@ def _rows(value: float, total: int) -> int:
     return int(round(total * value)) if value < 1 else int(value)
 
 
+def require_one_series(cfg: PipelineConfig) -> PipelineConfig:
+    """The config, when it names one series: walk-forward backtests of many series are not built yet."""
+    if cfg.data.series_column is not None:
+        raise ConfigError(f"config {cfg.name!r}: data.series_column is set (many series); `pipeline backtest` runs "
+                          "on one series: point --data at one series' CSV with a config without series_column, or "
+                          "read the held-out per-series scores of `pipeline train`")
+    return cfg
+
+
 def validation_share(cfg: PipelineConfig) -> float:
     """The part of each fold's pre-cutoff rows kept for early stopping: backtest.val, else as in split."""
     if cfg.backtest.val is not None:
@@ -74,7 +83,7 @@ def validation_share(cfg: PipelineConfig) -> float:
     split = cfg.split
     if split.train_end is not None:
         return 0.15 if cfg.train.patience is not None else 0.0
-    if split.train < 1 and split.val < 1:
+    if split.train is not None and split.train < 1 and split.val < 1:
         return split.val / (split.train + split.val)
     return split.val
 

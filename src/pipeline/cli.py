@@ -103,20 +103,41 @@ def imports_without_gc() -> Iterator[None]:
             gc.enable()
 
 
+PRINTED_ROWS = 60  # forecast rows printed by `predict` (the CSV holds them all)
+
+
 def _fmt(value: float | None) -> str:
     """A figure for the tables; n/a for one that is missing or undefined (NaN)."""
     return "n/a" if value is None or value != value else f"{value:,.6g}"
 
 
 def print_training_summary(summary: TrainingSummary) -> None:
-    from pipeline.evaluate import verdict
-    from pipeline.reports import MAPE_NOTE, METRICS
-
     if summary.skipped:
         print(f"Nothing to do: {summary.reason}")
         return
     m = summary.metrics
     print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")
+    if "test_mase" in m:  # many series: means over the series, beside naive and seasonal naive
+        print(f"{'test, mean of ' + str(int(m.get('test_series', 0))) + ' series':<24}{'model':>12}{'naive':>12}"
+              f"{'seasonal naive':>16}")
+        for name in ("mase", "smape", "rmse", "mae"):
+            print(f"{name:<24}{_fmt(m.get(f'test_{name}')):>12}{_fmt(m.get(f'test_naive_{name}')):>12}"
+                  f"{_fmt(m.get(f'test_seasonal_naive_{name}')):>16}")
+    else:
+        print_single_series_table(m)
+    if summary.version:
+        print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")
+        print(f"  {summary.reason}")
+    else:
+        print("Registered model:  none (registry.enabled is false)")
+    for note in summary.notes:
+        print(f"note: {note}")
+
+
+def print_single_series_table(m: dict[str, float]) -> None:
+    from pipeline.evaluate import verdict
+    from pipeline.reports import MAPE_NOTE, METRICS
+
     print(f"{'test metric':<18}{'model':>14}{'persistence':>14}")
     flag_mape = bool(m.get("test_actual_near_zero"))
     for name, _ in METRICS:
@@ -126,13 +147,6 @@ def print_training_summary(summary: TrainingSummary) -> None:
         print(f"* {MAPE_NOTE}")
     ratio = m.get("test_rmse_ratio")
     print(f"RMSE ratio model/persistence: {_fmt(ratio)} ({verdict(ratio)})")
-    if summary.version:
-        print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")
-        print(f"  {summary.reason}")
-    else:
-        print("Registered model:  none (registry.enabled is false)")
-    for note in summary.notes:
-        print(f"note: {note}")
 
 
 @contextlib.contextmanager
@@ -177,7 +191,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     used = f"{ref.name} version {ref.version}" + (f" (@{ref.alias})" if ref.alias else "") if ref.name else ref.uri
     print(f"Model:       {used}")
     print(f"Data:        {args.data} ({summary.rows_read} rows)")
-    print(summary.forecasts.to_string(index=False))
+    shown = summary.forecasts
+    print(shown.to_string(index=False) if len(shown) <= PRINTED_ROWS else
+          shown.head(PRINTED_ROWS).to_string(index=False) + f"\n... and {len(shown) - PRINTED_ROWS} more rows")
     print(f"Written to:  {summary.out}" if summary.out else "Written to:  (nothing; --out '' given)")
     print(f"MLflow run:  {summary.run_id} (experiment {summary.experiment_id})")
     return 0

@@ -30,8 +30,9 @@ class _Frozen(BaseModel):
 class DataConfig(_Frozen):
     """Where the series comes from and which columns mean what."""
 
-    source: str = "data/SBUX.csv"
-    """CSV file path or http(s) URL; relative paths are read from the working directory."""
+    source: str | tuple[str, ...] = "data/SBUX.csv"
+    """CSV file path or http(s) URL; relative paths are read from the working directory. With `series_column`
+    also a folder of CSV files or a list of paths/URLs, read as one long table."""
     date_column: str = "Date"
     """Column holding each row's date or timestamp."""
     target: str = "Close"
@@ -54,6 +55,10 @@ class DataConfig(_Frozen):
     """For dates like 01/02/2022: true reads 1 February, false 2 January; null: such dates are an error naming their lines."""
     nan_policy: Literal["error", "drop", "ffill"] = "error"
     """Empty cells: `error` names them; `drop` drops their rows; `ffill` carries the last value forward."""
+    series_column: str | None = None
+    """Column naming the series of each row (long format, many series in one run); null: one series."""
+    on_bad_series: Literal["error", "skip"] = "error"
+    """A series that breaks the data contract: `error` fails listing every bad series; `skip` logs it and goes on."""
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> DataConfig:
@@ -76,7 +81,18 @@ class DataConfig(_Frozen):
                                  "ME, QS)") from None
         if self.date_format is not None and "%" not in self.date_format:
             raise ValueError(f"data.date_format {self.date_format!r} must be a strptime format such as %d/%m/%Y")
+        if self.series_column is not None and self.series_column in (self.date_column, *self.columns):
+            raise ValueError("data.series_column cannot also be the date column, the target or a feature")
+        if not isinstance(self.source, str) and self.series_column is None:
+            raise ValueError("data.source as a list of files needs data.series_column (a long table of many series)")
+        if not isinstance(self.source, str) and not self.source:
+            raise ValueError("data.source lists no file")
         return self
+
+    @property
+    def source_label(self) -> str:
+        """The source as one string, for run names and reports."""
+        return self.source if isinstance(self.source, str) else ", ".join(self.source)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -90,11 +106,14 @@ class SplitConfig(_Frozen):
 
     `train`/`val` give the sizes of the first two parts and the test part takes the rest;
     with fractions, `test` may be given too and the three must sum to 1. Dates (`train_end`,
-    `val_end`) are inclusive and override the sizes.
+    `val_end`) are inclusive and override the sizes. Whole row counts `val` and `test` without
+    `train` count from the end of each series: its last `test` rows are the test part, the `val`
+    rows before them the validation part, and every earlier row trains.
     """
 
-    train: float = 0.7
-    """Training part: a fraction of the rows (< 1) or a row count."""
+    train: float | None = 0.7
+    """Training part: a fraction of the rows (< 1) or a row count; null (or left out beside whole-count `val` and
+    `test`): every row before validation and test, which are counted from each series' end."""
     val: float = 0.15
     """Validation part (early stopping): a fraction or a row count; 0 for none."""
     test: float | None = None
@@ -104,13 +123,33 @@ class SplitConfig(_Frozen):
     val_end: dt.date | None = None
     """Last validation date (inclusive), with `train_end`."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _counted_from_end(cls, raw: Any) -> Any:
+        """`{val: 48, test: 48}`: whole row counts without `train` mean "counted from the end"."""
+        if isinstance(raw, dict) and "train" not in raw and "train_end" not in raw:
+            test = raw.get("test")
+            if isinstance(test, int) and not isinstance(test, bool) and test >= 1:
+                return {**raw, "train": None}
+        return raw
+
+    @property
+    def from_end(self) -> bool:
+        """Whether the parts are whole row counts taken from each series' end."""
+        return self.train is None and self.train_end is None
+
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
+        if self.train is None and self.train_end is None:
+            if self.test is None or self.test < 1 or self.test != int(self.test) or self.val != int(self.val):
+                raise ValueError("split counted from the end (no split.train) needs whole row counts "
+                                 "split.test >= 1 and split.val >= 0, e.g. {val: 48, test: 48}")
+            return self
         if self.train_end is not None:
             if self.val_end is not None and self.val_end < self.train_end:
                 raise ValueError("split.val_end must not be before split.train_end")
             return self
-        if self.train <= 0 or self.val < 0:
+        if self.train is None or self.train <= 0 or self.val < 0:
             raise ValueError("split.train must be > 0 and split.val >= 0")
         fractions = self.train < 1 and self.val < 1
         if fractions:
@@ -173,6 +212,9 @@ class ModelConfig(_Frozen):
     """Widths of hidden layers in the head, e.g. `[128]`; empty: one linear layer."""
     head_activation: Activation = "none"
     """Activation before each head layer: `relu`, `tanh` or `none`."""
+    strategy: Literal["global", "local"] = "global"
+    """Many series (`data.series_column`): `global` trains one model on the windows of every series, each
+    normalised on its own training rows; `local` trains one model per series."""
 
 
 class TrainConfig(_Frozen):
@@ -198,6 +240,9 @@ class TrainConfig(_Frozen):
     """`cpu`, `cuda` (an error without a GPU) or `auto` (a GPU when there is one)."""
     num_threads: int | None = Field(None, ge=1)
     """Torch threads for training on the CPU; null: chosen from the work size."""
+    refit: bool = False
+    """After selection, train the registered model again on every row up to the last one, for the epochs early
+    stopping chose; the reported evaluation stays the held-out one (many-series runs)."""
 
 
 class RegistryConfig(_Frozen):

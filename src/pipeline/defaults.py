@@ -68,7 +68,7 @@ def season_for(frequency: str | None) -> int | None:
         if per_day == int(per_day) and per_day <= _MAX_SUBDAILY_SEASON:
             return int(per_day)
         return int(per_hour) if per_hour == int(per_hour) and per_hour >= 2 else None
-    base = _SEASONS.get(to_offset(offset).name.split("-")[0])
+    base = _SEASONS.get(to_offset(offset).rule_code.split("-")[0])
     n = getattr(offset, "n", 1)
     if base is None or base % n:
         return None

@@ -107,16 +107,19 @@ class SplitBounds:
 def split_by_time(index: pd.DatetimeIndex, cfg: SplitConfig) -> SplitBounds:
     """Chronological train / validation / test boundaries over a sorted date index."""
     n = len(index)
+    if cfg.from_end:  # whole row counts from the series' end: test last, validation before it
+        test_start = max(n - int(cfg.test or 0), 0)
+        return SplitBounds(n_rows=n, val_start=max(test_start - int(cfg.val), 0), test_start=test_start)
     if cfg.train_end is not None:
         val_start = int(index.searchsorted(pd.Timestamp(cfg.train_end), side="right"))
         end = cfg.val_end if cfg.val_end is not None else cfg.train_end
         test_start = int(index.searchsorted(pd.Timestamp(end), side="right"))
-    elif cfg.train < 1 and cfg.val < 1:
+    elif cfg.train is not None and cfg.train < 1 and cfg.val < 1:
         val_start = int(round(n * cfg.train))
         test_start = int(round(n * (cfg.train + cfg.val)))
     else:
-        val_start = int(cfg.train)
-        test_start = int(cfg.train + cfg.val)
+        val_start = int(cfg.train or 0)
+        test_start = int((cfg.train or 0) + cfg.val)
     return SplitBounds(n_rows=n, val_start=min(val_start, n), test_start=min(test_start, n))
 
 
@@ -482,4 +485,6 @@ def min_rows_needed(cfg: PipelineConfig) -> int:
     per_window = cfg.window.horizon + cfg.window.lead - 1 + lookback + warmup
     horizon = cfg.window.horizon
     parts = 3 if (cfg.split.val > 0 or cfg.split.train_end is not None) else 2
+    if cfg.split.from_end:  # the held-out parts are fixed row counts; windows need the rest
+        return per_window + 1 + int(cfg.split.val) + int(cfg.split.test or 0)
     return per_window + 1 + (parts - 1) * horizon

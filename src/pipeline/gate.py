@@ -1,7 +1,9 @@
 """The promotion gate: may a new model version become `@champion`? Numbers in, a verdict out.
 
 A challenger must beat persistence and the current champion (re-scored on the same test window
-with its own logged preprocessing), each by a configurable relative margin. Plain functions and
+with its own logged preprocessing), each by a configurable relative margin. The measure is the
+test RMSE for one series; for a portfolio of series (`data.series_column`) it is the mean MASE
+over the series, against seasonal naive's (naive's without a season). Plain functions and
 frozen values, no MLflow or Prefect: the registry module does the reading and writing around it.
 """
 
@@ -33,7 +35,8 @@ class TestWindow:
 
 @dataclass(frozen=True)
 class Score:
-    """A model's RMSE on a set of test forecasts, or why it could not be computed."""
+    """A model's score on a set of test forecasts (the gate's measure: RMSE, or mean MASE for a
+    portfolio), or why it could not be computed."""
 
     rmse: float | None
     count: int = 0
@@ -59,6 +62,8 @@ class Decision:
     champion_rmse: float | None = None
     checks: list[Check] = field(default_factory=list)
     margins: tuple[float, float] = (0.0, 0.0)
+    metric: str = "RMSE"  # the measure compared: RMSE, or MASE (mean over series) for a portfolio
+    baseline: str = "persistence"  # what the challenger must beat besides the champion
 
     @property
     def promoted(self) -> bool:
@@ -82,6 +87,8 @@ class Decision:
             out["gate.champion_version"] = self.champion_version
         if self.champion_rmse is not None:
             out["gate.champion_rmse"] = repr(self.champion_rmse)
+        if self.metric != "RMSE":
+            out["gate.metric"], out["gate.baseline"] = self.metric, self.baseline
         for check in self.checks:
             out[f"gate.{check.name}"] = f"{'PASS' if check.passed else 'FAIL'}: {check.detail}"
         return out
@@ -95,16 +102,16 @@ class Decision:
         """A report for Prefect's artifact page."""
         head = f"# Promotion gate: {name} v{self.version} {'promoted to `@champion`' if self.promoted else 'kept as `@challenger`'}"
         rows = [
-            "| model | test RMSE |", "|---|---|",
+            f"| model | test {self.metric} |", "|---|---|",
             f"| challenger v{self.version} | {self.challenger_rmse:.6g} |",
-            f"| persistence | {self.persistence_rmse:.6g} |",
+            f"| {self.baseline} | {self.persistence_rmse:.6g} |",
         ]
         if self.champion_version is not None:
             shown = "n/a" if self.champion_rmse is None else f"{self.champion_rmse:.6g}"
             rows.append(f"| champion v{self.champion_version} (re-scored, its own preprocessing) | {shown} |")
         checks = ["| check | result | detail |", "|---|---|---|"]
         checks += [f"| {c.name} | {'PASS' if c.passed else 'FAIL'} | {c.detail} |" for c in self.checks]
-        margins = (f"Margins: at least {self.margins[0]:.2%} lower RMSE than persistence, "
+        margins = (f"Margins: at least {self.margins[0]:.2%} lower {self.metric} than {self.baseline}, "
                    f"{self.margins[1]:.2%} lower than the champion.")
         run = f"\n\nMLflow run `{run_id}`." if run_id else ""
         return "\n\n".join([head, "\n".join(rows), "\n".join(checks), margins]) + run
@@ -132,12 +139,16 @@ def covers_window(score: Score, first_dates: list[str], horizon: int) -> Score:
 
 
 def gate(challenger_rmse: float, persistence_rmse: float, champion_version: str | None,
-         champion: Score | None, min_gain_over_persistence: float, min_gain_over_champion: float) -> list[Check]:
-    """The two checks a challenger must pass, each against a margin (0.02 = 2 % lower RMSE)."""
+         champion: Score | None, min_gain_over_persistence: float, min_gain_over_champion: float,
+         metric: str = "RMSE", baseline: str = "persistence") -> list[Check]:
+    """The two checks a challenger must pass, each against a margin (0.02 = 2 % lower `metric`).
+
+    The first check is named `persistence` whatever the baseline (the registry's tag names rest on it).
+    """
     bar = persistence_rmse * (1 - min_gain_over_persistence)
     ok = math.isfinite(challenger_rmse) and challenger_rmse < bar
     checks = [Check("persistence", ok,
-                    f"test RMSE {challenger_rmse:.6g} vs persistence {persistence_rmse:.6g}; needs < {bar:.6g} "
+                    f"test {metric} {challenger_rmse:.6g} vs {baseline} {persistence_rmse:.6g}; needs < {bar:.6g} "
                     f"(margin {min_gain_over_persistence:.2%})")]
     if champion_version is None:
         checks.append(Check("champion", True, "no champion yet"))
@@ -148,16 +159,47 @@ def gate(challenger_rmse: float, persistence_rmse: float, champion_version: str 
         bar = champion.rmse * (1 - min_gain_over_champion)
         ok = math.isfinite(challenger_rmse) and challenger_rmse < bar
         checks.append(Check("champion", ok,
-                            f"test RMSE {challenger_rmse:.6g} vs champion v{champion_version} re-scored with its own "
+                            f"test {metric} {challenger_rmse:.6g} vs champion v{champion_version} re-scored with its own "
                             f"preprocessing on the same window at {champion.rmse:.6g} ({champion.count} forecasts); "
                             f"needs < {bar:.6g} (margin {min_gain_over_champion:.2%})"))
     return checks
 
 
 def judge(version: str, challenger_rmse: float, persistence_rmse: float, champion_version: str | None,
-          champion: Score | None, margins: tuple[float, float]) -> Decision:
+          champion: Score | None, margins: tuple[float, float], metric: str = "RMSE",
+          baseline: str = "persistence") -> Decision:
     """The gate's decision: `@champion` when every check passes, else `@challenger`."""
-    checks = gate(challenger_rmse, persistence_rmse, champion_version, champion, *margins)
+    checks = gate(challenger_rmse, persistence_rmse, champion_version, champion, *margins, metric=metric, baseline=baseline)
     alias = CHAMPION if all(c.passed for c in checks) else CHALLENGER
     return Decision(version, alias, challenger_rmse, persistence_rmse, champion_version,
-                    champion.rmse if champion else None, checks, margins)
+                    champion.rmse if champion else None, checks, margins, metric, baseline)
+
+
+def table_mase(table: pd.DataFrame, column: str, actual: pd.Series, first_dates: dict[str, list[str]],
+               scales: dict[str, float], horizon: int) -> Score:
+    """Mean over series of the MASE of a long forecast table (<column>, origin, step, date, forecast).
+
+    Per series: the windows whose first target date is in `first_dates[series]`, steps 1..horizon,
+    against `actual` (indexed by (series, date string)), MAE over `scales[series]`. Every series
+    must be covered in full (each window, each step), or the score says why not comparable.
+    """
+    values, count = [], 0
+    ids = table[column].astype(str)
+    for sid, firsts in first_dates.items():
+        rows = table[ids == sid]
+        first = rows[rows["step"] == 1].set_index("origin")["date"]
+        origins = first[first.isin(set(firsts))].index
+        keep = rows[rows["origin"].isin(origins) & (rows["step"] <= horizon)]
+        known = actual.loc[sid] if sid in actual.index.get_level_values(0) else pd.Series(dtype=float)
+        keep = keep[keep["date"].isin(known.index)]
+        if len(keep) != len(firsts) * horizon:
+            return Score(None, count + len(keep), f"covers {len(keep)} of the {len(firsts) * horizon} test forecasts "
+                                                  f"of series {sid!r}: not comparable")
+        count += len(keep)
+        mae = float(np.mean(np.abs(keep["forecast"].to_numpy(dtype=float) - known.loc[keep["date"]].to_numpy(dtype=float))))
+        scale = scales.get(sid, float("nan"))
+        if math.isfinite(scale) and scale > 0:
+            values.append(mae / scale)
+    if not values:
+        return Score(None, count, "no series with a finite MASE on the test window")
+    return Score(float(np.mean(values)), count)

@@ -11,6 +11,15 @@ class of this package. The directory (format "lstm-forecaster", version 1; docs/
     contract.json      the data contract (date column, value columns, target, frequency, the
                        validation settings) and the whole resolved config the model was trained with
 
+Format version 2 (a model of many series, `data.series_column`) is version 1 plus
+
+    series.json        {"series_column": ..., "strategy": "global" | "local",
+                        "preprocessors": {series id: what preprocessor.json holds, fitted on that series}}
+    series_weights.pt  (local strategy only) {series id: that series' state dict}
+
+where preprocessor.json and weights.pt hold the first series' preprocessor and weights. A
+model of one series is still written as version 1, which it is: nothing in it changed meaning.
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -35,9 +44,35 @@ from pipeline.features import Preprocessor
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "lstm-forecaster"
-FORMAT_VERSION = 1
-READABLE_VERSIONS: tuple[int, ...] = (1,)
+FORMAT_VERSION = 2  # the newest; a one-series model is written as version 1 (`ForecastBundle.format_version`)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
+SERIES_FILE = "series.json"  # format 2
+SERIES_WEIGHTS = "series_weights.pt"  # format 2, local strategy
+
+
+@dataclass
+class SeriesModels:
+    """What a model of many series adds: each series' fitted preprocessor and, one model per series, its weights."""
+
+    column: str  # the series id column of the input
+    preprocessors: dict[str, Preprocessor]
+    strategy: str = "global"  # "global": one network for all; "local": `state_dicts` per series
+    state_dicts: dict[str, dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"series_column": self.column, "strategy": self.strategy,
+                "preprocessors": {sid: pre.to_dict() for sid, pre in self.preprocessors.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], state_dicts: dict[str, dict[str, Any]] | None) -> SeriesModels:
+        strategy = str(data["strategy"])
+        if strategy not in ("global", "local") or (strategy == "local") != (state_dicts is not None):
+            raise ValueError(f"strategy {strategy!r} with{'out' if state_dicts is None else ''} per-series weights")
+        pres = {str(sid): Preprocessor.from_dict(pre) for sid, pre in data["preprocessors"].items()}
+        if not pres or (state_dicts is not None and set(state_dicts) != set(pres)):
+            raise ValueError("no series, or per-series weights not matching the series")
+        return cls(str(data["series_column"]), pres, strategy, state_dicts)
 
 
 @dataclass
@@ -47,6 +82,12 @@ class ForecastBundle:
     checkpoint: dict[str, Any]  # {"init_args": constructor arguments, "state_dict": tensors}
     preprocessor: Preprocessor
     config: PipelineConfig
+    series: SeriesModels | None = None  # a model of many series (format 2)
+
+    @property
+    def format_version(self) -> int:
+        """The lowest format version that holds this bundle: 2 for many series, else 1."""
+        return 2 if self.series is not None else 1
 
     @property
     def target(self) -> str:
@@ -67,6 +108,7 @@ class ForecastBundle:
             "target": data.target,
             "frequency": self.frequency,
             "input_rows": self.preprocessor.input_rows,
+            **({"series_column": self.series.column} if self.series is not None else {}),
             "rules": data.model_dump(mode="json"),
             "config": self.config.model_dump(mode="json"),
         }
@@ -85,7 +127,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def save_bundle(bundle: ForecastBundle, path: Path) -> Path:
-    """The bundle as a format-1 model directory; returns the directory."""
+    """The bundle as a model directory (format 1, or 2 for many series); returns the directory."""
     import torch
 
     path.mkdir(parents=True, exist_ok=True)
@@ -95,7 +137,12 @@ def save_bundle(bundle: ForecastBundle, path: Path) -> Path:
     torch.save({k: v.detach().cpu() for k, v in bundle.checkpoint["state_dict"].items()}, path / "weights.pt")
     _write_json(path / "preprocessor.json", bundle.preprocessor.to_dict())
     _write_json(path / "contract.json", bundle.contract())
-    _write_json(path / "format.json", {"format": FORMAT_NAME, "format_version": FORMAT_VERSION})  # last: marks it complete
+    if bundle.series is not None:
+        _write_json(path / SERIES_FILE, bundle.series.to_dict())
+        if bundle.series.state_dicts is not None:
+            torch.save({sid: {k: v.detach().cpu() for k, v in sd.items()} for sid, sd in bundle.series.state_dicts.items()},
+                       path / SERIES_WEIGHTS)
+    _write_json(path / "format.json", {"format": FORMAT_NAME, "format_version": bundle.format_version})  # last: complete
     return path
 
 
@@ -125,10 +172,12 @@ def load_bundle(path: Path) -> ForecastBundle:
     """Read a model directory (any readable format version) back into a ForecastBundle."""
     import torch
 
-    read_format(path)
-    missing = [name for name in FILES if not (path / name).is_file()]
+    version = read_format(path)
+    needed = [*FILES, SERIES_FILE] if version >= 2 else list(FILES)
+    missing = [name for name in needed if not (path / name).is_file()]
     if missing:
-        raise ModelFormatError(f"{path}: model directory of format version 1 lacks {', '.join(missing)}")
+        raise ModelFormatError(f"{path}: model directory of format version {version} lacks {', '.join(missing)}")
+    series = None
     try:
         model = json.loads((path / "model.json").read_text(encoding="utf-8"))
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
@@ -137,10 +186,27 @@ def load_bundle(path: Path) -> ForecastBundle:
         config = PipelineConfig.model_validate(contract["config"])
         if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
             raise TypeError("weights.pt must hold a state dict of tensors")
+        if version >= 2:
+            series = _read_series(path, torch)
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
         text = " ".join(str(exc).split())
         text = text if len(text) <= 600 else text[:600] + "..."
-        raise ModelFormatError(f"{path}: not a valid format-1 model directory: {type(exc).__name__}: {text}") from None
+        raise ModelFormatError(f"{path}: not a valid format-{version} model directory: {type(exc).__name__}: {text}") from None
     if model.get("class") != "LSTMForecaster":
         raise ModelFormatError(f"{path / 'model.json'}: unknown model class {model.get('class')!r} (known: LSTMForecaster)")
-    return ForecastBundle(checkpoint={"init_args": model["init_args"], "state_dict": state}, preprocessor=pre, config=config)
+    return ForecastBundle(checkpoint={"init_args": model["init_args"], "state_dict": state}, preprocessor=pre, config=config,
+                          series=series)
+
+
+def _read_series(path: Path, torch: Any) -> SeriesModels:
+    """series.json (and series_weights.pt for one model per series) of a format-2 directory."""
+    data = json.loads((path / SERIES_FILE).read_text(encoding="utf-8"))
+    state_dicts = None
+    if (path / SERIES_WEIGHTS).is_file():
+        state_dicts = torch.load(path / SERIES_WEIGHTS, map_location="cpu", weights_only=True)
+        if not (isinstance(state_dicts, dict) and all(
+                isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values())
+                for sd in state_dicts.values())):
+            raise TypeError(f"{SERIES_WEIGHTS} must hold a state dict of tensors per series")
+        state_dicts = {str(k): v for k, v in state_dicts.items()}
+    return SeriesModels.from_dict(data, state_dicts)

@@ -50,7 +50,7 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without what `load_context` read: the model is its artifacts, never a pickle of them."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("bundle", "model")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("bundle", "model", "networks")}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         all_windows = bool((params or {}).get("all_windows", False))
@@ -78,8 +78,10 @@ def model_signature(cfg: PipelineConfig) -> ModelSignature:
     `double` column ("cannot safely convert int64") or parsed dates for a `string` one, while the
     pandera contract inside `predict` parses them and names any bad value with its row.
     """
-    inputs = Schema([ColSpec(AnyType(), c) for c in (cfg.data.date_column, *cfg.data.columns)])
+    series = [cfg.data.series_column] if cfg.data.series_column else []  # a long frame of many series
+    inputs = Schema([ColSpec(AnyType(), c) for c in (*series, cfg.data.date_column, *cfg.data.columns)])
     outputs = Schema([
+        *(ColSpec("string", c) for c in series),
         ColSpec("string", "origin"), ColSpec("long", "step"),
         ColSpec("string", "date"), ColSpec("double", "forecast"),
     ])

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def rescore(model_uri: str, raw_rows: pd.DataFrame, actual: pd.Series, first_dates: list[str],
-            horizon: int, target: str) -> Score:
+            horizon: int, target: str, score_table: Callable[[pd.DataFrame], Score] | None = None) -> Score:
     """Score a logged model, with its own preprocessing and scalers, on the given test windows.
 
     Never raises for a model that cannot score this data (another target, missing columns,
@@ -63,16 +63,22 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, actual: pd.Series, first_dat
         table = model.predict(raw_rows, params={"all_windows": True})
     except Exception as exc:  # noqa: BLE001 - e.g. the data lack a column it needs
         return Score(None, 0, f"could not score this data ({str(exc).splitlines()[0][:300]})")
+    if score_table is not None:  # a portfolio: the caller's measure (gate.table_mase) over every series
+        return score_table(table)
     return covers_window(table_rmse(table, actual, first_dates, horizon), first_dates, horizon)
 
 
 def decide(client: Any, name: str, version: str, challenger_rmse: float, persistence_rmse: float,
-           rescore_champion: Callable[[str], Score], margins: tuple[float, float]) -> Decision:
-    """Run the gate against the current champion (if any) without changing anything."""
+           rescore_champion: Callable[[str], Score], margins: tuple[float, float],
+           measure: tuple[str, str] = ("RMSE", "persistence")) -> Decision:
+    """Run the gate against the current champion (if any) without changing anything.
+
+    `measure`: the metric compared and the baseline beside the champion (RMSE and persistence, or
+    MASE and seasonal naive for a portfolio)."""
     current = champion_version(client, name)
     current_version = str(current.version) if current is not None else None
     score = rescore_champion(f"models:/{name}/{current_version}") if current_version else None
-    return judge(version, challenger_rmse, persistence_rmse, current_version, score, margins)
+    return judge(version, challenger_rmse, persistence_rmse, current_version, score, margins, *measure)
 
 
 # ------------------------------------------------------------------ registry basics
@@ -365,6 +371,7 @@ def register_and_promote(
     by: str = "training flow",
     *,
     model_id: str | None,
+    measure: tuple[str, str] = ("RMSE", "persistence"),
 ) -> Decision:
     """Register `model_uri` as a new `@challenger` version and promote it if it passes the gate.
 
@@ -379,13 +386,14 @@ def register_and_promote(
         uri = client.tracking_uri
         retry(lambda: ensure_registered_model(client, name), "create registered model", uri)
         migrate_history(client, name)
-        decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins)
+        decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins, measure)
         before = retry(lambda: get_aliases(client, name), "read aliases", uri)
         if before.get(CHAMPION) != decision.champion_version:
             raise RegistryError(f"@champion of {name!r} moved to v{before.get(CHAMPION)} while the gate compared "
                                 f"against v{decision.champion_version}; train again to compare with the new champion")
-        all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), "test_rmse": repr(challenger_rmse),
-                    "test_naive_rmse": repr(persistence_rmse)}
+        key = measure[0].lower()
+        all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), f"test_{key}": repr(challenger_rmse),
+                    f"test_{'naive' if measure[1] == 'persistence' else measure[1].replace(' ', '_')}_{key}": repr(persistence_rmse)}
         mv = retry(lambda: client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags, model_id=model_id),
                    "register version", uri)
         kill_point("registration")  # test hook (pipeline.faults): a crash with the version created, no alias moved
@@ -393,7 +401,7 @@ def register_and_promote(
         written: list[str] = []
         try:
             move_alias(client, name, CHALLENGER, decision.version, by,
-                       f"registered from run {run_id}; test RMSE {challenger_rmse:.6g}", "register", run_id, written)
+                       f"registered from run {run_id}; test {measure[0]} {challenger_rmse:.6g}", "register", run_id, written)
             for key, value in decision.tags().items():
                 client.set_model_version_tag(name, decision.version, key, value)
             client.update_model_version(name, decision.version, description=decision.description())

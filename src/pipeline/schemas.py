@@ -50,6 +50,16 @@ ROW_COLUMN = "(row)"
 TABLE_COLUMN = "(table)"
 
 
+def _rule(name: str):  # noqa: ANN202 - a decorator
+    """Give a check function its rule's name: pandera 0.35's `to_check` pops `name=` from the check's
+    arguments when a model first builds its schema, so any schema built from the model again (a
+    subclass, a cleared cache) would fall back to the function's `__name__`."""
+    def named(fn):  # noqa: ANN001, ANN202
+        fn.__name__ = name
+        return fn
+    return named
+
+
 class PriceFrame(pa.DataFrameModel):
     """Any numeric series keyed by unique, increasing dates."""
 
@@ -57,10 +67,12 @@ class PriceFrame(pa.DataFrameModel):
     value: Series[float] = pa.Field(alias=r"^(?!date$).+", regex=True, nullable=False)
 
     @pa.check(r"^(?!date$).+", regex=True, name="finite (no inf)")
+    @_rule("finite (no inf)")
     def finite(cls, column: Series[float]) -> Series[bool]:
         return pd.Series(np.isfinite(column.to_numpy(dtype=float)) | column.isna(), index=column.index)
 
     @pa.check("date", name="dates in increasing order")
+    @_rule("dates in increasing order")
     def increasing(cls, dates: Series[pd.Timestamp]) -> Series[bool]:
         return ~(dates.diff() < pd.Timedelta(0))  # equal dates are the uniqueness rule's business
 

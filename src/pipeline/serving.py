@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from pipeline.config import PipelineConfig
 from pipeline.dates import date_format, format_dates, next_dates
 from pipeline.errors import DataError
 from pipeline.features import Preprocessor, transform_domain
+from pipeline.ingest import RawData
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle
 from pipeline.schemas import validate_prices
@@ -80,20 +82,80 @@ def validate_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str = "mod
     return validated.frame
 
 
+# ---------------------------------------------------------------- many series (long input)
+def series_frames(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> dict[str, pd.DataFrame]:
+    """Each series of a long input, validated on its own (`panel.validate_panel`: errors name the series
+    id, the line and the rule) and known to the model; `data.on_bad_series` decides whether a bad or
+    unknown series fails the whole input or is left out with a warning."""
+    from pipeline import panel
+
+    assert bundle.series is not None
+    cfg = bundle.config
+    frame = raw.reset_index(drop=True)
+    date = cfg.data.date_column
+    if date in frame.columns and not pd.api.types.is_string_dtype(frame[date]):
+        frame[date] = pd.to_datetime(frame[date]).dt.strftime("%Y-%m-%d %H:%M:%S")
+    data = panel.validate_panel(RawData(frame, source, ""), cfg, min_rows=bundle.preprocessor.input_rows)
+    known = bundle.series.preprocessors
+    unknown = [sid for sid in data.series if sid not in known]
+    if unknown:
+        shown = ", ".join(repr(s) for s in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+        message = (f"{source}: series {shown} in column {bundle.series.column!r} were not among the {len(known)} series "
+                   "the model was trained on; rule: a model of many series forecasts the series it knows")
+        if cfg.data.on_bad_series == "error" or len(unknown) == len(data.series):
+            raise DataError(message)
+        log.warning("%s (left out: data.on_bad_series is skip)", message)
+    return {sid: f for sid, f in data.series.items() if sid in known}
+
+
+def forecast_series(frames: dict[str, pd.DataFrame], bundle: ForecastBundle, model_for: Callable[[str], LSTMForecaster],
+                    all_windows: bool = False) -> pd.DataFrame:
+    """`forecast_frame` for each series with its own preprocessor: `<series column>, origin, step, date, forecast`."""
+    assert bundle.series is not None
+    column = bundle.series.column
+    parts = []
+    for sid, frame in frames.items():
+        out = forecast_frame(model_for(sid), bundle.series.preprocessors[sid], frame, all_windows=all_windows)
+        out.insert(0, column, sid)
+        parts.append(out)
+    return pd.concat(parts, ignore_index=True)
+
+
+def series_networks(bundle: ForecastBundle) -> dict[str, LSTMForecaster]:
+    """One network per series for a model trained per series (`local`); empty for one shared network."""
+    if bundle.series is None or bundle.series.state_dicts is None:
+        return {}
+    init_args = bundle.checkpoint["init_args"]
+    return {sid: LSTMForecaster.from_checkpoint({"init_args": init_args, "state_dict": sd})
+            for sid, sd in bundle.series.state_dicts.items()}
+
+
 class ForecastModel:
     """Base of the pyfunc wrapper, kept free of MLflow so it can be tested alone."""
 
     bundle: ForecastBundle
     model: LSTMForecaster
+    networks: dict[str, LSTMForecaster]
 
     def load(self, bundle_path: str | Path) -> None:
         """Read a saved model directory (pipeline.model_format); unknown format versions are refused."""
         self.bundle = ForecastBundle.load(bundle_path)
         self.model = LSTMForecaster.from_checkpoint(self.bundle.checkpoint)
+        self.networks = series_networks(self.bundle)
+
+    def model_for(self, series: str) -> LSTMForecaster:
+        """The network that forecasts `series`: its own (local strategy) or the shared one."""
+        return self.networks.get(series, self.model) if getattr(self, "networks", None) else self.model
 
     def forecast(self, raw: pd.DataFrame, all_windows: bool = False) -> pd.DataFrame:
-        """Forecasts of the rows given (a frame, from Python or a REST request): errors name 0-based rows."""
+        """Forecasts of the rows given (a frame, from Python or a REST request): errors name 0-based rows.
+
+        A model of many series takes the long frame (a series id column) and forecasts each series.
+        """
         try:
+            if self.bundle.series is not None:
+                frames = series_frames(raw, self.bundle, source=INPUT_ROWS)
+                return forecast_series(frames, self.bundle, self.model_for, all_windows=all_windows)
             frame = validate_input(raw, self.bundle, source=INPUT_ROWS)
         except DataError as exc:  # the input is a frame (JSON, a DataFrame), not a file: no "line"
             raise DataError(lines_as_rows(str(exc))) from None
@@ -117,9 +179,20 @@ def model_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> pd.Da
     """Rows read from `source`, held to the model's data contract, in the form the pyfunc takes.
 
     Checking here (not only inside the model) lets errors name the file and its line numbers.
+    A model of many series takes the long form: the series column, the date, the values; of each
+    series only the rows its latest forecast reads are passed on (the model validates less).
     """
-    frame = validate_input(raw, bundle, source)
     cfg = bundle.config.data
+    if bundle.series is not None:
+        parts = []
+        for sid, frame in series_frames(raw, bundle, source).items():
+            frame = frame.tail(bundle.series.preprocessors[sid].input_rows)  # the latest window is all it reads
+            part = frame[list(cfg.columns)].astype("float64").reset_index()
+            part[cfg.date_column] = format_dates(frame.index)
+            part.insert(0, bundle.series.column, sid)
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+    frame = validate_input(raw, bundle, source)
     out = frame[list(cfg.columns)].astype("float64").reset_index()
     out[cfg.date_column] = format_dates(frame.index)
     return out

@@ -76,9 +76,9 @@ def copy_model(tmp_path: Path) -> Path:
 def test_an_unknown_format_version_is_refused_with_the_versions_named(tmp_path) -> None:
     copy = copy_model(tmp_path)
     marker = copy / "artifacts" / "forecaster" / "format.json"
-    marker.write_text(json.dumps({"format": "lstm-forecaster", "format_version": 2}))
-    with pytest.raises(ModelFormatError, match=r"version 2 found, but this pipeline reads 'lstm-forecaster' model "
-                                               r"directories of format version\(s\) 1"):
+    marker.write_text(json.dumps({"format": "lstm-forecaster", "format_version": 99}))  # 2 exists since many series
+    with pytest.raises(ModelFormatError, match=r"version 99 found, but this pipeline reads 'lstm-forecaster' model "
+                                               r"directories of format version\(s\) 1, 2"):
         load(copy)
 
 
@@ -117,3 +117,18 @@ def test_the_model_loads_when_the_class_behind_the_name_has_moved(monkeypatch: p
     got = model.predict(pd.read_csv(FIXTURE / "input.csv"))
     expected = pd.read_csv(FIXTURE / "expected.csv").tail(len(got))
     np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"].to_numpy(), rtol=0, atol=1e-6)
+
+
+FIXTURE_V2 = ROOT / "tests" / "fixtures" / "model_v2"
+
+
+def test_the_committed_model_of_many_series_predicts_what_it_predicted_when_saved() -> None:
+    """Format 2 (tests/fixtures/model_v2, three meters, one global network): the long frame in, every series out."""
+    model = load(FIXTURE_V2 / "model")
+    expected = pd.read_csv(FIXTURE_V2 / "expected.csv")
+    got = model.predict(pd.read_csv(FIXTURE_V2 / "input.csv"), params={"all_windows": True})
+    assert list(got.columns) == ["meter", "origin", "step", "date", "forecast"] == list(expected.columns)
+    assert got["meter"].tolist() == expected["meter"].tolist() and got["date"].tolist() == expected["date"].tolist()
+    np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"].to_numpy(), rtol=0, atol=1e-6)
+    bundle = model.unwrap_python_model().bundle
+    assert bundle.series.column == "meter" and sorted(bundle.series.preprocessors) == ["m1", "m2", "m3"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -45,18 +47,8 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
     planted = rs.plant(data, cfg, 0.01)
     assert rs.register(client, planted, rs.window_of(planted.frame, cfg), planted.frame).alias == "champion"
 
-    port = free_port()
-    bin_dir = Path(sys.executable).parent  # uvicorn is started through PATH
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MLFLOW_TRACKING_URI": mlflow_store, "MLFLOW_REGISTRY_URI": mlflow_store}
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/planted@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ok(f"{base}/ping", server, READY_TIMEOUT_S, tmp_path / "serve.log", what="mlflow models serve")
+    with serve("models:/planted@champion", tmp_path, {"MLFLOW_TRACKING_URI": mlflow_store,
+                                                      "MLFLOW_REGISTRY_URI": mlflow_store}) as base:
 
         in_process = mlflow.pyfunc.load_model("models:/planted@champion")
         recent = data.tail(12)
@@ -97,6 +89,46 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
         assert detail.startswith("the input (rows counted from 0): ") and "row 4 ('not a date')" in detail
         assert "line" not in detail and len(detail) < 300 and body["message"].endswith(detail)
         assert body["message"].startswith("Failed to predict data '")  # MLflow 3.17: see pyfunc.input_rejected
-    finally:
-        stop_groups([server])
-        log.close()
+
+
+@contextlib.contextmanager
+def serve(model: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow models serve` of `model` (a path or URI) on a free port; yields the base URL."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # uvicorn is started through PATH
+    env = {**os.environ, **(env or {}), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(bin_dir / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ok(f"{base}/ping", server, READY_TIMEOUT_S, log_path, what="mlflow models serve")
+            yield base
+        finally:
+            stop_groups([server])
+
+
+@pytest.mark.integration
+def test_rest_serves_every_series_of_a_long_frame(tmp_path):
+    """A model of many series (the format-2 fixture) over REST: the long frame in, each series' forecasts out."""
+    from tests.conftest import ROOT
+
+    fixture = ROOT / "tests" / "fixtures" / "model_v2"
+    rows = pd.read_csv(fixture / "input.csv")
+    recent = rows.groupby("meter").tail(8)
+    with serve(str(fixture / "model"), tmp_path) as base:
+        status, body = post(f"{base}/invocations", split_payload(recent))
+        assert status == 200, body
+        served = pd.DataFrame(body["predictions"])
+        in_process = mlflow.pyfunc.load_model(str(fixture / "model")).predict(recent)
+        assert list(served.columns) == ["meter", "origin", "step", "date", "forecast"]
+        assert sorted(served["meter"].unique()) == ["m1", "m2", "m3"]
+        pd.testing.assert_frame_equal(served, in_process, check_dtype=False, rtol=1e-12)
+        # a bad value names its series and its row in the frame sent
+        broken = recent.reset_index(drop=True).astype({"load": object})
+        broken.loc[10, "load"] = "oops"
+        status, body = post(f"{base}/invocations", split_payload(broken))
+        assert status == 400 and "series 'm2'" in body["detail"] and "row 10 ('oops')" in body["detail"], body

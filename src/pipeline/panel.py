@@ -1,0 +1,548 @@
+"""Many series in one run: a long table (one CSV, a folder of CSVs or a list of them) with a series id column.
+
+read -> group by series -> validate each series on its own (the single-series contract, its errors
+naming the series id, the file line and the rule) -> split each series by time (from its end with
+`split: {val: N, test: N}`) -> one fitted Preprocessor per series (its own training rows) -> the
+windows of every series stacked for one global model (or kept apart for one model per series) ->
+per-series scores (RMSE, M4's sMAPE and MASE, beside naive and seasonal naive) and their means.
+
+No MLflow, no Prefect: the flows wire these steps (flows/portfolio.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import evaluate
+from pipeline.config import PipelineConfig
+from pipeline.errors import DataError
+from pipeline.evaluate import Forecasts
+from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, split_by_time
+from pipeline.ingest import RawData, is_remote, load_prices
+from pipeline.model import LSTMForecaster
+from pipeline.model_format import ForecastBundle, SeriesModels
+from pipeline.schemas import DATE, check_columns, passes_fast, validate_prices
+from pipeline.train import TrainResult
+
+log = logging.getLogger(__name__)
+
+ERRORS_SHOWN = 20  # bad series listed in full before "and N more"
+
+
+# ---------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class PanelRaw(RawData):
+    """Several files read as one long table: each row's file and line kept for error reports."""
+
+    files: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))  # (rows,) the file of each row
+    lines: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # (rows,) its line in that file
+
+
+def source_paths(source: str | tuple[str, ...]) -> list[str]:
+    """The files a source names: one path or URL, each CSV of a folder (sorted), or each entry of a list."""
+    out: list[str] = []
+    for item in ([source] if isinstance(source, str) else list(source)):
+        path = Path(item)
+        if not is_remote(item) and path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.csv"))
+            if not found:
+                raise DataError(f"{item}: a folder without CSV files; rule: data.source names CSV files")
+            out.extend(found)
+        else:
+            out.append(item)
+    return out
+
+
+def load_sources(source: str | tuple[str, ...]) -> RawData:
+    """Read every file of `source` as one long table of text columns; one file reads as `ingest.load_prices`.
+
+    All files must share one header. The digest covers every file's bytes, in order.
+    """
+    paths = source_paths(source)
+    if len(paths) == 1:
+        return load_prices(paths[0])
+    parts = [load_prices(p) for p in paths]
+    header = list(parts[0].frame.columns)
+    for part in parts[1:]:
+        if list(part.frame.columns) != header:
+            raise DataError(f"{part.source}: header {list(part.frame.columns)} differs from {paths[0]}'s {header}; "
+                            "rule: every file of a many-series source has the same columns")
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+    files = np.concatenate([np.full(len(p.frame), p.source, dtype=object) for p in parts])
+    lines = np.concatenate([np.arange(len(p.frame), dtype=np.int64) + 2 for p in parts])
+    digest = hashlib.sha256("".join(p.digest for p in parts).encode()).hexdigest()[:16]
+    label = source if isinstance(source, str) else ", ".join(source)
+    log.info("read %d rows from %d files (%s)", len(frame), len(parts), label)
+    return PanelRaw(frame=frame, source=label, digest=digest, files=files, lines=lines)
+
+
+def provenance(raw: RawData) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's file and file line (the header is line 1)."""
+    if isinstance(raw, PanelRaw) and len(raw.lines) == len(raw.frame):
+        return raw.files, raw.lines
+    return np.full(len(raw.frame), raw.source, dtype=object), np.arange(len(raw.frame), dtype=np.int64) + 2
+
+
+# ---------------------------------------------------------------- validation
+@dataclass
+class Panel:
+    """Validated series, each a date-indexed frame of float columns, and what validation noticed."""
+
+    column: str  # the series id column
+    series: dict[str, pd.DataFrame]
+    notes: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # series id -> why it was left out
+
+    @property
+    def rows(self) -> int:
+        return sum(len(f) for f in self.series.values())
+
+
+_LINE_REFS = re.compile(r"\b(lines?) (\d+(?:, \d+)*)")
+
+
+def file_lines(report: str, positions: np.ndarray, files: np.ndarray, lines: np.ndarray) -> str:
+    """A report about one series' rows (lines counted in the group: row + 2) with the file's own lines.
+
+    `positions` are the group's rows in the long table; a series spread over several files names
+    the file beside each line.
+    """
+    spread = len(set(files[positions])) > 1
+
+    def one(number: str) -> str:
+        row = int(number) - 2
+        if not 0 <= row < len(positions):
+            return number
+        where = positions[row]
+        return f"{files[where]}:{lines[where]}" if spread else str(lines[where])
+
+    return _LINE_REFS.sub(lambda m: f"{m.group(1)} " + ", ".join(one(n) for n in m.group(2).split(", ")), report)
+
+
+def series_ids(raw: RawData, column: str) -> pd.Series:
+    """The series id of each row, as text; DataError naming the lines whose id is empty."""
+    if column not in raw.frame.columns:
+        raise DataError(f"{raw.source}: column {column!r} (named by data.series_column) is missing; rule: the long "
+                        f"table needs a series id column; the header has {[str(c) for c in raw.frame.columns]}")
+    ids = raw.frame[column].astype("string").str.strip()
+    empty = ids.isna() | (ids == "")
+    if empty.any():
+        files, lines = provenance(raw)
+        where = ", ".join(f"{files[i]} line {lines[i]}" for i in np.flatnonzero(empty.to_numpy())[:5])
+        raise DataError(f"{raw.source}: {int(empty.sum())} row(s) without a series id in column {column!r} "
+                        f"({where}); rule: every row names its series")
+    return ids.astype(str)
+
+
+# Plain ISO dates (no UTC offset, no ambiguity): what the quick path parses itself.
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
+
+
+def clean_series(raw: RawData, cfg: PipelineConfig, groups: dict[str, np.ndarray],
+                 min_rows: int) -> dict[str, pd.DataFrame]:
+    """The series that pass the contract as they are, parsed once for the whole table: the quick path.
+
+    `validate_prices` costs about 70 ms a series in pandas overhead (30 s for M4 Hourly's 414
+    series). Here the whole table's dates (plain ISO text only) and numbers are parsed at once,
+    and a series is accepted when every cell parsed, its dates strictly increase, it has
+    `min_rows` rows and `schemas.passes_fast` (the contract's own quick check) passes. Every other
+    series goes through `validate_prices`, which parses as the config says and writes the report.
+    """
+    text = raw.frame[cfg.data.date_column].astype("string").str.strip()
+    iso = text.str.fullmatch(_ISO_DATE).fillna(False).to_numpy(dtype=bool)
+    dates = pd.Series(pd.NaT, index=raw.frame.index, dtype="datetime64[ns]")
+    if iso.any():
+        dates[iso] = pd.to_datetime(text[iso], format="ISO8601", errors="coerce").astype("datetime64[ns]")
+    values = {c: pd.to_numeric(raw.frame[c], errors="coerce").to_numpy(dtype=float) for c in cfg.data.columns}
+    ok = iso & dates.notna().to_numpy() & np.logical_and.reduce([np.isfinite(v) for v in values.values()])
+    stamps = dates.to_numpy()
+    out: dict[str, pd.DataFrame] = {}
+    for sid, positions in groups.items():
+        if len(positions) < min_rows or not ok[positions].all():
+            continue
+        when = stamps[positions]
+        if (np.diff(when) <= np.timedelta64(0, "ns")).any():
+            continue
+        frame = pd.DataFrame({DATE: when, **{c: v[positions] for c, v in values.items()}})
+        if passes_fast(frame, cfg.data):
+            clean = frame.set_index(DATE)
+            clean.index.name = cfg.data.date_column
+            out[sid] = clean
+    return out
+
+
+def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
+    """Validate each series of a long table on its own (`schemas.validate_prices`).
+
+    A series that breaks the contract (or has fewer than `min_rows` rows) fails the run with
+    `data.on_bad_series: error`, listed with every other bad series, each message naming the
+    series id, the file line and the rule; with `skip` it is logged and left out. The series
+    are kept in the order of their ids.
+    """
+    column = str(cfg.data.series_column)
+    ids = series_ids(raw, column)
+    check_columns(raw.frame, cfg.data, raw.source)
+    files, lines = provenance(raw)
+    wanted = [cfg.data.date_column, *cfg.data.columns]
+    panel = Panel(column=column, series={})
+    bad: dict[str, str] = {}
+    groups = {sid: np.asarray(p) for sid, p in sorted(ids.groupby(ids, sort=False).indices.items())}
+    quick = clean_series(raw, cfg, groups, min_rows)
+    for sid, positions in groups.items():
+        if sid in quick:
+            panel.series[sid] = quick[sid]
+            continue
+        where = ", ".join(dict.fromkeys(str(f) for f in files[positions]))
+        label = f"{where} series {sid!r}"
+        rows = raw.frame.iloc[positions][wanted].reset_index(drop=True)
+        try:
+            data = validate_prices(rows, cfg.data, label, min_rows=min_rows)
+        except DataError as exc:
+            bad[sid] = file_lines(str(exc), positions, files, lines)
+            continue
+        panel.series[sid] = data.frame
+        panel.notes.extend(f"series {sid!r}: {file_lines(n, positions, files, lines)}" for n in data.notes)
+    if bad and cfg.data.on_bad_series == "error":
+        shown = list(bad.values())[:ERRORS_SHOWN]
+        more = f"\n... and {len(bad) - ERRORS_SHOWN} more bad series" if len(bad) > ERRORS_SHOWN else ""
+        report = (f"{raw.source}: {len(bad)} of {len(bad) + len(panel.series)} series break the data contract "
+                  f"({', '.join(repr(s) for s in bad)}); data.on_bad_series: skip leaves such series out\n"
+                  + "\n".join(shown) + more)
+        raise DataError(report, report=report)
+    for sid, why in bad.items():
+        log.warning("skipping series %r: %s", sid, why)
+        panel.skipped[sid] = why
+        panel.notes.append(f"warning: series {sid!r} skipped (data.on_bad_series: skip): {'; '.join(why.splitlines()[1:])}")
+    if not panel.series:
+        raise DataError(f"{raw.source}: no series left to train on: every series breaks the data contract")
+    return panel
+
+
+# ---------------------------------------------------------------- split, scale, windows
+@dataclass
+class SeriesPrep:
+    """One series ready for the model: its own fitted preprocessor, split bounds and windows."""
+
+    pre: Preprocessor
+    bounds: SplitBounds
+    windows: dict[SplitName, Windows]
+    trainable: bool  # False: too short to train or score on; it still gets forecasts (fit on all its rows)
+
+
+def empty_windows(pre: Preprocessor, n_features: int) -> Windows:
+    return Windows(X=np.empty((0, pre.lookback, n_features), dtype=np.float32),
+                   y=np.empty((0, pre.horizon), dtype=np.float32),
+                   origins=np.empty(0, dtype=np.int64), target_positions=np.empty((0, pre.horizon), dtype=np.int64))
+
+
+def prepare_series(frame: pd.DataFrame, cfg: PipelineConfig) -> SeriesPrep:
+    """Split one series by time, fit its preprocessor on its training rows and cut its windows.
+
+    A series without a training window and a test window is not trained or scored on; its
+    preprocessor is fit on all its rows so the model can still forecast it.
+    """
+    bounds = split_by_time(frame.index, cfg.split)
+    pre = Preprocessor(cfg)
+    if bounds.val_start - pre.warmup >= 2:  # a scaler needs rows to fit on
+        windows = pre.fit(frame, bounds).windows(frame, bounds)
+        if len(windows["train"]) and len(windows["test"]):
+            return SeriesPrep(pre, bounds, windows, trainable=True)
+    everything = SplitBounds(n_rows=len(frame), val_start=len(frame), test_start=len(frame))
+    pre = Preprocessor(cfg).fit(frame, everything)
+    empty = empty_windows(pre, len(pre.features))
+    return SeriesPrep(pre, everything, {s: empty for s in SPLITS}, trainable=False)
+
+
+def prepare_panel(panel: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
+    """`prepare_series` for every series; DataError when no series can be trained on."""
+    preps = {sid: prepare_series(frame, cfg) for sid, frame in panel.series.items()}
+    if not any(p.trainable for p in preps.values()):
+        raise DataError(f"no series is long enough to train on: each needs a training and a test window "
+                        f"(lookback {cfg.window.lookback}, horizon {cfg.window.horizon}, split {cfg.split})")
+    short = [sid for sid, p in preps.items() if not p.trainable]
+    if short:
+        log.info("%d series too short to train on get forecasts only: %s", len(short), ", ".join(short[:20]))
+    return preps
+
+
+class StackedX:
+    """The input windows of many series as one read-only sequence, copied only a batch at a time.
+
+    Each part is a series' windows (consecutive windows of its scaled rows, as every split's are).
+    The rows under them are laid end to end once (rows x features: small), and `x[idx]` gathers
+    the windows at `idx` (an index array or a slice) with one fancy index into a sliding-window
+    view of those rows: a batch costs one copy of its own windows, whatever the number of series.
+    """
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        parts = [p for p in parts if len(p)]
+        first = parts[0] if parts else np.empty((0, 1, 1), dtype=np.float32)
+        lookback, n_features = first.shape[1:]
+        # a part's rows: the first row of each window, then the rest of the last window
+        rows = [np.concatenate([p[:, 0, :], p[-1, 1:, :]]) for p in parts]
+        row_offsets = np.cumsum([0, *(len(r) for r in rows)])
+        self.starts = np.concatenate([row_offsets[i] + np.arange(len(p)) for i, p in enumerate(parts)] or
+                                     [np.empty(0, dtype=np.int64)])
+        self.rows = np.ascontiguousarray(np.concatenate(rows), dtype=np.float32) if rows else \
+            np.empty((lookback, n_features), dtype=np.float32)
+        self.view = np.lib.stride_tricks.sliding_window_view(self.rows, lookback, axis=0)  # (R-L+1, F, L)
+        self.shape = (len(self.starts), lookback, n_features)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.view[self.starts[key]].transpose(0, 2, 1)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[slice(None)]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def stack_windows(parts: list[Windows]) -> Windows:
+    """The windows of many series as one training set (`origins` and `target_positions`, series-relative,
+    keep only each window's origin and last target position)."""
+    if not parts:
+        raise DataError("no windows to stack")
+    return Windows(
+        X=StackedX([w.X for w in parts]),  # type: ignore[arg-type]  # duck-typed: shape, len, [idx], array
+        y=np.concatenate([w.y for w in parts]).astype(np.float32),
+        origins=np.concatenate([w.origins for w in parts]),
+        target_positions=np.concatenate([w.target_positions[:, -1:] for w in parts]),
+    )
+
+
+def stacked(preps: Mapping[str, SeriesPrep]) -> dict[SplitName, Windows]:
+    """Each split's windows of every trainable series, stacked."""
+    chosen = [p for p in preps.values() if p.trainable]
+    return {s: stack_windows([p.windows[s] for p in chosen]) for s in SPLITS}
+
+
+def rows_of(preps: Mapping[str, SeriesPrep]) -> int:
+    return sum(p.bounds.n_rows for p in preps.values())
+
+
+# ---------------------------------------------------------------- refit on every row
+def refit_series(frame: pd.DataFrame, cfg: PipelineConfig) -> SeriesPrep:
+    """A series prepared to train on every row up to its last one (no held-out part)."""
+    n = len(frame)
+    everything = SplitBounds(n_rows=n, val_start=n, test_start=n)
+    pre = Preprocessor(cfg)
+    if n - pre.warmup < 2:
+        return prepare_series(frame, cfg)
+    windows = pre.fit(frame, everything).windows(frame, everything)
+    return SeriesPrep(pre, everything, windows, trainable=len(windows["train"]) > 0)
+
+
+def refit_panel(panel: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
+    return {sid: refit_series(frame, cfg) for sid, frame in panel.series.items()}
+
+
+def refit_config(cfg: PipelineConfig, epochs: int) -> PipelineConfig:
+    """The training settings of a refit: the epochs early stopping chose, no validation to stop on."""
+    return cfg.with_overrides(train={"epochs": max(1, epochs), "patience": None})
+
+
+# ---------------------------------------------------------------- scores
+SCORED = ("rmse", "mae", "smape", "mase")
+
+
+def series_metrics(actual: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, float]:
+    """RMSE, MAE, sMAPE and MASE (M4's definitions) of one series' forecasts."""
+    return {"rmse": evaluate.rmse(actual, pred), "mae": evaluate.mae(actual, pred),
+            "smape": evaluate.smape(actual, pred), "mase": evaluate.mase(actual, pred, scale)}
+
+
+def insample_scale(frame: pd.DataFrame, target: str, end: int, season: int | None) -> float:
+    """MASE's divisor: the in-sample seasonal-naive MAE over every row before `end` (the first scored row).
+
+    M4 scales by the error over all the data known at the forecast origin; for the test part that is
+    the training and validation rows.
+    """
+    return evaluate.mase_scale(frame[target].to_numpy(dtype=float)[:end], season or 1)
+
+
+@dataclass(frozen=True)
+class PanelScores:
+    """Per-series scores of one split (a table) and their means (MLflow's flat names)."""
+
+    split: str
+    table: pd.DataFrame  # one row per series: <series column>, windows, then <who>_<metric> columns
+
+    def means(self) -> dict[str, float]:
+        """`{split}_{metric}` for the model, `{split}_{baseline}_{metric}` for each baseline: means over series."""
+        out: dict[str, float] = {}
+        for column in self.table.columns[2:]:
+            who, metric = column.split("__")
+            values = self.table[column].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            name = f"{self.split}_{metric}" if who == "model" else f"{self.split}_{who}_{metric}"
+            out[name] = float(values.mean()) if values.size else float("nan")
+        if f"{self.split}_naive_rmse" in out:
+            ratio = self.table["model__rmse"] / self.table["naive__rmse"].replace(0, np.nan)
+            out[f"{self.split}_rmse_ratio"] = float(ratio.mean())
+        if f"{self.split}_naive_mase" in out:
+            naive = out[f"{self.split}_naive_mase"]
+            out[f"{self.split}_mase_ratio"] = out[f"{self.split}_mase"] / naive if naive else float("nan")
+        out[f"{self.split}_series"] = float(len(self.table))
+        out[f"{self.split}_windows"] = float(self.table["windows"].sum())
+        return out
+
+    def csv(self) -> str:
+        return self.table.to_csv(index=False, float_format="%.6g")
+
+    def records(self) -> list[dict[str, Any]]:
+        """The table as rows of plain values (a Prefect table artifact)."""
+        shown = self.table.round(6).astype(object).where(self.table.notna(), None)
+        return shown.to_dict(orient="records")
+
+
+ModelFor = Callable[[str], LSTMForecaster]
+
+
+def forecast_panel(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
+                   split: SplitName) -> dict[str, Forecasts]:
+    """Each trainable series' forecasts of `split` (original units, with the baselines), by its own preprocessor."""
+    out = {}
+    for sid, prep in preps.items():
+        if prep.trainable and len(prep.windows[split]):
+            out[sid] = evaluate.forecast_split(model_for(sid), prep.pre, panel.series[sid], prep.windows[split],
+                                               cfg.evaluate)
+    return out
+
+
+def score_panel(forecasts: Mapping[str, Forecasts], panel: Panel, preps: Mapping[str, SeriesPrep],
+                cfg: PipelineConfig, split: SplitName) -> PanelScores:
+    """Per series: the model's and each baseline's RMSE, MAE, sMAPE and MASE on `split`."""
+    rows = []
+    for sid, fc in forecasts.items():
+        start = preps[sid].bounds.part(split).start
+        scale = insample_scale(panel.series[sid], cfg.data.target, start, cfg.evaluate.season_length)
+        baselines = {"naive": fc.persistence(), **fc.baselines}
+        row: dict[str, Any] = {panel.column: sid, "windows": len(fc.actual)}
+        for who, pred in {"model": fc.predicted, **baselines}.items():
+            for metric, value in series_metrics(fc.actual, pred, scale).items():
+                row[f"{who}__{metric}"] = value
+        rows.append(row)
+    return PanelScores(split, pd.DataFrame(rows))
+
+
+def forecast_tables(forecasts: Mapping[str, Forecasts], column: str) -> pd.DataFrame:
+    """Every series' forecasts in long form: <series column>, date, step, forecast."""
+    parts = [fc.table().assign(**{column: sid}) for sid, fc in forecasts.items()]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["date", "step", "forecast"])
+    return table[[column, *[c for c in table.columns if c != column]]]
+
+
+def panel_tags(panel: Panel, preps: Mapping[str, SeriesPrep]) -> dict[str, str]:
+    """Run tags describing the data: series counts, rows, first and last dates."""
+    starts = [f.index[0] for f in panel.series.values()]
+    ends = [f.index[-1] for f in panel.series.values()]
+    return {
+        "data_rows": str(panel.rows), "data_series": str(len(panel.series)),
+        "data_start": str(min(starts).date()), "data_end": str(max(ends).date()),
+        "series_skipped": str(len(panel.skipped)),
+        "series_forecast_only": str(sum(not p.trainable for p in preps.values())),
+    }
+
+
+# ---------------------------------------------------------------- serving input
+def input_example(panel: Panel, cfg: PipelineConfig, rows: int, series: int = 2) -> pd.DataFrame:
+    """The last `rows` rows of the first `series` series, in the long form the model takes."""
+    from pipeline.dates import format_dates
+
+    parts = []
+    for sid in list(panel.series)[:series]:
+        tail = panel.series[sid][list(cfg.data.columns)].tail(rows).astype("float64")
+        part = tail.reset_index()
+        part[cfg.data.date_column] = format_dates(tail.index)
+        part.insert(0, panel.column, sid)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------- the trained model(s)
+@dataclass
+class PanelFit:
+    """The trained network: one shared by every series (global) or one per series (local)."""
+
+    shared: TrainResult | None = None
+    local: dict[str, TrainResult] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # local: series whose training failed -> why
+
+    def model_for(self, series: str) -> LSTMForecaster:
+        return self.local[series].model if self.shared is None else self.shared.model
+
+    @property
+    def first(self) -> TrainResult:
+        return self.shared if self.shared is not None else next(iter(self.local.values()))
+
+    def serves(self, preps: Mapping[str, SeriesPrep]) -> dict[str, SeriesPrep]:
+        """The series this fit forecasts: every series for a shared network (short ones included), else those
+        with a network of their own."""
+        return dict(preps) if self.shared is not None else {s: p for s, p in preps.items() if s in self.local}
+
+    def best_epochs(self) -> dict[str, int]:
+        """Epochs to the best validation loss (what a refit trains for), per network."""
+        if self.shared is not None:
+            return {"*": self.shared.best_epoch + 1}
+        return {sid: r.best_epoch + 1 for sid, r in self.local.items()}
+
+
+def series_models(fit: PanelFit, preps: Mapping[str, SeriesPrep], column: str) -> SeriesModels:
+    served = fit.serves(preps)
+    state_dicts = None if fit.shared is not None else {sid: r.model.checkpoint()["state_dict"] for sid, r in fit.local.items()}
+    return SeriesModels(column, {sid: p.pre for sid, p in served.items()},
+                        "global" if fit.shared is not None else "local", state_dicts)
+
+
+def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig) -> ForecastBundle:
+    """The logged model: one network (or one per series) and every served series' preprocessor."""
+    series = series_models(fit, preps, str(cfg.data.series_column))
+    first = next(iter(series.preprocessors.values()))
+    return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=first, config=cfg, series=series)
+
+
+# ---------------------------------------------------------------- the gate's inputs
+@dataclass(frozen=True)
+class GateInputs:
+    """What re-scoring the champion on this run's test windows needs, for `gate.table_mase`."""
+
+    rows: pd.DataFrame  # long raw rows (dates as text) ending at each series' last test origin
+    actual: pd.Series  # target by (series, date text)
+    first_dates: dict[str, list[str]]  # each series' test windows' first target dates
+    scales: dict[str, float]  # each series' MASE divisor
+    window: tuple[str, str]  # the first and last test dates over all series
+
+
+def gate_inputs(data: Panel, preps: Mapping[str, SeriesPrep], test: Mapping[str, Forecasts],
+                cfg: PipelineConfig, context_rows: int) -> GateInputs:
+    """The rows a champion forecasts the test windows from: per series, `context_rows` rows before its first
+    test origin (room for a champion with a longer lookback) up to its last; not every window of every series."""
+    from pipeline.dates import date_format
+
+    parts, actual, firsts, scales = [], {}, {}, {}
+    for sid, fc in test.items():
+        frame, prep = data.series[sid], preps[sid]
+        fmt = date_format(frame.index)
+        origins = prep.windows["test"].origins
+        rows = frame.iloc[max(0, int(origins[0]) - context_rows):int(origins[-1]) + 1].reset_index()
+        rows[cfg.data.date_column] = rows[cfg.data.date_column].dt.strftime(fmt)
+        rows.insert(0, data.column, sid)
+        parts.append(rows)
+        actual[sid] = pd.Series(frame[cfg.data.target].to_numpy(dtype=float), index=frame.index.strftime(fmt))
+        firsts[sid] = list(fc.dates.strftime(fmt))
+        scales[sid] = insample_scale(frame, cfg.data.target, prep.bounds.test_start, cfg.evaluate.season_length)
+    joined = pd.concat(actual, names=["series", "date"])
+    every = sorted(d for dates in firsts.values() for d in dates)
+    return GateInputs(pd.concat(parts, ignore_index=True), joined, firsts, scales, (every[0], every[-1]))

@@ -1,0 +1,124 @@
+"""Many series in one run, end to end through the command line: train (global and local), register, predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+from pipeline.errors import TrainingError
+from tests.conftest import long_config_dict
+
+TOLERANT = {"min_gain_over_persistence": -0.99}  # a few epochs make no forecaster: these tests are about the flow
+
+
+def write(tmp_path: Path, name: str, raw: dict) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_harness, mlflow_store, long_csv,
+                                                                        tmp_path, capsys):
+    config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv), data={"on_bad_series": "skip"},
+                                                            registry=TOLERANT))
+    assert main(["train", "--config", config]) == 0
+    printed = capsys.readouterr().out
+    assert "test, mean of 3 series" in printed and "mase" in printed and "seasonal naive" in printed
+    assert "portfolio" not in printed and "panel-forecaster version 1" in printed
+
+    client = MlflowClient(mlflow_store)
+    run = client.search_runs([client.get_experiment_by_name("tests").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    for key in ("test_rmse", "test_smape", "test_mase", "test_naive_mase", "test_seasonal_naive_mase",
+                "test_seasonal_naive_smape", "val_mase", "test_series"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["test_series"] == 3  # A, B, D: C is broken (skipped), E too short to score
+    tags = run.data.tags
+    assert (tags["data_series"], tags["series_skipped"], tags["series_forecast_only"]) == ("4", "1", "1")
+    assert tags["model_strategy"] == "global"
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="evaluation/test_series_scores.csv"))
+    assert table["id"].tolist() == ["A", "B", "D"]
+    assert table["model__mase"].mean() == pytest.approx(run.data.metrics["test_mase"], rel=1e-5)
+    mv = client.get_model_version("panel-forecaster", "1")
+    assert "gate.metric" in mv.tags and mv.tags["gate.metric"] == "MASE"
+
+    # the pyfunc takes the long frame and forecasts every series it knows, the short one included
+    model = mlflow.pyfunc.load_model("models:/panel-forecaster/1")
+    frame = pd.read_csv(long_csv, dtype=str)
+    good = frame[frame["id"] != "C"]
+    served = model.predict(good)
+    assert list(served.columns) == ["id", "origin", "step", "date", "forecast"]
+    assert served.groupby("id").size().to_dict() == {"A": 4, "B": 4, "D": 4, "E": 4}
+    assert served[served["id"] == "E"]["date"].iloc[0] == "2024-01-01 12:00:00"  # E: 12 hourly rows
+    # the in-process test forecasts are what the logged model serves from the same rows
+    logged_test = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="evaluation/test_forecasts.csv"))
+    a = good[good["id"] == "A"].iloc[:36]  # up to the last row before A's test part
+    again = model.predict(a)
+    np.testing.assert_allclose(again["forecast"], logged_test[logged_test["id"] == "A"]["forecast"], rtol=1e-6)
+
+    # pipeline predict on the long CSV: the next horizon of every series; the broken one left out (skip)
+    out = tmp_path / "forecasts.csv"
+    assert main(["predict", "--model", "models:/panel-forecaster/1", "--data", str(long_csv), "--out", str(out)]) == 0
+    written = pd.read_csv(out, dtype={"id": str})
+    assert list(written.columns) == ["id", "origin", "step", "date", "forecast"]
+    assert sorted(written["id"].unique()) == ["A", "B", "D", "E"]
+    assert written[written["id"] == "A"]["date"].tolist() == [
+        "2024-01-02 16:00:00", "2024-01-02 17:00:00", "2024-01-02 18:00:00", "2024-01-02 19:00:00"]
+
+
+def test_a_broken_series_fails_the_run_with_its_id_line_and_rule(prefect_harness, mlflow_store, long_csv, tmp_path,
+                                                                   capsys):
+    config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv)))
+    assert main(["train", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert "series 'C'" in err and "line 87 ('abc')" in err and "price > 0" in err
+
+
+def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_harness, mlflow_store, long_csv,
+                                                                       tmp_path, monkeypatch):
+    import flows.portfolio as portfolio
+    from pipeline import train
+
+    def fit_failing_b(model, train_windows, val, cfg, on_epoch_end=None):
+        if len(train_windows) == 13:  # series B (30 rows): the only one with 13 training windows
+            raise TrainingError("training diverged at epoch 1 (planted)")
+        return train.fit(model, train_windows, val, cfg, on_epoch_end)
+
+    frame = pd.read_csv(long_csv, dtype=str)
+    frame = frame[(frame["id"] != "C") & ~((frame["id"] == "B") & (frame.groupby("id").cumcount() >= 30))]
+    frame.to_csv(long_csv, index=False)
+    monkeypatch.setattr(portfolio, "fit", fit_failing_b)
+    config = write(tmp_path, "local.yaml", long_config_dict(str(long_csv), model={"strategy": "local"},
+                                                            train={"refit": True}, registry=TOLERANT))
+    assert main(["train", "--config", config]) == 0
+    client = MlflowClient(mlflow_store)
+    run = client.search_runs([client.get_experiment_by_name("tests").experiment_id])[0]
+    assert run.data.tags["model_strategy"] == "local" and run.data.tags["series_failed"] == "1"
+    assert run.data.metrics["test_series"] == 2  # A and D
+    served = mlflow.pyfunc.load_model("models:/panel-forecaster/1").predict(frame[frame["id"].isin(["A", "D"])])
+    assert sorted(served["id"].unique()) == ["A", "D"]
+    with pytest.raises(Exception, match="'B'.*not among the 2 series"):
+        mlflow.pyfunc.load_model("models:/panel-forecaster/1").predict(frame[frame["id"] == "B"])
+
+
+def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harness, mlflow_store, long_csv, tmp_path):
+    config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv), data={"on_bad_series": "skip"},
+                                                            registry=TOLERANT))
+    assert main(["train", "--config", config]) == 0
+    assert main(["promote", "panel-forecaster", "1", "--reason", "a champion to beat"]) == 0
+    assert main(["train", "--config", config, "--force"]) == 0
+    client = MlflowClient(mlflow_store)
+    tags = client.get_model_version("panel-forecaster", "2").tags
+    # the same seed, data and config: the champion re-scored equals the challenger, on 3 series x 4 steps
+    assert "re-scored with its own preprocessing" in tags["gate.champion"] and "(12 forecasts)" in tags["gate.champion"]
+    assert float(tags["gate.champion_rmse"]) == pytest.approx(float(tags["gate.challenger_rmse"]), rel=1e-6)
+    assert tags["gate.baseline"] == "seasonal naive"
