@@ -141,7 +141,11 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
 
 
 def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[dict[str, np.ndarray], float, float, float]:
-    """`pipeline train` then `pipeline predict` for one seed in a private MLflow store under `work`."""
+    """`pipeline train` then `pipeline predict` for one seed in a private MLflow store under `work`
+
+    Each seed registers its own model name in that fresh store, so its version is 1 whether or not the
+    gate made it @champion (the bench scores every seed, not only a promoted one).
+    """
     import yaml
 
     cfg = yaml.safe_load(config.read_text())
@@ -157,7 +161,7 @@ def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[dict[
     pipeline = [sys.executable, "-m", "pipeline.cli"]
     train_s, train_mib = _run([*pipeline, "train", "--config", str(seed_cfg), "--force"], env, work)
     out = work / f"forecasts_seed{seed}.csv"
-    predict_s, _ = _run([*pipeline, "predict", "--model", f"models:/{name}/latest", "--data", str(long_csv),
+    predict_s, _ = _run([*pipeline, "predict", "--model", f"models:/{name}/1", "--data", str(long_csv),
                          "--out", str(out), "--overwrite"], env, work)
     series_column = cfg.get("data", {}).get("series_column", SERIES)
     return forecasts_to_wide(pd.read_csv(out), series_column), train_s, predict_s, train_mib

@@ -89,9 +89,32 @@ def prepare(train: list[np.ndarray], transform: str, scaler: str, window_norm: s
 class Batcher:
     """Gathers (inputs, targets, seasonal base) for window origins, in the model's space."""
 
-    def __init__(self, prep: Prepared, lookback: int, window_norm: str, residual: str, chunk: int) -> None:
+    def __init__(self, prep: Prepared, lookback: int, window_norm: str, residual: str, chunk: int,
+                 transform: str = "level") -> None:
         self.p, self.L, self.wn, self.res, self.chunk = prep, lookback, window_norm, residual, chunk
         self.src = torch.tensor(prep.raw if window_norm != "none" else prep.norm, dtype=torch.float32)
+        self.raw = torch.tensor(prep.raw, dtype=torch.float32)
+        # MASE weighting: the in-sample seasonal-naive MAE of each series' training part (raw units) and the
+        # factor from model units back to raw units for per-series scalers (std for standard, 1/scale_ for minmax)
+        self.mase_scale = torch.tensor([mase_scale(prep.raw[i, : n - HORIZON], SEASON) for i, n in
+                                        enumerate(prep.lengths)], dtype=torch.float32).clamp_min(1e-6)
+        self.unit = torch.tensor([1.0 if sc is None else float(sc.scale_[0] if sc.kind == "standard" else
+                                                                1.0 / sc.scale_[0]) for sc in prep.scalers],
+                                 dtype=torch.float32)
+        self.log_units = window_norm == "logmean" or transform == "log"
+        self.weight_norm, self.weight_power = 1.0, 1.0
+
+    def weights(self, series: np.ndarray, origin: np.ndarray, level) -> torch.Tensor:
+        """Per-window loss weight so that an error in model units counts as its MASE contribution."""
+        s = torch.as_tensor(series)
+        if self.wn != "none":
+            w = level[:, 0] / self.mase_scale[s]
+        else:
+            w = self.unit[s] / self.mase_scale[s]
+            if self.log_units:  # d level = level * d log(level)
+                cols = torch.as_tensor(origin - SEASON * 7)[:, None] + torch.arange(SEASON * 7)[None, :]
+                w = w * self.raw[s[:, None].expand_as(cols), cols.clamp_min(0)].mean(dim=1)
+        return w.pow(self.weight_power) / self.weight_norm
 
     def gather(self, series: np.ndarray, origin: np.ndarray, with_target: bool = True):
         """origin = index of the first forecast step: inputs rows [origin-L, origin), targets [origin, origin+48)."""
@@ -155,8 +178,20 @@ def train_one(args, prep: Prepared, batcher: Batcher, seed: int, train_s: np.nda
     model = LSTMForecaster(n_features=args.chunk, horizon=HORIZON, hidden_size=args.hidden, num_layers=args.layers,
                            dropout=args.dropout, head_hidden=tuple(args.head_hidden), head_activation=args.head_act)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    loss_fn = nn.L1Loss() if args.loss == "mae" else nn.MSELoss()
-    vx, vy, _, _ = batcher.gather(val_s, val_o) if len(val_s) else (None, None, None, None)
+    def loss_fn(pred, y, w=None):
+        err = (pred - y).abs() if args.loss == "mae" else (pred - y) ** 2
+        if w is None:
+            return err.mean()
+        return (err.mean(dim=1) * (w if args.loss == "mae" else w ** 2)).mean()
+
+    def weights(s, o, level):
+        return batcher.weights(s, o, level) if args.weight == "mase" else None
+
+    if len(val_s):
+        vx, vy, _, vlevel = batcher.gather(val_s, val_o)
+        vw = weights(val_s, val_o, vlevel)
+    else:
+        vx = None
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
     n_epochs = epochs or args.epochs
     per_epoch = min(args.windows, len(train_s))
@@ -165,9 +200,9 @@ def train_one(args, prep: Prepared, batcher: Batcher, seed: int, train_s: np.nda
         pick = rng.choice(len(train_s), size=per_epoch, replace=per_epoch > len(train_s))
         for b in range(0, per_epoch, args.batch):
             idx = pick[b:b + args.batch]
-            x, y, _, _ = batcher.gather(train_s[idx], train_o[idx])
+            x, y, _, level = batcher.gather(train_s[idx], train_o[idx])
             opt.zero_grad()
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(x), y, weights(train_s[idx], train_o[idx], level))
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), args.clip)
             opt.step()
@@ -178,7 +213,7 @@ def train_one(args, prep: Prepared, batcher: Batcher, seed: int, train_s: np.nda
             continue
         model.eval()
         with torch.no_grad():
-            v = float(loss_fn(model(vx), vy))
+            v = float(loss_fn(model(vx), vy, vw))
         if v < best - 1e-6:
             best, best_state, best_epoch, bad = v, copy.deepcopy(model.state_dict()), epoch, 0
         else:
@@ -208,7 +243,7 @@ def run(args) -> None:
         pick.sort()
         train, test = [train[i] for i in pick], [test[i] for i in pick]
     prep = prepare(train, args.transform, args.scaler, args.window_norm)
-    batcher = Batcher(prep, args.lookback, args.window_norm, args.residual, args.chunk)
+    batcher = Batcher(prep, args.lookback, args.window_norm, args.residual, args.chunk, args.transform)
     warm = 1 if args.transform in ("difference", "log_return") and args.window_norm == "none" else 0
     # training windows: inputs and targets inside the training part (train file less its last 48)
     tr_s, tr_o, all_s, all_o = [], [], [], []
@@ -219,6 +254,11 @@ def run(args) -> None:
         o_all = np.arange(first, n - HORIZON + 1)
         all_s.append(np.full(len(o_all), i)), all_o.append(o_all)
     tr_s, tr_o, all_s, all_o = map(np.concatenate, (tr_s, tr_o, all_s, all_o))
+    batcher.weight_power = args.weight_power
+    if args.weight == "mase":  # mean weight 1 over the training windows: the learning rate keeps its meaning
+        probe = np.random.default_rng(0).choice(len(tr_s), size=min(20000, len(tr_s)), replace=False)
+        batcher.weight_norm = float(batcher.weights(tr_s[probe], tr_o[probe],
+                                                    batcher.gather(tr_s[probe], tr_o[probe])[3]).mean())
     val_s = np.arange(len(train))
     val_o = prep.lengths - HORIZON
     test_o = prep.lengths  # forecasts from the end of the train file
@@ -267,6 +307,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window-norm", default="none", choices=["none", "mean", "logmean"])
     p.add_argument("--residual", default="none", choices=["none", "seasonal"])
     p.add_argument("--loss", default="mse", choices=["mse", "mae"])
+    p.add_argument("--weight", default="none", choices=["none", "mase"],
+                   help="mase: weight each window's loss by its series' MASE factor (train.loss_weight: mase)")
+    p.add_argument("--weight-power", type=float, default=1.0, help="raise the MASE weights to this power "
+                   "(0.5: halfway between sMAPE-like and MASE-like weighting)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-decay", type=float, default=1.0, help="multiply the lr by this after every epoch")
