@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -212,7 +211,6 @@ def main(argv: list[str] | None = None) -> None:
     print(comparison_table(published, ours).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.keep is None:
         print(f"\n(work files in {work})")
-    _ = resource  # peak memory of each child comes from os.wait4
 
 
 if __name__ == "__main__":

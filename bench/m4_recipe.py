@@ -139,7 +139,7 @@ class Batcher:
         return xin, y, base, level
 
 
-def to_levels(args, prep: Prepared, batcher: Batcher, series: np.ndarray, origin: np.ndarray, out: np.ndarray,
+def to_levels(args, prep: Prepared, series: np.ndarray, origin: np.ndarray, out: np.ndarray,
               base, level) -> np.ndarray:
     """Model outputs (n, 48) back to original units."""
     if base is not None:
@@ -157,7 +157,8 @@ def to_levels(args, prep: Prepared, batcher: Batcher, series: np.ndarray, origin
     return levels
 
 
-def predict(model, batcher: Batcher, series, origin, with_target=False, bs=2048):
+def predict(model, batcher: Batcher, series: np.ndarray, origin: np.ndarray, bs: int = 2048):
+    """Model outputs for the windows ending before `origin`, with the seasonal base and window levels."""
     model.eval()
     outs, bases, levels = [], [], []
     with torch.no_grad():
@@ -270,11 +271,11 @@ def run(args) -> None:
         members, val_preds, test_preds, stop_epochs = [], [], [], []
         for k in range(args.ensemble):
             model, best_epoch = train_one(args, prep, batcher, seed + 1000 * k, tr_s, tr_o, val_s, val_o)
-            vp = to_levels(args, prep, batcher, val_s, val_o, *(predict(model, batcher, val_s, val_o)))
+            vp = to_levels(args, prep, val_s, val_o, *(predict(model, batcher, val_s, val_o)))
             if args.refit:  # the product's train.refit: same recipe on all rows, epochs from early stopping
                 model, _ = train_one(args, prep, batcher, seed + 1000 * k, all_s, all_o, val_s[:0], val_o[:0],
                                      epochs=best_epoch)
-            tp = to_levels(args, prep, batcher, val_s, test_o, *(predict(model, batcher, val_s, test_o)))
+            tp = to_levels(args, prep, val_s, test_o, *(predict(model, batcher, val_s, test_o)))
             val_preds.append(vp), test_preds.append(tp), stop_epochs.append(best_epoch)
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         vp, tp = np.median(val_preds, axis=0), np.median(test_preds, axis=0)
