@@ -1,0 +1,217 @@
+"""M4 Hourly through the product: wide files -> long CSV -> `pipeline train` / `pipeline predict` -> M4 scores.
+
+The product sees only the training file (converted to the long format: series id, an hourly
+timestamp, value); `pipeline predict` forecasts the 48 hours after each series' last row, and
+those forecasts are scored against the official test file with `pipeline.evaluate.smape` and
+`mase` (scale: the training file's in-sample seasonal-naive error, season 24), per series and
+then averaged over series, exactly as the competition does. The result is printed beside
+reference rows of the published table (`m4_hourly_published.csv`) with our rank among its methods.
+
+    python bench/m4.py                         # one run with the config's seed
+    python bench/m4.py --seeds 1,2,3           # per-seed and mean figures, train wall time, peak memory
+    python bench/m4.py --series 40 --seeds 1   # a quick look on a subset
+
+The conversion and the scoring are plain functions (tested in tests/unit/test_m4_bench.py); the
+CLI path needs the product's long-format support (`data.series_column`, per-series splits,
+`model.strategy: global`), see configs/m4_hourly.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
+
+from pipeline.evaluate import mase, mase_scale, smape  # noqa: E402
+
+M4_DIR = ROOT.parent / "shared" / "data" / "m4"
+HORIZON, SEASON = 48, 24
+SERIES, TIME, VALUE = "series", "timestamp", "value"
+REFERENCE_ROWS = ("sNaive", "RNN benchmark", "MLP benchmark", "118 Smyl", "238 Doornik")
+
+
+# ---------------------------------------------------------------- conversion
+def read_wide(path: str | Path) -> dict[str, np.ndarray]:
+    """{series id: values in time order} from an M4 wide CSV (first column the id, empty cells padding)."""
+    wide = pd.read_csv(path, index_col=0)
+    return {str(sid): row.dropna().to_numpy(dtype=float) for sid, row in wide.iterrows()}
+
+
+def wide_to_long(series: dict[str, np.ndarray], start: str = "2000-01-01 00:00", freq: str = "h") -> pd.DataFrame:
+    """Long frame (series, timestamp, value): each series on a synthetic hourly calendar from `start`.
+
+    M4 publishes no timestamps and scores values only, so any regular calendar works; every
+    series starts at the same hour, which keeps the file readable.
+    """
+    parts = [
+        pd.DataFrame({SERIES: sid, TIME: pd.date_range(start, periods=len(values), freq=freq), VALUE: values})
+        for sid, values in series.items()
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def long_to_wide(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The inverse of `wide_to_long`: {series id: values ordered by timestamp}."""
+    ordered = frame.sort_values([SERIES, TIME], kind="stable")
+    return {str(sid): g[VALUE].to_numpy(dtype=float) for sid, g in ordered.groupby(SERIES, sort=False)}
+
+
+def forecasts_to_wide(frame: pd.DataFrame, series_column: str = SERIES) -> dict[str, np.ndarray]:
+    """{series id: forecasts ordered by step} from `pipeline predict`'s long output
+    (`<series column>, origin, step, date, forecast`)."""
+    ordered = frame.sort_values([series_column, "step"], kind="stable")
+    return {str(sid): g["forecast"].to_numpy(dtype=float) for sid, g in ordered.groupby(series_column, sort=False)}
+
+
+# ---------------------------------------------------------------- scoring
+@dataclass(frozen=True)
+class M4Score:
+    """Per-series table and the M4 means (over series, not over points)."""
+
+    per_series: pd.DataFrame  # index: series id; columns smape, mase
+
+    @property
+    def smape(self) -> float:
+        return float(self.per_series["smape"].mean())
+
+    @property
+    def mase(self) -> float:
+        return float(self.per_series["mase"].mean())
+
+
+def score_m4(forecasts: dict[str, np.ndarray], train: dict[str, np.ndarray], test: dict[str, np.ndarray],
+             season: int = SEASON) -> M4Score:
+    """sMAPE and MASE of each series' forecast against its test values, MASE scaled by the
+    training values' seasonal-naive error; a series without a full forecast is an error."""
+    rows = {}
+    for sid, actual in test.items():
+        pred = forecasts.get(sid)
+        if pred is None or len(pred) != len(actual) or not np.all(np.isfinite(pred)):
+            raise ValueError(f"series {sid}: expected {len(actual)} finite forecasts, got "
+                             f"{'none' if pred is None else len(pred)}")
+        rows[sid] = {"smape": smape(actual, pred), "mase": mase(actual, pred, mase_scale(train[sid], season))}
+    return M4Score(pd.DataFrame.from_dict(rows, orient="index"))
+
+
+def seasonal_naive(train: dict[str, np.ndarray], horizon: int = HORIZON, season: int = SEASON) -> dict[str, np.ndarray]:
+    """The last season repeated: M4's sNaive benchmark, to check the scoring against the table."""
+    return {sid: np.resize(v[-season:], horizon) for sid, v in train.items()}
+
+
+def rank_among(published: pd.DataFrame, smape_value: float, mase_value: float) -> tuple[int, int]:
+    """Our rank (1 = best) among the published methods by sMAPE and by MASE."""
+    return (int((published["smape"] < smape_value).sum()) + 1, int((published["mase"] < mase_value).sum()) + 1)
+
+
+def comparison_table(published: pd.DataFrame, ours: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Reference rows of the published table with our rows (name -> (sMAPE, MASE)), sorted by MASE."""
+    ref = published[published["method"].isin(REFERENCE_ROWS)][["method", "smape", "mase"]]
+    best_ml = published[published["type"].str.fullmatch(r"\s*(ML|Machine Learning)\s*", case=False, na=False)]
+    if len(best_ml):
+        ref = pd.concat([ref, best_ml.nsmallest(1, "mase")[["method", "smape", "mase"]].assign(
+            method=lambda d: d["method"] + " (best pure ML)")])
+    mine = pd.DataFrame([{"method": name, "smape": s, "mase": m} for name, (s, m) in ours.items()])
+    table = pd.concat([ref, mine], ignore_index=True).sort_values("mase", kind="stable")
+    table[["rank_smape", "rank_mase"]] = [rank_among(published, s, m) for s, m in zip(table["smape"], table["mase"])]
+    return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- the product, end to end
+def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Run a command; (wall seconds, its peak resident memory in MiB). Raises on failure."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+
+
+def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[dict[str, np.ndarray], float, float, float]:
+    """`pipeline train` then `pipeline predict` for one seed in a private MLflow store under `work`
+
+    Each seed registers its own model name in that fresh store, so its version is 1 whether or not the
+    gate made it @champion (the bench scores every seed, not only a promoted one).
+    """
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg.setdefault("train", {})["seed"] = seed
+    cfg.setdefault("data", {})["source"] = str(long_csv)
+    name = f"m4-hourly-seed{seed}"
+    cfg.setdefault("registry", {})["model_name"] = name
+    seed_cfg = work / f"m4_seed{seed}.yaml"
+    seed_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    pipeline = [sys.executable, "-m", "pipeline.cli"]
+    train_s, train_mib = _run([*pipeline, "train", "--config", str(seed_cfg), "--force"], env, work)
+    out = work / f"forecasts_seed{seed}.csv"
+    predict_s, _ = _run([*pipeline, "predict", "--model", f"models:/{name}/1", "--data", str(long_csv),
+                         "--out", str(out), "--overwrite"], env, work)
+    series_column = cfg.get("data", {}).get("series_column", SERIES)
+    return forecasts_to_wide(pd.read_csv(out), series_column), train_s, predict_s, train_mib
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "m4_hourly.yaml")
+    p.add_argument("--data", type=Path, default=M4_DIR, help="folder with Hourly-train.csv, Hourly-test.csv, "
+                   "m4_hourly_published.csv (default: %(default)s)")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="comma-separated seeds (default: the config's train.seed)")
+    p.add_argument("--series", type=int, default=0, help="only the first N series (0: all 414)")
+    p.add_argument("--keep", type=Path, help="keep the long CSV, configs, store and forecasts here")
+    args = p.parse_args(argv)
+
+    train, test = read_wide(args.data / "Hourly-train.csv"), read_wide(args.data / "Hourly-test.csv")
+    if args.series:
+        keep = list(train)[: args.series]
+        train, test = {k: train[k] for k in keep}, {k: test[k] for k in keep}
+    published = pd.read_csv(args.data / "m4_hourly_published.csv")
+    ours: dict[str, tuple[float, float]] = {}
+    snaive = score_m4(seasonal_naive(train), train, test)
+    ours["seasonal naive (scored here)"] = (snaive.smape, snaive.mase)
+
+    import yaml
+
+    seeds = args.seeds or [int(yaml.safe_load(args.config.read_text()).get("train", {}).get("seed", 42))]
+    work = args.keep or Path(tempfile.mkdtemp(prefix="m4-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    long_csv = work / "m4_hourly_train_long.csv"
+    wide_to_long(train).to_csv(long_csv, index=False)
+    per_seed = []
+    for seed in seeds:
+        forecasts, train_s, predict_s, mib = run_seed(args.config.resolve(), long_csv, seed, work)
+        score = score_m4(forecasts, train, test)
+        per_seed.append((score.smape, score.mase, train_s, predict_s, mib))
+        ours[f"ours, seed {seed}"] = (score.smape, score.mase)
+        print(f"seed {seed}: sMAPE {score.smape:.3f}  MASE {score.mase:.3f}  train {train_s:.0f} s  "
+              f"predict {predict_s:.1f} s  peak {mib:.0f} MiB  load {os.getloadavg()[0]:.2f}", flush=True)
+    arr = np.array(per_seed)
+    if len(seeds) > 1:
+        ours[f"ours, mean of {len(seeds)} seeds"] = (float(arr[:, 0].mean()), float(arr[:, 1].mean()))
+    print(f"mean over {len(seeds)} seed(s): sMAPE {arr[:, 0].mean():.3f}  MASE {arr[:, 1].mean():.3f}  "
+          f"train {arr[:, 2].mean():.0f} s (max {arr[:, 2].max():.0f})  predict {arr[:, 3].mean():.1f} s  "
+          f"peak {arr[:, 4].max():.0f} MiB  (targets: MASE <= 0.95, sMAPE <= 10.5; train < 600 s)")
+    print(f"\nM4 Hourly, {len(test)} series, horizon {HORIZON}; published ranks among {len(published)} methods\n")
+    print(comparison_table(published, ours).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.keep is None:
+        print(f"\n(work files in {work})")
+
+
+if __name__ == "__main__":
+    main()
