@@ -357,10 +357,12 @@ def log_dataset(client: Any, run_id: str, frame: pd.DataFrame, source: str, dige
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path is meant
+    # "source can be interpreted in multiple ways" (a local path is meant), and the schema's hint on
+    # integer columns (a series id or count column is a data column like any other here)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame.reset_index(), source=source, targets=target, name=name, digest=digest)
-    fields = dataset.to_dict()
+        fields = dataset.to_dict()
     entity = Dataset(name=fields["name"], digest=fields["digest"], source_type=fields["source_type"],
                      source=fields["source"], schema=fields.get("schema"), profile=fields.get("profile"))
     tagged = DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
