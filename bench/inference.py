@@ -44,7 +44,7 @@ def train_and_log(work: Path) -> tuple[str, object, str]:
     cfg = default_config(train={"epochs": 3, "patience": None})
     frame = load_frame(data_path("SBUX"), cfg)
     pre, _, windows = prepare(frame, cfg)
-    model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"], cfg.train)
     client = tracking.get_client(cfg)
     run_id = tracking.start_run(client, tracking.ensure_experiment(client, "bench-inference"), "bench", {})

@@ -41,7 +41,7 @@ def load_frame(cfg: PipelineConfig):
 def split_scores(cfg: PipelineConfig, frame) -> tuple[dict[str, float], float, int]:
     """Train once on the config's split; test metrics, training seconds, epochs run."""
     pre, _, windows = features.prepare(frame, cfg)
-    model = init_model(cfg.model, cfg.train, windows["train"].X.shape[2], cfg.window.horizon)
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
     val = windows["val"] if len(windows["val"]) else None
     result = fit(model, windows["train"], val, cfg.train)
     fc = evaluate.forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)

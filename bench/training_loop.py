@@ -188,7 +188,7 @@ def one_size(csv: str, epochs: int, max_train_windows: int | None) -> dict[str, 
     if max_train_windows is not None and len(w) > max_train_windows:  # fewer steps, the same data in memory
         k = max_train_windows
         windows = {**windows, "train": Windows(w.X[:k], w.y[:k], w.origins[:k], w.target_positions[:k])}
-    model = train.init_model(cfg.model, cfg.train, n_features=w.X.shape[2], horizon=cfg.window.horizon)
+    model = train.init_model(cfg, n_features=w.X.shape[2])
     if hasattr(train, "plan_training"):
         plan = train.plan_training(model, windows, cfg.train, rows=len(frame))
         out.update(plan_s_per_epoch=plan.seconds_per_epoch, plan=plan.describe())

@@ -33,7 +33,7 @@ def ours(cfg, frame, windows, pre) -> tuple[float, float, int, int]:
     from pipeline import evaluate
     from pipeline.train import fit, init_model
 
-    model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
     seconds, result = timeit(lambda: fit(model, windows["train"], windows["val"], cfg.train))
     fc = evaluate.forecast_split(result.model, pre, frame, windows["test"])
     return seconds, evaluate.rmse(fc.actual[:, 0], fc.predicted[:, 0]), result.epochs_run, result.threads

@@ -118,7 +118,7 @@ def product(frame: pd.DataFrame, data: dict, extra: dict, seed: int) -> tuple[np
                                 positive=features.transform_domain(cfg)).frame
     cfg = resolve_auto(cfg, valid)
     pre, _, windows = features.prepare(valid, cfg)
-    model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train)
     fc = evaluate.forecast_split(result.model, pre, valid, windows["test"])
     settings = {"lookback": cfg.window.lookback, "transform": cfg.preprocess.target_transform,

@@ -44,7 +44,7 @@ def prepare_panel_task(data: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep
 @task(name="train-series", **STEP)
 def train_series_task(series: str, windows: dict[str, Windows], cfg: PipelineConfig) -> TrainResult:
     """One series' own network (model.strategy: local)."""
-    model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
     return fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train)
 
 
@@ -93,12 +93,12 @@ def refit_task(trained: PanelFit, data: Panel, cfg: PipelineConfig) -> tuple[Pan
     if trained.shared is not None:
         again = panel.refit_config(cfg, epochs["*"])
         windows = panel.stacked(preps)
-        model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+        model = init_model(cfg, n_features=windows["train"].X.shape[2])
         return PanelFit(shared=fit(model, windows["train"], None, again.train)), preps
     refit = PanelFit()
     for sid, n in epochs.items():
         w = preps[sid].windows
-        model = init_model(cfg.model, cfg.train, n_features=w["train"].X.shape[2], horizon=cfg.window.horizon)
+        model = init_model(cfg, n_features=w["train"].X.shape[2])
         refit.local[sid] = fit(model, w["train"], None, panel.refit_config(cfg, n).train)
     return refit, preps
 

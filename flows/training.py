@@ -45,7 +45,7 @@ def prepare_task(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor
 
 @task(name="train", **STEP)
 def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any, rows: int | None = None) -> TrainResult:
-    model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
     plan = plan_training(model, windows, cfg.train, rows=rows)
     get_run_logger().log(logging.WARNING if plan.long else logging.INFO, plan.describe())  # the size, before the wait
     val = windows["val"] if len(windows["val"]) else None

@@ -154,7 +154,7 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     fcfg = fold_config(cfg, fold)
     pre, bounds, windows = features.prepare(part, fcfg)
     assert bounds.test_start == fold.cutoff - fold.start, "fold split disagrees with the plan"
-    model = init_model(fcfg.model, fcfg.train, n_features=windows["train"].X.shape[2], horizon=fcfg.window.horizon)
+    model = init_model(fcfg, n_features=windows["train"].X.shape[2])
     val = windows["val"] if len(windows["val"]) else None
     result = fit(model, windows["train"], val, fcfg.train, on_epoch_end=on_epoch_end)
     fc = evaluate.forecast_split(result.model, pre, part, windows["test"], cfg.evaluate)

@@ -212,13 +212,19 @@ class ModelConfig(_Frozen):
     """Widths of hidden layers in the head, e.g. `[128]`; empty: one linear layer."""
     head_activation: Activation = "none"
     """Activation before each head layer: `relu`, `tanh` or `none`."""
+    input_chunk: int = Field(1, ge=1)
+    """Consecutive rows fed to the LSTM as one step, their values side by side (24 on hourly data makes a lookback of 168 rows 7 steps of a day each); `window.lookback` must be a multiple of it."""
+    window_norm: Literal["none", "log_mean"] = "none"
+    """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0; needs the target among the features, `level` transforms and no scalers); `none`: the preprocess scalers alone."""
+    residual_to: Literal["none", "seasonal_naive"] = "none"
+    """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`evaluate.season_length` rows; needs the target among the features); `none`: the forecast itself."""
     strategy: Literal["global", "local"] = "global"
     """Many series (`data.series_column`): `global` trains one model on the windows of every series, each
     normalised on its own training rows; `local` trains one model per series."""
 
 
 class TrainConfig(_Frozen):
-    """Adam on mean squared error, mini-batches, early stopping on the validation loss."""
+    """Adam on mean squared (or absolute) error, mini-batches, early stopping on the validation loss."""
 
     epochs: int = Field(200, ge=1)
     """Most epochs to train (early stopping may end sooner)."""
@@ -240,6 +246,14 @@ class TrainConfig(_Frozen):
     """`cpu`, `cuda` (an error without a GPU) or `auto` (a GPU when there is one)."""
     num_threads: int | None = Field(None, ge=1)
     """Torch threads for training on the CPU; null: chosen from the work size."""
+    loss: Literal["mse", "mae"] = "mse"
+    """Mean squared (`mse`) or absolute (`mae`) error, for training and for early stopping."""
+    loss_weight: Literal["none", "mase"] = "none"
+    """`mase`: each window's error weighted by what it weighs in its series' MASE (the window's level over the series' in-sample seasonal-naive error on its training rows), normalised to mean 1, so every series counts by its MASE rather than its scale (needs `model.window_norm: log_mean`); `none`: every window alike."""
+    loss_weight_power: float = Field(1.0, gt=0, le=1)
+    """The MASE weights raised to this power: 1 weighs by MASE, 0.5 halfway towards the unweighted (sMAPE-like) loss."""
+    windows_per_epoch: int | None = Field(None, ge=1)
+    """Training windows drawn (without replacement) per epoch; null: every window. Bounds the epoch of a large portfolio."""
     refit: bool = False
     """After selection, train the registered model again on every row up to the last one, for the epochs early
     stopping chose; the reported evaluation stays the held-out one (many-series runs)."""
@@ -391,7 +405,35 @@ class PipelineConfig(_Frozen):
             raise ValueError("window.lead 0 with the target among the features would leak the answer")
         if self.train.patience is not None and not self.split.train_end and self.split.val == 0:
             raise ValueError("early stopping (train.patience) needs a validation part (split.val > 0)")
+        self._check_window_model()
         return self
+
+    def _check_window_model(self) -> None:
+        """The network's own window handling (chunks, per-window normalisation, seasonal residual) fits the rest."""
+        model, pre, lookback = self.model, self.preprocess, self.window.lookback
+        if lookback != AUTO and lookback % model.input_chunk:
+            raise ValueError(f"window.lookback {lookback} must be a multiple of model.input_chunk {model.input_chunk}")
+        uses = [k for k, on in (("model.window_norm", model.window_norm != "none"),
+                                ("model.residual_to", model.residual_to != "none")) if on]
+        if uses and self.data.target not in self.data.features:
+            raise ValueError(f"{' and '.join(uses)} read the target's past values: add the target "
+                             f"{self.data.target!r} to data.features")
+        if model.window_norm != "none":
+            transforms = {pre.target_transform, *(pre.transform_for(c) for c in self.data.features)} - {"level", AUTO}
+            if transforms or pre.feature_scaler != "none" or pre.target_scaler != "none":
+                raise ValueError(f"model.window_norm {model.window_norm} normalises each window itself: set "
+                                 "preprocess.target_transform and the feature transforms to level (or auto) and "
+                                 "preprocess.feature_scaler and target_scaler to none")
+        if model.residual_to == "seasonal_naive":
+            season = self.evaluate.season_length
+            if season is None:
+                raise ValueError("model.residual_to seasonal_naive needs a season: set evaluate.season_length")
+            if season != AUTO and lookback != AUTO and season > lookback:
+                raise ValueError(f"model.residual_to seasonal_naive repeats the window's last season: "
+                                 f"window.lookback {lookback} must be >= evaluate.season_length {season}")
+        if self.train.loss_weight == "mase" and model.window_norm != "log_mean":
+            raise ValueError("train.loss_weight mase turns errors in the network's log-ratio units into MASE units: "
+                             "it needs model.window_norm log_mean")
 
     def with_overrides(self, **sections: dict[str, Any]) -> PipelineConfig:
         """A copy with some fields of some sections replaced, validated again."""

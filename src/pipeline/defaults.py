@@ -18,7 +18,8 @@ The rules, from the data's training rows (and the whole series for positivity):
   random walk) is differenced, since a scaler fit on past levels breaks when later levels leave
   their range: `log_return` when every value is > 0 (changes in proportion, as prices), else
   `difference`; a series without drift is modelled as its `level`, which keeps a season's shape
-  for the network to learn.
+  for the network to learn. A network that normalises its own windows (`model.window_norm`) reads
+  levels: `auto` transforms are `level` there, and an `auto` lookback is whole `model.input_chunk`s.
 """
 
 from __future__ import annotations
@@ -116,12 +117,14 @@ def resolve_auto(cfg: PipelineConfig, frame: pd.DataFrame) -> PipelineConfig:
         # the seasonal naive baseline needs a whole season of known rows before each forecast
         changes["evaluate"] = {"season_length": season if season and season < train_rows else None}
     if window.lookback == AUTO:
-        changes["window"] = {"lookback": choose_lookback(season, train_rows)}
+        chunk = cfg.model.input_chunk  # the lookback is whole LSTM steps of `chunk` rows
+        changes["window"] = {"lookback": max(chunk, choose_lookback(season, train_rows) // chunk * chunk)}
     auto_features = ([c for c in cfg.data.features if c not in pre.feature_transforms]
                      if pre.default_feature_transform == AUTO and pre.target_transform == AUTO else [])
     if pre.target_transform == AUTO or auto_features:
-        chosen = {c: choose_transform(frame[c].to_numpy(dtype=float), train_rows)
-                  for c in {cfg.data.target, *auto_features}}
+        # a network that normalises its own windows (model.window_norm) reads levels
+        choose = (lambda values, rows: "level") if cfg.model.window_norm != "none" else choose_transform
+        chosen = {c: choose(frame[c].to_numpy(dtype=float), train_rows) for c in {cfg.data.target, *auto_features}}
         target = chosen[cfg.data.target] if pre.target_transform == AUTO else pre.target_transform
         changes["preprocess"] = {"target_transform": target}
         if auto_features:

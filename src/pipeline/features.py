@@ -42,6 +42,10 @@ def transform_domain(cfg: PipelineConfig) -> dict[str, str]:
         if kind in LOGS and column not in out:
             out[column] = (f"> 0 for the {kind} transform ({key}): the log of a value <= 0 is undefined; "
                            "the difference transform works on any values")
+    if cfg.model.window_norm == "log_mean":
+        for column in cfg.data.features:
+            out.setdefault(column, "> 0 for model.window_norm log_mean (the log of value / window mean); "
+                                   "model.window_norm none with the difference transform works on any values")
     return out
 
 
@@ -279,6 +283,7 @@ class Windows:
     y: np.ndarray  # (n, horizon) scaled, transformed target, float32
     origins: np.ndarray  # (n,) position of each window's last input row
     target_positions: np.ndarray  # (n, horizon)
+    weight: np.ndarray | None = None  # (n,) loss weight per window (train.loss_weight), unnormalised; None: equal
 
     def __len__(self) -> int:
         return len(self.origins)
@@ -313,6 +318,9 @@ class Preprocessor:
         self.frequency: str | None = cfg.data.freq  # the training dates' calendar (pipeline.dates): given or inferred
         self.given_frequency = cfg.data.freq
         self.fitted = False
+        # training only (not saved): the MASE loss weights' power and season (train.loss_weight)
+        season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else 1
+        self.loss_weight = (cfg.train.loss_weight_power, season) if cfg.train.loss_weight == "mase" else None
 
     # -- sizes
     @property
@@ -402,6 +410,7 @@ class Preprocessor:
         pre.target_scaler = scaler_from_dict(data["target_scaler"])
         pre.feature_scaler_kind = data["feature_scaler"]["kind"]
         pre.target_scaler_kind = data["target_scaler"]["kind"]
+        pre.loss_weight = None
         pre.fitted = True
         return pre
 
@@ -432,6 +441,7 @@ class Preprocessor:
         target_pos = origins[:, None] + self.lead + np.arange(self.horizon)[None, :]
         first_label = bounds.label(target_pos[:, 0])
         last_label = bounds.label(target_pos[:, -1])
+        weights = self.mase_weights(frame, bounds, origins) if self.loss_weight else None
         out: dict[SplitName, Windows] = {}
         for split in SPLITS:
             keep = (first_label == split) & (last_label == split)
@@ -441,8 +451,24 @@ class Preprocessor:
                 y=target[target_pos[keep]].astype(np.float32).reshape(-1, self.horizon),
                 origins=o,
                 target_positions=target_pos[keep],
+                weight=None if weights is None else weights[keep],
             )
         return out
+
+    def mase_weights(self, frame: pd.DataFrame, bounds: SplitBounds, origins: np.ndarray) -> np.ndarray:
+        """Each window's MASE loss weight: (its inputs' mean target level / the series' in-sample seasonal-naive
+        error over the training rows) ** power. An error of e in log-ratio units is about level x e in the target's
+        units, so the weight turns it into the series' MASE units. A series whose seasonal-naive error is below a
+        thousandth of its level counts as that thousandth, so a flat series cannot take over the loss."""
+        power, season = self.loss_weight
+        values = frame[self.target].to_numpy(dtype=float)
+        fit = values[: bounds.val_start]
+        errors = np.abs(fit[season:] - fit[:-season]) if len(fit) > season else np.abs(np.diff(fit))
+        level = float(np.nanmean(np.abs(fit))) if len(fit) else 1.0
+        scale = max(float(np.nanmean(errors)) if len(errors) else 0.0, 1e-3 * level, np.finfo(float).tiny)
+        sums = np.concatenate([[0.0], np.cumsum(values)])
+        means = (sums[origins + 1] - sums[origins + 1 - self.lookback]) / self.lookback
+        return (np.maximum(means, 0.0) / scale) ** power
 
     def anchors(self, levels: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """The last known target level before each window's first predicted step (NaN if none)."""

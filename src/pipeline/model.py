@@ -1,4 +1,13 @@
-"""The forecaster: an LSTM whose head reads the last layer's output at the last time step."""
+"""The forecaster: an LSTM whose head reads the last layer's output at the last time step.
+
+Optionally the network handles its windows itself (what one global model of many series needs):
+`input_chunk` rows per LSTM step; `window_norm="log_mean"` feeds log(value / window mean) per
+column and predicts the target in those units (instance normalisation, as RevIN or ES-RNN do);
+`residual_season` adds the window's last season, repeated, to the head's output, so the head
+learns the correction to seasonal naive. Training compares `model(x)` with
+`model.target_space(x, y)`; `model.to_units(x, out)` turns outputs back into the preprocessor's
+units. Without these options both are the identity and the network is the plain one.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +37,14 @@ class LSTMForecaster(nn.Module):
         dropout: float = 0.0,
         head_hidden: tuple[int, ...] | list[int] = (),
         head_activation: str = "none",
+        input_chunk: int = 1,
+        window_norm: str = "none",
+        residual_season: int = 0,
+        target_index: int = 0,
     ) -> None:
         super().__init__()
+        if window_norm not in ("none", "log_mean"):
+            raise ValueError(f"unknown window_norm {window_norm!r} (known: none, log_mean)")
         self.init_args: dict[str, Any] = {
             "n_features": n_features,
             "horizon": horizon,
@@ -39,8 +54,15 @@ class LSTMForecaster(nn.Module):
             "head_hidden": list(head_hidden),
             "head_activation": head_activation,
         }
+        # the window options are saved only when used: a plain network's saved form stays what it always was
+        options = {"input_chunk": input_chunk, "window_norm": window_norm, "residual_season": residual_season,
+                   "target_index": target_index}
+        defaults = {"input_chunk": 1, "window_norm": "none", "residual_season": 0, "target_index": 0}
+        self.init_args.update({k: v for k, v in options.items() if v != defaults[k]})
+        self.input_chunk, self.window_norm = input_chunk, window_norm
+        self.residual_season, self.target_index, self.horizon = residual_season, target_index, horizon
         self.lstm = nn.LSTM(
-            input_size=n_features,
+            input_size=n_features * input_chunk,
             hidden_size=hidden_size,
             num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0,
@@ -57,13 +79,48 @@ class LSTMForecaster(nn.Module):
             width = size
         self.head = nn.Sequential(*layers)
 
+    @property
+    def handles_windows(self) -> bool:
+        """True when the network normalises its windows or adds a seasonal base (see the module docstring)."""
+        return self.window_norm != "none" or self.residual_season > 0
+
+    def _levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Each window's mean per column (batch, 1, n_features), kept above zero."""
+        return x.mean(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (batch, lookback, n_features)
-        out, _ = self.lstm(x)  # (batch, lookback, hidden): the last layer's output at every step
-        return self.head(out[:, -1, :])  # (batch, horizon)
+        if self.window_norm == "log_mean":
+            x = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny) / self._levels(x))
+        steps = x.reshape(x.shape[0], x.shape[1] // self.input_chunk, self.input_chunk * x.shape[2])
+        out, _ = self.lstm(steps)  # (batch, steps, hidden): the last layer's output at every step
+        forecast = self.head(out[:, -1, :])  # (batch, horizon)
+        if self.residual_season:
+            season = x[:, -self.residual_season:, self.target_index]
+            repeats = -(-self.horizon // self.residual_season)
+            forecast = forecast + season.repeat(1, repeats)[:, : self.horizon]
+        return forecast
+
+    def target_space(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Targets y (batch, horizon) in the units `forward` predicts, for the windows x they follow."""
+        if self.window_norm == "log_mean":
+            level = self._levels(x[:, :, self.target_index: self.target_index + 1])[:, :, 0]
+            return torch.log(y.clamp_min(torch.finfo(y.dtype).tiny) / level)
+        return y
+
+    def to_units(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Outputs of `forward` for windows x back in the units of the targets (the inverse of `target_space`)."""
+        if self.window_norm == "log_mean":
+            return torch.exp(out) * self._levels(x[:, :, self.target_index: self.target_index + 1])[:, :, 0]
+        return out
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, n_features: int, horizon: int) -> LSTMForecaster:
+    def from_config(cls, cfg: ModelConfig, n_features: int, horizon: int, season: int | None = None,
+                    target_index: int = 0) -> LSTMForecaster:
+        """The network `cfg` describes; `season` (evaluate.season_length) and `target_index` (the target's
+        position among the features) serve the window options."""
+        if cfg.residual_to == "seasonal_naive" and not season:
+            raise ValueError("model.residual_to seasonal_naive needs a season length")
         return cls(
             n_features=n_features,
             horizon=horizon,
@@ -72,6 +129,10 @@ class LSTMForecaster(nn.Module):
             dropout=cfg.dropout,
             head_hidden=cfg.head_hidden,
             head_activation=cfg.head_activation,
+            input_chunk=cfg.input_chunk,
+            window_norm=cfg.window_norm,
+            residual_season=int(season or 0) if cfg.residual_to == "seasonal_naive" else 0,
+            target_index=target_index,
         )
 
     def checkpoint(self) -> dict[str, Any]:

@@ -20,6 +20,12 @@ Format version 2 (a model of many series, `data.series_column`) is version 1 plu
 where preprocessor.json and weights.pt hold the first series' preprocessor and weights. A
 model of one series is still written as version 1, which it is: nothing in it changed meaning.
 
+Format version 3 is version 1 or 2 (series.json when the model serves many series) whose
+model.json `init_args` may also hold the network's window options (`input_chunk`,
+`window_norm`, `residual_season`, `target_index`; pipeline.model): a network that uses any of
+them is written as version 3, so code that predates them refuses it instead of predicting
+without them. A network without them is still version 1 or 2.
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -44,8 +50,9 @@ from pipeline.features import Preprocessor
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "lstm-forecaster"
-FORMAT_VERSION = 2  # the newest; a one-series model is written as version 1 (`ForecastBundle.format_version`)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+FORMAT_VERSION = 3  # the newest; a model is written as the lowest version that holds it (`ForecastBundle.format_version`)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
+WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
 SERIES_WEIGHTS = "series_weights.pt"  # format 2, local strategy
@@ -86,7 +93,10 @@ class ForecastBundle:
 
     @property
     def format_version(self) -> int:
-        """The lowest format version that holds this bundle: 2 for many series, else 1."""
+        """The lowest format version that holds this bundle: 3 for a network with window options, 2 for many
+        series, else 1."""
+        if any(k in self.checkpoint["init_args"] for k in WINDOW_OPTIONS):
+            return 3
         return 2 if self.series is not None else 1
 
     @property
@@ -173,7 +183,8 @@ def load_bundle(path: Path) -> ForecastBundle:
     import torch
 
     version = read_format(path)
-    needed = [*FILES, SERIES_FILE] if version >= 2 else list(FILES)
+    many = version == 2 or (version == 3 and (path / SERIES_FILE).is_file())
+    needed = [*FILES, SERIES_FILE] if many else list(FILES)
     missing = [name for name in needed if not (path / name).is_file()]
     if missing:
         raise ModelFormatError(f"{path}: model directory of format version {version} lacks {', '.join(missing)}")
@@ -186,8 +197,10 @@ def load_bundle(path: Path) -> ForecastBundle:
         config = PipelineConfig.model_validate(contract["config"])
         if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
             raise TypeError("weights.pt must hold a state dict of tensors")
-        if version >= 2:
+        if many:
             series = _read_series(path, torch)
+        if version < 3 and any(k in model.get("init_args", {}) for k in WINDOW_OPTIONS):
+            raise ValueError(f"model.json holds window options ({', '.join(WINDOW_OPTIONS)}), which need format 3")
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
         text = " ".join(str(exc).split())
         text = text if len(text) <= 600 else text[:600] + "..."

@@ -319,6 +319,7 @@ def stack_windows(parts: list[Windows]) -> Windows:
         y=np.concatenate([w.y for w in parts]).astype(np.float32),
         origins=np.concatenate([w.origins for w in parts]),
         target_positions=np.concatenate([w.target_positions[:, -1:] for w in parts]),
+        weight=None if any(w.weight is None for w in parts) else np.concatenate([w.weight for w in parts]),
     )
 
 

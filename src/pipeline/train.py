@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.config import PipelineConfig, TrainConfig
 from pipeline.errors import TrainingError
 from pipeline.features import Windows
 from pipeline.model import LSTMForecaster
@@ -57,10 +57,13 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def init_model(model_cfg: ModelConfig, train_cfg: TrainConfig, n_features: int, horizon: int) -> LSTMForecaster:
-    """A fresh model whose initial weights depend on the seed alone, not on earlier use of the RNGs."""
-    seed_everything(train_cfg.seed)
-    return LSTMForecaster.from_config(model_cfg, n_features=n_features, horizon=horizon)
+def init_model(cfg: PipelineConfig, n_features: int) -> LSTMForecaster:
+    """A fresh model for a resolved config, whose initial weights depend on the seed alone, not on earlier use of the RNGs."""
+    seed_everything(cfg.train.seed)
+    season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else None
+    target = cfg.data.features.index(cfg.data.target) if cfg.data.target in cfg.data.features else 0
+    return LSTMForecaster.from_config(cfg.model, n_features=n_features, horizon=cfg.window.horizon, season=season,
+                                      target_index=target)
 
 
 def pick_device(requested: str) -> torch.device:
@@ -287,7 +290,8 @@ def fit(
     cfg: TrainConfig,
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Adam on MSE with mini-batches, gradient clipping and early stopping on validation loss.
+    """Adam on the configured loss (MSE or MAE, per-window weights when the windows carry them) with mini-batches,
+    gradient clipping and early stopping on the validation loss (the same loss).
 
     The best weights (lowest validation loss, or the last epoch without validation) are kept.
     Raises TrainingError when the loss stops being finite. Mini-batches are gathered from the
@@ -326,10 +330,13 @@ def _fit(
     has_val = val is not None and len(val) > 0
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    loss_fn = nn.MSELoss()
+    loss_fn = window_loss(cfg.loss)
+    weight_norm = loss_weight_norm(train)
+    w = None if weight_norm is None else torch.from_numpy(train.weight / weight_norm).float().to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     n = len(train)
-    full_batch = batch >= n
+    per_epoch = min(n, cfg.windows_per_epoch or n)
+    full_batch = batch >= n and per_epoch == n
     X_full = as_batch(train.X).to(device) if full_batch else None
     result = TrainResult(model=model, device=str(device), threads=threads)
     best_loss, best_state, since_best = math.inf, None, 0
@@ -337,14 +344,15 @@ def _fit(
     for epoch in range(cfg.epochs):
         model.train()
         if full_batch:
-            batches = iter([(X_full, y)])
+            batches = iter([(X_full, y, w)])
         else:
-            order = torch.randperm(n, generator=generator)
-            batches = ((gather(train.X, idx.numpy()).to(device), y[idx.to(device)]) for idx in order.split(batch))
+            order = torch.randperm(n, generator=generator)[:per_epoch]
+            batches = ((gather(train.X, idx.numpy()).to(device), y[idx.to(device)], None if w is None else w[idx.to(device)])
+                       for idx in order.split(batch))
         total = torch.zeros((), dtype=torch.float64, device=device)
-        for xb, yb in batches:  # xb (batch, lookback, n_features), yb (batch, horizon)
+        for xb, yb, wb in batches:  # xb (batch, lookback, n_features), yb (batch, horizon), wb (batch,) or None
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            loss = loss_fn(model(xb), model.target_space(xb, yb), wb)
             loss.backward()
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -352,13 +360,13 @@ def _fit(
             if scrub:
                 zero_denormals_(params)
             total += loss.detach().double() * len(xb)  # no .item() per batch: one device sync per epoch
-        train_loss = total.item() / n
+        train_loss = total.item() / per_epoch
         if not math.isfinite(train_loss):
             raise TrainingError(
                 f"training diverged at epoch {epoch + 1}: loss is {train_loss} "
                 f"(try a lower train.learning_rate than {cfg.learning_rate} or train.grad_clip)"
             )
-        val_loss = validation_loss(model, val, device) if has_val else None
+        val_loss = validation_loss(model, val, device, loss=cfg.loss, weight_norm=weight_norm) if has_val else None
         result.train_loss.append(train_loss)
         if val_loss is not None:
             result.val_loss.append(val_loss)
@@ -386,19 +394,50 @@ def _fit(
     return result
 
 
-def validation_loss(model: LSTMForecaster, val: Windows, device: torch.device, batch: int = EVAL_BATCH) -> float:
-    """Mean squared error over the validation windows, `batch` windows per forward pass.
+def window_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """The training loss: mean squared or absolute error, each window's mean error times its weight when given.
+
+    A squared error takes the square of the weight, so a weight converts the error's units either way.
+    """
+    def loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is None:
+            return nn.functional.mse_loss(pred, target) if kind == "mse" else nn.functional.l1_loss(pred, target)
+        if kind == "mse":
+            return ((pred - target).square().mean(dim=1) * weight.square()).mean()
+        return ((pred - target).abs().mean(dim=1) * weight).mean()
+    return loss
+
+
+def loss_weight_norm(train: Windows) -> float | None:
+    """The training windows' mean loss weight, which every weight is divided by (mean 1: the learning rate keeps
+    its meaning); None without weights."""
+    if train.weight is None or not len(train.weight):
+        return None
+    return float(np.mean(train.weight))
+
+
+def validation_loss(model: LSTMForecaster, val: Windows, device: torch.device, batch: int = EVAL_BATCH,
+                    loss: str = "mse", weight_norm: float | None = None) -> float:
+    """The training loss over the validation windows, `batch` windows per forward pass.
 
     Memory holds one batch's activations, not those of every window (at 2M rows, gigabytes).
+    Weights (the windows' `weight` over the training windows' `weight_norm`) apply when both are given.
     """
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(as_batch(val.X[i:i + batch]).to(device)) for i in range(0, len(val), batch)])
-        return nn.functional.mse_loss(pred, torch.from_numpy(val.y).to(device)).item()
+        preds, targets = [], []
+        for i in range(0, len(val), batch):
+            xb = as_batch(val.X[i:i + batch]).to(device)
+            preds.append(model(xb))
+            targets.append(model.target_space(xb, torch.from_numpy(val.y[i:i + batch]).to(device)))
+        weight = None
+        if weight_norm is not None and val.weight is not None:
+            weight = torch.from_numpy(val.weight / weight_norm).float().to(device)
+        return window_loss(loss)(torch.cat(preds), torch.cat(targets), weight).item()
 
 
 def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Model outputs (n, horizon) for windows X (n, lookback, n_features), in scaled space.
+    """Model outputs (n, horizon) for windows X (n, lookback, n_features), in the preprocessor's (scaled) space.
 
     `batch` windows per forward pass, so time and memory grow linearly with the windows; run
     with denormal floats flushed (weights decayed below float32's normal range otherwise make
@@ -411,5 +450,8 @@ def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np
     with torch.no_grad(), denormals_flushed() as flushed:
         if not flushed or torch.get_num_threads() > 1:
             model = without_denormals(model)
-        parts = [model(as_batch(X[i:i + batch])).numpy() for i in range(0, len(X), batch)]
+        parts = []
+        for i in range(0, len(X), batch):
+            xb = as_batch(X[i:i + batch])
+            parts.append(model.to_units(xb, model(xb)).numpy())
     return np.concatenate(parts)

@@ -78,7 +78,7 @@ def test_an_unknown_format_version_is_refused_with_the_versions_named(tmp_path) 
     marker = copy / "artifacts" / "forecaster" / "format.json"
     marker.write_text(json.dumps({"format": "lstm-forecaster", "format_version": 99}))  # 2 exists since many series
     with pytest.raises(ModelFormatError, match=r"version 99 found, but this pipeline reads 'lstm-forecaster' model "
-                                               r"directories of format version\(s\) 1, 2"):
+                                               r"directories of format version\(s\) 1, 2, 3"):
         load(copy)
 
 

@@ -31,7 +31,7 @@ def prepared(tmp_path: Path):
 
 
 def network(cfg, seed: int):
-    model = init_model(cfg.model, cfg.train.model_copy(update={"seed": seed}), n_features=1, horizon=4)
+    model = init_model(cfg.with_overrides(train={"seed": seed}), n_features=1)
     return model.eval()
 
 

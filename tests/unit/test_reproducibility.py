@@ -21,7 +21,7 @@ from tests.conftest import make_prices
 def train_once(cfg) -> tuple[str, dict[str, float]]:
     frame = validate_prices(make_prices(90), cfg.data, "synthetic", min_rows=1).frame
     pre, _, windows = features.prepare(frame, cfg)
-    model = init_model(cfg.model, cfg.train, windows["train"].X.shape[2], cfg.window.horizon)
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"], cfg.train)
     fc = evaluate.forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
     return weights_digest(result.model.state_dict()), evaluate.score(fc).flat()
@@ -48,7 +48,7 @@ def test_another_seed_gives_other_weights(tiny_config_dict) -> None:
 
 
 def test_weights_digest_sees_a_single_changed_value(tiny_config) -> None:
-    model = init_model(tiny_config.model, tiny_config.train, n_features=5, horizon=1)
+    model = init_model(tiny_config, n_features=5)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     before = weights_digest(state)
     name = next(iter(state))

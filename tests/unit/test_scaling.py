@@ -72,7 +72,7 @@ def test_preparing_windows_costs_bytes_per_row_not_per_window_cell() -> None:
 def test_validation_runs_in_bounded_batches_with_the_one_pass_value() -> None:
     _, _, _, windows = prepared(400)
     val = windows["test"]  # 260-odd windows
-    model = train.init_model(config().model, config().train, FEATURES, HORIZON)
+    model = train.init_model(config(), n_features=FEATURES)
     sizes: list[int] = []
     model.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]))
     loss = train.validation_loss(model, val, torch.device("cpu"), batch=50)
@@ -84,7 +84,7 @@ def test_validation_runs_in_bounded_batches_with_the_one_pass_value() -> None:
 def test_fit_gathers_each_batch_from_the_views() -> None:
     _, _, _, windows = prepared(400)
     cfg = config(batch_size=32)
-    model = train.init_model(cfg.model, cfg.train, FEATURES, HORIZON)
+    model = train.init_model(cfg, n_features=FEATURES)
     sizes: list[int] = []
     model.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]) if mod.training else None)
     train.fit(model, windows["train"], None, cfg.train)
@@ -103,7 +103,7 @@ def test_evaluation_calls_the_model_per_bounded_batch_and_allocates_linearly(mon
     peaks, calls = {}, {}
     for n in (3000, 6000):
         frame, pre, _, windows = prepared(n)
-        model = train.init_model(cfg.model, cfg.train, FEATURES, HORIZON)
+        model = train.init_model(cfg, n_features=FEATURES)
         sizes: list[int] = []
         model.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]))
         peaks[n] = peak_bytes(lambda: evaluate_split(model, pre, frame, windows)) / len(windows["test"])

@@ -200,7 +200,7 @@ def test_hourly_data_keeps_its_times_in_the_input_example_and_the_forecasts() ->
     assert pre.frequency == "h"
     example = input_example(frame, cfg, rows=pre.input_rows)
     assert example["time"].iloc[-1] == "2024-01-02 23:00:00"
-    model = init_model(cfg.model, cfg.train, n_features=1, horizon=1)
+    model = init_model(cfg, n_features=1)
     out = forecast_frame(model, pre, frame)
     assert out[["origin", "date"]].iloc[0].tolist() == ["2024-01-02 23:00:00", "2024-01-03 00:00:00"]
 

@@ -155,7 +155,7 @@ def test_plan_states_rows_windows_and_time_without_changing_training(tiny_config
     cfg = tiny_config.train
 
     def trained(with_plan: bool) -> str:
-        m = train.init_model(tiny_config.model, cfg, n_features=windows["train"].X.shape[2], horizon=1)
+        m = train.init_model(tiny_config, n_features=windows["train"].X.shape[2])
         if with_plan:
             plan = train.plan_training(m, windows, cfg)
             assert plan.rows == 90 and plan.windows == {s: len(w) for s, w in windows.items()}
