@@ -11,13 +11,23 @@ from matplotlib.figure import Figure
 from pipeline.evaluate import Forecasts
 
 # Figures are built with matplotlib's object-oriented API, never pyplot: no display, no global
-# figure registry to close, and 0.4 s less start-up than importing pyplot.
+# figure registry to close, and 0.4 s less start-up than importing pyplot. Margins are fixed in
+# inches rather than found by a layout engine: constrained layout measured every tick label of
+# every axis again on each save, half of the plots' CPU time in a training run.
+MARGINS_IN = {"left": 1.0, "right": 0.3, "bottom": 0.7, "top": 0.5, "between_rows": 0.9, "between_cols": 0.9}
 
 
 def _figure(rows: int = 1, cols: int = 1, figsize: tuple[float, float] = (8, 4.5), **kwargs: object) -> tuple[Figure, object]:
-    """A constrained-layout Figure and its axes, as `pyplot.subplots` would return them."""
-    fig = Figure(figsize=figsize, layout="constrained")
-    return fig, fig.subplots(rows, cols, **kwargs)
+    """A Figure and its axes, as `pyplot.subplots` would return them, with room for titles and tick labels."""
+    width, height = figsize
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(rows, cols, **kwargs)
+    panel_w = (width - MARGINS_IN["left"] - MARGINS_IN["right"] - (cols - 1) * MARGINS_IN["between_cols"]) / cols
+    panel_h = (height - MARGINS_IN["bottom"] - MARGINS_IN["top"] - (rows - 1) * MARGINS_IN["between_rows"]) / rows
+    fig.subplots_adjust(left=MARGINS_IN["left"] / width, right=1 - MARGINS_IN["right"] / width,
+                        bottom=MARGINS_IN["bottom"] / height, top=1 - MARGINS_IN["top"] / height,
+                        wspace=MARGINS_IN["between_cols"] / panel_w, hspace=MARGINS_IN["between_rows"] / panel_h)
+    return fig, axes
 
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 MODEL_COLOUR, PERSISTENCE_COLOUR = "tab:blue", "tab:red"
