@@ -68,8 +68,10 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
             handler.addFilter(ExpectedFailures())
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
-    if verbose or quiet:  # Prefect's own console logs (flow and task runs) follow -v / --quiet
-        os.environ["PREFECT_LOGGING_LEVEL"] = logging.getLevelName(level)
+    if verbose or quiet:  # Prefect's and MLflow's own console logs follow -v / --quiet
+        os.environ["PREFECT_LOGGING_LEVEL"] = os.environ["MLFLOW_LOGGING_LEVEL"] = logging.getLevelName(level)
+    else:  # MLflow's INFO lines ("Creating initial MLflow database tables...") only with -v
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     progress.set_mode("off" if quiet else "bar" if progress.stderr_is_terminal() else "lines")
 
 
@@ -417,7 +419,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The progress mode and Prefect's console level hold for this command only (a caller's own
     # flows afterwards, e.g. in tests, see them as they were).
-    changed = ("PIPELINE_PROGRESS", *(("PREFECT_LOGGING_LEVEL",) if args.verbose or args.quiet else ()))
+    changed = ("PIPELINE_PROGRESS", "MLFLOW_LOGGING_LEVEL", *(("PREFECT_LOGGING_LEVEL",) if args.verbose or args.quiet else ()))
     saved = {key: os.environ.get(key) for key in changed}
     configure_logging(args.verbose, args.quiet)
     _prepare_environment()

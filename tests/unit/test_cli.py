@@ -66,14 +66,18 @@ def test_a_bare_model_name_exits_with_one_line(tmp_path, monkeypatch, capsys) ->
 def test_verbose_keeps_http_request_logs_quiet(monkeypatch) -> None:
     monkeypatch.delenv(progress.ENV, raising=False)
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    cli.configure_logging()
+    assert os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"  # MLflow's INFO lines only with -v
     cli.configure_logging(verbose=True)
     for name in cli.CHATTY_LOGGERS:
         assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)
-    assert os.environ["PREFECT_LOGGING_LEVEL"] == "INFO"
+    assert os.environ["PREFECT_LOGGING_LEVEL"] == os.environ["MLFLOW_LOGGING_LEVEL"] == "INFO"
     cli.configure_logging(quiet=True)
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.ERROR
-    assert os.environ["PREFECT_LOGGING_LEVEL"] == "ERROR" and progress.get_mode() == "off"
+    assert os.environ["PREFECT_LOGGING_LEVEL"] == os.environ["MLFLOW_LOGGING_LEVEL"] == "ERROR"
+    assert progress.get_mode() == "off"
 
 
 def test_progress_mode_follows_the_terminal(monkeypatch) -> None:
