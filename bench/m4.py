@@ -128,18 +128,31 @@ def comparison_table(published: pd.DataFrame, ours: dict[str, tuple[float, float
 
 
 # ---------------------------------------------------------------- the product, end to end
-def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    """Run a command; (wall seconds, its peak resident memory in MiB). Raises on failure."""
+@dataclass(frozen=True)
+class Usage:
+    """What one command took: wall seconds, CPU seconds (user + system: what a busy machine does not inflate
+    much) and peak resident memory in MiB."""
+
+    wall: float
+    cpu: float
+    mib: float
+
+    def __str__(self) -> str:
+        return f"{self.wall:.1f} s (CPU {self.cpu:.1f} s)"
+
+
+def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> Usage:
+    """Run a command; what it took. Raises on failure."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}")
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+    return Usage(time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[dict[str, np.ndarray], float, float, float]:
+def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[dict[str, np.ndarray], Usage, Usage]:
     """`pipeline train` then `pipeline predict` for one seed in a private MLflow store under `work`
 
     Each seed registers its own model name in that fresh store, so its version is 1 whether or not the
@@ -158,12 +171,12 @@ def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[dict[
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     pipeline = [sys.executable, "-m", "pipeline.cli"]
-    train_s, train_mib = _run([*pipeline, "train", "--config", str(seed_cfg), "--force"], env, work)
+    train = _run([*pipeline, "train", "--config", str(seed_cfg), "--force"], env, work)
     out = work / f"forecasts_seed{seed}.csv"
-    predict_s, _ = _run([*pipeline, "predict", "--model", f"models:/{name}/1", "--data", str(long_csv),
+    predict = _run([*pipeline, "predict", "--model", f"models:/{name}/1", "--data", str(long_csv),
                          "--out", str(out), "--overwrite"], env, work)
     series_column = cfg.get("data", {}).get("series_column", SERIES)
-    return forecasts_to_wide(pd.read_csv(out), series_column), train_s, predict_s, train_mib
+    return forecasts_to_wide(pd.read_csv(out), series_column), train, predict
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,12 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     wide_to_long(train).to_csv(long_csv, index=False)
     per_seed = []
     for seed in seeds:
-        forecasts, train_s, predict_s, mib = run_seed(args.config.resolve(), long_csv, seed, work)
+        forecasts, trained, predicted = run_seed(args.config.resolve(), long_csv, seed, work)
         score = score_m4(forecasts, train, test)
-        per_seed.append((score.smape, score.mase, train_s, predict_s, mib))
+        per_seed.append((score.smape, score.mase, trained.wall, predicted.wall, trained.mib))
         ours[f"ours, seed {seed}"] = (score.smape, score.mase)
-        print(f"seed {seed}: sMAPE {score.smape:.3f}  MASE {score.mase:.3f}  train {train_s:.0f} s  "
-              f"predict {predict_s:.1f} s  peak {mib:.0f} MiB  load {os.getloadavg()[0]:.2f}", flush=True)
+        print(f"seed {seed}: sMAPE {score.smape:.3f}  MASE {score.mase:.3f}  train {trained}  "
+              f"predict {predicted}  peak {trained.mib:.0f} MiB  load {os.getloadavg()[0]:.2f}", flush=True)
     arr = np.array(per_seed)
     if len(seeds) > 1:
         ours[f"ours, mean of {len(seeds)} seeds"] = (float(arr[:, 0].mean()), float(arr[:, 1].mean()))
