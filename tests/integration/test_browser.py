@@ -74,6 +74,7 @@ def two_runs(prefect_harness, mlflow_store: str, tmp_path: Path) -> tuple[str, l
         path.write_text(yaml.safe_dump({
             "name": f"browser-seed{seed}", "data": {"source": str(tmp_path / "prices.csv")},
             "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "window": {"lookback": 5},
+            "preprocess": {"target_transform": "log_return"},  # a price walk: promoted, so @champion shows
             "model": {"hidden_size": 8}, "train": {"epochs": 3, "batch_size": 16, "patience": 5, "seed": seed},
             "tracking": {"experiment": "browser"}, "registry": {"model_name": MODEL}}))
         assert main(["train", "--config", str(path)]) == 0
