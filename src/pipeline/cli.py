@@ -167,6 +167,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from pipeline.config import resolve
+    from pipeline.sweep import load_space
+
+    load_space(args.space, resolve(args.config, args.data, args.experiment, args.model_name))  # a bad file fails in a second
     with flow_start_up():
         from flows.sweep import run_sweep
 
