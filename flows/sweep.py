@@ -46,7 +46,8 @@ class SweepSummary:
     trial_run_ids: dict[int, str]
     winner: TrainingSummary
     runner: str
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole flow
+    trials_seconds: float = 0.0  # from the first trial's start to the last one's end
     notes: list[str] = field(default_factory=list)
 
 
@@ -140,8 +141,10 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
             tracking.log_text(client, run.run_id, open(space_path, encoding="utf-8").read(), "sweep/space.yaml")
             parent = ParentRef(run.run_id, experiment_id, name, raw.digest)
             threads = sweep.threads_per_trial(parallel, usable_cores())
+            trials_started = time.perf_counter()
             with sweep.torch_threads(threads) if local else nullcontext():  # Dask: each worker picks its own
                 outcomes, run_ids = run_trials(space, cfg, frame, parent, trials, parallel, client.tracking_uri)
+            trials_seconds = time.perf_counter() - trials_started
             best = record_sweep(run, outcomes)
             winner_cfg = sweep.trial_config(cfg, best.params, threads=best.threads)
             with timings.stage("winner"):
@@ -151,7 +154,7 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
                               winner.metrics["test_naive_rmse"])
         return SweepSummary(run_id=run.run_id, experiment_id=experiment_id, outcomes=outcomes, best=best,
                             trial_run_ids=run_ids, winner=winner, runner=runner,
-                            seconds=time.perf_counter() - started, notes=winner.notes)
+                            seconds=time.perf_counter() - started, trials_seconds=trials_seconds, notes=winner.notes)
 
 
 def run_trials(space: SweepSpace, cfg: PipelineConfig, frame: pd.DataFrame, parent: ParentRef, trials: int,

@@ -377,6 +377,19 @@ class PruningCheck:
             raise optuna.TrialPruned(f"validation loss {val_loss:.6g} at epoch {epoch + 1} is worse than the median")
 
 
+def peak_rss_mb() -> float:
+    """The peak resident memory of the process running the trial so far, in MiB (NaN where unknown).
+
+    On a process pool or a Dask worker that is the worker: the libraries it imported plus the
+    largest trial it ran; on a thread it is the whole sweep's process.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def validation_mase(frame: pd.DataFrame, cfg: PipelineConfig, val_start: int, actual: np.ndarray,
                     predicted: np.ndarray) -> float:
     """MASE of the validation forecasts, scaled by the training rows' seasonal-naive error (M4's definition)."""
@@ -427,6 +440,7 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, cfg: PipelineConfig, on_epoc
         "best_val_loss": min(result.val_loss) if result.val_loss else float("nan"),
         "best_epoch": float(result.best_epoch + 1), "epochs": float(result.epochs_run),
         "time_train_s": result.seconds, "time_trial_s": seconds, "threads": float(result.threads),
+        "peak_rss_mb": peak_rss_mb(),
     }
     if not math.isfinite(value):  # a constant training target: fall back to RMSE so trials still rank
         value = scores.model["rmse"]
