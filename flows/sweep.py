@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,7 +28,6 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.runs import Timings, TrainingSummary
 from pipeline.sweep import SweepSpace, TrialOutcome, TrialSpec
 from pipeline.tracking import TrackedRun
-from pipeline.train import usable_cores
 
 __all__ = ["SweepSummary", "run_sweep", "sweep_flow"]
 
@@ -64,7 +63,7 @@ class ParentRef:
 @task(name="trial", **STEP)
 def trial_task(spec: TrialSpec, frame: pd.DataFrame, parent: ParentRef) -> tuple[TrialOutcome, str]:
     """One trial as a child run of the sweep: its params, per-epoch losses and validation scores."""
-    cfg = spec.machine_config()
+    cfg = spec.config
     client = tracking.get_client(cfg.with_overrides(tracking={"uri": spec.tracking_uri}) if spec.tracking_uri else cfg)
     tags = {tracking.PARENT_RUN_TAG: parent.run_id, "run_type": "sweep-trial", "sweep.trial": str(spec.number),
             "data_digest": parent.data_digest, **prefect_tags()}
@@ -73,7 +72,7 @@ def trial_task(spec: TrialSpec, frame: pd.DataFrame, parent: ParentRef) -> tuple
         tracking.log_params_and_tags(client, run.run_id, {**cfg.flat(), "sweep.trial": str(spec.number)}, {})
         epoch_logger = tracking.EpochLogger(client, run.run_id)
         try:
-            outcome = sweep.run_trial(frame, spec, cfg, on_epoch_end=epoch_logger)
+            outcome = sweep.run_trial(frame, spec, on_epoch_end=epoch_logger)
         finally:
             epoch_logger.flush()
         tracking.log_params_and_tags(client, run.run_id, {}, {"sweep.state": outcome.state})
@@ -107,7 +106,7 @@ def run_sweep(space_path: str, config_path: str | None = "configs/default.yaml",
               experiment: str | None = None, model_name: str | None = None, trials: int | None = None,
               parallel: int = 1, dask_address: str | None = None, config: PipelineConfig | None = None) -> SweepSummary:
     """Run `sweep_flow` on the task runner the settings ask for: `dask_address`, else $PIPELINE_DASK_ADDRESS,
-    else the space file's `dask_address`; none of them: a local thread pool of `parallel` workers."""
+    else the space file's `dask_address`; none of them: `parallel` local worker processes (see `task_runner`)."""
     if parallel < 1:
         raise ConfigError(f"--parallel must be at least 1 (got {parallel})")
     if trials is not None and trials < 1:
@@ -118,12 +117,12 @@ def run_sweep(space_path: str, config_path: str | None = "configs/default.yaml",
     runner, described = task_runner(parallel, address)
     return sweep_flow.with_options(task_runner=runner)(
         space_path=space_path, config_path=config_path, cfg=cfg, trials=trials or space.trials, parallel=parallel,
-        runner=described, local=not address)
+        runner=described)
 
 
 @flow(name="lstm-sweep", log_prints=False)
 def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, trials: int, parallel: int,
-               runner: str = "threads", local: bool = True) -> SweepSummary:
+               runner: str = "this process") -> SweepSummary:
     """Search the space of `space_path` around `cfg`; the winner is trained, scored on test and registered."""
     with library_logs_to_run():
         started, timings = time.perf_counter(), Timings.since_process_start()
@@ -138,12 +137,10 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
             tracking.log_params_and_tags(client, run.run_id, {
                 "sweep.space": space_path, "sweep.trials": str(trials), "sweep.parallel": str(parallel),
                 "sweep.runner": runner, "sweep.objective": sweep.OBJECTIVE, "sweep.seed": str(space.seed)}, {})
-            tracking.log_text(client, run.run_id, open(space_path, encoding="utf-8").read(), "sweep/space.yaml")
+            tracking.log_text(client, run.run_id, Path(space_path).read_text(encoding="utf-8"), "sweep/space.yaml")
             parent = ParentRef(run.run_id, experiment_id, name, raw.digest)
-            threads = sweep.threads_per_trial(parallel, usable_cores())
             trials_started = time.perf_counter()
-            with sweep.torch_threads(threads) if local else nullcontext():  # Dask: each worker picks its own
-                outcomes, run_ids = run_trials(space, cfg, frame, parent, trials, parallel, client.tracking_uri)
+            outcomes, run_ids = run_trials(space, cfg, frame, parent, trials, parallel, client.tracking_uri)
             trials_seconds = time.perf_counter() - trials_started
             best = record_sweep(run, outcomes)
             winner_cfg = sweep.trial_config(cfg, best.params, threads=best.threads)

@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +28,7 @@ import pandas as pd
 import yaml
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -257,23 +256,6 @@ def check_against(space: SweepSpace, base: PipelineConfig) -> None:
 
 
 # ---------------------------------------------------------------- trials
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Hold torch's process-wide thread count at `threads` for a sweep whose trials share this process.
-
-    `fit` sets and restores the count around each trial; with every trial asking for this same
-    number, the sets and restores of trials running side by side cannot hand one of them more.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def threads_per_trial(parallel: int, cores: int) -> int:
     """Torch threads for each of `parallel` trials sharing `cores` cores, so they do not oversubscribe."""
     return max(1, cores // max(1, parallel))
@@ -302,11 +284,11 @@ class TrialSpec:
     tracking_uri: str | None = None  # where the sweep logs: a trial on a Dask worker writes there too
     finished: tuple[Any, ...] = ()  # optuna FrozenTrials finished before this trial started
 
-    def machine_config(self) -> PipelineConfig:
-        """The trial's config with torch threads for the machine it runs on (its cores over `parallel`)."""
+    def thread_cap(self) -> int:
+        """The most torch threads the trial may use on the machine it runs on: its cores over `parallel`."""
         from pipeline.train import usable_cores
 
-        return trial_config(self.config, {}, threads=threads_per_trial(self.parallel, usable_cores()))
+        return threads_per_trial(self.parallel, usable_cores())
 
 
 @dataclass
@@ -399,8 +381,11 @@ def validation_mase(frame: pd.DataFrame, cfg: PipelineConfig, val_start: int, ac
     return mase(actual, predicted, mase_scale(insample, cfg.evaluate.season_length or 1))
 
 
-def run_trial(frame: pd.DataFrame, spec: TrialSpec, cfg: PipelineConfig, on_epoch_end: Any = None) -> TrialOutcome:
-    """Train `cfg` (the trial's `machine_config`) on the training rows, score it on the validation rows.
+def run_trial(frame: pd.DataFrame, spec: TrialSpec, on_epoch_end: Any = None) -> TrialOutcome:
+    """Train the trial's config on the training rows and score it on the validation rows: its outcome.
+
+    Torch threads: what `fit` would pick for the work (one for a small model), at most the trial's
+    `thread_cap`, so `parallel` trials on one machine never ask for more threads than it has cores.
 
     `on_epoch_end` (e.g. MLflow's epoch logger) sees every epoch, the pruned one included. A
     PipelineError (a diverged loss, a lookback too long for the data) propagates: the trial failed.
@@ -408,9 +393,10 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, cfg: PipelineConfig, on_epoc
     import optuna
 
     from pipeline import evaluate, features
-    from pipeline.train import fit, init_model
+    from pipeline.train import fit, init_model, pick_threads
 
     started = time.perf_counter()
+    cfg = spec.config
     check = PruningCheck(spec.pruning, spec.finished)
     losses: dict[int, float] = {}
 
@@ -423,13 +409,17 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, cfg: PipelineConfig, on_epoc
 
     pre, bounds, windows = features.prepare(frame, cfg)
     model = init_model(cfg.model, cfg.train, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
+    train = windows["train"]
+    wanted = pick_threads(model, min(cfg.train.batch_size or len(train), len(train)), train.X.shape[1],
+                          cfg.train.num_threads)
+    train_cfg = cfg.train.model_copy(update={"num_threads": min(wanted, spec.thread_cap())})
     try:
-        result = fit(model, windows["train"], windows["val"], cfg.train, on_epoch_end=hook)
+        result = fit(model, train, windows["val"], train_cfg, on_epoch_end=hook)
     except optuna.TrialPruned:
         seconds = time.perf_counter() - started
         log.info("trial %d pruned at epoch %d", spec.number, (check.pruned_at or 0) + 1)
         return TrialOutcome(spec.number, dict(spec.params), "pruned", val_loss=losses, seconds=seconds,
-                            threads=cfg.train.num_threads, metrics={"epochs": float(len(losses)), "time_trial_s": seconds})
+                            threads=train_cfg.num_threads, metrics={"epochs": float(len(losses)), "time_trial_s": seconds})
     fc = evaluate.forecast_split(result.model, pre, frame, windows["val"], cfg.evaluate)
     scores = evaluate.score(fc, prefix="val")
     value = validation_mase(frame, cfg, bounds.val_start, fc.actual, fc.predicted)
@@ -469,11 +459,11 @@ def finished_trials(study: Any) -> tuple[Any, ...]:
 
 
 def best_outcome(outcomes: Sequence[TrialOutcome]) -> TrialOutcome:
-    """The complete trial with the lowest objective (ties: the earlier trial); ConfigError when none completed."""
+    """The complete trial with the lowest objective (ties: the earlier trial); TrainingError when none completed."""
     complete = [o for o in outcomes if o.state == "complete" and o.value is not None and math.isfinite(o.value)]
     if not complete:
         states = ", ".join(f"trial {o.number}: {o.state}" + (f" ({o.error})" if o.error else "") for o in outcomes)
-        raise ConfigError(f"no trial of the sweep completed ({states}); widen the space, add trials or loosen pruning")
+        raise TrainingError(f"no trial of the sweep completed ({states}); widen the space, add trials or loosen pruning")
     return min(complete, key=lambda o: (o.value, o.number))
 
 

@@ -7,80 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from pipeline.cli import main
-from tests.conftest import ROOT
-
-SPACE = {
-    "trials": 4,
-    "seed": 5,
-    "pruning": {"startup_trials": 2, "warmup_epochs": 1},
-    "params": {
-        "window.lookback": {"type": "int", "low": 5, "high": 15, "step": 5},
-        "model.hidden_size": {"type": "int", "low": 4, "high": 16, "log": True},
-        "model.num_layers": {"type": "int", "low": 1, "high": 2},
-        "model.dropout": {"type": "float", "low": 0.0, "high": 0.3},
-        "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-        "train.batch_size": {"type": "categorical", "choices": [32, 64]},
-        "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True},
-        "preprocess.target_transform": {"type": "categorical", "choices": ["log_return", "difference"]},
-    },
-}
+from tests.integration.sweep_support import check_sweep, write_sweep_files
 
 
 @pytest.fixture
-def sweep_files(tmp_path: Path, write_config) -> tuple[str, str]:
-    """A tiny config on the sample data (3 epochs) and a 4-trial space over every searchable kind of value."""
-    config = write_config(data={"source": str(ROOT / "data" / "SBUX.csv")}, train={"epochs": 3})
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
-    return config, str(space)
-
-
-def check_sweep(uri: str, model_name: str) -> None:
-    """One parent, four finished children with every param and metric, a registered winner that is the best
-    trial on validation, retrained to the same validation score."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("tests")
-    found = client.search_runs([experiment.experiment_id])
-    parents = [r for r in found if r.data.tags.get("run_type") == "sweep"]
-    assert len(parents) == 1
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 4 and len(found) == 5
-    assert all(c.info.status == "FINISHED" and c.data.tags["run_type"] == "sweep-trial" for c in children)
-    assert sorted(int(c.data.params["sweep.trial"]) for c in children) == [0, 1, 2, 3]
-    complete = [c for c in children if c.data.tags["sweep.state"] == "complete"]
-    assert complete and {c.data.tags["sweep.state"] for c in children} <= {"complete", "pruned"}
-    for child in children:
-        for key in SPACE["params"]:
-            assert key in child.data.params, key
-        assert child.data.params["train.num_threads"] >= "1"
-        assert client.get_metric_history(child.info.run_id, "val_loss"), "per-epoch losses"
-        assert "time_trial_s" in child.data.metrics
-    for child in complete:
-        for key in ("val_mase", "val_rmse", "val_rmse_ratio", "best_val_loss", "epochs"):
-            assert key in child.data.metrics, key
-        assert not any(k.startswith("test_") for k in child.data.metrics)  # selection never sees test
-        assert len(client.get_metric_history(child.info.run_id, "train_loss")) == 3
-    best = min(complete, key=lambda c: (c.data.metrics["val_mase"], int(c.data.params["sweep.trial"])))
-    m = parent.data.metrics
-    assert parent.data.params["sweep.best_trial"] == best.data.params["sweep.trial"]
-    assert m["best_val_mase"] == pytest.approx(best.data.metrics["val_mase"])
-    assert m["trials"] == 4 and m["trials_complete"] == len(complete)
-    for key in SPACE["params"]:  # the parent carries the winner's config
-        assert parent.data.params[key] == best.data.params[key], key
-    # retrained with the trial's seed and threads: the same model, so the same validation score
-    assert m["val_rmse"] == pytest.approx(best.data.metrics["val_rmse"], rel=1e-9)
-    assert "test_rmse" in m and "test_naive_rmse" in m
-    artifacts = {f.path for d in ("plots", "sweep") for f in client.list_artifacts(parent.info.run_id, d)}
-    assert {"plots/sweep_objective.png", "sweep/trials.csv", "sweep/space.yaml", "plots/forecast.png"} <= artifacts
-    (version,) = client.search_model_versions(f"name='{model_name}'")
-    assert version.run_id == parent.info.run_id
-    assert version.version in client.get_registered_model(model_name).aliases.values()  # gated: champion or challenger
-    assert parent.data.tags["registered_version"] == str(version.version) and parent.data.tags["promotion"]
+def sweep_files(tmp_path: Path, tiny_config_dict: dict) -> tuple[str, str]:
+    return write_sweep_files(tmp_path, tiny_config_dict)
 
 
 def test_a_four_trial_sweep_at_parallelism_two(prefect_harness, mlflow_store, sweep_files, capsys):
@@ -112,3 +46,20 @@ def test_the_same_sweep_on_a_dask_cluster(prefect_harness, mlflow_store, sweep_f
                      "--dask-address", cluster.scheduler_address]) == 0
     assert f"on dask ({cluster.scheduler_address})" in capsys.readouterr().out
     check_sweep(mlflow_store, "swept")
+
+
+def test_failed_trials_are_recorded_and_a_sweep_without_a_complete_trial_fails(prefect_harness, mlflow_store,
+                                                                                sweep_files, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    config, _ = sweep_files
+    space = tmp_path / "too-long.yaml"  # a valid config, but 200 rows of lookback leave the splits no window
+    space.write_text(yaml.safe_dump({"trials": 2, "params": {"window.lookback": {"type": "categorical", "choices": [200]}}}))
+    assert main(["sweep", "--space", str(space), "--config", config, "--model-name", "never"]) == 1
+    err = capsys.readouterr().err
+    assert "no trial of the sweep completed (trial 0: failed (too few rows" in err and "trial 1: failed" in err
+    client = MlflowClient(mlflow_store)
+    found = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    statuses = sorted((r.data.tags["run_type"], r.info.status) for r in found)
+    assert statuses == [("sweep", "FAILED"), ("sweep-trial", "FAILED"), ("sweep-trial", "FAILED")]
+    assert client.search_registered_models() == []

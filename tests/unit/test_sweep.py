@@ -10,7 +10,7 @@ import yaml
 
 from pipeline import sweep
 from pipeline.config import PipelineConfig, load_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TrainingError
 from pipeline.sweep import Pruning, SweepSpaceError, TrialOutcome
 from tests.conftest import ROOT
 
@@ -131,11 +131,15 @@ def test_threads_per_trial_share_the_cores(parallel: int, cores: int, threads: i
     assert sweep.threads_per_trial(parallel, cores) == threads
 
 
-def test_machine_config_gives_each_trial_its_share_of_this_machine(tiny_config: PipelineConfig) -> None:
+def test_a_trial_uses_at_most_its_share_of_this_machine(tiny_config: PipelineConfig, prices) -> None:
+    from pipeline.schemas import validate_prices
     from pipeline.train import usable_cores
 
-    spec = sweep.TrialSpec(0, {}, tiny_config, Pruning(), parallel=2)
-    assert spec.machine_config().train.num_threads == max(1, usable_cores() // 2)
+    assert sweep.TrialSpec(0, {}, tiny_config, Pruning(), parallel=2).thread_cap() == max(1, usable_cores() // 2)
+    frame = validate_prices(prices, tiny_config.data, "prices", min_rows=20).frame
+    many = tiny_config.with_overrides(train={"num_threads": 64, "epochs": 1})  # asks for more than there is
+    outcome = sweep.run_trial(frame, sweep.TrialSpec(0, {}, many, Pruning(enabled=False), parallel=usable_cores()))
+    assert outcome.threads == 1 and outcome.metrics["threads"] == 1
 
 
 def finished(curve: list[float], value: float) -> object:
@@ -171,7 +175,7 @@ def test_run_trial_scores_on_validation_and_reports_a_pruned_trial(prices, tiny_
     frame = validate_prices(prices, tiny_config.data, "prices", min_rows=20).frame
     spec = sweep.TrialSpec(3, {"model.hidden_size": 8}, tiny_config, Pruning(enabled=False))
     seen: list[int] = []
-    outcome = sweep.run_trial(frame, spec, spec.machine_config(), on_epoch_end=lambda e, t, v: seen.append(e))
+    outcome = sweep.run_trial(frame, spec, on_epoch_end=lambda e, t, v: seen.append(e))
     assert outcome.state == "complete" and outcome.number == 3 and seen == [0, 1]
     assert outcome.value == outcome.metrics["val_mase"] > 0 and "val_rmse" in outcome.metrics
     assert not any(k.startswith("test_") for k in outcome.metrics)  # selection never sees the test rows
@@ -179,7 +183,7 @@ def test_run_trial_scores_on_validation_and_reports_a_pruned_trial(prices, tiny_
     # the same trial against finished trials whose losses were far lower: pruned after the warm-up
     done = [finished([1e-9] * 2, 0.1), finished([1e-9] * 2, 0.1)]
     hopeless = sweep.TrialSpec(4, {}, tiny_config, Pruning(startup_trials=2, warmup_epochs=0), finished=tuple(done))
-    pruned = sweep.run_trial(frame, hopeless, hopeless.machine_config())
+    pruned = sweep.run_trial(frame, hopeless)
     assert pruned.state == "pruned" and pruned.value is None and list(pruned.val_loss) == [0]
 
 
@@ -189,7 +193,7 @@ def test_the_best_outcome_is_the_lowest_complete_value() -> None:
     assert sweep.best_outcome(outcomes).number == 2
     metrics = sweep.summary_metrics(outcomes, outcomes[2])
     assert metrics["trials"] == 5 and metrics["trials_pruned"] == 1 and metrics["trials_failed"] == 1
-    with pytest.raises(ConfigError, match=r"no trial of the sweep completed \(trial 1: pruned, trial 3: failed \(diverged\)\)"):
+    with pytest.raises(TrainingError, match=r"no trial of the sweep completed \(trial 1: pruned, trial 3: failed \(diverged\)\)"):
         sweep.best_outcome([outcomes[1], outcomes[3]])
 
 
