@@ -395,7 +395,7 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, on_epoch_end: Any = None) ->
     from pipeline import evaluate, features
     from pipeline.train import fit, init_model, pick_threads
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     cfg = spec.config
     check = PruningCheck(spec.pruning, spec.finished)
     losses: dict[int, float] = {}
@@ -430,6 +430,7 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, on_epoch_end: Any = None) ->
         "best_val_loss": min(result.val_loss) if result.val_loss else float("nan"),
         "best_epoch": float(result.best_epoch + 1), "epochs": float(result.epochs_run),
         "time_train_s": result.seconds, "time_trial_s": seconds, "threads": float(result.threads),
+        "cpu_trial_s": time.process_time() - cpu_started,  # this process's CPU: all its threads
         "peak_rss_mb": peak_rss_mb(),
     }
     if not math.isfinite(value):  # a constant training target: fall back to RMSE so trials still rank
