@@ -79,8 +79,6 @@ def _prepare_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    # MLflow draws a tqdm bar for every artifact download once tqdm is installed (Optuna brings it).
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Flows import `flows.*` from the project root when run from a checkout.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
