@@ -181,6 +181,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pipeline.config import resolve
+    from pipeline.sweep import load_space
+
+    load_space(args.space, resolve(args.config, args.data, args.experiment, args.model_name))  # a bad file fails in a second
+    with flow_start_up():
+        from flows.sweep import run_sweep
+
+    summary = run_sweep(args.space, args.config, args.data, args.experiment, args.model_name, trials=args.trials,
+                        parallel=args.parallel, dask_address=args.dask_address)
+    print(f"Sweep run:         {summary.run_id} (experiment {summary.experiment_id}), {len(summary.outcomes)} trials "
+          f"as child runs on {summary.runner} in {summary.seconds:.1f}s")
+    print(f"{'trial':>5}  {'state':<9}{'val_mase':>12}  values")
+    for o in sorted(summary.outcomes, key=lambda o: o.number):
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in o.params.items())
+        mark = " *" if o.number == summary.best.number else ""
+        print(f"{o.number:>5}  {o.state:<9}{_fmt(o.value):>12}  {values}{mark}")
+    print(f"* best on validation: trial {summary.best.number}; retrained on the sweep run and scored once on test:")
+    print_training_summary(summary.winner)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.registry import refuse_bare_name
 
@@ -352,6 +374,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true",
                        help="train even when the data and config are those of the last successful run")
     train.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="tune hyper-parameters with Optuna; train, score and register the best",
+                        description="Run the sweep flow: Optuna trials (TPE, median pruning on validation loss) as "
+                                    "Prefect tasks, P at a time, each a child MLflow run; the best trial on validation "
+                                    "is retrained on the parent run, scored once on test and registered and gated "
+                                    "like `pipeline train`.")
+    sw.add_argument("--space", required=True, help="search-space YAML (example: configs/sweep.yaml)")
+    sw.add_argument("--trials", type=int, help="number of trials; overrides the space file's `trials`")
+    sw.add_argument("--parallel", type=int, default=1, help="trials at once (default: %(default)s)")
+    sw.add_argument("--dask-address", help="Dask scheduler to run the trials on (else $PIPELINE_DASK_ADDRESS, "
+                                           "else the space file's dask_address, else local threads)")
+    sw.add_argument("--config", default="configs/default.yaml", help="YAML config (default: %(default)s)")
+    sw.add_argument("--data", help="CSV path or http(s) URL; overrides data.source")
+    sw.add_argument("--experiment", help="MLflow experiment; overrides tracking.experiment")
+    sw.add_argument("--model-name", help="registered model name; overrides registry.model_name")
+    sw.set_defaults(func=cmd_sweep)
 
     predict = sub.add_parser("predict", help="forecast the next horizon with a registered model",
                              description="Run the batch forecast flow: load the model, check the data against "

@@ -182,6 +182,33 @@ def plot_backtest(series: pd.Series, folds: list[tuple[pd.Timestamp, Forecasts]]
     return fig
 
 
+def plot_sweep(trials: list[tuple[int, str, float | None]], objective: str, best: int) -> Figure:
+    """The objective of every trial of a sweep, in trial order, with the running best and the winner.
+
+    `trials` holds (number, state, value); pruned and failed trials have no value and show as ticks
+    along the bottom axis.
+    """
+    fig, ax = _figure()
+    done = [(n, v) for n, state, v in trials if state == "complete" and v is not None and np.isfinite(v)]
+    if done:
+        numbers, values = zip(*done)
+        ax.plot(numbers, values, "o", color=MODEL_COLOUR, label="complete")
+        ax.step(numbers, np.minimum.accumulate(values), where="post", color="black", linewidth=1.0, label="best so far")
+        ax.plot([best], [dict(done)[best]], "*", color="tab:green", markersize=14, label=f"winner (trial {best})")
+    for state, marker in (("pruned", "x"), ("failed", "v")):
+        stopped = [n for n, s, _ in trials if s == state]
+        if stopped:
+            ax.plot(stopped, [0] * len(stopped), marker, color=PERSISTENCE_COLOUR, clip_on=False,
+                    transform=ax.get_xaxis_transform(), label=state)
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{objective} (lower is better)")
+    ax.set_title(f"Sweep: {objective} across {len(trials)} trials")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def close(fig: Figure) -> None:
     """Free a figure's artists once it is saved (no pyplot registry holds it)."""
     fig.clear()

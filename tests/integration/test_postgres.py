@@ -1,6 +1,7 @@
 """Tracking at scale: `mlflow server` on PostgreSQL (what `make tracking-server` starts), many writers.
 
-Eight `pipeline train` processes run at once against one server and one registered model: every
+Eight `pipeline train` processes run at once against one server and one registered model (and a
+4-trial sweep at parallelism 2 writes its child runs two at a time): every
 run must finish with all its metrics, the versions must be numbered 1..8 without a gap, and the
 alias history must be one unbroken chain (no move lost to a concurrent one). Skips with the reason
 only where PostgreSQL cannot start (binaries or psycopg2 missing).
@@ -107,3 +108,23 @@ def test_eight_concurrent_trainings_against_postgres(pg_tracking_uri: str, prefe
         for before, after in zip(chain, chain[1:]):
             assert after.from_version == before.to_version, f"@{alias}: a move was lost between {before} and {after}"
         assert aliases.get(alias) == chain[-1].to_version
+
+
+def test_a_four_trial_sweep_at_parallelism_two_against_postgres(pg_tracking_uri: str, prefect_harness,
+                                                                 tmp_path: Path, tiny_config_dict: dict) -> None:
+    """Two trials write child runs at once through the server: one parent, four complete children, a registered winner."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.integration.sweep_support import check_sweep, write_sweep_files
+
+    config, space = write_sweep_files(tmp_path, {**tiny_config_dict, "tracking": {"experiment": "pg-sweep"}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"MLFLOW_TRACKING_URI": pg_tracking_uri, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "sweep", "--space", space, "--config", config,
+                           "--parallel", "2", "--model-name", "pg-swept"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    print(f"4-trial sweep at parallelism 2 against PostgreSQL: {time.perf_counter() - started:.1f} s")
+    check_sweep(pg_tracking_uri, "pg-swept", experiment="pg-sweep")

@@ -1,0 +1,65 @@
+"""`pipeline sweep` end to end: trials as Prefect tasks in parallel, a parent MLflow run with a child per
+trial, the winner retrained, scored on test and registered; the same sweep on a Dask cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from tests.integration.sweep_support import check_sweep, write_sweep_files
+
+
+@pytest.fixture
+def sweep_files(tmp_path: Path, tiny_config_dict: dict) -> tuple[str, str]:
+    return write_sweep_files(tmp_path, tiny_config_dict)
+
+
+def test_a_four_trial_sweep_at_parallelism_two(prefect_harness, mlflow_store, sweep_files, capsys):
+    config, space = sweep_files
+    assert main(["sweep", "--space", space, "--config", config, "--parallel", "2", "--model-name", "swept"]) == 0
+    out = capsys.readouterr().out
+    assert "4 trials as child runs on 2 processes" in out and "best on validation: trial" in out
+    assert "Registered model:  swept version 1" in out
+    check_sweep(mlflow_store, "swept")
+
+
+def test_a_bad_space_fails_before_anything_runs(mlflow_store, write_config, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"params": {"model.dropout": {"type": "float", "low": 0.5, "high": 0.1}}}))
+    assert main(["sweep", "--space", str(space), "--config", write_config()]) == 2
+    err = capsys.readouterr().err
+    assert f"{space}: params.model.dropout: low must be below high" in err
+    assert not Path(mlflow_store.removeprefix("sqlite:///")).exists()  # no run, not even a store
+
+
+@pytest.mark.dask
+def test_the_same_sweep_on_a_dask_cluster(prefect_harness, mlflow_store, sweep_files, capsys):
+    pytest.importorskip("prefect_dask", reason="the dask extra is not installed: pip install '.[dask]'")
+    from distributed import LocalCluster
+
+    config, space = sweep_files
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert main(["sweep", "--space", space, "--config", config, "--parallel", "2", "--model-name", "swept",
+                     "--dask-address", cluster.scheduler_address]) == 0
+    assert f"on dask ({cluster.scheduler_address})" in capsys.readouterr().out
+    check_sweep(mlflow_store, "swept")
+
+
+def test_failed_trials_are_recorded_and_a_sweep_without_a_complete_trial_fails(prefect_harness, mlflow_store,
+                                                                                sweep_files, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    config, _ = sweep_files
+    space = tmp_path / "too-long.yaml"  # a valid config, but 200 rows of lookback leave the splits no window
+    space.write_text(yaml.safe_dump({"trials": 2, "params": {"window.lookback": {"type": "categorical", "choices": [200]}}}))
+    assert main(["sweep", "--space", str(space), "--config", config, "--model-name", "never"]) == 1
+    err = capsys.readouterr().err
+    assert "no trial of the sweep completed (trial 0: failed (too few rows" in err and "trial 1: failed" in err
+    client = MlflowClient(mlflow_store)
+    found = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    statuses = sorted((r.data.tags["run_type"], r.info.status) for r in found)
+    assert statuses == [("sweep", "FAILED"), ("sweep-trial", "FAILED"), ("sweep-trial", "FAILED")]
+    assert client.search_registered_models() == []
