@@ -21,7 +21,7 @@ from pipeline import gate, panel, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig
 from pipeline.errors import TrainingError
 from pipeline.evaluate import Forecasts
-from pipeline.features import Preprocessor, Windows
+from pipeline.features import Preprocessor, Windows, input_rows_needed
 from pipeline.ingest import RawData
 from pipeline.panel import Panel, PanelFit, PanelScores, SeriesPrep
 from pipeline.runs import Timings, TrainingSummary
@@ -32,8 +32,10 @@ SPLITS_SCORED = ("val", "test")
 
 
 @task(name="validate-series", **STEP)
-def validate_panel_task(raw: RawData, cfg: PipelineConfig) -> Panel:
-    return panel.validate_panel(raw, cfg, min_rows=Preprocessor(cfg).input_rows)
+def validate_panel_task(raw: RawData, cfg: PipelineConfig) -> tuple[PipelineConfig, Panel]:
+    """Each series held to the contract; `auto` settings then resolved over every series (`panel.resolve_panel`)."""
+    data = panel.validate_panel(raw, cfg, min_rows=input_rows_needed(cfg))
+    return panel.resolve_panel(raw, cfg, data)
 
 
 @task(name="split-scale-window", **STEP)
@@ -162,9 +164,9 @@ def register_panel_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, mo
 def train_portfolio(run: TrackedRun, cfg: PipelineConfig, config_path: str | None, raw: RawData,
                     timings: Timings) -> tuple[TrainingSummary, dict[str, str]]:
     """Inside the MLflow run: validate, prepare, train, evaluate, (refit,) log, register; the summary and data tags."""
-    tracking.log_params_and_tags(run.client, run.run_id, cfg.flat(), {})
     with timings.stage("validate"):
-        data = validate_panel_task(raw, cfg)
+        cfg, data = validate_panel_task(raw, cfg)
+    tracking.log_params_and_tags(run.client, run.run_id, cfg.flat(), {})  # `auto` settings as resolved
     with timings.stage("prepare"):
         preps = prepare_panel_task(data, cfg)
     with timings.stage("train"):

@@ -499,16 +499,21 @@ def prepare(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor, Spl
     return pre, bounds, windows
 
 
+def input_rows_needed(cfg: PipelineConfig) -> int:
+    """Rows one forecast reads (lookback plus the differencing warm-up); `auto` settings count as their
+    smallest outcome (a one-row lookback, a differencing warm-up)."""
+    lookback = 1 if cfg.window.lookback == AUTO else cfg.window.lookback
+    used = {cfg.preprocess.target_transform, *(cfg.preprocess.transform_for(c) for c in cfg.data.features)}
+    return lookback + (1 if (DIFFERENCING | {AUTO}) & used else 0)
+
+
 def min_rows_needed(cfg: PipelineConfig) -> int:
     """Rows the data must have so each split holds at least one window (two for training).
 
     `auto` settings count as their smallest outcome (a one-row lookback, a differencing warm-up);
     `defaults.resolve_auto` keeps the lookback within what the training rows allow.
     """
-    lookback = 1 if cfg.window.lookback == AUTO else cfg.window.lookback
-    used = {cfg.preprocess.target_transform, *(cfg.preprocess.transform_for(c) for c in cfg.data.features)}
-    warmup = 1 if (DIFFERENCING | {AUTO}) & used else 0
-    per_window = cfg.window.horizon + cfg.window.lead - 1 + lookback + warmup
+    per_window = cfg.window.horizon + cfg.window.lead - 1 + input_rows_needed(cfg)
     horizon = cfg.window.horizon
     parts = 3 if (cfg.split.val > 0 or cfg.split.train_end is not None) else 2
     if cfg.split.from_end:  # the held-out parts are fixed row counts; windows need the rest

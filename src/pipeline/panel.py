@@ -12,6 +12,7 @@ No MLflow, no Prefect: the flows wire these steps (flows/portfolio.py).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from pipeline import evaluate
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
 from pipeline.evaluate import Forecasts
-from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, split_by_time
+from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, split_by_time, transform_domain
 from pipeline.ingest import RawData, is_remote, load_prices
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle, SeriesModels
@@ -148,7 +149,7 @@ _ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
 
 
 def clean_series(raw: RawData, cfg: PipelineConfig, groups: dict[str, np.ndarray],
-                 min_rows: int) -> dict[str, pd.DataFrame]:
+                 min_rows: int, positive: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
     """The series that pass the contract as they are, parsed once for the whole table: the quick path.
 
     `validate_prices` costs about 70 ms a series in pandas overhead (30 s for M4 Hourly's 414
@@ -173,7 +174,7 @@ def clean_series(raw: RawData, cfg: PipelineConfig, groups: dict[str, np.ndarray
         if (np.diff(when) <= np.timedelta64(0, "ns")).any():
             continue
         frame = pd.DataFrame({DATE: when, **{c: v[positions] for c, v in values.items()}})
-        if passes_fast(frame, cfg.data):
+        if passes_fast(frame, cfg.data, positive):
             clean = frame.set_index(DATE)
             clean.index.name = cfg.data.date_column
             out[sid] = clean
@@ -196,7 +197,8 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
     panel = Panel(column=column, series={})
     bad: dict[str, str] = {}
     groups = {sid: np.asarray(p) for sid, p in sorted(ids.groupby(ids, sort=False).indices.items())}
-    quick = clean_series(raw, cfg, groups, min_rows)
+    positive = transform_domain(cfg)  # a log transform's values > 0, checked with the contract
+    quick = clean_series(raw, cfg, groups, min_rows, positive)
     for sid, positions in groups.items():
         if sid in quick:
             panel.series[sid] = quick[sid]
@@ -205,12 +207,20 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
         label = f"{where} series {sid!r}"
         rows = raw.frame.iloc[positions][wanted].reset_index(drop=True)
         try:
-            data = validate_prices(rows, cfg.data, label, min_rows=min_rows)
+            data = validate_prices(rows, cfg.data, label, min_rows=min_rows, positive=positive)
         except DataError as exc:
             bad[sid] = file_lines(str(exc), positions, files, lines)
             continue
         panel.series[sid] = data.frame
         panel.notes.extend(f"series {sid!r}: {file_lines(n, positions, files, lines)}" for n in data.notes)
+    return settle_bad_series(raw, cfg, panel, bad)
+
+
+def settle_bad_series(raw: RawData, cfg: PipelineConfig, panel: Panel, bad: dict[str, str]) -> Panel:
+    """`data.on_bad_series` applied to the series that broke the contract (id -> report): fail listing them
+    all, or leave them out with a warning; DataError when no series is left."""
+    for sid in bad:
+        panel.series.pop(sid, None)
     if bad and cfg.data.on_bad_series == "error":
         shown = list(bad.values())[:ERRORS_SHOWN]
         more = f"\n... and {len(bad) - ERRORS_SHOWN} more bad series" if len(bad) > ERRORS_SHOWN else ""
@@ -225,6 +235,56 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
     if not panel.series:
         raise DataError(f"{raw.source}: no series left to train on: every series breaks the data contract")
     return panel
+
+
+# ---------------------------------------------------------------- `auto` settings for many series
+def resolve_panel(raw: RawData, cfg: PipelineConfig, data: Panel) -> tuple[PipelineConfig, Panel]:
+    """One config for every series, its `auto` settings resolved from the data (`defaults.resolve_auto`).
+
+    Each series calls for its own values; the run takes the combination most series call for
+    (ties: the first series' in id order), and a log transform only when every series' values
+    are > 0 (else `difference`). Series then too short for one forecast (the resolved lookback
+    and warm-up) are bad series, settled by `data.on_bad_series`.
+    """
+    from collections import Counter
+
+    from pipeline.config import AUTO
+    from pipeline.defaults import is_resolved, resolve_auto
+    from pipeline.features import LOGS
+
+    if is_resolved(cfg):
+        return cfg, data
+    keys = (("evaluate", "season_length"), ("window", "lookback"), ("preprocess", "target_transform"),
+            ("preprocess", "default_feature_transform"), ("preprocess", "feature_transforms"))
+
+    def chosen(resolved: PipelineConfig) -> str:  # the resolved values as one hashable text
+        dumped = resolved.model_dump(mode="json")
+        return json.dumps([(s, k, dumped[s][k]) for s, k in keys], sort_keys=True)
+
+    votes = Counter(chosen(resolve_auto(cfg, frame)) for frame in data.series.values())
+    winner = json.loads(votes.most_common(1)[0][0])
+    changes: dict[str, dict[str, Any]] = {}
+    for section, key, value in winner:
+        changes.setdefault(section, {})[key] = value
+    pre = changes["preprocess"]
+    for column in dict.fromkeys([cfg.data.target, *cfg.data.features]):
+        values = np.concatenate([f[column].to_numpy(dtype=float) for f in data.series.values()])
+        if (values > 0).all():
+            continue
+        if pre["target_transform"] in LOGS and column == cfg.data.target:
+            pre["target_transform"] = "difference"
+        if column in pre["feature_transforms"] and pre["feature_transforms"][column] in LOGS:
+            pre["feature_transforms"][column] = "difference"
+    if cfg.preprocess.default_feature_transform == AUTO and pre["default_feature_transform"] in LOGS:
+        pre["default_feature_transform"] = pre["target_transform"]
+    resolved = cfg.with_overrides(**changes)
+    log.info("auto settings for %s over %d series: %s", cfg.name, len(data.series),
+             "; ".join(f"{s}.{k}={v}" for s, k, v in winner))
+    needed = Preprocessor(resolved).input_rows
+    short = {sid: f"series {sid!r}: {len(frame)} rows; rule: a series needs at least {needed} rows for one forecast "
+                  f"(the resolved window.lookback {resolved.window.lookback} and the warm-up)"
+             for sid, frame in data.series.items() if len(frame) < needed}
+    return resolved, settle_bad_series(raw, resolved, data, short) if short else data
 
 
 # ---------------------------------------------------------------- split, scale, windows

@@ -172,3 +172,64 @@ def test_backtest_refuses_many_series_with_what_to_do() -> None:
         require_one_series(cfg)
     one = parse_config({})
     assert require_one_series(one) is one
+
+
+def auto_config(path: Path, **data: object):
+    raw = long_config_dict(str(path), data=data)
+    del raw["window"]["lookback"], raw["preprocess"], raw["evaluate"]  # the code's defaults: auto
+    raw["data"]["price_columns"] = []
+    return parse_config(raw)
+
+
+def test_auto_settings_over_many_series_follow_most_series(tmp_path: Path) -> None:
+    """Hourly series: season 24 from the calendar, a lookback from it, one transform for all; a series with
+    a zero rules out the log-based transforms; the resolved config is what the preprocessors get."""
+    from pipeline.defaults import is_resolved
+
+    frame = make_long("ABC", n=200)
+    trend = frame["id"] == "A"
+    frame.loc[trend, "y"] = [f"{10 + 0.5 * i:.4f}" for i in range(int(trend.sum()))]  # A drifts; B and C do not
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    cfg = auto_config(path)
+    raw = load_prices(str(path))
+    data = panel.validate_panel(raw, cfg, min_rows=2)
+    resolved, kept = panel.resolve_panel(raw, cfg, data)
+    assert is_resolved(resolved) and sorted(kept.series) == ["A", "B", "C"]
+    assert resolved.evaluate.season_length == 24 and resolved.window.lookback == 48
+    assert resolved.preprocess.target_transform == "level"  # two of three series call for it
+    panel.prepare_panel(kept, resolved)  # the preprocessors take it as it is
+
+    for sid in "ABC":  # every series drifts now, one of them through zero
+        rows = frame["id"] == sid
+        frame.loc[rows, "y"] = [f"{(-5 if sid == 'C' else 10) + 0.5 * i:.4f}" for i in range(int(rows.sum()))]
+    frame.to_csv(path, index=False)
+    raw = load_prices(str(path))
+    resolved, _ = panel.resolve_panel(raw, cfg, panel.validate_panel(raw, cfg, min_rows=2))
+    assert resolved.preprocess.target_transform == "difference"  # log_return is undefined for C's values <= 0
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_series_too_short_for_the_resolved_lookback_are_bad_series(tmp_path: Path, policy: str) -> None:
+    path = tmp_path / "long.csv"
+    make_long("ABC", n=200, short={"C": 30}).to_csv(path, index=False)
+    cfg = auto_config(path, on_bad_series=policy)
+    raw = load_prices(str(path))
+    data = panel.validate_panel(raw, cfg, min_rows=2)
+    if policy == "error":
+        with pytest.raises(DataError, match=r"series 'C': 30 rows; rule: a series needs at least 48 rows"):
+            panel.resolve_panel(raw, cfg, data)
+        return
+    resolved, kept = panel.resolve_panel(raw, cfg, data)
+    assert sorted(kept.series) == ["A", "B"] and "C" in kept.skipped and resolved.window.lookback == 48
+
+
+def test_a_log_transform_on_a_series_with_zeros_is_a_bad_series_at_validation(tmp_path: Path) -> None:
+    frame = make_long("AB", n=40)
+    frame.loc[(frame["id"] == "B").to_numpy().nonzero()[0][5], "y"] = "0"
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    raw_cfg = long_config_dict(str(path), preprocess={"target_transform": "log", "default_feature_transform": "log"})
+    raw_cfg["data"]["price_columns"] = []
+    with pytest.raises(DataError, match=r"(?s)series 'B'.*rule '> 0 for the log transform.*line 47 \(0\)"):
+        panel.validate_panel(load_prices(str(path)), parse_config(raw_cfg), min_rows=6)
