@@ -21,10 +21,13 @@ from prefect.futures import as_completed
 
 from flows.common import STEP, ingest_task, prefect_tags, validate_task
 from flows.reporting import library_logs_to_run
-from flows.training import train_and_register
-from pipeline import plots, runs, sweep, tracking
+from flows.training import training_steps
+from pipeline import panel, plots, runs, sweep, tracking
 from pipeline.config import PipelineConfig, resolve
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.features import input_rows_needed
+from pipeline.ingest import RawData
+from pipeline.panel import Panel
 from pipeline.runs import Timings, TrainingSummary
 from pipeline.sweep import SweepSpace, TrialOutcome, TrialSpec
 from pipeline.tracking import TrackedRun
@@ -61,7 +64,7 @@ class ParentRef:
 
 
 @task(name="trial", **STEP)
-def trial_task(spec: TrialSpec, frame: pd.DataFrame, parent: ParentRef) -> tuple[TrialOutcome, str]:
+def trial_task(spec: TrialSpec, data: pd.DataFrame | Panel, parent: ParentRef) -> tuple[TrialOutcome, str]:
     """One trial as a child run of the sweep: its params, per-epoch losses and validation scores."""
     cfg = spec.config
     client = tracking.get_client(cfg.with_overrides(tracking={"uri": spec.tracking_uri}) if spec.tracking_uri else cfg)
@@ -72,7 +75,7 @@ def trial_task(spec: TrialSpec, frame: pd.DataFrame, parent: ParentRef) -> tuple
         tracking.log_params_and_tags(client, run.run_id, {**cfg.flat(), "sweep.trial": str(spec.number)}, {})
         epoch_logger = tracking.EpochLogger(client, run.run_id)
         try:
-            outcome = sweep.run_trial(frame, spec, on_epoch_end=epoch_logger)
+            outcome = sweep.run_trial(data, spec, on_epoch_end=epoch_logger)
         finally:
             epoch_logger.flush()
         tracking.log_params_and_tags(client, run.run_id, {}, {"sweep.state": outcome.state})
@@ -130,7 +133,7 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
         client = tracking.get_client(cfg)
         experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
         raw = ingest_task(cfg.data.source)
-        frame = validate_task(raw, cfg).frame
+        cfg, data = validated_data(raw, cfg)
         name = runs.run_name(cfg.name, "sweep", cfg.data.source)
         tags = {**prefect_tags(), "run_type": "sweep", "data_digest": raw.digest}
         with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source) as run:
@@ -140,12 +143,12 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
             tracking.log_text(client, run.run_id, Path(space_path).read_text(encoding="utf-8"), "sweep/space.yaml")
             parent = ParentRef(run.run_id, experiment_id, name, raw.digest)
             trials_started = time.perf_counter()
-            outcomes, run_ids = run_trials(space, cfg, frame, parent, trials, parallel, client.tracking_uri)
+            outcomes, run_ids = run_trials(space, cfg, data, parent, trials, parallel, client.tracking_uri)
             trials_seconds = time.perf_counter() - trials_started
             best = record_sweep(run, outcomes)
             winner_cfg = sweep.trial_config(cfg, best.params, threads=best.threads)
             with timings.stage("winner"):
-                winner, _ = train_and_register(run, winner_cfg, config_path, raw, timings)
+                winner, _ = training_steps(winner_cfg)(run, winner_cfg, config_path, raw, timings)
         get_run_logger().info("sweep %s finished: trial %d won (%s %.6g); test RMSE %.6g vs persistence %.6g",
                               run.run_id, best.number, sweep.OBJECTIVE, best.value, winner.metrics["test_rmse"],
                               winner.metrics["test_naive_rmse"])
@@ -154,7 +157,16 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
                             seconds=time.perf_counter() - started, trials_seconds=trials_seconds, notes=winner.notes)
 
 
-def run_trials(space: SweepSpace, cfg: PipelineConfig, frame: pd.DataFrame, parent: ParentRef, trials: int,
+def validated_data(raw: RawData, cfg: PipelineConfig) -> tuple[PipelineConfig, pd.DataFrame | Panel]:
+    """The data the trials share: one validated series, or many (`data.series_column`) with the config's `auto`
+    settings resolved over every series (each trial's config then keeps them)."""
+    if cfg.data.series_column is None:
+        return cfg, validate_task(raw, cfg).frame
+    data = panel.validate_panel(raw, cfg, min_rows=input_rows_needed(cfg))
+    return panel.resolve_panel(raw, cfg, data)
+
+
+def run_trials(space: SweepSpace, cfg: PipelineConfig, data: pd.DataFrame | Panel, parent: ParentRef, trials: int,
                parallel: int, tracking_uri: str) -> tuple[list[TrialOutcome], dict[int, str]]:
     """Keep `parallel` trials in flight until `trials` have run; each new trial is asked for as one ends,
     so the sampler learns from every finished trial. Outcomes in the order the trials ended."""
@@ -178,7 +190,7 @@ def run_trials(space: SweepSpace, cfg: PipelineConfig, frame: pd.DataFrame, pare
                 continue
             spec = TrialSpec(number=trial.number, params=dict(trial.params), config=trial_cfg, pruning=space.pruning,
                              parallel=parallel, tracking_uri=tracking_uri, finished=sweep.finished_trials(study))
-            future = trial_task.with_options(task_run_name=f"trial-{trial.number}").submit(spec, frame, parent)
+            future = trial_task.with_options(task_run_name=f"trial-{trial.number}").submit(spec, data, parent)
             inflight[future] = trial
         if not inflight:
             continue

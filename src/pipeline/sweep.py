@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ import yaml
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, TrainingError
+
+if TYPE_CHECKING:
+    from pipeline.panel import Panel
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +246,9 @@ def check_against(space: SweepSpace, base: PipelineConfig) -> None:
     problems = []
     if base.split.val == 0 and base.split.train_end is None:
         problems.append("the config has no validation part (split.val is 0): a sweep selects on validation scores")
+    if base.data.series_column is not None and base.model.strategy == "local":
+        problems.append("model.strategy local trains a network per series: a sweep of many series tunes the global "
+                        "strategy's one network (set model.strategy: global, or sweep one series' config)")
     for param in space.params:
         for value in param.extremes():
             try:
@@ -381,8 +387,28 @@ def validation_mase(frame: pd.DataFrame, cfg: PipelineConfig, val_start: int, ac
     return mase(actual, predicted, mase_scale(insample, cfg.evaluate.season_length or 1))
 
 
-def run_trial(frame: pd.DataFrame, spec: TrialSpec, on_epoch_end: Any = None) -> TrialOutcome:
+def validation_scores(data: pd.DataFrame | Panel, prepared: Any, model: Any,
+                      cfg: PipelineConfig) -> tuple[float, dict[str, float]]:
+    """The objective (validation MASE; the mean over series for many) and the validation RMSE, MAE and RMSE ratio."""
+    from pipeline import evaluate, panel
+
+    if isinstance(data, panel.Panel):
+        forecasts = panel.forecast_panel(lambda _: model, data, prepared, cfg, "val")
+        means = panel.score_panel(forecasts, data, prepared, cfg, "val").means()
+        return means["val_mase"], {k: means[k] for k in ("val_rmse", "val_mae", "val_rmse_ratio") if k in means}
+    pre, bounds, windows = prepared
+    fc = evaluate.forecast_split(model, pre, data, windows["val"], cfg.evaluate)
+    scores = evaluate.score(fc, prefix="val")
+    value = validation_mase(data, cfg, bounds.val_start, fc.actual, fc.predicted)
+    return value, {"val_rmse": scores.model["rmse"], "val_mae": scores.model["mae"], "val_rmse_ratio": scores.rmse_ratio}
+
+
+def run_trial(data: pd.DataFrame | Panel, spec: TrialSpec, on_epoch_end: Any = None) -> TrialOutcome:
     """Train the trial's config on the training rows and score it on the validation rows: its outcome.
+
+    `data` is one validated series (a frame; `auto` settings resolved here, as training resolves
+    them) or many (a `panel.Panel`, its config resolved over every series before the sweep): one
+    global network on every series' windows, the objective their mean validation MASE.
 
     Torch threads: what `fit` would pick for the work (one for a small model), at most the trial's
     `thread_cap`, so `parallel` trials on one machine never ask for more threads than it has cores.
@@ -392,12 +418,13 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, on_epoch_end: Any = None) ->
     """
     import optuna
 
-    from pipeline import evaluate, features
+    from pipeline import features, panel
     from pipeline.defaults import resolve_auto
     from pipeline.train import fit, init_model, pick_threads
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    cfg = resolve_auto(spec.config, frame)  # as the training flow resolves it, so the winner retrains alike
+    many = isinstance(data, panel.Panel)
+    cfg = spec.config if many else resolve_auto(spec.config, data)  # as training resolves it: the winner retrains alike
     check = PruningCheck(spec.pruning, spec.finished)
     losses: dict[int, float] = {}
 
@@ -408,7 +435,8 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, on_epoch_end: Any = None) ->
             on_epoch_end(epoch, train_loss, val_loss)
         check(epoch, train_loss, val_loss)
 
-    pre, bounds, windows = features.prepare(frame, cfg)
+    prepared = panel.prepare_panel(data, cfg) if many else features.prepare(data, cfg)
+    windows = panel.stacked(prepared) if many else prepared[2]
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     train = windows["train"]
     wanted = pick_threads(model, min(cfg.train.batch_size or len(train), len(train)), train.X.shape[1],
@@ -421,13 +449,10 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, on_epoch_end: Any = None) ->
         log.info("trial %d pruned at epoch %d", spec.number, (check.pruned_at or 0) + 1)
         return TrialOutcome(spec.number, dict(spec.params), "pruned", val_loss=losses, seconds=seconds,
                             threads=train_cfg.num_threads, metrics={"epochs": float(len(losses)), "time_trial_s": seconds})
-    fc = evaluate.forecast_split(result.model, pre, frame, windows["val"], cfg.evaluate)
-    scores = evaluate.score(fc, prefix="val")
-    value = validation_mase(frame, cfg, bounds.val_start, fc.actual, fc.predicted)
+    value, scores = validation_scores(data, prepared, result.model, cfg)
     seconds = time.perf_counter() - started
     metrics = {
-        OBJECTIVE: value,
-        "val_rmse": scores.model["rmse"], "val_mae": scores.model["mae"], "val_rmse_ratio": scores.rmse_ratio,
+        OBJECTIVE: value, **scores,
         "best_val_loss": min(result.val_loss) if result.val_loss else float("nan"),
         "best_epoch": float(result.best_epoch + 1), "epochs": float(result.epochs_run),
         "time_train_s": result.seconds, "time_trial_s": seconds, "threads": float(result.threads),
@@ -435,7 +460,7 @@ def run_trial(frame: pd.DataFrame, spec: TrialSpec, on_epoch_end: Any = None) ->
         "peak_rss_mb": peak_rss_mb(),
     }
     if not math.isfinite(value):  # a constant training target: fall back to RMSE so trials still rank
-        value = scores.model["rmse"]
+        value = scores["val_rmse"]
     return TrialOutcome(spec.number, dict(spec.params), "complete", value=value, metrics=metrics,
                         val_loss=losses, seconds=seconds, threads=result.threads)
 

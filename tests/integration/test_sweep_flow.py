@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -63,3 +64,30 @@ def test_failed_trials_are_recorded_and_a_sweep_without_a_complete_trial_fails(p
     statuses = sorted((r.data.tags["run_type"], r.info.status) for r in found)
     assert statuses == [("sweep", "FAILED"), ("sweep-trial", "FAILED"), ("sweep-trial", "FAILED")]
     assert client.search_registered_models() == []
+
+
+def test_a_sweep_of_many_series_selects_on_mean_validation_mase(prefect_harness, mlflow_store, tmp_path, capsys):
+    """A long table: each trial one global network on every series, the objective the mean validation MASE over
+    series; the winner goes through the many-series training steps and registers one model for every series."""
+    from mlflow import MlflowClient
+
+    from tests.conftest import long_config_dict, make_long
+
+    make_long("ABC", n=60).to_csv(tmp_path / "long.csv", index=False)
+    raw = long_config_dict(str(tmp_path / "long.csv"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"trials": 2, "seed": 1, "params": {
+        "model.hidden_size": {"type": "categorical", "choices": [4, 8]},
+        "train.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}}))
+    assert main(["sweep", "--space", str(space), "--config", str(tmp_path / "config.yaml")]) == 0
+    assert "Registered model:  panel-forecaster version 1" in capsys.readouterr().out
+    client = MlflowClient(mlflow_store)
+    found = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    trials = [r for r in found if r.data.tags.get("run_type") == "sweep-trial"]
+    parent = next(r for r in found if r.data.tags.get("run_type") == "sweep")
+    assert len(trials) == 2 and all(np.isfinite(t.data.metrics["val_mase"]) for t in trials)
+    best = min(trials, key=lambda t: t.data.metrics["val_mase"])
+    assert parent.data.params["sweep.best_trial"] == best.data.params["sweep.trial"]
+    assert parent.data.metrics["test_series"] == 3 and "test_seasonal_naive_mase" in parent.data.metrics
+    assert client.get_model_version("panel-forecaster", "1").run_id == parent.info.run_id
