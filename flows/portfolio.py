@@ -19,7 +19,7 @@ from flows.reporting import publish_promotion
 from flows.training import train_task
 from pipeline import gate, panel, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig
-from pipeline.errors import TrainingError
+from pipeline.errors import PipelineError, TrainingError
 from pipeline.evaluate import Forecasts
 from pipeline.features import Preprocessor, Windows, input_rows_needed
 from pipeline.ingest import RawData
@@ -43,7 +43,19 @@ def prepare_panel_task(data: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep
     return panel.prepare_panel(data, cfg)
 
 
-@task(name="train-series", **STEP)
+def retry_lost_work(task: Any, task_run: Any, state: Any) -> bool:
+    """Try a series again when its task was lost (a Dask worker gone, a process killed), not when it failed on
+    its own terms (a PipelineError: a diverged loss, a series too short): that would only fail again."""
+    try:
+        state.result()
+    except PipelineError:
+        return False
+    except BaseException:  # noqa: BLE001 - anything else is the machinery's, not the series'
+        return True
+    return False
+
+
+@task(name="train-series", retries=1, retry_condition_fn=retry_lost_work, **STEP)
 def train_series_task(series: str, windows: dict[str, Windows], cfg: PipelineConfig) -> TrainResult:
     """One series' own network (model.strategy: local)."""
     model = init_model(cfg, n_features=windows["train"].X.shape[2])

@@ -19,7 +19,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
-from flows.common import STEP, ingest_task, prefect_tags, validate_task
+from flows.common import DASK_ADDRESS_ENV, STEP, ingest_task, prefect_tags, task_runner, validate_task
 from flows.reporting import library_logs_to_run
 from flows.training import training_steps
 from pipeline import panel, plots, runs, sweep, tracking
@@ -33,9 +33,6 @@ from pipeline.sweep import SweepSpace, TrialOutcome, TrialSpec
 from pipeline.tracking import TrackedRun
 
 __all__ = ["SweepSummary", "run_sweep", "sweep_flow"]
-
-DASK_ADDRESS_ENV = "PIPELINE_DASK_ADDRESS"
-
 
 @dataclass
 class SweepSummary:
@@ -81,28 +78,6 @@ def trial_task(spec: TrialSpec, data: pd.DataFrame | Panel, parent: ParentRef) -
         tracking.log_params_and_tags(client, run.run_id, {}, {"sweep.state": outcome.state})
         tracking.log_metrics(client, run.run_id, outcome.metrics)
     return outcome, run.run_id
-
-
-def task_runner(parallel: int, dask_address: str | None) -> tuple[Any, str]:
-    """The task runner for the trials and its description: Dask at `dask_address`, else local processes.
-
-    torch releases the GIL inside its kernels, but an LSTM's many small kernels leave most of a
-    step to Python: two trials on two threads ran 1.2-1.3x faster than one after the other,
-    where two processes approach 2x (bench/sweep.py). One trial at a time needs no second
-    process and its start-up (the imports, a few seconds): it runs on a single worker thread.
-    """
-    if dask_address:
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError:
-            raise ConfigError(f"a Dask scheduler is configured ({dask_address}) but prefect-dask is not installed: "
-                              "pip install 'lstm-forecast-pipeline[dask]'") from None
-        return DaskTaskRunner(address=dask_address), f"dask ({dask_address})"
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
-
-    if parallel == 1:
-        return ThreadPoolTaskRunner(max_workers=1), "this process"
-    return ProcessPoolTaskRunner(max_workers=parallel), f"{parallel} processes"
 
 
 def run_sweep(space_path: str, config_path: str | None = "configs/default.yaml", data: str | None = None,

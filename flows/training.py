@@ -12,18 +12,19 @@ markdown summary and a link to its MLflow run as Prefect artifacts.
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import suppress
 from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task, prefect_tags, validate_task
+from flows.common import DASK_ADDRESS_ENV, STEP, ingest_task, prefect_tags, task_runner, validate_task
 from flows.reporting import library_logs_to_run, publish_promotion, publish_report, report_context
 from pipeline import evaluate, features, plots, progress, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig, resolve
 from pipeline.defaults import resolve_auto
-from pipeline.errors import PipelineError, TrainingError
+from pipeline.errors import ConfigError, PipelineError, TrainingError
 from pipeline.evaluate import Forecasts, Scores
 from pipeline.faults import kill_point
 from pipeline.features import Preprocessor, SplitBounds, Windows
@@ -34,6 +35,8 @@ from pipeline.schemas import ValidatedData
 from pipeline.serving import ForecastBundle, input_example
 from pipeline.tracking import TrackedRun
 from pipeline.train import TrainResult, fit, init_model, plan_training
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TrainingSummary", "training_flow"]
 
@@ -151,6 +154,20 @@ def training_flow(
     """
     with library_logs_to_run():
         return run_training(resolve(config or config_path, data, experiment, model_name), config_path, force)
+
+
+def training_flow_for(cfg: PipelineConfig, parallel: int = 1, dask_address: str | None = None) -> Any:
+    """`training_flow` on the task runner its mapped tasks need: the series of a many-series `local` strategy
+    train `parallel` at a time in worker processes, or on the Dask cluster at `dask_address` (else
+    $PIPELINE_DASK_ADDRESS); any other config runs as the flow declares."""
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be at least 1 (got {parallel})")
+    address = dask_address or os.environ.get(DASK_ADDRESS_ENV)
+    if cfg.data.series_column is None or cfg.model.strategy != "local" or (parallel == 1 and not address):
+        return training_flow
+    runner, described = task_runner(parallel, address)
+    log.info("the series train on %s", described)
+    return training_flow.with_options(task_runner=runner)
 
 
 def run_training(cfg: PipelineConfig, config_path: str | None, force: bool) -> TrainingSummary:

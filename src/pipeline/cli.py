@@ -172,11 +172,12 @@ def flow_start_up() -> Iterator[None]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     with flow_start_up():
-        from flows.training import training_flow
+        from flows.training import training_flow_for
         from pipeline.config import resolve
 
     cfg = resolve(args.config, args.data, args.experiment, args.model_name)
-    summary = training_flow(config_path=args.config, config=cfg, force=args.force)
+    flow = training_flow_for(cfg, args.parallel, args.dask_address)
+    summary = flow(config_path=args.config, config=cfg, force=args.force)
     print_training_summary(summary)
     return 0
 
@@ -373,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-name", help="registered model name; overrides registry.model_name")
     train.add_argument("--force", action="store_true",
                        help="train even when the data and config are those of the last successful run")
+    train.add_argument("--parallel", type=int, default=1,
+                       help="many series with model.strategy local: series trained at once, in worker processes "
+                            "(default: %(default)s)")
+    train.add_argument("--dask-address", help="many series with model.strategy local: train the series on this Dask "
+                                              "scheduler (else $PIPELINE_DASK_ADDRESS)")
     train.set_defaults(func=cmd_train)
 
     sw = sub.add_parser("sweep", help="tune hyper-parameters with Optuna; train, score and register the best",

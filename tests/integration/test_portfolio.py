@@ -122,3 +122,27 @@ def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harnes
     assert "re-scored with its own preprocessing" in tags["gate.champion"] and "(12 forecasts)" in tags["gate.champion"]
     assert float(tags["gate.champion_rmse"]) == pytest.approx(float(tags["gate.challenger_rmse"]), rel=1e-6)
     assert tags["gate.baseline"] == "seasonal naive"
+
+
+@pytest.mark.dask
+def test_local_strategy_trains_its_series_on_a_dask_cluster(prefect_harness, mlflow_store, tmp_path, capsys):
+    """Six series, one network each, trained as mapped tasks on a two-worker LocalCluster through DaskTaskRunner."""
+    pytest.importorskip("prefect_dask", reason="the dask extra is not installed: pip install '.[dask]'")
+    from distributed import LocalCluster
+
+    from tests.conftest import make_long
+
+    make_long("ABCDEF", n=40).to_csv(tmp_path / "six.csv", index=False)
+    config = write(tmp_path, "local.yaml", long_config_dict(str(tmp_path / "six.csv"), model={"strategy": "local"},
+                                                            registry=TOLERANT))
+    from distributed import Client, get_task_stream
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as dask, get_task_stream(client=dask) as stream:
+        assert main(["train", "--config", config, "--dask-address", cluster.scheduler_address]) == 0
+    assert len(stream.data) >= 6, stream.data  # each series' training ran as a task on the cluster's workers
+    client = MlflowClient(mlflow_store)
+    run = client.search_runs([client.get_experiment_by_name("tests").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.tags["model_strategy"] == "local"
+    assert run.data.metrics["test_series"] == 6 and run.data.tags["series_failed"] == "0"
+    assert "Registered model:  panel-forecaster version 1" in capsys.readouterr().out
