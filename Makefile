@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	# Exact versions of every package (requirements.lock), then the project itself without resolving again.
 	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev,postgres]'
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev,postgres,dask]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml requirements.lock
 lock:
 	test -x .venv-tools/bin/pip-compile || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet pip-tools)
 	echo '$(TORCH)' > .venv-tools/torch.txt
-	.venv-tools/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --extra dev --extra postgres --strip-extras --no-emit-find-links --no-emit-index-url \
+	.venv-tools/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --extra dev --extra postgres --extra dask --strip-extras --no-emit-find-links --no-emit-index-url \
 		--constraint .venv-tools/torch.txt --output-file requirements.lock pyproject.toml
 
 run: $(STAMP)
