@@ -351,6 +351,10 @@ class IntervalsConfig(_Frozen):
     """Nominal coverages in percent (a list); `[]`: no intervals."""
     method: Literal["conformal"] = "conformal"
     """How intervals are fitted: `conformal` (from the validation windows' out-of-sample errors)."""
+    scaling: Literal["series", "window"] = "series"
+    """What each error is measured in: `series`: the target's units (one series) or its series' in-sample
+    seasonal-naive MAE (many series); `window`: the window's own recent variability (mean |change| of the
+    target over its `window.lookback` inputs), so intervals follow the level and the volatility of the moment."""
 
     @model_validator(mode="after")
     def _check(self) -> IntervalsConfig:

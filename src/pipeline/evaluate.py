@@ -13,7 +13,7 @@ import pandas as pd
 from pipeline.config import EvaluateConfig, IntervalsConfig, PipelineConfig
 from pipeline.dates import format_dates
 from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
-from pipeline.intervals import Calibration, fit_conformal, interval_baseline
+from pipeline.intervals import Calibration, fit_conformal, interval_baseline, recent_scale
 from pipeline.model import LSTMForecaster, weights_digest
 from pipeline.train import TrainResult, predict
 
@@ -268,6 +268,7 @@ class Forecasts:
     anchor: np.ndarray  # (n,) last known value before each window's first step
     baselines: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n, horizon)
     scale: float = float("nan")  # in-sample seasonal-naive MAE of the rows before the first target (MSIS, MASE)
+    recent: np.ndarray | None = None  # (n,) each window's recent variability (intervals.recent_scale), or None
     bands: dict[str, np.ndarray] = field(default_factory=dict)  # lower_L / upper_L -> (n, horizon); {} without
     baseline_bands: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # baseline -> its bands
 
@@ -308,6 +309,7 @@ def forecast_split(
         anchor=anchor,
         baselines=baseline_forecasts(levels, windows.origins + pre.lead - 1, pre.horizon, baselines),
         scale=mase_scale(levels[:known], season if isinstance(season, int) else 1),
+        recent=recent_scale(levels, windows.origins, pre.lookback - 1),  # over the window's own inputs
     )
 
 
@@ -316,30 +318,40 @@ def forecast_splits(model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFram
     """Every split's forecasts (`forecast_split`) with the intervals fitted on the validation part's errors
     (`calibrate`; on the validation part itself they are in-sample), and that calibration (None: no intervals)."""
     forecasts = {split: forecast_split(model, pre, frame, w, cfg.evaluate) for split, w in windows.items() if len(w)}
-    cal = calibrate([(forecasts["val"], 1.0)], cfg.intervals) if "val" in forecasts else None
+    cal = calibrate([(forecasts["val"], 1.0)], cfg.intervals, span=pre.lookback - 1) if "val" in forecasts else None
     return {split: with_intervals(fc, cal) for split, fc in forecasts.items()}, cal
 
 
 # ---------------------------------------------------------------- intervals
 def calibrate(parts: Sequence[tuple[Forecasts, float]], cfg: IntervalsConfig,
-              scales: Mapping[str, float] | None = None) -> Calibration | None:
+              scales: Mapping[str, float] | None = None, span: int = 0) -> Calibration | None:
     """Conformal intervals of the model and of its interval baseline from validation forecasts.
 
     `parts`: (validation forecasts, the scale their errors are divided by) per series; one series
-    passes scale 1 and no `scales` (errors in original units). None when intervals are off
-    (`intervals.levels: []`) or there is no validation window to fit them on.
+    passes scale 1 and no `scales` (errors in original units). With `intervals.scaling: window` each
+    error is divided by its window's recent variability instead (`Forecasts.recent`, over `span`
+    changes; windows without one are left out). None when intervals are off (`intervals.levels: []`) or there is no
+    validation window to fit them on.
     """
+    window = cfg.scaling == "window"
     parts = [(fc, s) for fc, s in parts if len(fc.actual) and np.isfinite(s) and s > 0]
     if not cfg.levels or not parts:
         return None
     baseline = interval_baseline(sorted(set.intersection(*(set(fc.baselines) for fc, _ in parts)) | {"naive"}))
 
+    def divisor(fc: Forecasts, s: float) -> np.ndarray:
+        recent = fc.recent if fc.recent is not None else np.full(len(fc.actual), np.nan)
+        return np.where(recent > 0, recent, np.nan)[:, None] if window else np.full((len(fc.actual), 1), s)
+
     def errors(pred: str) -> np.ndarray:
         return np.vstack([np.abs(fc.actual - (fc.predicted if pred == "model" else
-                                              fc.baselines.get(pred, fc.persistence()))) / s for fc, s in parts])
+                                              fc.baselines.get(pred, fc.persistence()))) / divisor(fc, s)
+                          for fc, s in parts])
 
-    model = fit_conformal(errors("model"), cfg.levels, scales, "the model")
-    base = fit_conformal(errors(baseline), cfg.levels, scales, baseline.replace("_", " "))
+    span = span if window else 0  # the changes `Forecasts.recent` was measured over (the lookback), saved for serving
+    kind = "window" if window else "series"
+    model = fit_conformal(errors("model"), cfg.levels, None if window else scales, "the model", kind, span)
+    base = fit_conformal(errors(baseline), cfg.levels, None if window else scales, baseline.replace("_", " "), kind, span)
     return Calibration(model, base, baseline, model.notes + base.notes)
 
 
@@ -347,6 +359,8 @@ def with_intervals(fc: Forecasts, cal: Calibration | None, scale: float = 1.0) -
     """A copy of `fc` with the model's and the interval baseline's bands (`scale`: the series' scale)."""
     if cal is None or not len(fc.actual):
         return fc
+    if cal.model.scaling == "window":
+        scale = fc.recent if fc.recent is not None else np.full(len(fc.actual), np.nan)
     base = fc.baselines.get(cal.baseline_name, fc.persistence() if cal.baseline_name == "naive" else None)
     return replace(fc, bands=cal.model.bands(fc.predicted, scale),
                    baseline_bands={} if base is None else {cal.baseline_name: cal.baseline.bands(base, scale)})

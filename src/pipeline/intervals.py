@@ -28,6 +28,23 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 METHODS = ("conformal",)
+SCALINGS = ("series", "window")  # what each error is divided by: its series' scale, or its window's recent change
+
+
+def recent_scale(levels: np.ndarray, last_known: np.ndarray, span: int) -> np.ndarray:
+    """Each window's recent variability: the mean |y[t] - y[t-1]| over the `span` changes up to position
+    `last_known` (fewer near the start; NaN before two values are known). In the target's units; measured
+    over a window's own input rows (span = lookback - 1 up to its origin), so serving, which has those
+    rows, computes exactly what training did."""
+    values = np.asarray(levels, dtype=float)
+    changes = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(values)))]) if values.size else np.zeros(1)
+    pos = np.asarray(last_known, dtype=int)
+    safe = np.clip(pos, 0, max(values.size - 1, 0))
+    start = np.maximum(safe - span, 0)
+    count = safe - start
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (changes[safe] - changes[start]) / count
+    return np.where((pos >= 1) & (count > 0), out, np.nan)
 
 
 def band_columns(levels: Sequence[int]) -> list[str]:
@@ -73,8 +90,10 @@ class IntervalState:
     quantiles: Mapping[int, tuple[float, ...]]  # level -> half-width per step h=1..H
     windows: int  # calibration windows behind each step's quantile
     method: str = "conformal"
-    scales: Mapping[str, float] | None = None  # series id -> scale (many series)
+    scales: Mapping[str, float] | None = None  # series id -> scale (many series, scaling "series")
     notes: tuple[str, ...] = ()
+    scaling: str = "series"  # "window": half-widths in units of each window's `recent_scale` over `span` changes
+    span: int = 0
 
     @property
     def horizon(self) -> int:
@@ -83,6 +102,13 @@ class IntervalState:
     @property
     def columns(self) -> list[str]:
         return band_columns(self.levels)
+
+    def factors(self, levels: np.ndarray, origins: np.ndarray, series: str | None = None) -> np.ndarray | float:
+        """The multiplier of each window's half-widths: its inputs' recent change (scaling "window"), else its
+        series' scale."""
+        if self.scaling == "window":
+            return recent_scale(levels, origins, self.span)
+        return self.scale_of(series)
 
     def scale_of(self, series: str | None) -> float:
         """The multiplier of a series' half-widths: its scale (many series), 1 for one series."""
@@ -106,7 +132,8 @@ class IntervalState:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "levels": list(self.levels), "windows": self.windows,
                 "quantiles": {str(level): list(values) for level, values in self.quantiles.items()},
-                "scales": None if self.scales is None else dict(self.scales), "notes": list(self.notes)}
+                "scales": None if self.scales is None else dict(self.scales), "notes": list(self.notes),
+                "scaling": self.scaling, "span": self.span}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IntervalState:
@@ -118,13 +145,16 @@ class IntervalState:
         if set(quantiles) != set(levels) or len({len(v) for v in quantiles.values()}) > 1:
             raise ValueError("interval quantiles must give one list per level, all of the same length")
         scales = data.get("scales")
+        scaling = str(data.get("scaling", "series"))
+        if scaling not in SCALINGS:
+            raise ValueError(f"interval scaling {scaling!r} unknown (known: {', '.join(SCALINGS)})")
         return cls(levels, quantiles, int(data["windows"]), method,
                    None if scales is None else {str(k): float(v) for k, v in scales.items()},
-                   tuple(str(n) for n in data.get("notes", ())))
+                   tuple(str(n) for n in data.get("notes", ())), scaling, int(data.get("span", 0)))
 
 
 def fit_conformal(errors: np.ndarray, levels: Sequence[int], scales: Mapping[str, float] | None = None,
-                  who: str = "the model") -> IntervalState:
+                  who: str = "the model", scaling: str = "series", span: int = 0) -> IntervalState:
     """Per-step conformal half-widths from calibration errors (n, H) (already divided by each row's scale).
 
     Rows with a non-finite error in a step are left out of that step. A level with too few errors
@@ -143,7 +173,7 @@ def fit_conformal(errors: np.ndarray, levels: Sequence[int], scales: Mapping[str
                          f"error seen and may cover less than {level} %; enlarge split.val")
     for note in notes:
         log.warning(note)
-    return IntervalState(tuple(levels), quantiles, n, "conformal", scales, tuple(notes))
+    return IntervalState(tuple(levels), quantiles, n, "conformal", scales, tuple(notes), scaling, span)
 
 
 @dataclass(frozen=True)

@@ -456,7 +456,8 @@ def series_scales(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineCo
 def calibrate_panel(val: Mapping[str, Forecasts], scales: Mapping[str, float],
                     cfg: PipelineConfig) -> Calibration | None:
     """One conformal table for every series, from the validation errors each divided by its series' scale."""
-    return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals, dict(scales))
+    return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals, dict(scales),
+                              span=cfg.window.lookback - 1 if isinstance(cfg.window.lookback, int) else 0)
 
 
 def with_panel_intervals(forecasts: Mapping[str, Forecasts], calibration: Calibration | None,

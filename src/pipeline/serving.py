@@ -40,10 +40,10 @@ def forecast_frame(
     frame: pd.DataFrame,
     all_windows: bool = False,
     intervals: IntervalState | None = None,
-    scale: float = 1.0,
+    series: str | None = None,
 ) -> pd.DataFrame:
     """Forecasts from validated, date-indexed rows, with the fitted `intervals`' bounds when given
-    (`scale`: the series' scale for a model of many series).
+    (`series`: whose scale they take, in a model of many series).
 
     By default one forecast (all `horizon` steps) from the latest window; with `all_windows`,
     one per window the rows allow. Target dates inside the data are the data's own dates; the
@@ -72,7 +72,8 @@ def forecast_frame(
         "date": calendar[positions.ravel()].strftime(fmt),
         "forecast": values.ravel().astype("float64"),
         **({} if intervals is None else
-           {name: bound.ravel().astype("float64") for name, bound in intervals.bands(values, scale).items()}),
+           {name: bound.ravel().astype("float64") for name, bound in
+            intervals.bands(values, intervals.factors(levels, origins, series)).items()}),
     })
 
 
@@ -120,11 +121,9 @@ def forecast_series(frames: dict[str, pd.DataFrame], bundle: ForecastBundle, mod
     assert bundle.series is not None
     column = bundle.series.column
     parts = []
-    intervals = bundle.intervals
     for sid, frame in frames.items():
-        scale = intervals.scale_of(sid) if intervals is not None else 1.0
         out = forecast_frame(model_for(sid), bundle.series.preprocessors[sid], frame, all_windows=all_windows,
-                             intervals=intervals, scale=scale)
+                             intervals=bundle.intervals, series=sid)
         out.insert(0, column, sid)
         parts.append(out)
     return pd.concat(parts, ignore_index=True)

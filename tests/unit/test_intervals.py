@@ -14,7 +14,8 @@ from pipeline import evaluate, features, gate, panel
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.evaluate import Forecasts
-from pipeline.intervals import IntervalState, band_columns, conformal_quantile, fit_conformal, windows_needed
+from pipeline.intervals import (IntervalState, band_columns, conformal_quantile, fit_conformal, recent_scale,
+                                windows_needed)
 from pipeline.model_format import INTERVALS_FILE, ForecastBundle
 from pipeline.schemas import validate_prices
 from pipeline.serving import ForecastModel
@@ -154,9 +155,10 @@ def test_interval_config_errors_name_the_key() -> None:
 
 
 # ---------------------------------------------------------------- saved with the model, served the same
-@pytest.fixture
-def trained(prices, tiny_config):
-    cfg = tiny_config.with_overrides(window={"horizon": 3}, split={"train": 0.5, "val": 0.3, "test": 0.2})
+@pytest.fixture(params=["series", "window"])
+def trained(request, prices, tiny_config):
+    cfg = tiny_config.with_overrides(window={"horizon": 3}, split={"train": 0.5, "val": 0.3, "test": 0.2},
+                                     intervals={"scaling": request.param})
     frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=features.min_rows_needed(cfg)).frame
     pre, _, windows = features.prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
@@ -164,6 +166,33 @@ def trained(prices, tiny_config):
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg,
                             intervals=calibration.model)
     return bundle, frame, windows, forecasts, calibration
+
+
+def test_recent_scale_by_hand() -> None:
+    levels = np.array([10.0, 12.0, 11.0, 11.0, 15.0])  # changes 2, 1, 0, 4
+    np.testing.assert_allclose(recent_scale(levels, np.array([4, 3, 1, 0]), span=3), [5 / 3, 1.0, 2.0, np.nan])
+
+
+def test_window_scaling_follows_the_volatility_of_the_moment() -> None:
+    """A random walk whose noise triples halfway: one quantile table in the target's units covers the calm part
+    too much and the wild part too little; scaled by each window's recent changes it covers both."""
+    rng = np.random.default_rng(0)
+    sigma = np.where(np.arange(6000) < 3000, 1.0, 3.0)
+    levels = 1000 + np.cumsum(rng.normal(0, sigma))
+    origins = np.arange(40, 5999)
+    fc = Forecasts(dates=pd.date_range("2020-01-01", periods=len(origins)), actual=levels[origins + 1][:, None],
+                   predicted=levels[origins][:, None], anchor=levels[origins],
+                   recent=recent_scale(levels, origins, 30))
+    calm, wild = slice(0, 2900), slice(3100, None)
+    cal_idx = np.r_[0:1000, 3100:4100]
+    val = Forecasts(fc.dates[cal_idx], fc.actual[cal_idx], fc.predicted[cal_idx], fc.anchor[cal_idx],
+                    recent=fc.recent[cal_idx])
+    for scaling, ok in (("series", False), ("window", True)):
+        cfg = parse_config({"intervals": {"levels": [95], "scaling": scaling}})
+        banded = evaluate.with_intervals(fc, evaluate.calibrate([(val, 1.0)], cfg.intervals, span=30))
+        cover = [evaluate.coverage(banded.actual[part], banded.bands["lower_95"][part], banded.bands["upper_95"][part])
+                 for part in (calm, wild)]
+        assert all(abs(c - 0.95) < 0.025 for c in cover) is ok, (scaling, cover)
 
 
 def test_the_state_round_trips_as_json() -> None:
