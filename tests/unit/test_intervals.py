@@ -248,3 +248,13 @@ def test_the_gate_refuses_a_model_whose_intervals_lie() -> None:
     assert liar.tags()["gate.calibration"].startswith("FAIL")
     unknown = gate.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=gate.coverage_requirement({}, 0.03))
     assert not unknown.promoted and "no intervals" in unknown.reason
+
+
+def test_the_reports_name_coverage_and_msis_beside_the_baseline() -> None:
+    from pipeline.reports import interval_summary, metrics_table
+
+    m = {"test_coverage_80": 0.81, "test_coverage_95": 0.94, "test_msis": 4.2, "test_seasonal_naive_msis": 9.0,
+         "test_rmse": 1.0, "test_naive_rmse": 1.1, "test_rmse_ratio": 0.9}
+    assert interval_summary(m) == "test intervals, achieved coverage 80 %: 0.81, 95 %: 0.94; MSIS 4.2 (seasonal naive 9)"
+    assert metrics_table(m)[-1].startswith("Test intervals, achieved coverage 80 %")
+    assert interval_summary({"test_rmse": 1.0}) is None and interval_summary(m, "backtest") is None
