@@ -202,7 +202,10 @@ def plot_calibration(coverage: dict[int, list[float]] | Forecasts, title: str) -
     ax.set_xlabel("steps ahead (h)")
     ax.set_ylabel("coverage (%)")
     ax.set_xlim(0.5, horizon + 0.5)
-    ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    if horizon <= 12:
+        ax.set_xticks(np.arange(1, horizon + 1))
+    else:
+        ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
     low = min([min(v) * 100 for v in coverage.values() if len(v)] + [min(coverage or [50])]) - 5
     ax.set_ylim(max(0, low), 101)
     ax.set_title(title)

@@ -258,3 +258,21 @@ def test_the_reports_name_coverage_and_msis_beside_the_baseline() -> None:
     assert interval_summary(m) == "test intervals, achieved coverage 80 %: 0.81, 95 %: 0.94; MSIS 4.2 (seasonal naive 9)"
     assert metrics_table(m)[-1].startswith("Test intervals, achieved coverage 80 %")
     assert interval_summary({"test_rmse": 1.0}) is None and interval_summary(m, "backtest") is None
+
+
+def test_the_plots_show_the_bands_and_the_calibration(walk) -> None:
+    from matplotlib.collections import PolyCollection
+
+    from pipeline import plots
+
+    _, test = walk
+    part = Forecasts(test.dates[:40], test.actual[:40], test.predicted[:40], test.anchor[:40],
+                     bands={c: b[:40] for c, b in test.bands.items()})
+    series = pd.Series(part.actual[:, 0], index=part.dates, name="y")
+    fig = plots.plot_forecasts(series, {"test": part}, {"test": part.dates[0]}, "t")
+    shaded = [c for c in fig.axes[1].collections if isinstance(c, PolyCollection)]
+    assert len(shaded) == 2 and "95 % interval" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    fig = plots.plot_calibration(part, "t")
+    achieved = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("achieved")]
+    assert [line.get_label() for line in achieved] == ["achieved, 80 % interval", "achieved, 95 % interval"]
+    assert len(achieved[1].get_ydata()) == HORIZON and 80 <= min(achieved[1].get_ydata()) <= 100
