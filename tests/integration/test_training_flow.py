@@ -73,7 +73,7 @@ def test_flow_tracks_registers_and_serves_the_champion(prefect_harness, mlflow_s
     for column in ("lower_80", "upper_80", "lower_95", "upper_95"):
         np.testing.assert_allclose(by_date.loc[in_process["date"], column].to_numpy(), in_process[column].to_numpy(),
                                    rtol=0, atol=1e-6)
-    assert {"test_coverage_80", "test_coverage_95", "test_msis", "test_acd_95", "test_naive_msis"} <= set(scores)
+    assert {"test_coverage_80", "test_coverage_95", "test_msis", "test_acd_95", "test_seasonal_naive_msis"} <= set(scores)
     latest = model.predict(prices.tail(10))
     assert list(latest.columns) == ["origin", "step", "date", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
     assert (latest["lower_95"] < latest["lower_80"]).all() and (latest["lower_80"] < latest["forecast"]).all()
