@@ -196,7 +196,8 @@ def train_portfolio(run: TrackedRun, cfg: PipelineConfig, config_path: str | Non
     with timings.stage("tracking"):
         logged = log_panel_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, calibration)
     summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
-                              model_uri=logged.model_uri, model_id=logged.model_id, notes=list(data.notes),
+                              model_uri=logged.model_uri, model_id=logged.model_id,
+                              notes=[*data.notes, *(f"warning: {n}" for n in (calibration.notes if calibration else ()))],
                               timings=timings.seconds, test_forecasts=panel.forecast_tables(test, data.column))
     if cfg.registry.enabled:
         inputs = panel.gate_inputs(data, preps, test, cfg, context_rows=4 * Preprocessor(cfg).input_rows)

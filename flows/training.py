@@ -238,7 +238,9 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
             logged = log_model_task(run, cfg, config_path, raw, data, pre, kept.result, metrics, calibration)
         summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
                                   model_uri=logged.model_uri, model_id=logged.model_id,
-                                  notes=[*data.notes, *(f"warning: {w}" for w in warnings)], timings=timings.seconds,
+                                  notes=[*data.notes, *(f"warning: {w}" for w in warnings),
+                                         *(f"warning: {n}" for n in (calibration.notes if calibration else ()))],
+                                  timings=timings.seconds,
                                   test_forecasts=forecasts["test"].table())
         if cfg.registry.enabled:
             register(run, cfg, raw, data.frame, forecasts["test"], summary, timings)
