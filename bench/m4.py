@@ -6,6 +6,9 @@ those forecasts are scored against the official test file with `pipeline.evaluat
 `mase` (scale: the training file's in-sample seasonal-naive error, season 24), per series and
 then averaged over series, exactly as the competition does. The result is printed beside
 reference rows of the published table (`m4_hourly_published.csv`) with our rank among its methods.
+The 95 % prediction intervals of the same output (`lower_95`, `upper_95`) are scored the M4 way too:
+MSIS (mean interval score over the same seasonal-naive scale) and coverage, beside the published
+interval entries (Naive1 71.2, ETS 17.5, ARIMA 7.54, Smyl's hybrid 7.93, Doornik 6.14).
 
     python bench/m4.py                         # one run with the config's seed
     python bench/m4.py --seeds 1,2,3           # per-seed and mean figures, train wall time, peak memory
@@ -33,12 +36,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
 
-from pipeline.evaluate import mase, mase_scale, smape  # noqa: E402
+from pipeline.evaluate import coverage, mase, mase_scale, msis, smape  # noqa: E402
 
 M4_DIR = ROOT.parent / "shared" / "data" / "m4"
 HORIZON, SEASON = 48, 24
 SERIES, TIME, VALUE = "series", "timestamp", "value"
 REFERENCE_ROWS = ("sNaive", "RNN benchmark", "MLP benchmark", "118 Smyl", "238 Doornik")
+INTERVAL_REFERENCE_ROWS = ("Naive1", "ETS", "ARIMA", "118 Smyl", "238 Doornik")  # entries with a published MSIS
 
 
 # ---------------------------------------------------------------- conversion
@@ -74,12 +78,23 @@ def forecasts_to_wide(frame: pd.DataFrame, series_column: str = SERIES) -> dict[
     return {str(sid): g["forecast"].to_numpy(dtype=float) for sid, g in ordered.groupby(series_column, sort=False)}
 
 
+def bands_to_wide(frame: pd.DataFrame, level: int = 95, series_column: str = SERIES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{series id: (lower, upper) ordered by step} of one interval level of `pipeline predict`'s output;
+    empty when the output carries no intervals."""
+    lower, upper = f"lower_{level}", f"upper_{level}"
+    if lower not in frame.columns or upper not in frame.columns:
+        return {}
+    ordered = frame.sort_values([series_column, "step"], kind="stable")
+    return {str(sid): (g[lower].to_numpy(dtype=float), g[upper].to_numpy(dtype=float))
+            for sid, g in ordered.groupby(series_column, sort=False)}
+
+
 # ---------------------------------------------------------------- scoring
 @dataclass(frozen=True)
 class M4Score:
     """Per-series table and the M4 means (over series, not over points)."""
 
-    per_series: pd.DataFrame  # index: series id; columns smape, mase
+    per_series: pd.DataFrame  # index: series id; columns smape, mase (and msis, coverage with intervals)
 
     @property
     def smape(self) -> float:
@@ -89,18 +104,40 @@ class M4Score:
     def mase(self) -> float:
         return float(self.per_series["mase"].mean())
 
+    @property
+    def msis(self) -> float:
+        """Mean over series of the 95 % MSIS (NaN without intervals)."""
+        return float(self.per_series["msis"].mean()) if "msis" in self.per_series else float("nan")
+
+    @property
+    def coverage(self) -> float:
+        """Share of all test values inside their 95 % interval (every series has 48: the mean over series)."""
+        return float(self.per_series["coverage"].mean()) if "coverage" in self.per_series else float("nan")
+
+    @property
+    def acd(self) -> float:
+        """M4's absolute coverage difference |coverage - 0.95|."""
+        return abs(self.coverage - 0.95)
+
 
 def score_m4(forecasts: dict[str, np.ndarray], train: dict[str, np.ndarray], test: dict[str, np.ndarray],
-             season: int = SEASON) -> M4Score:
+             season: int = SEASON, intervals: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> M4Score:
     """sMAPE and MASE of each series' forecast against its test values, MASE scaled by the
-    training values' seasonal-naive error; a series without a full forecast is an error."""
+    training values' seasonal-naive error; with `intervals` ({series: (lower_95, upper_95)}) also
+    MSIS (same scale) and coverage. A series without a full forecast (or interval) is an error."""
     rows = {}
     for sid, actual in test.items():
         pred = forecasts.get(sid)
         if pred is None or len(pred) != len(actual) or not np.all(np.isfinite(pred)):
             raise ValueError(f"series {sid}: expected {len(actual)} finite forecasts, got "
                              f"{'none' if pred is None else len(pred)}")
-        rows[sid] = {"smape": smape(actual, pred), "mase": mase(actual, pred, mase_scale(train[sid], season))}
+        scale = mase_scale(train[sid], season)
+        rows[sid] = {"smape": smape(actual, pred), "mase": mase(actual, pred, scale)}
+        if intervals is not None:
+            lower, upper = intervals.get(sid, (np.empty(0), np.empty(0)))
+            if len(lower) != len(actual) or not (np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))):
+                raise ValueError(f"series {sid}: expected {len(actual)} finite 95 % intervals, got {len(lower)}")
+            rows[sid].update(msis=msis(actual, lower, upper, scale), coverage=coverage(actual, lower, upper))
     return M4Score(pd.DataFrame.from_dict(rows, orient="index"))
 
 
@@ -124,6 +161,18 @@ def comparison_table(published: pd.DataFrame, ours: dict[str, tuple[float, float
     mine = pd.DataFrame([{"method": name, "smape": s, "mase": m} for name, (s, m) in ours.items()])
     table = pd.concat([ref, mine], ignore_index=True).sort_values("mase", kind="stable")
     table[["rank_smape", "rank_mase"]] = [rank_among(published, s, m) for s, m in zip(table["smape"], table["mase"])]
+    return table.reset_index(drop=True)
+
+
+def interval_table(published: pd.DataFrame, ours: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """The published entries with a 95 % MSIS (INTERVAL_REFERENCE_ROWS) and our rows (name -> (MSIS, coverage)),
+    sorted by MSIS, with the rank by MSIS among every published entry that has one."""
+    scored = published[published["msis_95"].notna()]
+    ref = scored[scored["method"].isin(INTERVAL_REFERENCE_ROWS)][["method", "msis_95", "acd_95"]]
+    ref = ref.rename(columns={"msis_95": "msis", "acd_95": "acd"}).assign(coverage=np.nan)
+    mine = pd.DataFrame([{"method": name, "msis": m, "acd": abs(c - 0.95), "coverage": c} for name, (m, c) in ours.items()])
+    table = pd.concat([ref, mine], ignore_index=True).sort_values("msis", kind="stable")
+    table["rank_msis"] = [int((scored["msis_95"] < m).sum()) + 1 for m in table["msis"]]
     return table.reset_index(drop=True)
 
 
@@ -152,7 +201,7 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> Usage:
     return Usage(time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[dict[str, np.ndarray], Usage, Usage]:
+def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[pd.DataFrame, Usage, Usage]:
     """`pipeline train` then `pipeline predict` for one seed in a private MLflow store under `work`
 
     Each seed registers its own model name in that fresh store, so its version is 1 whether or not the
@@ -176,7 +225,7 @@ def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[dict[
     predict = _run([*pipeline, "predict", "--model", f"models:/{name}/1", "--data", str(long_csv),
                          "--out", str(out), "--overwrite"], env, work)
     series_column = cfg.get("data", {}).get("series_column", SERIES)
-    return forecasts_to_wide(pd.read_csv(out), series_column), train, predict
+    return pd.read_csv(out).rename(columns={series_column: SERIES}), train, predict
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -207,21 +256,34 @@ def main(argv: list[str] | None = None) -> None:
     long_csv = work / "m4_hourly_train_long.csv"
     wide_to_long(train).to_csv(long_csv, index=False)
     per_seed = []
+    ours_intervals: dict[str, tuple[float, float]] = {}
     for seed in seeds:
-        forecasts, trained, predicted = run_seed(args.config.resolve(), long_csv, seed, work)
-        score = score_m4(forecasts, train, test)
-        per_seed.append((score.smape, score.mase, trained.wall, predicted.wall, trained.mib))
+        output, trained, predicted = run_seed(args.config.resolve(), long_csv, seed, work)
+        bands = bands_to_wide(output)
+        score = score_m4(forecasts_to_wide(output), train, test, intervals=bands or None)
+        per_seed.append((score.smape, score.mase, trained.wall, predicted.wall, trained.mib, score.msis, score.coverage))
         ours[f"ours, seed {seed}"] = (score.smape, score.mase)
-        print(f"seed {seed}: sMAPE {score.smape:.3f}  MASE {score.mase:.3f}  train {trained}  "
-              f"predict {predicted}  peak {trained.mib:.0f} MiB  load {os.getloadavg()[0]:.2f}", flush=True)
+        if bands:
+            ours_intervals[f"ours, seed {seed}"] = (score.msis, score.coverage)
+        print(f"seed {seed}: sMAPE {score.smape:.3f}  MASE {score.mase:.3f}  MSIS {score.msis:.3f}  "
+              f"coverage95 {score.coverage:.4f}  train {trained}  predict {predicted}  peak {trained.mib:.0f} MiB  "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
     arr = np.array(per_seed)
     if len(seeds) > 1:
         ours[f"ours, mean of {len(seeds)} seeds"] = (float(arr[:, 0].mean()), float(arr[:, 1].mean()))
+        if ours_intervals:
+            ours_intervals[f"ours, mean of {len(seeds)} seeds"] = (float(arr[:, 5].mean()), float(arr[:, 6].mean()))
     print(f"mean over {len(seeds)} seed(s): sMAPE {arr[:, 0].mean():.3f}  MASE {arr[:, 1].mean():.3f}  "
+          f"MSIS {arr[:, 5].mean():.3f}  coverage95 {arr[:, 6].mean():.4f}  "
           f"train {arr[:, 2].mean():.0f} s (max {arr[:, 2].max():.0f})  predict {arr[:, 3].mean():.1f} s  "
-          f"peak {arr[:, 4].max():.0f} MiB  (targets: MASE <= 0.95, sMAPE <= 10.5; train < 600 s)")
+          f"peak {arr[:, 4].max():.0f} MiB  (targets: MASE <= 0.95, sMAPE <= 10.5; train < 600 s; "
+          "MSIS <= 7.5, |coverage95 - 0.95| <= 0.02)")
     print(f"\nM4 Hourly, {len(test)} series, horizon {HORIZON}; published ranks among {len(published)} methods\n")
     print(comparison_table(published, ours).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if ours_intervals:
+        print(f"\n95 % prediction intervals (MSIS: M4's mean scaled interval score; ACD |coverage - 0.95|); "
+              f"ranks among the {int(published['msis_95'].notna().sum())} published entries with an MSIS\n")
+        print(interval_table(published, ours_intervals).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.keep is None:
         print(f"\n(work files in {work})")
 

@@ -103,5 +103,10 @@ def record_summary(run: TrackedRun, cfg: PipelineConfig, frame: pd.DataFrame, re
         f"{cfg.data.target}: walk-forward backtest, {len(results)} {cfg.backtest.window} folds ({cfg.name})")
     tracking.log_figure(run.client, run.run_id, fig, "plots/backtest.png")
     plots.close(fig)
+    pooled = backtest.concat_forecasts([r.forecasts for r in results])
+    if pooled.bands:  # nominal vs achieved coverage of every fold's intervals, per step
+        fig = plots.plot_calibration(pooled, f"{cfg.name}: backtest intervals, {len(results)} folds pooled")
+        tracking.log_figure(run.client, run.run_id, fig, "plots/calibration.png")
+        plots.close(fig)
     return BacktestSummary(run_id=run.run_id, experiment_id=run.experiment_id, fold_run_ids=[], folds=table,
                            metrics=metrics, window=cfg.backtest.window, notes=notes)

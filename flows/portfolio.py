@@ -17,12 +17,13 @@ from prefect.futures import wait
 from flows.common import STEP, prefect_tags
 from flows.reporting import publish_promotion
 from flows.training import train_task
-from pipeline import gate, panel, registry, reports, runs, tracking
+from pipeline import backtest, gate, panel, plots, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, TrainingError
 from pipeline.evaluate import Forecasts
 from pipeline.features import Preprocessor, Windows, input_rows_needed
 from pipeline.ingest import RawData
+from pipeline.intervals import Calibration
 from pipeline.panel import Panel, PanelFit, PanelScores, SeriesPrep
 from pipeline.runs import Timings, TrainingSummary
 from pipeline.tracking import TrackedRun
@@ -91,12 +92,18 @@ def train_panel(run: TrackedRun, preps: dict[str, SeriesPrep], cfg: PipelineConf
 
 @task(name="evaluate", **STEP)
 def evaluate_panel_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesPrep],
-                        cfg: PipelineConfig) -> tuple[dict[str, Forecasts], dict[str, PanelScores]]:
-    """Each series' forecasts of the validation and test parts and their scores; the test forecasts and the scores."""
+                        cfg: PipelineConfig) -> tuple[dict[str, Forecasts], dict[str, PanelScores], Calibration | None]:
+    """Each series' forecasts of the validation and test parts with intervals fitted on the validation errors
+    (scaled per series), and their scores; the test forecasts, the scores and the intervals."""
     served = trained.serves(preps)
     forecasts = {s: panel.forecast_panel(trained.model_for, data, served, cfg, s) for s in SPLITS_SCORED}
+    scales = panel.series_scales(data, preps, cfg)
+    calibration = panel.calibrate_panel(forecasts["val"], scales, cfg)
+    for note in calibration.notes if calibration else ():
+        get_run_logger().warning(note)
+    forecasts = {s: panel.with_panel_intervals(fc, calibration, scales) for s, fc in forecasts.items()}
     scores = {s: panel.score_panel(fc, data, preps, cfg, s) for s, fc in forecasts.items() if fc}
-    return forecasts["test"], scores
+    return forecasts["test"], scores, calibration
 
 
 @task(name="refit", **STEP)
@@ -124,6 +131,11 @@ def log_scores(run: TrackedRun, cfg: PipelineConfig, scores: dict[str, PanelScor
         tracking.log_text(run.client, run.run_id, table.csv(), f"evaluation/{split}_series_scores.csv")
     tracking.log_text(run.client, run.run_id, panel.forecast_tables(test, column).to_csv(index=False),
                       "evaluation/test_forecasts.csv")
+    pooled = backtest.concat_forecasts(list(test.values()))
+    if pooled.bands:  # nominal vs achieved coverage per step, every series' test windows pooled
+        fig = plots.plot_calibration(pooled, f"{cfg.name}: test intervals, {len(test)} series pooled")
+        tracking.log_figure(run.client, run.run_id, fig, "plots/calibration.png")
+        plots.close(fig)
     from prefect.artifacts import create_table_artifact
 
     try:
@@ -135,10 +147,12 @@ def log_scores(run: TrackedRun, cfg: PipelineConfig, scores: dict[str, PanelScor
 
 @task(name="log-model", **STEP)
 def log_panel_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None, raw: RawData, data: Panel,
-                         trained: PanelFit, preps: dict[str, SeriesPrep], metrics: dict[str, float]) -> Any:
-    """Log the config, the dataset and the model of every series, then the metrics; MLflow's ModelInfo."""
+                         trained: PanelFit, preps: dict[str, SeriesPrep], metrics: dict[str, float],
+                         calibration: Calibration | None = None) -> Any:
+    """Log the config, the dataset and the model of every series (with the intervals), then the metrics;
+    MLflow's ModelInfo."""
     tracking.log_config(run.client, run.run_id, cfg, config_path)
-    bundle = panel.bundle(trained, preps, cfg)
+    bundle = panel.bundle(trained, preps, cfg, calibration)
     tracking.log_dict(run.client, run.run_id, bundle.series.to_dict(), "scalers/series.json")  # type: ignore[union-attr]
     long = panel.input_example(data, cfg, rows=10**9, series=len(data.series))
     tracking.log_dataset(run.client, run.run_id, long, raw.source, raw.digest, cfg.data.target, name=cfg.name)
@@ -168,7 +182,8 @@ def register_panel_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, mo
         metrics["test_mase"], baseline, rescore,
         (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion),
         runs.registered_by(run.run_id, prefect_tags().get("prefect.flow_run_id")), model_id=model_id,
-        measure=("MASE", "seasonal naive" if seasonal else "naive"))
+        measure=("MASE", "seasonal naive" if seasonal else "naive"),
+        coverage=gate.coverage_requirement(metrics, cfg.registry.max_coverage_error))
     publish_promotion(decision.markdown(name, run.run_id), name, f"{name} v{decision.version}: {decision.reason}")
     return decision
 
@@ -184,7 +199,7 @@ def train_portfolio(run: TrackedRun, cfg: PipelineConfig, config_path: str | Non
     with timings.stage("train"):
         trained = train_panel(run, preps, cfg)
     with timings.stage("evaluate"):
-        test, scores = evaluate_panel_task(trained, data, preps, cfg)
+        test, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
     metrics = {k: v for s in scores.values() for k, v in s.means().items()}
     tags = record_panel_findings(run, cfg, raw, data, preps, trained, metrics)
     log_scores(run, cfg, scores, test, data.column)
@@ -193,9 +208,10 @@ def train_portfolio(run: TrackedRun, cfg: PipelineConfig, config_path: str | Non
         with timings.stage("refit"):
             served, served_preps = refit_task(trained, data, cfg)
     with timings.stage("tracking"):
-        logged = log_panel_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics)
+        logged = log_panel_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, calibration)
     summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
-                              model_uri=logged.model_uri, model_id=logged.model_id, notes=list(data.notes),
+                              model_uri=logged.model_uri, model_id=logged.model_id,
+                              notes=[*data.notes, *(f"warning: {n}" for n in (calibration.notes if calibration else ()))],
                               timings=timings.seconds, test_forecasts=panel.forecast_tables(test, data.column))
     if cfg.registry.enabled:
         inputs = panel.gate_inputs(data, preps, test, cfg, context_rows=4 * Preprocessor(cfg).input_rows)

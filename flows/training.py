@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.common import DASK_ADDRESS_ENV, STEP, ingest_task, prefect_tags, task_runner, validate_task
 from flows.reporting import library_logs_to_run, publish_promotion, publish_report, report_context
-from pipeline import evaluate, features, plots, progress, registry, reports, runs, tracking
+from pipeline import evaluate, features, gate, plots, progress, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig, resolve
 from pipeline.defaults import resolve_auto
 from pipeline.errors import ConfigError, PipelineError, TrainingError
@@ -29,6 +29,7 @@ from pipeline.evaluate import Forecasts, Scores
 from pipeline.faults import kill_point
 from pipeline.features import Preprocessor, SplitBounds, Windows
 from pipeline.ingest import RawData
+from pipeline.intervals import Calibration
 from pipeline.model import LSTMForecaster
 from pipeline.runs import Timings, TrainingSummary
 from pipeline.schemas import ValidatedData
@@ -71,9 +72,12 @@ def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: A
 
 @task(name="evaluate", **STEP)
 def evaluate_task(model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFrame,
-                  windows: dict[str, Windows], cfg: PipelineConfig) -> tuple[dict[str, Forecasts], Scores]:
-    forecasts = {split: evaluate.forecast_split(model, pre, frame, w, cfg.evaluate) for split, w in windows.items() if len(w)}
-    return forecasts, Scores({split: evaluate.score(fc, prefix=split) for split, fc in forecasts.items()})
+                  windows: dict[str, Windows], cfg: PipelineConfig) -> tuple[dict[str, Forecasts], Scores, Calibration | None]:
+    """Every split's forecasts with the intervals fitted on the validation errors, their scores, the intervals."""
+    forecasts, calibration = evaluate.forecast_splits(model, pre, frame, windows, cfg)
+    for note in calibration.notes if calibration else ():
+        get_run_logger().warning(note)
+    return forecasts, Scores({split: evaluate.score(fc, prefix=split) for split, fc in forecasts.items()}), calibration
 
 
 @task(name="plots", **STEP)
@@ -89,6 +93,8 @@ def plots_task(run: TrackedRun, frame: pd.DataFrame, cfg: PipelineConfig, bounds
             f"{cfg.data.target}: actual vs predicted ({cfg.name}, {cfg.preprocess.target_transform} target)"),
         "plots/loss.png": plots.plot_losses(result.train_loss, result.val_loss, result.best_epoch),
         "plots/residuals.png": plots.plot_residuals(forecasts["test"], cfg.data.target),
+        **({"plots/calibration.png": plots.plot_calibration(forecasts["test"], f"{cfg.name}: test intervals")}
+           if forecasts["test"].bands else {}),
         **({"plots/horizon_rmse.png": plots.plot_horizon(evaluate.per_step(test), "rmse", cfg.data.target),
             "plots/horizon_paths.png": plots.plot_horizon_paths(target, forecasts["test"])}
            if cfg.window.horizon > 1 else {}),
@@ -100,13 +106,16 @@ def plots_task(run: TrackedRun, frame: pd.DataFrame, cfg: PipelineConfig, bounds
 
 @task(name="log-model", **STEP)
 def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None, raw: RawData,
-                   data: ValidatedData, pre: Preprocessor, result: TrainResult, metrics: dict[str, float]) -> Any:
-    """Log the config, scalers, dataset and pyfunc, then the metrics (on the run and the logged model); MLflow's ModelInfo."""
+                   data: ValidatedData, pre: Preprocessor, result: TrainResult, metrics: dict[str, float],
+                   calibration: Calibration | None = None) -> Any:
+    """Log the config, scalers, dataset and pyfunc (with the fitted intervals), then the metrics (on the run and the
+    logged model); MLflow's ModelInfo."""
     client, run_id = run.client, run.run_id
     tracking.log_config(client, run_id, cfg, config_path)
     tracking.log_preprocessor(client, run_id, pre)
     tracking.log_dataset(client, run_id, data.frame, raw.source, raw.digest, cfg.data.target, name=cfg.name)
-    bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg)
+    bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg,
+                            intervals=calibration.model if calibration else None)
     info = tracking.log_model(run_id, bundle, input_example(data.frame, cfg, rows=pre.input_rows), client.tracking_uri)
     kill_point("model-logging")
     # The scores belong to the run, to this logged model and to the training dataset.
@@ -130,7 +139,8 @@ def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id
     decision = registry.register_and_promote(
         run.client, name, model_uri, run.run_id, runs.version_tags(raw.digest, metrics, extra_tags), window,
         metrics["test_rmse"], metrics["test_naive_rmse"], rescore, margins,
-        runs.registered_by(run.run_id, extra_tags.get("prefect.flow_run_id")), model_id=model_id)
+        runs.registered_by(run.run_id, extra_tags.get("prefect.flow_run_id")), model_id=model_id,
+        coverage=gate.coverage_requirement(metrics, cfg.registry.max_coverage_error))
     publish_promotion(decision.markdown(name, run.run_id), name, f"{name} v{decision.version}: {decision.reason}")
     return decision
 
@@ -235,16 +245,19 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
             epoch_logger.flush()  # outside the task: a tracking failure here must not lose the result
         timings.seconds["epoch_logging"] = epoch_logger.seconds  # part of "train"
         with timings.stage("evaluate"):
-            forecasts, scores = evaluate_task(kept.result.model, pre, data.frame, windows, cfg)
+            forecasts, scores, calibration = evaluate_task(kept.result.model, pre, data.frame, windows, cfg)
+            kept.intervals = calibration.model if calibration else None
         kept.scores = metrics = scores.flat()
         with timings.stage("plots"):
             plots_task(run, data.frame, cfg, bounds, forecasts, scores["test"], kept.result)
         data_tags, warnings = record_findings(run, cfg, raw, data, pre, bounds, kept.result, scores, metrics)
         with timings.stage("tracking"):
-            logged = log_model_task(run, cfg, config_path, raw, data, pre, kept.result, metrics)
+            logged = log_model_task(run, cfg, config_path, raw, data, pre, kept.result, metrics, calibration)
         summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
                                   model_uri=logged.model_uri, model_id=logged.model_id,
-                                  notes=[*data.notes, *(f"warning: {w}" for w in warnings)], timings=timings.seconds,
+                                  notes=[*data.notes, *(f"warning: {w}" for w in warnings),
+                                         *(f"warning: {n}" for n in (calibration.notes if calibration else ()))],
+                                  timings=timings.seconds,
                                   test_forecasts=forecasts["test"].table())
         if cfg.registry.enabled:
             register(run, cfg, raw, data.frame, forecasts["test"], summary, timings)

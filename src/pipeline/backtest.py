@@ -157,7 +157,9 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     model = init_model(fcfg, n_features=windows["train"].X.shape[2])
     val = windows["val"] if len(windows["val"]) else None
     result = fit(model, windows["train"], val, fcfg.train, on_epoch_end=on_epoch_end)
-    fc = evaluate.forecast_split(result.model, pre, part, windows["test"], cfg.evaluate)
+    # The fold's intervals come from its own validation part's errors (none without validation windows).
+    scored = {s: windows[s] for s in ("val", "test")}
+    fc = evaluate.forecast_splits(result.model, pre, part, scored, cfg)[0]["test"]
     scores = evaluate.score(fc, prefix="test")
     seconds = time.perf_counter() - started
     log.info("fold %d: cutoff %s, %d train rows, test RMSE %.6g (persistence %.6g)", fold.index + 1,
@@ -174,7 +176,18 @@ def concat_forecasts(parts: list[Forecasts]) -> Forecasts:
         predicted=np.vstack([p.predicted for p in parts]),
         anchor=np.concatenate([p.anchor for p in parts]),
         baselines={n: np.vstack([p.baselines[n] for p in parts]) for n in sorted(names)},
+        scale=float(np.mean([p.scale for p in parts])) if parts else float("nan"),
+        bands=_stacked([p.bands for p in parts]),
+        baseline_bands={n: b for n in sorted(set.intersection(*(set(p.baseline_bands) for p in parts)))
+                        if (b := _stacked([p.baseline_bands[n] for p in parts]))} if parts else {},
     )
+
+
+def _stacked(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Bands of consecutive blocks as one; none unless every block has the same bands."""
+    if not parts or any(set(p) != set(parts[0]) for p in parts):
+        return {}
+    return {name: np.vstack([p[name] for p in parts]) for name in parts[0]}
 
 
 def summarize(results: list[FoldResult]) -> dict[str, float]:
@@ -207,6 +220,7 @@ def fold_table(frame: pd.DataFrame, results: list[FoldResult]) -> pd.DataFrame:
             "windows": r.scores.windows,
             "rmse": r.scores.model["rmse"], "naive_rmse": r.scores.baselines["naive"]["rmse"],
             "rmse_ratio": r.scores.rmse_ratio,
+            **{key: value for key, value in r.scores.model.items() if key.startswith("coverage_")},
             "epochs": r.train.epochs_run, "seconds": round(r.seconds, 3),
         })
     return pd.DataFrame(rows)

@@ -115,6 +115,8 @@ def _fmt(value: float | None) -> str:
 
 
 def print_training_summary(summary: TrainingSummary) -> None:
+    from pipeline.reports import interval_summary
+
     if summary.skipped:
         print(f"Nothing to do: {summary.reason}")
         return
@@ -128,6 +130,7 @@ def print_training_summary(summary: TrainingSummary) -> None:
                   f"{_fmt(m.get(f'test_seasonal_naive_{name}')):>16}")
     else:
         print_single_series_table(m)
+    print(interval_summary(m) or "test intervals: none fitted")
     if summary.version:
         print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")
         print(f"  {summary.reason}")
@@ -284,6 +287,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         from flows.backtest import backtest_flow
         from pipeline.config import resolve
         from pipeline.evaluate import verdict
+        from pipeline.reports import interval_summary
 
     cfg = resolve(args.config, args.data, args.experiment, folds=args.folds, window=args.window)
     summary = backtest_flow(config_path=args.config, config=cfg)
@@ -297,6 +301,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     ratio = m.get("backtest_rmse_ratio")
     print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}, "
           f"ratio {_fmt(ratio)} ({verdict(ratio)})")
+    print(interval_summary(m, "backtest") or "backtest intervals: none fitted")
     for note in summary.notes:
         print(f"note: {note}")
     return 0

@@ -276,6 +276,9 @@ class RegistryConfig(_Frozen):
     """Relative RMSE gain over persistence a new version needs (0.02 = 2 % lower)."""
     min_gain_over_champion: float = Field(0.0, gt=-1.0, lt=1.0)
     """Relative RMSE gain over the current champion, re-scored on the same test window."""
+    max_coverage_error: float | None = Field(None, ge=0.0, lt=1.0)
+    """Largest |achieved - nominal| coverage of the 95 % test intervals (ACD) a new version may have to become
+    `@champion` (0.03 = 3 points); null: not checked. Needs `intervals.levels` to include 95."""
 
     @field_validator("model_name")
     @classmethod
@@ -332,6 +335,34 @@ class EvaluateConfig(_Frozen):
         return self
 
 
+class IntervalsConfig(_Frozen):
+    """Prediction intervals beside every forecast (`lower_<level>`, `upper_<level>` columns, original units).
+
+    `conformal`: split conformal per horizon step. After training, the absolute errors of the
+    validation windows (for many series each divided by its series' in-sample seasonal-naive MAE on
+    the training rows, so one table fits every series) give, per step and level, the
+    ceil((n+1)q)-th smallest of n errors (the finite-sample correction); the interval is the forecast
+    plus or minus that error (times the series' scale). With fewer than 1/(1-q) - 1 validation windows a
+    level has no finite conformal quantile: the widest error seen is used and the run logs a note (widen
+    `split.val` for an honest interval). The baselines get intervals the same way, from their own errors.
+    """
+
+    levels: tuple[Annotated[int, Field(gt=0, lt=100)], ...] = (80, 95)
+    """Nominal coverages in percent (a list); `[]`: no intervals."""
+    method: Literal["conformal"] = "conformal"
+    """How intervals are fitted: `conformal` (from the validation windows' out-of-sample errors)."""
+    scaling: Literal["series", "window"] = "series"
+    """What each error is measured in: `series`: the target's units (one series) or its series' in-sample
+    seasonal-naive MAE (many series); `window`: the window's own recent variability (mean |change| of the
+    target over its `window.lookback` inputs), so intervals follow the level and the volatility of the moment."""
+
+    @model_validator(mode="after")
+    def _check(self) -> IntervalsConfig:
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"intervals.levels lists a level twice: {list(self.levels)}")
+        return self
+
+
 class BacktestConfig(_Frozen):
     """Walk-forward evaluation: `folds` consecutive test blocks after an initial training stretch.
 
@@ -377,6 +408,7 @@ class PipelineConfig(_Frozen):
     registry: RegistryConfig = RegistryConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     backtest: BacktestConfig = BacktestConfig()
+    intervals: IntervalsConfig = IntervalsConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -406,6 +438,8 @@ class PipelineConfig(_Frozen):
         if self.train.patience is not None and not self.split.train_end and self.split.val == 0:
             raise ValueError("early stopping (train.patience) needs a validation part (split.val > 0)")
         self._check_window_model()
+        if self.registry.max_coverage_error is not None and 95 not in self.intervals.levels:
+            raise ValueError("registry.max_coverage_error checks the 95 % intervals: add 95 to intervals.levels")
         return self
 
     def _check_window_model(self) -> None:

@@ -3,16 +3,17 @@ and scoring of a split."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from pipeline.config import EvaluateConfig, PipelineConfig
+from pipeline.config import EvaluateConfig, IntervalsConfig, PipelineConfig
 from pipeline.dates import format_dates
 from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
+from pipeline.intervals import Calibration, fit_conformal, interval_baseline, recent_scale
 from pipeline.model import LSTMForecaster, weights_digest
 from pipeline.train import TrainResult, predict
 
@@ -72,6 +73,63 @@ def mase(actual: np.ndarray, pred: np.ndarray, scale: float) -> float:
     if not np.isfinite(scale) or scale <= 0:
         return float("nan")
     return mae(actual, pred) / scale
+
+
+# ---------------------------------------------------------------- interval scores
+def coverage(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    """Share of actual values inside [lower, upper] (NaN without values)."""
+    actual = np.asarray(actual, dtype=float)
+    if actual.size == 0:
+        return float("nan")
+    return float(np.mean((actual >= np.asarray(lower)) & (actual <= np.asarray(upper))))
+
+
+def mean_width(lower: np.ndarray, upper: np.ndarray) -> float:
+    return float(np.mean(np.asarray(upper, dtype=float) - np.asarray(lower, dtype=float)))
+
+
+def interval_score(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray, alpha: float) -> np.ndarray:
+    """The interval score of each point (Gneiting and Raftery; M4's MSIS numerator) of a (1 - alpha) interval:
+    its width plus 2/alpha times how far the actual value lies outside it."""
+    actual, lower, upper = (np.asarray(a, dtype=float) for a in (actual, lower, upper))
+    return ((upper - lower) + (2.0 / alpha) * np.maximum(lower - actual, 0.0)
+            + (2.0 / alpha) * np.maximum(actual - upper, 0.0))
+
+
+def msis(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray, scale: float, alpha: float = 0.05) -> float:
+    """Mean scaled interval score (M4's definition): the mean interval score over `scale` (from `mase_scale`).
+
+    NaN where the scale is 0 or unknown, as for `mase`.
+    """
+    if not np.isfinite(scale) or scale <= 0 or np.asarray(actual).size == 0:
+        return float("nan")
+    return float(np.mean(interval_score(actual, lower, upper, alpha))) / scale
+
+
+def pinball(actual: np.ndarray, quantile: np.ndarray, tau: float) -> float:
+    """Mean pinball (quantile) loss of forecasts of the `tau` quantile."""
+    diff = np.asarray(actual, dtype=float) - np.asarray(quantile, dtype=float)
+    return float(np.mean(np.maximum(tau * diff, (tau - 1.0) * diff)))
+
+
+def interval_metrics(actual: np.ndarray, bands: Mapping[str, np.ndarray], levels: Sequence[int],
+                     scale: float = float("nan")) -> dict[str, float]:
+    """coverage_L, width_L and acd_L (|coverage - L/100|) per level, the mean pinball loss over every band
+    (lower_L is the (1 - L/100)/2 quantile, upper_L the (1 + L/100)/2 one) and MSIS at 95 % (given `scale`)."""
+    out: dict[str, float] = {}
+    losses = []
+    for level in levels:
+        lower, upper = bands[f"lower_{level}"], bands[f"upper_{level}"]
+        out[f"coverage_{level}"] = coverage(actual, lower, upper)
+        out[f"width_{level}"] = mean_width(lower, upper)
+        out[f"acd_{level}"] = abs(out[f"coverage_{level}"] - level / 100)
+        tail = (1 - level / 100) / 2
+        losses += [pinball(actual, lower, tail), pinball(actual, upper, 1 - tail)]
+    if losses:
+        out["pinball"] = float(np.mean(losses))
+    if 95 in levels:
+        out["msis"] = msis(actual, bands["lower_95"], bands["upper_95"], scale)
+    return out
 
 
 def direction_accuracy(actual: np.ndarray, pred: np.ndarray, anchor: np.ndarray) -> float:
@@ -209,14 +267,24 @@ class Forecasts:
     predicted: np.ndarray  # (n, horizon)
     anchor: np.ndarray  # (n,) last known value before each window's first step
     baselines: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n, horizon)
+    scale: float = float("nan")  # in-sample seasonal-naive MAE of the rows before the first target (MSIS, MASE)
+    recent: np.ndarray | None = None  # (n,) each window's recent variability (intervals.recent_scale), or None
+    bands: dict[str, np.ndarray] = field(default_factory=dict)  # lower_L / upper_L -> (n, horizon); {} without
+    baseline_bands: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # baseline -> its bands
+
+    @property
+    def levels(self) -> list[int]:
+        """The interval levels these forecasts carry (none without intervals)."""
+        return [int(c.split("_")[1]) for c in self.bands if c.startswith("lower_")]
 
     def table(self) -> pd.DataFrame:
-        """Long form: the first target date of each window, the step, and the forecast."""
+        """Long form: the first target date of each window, the step, the forecast and its interval bounds."""
         n, horizon = self.predicted.shape
         return pd.DataFrame({
             "date": np.repeat(format_dates(self.dates), horizon),  # times kept for sub-daily data
             "step": np.tile(np.arange(1, horizon + 1), n).astype("int64"),
             "forecast": self.predicted.ravel().astype("float64"),
+            **{name: values.ravel().astype("float64") for name, values in self.bands.items()},
         })
 
     def persistence(self) -> np.ndarray:
@@ -232,13 +300,70 @@ def forecast_split(
     levels = frame[pre.target].to_numpy(dtype=float)
     anchor = pre.anchors(levels, windows.origins)
     predicted = pre.to_levels(predict(model, windows.X), anchor)
+    known = int(windows.target_positions[0, 0]) if len(windows) else 0
+    season = (baselines or EvaluateConfig()).season_length
     return Forecasts(
         dates=frame.index[windows.target_positions[:, 0]],
         actual=levels[windows.target_positions],
         predicted=predicted,
         anchor=anchor,
         baselines=baseline_forecasts(levels, windows.origins + pre.lead - 1, pre.horizon, baselines),
+        scale=mase_scale(levels[:known], season if isinstance(season, int) else 1),
+        recent=recent_scale(levels, windows.origins, pre.lookback - 1),  # over the window's own inputs
     )
+
+
+def forecast_splits(model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFrame, windows: Mapping[str, Windows],
+                    cfg: PipelineConfig) -> tuple[dict[str, Forecasts], Calibration | None]:
+    """Every split's forecasts (`forecast_split`) with the intervals fitted on the validation part's errors
+    (`calibrate`; on the validation part itself they are in-sample), and that calibration (None: no intervals)."""
+    forecasts = {split: forecast_split(model, pre, frame, w, cfg.evaluate) for split, w in windows.items() if len(w)}
+    cal = calibrate([(forecasts["val"], 1.0)], cfg.intervals, span=pre.lookback - 1) if "val" in forecasts else None
+    return {split: with_intervals(fc, cal) for split, fc in forecasts.items()}, cal
+
+
+# ---------------------------------------------------------------- intervals
+def calibrate(parts: Sequence[tuple[Forecasts, float]], cfg: IntervalsConfig,
+              scales: Mapping[str, float] | None = None, span: int = 0) -> Calibration | None:
+    """Conformal intervals of the model and of its interval baseline from validation forecasts.
+
+    `parts`: (validation forecasts, the scale their errors are divided by) per series; one series
+    passes scale 1 and no `scales` (errors in original units). With `intervals.scaling: window` each
+    error is divided by its window's recent variability instead (`Forecasts.recent`, over `span`
+    changes; windows without one are left out). None when intervals are off (`intervals.levels: []`) or there is no
+    validation window to fit them on.
+    """
+    window = cfg.scaling == "window"
+    parts = [(fc, s) for fc, s in parts if len(fc.actual) and np.isfinite(s) and s > 0]
+    if not cfg.levels or not parts:
+        return None
+    baseline = interval_baseline(sorted(set.intersection(*(set(fc.baselines) for fc, _ in parts)) | {"naive"}))
+
+    def divisor(fc: Forecasts, s: float) -> np.ndarray:
+        recent = fc.recent if fc.recent is not None else np.full(len(fc.actual), np.nan)
+        return np.where(recent > 0, recent, np.nan)[:, None] if window else np.full((len(fc.actual), 1), s)
+
+    def errors(pred: str) -> np.ndarray:
+        return np.vstack([np.abs(fc.actual - (fc.predicted if pred == "model" else
+                                              fc.baselines.get(pred, fc.persistence()))) / divisor(fc, s)
+                          for fc, s in parts])
+
+    span = span if window else 0  # the changes `Forecasts.recent` was measured over (the lookback), saved for serving
+    kind = "window" if window else "series"
+    model = fit_conformal(errors("model"), cfg.levels, None if window else scales, "the model", kind, span)
+    base = fit_conformal(errors(baseline), cfg.levels, None if window else scales, baseline.replace("_", " "), kind, span)
+    return Calibration(model, base, baseline, model.notes + base.notes)
+
+
+def with_intervals(fc: Forecasts, cal: Calibration | None, scale: float = 1.0) -> Forecasts:
+    """A copy of `fc` with the model's and the interval baseline's bands (`scale`: the series' scale)."""
+    if cal is None or not len(fc.actual):
+        return fc
+    if cal.model.scaling == "window":
+        scale = fc.recent if fc.recent is not None else np.full(len(fc.actual), np.nan)
+    base = fc.baselines.get(cal.baseline_name, fc.persistence() if cal.baseline_name == "naive" else None)
+    return replace(fc, bands=cal.model.bands(fc.predicted, scale),
+                   baseline_bands={} if base is None else {cal.baseline_name: cal.baseline.bands(base, scale)})
 
 
 def _ratio(num: float, den: float) -> float:
@@ -315,14 +440,26 @@ def score(fc: Forecasts, prefix: str = "test") -> SplitScores:
     baselines.setdefault("naive", fc.persistence())
     steps: dict[str, dict[str, tuple[float, ...]]] = {}
     horizon = fc.actual.shape[1]
+    levels = fc.levels
+    banded = {"model": fc.bands, **fc.baseline_bands}
     if horizon > 1:
         cols = range(horizon)
         steps["model"] = {"rmse": tuple(rmse(fc.actual[:, k], fc.predicted[:, k]) for k in cols),
                           "mae": tuple(mae(fc.actual[:, k], fc.predicted[:, k]) for k in cols)}
         for name, pred in baselines.items():
             steps[name] = {"rmse": tuple(rmse(fc.actual[:, k], pred[:, k]) for k in cols)}
-    return SplitScores(split=prefix, model=metrics(fc.actual, fc.predicted, fc.anchor),
-                       baselines={name: metrics(fc.actual, pred, fc.anchor) for name, pred in baselines.items()},
+        for who, bands in banded.items():
+            by_step = [interval_metrics(fc.actual[:, k], {c: b[:, k] for c, b in bands.items()}, levels, fc.scale)
+                       for k in cols]
+            steps[who].update({f"{m}_{level}": tuple(s[f"{m}_{level}"] for s in by_step)
+                               for level in levels for m in ("coverage", "width")})
+    model = {**metrics(fc.actual, fc.predicted, fc.anchor),
+             **(interval_metrics(fc.actual, fc.bands, levels, fc.scale) if levels else {})}
+    return SplitScores(split=prefix, model=model,
+                       baselines={name: {**metrics(fc.actual, pred, fc.anchor),
+                                         **(interval_metrics(fc.actual, banded[name], levels, fc.scale)
+                                            if name in banded and levels else {})}
+                                  for name, pred in baselines.items()},
                        steps=steps, windows=len(fc.actual))
 
 

@@ -138,10 +138,31 @@ def covers_window(score: Score, first_dates: list[str], horizon: int) -> Score:
     return score
 
 
+def coverage_requirement(metrics: dict[str, float], max_coverage_error: float | None) -> tuple[float, float] | None:
+    """The calibration check's inputs from a run's metrics: (its test ACD at 95 %, the largest allowed), or None
+    when the check is off (registry.max_coverage_error null)."""
+    if max_coverage_error is None:
+        return None
+    return float(metrics.get("test_acd_95", float("nan"))), max_coverage_error
+
+
+def calibration_check(coverage_error: float, max_coverage_error: float) -> Check:
+    """Do the challenger's 95 % test intervals cover what they claim, within `max_coverage_error` (ACD)?
+
+    An unknown ACD (no intervals were fitted) fails: a model that cannot show calibration is not trusted with it.
+    """
+    ok = math.isfinite(coverage_error) and coverage_error <= max_coverage_error
+    shown = f"{coverage_error:.4f}" if math.isfinite(coverage_error) else "unknown (no intervals)"
+    return Check("calibration", ok, f"95 % interval coverage error (ACD) {shown}; needs <= {max_coverage_error:.4f} "
+                                    "(registry.max_coverage_error)")
+
+
 def gate(challenger_rmse: float, persistence_rmse: float, champion_version: str | None,
          champion: Score | None, min_gain_over_persistence: float, min_gain_over_champion: float,
-         metric: str = "RMSE", baseline: str = "persistence") -> list[Check]:
-    """The two checks a challenger must pass, each against a margin (0.02 = 2 % lower `metric`).
+         metric: str = "RMSE", baseline: str = "persistence",
+         coverage: tuple[float, float] | None = None) -> list[Check]:
+    """The checks a challenger must pass: two margins (0.02 = 2 % lower `metric`) and, when `coverage`
+    (its ACD at 95 %, the largest allowed) is given, the calibration of its intervals.
 
     The first check is named `persistence` whatever the baseline (the registry's tag names rest on it).
     """
@@ -162,14 +183,17 @@ def gate(challenger_rmse: float, persistence_rmse: float, champion_version: str 
                             f"test {metric} {challenger_rmse:.6g} vs champion v{champion_version} re-scored with its own "
                             f"preprocessing on the same window at {champion.rmse:.6g} ({champion.count} forecasts); "
                             f"needs < {bar:.6g} (margin {min_gain_over_champion:.2%})"))
+    if coverage is not None:
+        checks.append(calibration_check(*coverage))
     return checks
 
 
 def judge(version: str, challenger_rmse: float, persistence_rmse: float, champion_version: str | None,
           champion: Score | None, margins: tuple[float, float], metric: str = "RMSE",
-          baseline: str = "persistence") -> Decision:
+          baseline: str = "persistence", coverage: tuple[float, float] | None = None) -> Decision:
     """The gate's decision: `@champion` when every check passes, else `@challenger`."""
-    checks = gate(challenger_rmse, persistence_rmse, champion_version, champion, *margins, metric=metric, baseline=baseline)
+    checks = gate(challenger_rmse, persistence_rmse, champion_version, champion, *margins, metric=metric, baseline=baseline,
+                  coverage=coverage)
     alias = CHAMPION if all(c.passed for c in checks) else CHALLENGER
     return Decision(version, alias, challenger_rmse, persistence_rmse, champion_version,
                     champion.rmse if champion else None, checks, margins, metric, baseline)

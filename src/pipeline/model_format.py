@@ -26,6 +26,16 @@ model.json `init_args` may also hold the network's window options (`input_chunk`
 them is written as version 3, so code that predates them refuses it instead of predicting
 without them. A network without them is still version 1 or 2.
 
+Format version 4 is version 1, 2 or 3 plus
+
+    intervals.json     the fitted prediction intervals (pipeline.intervals.IntervalState.to_dict):
+                       {"method": "conformal", "levels": [80, 95], "windows": n,
+                        "quantiles": {"80": [half-width per step], "95": [...]},
+                        "scales": null | {series id: scale}, "notes": [...]}
+
+A model trained with `intervals.levels: []` (or without validation windows) has no intervals and is
+still written as version 1, 2 or 3; older models load and forecast without interval columns.
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -46,16 +56,18 @@ from pydantic import ValidationError
 from pipeline.config import PipelineConfig
 from pipeline.errors import ModelFormatError
 from pipeline.features import Preprocessor
+from pipeline.intervals import IntervalState
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "lstm-forecaster"
-FORMAT_VERSION = 3  # the newest; a model is written as the lowest version that holds it (`ForecastBundle.format_version`)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
+FORMAT_VERSION = 4  # the newest; a model is written as the lowest version that holds it (`ForecastBundle.format_version`)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
 WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
 SERIES_WEIGHTS = "series_weights.pt"  # format 2, local strategy
+INTERVALS_FILE = "intervals.json"  # format 4
 
 
 @dataclass
@@ -90,11 +102,14 @@ class ForecastBundle:
     preprocessor: Preprocessor
     config: PipelineConfig
     series: SeriesModels | None = None  # a model of many series (format 2)
+    intervals: IntervalState | None = None  # fitted prediction intervals (format 4)
 
     @property
     def format_version(self) -> int:
-        """The lowest format version that holds this bundle: 3 for a network with window options, 2 for many
-        series, else 1."""
+        """The lowest format version that holds this bundle: 4 with intervals, 3 for a network with window
+        options, 2 for many series, else 1."""
+        if self.intervals is not None:
+            return 4
         if any(k in self.checkpoint["init_args"] for k in WINDOW_OPTIONS):
             return 3
         return 2 if self.series is not None else 1
@@ -152,6 +167,8 @@ def save_bundle(bundle: ForecastBundle, path: Path) -> Path:
         if bundle.series.state_dicts is not None:
             torch.save({sid: {k: v.detach().cpu() for k, v in sd.items()} for sid, sd in bundle.series.state_dicts.items()},
                        path / SERIES_WEIGHTS)
+    if bundle.intervals is not None:
+        _write_json(path / INTERVALS_FILE, bundle.intervals.to_dict())
     _write_json(path / "format.json", {"format": FORMAT_NAME, "format_version": bundle.format_version})  # last: complete
     return path
 
@@ -183,12 +200,13 @@ def load_bundle(path: Path) -> ForecastBundle:
     import torch
 
     version = read_format(path)
-    many = version == 2 or (version == 3 and (path / SERIES_FILE).is_file())
+    many = version == 2 or (version >= 3 and (path / SERIES_FILE).is_file())
     needed = [*FILES, SERIES_FILE] if many else list(FILES)
+    needed += [INTERVALS_FILE] if version >= 4 else []
     missing = [name for name in needed if not (path / name).is_file()]
     if missing:
         raise ModelFormatError(f"{path}: model directory of format version {version} lacks {', '.join(missing)}")
-    series = None
+    series = intervals = None
     try:
         model = json.loads((path / "model.json").read_text(encoding="utf-8"))
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
@@ -199,6 +217,8 @@ def load_bundle(path: Path) -> ForecastBundle:
             raise TypeError("weights.pt must hold a state dict of tensors")
         if many:
             series = _read_series(path, torch)
+        if version >= 4:
+            intervals = IntervalState.from_dict(json.loads((path / INTERVALS_FILE).read_text(encoding="utf-8")))
         if version < 3 and any(k in model.get("init_args", {}) for k in WINDOW_OPTIONS):
             raise ValueError(f"model.json holds window options ({', '.join(WINDOW_OPTIONS)}), which need format 3")
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
@@ -208,7 +228,7 @@ def load_bundle(path: Path) -> ForecastBundle:
     if model.get("class") != "LSTMForecaster":
         raise ModelFormatError(f"{path / 'model.json'}: unknown model class {model.get('class')!r} (known: LSTMForecaster)")
     return ForecastBundle(checkpoint={"init_args": model["init_args"], "state_dict": state}, preprocessor=pre, config=config,
-                          series=series)
+                          series=series, intervals=intervals)
 
 
 def _read_series(path: Path, torch: Any) -> SeriesModels:

@@ -29,6 +29,7 @@ from pipeline.errors import DataError
 from pipeline.evaluate import Forecasts
 from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, split_by_time, transform_domain
 from pipeline.ingest import RawData, is_remote, load_prices
+from pipeline.intervals import Calibration
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle, SeriesModels
 from pipeline.schemas import DATE, check_columns, passes_fast, validate_prices
@@ -449,6 +450,10 @@ class PanelScores:
             values = values[np.isfinite(values)]
             name = f"{self.split}_{metric}" if who == "model" else f"{self.split}_{who}_{metric}"
             out[name] = float(values.mean()) if values.size else float("nan")
+        for name in [k for k in out if re.search(r"_coverage_\d+$", k)]:
+            # ACD of the pooled coverage (M4's definition), not the mean of each series' ACD
+            level = int(name.rsplit("_", 1)[1])
+            out[name.replace("_coverage_", "_acd_")] = abs(out[name] - level / 100)
         if f"{self.split}_naive_rmse" in out:
             ratio = self.table["model__rmse"] / self.table["naive__rmse"].replace(0, np.nan)
             out[f"{self.split}_rmse_ratio"] = float(ratio.mean())
@@ -494,8 +499,31 @@ def score_panel(forecasts: Mapping[str, Forecasts], panel: Panel, preps: Mapping
         for who, pred in {"model": fc.predicted, **baselines}.items():
             for metric, value in series_metrics(fc.actual, pred, scale).items():
                 row[f"{who}__{metric}"] = value
+        for who, bands in {"model": fc.bands, **fc.baseline_bands}.items():
+            if bands:  # coverage, width, ACD per level, pinball, MSIS (same scale as MASE)
+                row.update({f"{who}__{m}": v for m, v in evaluate.interval_metrics(fc.actual, bands, fc.levels,
+                                                                                     scale).items()})
         rows.append(row)
     return PanelScores(split, pd.DataFrame(rows))
+
+
+def series_scales(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig) -> dict[str, float]:
+    """Each series' interval scale: the in-sample seasonal-naive MAE (naive without a season) of its training rows."""
+    return {sid: insample_scale(panel.series[sid], cfg.data.target, p.bounds.val_start, cfg.evaluate.season_length)
+            for sid, p in preps.items()}
+
+
+def calibrate_panel(val: Mapping[str, Forecasts], scales: Mapping[str, float],
+                    cfg: PipelineConfig) -> Calibration | None:
+    """One conformal table for every series, from the validation errors each divided by its series' scale."""
+    return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals, dict(scales),
+                              span=cfg.window.lookback - 1 if isinstance(cfg.window.lookback, int) else 0)
+
+
+def with_panel_intervals(forecasts: Mapping[str, Forecasts], calibration: Calibration | None,
+                         scales: Mapping[str, float]) -> dict[str, Forecasts]:
+    """Each series' forecasts with its intervals (the shared table times the series' scale)."""
+    return {sid: evaluate.with_intervals(fc, calibration, scales[sid]) for sid, fc in forecasts.items()}
 
 
 def forecast_tables(forecasts: Mapping[str, Forecasts], column: str) -> pd.DataFrame:
@@ -567,11 +595,13 @@ def series_models(fit: PanelFit, preps: Mapping[str, SeriesPrep], column: str) -
                         "global" if fit.shared is not None else "local", state_dicts)
 
 
-def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig) -> ForecastBundle:
-    """The logged model: one network (or one per series) and every served series' preprocessor."""
+def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
+           calibration: Calibration | None = None) -> ForecastBundle:
+    """The logged model: one network (or one per series), every served series' preprocessor, the intervals."""
     series = series_models(fit, preps, str(cfg.data.series_column))
     first = next(iter(series.preprocessors.values()))
-    return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=first, config=cfg, series=series)
+    return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=first, config=cfg, series=series,
+                          intervals=calibration.model if calibration else None)
 
 
 # ---------------------------------------------------------------- the gate's inputs

@@ -33,6 +33,13 @@ SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 MODEL_COLOUR, PERSISTENCE_COLOUR = "tab:blue", "tab:red"
 
 
+def _draw_bands(ax: object, dates: object, fc: Forecasts, colour: str, step: int = 0, label: bool = True) -> None:
+    """The forecasts' intervals at one step as shaded bands, the widest level palest."""
+    for i, level in enumerate(sorted(fc.levels, reverse=True)):
+        ax.fill_between(dates, fc.bands[f"lower_{level}"][:, step], fc.bands[f"upper_{level}"][:, step],  # type: ignore[attr-defined]
+                        color=colour, alpha=0.12 + 0.12 * i, linewidth=0, label=f"{level} % interval" if label else None)
+
+
 def _rmse(actual: np.ndarray, pred: np.ndarray) -> float:
     return float(np.sqrt(np.nanmean((actual - pred) ** 2))) if len(actual) else float("nan")
 
@@ -66,12 +73,14 @@ def plot_forecasts(
     if rows == 2:
         zoom = axes[1, 0]
         actual, model, naive = test.actual[:, 0], test.predicted[:, 0], test.persistence()[:, 0]
+        _draw_bands(zoom, test.dates, test, MODEL_COLOUR)
         zoom.plot(test.dates, actual, color="black", linewidth=1.2, marker=".", label="actual")
         zoom.plot(test.dates, model, color=MODEL_COLOUR, linewidth=1.2,
                   label=f"model (RMSE {_rmse(actual, model):.4g})")
         zoom.plot(test.dates, naive, color=PERSISTENCE_COLOUR, linewidth=1.0, linestyle="--",
                   label=f"persistence (RMSE {_rmse(actual, naive):.4g})")
-        zoom.set_title("Test part: one step ahead, model vs persistence (last known value)")
+        bands = f", the model's {' and '.join(str(v) for v in test.levels)} % intervals shaded" if test.levels else ""
+        zoom.set_title(f"Test part: one step ahead, model vs persistence (last known value){bands}")
         zoom.set_xlabel(series.index.name or "date")
         zoom.set_ylabel(str(series.name))
         zoom.legend(loc="best")
@@ -172,7 +181,7 @@ def plot_backtest(series: pd.Series, folds: list[tuple[pd.Timestamp, Forecasts]]
         colour = colours(i % 10)
         ax.axvline(cutoff, color=colour, linestyle="--", linewidth=0.8)
         if len(fc.dates):
-            ax.axvspan(fc.dates[0], fc.dates[-1], color=colour, alpha=0.07)
+            _draw_bands(ax, fc.dates, fc, colour, label=i == 0)
             ax.plot(fc.dates, fc.predicted[:, 0], color=colour, linewidth=1.2, label=f"fold {i + 1}")
     ax.set_title(title)
     ax.set_xlabel(series.index.name or "date")
@@ -205,6 +214,39 @@ def plot_sweep(trials: list[tuple[int, str, float | None]], objective: str, best
     ax.set_ylabel(f"{objective} (lower is better)")
     ax.set_title(f"Sweep: {objective} across {len(trials)} trials")
     ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_calibration(coverage: dict[int, list[float]] | Forecasts, title: str) -> Figure:
+    """Achieved coverage per step ahead of each interval level against its nominal level (dashed).
+
+    `coverage`: level -> achieved coverage at steps 1..H, or forecasts carrying bands (scored here).
+    Points above their dashed line: intervals wider than they need be; below: they cover too little.
+    """
+    if isinstance(coverage, Forecasts):
+        fc = coverage
+        coverage = {level: [float(np.mean((fc.actual[:, k] >= fc.bands[f"lower_{level}"][:, k])
+                                          & (fc.actual[:, k] <= fc.bands[f"upper_{level}"][:, k])))
+                            for k in range(fc.actual.shape[1])] for level in fc.levels}
+    fig, ax = _figure(figsize=(8, 4.5))
+    colours = matplotlib.colormaps["tab10"]
+    horizon = max((len(v) for v in coverage.values()), default=1)
+    for i, (level, achieved) in enumerate(sorted(coverage.items())):
+        steps = np.arange(1, len(achieved) + 1)
+        ax.plot(steps, np.asarray(achieved) * 100, marker="o", color=colours(i), label=f"achieved, {level} % interval")
+        ax.axhline(level, color=colours(i), linestyle="--", linewidth=1, label=f"nominal {level} %")
+    ax.set_xlabel("steps ahead (h)")
+    ax.set_ylabel("coverage (%)")
+    ax.set_xlim(0.5, horizon + 0.5)
+    if horizon <= 12:
+        ax.set_xticks(np.arange(1, horizon + 1))
+    else:
+        ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    low = min([min(v) * 100 for v in coverage.values() if len(v)] + [min(coverage or [50])]) - 5
+    ax.set_ylim(max(0, low), 101)
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 

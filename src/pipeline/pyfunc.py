@@ -18,6 +18,7 @@ from mlflow.types.schema import AnyType
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError, ModelFormatError
+from pipeline.intervals import band_columns
 from pipeline.model_format import READABLE_VERSIONS
 from pipeline.serving import ForecastBundle, ForecastModel
 
@@ -84,6 +85,8 @@ def model_signature(cfg: PipelineConfig) -> ModelSignature:
         *(ColSpec("string", c) for c in series),
         ColSpec("string", "origin"), ColSpec("long", "step"),
         ColSpec("string", "date"), ColSpec("double", "forecast"),
+        # the prediction intervals (lower_80, upper_80, ...); absent when none were fitted (no validation windows)
+        *(ColSpec("double", c, required=False) for c in band_columns(cfg.intervals.levels)),
     ])
     params = ParamSchema([ParamSpec("all_windows", "boolean", False)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)

@@ -70,15 +70,16 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, actual: pd.Series, first_dat
 
 def decide(client: Any, name: str, version: str, challenger_rmse: float, persistence_rmse: float,
            rescore_champion: Callable[[str], Score], margins: tuple[float, float],
-           measure: tuple[str, str] = ("RMSE", "persistence")) -> Decision:
+           measure: tuple[str, str] = ("RMSE", "persistence"), coverage: tuple[float, float] | None = None) -> Decision:
     """Run the gate against the current champion (if any) without changing anything.
 
     `measure`: the metric compared and the baseline beside the champion (RMSE and persistence, or
-    MASE and seasonal naive for a portfolio)."""
+    MASE and seasonal naive for a portfolio); `coverage`: the challenger's 95 % ACD and the largest
+    allowed (registry.max_coverage_error), or None for no calibration check."""
     current = champion_version(client, name)
     current_version = str(current.version) if current is not None else None
     score = rescore_champion(f"models:/{name}/{current_version}") if current_version else None
-    return judge(version, challenger_rmse, persistence_rmse, current_version, score, margins, *measure)
+    return judge(version, challenger_rmse, persistence_rmse, current_version, score, margins, *measure, coverage=coverage)
 
 
 # ------------------------------------------------------------------ registry basics
@@ -372,9 +373,11 @@ def register_and_promote(
     *,
     model_id: str | None,
     measure: tuple[str, str] = ("RMSE", "persistence"),
+    coverage: tuple[float, float] | None = None,
 ) -> Decision:
     """Register `model_uri` as a new `@challenger` version and promote it if it passes the gate.
 
+    `coverage` (the 95 % ACD, registry.max_coverage_error) adds the gate's calibration check.
     `model_id` is the logged model's id (MLflow's ModelInfo.model_id; None only for a source that
     is no logged model): a tracking server refuses a `models:/m-...` source without it.
     The gate runs first and reads only; then the version, its tags, the alias moves and their
@@ -386,7 +389,8 @@ def register_and_promote(
         uri = client.tracking_uri
         retry(lambda: ensure_registered_model(client, name), "create registered model", uri)
         migrate_history(client, name)
-        decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins, measure)
+        decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins, measure,
+                          coverage)
         before = retry(lambda: get_aliases(client, name), "read aliases", uri)
         if before.get(CHAMPION) != decision.champion_version:
             raise RegistryError(f"@champion of {name!r} moved to v{before.get(CHAMPION)} while the gate compared "

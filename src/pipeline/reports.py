@@ -85,7 +85,24 @@ def metrics_table(metrics: Mapping[str, float]) -> list[str]:
     ratio = metrics.get("test_rmse_ratio")
     if ratio is not None:
         rows += ["", f"RMSE ratio model/persistence: **{_num(ratio)}** ({verdict(ratio)})"]
+    intervals = interval_summary(metrics)
+    if intervals:
+        rows += ["", intervals[0].upper() + intervals[1:]]
     return rows
+
+
+def interval_summary(metrics: Mapping[str, float], prefix: str = "test") -> str | None:
+    """One line on the intervals of a split: coverage per level against nominal, MSIS beside the interval
+    baseline's; None when the run fitted none."""
+    levels = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if re.fullmatch(rf"{prefix}_coverage_\d+", k))
+    if not levels:
+        return None
+    covered = ", ".join(f"{level} %: {_num(metrics[f'{prefix}_coverage_{level}'])}" for level in levels)
+    baseline = next((b for b in ("seasonal_naive", "naive") if f"{prefix}_{b}_msis" in metrics), None)
+    msis = f"; MSIS {_num(metrics.get(f'{prefix}_msis'))}" if f"{prefix}_msis" in metrics else ""
+    if msis and baseline:
+        msis += f" ({baseline.replace('_', ' ')} {_num(metrics[f'{prefix}_{baseline}_msis'])})"
+    return f"{prefix} intervals, achieved coverage {covered}{msis}"
 
 
 def run_markdown(report: RunReport) -> str:

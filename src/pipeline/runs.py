@@ -22,6 +22,7 @@ from pipeline.dates import date_format
 from pipeline.errors import TrackingError
 
 if TYPE_CHECKING:
+    from pipeline.intervals import IntervalState
     from pipeline.evaluate import Forecasts, SplitScores
     from pipeline.features import Preprocessor
     from pipeline.tracking import RunRecord
@@ -126,6 +127,7 @@ class Trained:
     pre: Preprocessor | None = None
     result: TrainResult | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    intervals: IntervalState | None = None
 
 
 def keep_trained_model(exc: BaseException, cfg: PipelineConfig, run_id: str, trained: Trained) -> BaseException:
@@ -135,7 +137,8 @@ def keep_trained_model(exc: BaseException, cfg: PipelineConfig, run_id: str, tra
 
     if not isinstance(exc, TrackingError) or trained.result is None or trained.pre is None:
         return exc
-    bundle = ForecastBundle(checkpoint=trained.result.model.checkpoint(), preprocessor=trained.pre, config=cfg)
+    bundle = ForecastBundle(checkpoint=trained.result.model.checkpoint(), preprocessor=trained.pre, config=cfg,
+                            intervals=trained.intervals)
     try:
         path = tracking.save_unlogged(bundle, run_id, str(exc), trained.scores)
     except OSError as err:

@@ -20,6 +20,7 @@ from pipeline.dates import date_format, format_dates, next_dates
 from pipeline.errors import DataError
 from pipeline.features import Preprocessor, transform_domain
 from pipeline.ingest import RawData
+from pipeline.intervals import IntervalState
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle
 from pipeline.schemas import validate_prices
@@ -38,8 +39,11 @@ def forecast_frame(
     pre: Preprocessor,
     frame: pd.DataFrame,
     all_windows: bool = False,
+    intervals: IntervalState | None = None,
+    series: str | None = None,
 ) -> pd.DataFrame:
-    """Forecasts from validated, date-indexed rows.
+    """Forecasts from validated, date-indexed rows, with the fitted `intervals`' bounds when given
+    (`series`: whose scale they take, in a model of many series).
 
     By default one forecast (all `horizon` steps) from the latest window; with `all_windows`,
     one per window the rows allow. Target dates inside the data are the data's own dates; the
@@ -67,6 +71,9 @@ def forecast_frame(
         "step": np.tile(np.arange(1, pre.horizon + 1), len(origins)).astype("int64"),
         "date": calendar[positions.ravel()].strftime(fmt),
         "forecast": values.ravel().astype("float64"),
+        **({} if intervals is None else
+           {name: bound.ravel().astype("float64") for name, bound in
+            intervals.bands(values, intervals.factors(levels, origins, series)).items()}),
     })
 
 
@@ -115,7 +122,8 @@ def forecast_series(frames: dict[str, pd.DataFrame], bundle: ForecastBundle, mod
     column = bundle.series.column
     parts = []
     for sid, frame in frames.items():
-        out = forecast_frame(model_for(sid), bundle.series.preprocessors[sid], frame, all_windows=all_windows)
+        out = forecast_frame(model_for(sid), bundle.series.preprocessors[sid], frame, all_windows=all_windows,
+                             intervals=bundle.intervals, series=sid)
         out.insert(0, column, sid)
         parts.append(out)
     return pd.concat(parts, ignore_index=True)
@@ -159,7 +167,8 @@ class ForecastModel:
             frame = validate_input(raw, self.bundle, source=INPUT_ROWS)
         except DataError as exc:  # the input is a frame (JSON, a DataFrame), not a file: no "line"
             raise DataError(lines_as_rows(str(exc))) from None
-        return forecast_frame(self.model, self.bundle.preprocessor, frame, all_windows=all_windows)
+        return forecast_frame(self.model, self.bundle.preprocessor, frame, all_windows=all_windows,
+                              intervals=self.bundle.intervals)
 
 
 INPUT_ROWS = "the input (rows counted from 0)"

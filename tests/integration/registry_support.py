@@ -171,7 +171,7 @@ def own_rmse(planted: Planted, frame: pd.DataFrame, win: Window) -> float:
 
 
 def register(client, planted: Planted, win: Window, frame: pd.DataFrame, margins=(0.0, 0.0),
-             name: str = "planted") -> registry.Decision:
+             name: str = "planted", coverage: tuple[float, float] | None = None) -> registry.Decision:
     """Log and register a planted model through the real gate, the champion re-scored for real."""
     run_id, uri, model_id = log_planted(client, planted)
     cfg = planted.bundle.config
@@ -182,4 +182,4 @@ def register(client, planted: Planted, win: Window, frame: pd.DataFrame, margins
 
     return registry.register_and_promote(client, name, uri, run_id, {"data_digest": "planted"}, win.window,
                                          own_rmse(planted, frame, win), win.persistence_rmse, rescore, margins,
-                                         by="tests", model_id=model_id)
+                                         by="tests", model_id=model_id, coverage=coverage)

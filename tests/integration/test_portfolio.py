@@ -55,7 +55,7 @@ def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_har
     frame = pd.read_csv(long_csv, dtype=str)
     good = frame[frame["id"] != "C"]
     served = model.predict(good)
-    assert list(served.columns) == ["id", "origin", "step", "date", "forecast"]
+    assert list(served.columns) == ["id", "origin", "step", "date", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
     assert served.groupby("id").size().to_dict() == {"A": 4, "B": 4, "D": 4, "E": 4}
     assert served[served["id"] == "E"]["date"].iloc[0] == "2024-01-01 12:00:00"  # E: 12 hourly rows
     # the in-process test forecasts are what the logged model serves from the same rows
@@ -64,12 +64,16 @@ def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_har
     a = good[good["id"] == "A"].iloc[:36]  # up to the last row before A's test part
     again = model.predict(a)
     np.testing.assert_allclose(again["forecast"], logged_test[logged_test["id"] == "A"]["forecast"], rtol=1e-6)
+    for column in ("lower_80", "upper_80", "lower_95", "upper_95"):  # one conformal table times A's scale, as in the training run
+        np.testing.assert_allclose(again[column], logged_test[logged_test["id"] == "A"][column], rtol=0, atol=1e-6)
+    assert {"test_coverage_95", "test_acd_95", "test_msis", "test_seasonal_naive_msis"} <= set(run.data.metrics)
+    assert table["model__coverage_95"].mean() == pytest.approx(run.data.metrics["test_coverage_95"], rel=1e-5)
 
     # pipeline predict on the long CSV: the next horizon of every series; the broken one left out (skip)
     out = tmp_path / "forecasts.csv"
     assert main(["predict", "--model", "models:/panel-forecaster/1", "--data", str(long_csv), "--out", str(out)]) == 0
     written = pd.read_csv(out, dtype={"id": str})
-    assert list(written.columns) == ["id", "origin", "step", "date", "forecast"]
+    assert list(written.columns) == ["id", "origin", "step", "date", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
     assert sorted(written["id"].unique()) == ["A", "B", "D", "E"]
     assert written[written["id"] == "A"]["date"].tolist() == [
         "2024-01-02 16:00:00", "2024-01-02 17:00:00", "2024-01-02 18:00:00", "2024-01-02 19:00:00"]

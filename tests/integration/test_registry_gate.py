@@ -48,6 +48,18 @@ def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
     assert f"{better.challenger_rmse:.6g}" in reason and f"{better.champion_rmse:.6g}" in reason
 
 
+def test_the_calibration_check_refuses_a_model_whose_intervals_lie(mlflow_store):
+    """registry.max_coverage_error: a version that beats persistence but whose 95 % intervals cover 80 % stays
+    @challenger, tagged with why; an honest one becomes @champion."""
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
+    liar = rs.register(client, rs.plant(data, cfg, 0.01), win, frame, coverage=(0.15, 0.03))
+    assert liar.alias == "challenger" and [c.passed for c in liar.checks] == [True, True, False]
+    tag = client.get_model_version("planted", liar.version).tags["gate.calibration"]
+    assert tag.startswith("FAIL") and "0.1500" in tag and "registry.max_coverage_error" in tag
+    honest = rs.register(client, rs.plant(data, cfg, 0.01), win, frame, coverage=(0.01, 0.03))
+    assert honest.alias == "champion" and get_aliases(client, "planted") == {"champion": honest.version}
+
+
 def test_margin_over_the_champion_refuses_a_small_gain(mlflow_store):
     client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
     rs.register(client, rs.plant(data, cfg, 0.008), win, frame)

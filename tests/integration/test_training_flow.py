@@ -68,8 +68,16 @@ def test_flow_tracks_registers_and_serves_the_champion(prefect_harness, mlflow_s
     assert len(served) == len(in_process)
     first_dates = served[served["step"] == 1].set_index("date")["forecast"]
     np.testing.assert_array_equal(first_dates.loc[in_process["date"]].to_numpy(), in_process["forecast"].to_numpy())
+    # and the training run's intervals (fitted on the validation windows, saved in the model's intervals.json)
+    by_date = served[served["step"] == 1].set_index("date")
+    for column in ("lower_80", "upper_80", "lower_95", "upper_95"):
+        np.testing.assert_allclose(by_date.loc[in_process["date"], column].to_numpy(), in_process[column].to_numpy(),
+                                   rtol=0, atol=1e-6)
+    assert {"test_coverage_80", "test_coverage_95", "test_msis", "test_acd_95", "test_seasonal_naive_msis"} <= set(scores)
     latest = model.predict(prices.tail(10))
-    assert list(latest.columns) == ["origin", "step", "date", "forecast"]
+    assert list(latest.columns) == ["origin", "step", "date", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
+    assert (latest["lower_95"] < latest["lower_80"]).all() and (latest["lower_80"] < latest["forecast"]).all()
+    assert (latest["forecast"] < latest["upper_80"]).all() and (latest["upper_80"] < latest["upper_95"]).all()
     assert latest["date"].iloc[0] > prices["Date"].iloc[-1]
     assert np.isfinite(latest["forecast"]).all()
 
