@@ -233,3 +233,18 @@ def test_a_log_transform_on_a_series_with_zeros_is_a_bad_series_at_validation(tm
     raw_cfg["data"]["price_columns"] = []
     with pytest.raises(DataError, match=r"(?s)series 'B'.*rule '> 0 for the log transform.*line 47 \(0\)"):
         panel.validate_panel(load_prices(str(path)), parse_config(raw_cfg), min_rows=6)
+
+
+def test_a_series_task_is_tried_again_only_when_its_work_was_lost() -> None:
+    """A Dask worker gone (or any error from the machinery) retries the series; a PipelineError of its own does not."""
+    from prefect.states import Completed, Failed
+
+    from flows.portfolio import retry_lost_work
+    from pipeline.errors import TrainingError
+
+    def failed_with(exc: BaseException):
+        return Failed(data=exc)
+
+    assert retry_lost_work(None, None, failed_with(OSError("worker tcp://127.0.0.1:4001 lost"))) is True
+    assert retry_lost_work(None, None, failed_with(TrainingError("training diverged at epoch 1"))) is False
+    assert retry_lost_work(None, None, Completed(data=1)) is False
