@@ -39,7 +39,7 @@ def write_sweep_files(folder: Path, config: dict) -> tuple[str, str]:
 def check_sweep(uri: str, model_name: str, experiment: str = "tests") -> None:
     """One parent, four finished children with every param and metric, a registered winner that is the best
     trial on validation, retrained to the same validation score."""
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # not the registry an earlier in-process run set globally
     experiment = client.get_experiment_by_name(experiment)
     found = client.search_runs([experiment.experiment_id])
     parents = [r for r in found if r.data.tags.get("run_type") == "sweep"]
