@@ -37,12 +37,13 @@ TOLERANCE = {80: 0.05, 95: 0.03}  # the issue's targets: |coverage - nominal| pe
 
 
 def backtest_series(config: Path, source: Path, folds: int | None,
-                    scaling: str | None = None) -> tuple[evaluate.Forecasts, pd.DataFrame, float]:
+                    scaling: str | None = None, quantile: str | None = None) -> tuple[evaluate.Forecasts, pd.DataFrame, float]:
     """Every fold's test forecasts (with intervals) of one series pooled, the per-fold table, seconds taken."""
     started = time.perf_counter()
     cfg = load_config(config).with_overrides(data={"source": str(source)})
-    if scaling:
-        cfg = cfg.with_overrides(intervals={"scaling": scaling})
+    overrides = {key: value for key, value in (("scaling", scaling), ("quantile", quantile)) if value}
+    if overrides:
+        cfg = cfg.with_overrides(intervals=overrides)
     raw = load_prices(str(source))
     frame = validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg)).frame
     cfg = resolve_auto(cfg, frame)
@@ -76,11 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folds", type=int, default=None, help="folds per series (default: the config's backtest.folds)")
     p.add_argument("--plots", type=Path, help="write each series' calibration plot (PNG) here")
     p.add_argument("--scaling", choices=["series", "window"], help="override intervals.scaling")
+    p.add_argument("--quantile", choices=["expected", "finite_sample"], help="override intervals.quantile")
     args = p.parse_args(argv)
 
     rows, folds = [], []
     for name in args.series:
-        fc, table, seconds = backtest_series(args.config, args.data / f"{name}.csv", args.folds, args.scaling)
+        fc, table, seconds = backtest_series(args.config, args.data / f"{name}.csv", args.folds, args.scaling, args.quantile)
         rows.append(summary_row(name, fc, seconds))
         folds.append(table.assign(series=name))
         print(f"{name}: {rows[-1]}", flush=True)
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\nPer fold (coverage of each fold's own intervals on its test block):")
     print(pd.concat(folds, ignore_index=True).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     summary = pd.DataFrame(rows)
-    print(f"\nWalk-forward backtest of {args.config.name} (intervals.scaling {args.scaling or 'as configured'}), "
+    print(f"\nWalk-forward backtest of {args.config.name} (intervals.scaling {args.scaling or 'as configured'}, "
+          f"quantile {args.quantile or 'as configured'}), "
           "intervals fitted per fold on its validation part; "
           "targets: |coverage - 80 %| <= 5 points, |coverage - 95 %| <= 3 points per series\n")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -340,8 +340,8 @@ class IntervalsConfig(_Frozen):
 
     `conformal`: split conformal per horizon step. After training, the absolute errors of the
     validation windows (for many series each divided by its series' in-sample seasonal-naive MAE on
-    the training rows, so one table fits every series) give, per step and level, the
-    ceil((n+1)q)-th smallest of n errors (the finite-sample correction); the interval is the forecast
+    the training rows, so one table fits every series) give, per step and level, the error at rank
+    (n+1)q of the n errors (`quantile` says how a fractional rank is read); the interval is the forecast
     plus or minus that error (times the series' scale). With fewer than 1/(1-q) - 1 validation windows a
     level has no finite conformal quantile: the widest error seen is used and the run logs a note (widen
     `split.val` for an honest interval). The baselines get intervals the same way, from their own errors.
@@ -355,6 +355,10 @@ class IntervalsConfig(_Frozen):
     """What each error is measured in: `series`: the target's units (one series) or its series' in-sample
     seasonal-naive MAE (many series); `window`: the window's own recent variability (mean |change| of the
     target over its `window.lookback` inputs), so intervals follow the level and the volatility of the moment."""
+    quantile: Literal["expected", "finite_sample"] = "expected"
+    """How the conformal rank (n+1)q among n errors is read: `expected` interpolates between neighbours, so the
+    expected coverage is the nominal one (the k-th smallest of n covers with probability k/(n+1)); `finite_sample`
+    rounds it up: coverage at least nominal, and up to 1/(n+1) above it (3-4 points with 25-40 validation windows)."""
 
     @model_validator(mode="after")
     def _check(self) -> IntervalsConfig:

@@ -350,8 +350,9 @@ def calibrate(parts: Sequence[tuple[Forecasts, float]], cfg: IntervalsConfig,
 
     span = span if window else 0  # the changes `Forecasts.recent` was measured over (the lookback), saved for serving
     kind = "window" if window else "series"
-    model = fit_conformal(errors("model"), cfg.levels, None if window else scales, "the model", kind, span)
-    base = fit_conformal(errors(baseline), cfg.levels, None if window else scales, baseline.replace("_", " "), kind, span)
+    model = fit_conformal(errors("model"), cfg.levels, None if window else scales, "the model", kind, span, cfg.quantile)
+    base = fit_conformal(errors(baseline), cfg.levels, None if window else scales, baseline.replace("_", " "), kind, span,
+                         cfg.quantile)
     return Calibration(model, base, baseline, model.notes + base.notes)
 
 

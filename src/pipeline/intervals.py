@@ -2,14 +2,18 @@
 
 After training, the validation windows' absolute errors (original units for one series; for many
 series each divided by its series' scale, the in-sample seasonal-naive MAE of its training rows, so
-one table fits every series) give per step h and level L the conformal quantile
+one table fits every series) give per step h and level L the conformal quantile of the n errors of
+step h at rank r = (n + 1) * L / 100 (1-based), by one of two rules (`QUANTILE_RULES`):
 
-    q[L][h] = the k-th smallest of the n errors of step h, k = ceil((n + 1) * L / 100)
+- `expected`: the r-th smallest, interpolated between neighbours when r is fractional (numpy's
+  `quantile(method="weibull")`). With exchangeable errors the k-th smallest of n covers a new value
+  with probability k / (n + 1), so the expected coverage is L % exactly: what ACD measures.
+- `finite_sample`: the ceil(r)-th smallest, the classic split-conformal rank: coverage at least L %,
+  at most L % + 1 / (n + 1): up to 3-4 points too wide with the 25-40 validation windows of a short series.
 
-(the finite-sample correction: with exchangeable errors the interval forecast +- q covers at least
-L % of new values). The interval of a forecast is forecast +- q[L][h] * scale. With k > n (too few
-windows for the level) there is no finite conformal quantile: the largest error seen is used and
-the state carries a note saying so. The fitted numbers are plain data (`to_dict`), saved beside the
+The interval of a forecast is forecast +- q[L][h] * scale. With r > n (too few windows for the
+level) there is no finite conformal quantile: the largest error seen is used and the state carries
+a note saying so. The fitted numbers are plain data (`to_dict`), saved beside the
 weights (pipeline.model_format's intervals.json) so a served model gives the training run's intervals.
 
 Plain numpy, no torch, MLflow or Prefect.
@@ -28,6 +32,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 METHODS = ("conformal",)
+QUANTILE_RULES = ("expected", "finite_sample")  # the conformal rank: interpolated (expected coverage = nominal) or rounded up
 SCALINGS = ("series", "window")  # what each error is divided by: its series' scale, or its window's recent change
 
 
@@ -52,21 +57,26 @@ def band_columns(levels: Sequence[int]) -> list[str]:
     return [f"{side}_{level}" for level in levels for side in ("lower", "upper")]
 
 
-def conformal_quantile(errors: np.ndarray, level: int) -> tuple[float, bool]:
-    """The split-conformal quantile of absolute errors at `level` % and whether it is finite-sample valid.
+def conformal_quantile(errors: np.ndarray, level: int, rule: str = "expected") -> tuple[float, bool]:
+    """The split-conformal quantile of absolute errors at `level` % and whether it is finite.
 
-    The ceil((n + 1) q)-th smallest of the n finite errors; when that rank exceeds n the largest
-    error is returned with False (too few errors for the level). NaN, False without errors.
+    At rank (n + 1) * level / 100 among the n finite errors: interpolated between neighbours (`expected`)
+    or rounded up (`finite_sample`). When the rank exceeds n the largest error is returned with False
+    (too few errors for the level). NaN, False without errors.
     """
+    if rule not in QUANTILE_RULES:
+        raise ValueError(f"conformal quantile rule {rule!r} unknown (known: {', '.join(QUANTILE_RULES)})")
     values = np.sort(np.abs(np.asarray(errors, dtype=float)))
     values = values[np.isfinite(values)]
     n = values.size
     if n == 0:
         return float("nan"), False
-    rank = math.ceil((n + 1) * level / 100 - 1e-9)  # 1-based; the epsilon keeps 0.95 * 20 at 19, not 20
-    if rank > n:
+    rank = (n + 1) * level / 100
+    if math.ceil(rank - 1e-9) > n:  # the epsilon keeps 0.95 * 20 at 19, not 20
         return float(values[-1]), False
-    return float(values[max(rank, 1) - 1]), True
+    if rule == "finite_sample":
+        return float(values[max(math.ceil(rank - 1e-9), 1) - 1]), True
+    return float(np.quantile(values, level / 100, method="weibull")), True
 
 
 def windows_needed(level: int) -> int:
@@ -154,7 +164,8 @@ class IntervalState:
 
 
 def fit_conformal(errors: np.ndarray, levels: Sequence[int], scales: Mapping[str, float] | None = None,
-                  who: str = "the model", scaling: str = "series", span: int = 0) -> IntervalState:
+                  who: str = "the model", scaling: str = "series", span: int = 0,
+                  rule: str = "expected") -> IntervalState:
     """Per-step conformal half-widths from calibration errors (n, H) (already divided by each row's scale).
 
     Rows with a non-finite error in a step are left out of that step. A level with too few errors
@@ -165,7 +176,7 @@ def fit_conformal(errors: np.ndarray, levels: Sequence[int], scales: Mapping[str
     quantiles: dict[int, tuple[float, ...]] = {}
     notes: list[str] = []
     for level in levels:
-        values, valid = zip(*(conformal_quantile(errors[:, h], level) for h in range(horizon))) if horizon else ((), ())
+        values, valid = zip(*(conformal_quantile(errors[:, h], level, rule) for h in range(horizon))) if horizon else ((), ())
         quantiles[level] = tuple(values)
         if not all(valid):
             notes.append(f"{who}'s {level} % intervals rest on {n} validation window(s), fewer than the "
