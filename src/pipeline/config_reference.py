@@ -34,6 +34,9 @@ def type_name(annotation: Any) -> str:
     """A reader's name for a field type: `int`, `float or null`, `one of: a, b`, `list of str`."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # an item with its own limits, as in `levels: tuple[Annotated[int, Field(gt=0)], ...]`
+        limits = ", ".join(filter(None, (bounds(m) for m in args[1:] if isinstance(m, FieldInfo))))
+        return type_name(args[0]) + (f" ({limits})" if limits else "")
     if origin is typing.Literal:
         return "one of: " + ", ".join(f"`{a}`" for a in args)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
