@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.intervals import tail_probabilities
 
 Transform = Literal["level", "difference", "log_return", "log"]
 AUTO = "auto"  # a setting resolved from the data (pipeline.defaults.resolve_auto)
@@ -218,6 +219,8 @@ class ModelConfig(_Frozen):
     """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0; needs the target among the features, `level` transforms and no scalers); `none`: the preprocess scalers alone."""
     residual_to: Literal["none", "seasonal_naive"] = "none"
     """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`evaluate.season_length` rows; needs the target among the features); `none`: the forecast itself."""
+    quantiles: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = ()
+    """Probabilities whose quantiles the head also predicts for every step, trained with the pinball loss beside the point loss, e.g. `[0.025, 0.1, 0.9, 0.975]`; `intervals.method: quantile` builds the intervals on them. They must map one to one onto the target's units: a `difference` or `log_return` target with `window.horizon` above 1 is refused (quantiles of each step's change do not add up to quantiles of the level). `[]`: the point forecast alone."""
     strategy: Literal["global", "local"] = "global"
     """Many series (`data.series_column`): `global` trains one model on the windows of every series, each
     normalised on its own training rows; `local` trains one model per series."""
@@ -349,8 +352,8 @@ class IntervalsConfig(_Frozen):
 
     levels: tuple[Annotated[int, Field(gt=0, lt=100)], ...] = (80, 95)
     """Nominal coverages in percent (a list); `[]`: no intervals."""
-    method: Literal["conformal"] = "conformal"
-    """How intervals are fitted: `conformal` (from the validation windows' out-of-sample errors)."""
+    method: Literal["conformal", "quantile"] = "conformal"
+    """How intervals are fitted: `conformal`: forecast +- the validation windows' conformal error quantile; `quantile`: conformalized quantile regression on the head's quantiles (`model.quantiles` must hold (1 - L/100)/2 and (1 + L/100)/2 of every level L): the interval [q_lo - c, q_hi + c], c the conformal quantile of the validation windows' max(q_lo - y, y - q_hi), so its width follows what the head learnt of each window and its coverage is calibrated like the residual one."""
     scaling: Literal["series", "window"] = "series"
     """What each error is measured in: `series`: the target's units (one series) or its series' in-sample
     seasonal-naive MAE (many series); `window`: the window's own recent variability (mean |change| of the
@@ -442,9 +445,27 @@ class PipelineConfig(_Frozen):
         if self.train.patience is not None and not self.split.train_end and self.split.val == 0:
             raise ValueError("early stopping (train.patience) needs a validation part (split.val > 0)")
         self._check_window_model()
+        self._check_quantiles()
         if self.registry.max_coverage_error is not None and 95 not in self.intervals.levels:
             raise ValueError("registry.max_coverage_error checks the 95 % intervals: add 95 to intervals.levels")
         return self
+
+    def _check_quantiles(self) -> None:
+        """A quantile head maps onto the target's units, and quantile intervals find their quantiles in it."""
+        quantiles = self.model.quantiles
+        if len(set(quantiles)) != len(quantiles):
+            raise ValueError(f"model.quantiles lists a probability twice: {list(quantiles)}")
+        changes = self.preprocess.target_transform in ("difference", "log_return")
+        if quantiles and changes and self.window.horizon > 1:
+            raise ValueError(f"model.quantiles with preprocess.target_transform {self.preprocess.target_transform} and "
+                             f"window.horizon {self.window.horizon}: quantiles of each step's change do not add up to "
+                             "quantiles of the level; use a level or log target_transform, or horizon 1")
+        if self.intervals.method == "quantile":
+            missing = sorted({round(p, 6) for level in self.intervals.levels for p in tail_probabilities(level)}
+                             - {round(q, 6) for q in quantiles})
+            if missing:
+                raise ValueError(f"intervals.method quantile reads each level L from the head's (1 - L/100)/2 and "
+                                 f"(1 + L/100)/2 quantiles: add {missing} to model.quantiles")
 
     def _check_window_model(self) -> None:
         """The network's own window handling (chunks, per-window normalisation, seasonal residual) fits the rest."""

@@ -13,9 +13,9 @@ import pandas as pd
 from pipeline.config import EvaluateConfig, IntervalsConfig, PipelineConfig
 from pipeline.dates import format_dates
 from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
-from pipeline.intervals import Calibration, fit_conformal, interval_baseline, recent_scale
+from pipeline.intervals import Calibration, IntervalState, fit_conformal, interval_baseline, recent_scale
 from pipeline.model import LSTMForecaster, weights_digest
-from pipeline.train import TrainResult, predict
+from pipeline.train import TrainResult, predict_outputs
 
 if TYPE_CHECKING:
     from pipeline.schemas import ValidatedData
@@ -271,6 +271,7 @@ class Forecasts:
     recent: np.ndarray | None = None  # (n,) each window's recent variability (intervals.recent_scale), or None
     bands: dict[str, np.ndarray] = field(default_factory=dict)  # lower_L / upper_L -> (n, horizon); {} without
     baseline_bands: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # baseline -> its bands
+    tails: dict[float, np.ndarray] = field(default_factory=dict)  # a quantile head's forecasts: probability -> (n, horizon)
 
     @property
     def levels(self) -> list[int]:
@@ -299,7 +300,8 @@ def forecast_split(
     """The model's forecasts of one split in original units, with every configured baseline."""
     levels = frame[pre.target].to_numpy(dtype=float)
     anchor = pre.anchors(levels, windows.origins)
-    predicted = pre.to_levels(predict(model, windows.X), anchor)
+    outputs = predict_outputs(model, windows.X)  # (n, 1 + Q, horizon): the point forecast, then the head's quantiles
+    predicted = pre.to_levels(outputs[:, 0], anchor)
     known = int(windows.target_positions[0, 0]) if len(windows) else 0
     season = (baselines or EvaluateConfig()).season_length
     return Forecasts(
@@ -310,6 +312,7 @@ def forecast_split(
         baselines=baseline_forecasts(levels, windows.origins + pre.lead - 1, pre.horizon, baselines),
         scale=mase_scale(levels[:known], season if isinstance(season, int) else 1),
         recent=recent_scale(levels, windows.origins, pre.lookback - 1),  # over the window's own inputs
+        tails={q: pre.to_levels(outputs[:, 1 + i], anchor) for i, q in enumerate(model.quantiles)},
     )
 
 
@@ -348,9 +351,15 @@ def calibrate(parts: Sequence[tuple[Forecasts, float]], cfg: IntervalsConfig,
                                               fc.baselines.get(pred, fc.persistence()))) / divisor(fc, s)
                           for fc, s in parts])
 
+    def head_scores(level: int) -> np.ndarray:
+        """Conformalized quantile regression's scores: how far each actual lies outside the head's bounds."""
+        bounds = [(IntervalState.tails_of(level, fc.tails), fc, s) for fc, s in parts]
+        return np.vstack([np.maximum(lo - fc.actual, fc.actual - hi) / divisor(fc, s) for (lo, hi), fc, s in bounds])
+
     span = span if window else 0  # the changes `Forecasts.recent` was measured over (the lookback), saved for serving
     kind = "window" if window else "series"
-    model = fit_conformal(errors("model"), cfg.levels, None if window else scales, "the model", kind, span, cfg.quantile)
+    scores = {level: head_scores(level) for level in cfg.levels} if cfg.method == "quantile" else errors("model")
+    model = fit_conformal(scores, cfg.levels, None if window else scales, "the model", kind, span, cfg.quantile, cfg.method)
     base = fit_conformal(errors(baseline), cfg.levels, None if window else scales, baseline.replace("_", " "), kind, span,
                          cfg.quantile)
     return Calibration(model, base, baseline, model.notes + base.notes)
@@ -363,7 +372,7 @@ def with_intervals(fc: Forecasts, cal: Calibration | None, scale: float = 1.0) -
     if cal.model.scaling == "window":
         scale = fc.recent if fc.recent is not None else np.full(len(fc.actual), np.nan)
     base = fc.baselines.get(cal.baseline_name, fc.persistence() if cal.baseline_name == "naive" else None)
-    return replace(fc, bands=cal.model.bands(fc.predicted, scale),
+    return replace(fc, bands=cal.model.bands(fc.predicted, scale, fc.tails),
                    baseline_bands={} if base is None else {cal.baseline_name: cal.baseline.bands(base, scale)})
 
 

@@ -11,7 +11,13 @@ step h at rank r = (n + 1) * L / 100 (1-based), by one of two rules (`QUANTILE_R
 - `finite_sample`: the ceil(r)-th smallest, the classic split-conformal rank: coverage at least L %,
   at most L % + 1 / (n + 1): up to 3-4 points too wide with the 25-40 validation windows of a short series.
 
-The interval of a forecast is forecast +- q[L][h] * scale. With r > n (too few windows for the
+The interval of a forecast is forecast +- q[L][h] * scale.
+
+Method `quantile` (conformalized quantile regression, Romano et al. 2019) starts from the quantile
+head's own bounds instead: the score of a validation window is max(lo - y, y - hi) (negative inside
+the head's interval), q[L][h] its conformal quantile by the same rule, and the interval
+[lo - q * scale, hi + q * scale]: as wide as the head judged each window, then widened (or narrowed)
+until it covers as often as it says. With r > n (too few windows for the
 level) there is no finite conformal quantile: the largest error seen is used and the state carries
 a note saying so. The fitted numbers are plain data (`to_dict`), saved beside the
 weights (pipeline.model_format's intervals.json) so a served model gives the training run's intervals.
@@ -31,7 +37,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-METHODS = ("conformal",)
+METHODS = ("conformal", "quantile")  # residual conformal; conformalized quantile regression on the head's quantiles
 QUANTILE_RULES = ("expected", "finite_sample")  # the conformal rank: interpolated (expected coverage = nominal) or rounded up
 SCALINGS = ("series", "window")  # what each error is divided by: its series' scale, or its window's recent change
 
@@ -52,13 +58,19 @@ def recent_scale(levels: np.ndarray, last_known: np.ndarray, span: int) -> np.nd
     return np.where((pos >= 1) & (count > 0), out, np.nan)
 
 
+def tail_probabilities(level: int) -> tuple[float, float]:
+    """The quantiles that bound a central `level` % interval: (1 - L/100)/2 and (1 + L/100)/2, to 6 digits."""
+    return round((1 - level / 100) / 2, 6), round((1 + level / 100) / 2, 6)
+
+
 def band_columns(levels: Sequence[int]) -> list[str]:
     """The output columns of the intervals at `levels`: lower_80, upper_80, lower_95, upper_95, ..."""
     return [f"{side}_{level}" for level in levels for side in ("lower", "upper")]
 
 
-def conformal_quantile(errors: np.ndarray, level: int, rule: str = "expected") -> tuple[float, bool]:
-    """The split-conformal quantile of absolute errors at `level` % and whether it is finite.
+def conformal_quantile(errors: np.ndarray, level: int, rule: str = "expected", signed: bool = False) -> tuple[float, bool]:
+    """The split-conformal quantile of absolute errors (of signed scores with `signed`) at `level` % and whether it
+    is finite.
 
     At rank (n + 1) * level / 100 among the n finite errors: interpolated between neighbours (`expected`)
     or rounded up (`finite_sample`). When the rank exceeds n the largest error is returned with False
@@ -66,7 +78,8 @@ def conformal_quantile(errors: np.ndarray, level: int, rule: str = "expected") -
     """
     if rule not in QUANTILE_RULES:
         raise ValueError(f"conformal quantile rule {rule!r} unknown (known: {', '.join(QUANTILE_RULES)})")
-    values = np.sort(np.abs(np.asarray(errors, dtype=float)))
+    values = np.asarray(errors, dtype=float)
+    values = np.sort(values if signed else np.abs(values))
     values = values[np.isfinite(values)]
     n = values.size
     if n == 0:
@@ -128,16 +141,36 @@ class IntervalState:
             return float("nan")
         return float(self.scales[series])
 
-    def bands(self, point: np.ndarray, scale: float | np.ndarray = 1.0) -> dict[str, np.ndarray]:
-        """Column -> (n, H) bounds around point forecasts (n, H); `scale` a number or one per row (n,)."""
+    def bands(self, point: np.ndarray, scale: float | np.ndarray = 1.0,
+              tails: Mapping[float, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Column -> (n, H) bounds around point forecasts (n, H); `scale` a number or one per row (n,).
+
+        Method `quantile` widens the head's own bounds instead: `tails` maps each probability of
+        `tail_probabilities(level)` to its quantile forecasts (n, H) in the target's units.
+        """
         point = np.asarray(point, dtype=float)
         factor = np.broadcast_to(np.asarray(scale, dtype=float).reshape(-1, 1), (point.shape[0], 1))
         out: dict[str, np.ndarray] = {}
         for level in self.levels:
             half = np.asarray(self.quantiles[level], dtype=float)[None, :point.shape[1]] * factor  # (n, H)
-            out[f"lower_{level}"] = point - half
-            out[f"upper_{level}"] = point + half
+            if self.method == "quantile":
+                lo, hi = self.tails_of(level, tails)
+                lower, upper = lo - half, hi + half
+                out[f"lower_{level}"], out[f"upper_{level}"] = np.minimum(lower, upper), np.maximum(lower, upper)
+            else:
+                out[f"lower_{level}"] = point - half
+                out[f"upper_{level}"] = point + half
         return out
+
+    @staticmethod
+    def tails_of(level: int, tails: Mapping[float, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        """The quantile forecasts bounding the `level` % interval; ValueError when `tails` lacks them."""
+        wanted = tail_probabilities(level)
+        found = {round(float(p), 6): np.asarray(v, dtype=float) for p, v in (tails or {}).items()}
+        if any(p not in found for p in wanted):
+            raise ValueError(f"quantile intervals at {level} % need the head's {list(wanted)} quantiles; "
+                             f"the forecasts carry {sorted(found)}")
+        return found[wanted[0]], found[wanted[1]]
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "levels": list(self.levels), "windows": self.windows,
@@ -163,20 +196,24 @@ class IntervalState:
                    tuple(str(n) for n in data.get("notes", ())), scaling, int(data.get("span", 0)))
 
 
-def fit_conformal(errors: np.ndarray, levels: Sequence[int], scales: Mapping[str, float] | None = None,
-                  who: str = "the model", scaling: str = "series", span: int = 0,
-                  rule: str = "expected") -> IntervalState:
+def fit_conformal(errors: np.ndarray | Mapping[int, np.ndarray], levels: Sequence[int],
+                  scales: Mapping[str, float] | None = None, who: str = "the model", scaling: str = "series",
+                  span: int = 0, rule: str = "expected", method: str = "conformal") -> IntervalState:
     """Per-step conformal half-widths from calibration errors (n, H) (already divided by each row's scale).
 
+    Method `quantile`: `errors` maps each level to its signed scores max(lo - y, y - hi) (n, H) instead.
     Rows with a non-finite error in a step are left out of that step. A level with too few errors
     for a finite-sample quantile gets the largest error, and a note naming `split.val`.
     """
-    errors = np.abs(np.asarray(errors, dtype=float))
-    n, horizon = errors.shape
+    signed = method == "quantile"
+    table = {level: np.asarray(errors[level] if isinstance(errors, Mapping) else errors, dtype=float)
+             for level in levels}
+    n, horizon = next(iter(table.values())).shape if table else (0, 0)
     quantiles: dict[int, tuple[float, ...]] = {}
     notes: list[str] = []
     for level in levels:
-        values, valid = zip(*(conformal_quantile(errors[:, h], level, rule) for h in range(horizon))) if horizon else ((), ())
+        values, valid = zip(*(conformal_quantile(table[level][:, h], level, rule, signed)
+                              for h in range(horizon))) if horizon else ((), ())
         quantiles[level] = tuple(values)
         if not all(valid):
             notes.append(f"{who}'s {level} % intervals rest on {n} validation window(s), fewer than the "
@@ -184,7 +221,7 @@ def fit_conformal(errors: np.ndarray, levels: Sequence[int], scales: Mapping[str
                          f"error seen and may cover less than {level} %; enlarge split.val")
     for note in notes:
         log.warning(note)
-    return IntervalState(tuple(levels), quantiles, n, "conformal", scales, tuple(notes), scaling, span)
+    return IntervalState(tuple(levels), quantiles, n, method, scales, tuple(notes), scaling, span)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ column and predicts the target in those units (instance normalisation, as RevIN 
 learns the correction to seasonal naive. Training compares `model(x)` with
 `model.target_space(x, y)`; `model.to_units(x, out)` turns outputs back into the preprocessor's
 units. Without these options both are the identity and the network is the plain one.
+
+With `quantiles` (probabilities, e.g. 0.1 and 0.9) the head also predicts those quantiles of each step
+(trained with the pinball loss beside the point loss): `model(x, with_quantiles=True)` gives
+(batch, 1 + Q, horizon), the point forecast first; `model(x)` keeps giving the point forecast alone.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class LSTMForecaster(nn.Module):
         window_norm: str = "none",
         residual_season: int = 0,
         target_index: int = 0,
+        quantiles: tuple[float, ...] | list[float] = (),
     ) -> None:
         super().__init__()
         if window_norm not in ("none", "log_mean"):
@@ -56,9 +61,10 @@ class LSTMForecaster(nn.Module):
         }
         # the window options are saved only when used: a plain network's saved form stays what it always was
         options = {"input_chunk": input_chunk, "window_norm": window_norm, "residual_season": residual_season,
-                   "target_index": target_index}
-        defaults = {"input_chunk": 1, "window_norm": "none", "residual_season": 0, "target_index": 0}
+                   "target_index": target_index, "quantiles": [float(q) for q in quantiles]}
+        defaults = {"input_chunk": 1, "window_norm": "none", "residual_season": 0, "target_index": 0, "quantiles": []}
         self.init_args.update({k: v for k, v in options.items() if v != defaults[k]})
+        self.quantiles = tuple(float(q) for q in quantiles)
         self.input_chunk, self.window_norm = input_chunk, window_norm
         self.residual_season, self.target_index, self.horizon = residual_season, target_index, horizon
         self.lstm = nn.LSTM(
@@ -70,7 +76,7 @@ class LSTMForecaster(nn.Module):
         )
         layers: list[nn.Module] = []
         width = hidden_size
-        for size in (*head_hidden, horizon):
+        for size in (*head_hidden, horizon * (1 + len(self.quantiles))):
             if head_activation != "none":
                 layers.append(_ACTIVATIONS[head_activation]())
             elif dropout > 0 and layers:
@@ -88,18 +94,19 @@ class LSTMForecaster(nn.Module):
         """Each window's mean per column (batch, 1, n_features), kept above zero."""
         return x.mean(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (batch, lookback, n_features)
+    def forward(self, x: torch.Tensor, with_quantiles: bool = False) -> torch.Tensor:
+        """The point forecast (batch, horizon) of windows x (batch, lookback, n_features); `with_quantiles`:
+        everything the head predicts, (batch, 1 + Q, horizon), the point forecast, then each of `quantiles`."""
         if self.window_norm == "log_mean":
             x = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny) / self._levels(x))
         steps = x.reshape(x.shape[0], x.shape[1] // self.input_chunk, self.input_chunk * x.shape[2])
         out, _ = self.lstm(steps)  # (batch, steps, hidden): the last layer's output at every step
-        forecast = self.head(out[:, -1, :])  # (batch, horizon)
+        forecast = self.head(out[:, -1, :]).reshape(x.shape[0], 1 + len(self.quantiles), self.horizon)
         if self.residual_season:
             season = x[:, -self.residual_season:, self.target_index]
             repeats = -(-self.horizon // self.residual_season)
-            forecast = forecast + season.repeat(1, repeats)[:, : self.horizon]
-        return forecast
+            forecast = forecast + season.repeat(1, repeats)[:, None, : self.horizon]
+        return forecast if with_quantiles else forecast[:, 0]
 
     def target_space(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Targets y (batch, horizon) in the units `forward` predicts, for the windows x they follow."""
@@ -109,9 +116,11 @@ class LSTMForecaster(nn.Module):
         return y
 
     def to_units(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Outputs of `forward` for windows x back in the units of the targets (the inverse of `target_space`)."""
+        """Outputs of `forward` (batch, horizon), or (batch, 1 + Q, horizon) with quantiles, for windows x back in the units
+        of the targets (the inverse of `target_space`)."""
         if self.window_norm == "log_mean":
-            return torch.exp(out) * self._levels(x[:, :, self.target_index: self.target_index + 1])[:, :, 0]
+            level = self._levels(x[:, :, self.target_index: self.target_index + 1])  # (batch, 1, 1)
+            return torch.exp(out) * level.reshape(-1, *([1] * (out.dim() - 1)))
         return out
 
     @classmethod
@@ -133,6 +142,7 @@ class LSTMForecaster(nn.Module):
             window_norm=cfg.window_norm,
             residual_season=int(season or 0) if cfg.residual_to == "seasonal_naive" else 0,
             target_index=target_index,
+            quantiles=cfg.quantiles,
         )
 
     def checkpoint(self) -> dict[str, Any]:

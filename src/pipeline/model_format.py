@@ -36,6 +36,12 @@ Format version 4 is version 1, 2 or 3 plus
 A model trained with `intervals.levels: []` (or without validation windows) has no intervals and is
 still written as version 1, 2 or 3; older models load and forecast without interval columns.
 
+Format version 5 is version 1-4 whose model.json `init_args` may also hold `quantiles` (the
+probabilities a quantile head predicts beside the point forecast; its weights.pt head is (1 + Q) x
+horizon wide) and whose intervals.json may say "method": "quantile" (conformalized quantile
+regression: per level and step, the correction added to the head's own bounds). A model with either
+is written as version 5; without them it is still written as version 1-4.
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -61,8 +67,8 @@ from pipeline.intervals import IntervalState
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "lstm-forecaster"
-FORMAT_VERSION = 4  # the newest; a model is written as the lowest version that holds it (`ForecastBundle.format_version`)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
+FORMAT_VERSION = 5  # the newest; a model is written as the lowest version that holds it (`ForecastBundle.format_version`)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
 WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
@@ -106,8 +112,10 @@ class ForecastBundle:
 
     @property
     def format_version(self) -> int:
-        """The lowest format version that holds this bundle: 4 with intervals, 3 for a network with window
-        options, 2 for many series, else 1."""
+        """The lowest format version that holds this bundle: 5 with a quantile head or quantile intervals, 4 with
+        intervals, 3 for a network with window options, 2 for many series, else 1."""
+        if "quantiles" in self.checkpoint["init_args"] or (self.intervals is not None and self.intervals.method == "quantile"):
+            return 5
         if self.intervals is not None:
             return 4
         if any(k in self.checkpoint["init_args"] for k in WINDOW_OPTIONS):
@@ -221,6 +229,8 @@ def load_bundle(path: Path) -> ForecastBundle:
             intervals = IntervalState.from_dict(json.loads((path / INTERVALS_FILE).read_text(encoding="utf-8")))
         if version < 3 and any(k in model.get("init_args", {}) for k in WINDOW_OPTIONS):
             raise ValueError(f"model.json holds window options ({', '.join(WINDOW_OPTIONS)}), which need format 3")
+        if version < 5 and ("quantiles" in model.get("init_args", {}) or (intervals and intervals.method == "quantile")):
+            raise ValueError("a quantile head or quantile intervals need format 5")
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
         text = " ".join(str(exc).split())
         text = text if len(text) <= 600 else text[:600] + "..."

@@ -352,7 +352,7 @@ def _fit(
         total = torch.zeros((), dtype=torch.float64, device=device)
         for xb, yb, wb in batches:  # xb (batch, lookback, n_features), yb (batch, horizon), wb (batch,) or None
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), model.target_space(xb, yb), wb)
+            loss = model_loss(model, xb, yb, wb, loss_fn)
             loss.backward()
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -408,6 +408,26 @@ def window_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor
     return loss
 
 
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: tuple[float, ...],
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean pinball (quantile) loss of predictions (batch, Q, horizon) of the `quantiles` of targets (batch, horizon):
+    under-forecasts cost q x the miss, over-forecasts (1 - q) x; each window's mean times its weight when given."""
+    taus = torch.tensor(quantiles, dtype=pred.dtype, device=pred.device).reshape(1, -1, 1)
+    miss = target[:, None, :] - pred
+    per_window = torch.maximum(taus * miss, (taus - 1) * miss).mean(dim=(1, 2))
+    return (per_window * weight).mean() if weight is not None else per_window.mean()
+
+
+def model_loss(model: LSTMForecaster, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor | None,
+               loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
+    """The training loss of a batch: the point loss, plus the pinball loss of a quantile head's outputs."""
+    target = model.target_space(xb, yb)
+    if not model.quantiles:
+        return loss_fn(model(xb), target, wb)
+    out = model(xb, with_quantiles=True)
+    return loss_fn(out[:, 0], target, wb) + pinball_loss(out[:, 1:], target, model.quantiles, wb)
+
+
 def loss_weight_norm(train: Windows) -> float | None:
     """The training windows' mean loss weight, which every weight is divided by (mean 1: the learning rate keeps
     its meaning); None without weights."""
@@ -428,16 +448,27 @@ def validation_loss(model: LSTMForecaster, val: Windows, device: torch.device, b
         preds, targets = [], []
         for i in range(0, len(val), batch):
             xb = as_batch(val.X[i:i + batch]).to(device)
-            preds.append(model(xb))
+            preds.append(model(xb, with_quantiles=True))
             targets.append(model.target_space(xb, torch.from_numpy(val.y[i:i + batch]).to(device)))
         weight = None
         if weight_norm is not None and val.weight is not None:
             weight = torch.from_numpy(val.weight / weight_norm).float().to(device)
-        return window_loss(loss)(torch.cat(preds), torch.cat(targets), weight).item()
+        out, target = torch.cat(preds), torch.cat(targets)
+        value = window_loss(loss)(out[:, 0], target, weight)
+        if model.quantiles:
+            value = value + pinball_loss(out[:, 1:], target, model.quantiles, weight)
+        return value.item()
 
 
 def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Model outputs (n, horizon) for windows X (n, lookback, n_features), in the preprocessor's (scaled) space.
+    """Point forecasts (n, horizon) for windows X (n, lookback, n_features), in the preprocessor's (scaled) space
+    (`predict_outputs`' first channel)."""
+    return predict_outputs(model, X, batch)[:, 0]
+
+
+def predict_outputs(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Everything the head predicts, (n, 1 + Q, horizon) for windows X (n, lookback, n_features), in the
+    preprocessor's (scaled) space: the point forecast, then each of the model's `quantiles`.
 
     `batch` windows per forward pass, so time and memory grow linearly with the windows; run
     with denormal floats flushed (weights decayed below float32's normal range otherwise make
@@ -446,12 +477,12 @@ def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np
     """
     model.eval()
     if len(X) == 0:
-        return np.empty((0, model.init_args["horizon"]), dtype=np.float32)
+        return np.empty((0, 1 + len(model.quantiles), model.init_args["horizon"]), dtype=np.float32)
     with torch.no_grad(), denormals_flushed() as flushed:
         if not flushed or torch.get_num_threads() > 1:
             model = without_denormals(model)
         parts = []
         for i in range(0, len(X), batch):
             xb = as_batch(X[i:i + batch])
-            parts.append(model.to_units(xb, model(xb)).numpy())
+            parts.append(model.to_units(xb, model(xb, with_quantiles=True)).numpy())
     return np.concatenate(parts)

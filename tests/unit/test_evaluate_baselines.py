@@ -90,6 +90,12 @@ def test_score_names_every_baseline_metric_and_step_consistently() -> None:
     assert steps["drift"] == [s[f"test_drift_rmse_h{k}"] for k in (1, 2, 3)]
 
 
+class PointOnly:
+    """Stands in for a network without a quantile head (its outputs are monkeypatched)."""
+
+    quantiles: tuple[float, ...] = ()
+
+
 @pytest.mark.parametrize("transform", ["level", "difference", "log_return", "log"])
 @pytest.mark.parametrize("horizon,lead", [(1, 1), (3, 1), (2, 0)])
 def test_every_target_transform_is_inverted_exactly(monkeypatch, tiny_config_dict, transform, horizon, lead) -> None:
@@ -103,8 +109,8 @@ def test_every_target_transform_is_inverted_exactly(monkeypatch, tiny_config_dic
     frame = validate_prices(make_prices(90), cfg.data, "synthetic", min_rows=1).frame
     pre, _, windows = prepare(frame, cfg)
     for split, w in windows.items():
-        monkeypatch.setattr(evaluate, "predict", lambda model, X, _y=w.y: _y)
-        fc = evaluate.forecast_split(None, pre, frame, w, cfg.evaluate)  # type: ignore[arg-type]
+        monkeypatch.setattr(evaluate, "predict_outputs", lambda model, X, _y=w.y: _y[:, None, :])
+        fc = evaluate.forecast_split(PointOnly(), pre, frame, w, cfg.evaluate)  # type: ignore[arg-type]
         assert fc.predicted.shape == (len(w), horizon)
         np.testing.assert_allclose(fc.predicted, fc.actual, rtol=1e-5, err_msg=f"{transform} {split}")
         assert score(fc, prefix=split).model["rmse"] < 1e-3 * float(np.abs(fc.actual).mean())

@@ -98,7 +98,7 @@ def evaluate_split(model, pre, frame, windows) -> None:
 
 def test_evaluation_calls_the_model_per_bounded_batch_and_allocates_linearly(monkeypatch) -> None:
     monkeypatch.setattr(train, "EVAL_BATCH", 512)  # several batches at a unit-test size
-    monkeypatch.setattr(train.predict, "__defaults__", (512,))
+    monkeypatch.setattr(train.predict_outputs, "__defaults__", (512,))
     cfg = config()
     peaks, calls = {}, {}
     for n in (3000, 6000):
