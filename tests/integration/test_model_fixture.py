@@ -132,3 +132,20 @@ def test_the_committed_model_of_many_series_predicts_what_it_predicted_when_save
     np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"].to_numpy(), rtol=0, atol=1e-6)
     bundle = model.unwrap_python_model().bundle
     assert bundle.series.column == "meter" and sorted(bundle.series.preprocessors) == ["m1", "m2", "m3"]
+
+
+FIXTURE_V5 = ROOT / "tests" / "fixtures" / "model_v5"
+
+
+def test_the_committed_quantile_head_model_predicts_what_it_predicted_when_saved() -> None:
+    """Format 5 (tests/fixtures/model_v5): a quantile head whose conformalized quantile intervals come back to 1e-6."""
+    model = load(FIXTURE_V5 / "model")
+    expected = pd.read_csv(FIXTURE_V5 / "expected.csv")
+    got = model.predict(pd.read_csv(FIXTURE_V5 / "input.csv"), params={"all_windows": True})
+    bands = ["lower_80", "upper_80", "lower_95", "upper_95"]
+    assert list(got.columns) == ["origin", "step", "date", "forecast", *bands] == list(expected.columns)
+    assert got["date"].tolist() == expected["date"].tolist()
+    for column in ("forecast", *bands):
+        np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=0, atol=1e-6)
+    bundle = model.unwrap_python_model().bundle
+    assert bundle.intervals.method == "quantile" and bundle.checkpoint["init_args"]["quantiles"] == [0.025, 0.1, 0.9, 0.975]
