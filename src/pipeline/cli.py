@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import gc
 import logging
@@ -459,7 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; its exit status."""
+    """Run a command; its exit status (the `pipeline` command's entry point)."""
+    # Registered before any library registers its own, so it runs after all of them: the interpreter's
+    # last collections at exit then skip every object still alive (a second and more of walking the
+    # run's objects graph for garbage the process is about to drop anyway; the OS reclaims it all).
+    # Only the cyclic collector is paused: objects are still freed and closed as their references go.
+    atexit.register(gc.freeze)
     return run(argv)
 
 
