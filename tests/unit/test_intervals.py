@@ -230,13 +230,17 @@ def test_a_served_model_gives_the_training_runs_intervals(trained, prices, tmp_p
     path = bundle.save(tmp_path / "forecaster")
     assert json.loads((path / "format.json").read_text())["format_version"] == 4
     assert IntervalState.from_dict(json.loads((path / INTERVALS_FILE).read_text())) == calibration.model
+    assert_served_as_trained(path, prices, frame, windows["test"], forecasts["test"])
+
+
+def assert_served_as_trained(path, prices: pd.DataFrame, frame: pd.DataFrame, windows, test: Forecasts) -> None:
+    """The model saved at `path`, served on `prices`, gives the training run's test forecasts and bands to 1e-6."""
     served = ForecastModel()
     served.load(path)
     out = served.forecast(prices, all_windows=True)
-    assert list(out.columns) == ["origin", "step", "date", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
-    origins = set(frame.index[windows["test"].origins].strftime("%Y-%m-%d"))
+    assert list(out.columns) == ["origin", "step", "date", "forecast", *band_columns([80, 95])]
+    origins = set(frame.index[windows.origins].strftime("%Y-%m-%d"))
     rows = out[out["origin"].isin(origins)].sort_values(["origin", "step"])
-    test = forecasts["test"]
     for column in ("forecast", *band_columns([80, 95])):
         expected = test.predicted if column == "forecast" else test.bands[column]
         np.testing.assert_allclose(rows[column].to_numpy(), expected.ravel(), rtol=0, atol=1e-6)

@@ -17,12 +17,12 @@ from pipeline import evaluate, features
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.evaluate import Forecasts
-from pipeline.intervals import IntervalState, band_columns, tail_probabilities
+from pipeline.intervals import IntervalState, tail_probabilities
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle
 from pipeline.schemas import validate_prices
-from pipeline.serving import ForecastModel
 from pipeline.train import fit, init_model, pinball_loss
+from tests.unit.test_intervals import assert_served_as_trained
 
 TAILS = [0.025, 0.1, 0.9, 0.975]  # what the 80 and 95 % intervals read
 
@@ -151,15 +151,7 @@ def test_a_served_quantile_model_gives_the_training_runs_intervals(trained_head,
     bundle, prices, frame, windows, forecasts = trained_head
     path = bundle.save(tmp_path / "forecaster")
     assert json.loads((path / "format.json").read_text())["format_version"] == 5
-    served = ForecastModel()
-    served.load(path)
-    out = served.forecast(prices, all_windows=True)
-    origins = set(frame.index[windows["test"].origins].strftime("%Y-%m-%d"))
-    rows = out[out["origin"].isin(origins)].sort_values(["origin", "step"])
-    test = forecasts["test"]
-    for column in ("forecast", *band_columns([80, 95])):
-        expected = test.predicted if column == "forecast" else test.bands[column]
-        np.testing.assert_allclose(rows[column].to_numpy(), expected.ravel(), rtol=0, atol=1e-6)
+    assert_served_as_trained(path, prices, frame, windows["test"], forecasts["test"])
 
 
 def test_code_of_format_4_would_not_read_a_quantile_model(trained_head, tmp_path) -> None:
