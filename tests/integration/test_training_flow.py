@@ -82,6 +82,29 @@ def test_flow_tracks_registers_and_serves_the_champion(prefect_harness, mlflow_s
     assert np.isfinite(latest["forecast"]).all()
 
 
+def test_a_quantile_head_is_tracked_registered_and_served_with_its_intervals(prefect_harness, mlflow_store,
+                                                                              write_config, prices):
+    """`model.quantiles` and `intervals.method: quantile` through the whole flow: the logged model is format 5
+    and the registered pyfunc answers the training run's own (conformalized quantile) intervals."""
+    config = write_config(registry=TOLERANT, model={"quantiles": [0.025, 0.1, 0.9, 0.975]},
+                          intervals={"method": "quantile"})
+    summary = training_flow(config_path=config)
+    run = MlflowClient(mlflow_store).get_run(summary.run_id)
+    assert run.data.params["model.quantiles"] == "[0.025, 0.1, 0.9, 0.975]"
+    assert run.data.params["intervals.method"] == "quantile"
+    assert {"test_coverage_80", "test_coverage_95", "test_msis", "test_pinball"} <= set(run.data.metrics)
+    model = mlflow.pyfunc.load_model(summary.model_uri)
+    bundle = model.unwrap_python_model().bundle
+    assert bundle.format_version == 5 and bundle.intervals.method == "quantile"
+    in_process = summary.test_forecasts
+    served = model.predict(prices.iloc[:-1].tail(len(in_process) + 5), params={"all_windows": True})
+    by_date = served[served["step"] == 1].set_index("date")
+    for column in ("forecast", "lower_80", "upper_80", "lower_95", "upper_95"):
+        np.testing.assert_allclose(by_date.loc[in_process["date"], column].to_numpy(), in_process[column].to_numpy(),
+                                   rtol=0, atol=1e-6)
+    assert (served["lower_95"] <= served["upper_95"]).all() and (served["lower_80"] <= served["upper_80"]).all()
+
+
 def test_second_run_is_champion_only_when_it_beats_the_first(prefect_harness, mlflow_store, write_config):
     first = training_flow(config_path=write_config(registry=TOLERANT))
     better = training_flow(config_path=write_config("longer.yaml", train={"epochs": 30, "seed": 1}, registry=TOLERANT))
