@@ -361,7 +361,7 @@ class IntervalsConfig(_Frozen):
     quantile: Literal["expected", "finite_sample"] = "expected"
     """How the conformal rank (n+1)q among n errors is read: `expected` interpolates between neighbours, so the
     expected coverage is the nominal one (the k-th smallest of n covers with probability k/(n+1)); `finite_sample`
-    rounds it up: coverage at least nominal, and up to 1/(n+1) above it (3-4 points with 25-40 validation windows)."""
+    rounds it up: coverage at least nominal, and up to 1/(n+1) above it (up to 4 points with 23 validation windows)."""
 
     @model_validator(mode="after")
     def _check(self) -> IntervalsConfig:

@@ -9,7 +9,7 @@ step h at rank r = (n + 1) * L / 100 (1-based), by one of two rules (`QUANTILE_R
   `quantile(method="weibull")`). With exchangeable errors the k-th smallest of n covers a new value
   with probability k / (n + 1), so the expected coverage is L % exactly: what ACD measures.
 - `finite_sample`: the ceil(r)-th smallest, the classic split-conformal rank: coverage at least L %,
-  at most L % + 1 / (n + 1): up to 3-4 points too wide with the 25-40 validation windows of a short series.
+  at most L % + 1 / (n + 1): up to 4 points too wide with the 23 validation windows of a short series.
 
 The interval of a forecast is forecast +- q[L][h] * scale.
 
