@@ -13,9 +13,9 @@ import pandas as pd
 from pipeline.config import EvaluateConfig, IntervalsConfig, PipelineConfig
 from pipeline.dates import format_dates
 from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
-from pipeline.intervals import Calibration, IntervalState, fit_conformal, interval_baseline, recent_scale
+from pipeline.intervals import Calibration, fit_conformal, interval_baseline, recent_scale, tail_forecasts
 from pipeline.model import LSTMForecaster, weights_digest
-from pipeline.train import TrainResult, predict_outputs
+from pipeline.train import TrainResult, predict_levels
 
 if TYPE_CHECKING:
     from pipeline.schemas import ValidatedData
@@ -300,8 +300,7 @@ def forecast_split(
     """The model's forecasts of one split in original units, with every configured baseline."""
     levels = frame[pre.target].to_numpy(dtype=float)
     anchor = pre.anchors(levels, windows.origins)
-    outputs = predict_outputs(model, windows.X)  # (n, 1 + Q, horizon): the point forecast, then the head's quantiles
-    predicted = pre.to_levels(outputs[:, 0], anchor)
+    predicted, tails = predict_levels(model, pre, windows.X, anchor)
     known = int(windows.target_positions[0, 0]) if len(windows) else 0
     season = (baselines or EvaluateConfig()).season_length
     return Forecasts(
@@ -312,7 +311,7 @@ def forecast_split(
         baselines=baseline_forecasts(levels, windows.origins + pre.lead - 1, pre.horizon, baselines),
         scale=mase_scale(levels[:known], season if isinstance(season, int) else 1),
         recent=recent_scale(levels, windows.origins, pre.lookback - 1),  # over the window's own inputs
-        tails={q: pre.to_levels(outputs[:, 1 + i], anchor) for i, q in enumerate(model.quantiles)},
+        tails=tails,
     )
 
 
@@ -353,7 +352,7 @@ def calibrate(parts: Sequence[tuple[Forecasts, float]], cfg: IntervalsConfig,
 
     def head_scores(level: int) -> np.ndarray:
         """Conformalized quantile regression's scores: how far each actual lies outside the head's bounds."""
-        bounds = [(IntervalState.tails_of(level, fc.tails), fc, s) for fc, s in parts]
+        bounds = [(tail_forecasts(level, fc.tails), fc, s) for fc, s in parts]
         return np.vstack([np.maximum(lo - fc.actual, fc.actual - hi) / divisor(fc, s) for (lo, hi), fc, s in bounds])
 
     span = span if window else 0  # the changes `Forecasts.recent` was measured over (the lookback), saved for serving

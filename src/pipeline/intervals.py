@@ -17,9 +17,10 @@ Method `quantile` (conformalized quantile regression, Romano et al. 2019) starts
 head's own bounds instead: the score of a validation window is max(lo - y, y - hi) (negative inside
 the head's interval), q[L][h] its conformal quantile by the same rule, and the interval
 [lo - q * scale, hi + q * scale]: as wide as the head judged each window, then widened (or narrowed)
-until it covers as often as it says. With r > n (too few windows for the
-level) there is no finite conformal quantile: the largest error seen is used and the state carries
-a note saying so. The fitted numbers are plain data (`to_dict`), saved beside the
+until it covers as often as it says.
+
+With r > n (too few windows for the level) there is no finite conformal quantile: the largest error
+seen is used and the state carries a note saying so. The fitted numbers are plain data (`to_dict`), saved beside the
 weights (pipeline.model_format's intervals.json) so a served model gives the training run's intervals.
 
 Plain numpy, no torch, MLflow or Prefect.
@@ -63,6 +64,17 @@ def tail_probabilities(level: int) -> tuple[float, float]:
     return round((1 - level / 100) / 2, 6), round((1 + level / 100) / 2, 6)
 
 
+def tail_forecasts(level: int, tails: Mapping[float, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The quantile forecasts (probability -> (n, H)) bounding the `level` % interval; ValueError when `tails`
+    lacks them."""
+    wanted = tail_probabilities(level)
+    found = {round(float(p), 6): np.asarray(v, dtype=float) for p, v in (tails or {}).items()}
+    if any(p not in found for p in wanted):
+        raise ValueError(f"quantile intervals at {level} % need the head's {list(wanted)} quantiles; "
+                         f"the forecasts carry {sorted(found)}")
+    return found[wanted[0]], found[wanted[1]]
+
+
 def band_columns(levels: Sequence[int]) -> list[str]:
     """The output columns of the intervals at `levels`: lower_80, upper_80, lower_95, upper_95, ..."""
     return [f"{side}_{level}" for level in levels for side in ("lower", "upper")]
@@ -84,11 +96,11 @@ def conformal_quantile(errors: np.ndarray, level: int, rule: str = "expected", s
     n = values.size
     if n == 0:
         return float("nan"), False
-    rank = (n + 1) * level / 100
-    if math.ceil(rank - 1e-9) > n:  # the epsilon keeps 0.95 * 20 at 19, not 20
+    rounded_up = math.ceil((n + 1) * level / 100 - 1e-9)  # 1-based; the epsilon keeps 0.95 * 20 at 19, not 20
+    if rounded_up > n:
         return float(values[-1]), False
     if rule == "finite_sample":
-        return float(values[max(math.ceil(rank - 1e-9), 1) - 1]), True
+        return float(values[max(rounded_up, 1) - 1]), True
     return float(np.quantile(values, level / 100, method="weibull")), True
 
 
@@ -154,23 +166,13 @@ class IntervalState:
         for level in self.levels:
             half = np.asarray(self.quantiles[level], dtype=float)[None, :point.shape[1]] * factor  # (n, H)
             if self.method == "quantile":
-                lo, hi = self.tails_of(level, tails)
+                lo, hi = tail_forecasts(level, tails)
                 lower, upper = lo - half, hi + half
                 out[f"lower_{level}"], out[f"upper_{level}"] = np.minimum(lower, upper), np.maximum(lower, upper)
             else:
                 out[f"lower_{level}"] = point - half
                 out[f"upper_{level}"] = point + half
         return out
-
-    @staticmethod
-    def tails_of(level: int, tails: Mapping[float, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        """The quantile forecasts bounding the `level` % interval; ValueError when `tails` lacks them."""
-        wanted = tail_probabilities(level)
-        found = {round(float(p), 6): np.asarray(v, dtype=float) for p, v in (tails or {}).items()}
-        if any(p not in found for p in wanted):
-            raise ValueError(f"quantile intervals at {level} % need the head's {list(wanted)} quantiles; "
-                             f"the forecasts carry {sorted(found)}")
-        return found[wanted[0]], found[wanted[1]]
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "levels": list(self.levels), "windows": self.windows,

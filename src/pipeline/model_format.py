@@ -100,6 +100,11 @@ class SeriesModels:
         return cls(str(data["series_column"]), pres, strategy, state_dicts)
 
 
+def needs_quantile_format(init_args: dict[str, Any], intervals: IntervalState | None) -> bool:
+    """Whether a model holds what format 5 added: a quantile head, or intervals built on one."""
+    return "quantiles" in init_args or (intervals is not None and intervals.method == "quantile")
+
+
 @dataclass
 class ForecastBundle:
     """What a forecast needs: the network checkpoint, the fitted preprocessor, the run's config."""
@@ -114,7 +119,7 @@ class ForecastBundle:
     def format_version(self) -> int:
         """The lowest format version that holds this bundle: 5 with a quantile head or quantile intervals, 4 with
         intervals, 3 for a network with window options, 2 for many series, else 1."""
-        if "quantiles" in self.checkpoint["init_args"] or (self.intervals is not None and self.intervals.method == "quantile"):
+        if needs_quantile_format(self.checkpoint["init_args"], self.intervals):
             return 5
         if self.intervals is not None:
             return 4
@@ -229,7 +234,7 @@ def load_bundle(path: Path) -> ForecastBundle:
             intervals = IntervalState.from_dict(json.loads((path / INTERVALS_FILE).read_text(encoding="utf-8")))
         if version < 3 and any(k in model.get("init_args", {}) for k in WINDOW_OPTIONS):
             raise ValueError(f"model.json holds window options ({', '.join(WINDOW_OPTIONS)}), which need format 3")
-        if version < 5 and ("quantiles" in model.get("init_args", {}) or (intervals and intervals.method == "quantile")):
+        if version < 5 and needs_quantile_format(model.get("init_args", {}), intervals):
             raise ValueError("a quantile head or quantile intervals need format 5")
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
         text = " ".join(str(exc).split())

@@ -24,7 +24,7 @@ from pipeline.intervals import IntervalState
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle
 from pipeline.schemas import validate_prices
-from pipeline.train import predict_outputs
+from pipeline.train import predict_levels
 
 __all__ = ["OUTPUT_COLUMNS", "ForecastBundle", "ForecastModel", "forecast_frame", "format_dates", "input_example",
            "model_input", "next_dates", "validate_input"]
@@ -60,9 +60,7 @@ def forecast_frame(
     levels = frame[pre.target].to_numpy(dtype=float)
     X = pre.input_windows(feats, origins)
     anchors = pre.anchors(levels, origins)
-    outputs = predict_outputs(model, X)  # (n_origins, 1 + Q, horizon): the point forecast, then the head's quantiles
-    values = pre.to_levels(outputs[:, 0], anchors)  # (n_origins, horizon)
-    tails = {q: pre.to_levels(outputs[:, 1 + i], anchors) for i, q in enumerate(model.quantiles)}
+    values, tails = predict_levels(model, pre, X, anchors)  # (n_origins, horizon) each
 
     positions = origins[:, None] + pre.lead + np.arange(pre.horizon)[None, :]
     beyond = max(0, int(positions.max()) - (n - 1))

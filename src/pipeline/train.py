@@ -18,7 +18,7 @@ from torch import nn
 
 from pipeline.config import PipelineConfig, TrainConfig
 from pipeline.errors import TrainingError
-from pipeline.features import Windows
+from pipeline.features import Preprocessor, Windows
 from pipeline.model import LSTMForecaster
 
 log = logging.getLogger(__name__)
@@ -418,14 +418,21 @@ def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: tuple[floa
     return (per_window * weight).mean() if weight is not None else per_window.mean()
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def outputs_loss(model: LSTMForecaster, out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                 loss_fn: LossFn) -> torch.Tensor:
+    """The loss of everything the head predicted, `out` (batch, 1 + Q, horizon), against targets in its units: the
+    point loss, plus the pinball loss of a quantile head's outputs."""
+    point = loss_fn(out[:, 0], target, weight)
+    return point + pinball_loss(out[:, 1:], target, model.quantiles, weight) if model.quantiles else point
+
+
 def model_loss(model: LSTMForecaster, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor | None,
-               loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
-    """The training loss of a batch: the point loss, plus the pinball loss of a quantile head's outputs."""
-    target = model.target_space(xb, yb)
-    if not model.quantiles:
-        return loss_fn(model(xb), target, wb)
-    out = model(xb, with_quantiles=True)
-    return loss_fn(out[:, 0], target, wb) + pinball_loss(out[:, 1:], target, model.quantiles, wb)
+               loss_fn: LossFn) -> torch.Tensor:
+    """The training loss of a batch (`outputs_loss` of the network's outputs for windows xb)."""
+    return outputs_loss(model, model(xb, with_quantiles=True), model.target_space(xb, yb), wb, loss_fn)
 
 
 def loss_weight_norm(train: Windows) -> float | None:
@@ -453,17 +460,22 @@ def validation_loss(model: LSTMForecaster, val: Windows, device: torch.device, b
         weight = None
         if weight_norm is not None and val.weight is not None:
             weight = torch.from_numpy(val.weight / weight_norm).float().to(device)
-        out, target = torch.cat(preds), torch.cat(targets)
-        value = window_loss(loss)(out[:, 0], target, weight)
-        if model.quantiles:
-            value = value + pinball_loss(out[:, 1:], target, model.quantiles, weight)
-        return value.item()
+        return outputs_loss(model, torch.cat(preds), torch.cat(targets), weight, window_loss(loss)).item()
 
 
 def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     """Point forecasts (n, horizon) for windows X (n, lookback, n_features), in the preprocessor's (scaled) space
     (`predict_outputs`' first channel)."""
     return predict_outputs(model, X, batch)[:, 0]
+
+
+def predict_levels(model: LSTMForecaster, pre: Preprocessor, X: np.ndarray,
+                   anchors: np.ndarray) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Forecasts of windows X in original units: the point forecasts (n, horizon), and a quantile head's
+    forecasts (n, horizon) per probability ({} without a head)."""
+    outputs = predict_outputs(model, X)
+    tails = {q: pre.to_levels(outputs[:, 1 + i], anchors) for i, q in enumerate(model.quantiles)}
+    return pre.to_levels(outputs[:, 0], anchors), tails
 
 
 def predict_outputs(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
