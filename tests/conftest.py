@@ -112,3 +112,14 @@ def long_csv(tmp_path: Path) -> Path:
     path = tmp_path / "long.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+def parent_and_children(client, experiment: str, run_type: str) -> tuple:
+    """The single FINISHED parent run tagged `run_type` in `experiment`, its child runs, and every run found there."""
+    found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parents = [r for r in found if r.data.tags.get("run_type") == run_type]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, children, found

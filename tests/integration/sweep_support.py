@@ -8,7 +8,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, parent_and_children
 
 SPACE = {
     "trials": 4,
@@ -40,13 +40,7 @@ def check_sweep(uri: str, model_name: str, experiment: str = "tests") -> None:
     """One parent, four finished children with every param and metric, a registered winner that is the best
     trial on validation, retrained to the same validation score."""
     client = MlflowClient(uri, registry_uri=uri)  # not the registry an earlier in-process run set globally
-    experiment = client.get_experiment_by_name(experiment)
-    found = client.search_runs([experiment.experiment_id])
-    parents = [r for r in found if r.data.tags.get("run_type") == "sweep"]
-    assert len(parents) == 1
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    parent, children, found = parent_and_children(client, experiment, "sweep")
     assert len(children) == 4 and len(found) == 5
     assert all(c.info.status == "FINISHED" and c.data.tags["run_type"] == "sweep-trial" for c in children)
     assert sorted(int(c.data.params["sweep.trial"]) for c in children) == [0, 1, 2, 3]

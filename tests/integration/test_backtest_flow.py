@@ -7,6 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.cli import main
+from tests.conftest import parent_and_children
 
 
 def test_backtest_logs_a_parent_run_with_a_child_per_fold(prefect_harness, mlflow_store, write_config, capsys,
@@ -17,13 +18,7 @@ def test_backtest_logs_a_parent_run_with_a_child_per_fold(prefect_harness, mlflo
     assert "3 rolling folds as child runs" in out and "all folds pooled" in out
 
     client = MlflowClient(mlflow_store)
-    experiment = client.get_experiment_by_name("tests")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("run_type") == "backtest"]
-    assert len(parents) == 1
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    parent, children, _ = parent_and_children(client, "tests", "backtest")
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
     assert sorted(c.data.params["fold"] for c in children) == ["1", "2", "3"]
     # every fold cuts later than the one before, and trains on the same number of rows (rolling)
