@@ -502,10 +502,11 @@ def worse_than_persistence(ratio: float | None, where: str, detail: str | None =
 
 
 def training_stalled(result: TrainResult) -> str | None:
-    """The warning when training never improved on its first epoch, or stopped early before the model moved.
+    """The warning when training never improved on its first epoch, or stopped early before the model moved,
+    or (`still_improving`) was still improving when the epoch limit ended it.
 
-    Either way the model kept is (close to) the one after one epoch: the learning rate, the
-    scaling or the model's size deserve a look before its scores are trusted.
+    In the first two cases the model kept is (close to) the one after one epoch: the learning rate,
+    the scaling or the model's size deserve a look before its scores are trusted.
     """
     if result.epochs_run < 2:
         return None
@@ -519,7 +520,54 @@ def training_stalled(result: TrainResult) -> str | None:
         return (f"early stopping ended training at epoch {result.epochs_run} before the model moved: the best "
                 f"{what} loss ({min(losses):.4g}, epoch {result.best_epoch + 1}) is within 1 % of epoch 1's "
                 f"({losses[0]:.4g}); check train.learning_rate and train.patience")
-    return None
+    return still_improving(result)
+
+
+EPOCHS_JUDGED = 10  # fewer epochs is a smoke run or a refit whose length was chosen: no verdict on its end
+LAST_SHARE = 0.05  # the best epoch among the last 5 % of epochs (at least the last one): still improving
+
+
+def still_improving(result: TrainResult) -> str | None:
+    """The warning when the epoch limit, not early stopping, ended a training that was still improving.
+
+    The mirror of `training_stalled`: the best loss falls in the last epochs, so more epochs would
+    probably have found a better model (train.epochs), or a higher train.learning_rate gets there sooner.
+    """
+    losses = result.val_loss or result.train_loss
+    n = len(losses)
+    if result.stopped_early or n < EPOCHS_JUDGED:
+        return None
+    best = int(np.argmin(losses))
+    if best < n - max(1, int(n * LAST_SHARE)):
+        return None
+    what = "validation" if result.val_loss else "training"
+    earlier = n - 1 - max(1, n // 10)  # a tenth of the run before its end
+    fall = 1 - losses[best] / losses[earlier] if losses[earlier] > 0 else float("nan")
+    return (f"training hit the epoch limit while still improving: the best {what} loss ({losses[best]:.4g}) is at "
+            f"epoch {best + 1} of {n}, {fall:.1%} below epoch {earlier + 1}'s; raise train.epochs (or "
+            f"train.learning_rate) so that early stopping (train.patience), not the limit, ends training")
+
+
+def change_memory(values: np.ndarray) -> tuple[float, float] | None:
+    """The lag-1 autocorrelation of a series' period-to-period changes (log changes when every value is > 0)
+    and the band +-2/sqrt(n) inside which it is indistinguishable from none; None for too few values."""
+    values = values[np.isfinite(values)]
+    changes = np.diff(np.log(values)) if len(values) and (values > 0).all() else np.diff(values)
+    if len(changes) < 10 or np.std(changes) == 0:
+        return None
+    centred = changes - changes.mean()
+    return float(np.dot(centred[1:], centred[:-1]) / np.dot(centred, centred)), 2 / np.sqrt(len(changes))
+
+
+def random_walk_note(memory: tuple[float, float], ratio: float | None) -> str:
+    """Why a model that never left epoch 1 may be right: the training part's changes carry no memory."""
+    r, band = memory
+    if abs(r) >= band:
+        return ""
+    near = f" (test RMSE ratio to persistence {ratio:.3f})" if ratio is not None and np.isfinite(ratio) else ""
+    return (f". Expected on a series close to a random walk, as daily prices are: the training part's changes have "
+            f"lag-1 autocorrelation {r:.3f}, inside +-{band:.3f} (no memory to learn), so the best forecast is about "
+            f"the last value and the model ends near persistence{near}; a series with season or trend should not")
 
 
 def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Preprocessor, bounds: SplitBounds,
@@ -553,6 +601,9 @@ def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Pr
         tags["beaten_by_baselines"] = ", ".join(beaten_by)
         warnings.append(f"baselines with a lower test RMSE than the model: {tags['beaten_by_baselines']}")
     stalled = training_stalled(result)
+    if stalled and result.best_epoch == 0:
+        memory = change_memory(frame[cfg.data.target].to_numpy(dtype=float)[bounds.part("train")])
+        stalled += random_walk_note(memory, test.rmse_ratio) if memory is not None else ""
     if stalled:
         tags["training_warning"] = stalled
         warnings.append(stalled)
