@@ -29,6 +29,23 @@ def test_mlflow_links_go_to_the_server_or_the_local_ui() -> None:
     assert mlflow_run_url("sqlite:///x/mlflow.db", "3", "abc", "http://box:8080") == "http://box:8080/#/experiments/3/runs/abc"
 
 
+def test_the_link_follows_the_ui_port_and_a_local_store_says_what_serves_it() -> None:
+    from pipeline.reports import ReportContext, failed_report, local_ui_url, ui_hint
+
+    assert local_ui_url({}, "UI") == "http://127.0.0.1:5000"
+    assert local_ui_url({"MLFLOW_PORT": "5077"}, "UI") == "http://127.0.0.1:5077"  # `MLFLOW_PORT=5077 make ui`
+    assert local_ui_url({"MLFLOW_PORT": "5077", "UI": "http://box:8080"}, "UI") == "http://box:8080"
+    server = ReportContext("default", "a.csv", "c", "https://mlflow.example:8443", "2", run_id="r9")
+    local = ReportContext("default", "a.csv", "c", "sqlite:///mlflow.db", "2", ui_url="http://127.0.0.1:5077",
+                          run_id="r9")
+    on_server = run_markdown(failed_report(server, ValueError("x")))
+    assert "(https://mlflow.example:8443/#/experiments/2/runs/r9)" in on_server and ":5000" not in on_server
+    assert "make ui" not in on_server and ui_hint(server.tracking_uri) is None
+    text = run_markdown(failed_report(local, ValueError("x")))
+    assert "[r9](http://127.0.0.1:5077/#/experiments/2/runs/r9)" in text and ":5000" not in text
+    assert "`MLFLOW_PORT=<port> make ui`" in text and "--backend-store-uri sqlite:///mlflow.db --port 5077" in text
+
+
 def test_trained_summary_has_data_metrics_registry_and_link() -> None:
     text = run_markdown(RunReport(
         config_name="default", outcome="trained", data_source="data/SBUX.csv", data_digest="d1", config_digest="c1",
