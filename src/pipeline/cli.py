@@ -394,9 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "like `pipeline train`.")
     sw.add_argument("--space", required=True, help="search-space YAML (example: configs/sweep.yaml)")
     sw.add_argument("--trials", type=int, help="number of trials; overrides the space file's `trials`")
-    sw.add_argument("--parallel", type=int, default=1, help="trials at once (default: %(default)s)")
+    sw.add_argument("--parallel", type=int, default=1,
+                    help="trials at once: 1 runs them one after another in this process, P > 1 in P local worker "
+                         "processes (default: %(default)s)")
     sw.add_argument("--dask-address", help="Dask scheduler to run the trials on (else $PIPELINE_DASK_ADDRESS, "
-                                           "else the space file's dask_address, else local threads)")
+                                           "else the space file's dask_address, else this machine as --parallel "
+                                           "says)")
     sw.add_argument("--config", default="configs/default.yaml", help="YAML config (default: %(default)s)")
     sw.add_argument("--data", help="CSV path or http(s) URL; overrides data.source")
     sw.add_argument("--experiment", help="MLflow experiment; overrides tracking.experiment")

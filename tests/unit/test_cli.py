@@ -36,6 +36,19 @@ def test_every_command_has_a_description(command, capsys) -> None:
     assert "recorded" in text.split("positional arguments")[0].split("\n", 2)[2]
 
 
+def test_sweep_help_says_where_trials_run_as_the_docs_do(capsys) -> None:
+    from tests.conftest import ROOT
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "thread" not in text  # trials never run on a pool of local threads
+    assert "P > 1 in P local worker processes" in text and "one after another in this process" in text
+    docs = " ".join((ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8").split())
+    assert "| `--parallel P` | Prefect's `ProcessPoolTaskRunner`, P worker processes |" in docs
+    assert "| `--parallel 1` (default) | one worker thread in the command's process |" in docs
+
+
 @pytest.mark.parametrize("word", ["lstm-forecaster", "champion", "planted@champion"])
 def test_a_bare_model_name_is_refused_with_the_uri_forms(word, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
