@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from pipeline.evaluate import verdict
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pipeline.runs import TrainingSummary
 
 UI_PORT_ENV, DEFAULT_UI_PORT = "MLFLOW_PORT", "5000"  # the Makefile's `make ui` port, and its default
@@ -85,6 +87,7 @@ class RunReport:
     mlflow_run_url: str | None = None
     mlflow_ui_hint: str | None = None  # a local store: the command that serves the link
     detail: str = ""
+    series_table: tuple[str, ...] = ()  # many series: markdown lines of the test scores per series
 
 
 def _num(value: float | None) -> str:
@@ -152,6 +155,8 @@ def run_markdown(report: RunReport) -> str:
     if report.metrics:
         scope = " (of that run)" if report.outcome == "nothing to do" else ""
         lines += [f"## Metrics vs baselines{scope}", *metrics_table(report.metrics), ""]
+    if report.series_table:
+        lines += ["## Test scores per series", *report.series_table, ""]
     lines.append("## Registry")
     if report.version:
         lines.append(f"- version registered: **{report.model_name} v{report.version}** -> `@{report.alias}`")
@@ -167,6 +172,26 @@ def run_markdown(report: RunReport) -> str:
         if report.mlflow_run_url and report.mlflow_ui_hint:
             lines.append(f"- {report.mlflow_ui_hint}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+SERIES_ROWS = 30  # series listed in a summary, worst first; the CSV artifact holds every one
+
+
+def series_markdown(table: pd.DataFrame, rows: int = SERIES_ROWS) -> tuple[str, ...]:
+    """Per-series test scores (`panel.PanelScores.table`: the id column, windows, `<who>__<metric>`) as a markdown
+    table, highest model MASE first: MASE beside seasonal naive's (else naive's), their ratio, sMAPE."""
+    column = str(table.columns[0])
+    base = "seasonal_naive" if "seasonal_naive__mase" in table else "naive"
+    ordered = table.sort_values("model__mase", ascending=False, na_position="last")
+    lines = [f"| {column} | windows | MASE | {base.replace('_', ' ')} MASE | ratio | sMAPE |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for _, row in ordered.head(rows).iterrows():
+        ratio = row["model__mase"] / row[f"{base}__mase"] if row[f"{base}__mase"] else float("nan")
+        lines.append(f"| {row[column]} | {int(row['windows'])} | {_num(row['model__mase'])} | "
+                     f"{_num(row[f'{base}__mase'])} | {_num(ratio)} | {_num(row['model__smape'])} |")
+    if len(table) > rows:
+        lines += ["", f"{len(table) - rows} more series in `evaluation/test_series_scores.csv`."]
+    return tuple(lines)
 
 
 # ---------------------------------------------------------------- the report of each outcome
@@ -201,7 +226,8 @@ def trained_report(ctx: ReportContext, data_tags: Mapping[str, str], summary: Tr
         config_digest=ctx.config_digest, data_rows=data_tags.get("data_rows"), data_start=data_tags.get("data_start"),
         data_end=data_tags.get("data_end"), metrics=summary.metrics, model_name=summary.model_name,
         version=summary.version, alias=summary.alias, promotion=summary.reason, **ctx.links,
-        detail="Forced retraining (force=true)." if forced else "")
+        detail="Forced retraining (force=true)." if forced else "",
+        series_table=series_markdown(summary.series_scores) if summary.series_scores is not None else ())
 
 
 def skipped_report(ctx: ReportContext, summary: TrainingSummary, previous_tags: Mapping[str, str],

@@ -71,3 +71,18 @@ def test_nothing_to_do_and_failed_summaries_say_so() -> None:
     assert failed.startswith("# default: FAILED") and "data file not found" in failed
     assert "no version registered by this flow run" in failed and "## MLflow" not in failed
     assert "| `a.csv` | n/a | n/a | n/a | `n/a` |" in failed
+
+
+def test_the_per_series_table_lists_the_worst_first_and_points_at_the_csv() -> None:
+    import pandas as pd
+
+    from pipeline.reports import series_markdown
+
+    table = pd.DataFrame({"store": ["a", "b", "c"], "windows": [3, 3, 3], "model__mase": [0.8, 1.6, 1.2],
+                          "seasonal_naive__mase": [1.0, 1.0, 1.5], "model__smape": [5.0, 9.0, 7.0]})
+    lines = series_markdown(table, rows=2)
+    assert lines[0] == "| store | windows | MASE | seasonal naive MASE | ratio | sMAPE |"
+    assert lines[2] == "| b | 3 | 1.6 | 1 | 1.6 | 9 |" and lines[3] == "| c | 3 | 1.2 | 1.5 | 0.8 | 7 |"
+    assert lines[-1] == "1 more series in `evaluation/test_series_scores.csv`."
+    text = run_markdown(RunReport(config_name="p", outcome="trained", data_source="p.csv", series_table=lines))
+    assert "## Test scores per series\n| store |" in text
