@@ -548,30 +548,22 @@ def still_improving(result: TrainResult) -> str | None:
             f"train.learning_rate) so that early stopping (train.patience), not the limit, ends training")
 
 
-def change_memory(values: np.ndarray) -> tuple[float, float] | None:
-    """The lag-1 autocorrelation of a series' period-to-period changes (log changes when every value is > 0)
-    and the band +-2/sqrt(n) inside which it is indistinguishable from none; None for too few values."""
-    values = values[np.isfinite(values)]
-    changes = np.diff(np.log(values)) if len(values) and (values > 0).all() else np.diff(values)
-    if len(changes) < 10 or np.std(changes) == 0:
-        return None
-    centred = changes - changes.mean()
-    return float(np.dot(centred[1:], centred[:-1]) / np.dot(centred, centred)), 2 / np.sqrt(len(changes))
+AT_PERSISTENCE = 0.02  # an RMSE ratio to persistence within 2 % of 1: the model forecasts about the last value
 
 
-def random_walk_note(memory: tuple[float, float], ratio: float | None) -> str:
-    """Why a model that never left epoch 1 may be right: the training part's changes carry no memory."""
-    r, band = memory
-    if abs(r) >= band:
+def at_persistence_note(ratio: float | None, where: str) -> str:
+    """Why a model that never left epoch 1 may be right: it ends at persistence, which on a series close to a
+    random walk is about the best forecast there is; "" when its scores say otherwise."""
+    if ratio is None or not np.isfinite(ratio) or abs(ratio - 1) > AT_PERSISTENCE:
         return ""
-    near = f" (test RMSE ratio to persistence {ratio:.3f})" if ratio is not None and np.isfinite(ratio) else ""
-    return (f". Expected on a series close to a random walk, as daily prices are: the training part's changes have "
-            f"lag-1 autocorrelation {r:.3f}, inside +-{band:.3f} (no memory to learn), so the best forecast is about "
-            f"the last value and the model ends near persistence{near}; a series with season or trend should not")
+    return (f". The model ends at persistence (RMSE ratio {ratio:.3f} {where}): expected on a series close to a "
+            f"random walk, such as daily stock prices, whose next change is mostly noise; a series with a season, "
+            f"a trend or memory should do better")
 
 
 def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Preprocessor, bounds: SplitBounds,
-             result: TrainResult, test: SplitScores) -> tuple[dict[str, str], dict[str, float], list[str]]:
+             result: TrainResult, test: SplitScores,
+             val: SplitScores | None = None) -> tuple[dict[str, str], dict[str, float], list[str]]:
     """What a finished training says about itself: run tags, extra metrics and loud warnings.
 
     Warnings: a model worse than persistence (also the `warning` tag), baselines that beat it,
@@ -602,8 +594,7 @@ def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Pr
         warnings.append(f"baselines with a lower test RMSE than the model: {tags['beaten_by_baselines']}")
     stalled = training_stalled(result)
     if stalled and result.best_epoch == 0:
-        memory = change_memory(frame[cfg.data.target].to_numpy(dtype=float)[bounds.part("train")])
-        stalled += random_walk_note(memory, test.rmse_ratio) if memory is not None else ""
+        stalled += at_persistence_note(*((val.rmse_ratio, "on validation") if val else (test.rmse_ratio, "on test")))
     if stalled:
         tags["training_warning"] = stalled
         warnings.append(stalled)
