@@ -194,3 +194,19 @@ def test_mode_from_the_environment(monkeypatch) -> None:
     assert progress.get_mode() == "lines"
     with pytest.raises(ValueError):
         progress.set_mode("loud")  # type: ignore[arg-type]
+
+
+def test_the_console_shows_each_warning_once_and_the_summary_only_the_rest() -> None:
+    console = cli.OnceOnConsole()
+
+    def record(name: str, message: str, level: int = logging.WARNING) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, message, None, None)
+
+    note = "the model's 95 % intervals rest on 12 validation window(s)"
+    assert console.filter(record("pipeline.intervals", note))
+    assert not console.filter(record("prefect.task_runs", note))  # the same note again, through the task run
+    assert console.filter(record("prefect.task_runs", "another warning"))
+    assert console.filter(record("pipeline", "info lines pass untouched", logging.INFO))
+    assert not console.filter(record("pipeline.schemas", f"data/x.csv: warning: {note}"))  # with the source named
+    assert console.unseen([f"warning: {note}", "warning: not shown yet", "rows sorted"]) == [
+        "warning: not shown yet", "rows sorted"]
