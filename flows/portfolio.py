@@ -17,7 +17,7 @@ from prefect.futures import wait
 from flows.common import STEP, prefect_tags
 from flows.reporting import publish_promotion
 from flows.training import train_task
-from pipeline import backtest, gate, panel, plots, registry, reports, runs, tracking
+from pipeline import backtest, evaluate, gate, panel, plots, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, TrainingError
 from pipeline.evaluate import Forecasts
@@ -242,6 +242,10 @@ def record_panel_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, da
             "train_device": first.device, "series_failed": str(len(trained.failed))}
     if trained.shared is not None:
         tags.update(best_epoch=str(first.best_epoch + 1), stopped_early=str(first.stopped_early))
+        stalled = evaluate.training_stalled(first)  # stuck at epoch 1, or still improving at the epoch limit
+        if stalled:
+            tags["training_warning"] = stalled
+            logger.warning(stalled)
     metrics.update(epochs_run=float(max(r.epochs_run for r in [trained.shared, *trained.local.values()] if r)),
                    train_threads=float(first.threads))
     if data.notes:
