@@ -106,8 +106,9 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, ExpectedFailures) for f in handler.filters):
             handler.addFilter(ExpectedFailures())
-        if CONSOLE not in handler.filters:
+        if type(handler) is logging.StreamHandler and CONSOLE not in handler.filters:  # the console, not a capture
             handler.addFilter(CONSOLE)
+    CONSOLE.shown.clear()  # one command, one console
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     if verbose or quiet:  # Prefect's and MLflow's own console logs follow -v / --quiet
