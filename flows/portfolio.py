@@ -17,7 +17,7 @@ from prefect.futures import wait
 from flows.common import STEP, prefect_tags
 from flows.reporting import publish_promotion
 from flows.training import train_task
-from pipeline import backtest, gate, panel, plots, registry, reports, runs, tracking
+from pipeline import backtest, evaluate, gate, panel, plots, registry, reports, runs, tracking
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, TrainingError
 from pipeline.evaluate import Forecasts
@@ -125,8 +125,18 @@ def refit_task(trained: PanelFit, data: Panel, cfg: PipelineConfig) -> tuple[Pan
 
 
 def log_scores(run: TrackedRun, cfg: PipelineConfig, scores: dict[str, PanelScores], test: dict[str, Forecasts],
-               column: str) -> None:
-    """The per-series tables as MLflow artifacts (CSV) and a Prefect table artifact; the test forecasts as CSV."""
+               data: Panel, trained: PanelFit) -> None:
+    """The per-series tables as MLflow artifacts (CSV) and a Prefect table artifact; the test forecasts as CSV;
+    the figures: calibration, loss, chosen or worst series' forecasts, per-series MASE against seasonal naive."""
+    column = data.column
+    fit_shown = trained.first  # the global network, or the first series' own
+    losses = (fit_shown.train_loss, fit_shown.val_loss, fit_shown.best_epoch,
+              "Loss per epoch" if trained.shared is not None else f"Loss per epoch of {column} {next(iter(trained.local))}")
+    for path, fig in plots.panel_figures({s: f[cfg.data.target] for s, f in data.series.items()}, test,
+                                         scores["test"].table, column, cfg.plots.series, cfg.plots.worst,
+                                         losses).items():
+        tracking.log_figure(run.client, run.run_id, fig, path)
+        plots.close(fig)
     for split, table in scores.items():
         tracking.log_text(run.client, run.run_id, table.csv(), f"evaluation/{split}_series_scores.csv")
     tracking.log_text(run.client, run.run_id, panel.forecast_tables(test, column).to_csv(index=False),
@@ -202,7 +212,7 @@ def train_portfolio(run: TrackedRun, cfg: PipelineConfig, config_path: str | Non
         test, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
     metrics = {k: v for s in scores.values() for k, v in s.means().items()}
     tags = record_panel_findings(run, cfg, raw, data, preps, trained, metrics)
-    log_scores(run, cfg, scores, test, data.column)
+    log_scores(run, cfg, scores, test, data, trained)
     served, served_preps = trained, preps
     if cfg.train.refit:
         with timings.stage("refit"):
@@ -212,7 +222,8 @@ def train_portfolio(run: TrackedRun, cfg: PipelineConfig, config_path: str | Non
     summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
                               model_uri=logged.model_uri, model_id=logged.model_id,
                               notes=[*data.notes, *(f"warning: {n}" for n in (calibration.notes if calibration else ()))],
-                              timings=timings.seconds, test_forecasts=panel.forecast_tables(test, data.column))
+                              timings=timings.seconds, test_forecasts=panel.forecast_tables(test, data.column),
+                              series_scores=scores["test"].table)
     if cfg.registry.enabled:
         inputs = panel.gate_inputs(data, preps, test, cfg, context_rows=4 * Preprocessor(cfg).input_rows)
         register_panel(run, cfg, raw, inputs, summary, timings)
@@ -231,6 +242,10 @@ def record_panel_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, da
             "train_device": first.device, "series_failed": str(len(trained.failed))}
     if trained.shared is not None:
         tags.update(best_epoch=str(first.best_epoch + 1), stopped_early=str(first.stopped_early))
+        stalled = evaluate.training_stalled(first)  # stuck at epoch 1, or still improving at the epoch limit
+        if stalled:
+            tags["training_warning"] = stalled
+            logger.warning(stalled)
     metrics.update(epochs_run=float(max(r.epochs_run for r in [trained.shared, *trained.local.values()] if r)),
                    train_threads=float(first.threads))
     if data.notes:

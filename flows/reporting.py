@@ -43,14 +43,14 @@ def library_logs_to_run(name: str = "pipeline") -> Iterator[None]:
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    return reports.mlflow_run_url(tracking_uri, experiment_id, run_id, os.environ.get(UI_URL_ENV))
+    return reports.mlflow_run_url(tracking_uri, experiment_id, run_id, reports.local_ui_url(os.environ, UI_URL_ENV))
 
 
 def report_context(name: str, data_source: str, config_digest: str, tracking_uri: str,
                    experiment_id: str) -> reports.ReportContext:
     """The shared part of this flow run's reports, with the MLflow UI address from the environment."""
     return reports.ReportContext(name, data_source, config_digest, tracking_uri, experiment_id,
-                                 ui_url=os.environ.get(UI_URL_ENV))
+                                 ui_url=reports.local_ui_url(os.environ, UI_URL_ENV))
 
 
 def publish_report(report: reports.RunReport) -> None:

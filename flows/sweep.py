@@ -3,8 +3,9 @@
 ingest -> validate -> (ask the study, run the trial as a task on the task runner, tell the study)
 until `trials` are done, `parallel` at a time -> the objective plot and the best trial on the parent
 -> the winner retrained on the parent run through the training flow's own steps: scored once on
-test, logged, registered and gated exactly as `pipeline train` does. Trials run on a thread pool
-here, or on a Dask cluster when a scheduler address is given: the same flow either way.
+test, logged, registered and gated exactly as `pipeline train` does. Trials run one at a time in this
+process, `parallel` at a time in local worker processes, or on a Dask cluster when a scheduler
+address is given (`flows.common.task_runner`): the same flow either way.
 """
 
 from __future__ import annotations

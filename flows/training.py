@@ -270,7 +270,8 @@ def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Va
                     bounds: SplitBounds, result: TrainResult, scores: Scores,
                     metrics: dict[str, float]) -> tuple[dict[str, str], list[str]]:
     """Tags, extra metrics (added to `metrics`) and warnings from `evaluate.findings`; the tags and warnings."""
-    tags, extra_metrics, warnings = evaluate.findings(cfg, raw.digest, data, pre, bounds, result, scores["test"])
+    tags, extra_metrics, warnings = evaluate.findings(cfg, raw.digest, data, pre, bounds, result, scores["test"],
+                                                      scores.splits.get("val"))
     metrics.update(extra_metrics)
     for warning in warnings:
         get_run_logger().warning(warning)

@@ -49,6 +49,45 @@ class ExpectedFailures(logging.Filter):
         return not (run in self.expected_runs and record.levelno >= logging.ERROR)
 
 
+class OnceOnConsole(logging.Filter):
+    """Each warning once on the console, and the summary's notes only where the console has not shown them.
+
+    A warning travels several roads: the library logs the note it returns (`pipeline.intervals`),
+    the flow logs it again to its Prefect run (whose records reach the console too), and the
+    summary prints it as a `note:`. The Prefect run logs keep every record (this filter sits on
+    the console handlers only); the console shows the first, the repeats of the same text (a
+    `source: ` or `warning: ` prefix aside) are dropped, and `unseen` tells the summary which
+    notes are still to print (all of them with --quiet).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: list[str] = []
+
+    @staticmethod
+    def _key(text: str) -> str:
+        text = text.strip()
+        return text.removeprefix("warning: ").strip()
+
+    def seen(self, text: str) -> bool:
+        key = self._key(text)
+        return any(key == k or key.endswith(": " + k) or k.endswith(": " + key) for k in self.shown)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if self.seen(record.getMessage()):
+            return False
+        self.shown.append(self._key(record.getMessage()))
+        return True
+
+    def unseen(self, notes: Sequence[str]) -> list[str]:
+        return [n for n in notes if not self.seen(n)]
+
+
+CONSOLE = OnceOnConsole()  # one per process: the console it filters is the process's
+
+
 # HTTP client libraries log every request at INFO (Prefect's API calls among them, one a 422 Prefect
 # expects and handles): noise, not progress. They stay at WARNING even with -v.
 CHATTY_LOGGERS = ("httpx", "httpcore", "urllib3")
@@ -67,6 +106,9 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, ExpectedFailures) for f in handler.filters):
             handler.addFilter(ExpectedFailures())
+        if type(handler) is logging.StreamHandler and CONSOLE not in handler.filters:  # the console, not a capture
+            handler.addFilter(CONSOLE)
+    CONSOLE.shown.clear()  # one command, one console
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     if verbose or quiet:  # Prefect's and MLflow's own console logs follow -v / --quiet
@@ -137,7 +179,7 @@ def print_training_summary(summary: TrainingSummary) -> None:
         print(f"  {summary.reason}")
     else:
         print("Registered model:  none (registry.enabled is false)")
-    for note in summary.notes:
+    for note in CONSOLE.unseen(summary.notes):  # a warning shown while the run went is not repeated
         print(f"note: {note}")
 
 
@@ -303,7 +345,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}, "
           f"ratio {_fmt(ratio)} ({verdict(ratio)})")
     print(interval_summary(m, "backtest") or "backtest intervals: none fitted")
-    for note in summary.notes:
+    for note in CONSOLE.unseen(summary.notes):
         print(f"note: {note}")
     return 0
 
@@ -394,9 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "like `pipeline train`.")
     sw.add_argument("--space", required=True, help="search-space YAML (example: configs/sweep.yaml)")
     sw.add_argument("--trials", type=int, help="number of trials; overrides the space file's `trials`")
-    sw.add_argument("--parallel", type=int, default=1, help="trials at once (default: %(default)s)")
+    sw.add_argument("--parallel", type=int, default=1,
+                    help="trials at once: 1 runs them one after another in this process, P > 1 in P local worker "
+                         "processes (default: %(default)s)")
     sw.add_argument("--dask-address", help="Dask scheduler to run the trials on (else $PIPELINE_DASK_ADDRESS, "
-                                           "else the space file's dask_address, else local threads)")
+                                           "else the space file's dask_address, else this machine as --parallel "
+                                           "says)")
     sw.add_argument("--config", default="configs/default.yaml", help="YAML config (default: %(default)s)")
     sw.add_argument("--data", help="CSV path or http(s) URL; overrides data.source")
     sw.add_argument("--experiment", help="MLflow experiment; overrides tracking.experiment")

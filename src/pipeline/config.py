@@ -400,6 +400,15 @@ class BacktestConfig(_Frozen):
         return self
 
 
+class PlotsConfig(_Frozen):
+    """The figures a many-series run logs beside its scores (`plots/series_forecasts.png`)."""
+
+    series: tuple[str, ...] = ()
+    """Series ids whose test forecasts are drawn with their intervals; empty: the `worst` series by test MASE."""
+    worst: int = Field(4, ge=1, le=12)
+    """How many series are drawn when `series` is empty: those with the highest test MASE."""
+
+
 class PipelineConfig(_Frozen):
     """A whole run: the sections below, each optional."""
 
@@ -416,6 +425,7 @@ class PipelineConfig(_Frozen):
     evaluate: EvaluateConfig = EvaluateConfig()
     backtest: BacktestConfig = BacktestConfig()
     intervals: IntervalsConfig = IntervalsConfig()
+    plots: PlotsConfig = PlotsConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -502,10 +502,11 @@ def worse_than_persistence(ratio: float | None, where: str, detail: str | None =
 
 
 def training_stalled(result: TrainResult) -> str | None:
-    """The warning when training never improved on its first epoch, or stopped early before the model moved.
+    """The warning when training never improved on its first epoch, or stopped early before the model moved,
+    or (`still_improving`) was still improving when the epoch limit ended it.
 
-    Either way the model kept is (close to) the one after one epoch: the learning rate, the
-    scaling or the model's size deserve a look before its scores are trusted.
+    In the first two cases the model kept is (close to) the one after one epoch: the learning rate,
+    the scaling or the model's size deserve a look before its scores are trusted.
     """
     if result.epochs_run < 2:
         return None
@@ -519,11 +520,50 @@ def training_stalled(result: TrainResult) -> str | None:
         return (f"early stopping ended training at epoch {result.epochs_run} before the model moved: the best "
                 f"{what} loss ({min(losses):.4g}, epoch {result.best_epoch + 1}) is within 1 % of epoch 1's "
                 f"({losses[0]:.4g}); check train.learning_rate and train.patience")
-    return None
+    return still_improving(result)
+
+
+EPOCHS_JUDGED = 10  # fewer epochs is a smoke run or a refit whose length was chosen: no verdict on its end
+LAST_SHARE = 0.05  # the best epoch among the last 5 % of epochs (at least the last one): still improving
+
+
+def still_improving(result: TrainResult) -> str | None:
+    """The warning when the epoch limit, not early stopping, ended a training that was still improving.
+
+    The mirror of `training_stalled`: the best loss falls in the last epochs, so more epochs would
+    probably have found a better model (train.epochs), or a higher train.learning_rate gets there sooner.
+    """
+    losses = result.val_loss or result.train_loss
+    n = len(losses)
+    if result.stopped_early or n < EPOCHS_JUDGED:
+        return None
+    best = int(np.argmin(losses))
+    if best < n - max(1, int(n * LAST_SHARE)):
+        return None
+    what = "validation" if result.val_loss else "training"
+    earlier = n - 1 - max(1, n // 10)  # a tenth of the run before its end
+    fall = 1 - losses[best] / losses[earlier] if losses[earlier] > 0 else float("nan")
+    return (f"training hit the epoch limit while still improving: the best {what} loss ({losses[best]:.4g}) is at "
+            f"epoch {best + 1} of {n}, {fall:.1%} below epoch {earlier + 1}'s; raise train.epochs (or "
+            f"train.learning_rate) so that early stopping (train.patience), not the limit, ends training")
+
+
+AT_PERSISTENCE = 0.02  # an RMSE ratio to persistence within 2 % of 1: the model forecasts about the last value
+
+
+def at_persistence_note(ratio: float | None, where: str) -> str:
+    """Why a model that never left epoch 1 may be right: it ends at persistence, which on a series close to a
+    random walk is about the best forecast there is; "" when its scores say otherwise."""
+    if ratio is None or not np.isfinite(ratio) or abs(ratio - 1) > AT_PERSISTENCE:
+        return ""
+    return (f". The model ends at persistence (RMSE ratio {ratio:.3f} {where}): expected on a series close to a "
+            f"random walk, such as daily stock prices, whose next change is mostly noise; a series with a season, "
+            f"a trend or memory should do better")
 
 
 def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Preprocessor, bounds: SplitBounds,
-             result: TrainResult, test: SplitScores) -> tuple[dict[str, str], dict[str, float], list[str]]:
+             result: TrainResult, test: SplitScores,
+             val: SplitScores | None = None) -> tuple[dict[str, str], dict[str, float], list[str]]:
     """What a finished training says about itself: run tags, extra metrics and loud warnings.
 
     Warnings: a model worse than persistence (also the `warning` tag), baselines that beat it,
@@ -553,6 +593,8 @@ def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Pr
         tags["beaten_by_baselines"] = ", ".join(beaten_by)
         warnings.append(f"baselines with a lower test RMSE than the model: {tags['beaten_by_baselines']}")
     stalled = training_stalled(result)
+    if stalled and result.best_epoch == 0:
+        stalled += at_persistence_note(*((val.rmse_ratio, "on validation") if val else (test.rmse_ratio, "on test")))
     if stalled:
         tags["training_warning"] = stalled
         warnings.append(stalled)

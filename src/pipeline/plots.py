@@ -44,51 +44,94 @@ def _rmse(actual: np.ndarray, pred: np.ndarray) -> float:
     return float(np.sqrt(np.nanmean((actual - pred) ** 2))) if len(actual) else float("nan")
 
 
+ZOOM_WINDOWS = 120  # test windows shown close up: beyond that the points merge into a band of ink
+
+
+def date_axis(ax: object) -> None:
+    """Date ticks that never overlap: as many as fit (AutoDateLocator), each written as briefly as its
+    neighbours allow (ConciseDateFormatter: "Mar", "2024", "14:30"); other axes get at most ~8 round ticks."""
+    import matplotlib.dates as mdates
+
+    axis = ax.xaxis  # type: ignore[attr-defined]
+    if isinstance(axis.get_major_formatter(), mdates.AutoDateFormatter | mdates.ConciseDateFormatter):
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+        axis.set_major_locator(locator)
+        axis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    else:
+        axis.set_major_locator(mticker.MaxNLocator(nbins=8, integer=True))
+
+
 def plot_forecasts(
     series: pd.Series,
     forecasts: dict[str, Forecasts],
     boundaries: dict[str, pd.Timestamp],
     title: str,
 ) -> Figure:
-    """Actual series vs one-step-ahead predictions of every split, split boundaries marked; below,
-    the test part close up with persistence beside the model, so one glance says whether it adds anything."""
+    """Above, the whole series, thin, its splits shaded and the part shown below framed; below, the end of the
+    test part close up: the model's one-step-ahead forecasts with their intervals beside persistence, so one
+    glance says whether the model adds anything."""
     test = forecasts.get("test")
     rows = 2 if test is not None and len(test.dates) else 1
-    fig, axes = _figure(rows, 1, figsize=(12, 4.5 * rows), squeeze=False)
+    fig, axes = _figure(rows, 1, figsize=(12, 4.0 * rows), squeeze=False,
+                        gridspec_kw={"height_ratios": [2, 3][:rows]} if rows == 2 else None)
     ax = axes[0, 0]
-    ax.plot(series.index, series.to_numpy(), color="black", linewidth=1.2, label="actual")
-    for split, fc in forecasts.items():
-        if len(fc.dates):
-            ax.plot(fc.dates, fc.predicted[:, 0], color=SPLIT_COLOURS[split], linewidth=1.0,
-                    label=f"predicted ({split})")
-    for name, when in boundaries.items():
-        ax.axvline(when, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(name, (when, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=9, color="grey")
+    ax.plot(series.index, series.to_numpy(), color="black", linewidth=0.7, label="actual")
+    edges = [series.index[0], *boundaries.values(), series.index[-1]]
+    names = ["train", *("val" if n == "validation" else n for n in boundaries)]
+    for name, (left, right) in zip(names, zip(edges[:-1], edges[1:])):
+        ax.axvspan(left, right, color=SPLIT_COLOURS.get(name, "grey"), alpha=0.08, linewidth=0)
+        ax.annotate({"val": "validation"}.get(name, name), (left, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=9, color="dimgrey")
+    if rows == 2:
+        shown = test if len(test.dates) <= ZOOM_WINDOWS else last_windows(test, ZOOM_WINDOWS)
+        ax.axvspan(shown.dates[0], shown.dates[-1], facecolor="none", edgecolor=MODEL_COLOUR, linewidth=1.2,
+                   label="shown below")
+        ax.legend(loc="upper left", bbox_to_anchor=(0, 0.9), fontsize=8)
     ax.set_title(title)
-    ax.set_xlabel(series.index.name or "date")
     ax.set_ylabel(str(series.name))
-    ax.legend(loc="best")
     ax.grid(alpha=0.3)
+    date_axis(ax)
     if rows == 2:
         zoom = axes[1, 0]
-        actual, model, naive = test.actual[:, 0], test.predicted[:, 0], test.persistence()[:, 0]
-        _draw_bands(zoom, test.dates, test, MODEL_COLOUR)
-        zoom.plot(test.dates, actual, color="black", linewidth=1.2, marker=".", label="actual")
-        zoom.plot(test.dates, model, color=MODEL_COLOUR, linewidth=1.2,
+        actual, model, naive = shown.actual[:, 0], shown.predicted[:, 0], shown.persistence()[:, 0]
+        context = series.iloc[max(0, series.index.searchsorted(shown.dates[0]) - len(shown.dates) // 4):
+                              series.index.searchsorted(shown.dates[-1], side="right")]
+        _draw_bands(zoom, shown.dates, shown, MODEL_COLOUR)
+        dots = "." if len(shown.dates) <= 60 else None
+        zoom.plot(context.index, context.to_numpy(), color="black", linewidth=1.0, marker=dots, label="actual")
+        zoom.plot(shown.dates, model, color=MODEL_COLOUR, linewidth=1.3,
                   label=f"model (RMSE {_rmse(actual, model):.4g})")
-        zoom.plot(test.dates, naive, color=PERSISTENCE_COLOUR, linewidth=1.0, linestyle="--",
+        zoom.plot(shown.dates, naive, color=PERSISTENCE_COLOUR, linewidth=1.0, linestyle="--",
                   label=f"persistence (RMSE {_rmse(actual, naive):.4g})")
         bands = f", the model's {' and '.join(str(v) for v in test.levels)} % intervals shaded" if test.levels else ""
-        zoom.set_title(f"Test part: one step ahead, model vs persistence (last known value){bands}")
+        part = "Test part" if shown is test else f"Last {len(shown.dates)} of {len(test.dates)} test windows"
+        zoom.set_title(f"{part}: one step ahead, model vs persistence (last known value){bands}")
         zoom.set_xlabel(series.index.name or "date")
         zoom.set_ylabel(str(series.name))
-        zoom.legend(loc="best")
+        zoom.legend(loc="best", fontsize=8)
         zoom.grid(alpha=0.3)
+        date_axis(zoom)
     return fig
 
 
-def plot_losses(train_loss: list[float], val_loss: list[float], best_epoch: int) -> Figure:
+def last_windows(fc: Forecasts, n: int) -> Forecasts:
+    """The last `n` windows of `fc`: what a close-up draws (dates, actual, predicted, anchor, bands)."""
+    cut = slice(max(0, len(fc.dates) - n), None)
+    return Forecasts(dates=fc.dates[cut], actual=fc.actual[cut], predicted=fc.predicted[cut], anchor=fc.anchor[cut],
+                     bands={k: v[cut] for k, v in fc.bands.items()})
+
+
+def minor_log_label(ax: object, value: float) -> str:
+    """A minor tick's label on a log y axis, as plain text, only where labels have room: every one within a
+    decade, 2 and 5 within two, none beyond (the major labels then say enough)."""
+    low, high = ax.get_ylim()  # type: ignore[attr-defined]
+    decades = np.log10(high / low) if low > 0 and high > low else np.inf
+    mantissa = round(value / 10 ** np.floor(np.log10(value)), 6) if value > 0 else 0
+    keep = decades <= 1 or (decades <= 2 and mantissa in (2, 5))
+    return f"{value:g}" if keep else ""
+
+
+def plot_losses(train_loss: list[float], val_loss: list[float], best_epoch: int, title: str = "Loss per epoch") -> Figure:
     """Training and validation loss per epoch, log scale, best epoch marked."""
     fig, ax = _figure(figsize=(8, 4.5))
     epochs = np.arange(1, len(train_loss) + 1)
@@ -97,13 +140,13 @@ def plot_losses(train_loss: list[float], val_loss: list[float], best_epoch: int)
         ax.plot(epochs[: len(val_loss)], val_loss, label="validation")
     ax.axvline(best_epoch + 1, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch + 1}")
     ax.set_yscale("log")
-    plain = mticker.FuncFormatter(lambda value, _: f"{value:g}")  # 0.6, not 6x10^-1
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda value, _: f"{value:g}"))  # 0.6, not 6x10^-1
+    ax.yaxis.set_minor_formatter(mticker.FuncFormatter(lambda value, _: minor_log_label(ax, value)))
     ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(nbins=10, integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (scaled)")
-    ax.set_title("Loss per epoch")
+    ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3, which="both")
     return fig
@@ -119,6 +162,7 @@ def plot_residuals(fc: Forecasts, unit: str) -> Figure:
     ax_time.plot(fc.dates, residuals, marker="o", markersize=3, color=MODEL_COLOUR, label="model")
     ax_time.plot(fc.dates, naive, marker="x", markersize=3, alpha=0.7, color=PERSISTENCE_COLOUR, label="persistence")
     ax_time.set_title("Test residuals (actual - predicted)")
+    date_axis(ax_time)
     ax_time.set_ylabel(unit)
     ax_time.legend()
     ax_time.grid(alpha=0.3)
@@ -140,12 +184,16 @@ def plot_horizon(scores_by_step: dict[str, list[float]], metric: str, unit: str)
     fig, ax = _figure(figsize=(8, 4.5))
     for name, values in scores_by_step.items():
         steps = np.arange(1, len(values) + 1)
-        ax.plot(steps, values, marker="o", linewidth=2.0 if name == "model" else 1.0,
+        ax.plot(steps, values, marker="o" if len(values) <= 24 else None, linewidth=2.0 if name == "model" else 1.0,
                 color="black" if name == "model" else None, label=name)
     ax.set_xlabel("steps ahead (h)")
     ax.set_ylabel(f"test {metric.upper()} ({unit})")
     ax.set_title(f"Test {metric.upper()} per step ahead")
-    ax.set_xticks(np.arange(1, max((len(v) for v in scores_by_step.values()), default=1) + 1))
+    horizon = max((len(v) for v in scores_by_step.values()), default=1)
+    if horizon <= 12:
+        ax.set_xticks(np.arange(1, horizon + 1))
+    else:  # 48 steps: every label would touch its neighbours
+        ax.xaxis.set_major_locator(mticker.MaxNLocator(nbins=12, integer=True))
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -165,6 +213,7 @@ def plot_horizon_paths(series: pd.Series, fc: Forecasts, every: int | None = Non
         ax.plot(idx, fc.predicted[i, :len(idx)], color="tab:green", marker=".", linewidth=1.0,
                 label="forecast paths" if i == 0 else None)
     ax.set_title(f"{horizon}-step forecast paths on the test part (one origin in {every})")
+    date_axis(ax)
     ax.set_xlabel(series.index.name or "date")
     ax.set_ylabel(str(series.name))
     ax.legend()
@@ -188,7 +237,116 @@ def plot_backtest(series: pd.Series, folds: list[tuple[pd.Timestamp, Forecasts]]
     ax.set_ylabel(str(series.name))
     ax.legend(loc="best", fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
+    date_axis(ax)
     return fig
+
+
+def tiled_paths(series: pd.Series, fc: Forecasts) -> tuple[pd.Index, np.ndarray, dict[str, np.ndarray]]:
+    """Whole H-step forecast paths from every H-th origin, end to end: one forecast per date of the scored part
+    (the one-step forecasts when H is 1); their dates, values and bands."""
+    n, horizon = fc.predicted.shape
+    positions = series.index.searchsorted(fc.dates)
+    rows, steps = [], []
+    for i in range(0, n, horizon):
+        k = np.arange(min(horizon, len(series) - positions[i]))
+        rows.append(np.full(len(k), i))
+        steps.append(k)
+    row, step = (np.concatenate(rows), np.concatenate(steps)) if rows else (np.empty(0, int), np.empty(0, int))
+    dates = series.index[positions[row] + step]
+    return dates, fc.predicted[row, step], {name: band[row, step] for name, band in fc.bands.items()}
+
+
+def plot_series_forecasts(history: dict[str, pd.Series], forecasts: dict[str, Forecasts],
+                          captions: dict[str, str]) -> Figure:
+    """One panel per series (those chosen or the worst few): its recent history and its test forecasts with their
+    intervals, H-step paths end to end, beside the seasonal-naive (else naive) baseline; `captions` titles each."""
+    fig, axes = _figure(len(history), 1, figsize=(12, 3.2 * len(history) + 0.6), squeeze=False)
+    for ax, (sid, series) in zip(axes[:, 0], history.items()):
+        fc = forecasts[sid]
+        dates, predicted, bands = tiled_paths(series, fc)
+        shown = series.iloc[max(0, len(series) - 4 * len(dates) - 1):]
+        for i, level in enumerate(sorted(fc.levels, reverse=True)):
+            ax.fill_between(dates, bands[f"lower_{level}"], bands[f"upper_{level}"], color=MODEL_COLOUR,
+                            alpha=0.12 + 0.12 * i, linewidth=0, label=f"{level} % interval")
+        ax.plot(shown.index, shown.to_numpy(), color="black", linewidth=1.0, label="actual")
+        ax.plot(dates, predicted, color=MODEL_COLOUR, linewidth=1.4, marker="." if len(dates) <= 60 else None,
+                label="model")
+        baseline = "seasonal_naive" if "seasonal_naive" in fc.baselines else None
+        values = tiled_paths(series, Forecasts(fc.dates, fc.actual, fc.baselines[baseline] if baseline
+                                               else fc.persistence(), fc.anchor))[1]
+        ax.plot(dates, values, color=PERSISTENCE_COLOUR, linewidth=1.0, linestyle="--",
+                label=(baseline or "naive").replace("_", " "))
+        ax.axvline(dates[0], color="grey", linestyle=":", linewidth=1) if len(dates) else None
+        ax.set_title(captions.get(sid, sid), fontsize=10)
+        ax.set_ylabel(str(series.name))
+        ax.grid(alpha=0.3)
+        date_axis(ax)
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=5)
+    return fig
+
+
+def plot_mase_distribution(model: np.ndarray, baseline: np.ndarray, baseline_name: str = "seasonal naive") -> Figure:
+    """Per-series test MASE of the model against a baseline's: a scatter (below the diagonal the model wins) and
+    the distribution (ECDF) of the ratio model/baseline, with the share of series where the model wins."""
+    model, baseline = np.asarray(model, dtype=float), np.asarray(baseline, dtype=float)
+    ok = np.isfinite(model) & np.isfinite(baseline) & (baseline > 0)
+    model, baseline = model[ok], baseline[ok]
+    fig, (ax_xy, ax_cdf) = _figure(1, 2, figsize=(12, 4.8))
+    ax_xy.scatter(baseline, model, s=14, color=MODEL_COLOUR, alpha=0.7)
+    span = [min(model.min(initial=1), baseline.min(initial=1)) * 0.9, max(model.max(initial=1), baseline.max(initial=1)) * 1.1]
+    ax_xy.plot(span, span, color="grey", linestyle="--", linewidth=1, label="equal")
+    ax_xy.set_xlim(span)
+    ax_xy.set_ylim(span)
+    ax_xy.set_xlabel(f"{baseline_name} MASE")
+    ax_xy.set_ylabel("model MASE")
+    ax_xy.set_title(f"Test MASE per series ({len(model)}): below the line the model wins")
+    ax_xy.legend(loc="upper left", fontsize=8)
+    ax_xy.grid(alpha=0.3)
+    ratio = np.sort(model / baseline)
+    wins = float(np.mean(ratio < 1)) if len(ratio) else float("nan")
+    ax_cdf.step(ratio, np.arange(1, len(ratio) + 1) / max(1, len(ratio)), where="post", color=MODEL_COLOUR)
+    ax_cdf.axvline(1, color="grey", linestyle="--", linewidth=1)
+    ax_cdf.set_xlabel(f"MASE ratio model / {baseline_name}")
+    ax_cdf.set_ylabel("share of series at or below")
+    ax_cdf.set_ylim(0, 1.02)
+    median = float(np.median(ratio)) if len(ratio) else float("nan")
+    ax_cdf.set_title(f"Model better on {wins:.0%} of series; median ratio {median:.3g}")
+    ax_cdf.grid(alpha=0.3)
+    return fig
+
+
+def shown_series(table: pd.DataFrame, column: str, chosen: tuple[str, ...], worst: int) -> list[str]:
+    """The series a many-series run draws: those `chosen` that have test scores, else the `worst` by test MASE."""
+    ids = [str(v) for v in table[column]]
+    picked = [sid for sid in chosen if sid in ids]
+    if picked:
+        return picked
+    order = table.assign(_id=ids).sort_values("model__mase", ascending=False, na_position="last")
+    return list(order["_id"][:worst])
+
+
+def panel_figures(histories: dict[str, pd.Series], test: dict[str, Forecasts], table: pd.DataFrame, column: str,
+                  chosen: tuple[str, ...], worst: int, losses: tuple[list[float], list[float], int, str] | None,
+                  ) -> dict[str, Figure]:
+    """The figures of a many-series run by artifact path: the loss curve (`losses`: train and validation losses,
+    best epoch, title), chosen or worst series' forecasts, and per-series MASE against the seasonal naive."""
+    figures: dict[str, Figure] = {}
+    if losses is not None:
+        figures["plots/loss.png"] = plot_losses(*losses)
+    ids = [sid for sid in shown_series(table, column, chosen, worst) if sid in test]
+    if ids:
+        rows = table.assign(_id=[str(v) for v in table[column]]).set_index("_id")
+        baseline = "seasonal_naive" if "seasonal_naive__mase" in table else "naive"
+        captions = {sid: f"{column} {sid}: test MASE {rows.at[sid, 'model__mase']:.3g} "
+                         f"({baseline.replace('_', ' ')} {rows.at[sid, baseline + '__mase']:.3g})" for sid in ids}
+        figures["plots/series_forecasts.png"] = plot_series_forecasts({sid: histories[sid] for sid in ids},
+                                                                      {sid: test[sid] for sid in ids}, captions)
+    baseline = "seasonal_naive" if "seasonal_naive__mase" in table else "naive"
+    if "model__mase" in table and f"{baseline}__mase" in table:
+        figures["plots/series_mase.png"] = plot_mase_distribution(
+            table["model__mase"].to_numpy(dtype=float), table[f"{baseline}__mase"].to_numpy(dtype=float),
+            baseline.replace("_", " "))
+    return figures
 
 
 def plot_sweep(trials: list[tuple[int, str, float | None]], objective: str, best: int) -> Figure:

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 from pipeline.evaluate import verdict
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pipeline.runs import TrainingSummary
 
-DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # what `make ui` serves
+UI_PORT_ENV, DEFAULT_UI_PORT = "MLFLOW_PORT", "5000"  # the Makefile's `make ui` port, and its default
+DEFAULT_MLFLOW_UI = f"http://127.0.0.1:{DEFAULT_UI_PORT}"  # what `make ui` serves unless MLFLOW_PORT says otherwise
 METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("mape", "MAPE %"), ("direction_acc", "direction accuracy"))
 MAPE_NOTE = "MAPE is unreliable here: some actual test values are near zero or change sign (read RMSE and MAE)"
 
@@ -35,10 +38,32 @@ def artifact_key(name: str, suffix: str) -> str:
     return f"{slug}-{suffix}"
 
 
+def on_server(tracking_uri: str) -> bool:
+    """Whether the store is a tracking server, whose own host and port serve the UI."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def local_ui_url(environ: Mapping[str, str], ui_url_env: str) -> str:
+    """Where people open MLflow's UI on a local store: `ui_url_env`'s URL, else `make ui`'s address (its port from
+    MLFLOW_PORT, as the Makefile reads it)."""
+    return environ.get(ui_url_env) or f"http://127.0.0.1:{environ.get(UI_PORT_ENV) or DEFAULT_UI_PORT}"
+
+
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str, ui_url: str | None = None) -> str:
     """The MLflow UI page of a run: on the tracking server itself, else on `ui_url` (`make ui`)."""
-    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else (ui_url or DEFAULT_MLFLOW_UI)
+    base = tracking_uri if on_server(tracking_uri) else (ui_url or DEFAULT_MLFLOW_UI)
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ui_hint(tracking_uri: str, ui_url: str | None = None) -> str | None:
+    """For a local store, what serves the run's link: nothing answers there until a UI is started."""
+    if on_server(tracking_uri):
+        return None
+    where = (ui_url or DEFAULT_MLFLOW_UI).rstrip("/")
+    port = where.rsplit(":", 1)[-1] if where.rsplit(":", 1)[-1].isdigit() else DEFAULT_UI_PORT
+    return (f"the link needs MLflow's UI running on {where}: `make ui` serves the project's `mlflow.db` there "
+            f"(`{UI_PORT_ENV}=<port> make ui` for another port, default {DEFAULT_UI_PORT}); for this store: "
+            f"`mlflow ui --backend-store-uri {tracking_uri} --port {port}`")
 
 
 @dataclass(frozen=True)
@@ -60,7 +85,9 @@ class RunReport:
     promotion: str | None = None
     mlflow_run_id: str | None = None
     mlflow_run_url: str | None = None
+    mlflow_ui_hint: str | None = None  # a local store: the command that serves the link
     detail: str = ""
+    series_table: tuple[str, ...] = ()  # many series: markdown lines of the test scores per series
 
 
 def _num(value: float | None) -> str:
@@ -128,6 +155,8 @@ def run_markdown(report: RunReport) -> str:
     if report.metrics:
         scope = " (of that run)" if report.outcome == "nothing to do" else ""
         lines += [f"## Metrics vs baselines{scope}", *metrics_table(report.metrics), ""]
+    if report.series_table:
+        lines += ["## Test scores per series", *report.series_table, ""]
     lines.append("## Registry")
     if report.version:
         lines.append(f"- version registered: **{report.model_name} v{report.version}** -> `@{report.alias}`")
@@ -140,7 +169,29 @@ def run_markdown(report: RunReport) -> str:
     if report.mlflow_run_id:
         link = f"[{report.mlflow_run_id}]({report.mlflow_run_url})" if report.mlflow_run_url else report.mlflow_run_id
         lines += ["## MLflow", f"- run: {link}"]
+        if report.mlflow_run_url and report.mlflow_ui_hint:
+            lines.append(f"- {report.mlflow_ui_hint}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+SERIES_ROWS = 30  # series listed in a summary, worst first; the CSV artifact holds every one
+
+
+def series_markdown(table: pd.DataFrame, rows: int = SERIES_ROWS) -> tuple[str, ...]:
+    """Per-series test scores (`panel.PanelScores.table`: the id column, windows, `<who>__<metric>`) as a markdown
+    table, highest model MASE first: MASE beside seasonal naive's (else naive's), their ratio, sMAPE."""
+    column = str(table.columns[0])
+    base = "seasonal_naive" if "seasonal_naive__mase" in table else "naive"
+    ordered = table.sort_values("model__mase", ascending=False, na_position="last")
+    lines = [f"| {column} | windows | MASE | {base.replace('_', ' ')} MASE | ratio | sMAPE |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for _, row in ordered.head(rows).iterrows():
+        ratio = row["model__mase"] / row[f"{base}__mase"] if row[f"{base}__mase"] else float("nan")
+        lines.append(f"| {row[column]} | {int(row['windows'])} | {_num(row['model__mase'])} | "
+                     f"{_num(row[f'{base}__mase'])} | {_num(ratio)} | {_num(row['model__smape'])} |")
+    if len(table) > rows:
+        lines += ["", f"{len(table) - rows} more series in `evaluation/test_series_scores.csv`."]
+    return tuple(lines)
 
 
 # ---------------------------------------------------------------- the report of each outcome
@@ -161,6 +212,12 @@ class ReportContext:
     def run_url(self) -> str | None:
         return mlflow_run_url(self.tracking_uri, self.experiment_id, self.run_id, self.ui_url) if self.run_id else None
 
+    @property
+    def links(self) -> dict[str, str | None]:
+        """The report fields of the MLflow run: its id, its UI page and, on a local store, what serves that page."""
+        return {"mlflow_run_id": self.run_id, "mlflow_run_url": self.run_url,
+                "mlflow_ui_hint": ui_hint(self.tracking_uri, self.ui_url)}
+
 
 def trained_report(ctx: ReportContext, data_tags: Mapping[str, str], summary: TrainingSummary, forced: bool) -> RunReport:
     """A run that trained (and registered, when registration is on)."""
@@ -168,8 +225,9 @@ def trained_report(ctx: ReportContext, data_tags: Mapping[str, str], summary: Tr
         config_name=ctx.config_name, outcome="trained", data_source=ctx.data_source, data_digest=ctx.data_digest,
         config_digest=ctx.config_digest, data_rows=data_tags.get("data_rows"), data_start=data_tags.get("data_start"),
         data_end=data_tags.get("data_end"), metrics=summary.metrics, model_name=summary.model_name,
-        version=summary.version, alias=summary.alias, promotion=summary.reason, mlflow_run_id=ctx.run_id,
-        mlflow_run_url=ctx.run_url, detail="Forced retraining (force=true)." if forced else "")
+        version=summary.version, alias=summary.alias, promotion=summary.reason, **ctx.links,
+        detail="Forced retraining (force=true)." if forced else "",
+        series_table=series_markdown(summary.series_scores) if summary.series_scores is not None else ())
 
 
 def skipped_report(ctx: ReportContext, summary: TrainingSummary, previous_tags: Mapping[str, str],
@@ -180,7 +238,7 @@ def skipped_report(ctx: ReportContext, summary: TrainingSummary, previous_tags: 
         config_digest=ctx.config_digest, data_rows=previous_tags.get("data_rows"),
         data_start=previous_tags.get("data_start"), data_end=previous_tags.get("data_end"), metrics=summary.metrics,
         model_name=summary.model_name, version=summary.version, alias=summary.alias,
-        promotion=previous_tags.get("promotion"), mlflow_run_id=ctx.run_id, mlflow_run_url=ctx.run_url, detail=detail)
+        promotion=previous_tags.get("promotion"), **ctx.links, detail=detail)
 
 
 def failed_report(ctx: ReportContext, exc: BaseException) -> RunReport:
@@ -188,5 +246,5 @@ def failed_report(ctx: ReportContext, exc: BaseException) -> RunReport:
     first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
     return RunReport(
         config_name=ctx.config_name, outcome="failed", data_source=ctx.data_source, data_digest=ctx.data_digest,
-        config_digest=ctx.config_digest, mlflow_run_id=ctx.run_id, mlflow_run_url=ctx.run_url,
+        config_digest=ctx.config_digest, **ctx.links,
         detail=f"`{type(exc).__name__}: {first_line}`" + ("" if ctx.run_id else " (before any MLflow run was started)"))

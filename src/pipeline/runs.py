@@ -49,6 +49,7 @@ class TrainingSummary:
     timings: dict[str, float] = field(default_factory=dict)
     skipped: bool = False  # nothing to do: same data and config as the run above, which registered `version`
     test_forecasts: pd.DataFrame | None = None  # the in-process model's test forecasts (date, step, forecast)
+    series_scores: pd.DataFrame | None = None  # many series: the test scores per series (panel.PanelScores.table)
 
 
 def run_name(config_name: str, kind: str = "", data_source: str | None = None) -> str:

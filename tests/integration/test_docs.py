@@ -1,7 +1,7 @@
 """The README and docs/ as a new user reads them: every command marked runnable works as written.
 
 A fenced block opened with ```` ```bash runnable ```` is run line by line, in page order, in a
-temporary copy of the project (tracked and new files, modification times kept, the project's
+fresh temporary copy of the project for each page (tracked and new files, modification times kept, the project's
 `.venv` linked in), with no MLflow or Prefect variables set and a home of its own. A block opened
 with ```` ```bash runnable server=URL ```` starts a server: it runs in the background until URL
 answers, and is stopped when the page is done.
@@ -67,6 +67,16 @@ def project_copy(dest: Path) -> Path:
         for name in ("pyproject.toml", "requirements.lock"):
             os.utime(dest / name, (before, before))
     return dest
+
+
+def test_each_page_starts_from_a_fresh_copy(tmp_path: Path) -> None:
+    """A page's blocks run in order on a copy with no state of earlier runs (a first run, as a reader's): the
+    checkout's own store, models and outputs (ignored files) stay behind, so an order fault such as asking for
+    an alias the first run never sets fails its page."""
+    work = project_copy(tmp_path / "project")
+    assert (work / "README.md").exists() and (work / "configs" / "default.yaml").exists()
+    for state in ("mlflow.db", "mlruns", "forecasts.csv", ".prefect"):
+        assert not (work / state).exists(), f"{state} of the checkout leaked into the page's copy"
 
 
 def clean_env(home: Path) -> dict[str, str]:

@@ -49,6 +49,11 @@ def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_har
     assert table["model__mase"].mean() == pytest.approx(run.data.metrics["test_mase"], rel=1e-5)
     mv = client.get_model_version("panel-forecaster", "1")
     assert "gate.metric" in mv.tags and mv.tags["gate.metric"] == "MASE"
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/loss.png", "plots/series_forecasts.png", "plots/series_mase.png", "plots/calibration.png"} <= figures
+    summary = tags["mlflow.note.content"]  # the run summary, also the Prefect markdown artifact
+    assert "## Test scores per series\n| id | windows | MASE | seasonal naive MASE | ratio | sMAPE |" in summary
+    assert all(f"\n| {sid} | " in summary for sid in ("A", "B", "D"))
 
     # the pyfunc takes the long frame and forecasts every series it knows, the short one included
     model = mlflow.pyfunc.load_model("models:/panel-forecaster/1")

@@ -36,6 +36,19 @@ def test_every_command_has_a_description(command, capsys) -> None:
     assert "recorded" in text.split("positional arguments")[0].split("\n", 2)[2]
 
 
+def test_sweep_help_says_where_trials_run_as_the_docs_do(capsys) -> None:
+    from tests.conftest import ROOT
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "thread" not in text  # trials never run on a pool of local threads
+    assert "P > 1 in P local worker processes" in text and "one after another in this process" in text
+    docs = " ".join((ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8").split())
+    assert "| `--parallel P` | Prefect's `ProcessPoolTaskRunner`, P worker processes |" in docs
+    assert "| `--parallel 1` (default) | one worker thread in the command's process |" in docs
+
+
 @pytest.mark.parametrize("word", ["lstm-forecaster", "champion", "planted@champion"])
 def test_a_bare_model_name_is_refused_with_the_uri_forms(word, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -181,3 +194,19 @@ def test_mode_from_the_environment(monkeypatch) -> None:
     assert progress.get_mode() == "lines"
     with pytest.raises(ValueError):
         progress.set_mode("loud")  # type: ignore[arg-type]
+
+
+def test_the_console_shows_each_warning_once_and_the_summary_only_the_rest() -> None:
+    console = cli.OnceOnConsole()
+
+    def record(name: str, message: str, level: int = logging.WARNING) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, message, None, None)
+
+    note = "the model's 95 % intervals rest on 12 validation window(s)"
+    assert console.filter(record("pipeline.intervals", note))
+    assert not console.filter(record("prefect.task_runs", note))  # the same note again, through the task run
+    assert console.filter(record("prefect.task_runs", "another warning"))
+    assert console.filter(record("pipeline", "info lines pass untouched", logging.INFO))
+    assert not console.filter(record("pipeline.schemas", f"data/x.csv: warning: {note}"))  # with the source named
+    assert console.unseen([f"warning: {note}", "warning: not shown yet", "rows sorted"]) == [
+        "warning: not shown yet", "rows sorted"]

@@ -189,6 +189,53 @@ def test_findings_warn_when_training_never_improved_after_epoch_1(tiny_config_di
     assert "training_warning" not in tags and warnings == []
 
 
+def test_findings_warn_when_the_epoch_limit_ends_a_training_still_improving(tiny_config_dict) -> None:
+    from pipeline.model import LSTMForecaster
+    from pipeline.train import TrainResult
+
+    cfg = parse_config(tiny_config_dict)
+    data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
+    pre, bounds, _ = prepare(data.frame, cfg)
+    winning = SplitScores("test", model={"rmse": 1.0, "mape": 1.0}, baselines={"naive": {"rmse": 2.0}})
+    model = LSTMForecaster(n_features=5)
+    falling = list(np.linspace(1.0, 0.5, 200))
+    limited = TrainResult(model=model, train_loss=falling, val_loss=falling, best_epoch=199)
+    tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, limited, winning)
+    assert tags["training_warning"] in warnings
+    assert "epoch limit while still improving" in tags["training_warning"]
+    assert "epoch 200 of 200" in tags["training_warning"] and "raise train.epochs" in tags["training_warning"]
+    assert "train.learning_rate" in tags["training_warning"]
+    # training only: the training loss it went by is named
+    no_val = TrainResult(model=model, train_loss=falling, best_epoch=199)
+    assert "best training loss" in evaluate.training_stalled(no_val)
+    # settled well before the end, stopped early, or too few epochs to judge: no word
+    settled = list(np.linspace(1.0, 0.5, 100)) + [0.5 + 0.001 * i for i in range(1, 101)]
+    for quiet in (TrainResult(model=model, train_loss=falling, val_loss=settled, best_epoch=99),
+                  TrainResult(model=model, train_loss=falling[:150], val_loss=falling[:150], best_epoch=149,
+                              stopped_early=True),
+                  TrainResult(model=model, train_loss=falling[:5], val_loss=falling[:5], best_epoch=4)):
+        assert evaluate.training_stalled(quiet) is None
+
+
+def test_a_stall_that_ends_at_persistence_says_why_that_is_expected(tiny_config_dict) -> None:
+    from pipeline.model import LSTMForecaster
+    from pipeline.train import TrainResult
+
+    cfg = parse_config(tiny_config_dict)
+    data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
+    pre, bounds, _ = prepare(data.frame, cfg)
+    stuck = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4, 0.3], val_loss=[0.6, 0.7, 0.8])
+    at_persistence = SplitScores("val", model={"rmse": 1.0}, baselines={"naive": {"rmse": 1.004}})
+    far = SplitScores("test", model={"rmse": 1.0, "mape": 1.0}, baselines={"naive": {"rmse": 2.0}})
+    tags, _, _ = evaluate.findings(cfg, "abc", data, pre, bounds, stuck, far, at_persistence)
+    warning = tags["training_warning"]
+    assert warning.startswith("the model never improved after epoch 1 of 3")
+    assert "ends at persistence (RMSE ratio 0.996 on validation)" in warning and "random walk" in warning
+    for val in (far, None):  # validation far from persistence, or none (then test, also far): no excuse offered
+        tags, _, _ = evaluate.findings(cfg, "abc", data, pre, bounds, stuck, far, val)
+        assert "random walk" not in tags["training_warning"]
+
+
 def test_findings_flag_mape_on_a_series_that_crosses_zero(tiny_config_dict) -> None:
     from pipeline.model import LSTMForecaster
     from pipeline.train import TrainResult

@@ -29,6 +29,23 @@ def test_mlflow_links_go_to_the_server_or_the_local_ui() -> None:
     assert mlflow_run_url("sqlite:///x/mlflow.db", "3", "abc", "http://box:8080") == "http://box:8080/#/experiments/3/runs/abc"
 
 
+def test_the_link_follows_the_ui_port_and_a_local_store_says_what_serves_it() -> None:
+    from pipeline.reports import ReportContext, failed_report, local_ui_url, ui_hint
+
+    assert local_ui_url({}, "UI") == "http://127.0.0.1:5000"
+    assert local_ui_url({"MLFLOW_PORT": "5077"}, "UI") == "http://127.0.0.1:5077"  # `MLFLOW_PORT=5077 make ui`
+    assert local_ui_url({"MLFLOW_PORT": "5077", "UI": "http://box:8080"}, "UI") == "http://box:8080"
+    server = ReportContext("default", "a.csv", "c", "https://mlflow.example:8443", "2", run_id="r9")
+    local = ReportContext("default", "a.csv", "c", "sqlite:///mlflow.db", "2", ui_url="http://127.0.0.1:5077",
+                          run_id="r9")
+    on_server = run_markdown(failed_report(server, ValueError("x")))
+    assert "(https://mlflow.example:8443/#/experiments/2/runs/r9)" in on_server and ":5000" not in on_server
+    assert "make ui" not in on_server and ui_hint(server.tracking_uri) is None
+    text = run_markdown(failed_report(local, ValueError("x")))
+    assert "[r9](http://127.0.0.1:5077/#/experiments/2/runs/r9)" in text and ":5000" not in text
+    assert "`MLFLOW_PORT=<port> make ui`" in text and "--backend-store-uri sqlite:///mlflow.db --port 5077" in text
+
+
 def test_trained_summary_has_data_metrics_registry_and_link() -> None:
     text = run_markdown(RunReport(
         config_name="default", outcome="trained", data_source="data/SBUX.csv", data_digest="d1", config_digest="c1",
@@ -54,3 +71,18 @@ def test_nothing_to_do_and_failed_summaries_say_so() -> None:
     assert failed.startswith("# default: FAILED") and "data file not found" in failed
     assert "no version registered by this flow run" in failed and "## MLflow" not in failed
     assert "| `a.csv` | n/a | n/a | n/a | `n/a` |" in failed
+
+
+def test_the_per_series_table_lists_the_worst_first_and_points_at_the_csv() -> None:
+    import pandas as pd
+
+    from pipeline.reports import series_markdown
+
+    table = pd.DataFrame({"store": ["a", "b", "c"], "windows": [3, 3, 3], "model__mase": [0.8, 1.6, 1.2],
+                          "seasonal_naive__mase": [1.0, 1.0, 1.5], "model__smape": [5.0, 9.0, 7.0]})
+    lines = series_markdown(table, rows=2)
+    assert lines[0] == "| store | windows | MASE | seasonal naive MASE | ratio | sMAPE |"
+    assert lines[2] == "| b | 3 | 1.6 | 1 | 1.6 | 9 |" and lines[3] == "| c | 3 | 1.2 | 1.5 | 0.8 | 7 |"
+    assert lines[-1] == "1 more series in `evaluation/test_series_scores.csv`."
+    text = run_markdown(RunReport(config_name="p", outcome="trained", data_source="p.csv", series_table=lines))
+    assert "## Test scores per series\n| store |" in text
