@@ -43,11 +43,11 @@ def pg_tracking_uri():
     folder.chmod(0o755)
     server = tracking_server(folder, free_port(), free_port(), workers=2)
     try:
-        url = server.__enter__()
+        running = server.__enter__()
     except PostgresUnavailable as exc:  # only PostgreSQL itself: an MLflow server that fails fails the test
         pytest.skip(f"PostgreSQL cannot start here: {exc}")
     try:
-        yield url
+        yield running.url
     finally:
         server.__exit__(None, None, None)
 
