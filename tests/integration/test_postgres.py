@@ -35,7 +35,7 @@ def pg_tracking_uri():
     from pipeline.tracking_server import PostgresUnavailable, pg_binary, tracking_server
 
     try:
-        for program in ("initdb", "pg_ctl", "createdb"):
+        for program in ("initdb", "pg_ctl", "psql"):
             pg_binary(program)
     except PostgresUnavailable as exc:
         pytest.skip(f"PostgreSQL cannot start here: {exc}")
