@@ -10,6 +10,7 @@ only where PostgreSQL cannot start (binaries or psycopg2 missing).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,11 +46,13 @@ def pg_tracking_uri():
     try:
         running = server.__enter__()
     except PostgresUnavailable as exc:  # only PostgreSQL itself: an MLflow server that fails fails the test
+        shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"PostgreSQL cannot start here: {exc}")
     try:
         yield running.url
     finally:
         server.__exit__(None, None, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_eight_concurrent_trainings_against_postgres(pg_tracking_uri: str, prefect_harness, tmp_path: Path,
