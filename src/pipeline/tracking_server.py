@@ -230,7 +230,7 @@ class Postgres:
             raise PostgresUnavailable(
                 f"PostgreSQL did not start: {exc}\nIts log, {self.log_file}, ends:\n{log_tail(self.log_file)}\n"
                 f"If port {self.port} is taken, choose another (--pg-port, or PG_PORT= for make); if another "
-                f"PostgreSQL runs on this data directory, stop it (pg_ctl -D {self.data_dir} stop, as the user that "
+                f"PostgreSQL runs on this data directory, stop it (pg_ctl -D {self.data_dir} stop, as the account that "
                 "owns it)") from None
 
     def provision(self, password: str) -> None:
