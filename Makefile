@@ -97,13 +97,15 @@ browser-deps:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
-# PostgreSQL's server programs (initdb, pg_ctl, postgres) for `make tracking-server` and the postgres test.
+# PostgreSQL's programs (initdb, pg_ctl, postgres, psql) for `make tracking-server` and the postgres tests.
 postgres-deps:
-	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb) >/dev/null 2>&1 && \
+		(command -v psql || ls /usr/lib/postgresql/*/bin/psql) >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
-# A team tracking server: PostgreSQL (data under TRACKING_DIR, loopback only) behind `mlflow server`
-# with artifact serving; prints the MLFLOW_TRACKING_URI to export. Ctrl-C stops both.
+# A team tracking server: PostgreSQL (data under TRACKING_DIR, loopback only, role mlflow's password in
+# TRACKING_DIR/mlflow-db-password) behind `mlflow server` with artifact serving; prints the
+# MLFLOW_TRACKING_URI to export. Ctrl-C stops both; so does its death (docs/scale-out.md).
 TRACKING_DIR ?= .tracking
 PG_PORT      ?= 5433
 

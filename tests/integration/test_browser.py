@@ -94,7 +94,7 @@ def mlflow_ui(mlflow_store: str, tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "mlflow-server.log"
     server = subprocess.Popen(
         [str(bin_dir / "mlflow"), "server", "--backend-store-uri", mlflow_store, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
+         "--port", str(port), "--workers", "1", "--artifacts-destination", str(tmp_path / "mlartifacts")],
         cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:

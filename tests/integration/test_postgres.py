@@ -10,6 +10,7 @@ only where PostgreSQL cannot start (binaries or psycopg2 missing).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ def pg_tracking_uri():
     from pipeline.tracking_server import PostgresUnavailable, pg_binary, tracking_server
 
     try:
-        for program in ("initdb", "pg_ctl", "createdb"):
+        for program in ("initdb", "pg_ctl", "psql"):
             pg_binary(program)
     except PostgresUnavailable as exc:
         pytest.skip(f"PostgreSQL cannot start here: {exc}")
@@ -43,13 +44,15 @@ def pg_tracking_uri():
     folder.chmod(0o755)
     server = tracking_server(folder, free_port(), free_port(), workers=2)
     try:
-        url = server.__enter__()
+        running = server.__enter__()
     except PostgresUnavailable as exc:  # only PostgreSQL itself: an MLflow server that fails fails the test
+        shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"PostgreSQL cannot start here: {exc}")
     try:
-        yield url
+        yield running.url
     finally:
         server.__exit__(None, None, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_eight_concurrent_trainings_against_postgres(pg_tracking_uri: str, prefect_harness, tmp_path: Path,
