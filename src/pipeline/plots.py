@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.dates as mdates
 import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
@@ -254,3 +255,32 @@ def plot_calibration(coverage: dict[int, list[float]] | Forecasts, title: str) -
 def close(fig: Figure) -> None:
     """Free a figure's artists once it is saved (no pyplot registry holds it)."""
     fig.clear()
+
+
+def plot_live(scored: pd.DataFrame, history: dict[str, pd.Series], series: list[str], levels: list[int]) -> Figure:
+    """Live forecasts against the actuals that arrived, one panel per series (the worst first): the recent history,
+    each logged forecast path with its bands (the widest level palest), and the actuals at the forecast dates."""
+    shown = series or sorted(scored["series"].unique())[:1]
+    fig, axes = _figure(len(shown), 1, figsize=(11, 3.2 * len(shown) + 0.8), squeeze=False)
+    for ax, sid in zip(axes[:, 0], shown):
+        rows = scored[scored["series"] == sid].sort_values(["origin", "step"])
+        first = rows["origin"].min() if len(rows) else None
+        past = history.get(sid)
+        if past is not None and first is not None:
+            span = max(rows["date"].max() - first, pd.Timedelta(0)) * 2
+            recent = past[past.index >= first - span]
+            ax.plot(recent.index, recent.to_numpy(), color="black", linewidth=1.0, label="actual")
+        for k, (_, path) in enumerate(rows.groupby("origin")):
+            for i, level in enumerate(sorted(levels, reverse=True)):
+                ax.fill_between(path["date"], path[f"lower_{level}"], path[f"upper_{level}"], color=MODEL_COLOUR,
+                                alpha=0.08 + 0.08 * i, linewidth=0,
+                                label=f"{level} % interval" if k == 0 else None)
+            ax.plot(path["date"], path["forecast"], color=MODEL_COLOUR, linewidth=1.0, marker=".",
+                    label="forecast (one line per origin)" if k == 0 else None)
+        ax.scatter(rows["date"], rows["actual"], color="black", s=10, zorder=3)
+        ax.set_title(f"{sid}: live forecasts and the actuals that arrived")
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    return fig
