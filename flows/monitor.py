@@ -175,7 +175,8 @@ def run_monitor(model: str, data: str, config_path: str | None, retrain_config: 
     scored = monitoring.join_actuals(forecasts, actuals, scales)
     mine = scored[scored["version"] == ref.version]
     theirs = scored[scored["version"] == challenger] if challenger else scored.iloc[0:0]
-    drift = monitoring.drift_tests(frames, target, trained_until, season, policy)
+    own = forecasts[forecasts["version"] == ref.version] if len(forecasts) else forecasts
+    drift = monitoring.drift_tests(frames, target, monitoring.seen_until(own, frames, trained_until), season, policy)
     window = monitoring.live_metrics(monitoring.last_dates(mine, policy.window), levels)
     table = monitoring.series_table(mine, levels, promise, policy, drift)
     version = client.get_model_version(ref.name, ref.version)

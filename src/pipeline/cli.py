@@ -247,8 +247,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if summary.nothing_to_score:
         print(summary.nothing_to_score)
     else:
+        print(f"Scored:      {int(summary.window['points'])} point(s) in the window (monitoring.window: the last "
+              f"forecast dates scored)")
         print(f"{'live (window)':<18}{'value':>12}{'promised':>12}{'ratio':>10}")
         for key, value in summary.window.items():
+            if key == "points":
+                continue
             promised = summary.promise.pooled.get(key)
             ratio = value / promised if promised else None
             print(f"{key:<18}{_fmt(value):>12}{_fmt(promised):>12}{_fmt(ratio):>10}")

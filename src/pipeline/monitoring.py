@@ -188,10 +188,19 @@ def series_table(scored: pd.DataFrame, levels: Sequence[int], promise: Promise, 
 
 
 # ---------------------------------------------------------------- drift of the inputs
-def drift_tests(frames: Mapping[str, pd.DataFrame], target: str, trained_until: pd.Timestamp | None,
+def seen_until(forecasts: pd.DataFrame, series: Iterable[str], trained_end: pd.Timestamp | None) -> dict[str, pd.Timestamp]:
+    """The last row each series' model had seen: its first logged forecast origin (the data as it stood when the
+    version started forecasting), else the end of the day the training run's data ended (`data_end`, a date)."""
+    firsts = forecasts.groupby(SERIES)["origin"].min().to_dict() if len(forecasts) else {}
+    fallback = None if trained_end is None else trained_end.normalize() + pd.Timedelta(days=1) - pd.Timedelta(1)
+    out = {sid: firsts.get(sid, fallback) for sid in series}
+    return {sid: t for sid, t in out.items() if t is not None}
+
+
+def drift_tests(frames: Mapping[str, pd.DataFrame], target: str, seen_until: Mapping[str, pd.Timestamp],
                 season: int, policy: MonitoringConfig) -> pd.DataFrame:
-    """Per series, the rows after `trained_until` (the training run's last date) against the reference: the same
-    number of rows just before it (at least two seasons and 8 rows).
+    """Per series, the rows after `seen_until[series]` (the last row the model had seen: see `seen_until`)
+    against the reference: the same number of rows just before it (at least two seasons and 8 rows).
 
     Level: Mann-Whitney U (two-sided) of the values, counted when p < alpha and the median moved by at least
     `drift_min_level_change` of the reference's. Variance: Brown-Forsythe (Levene's test about the median) of the
@@ -203,7 +212,8 @@ def drift_tests(frames: Mapping[str, pd.DataFrame], target: str, trained_until: 
     rows = []
     for sid, frame in frames.items():
         values = frame[target].to_numpy(dtype=float)
-        split = len(values) if trained_until is None else int(frame.index.searchsorted(trained_until, side="right"))
+        until = seen_until.get(sid)
+        split = len(values) if until is None else int(frame.index.searchsorted(until, side="right"))
         new = values[split:]
         ref = values[max(0, split - max(len(new), 2 * season, 8)):split]
         row: dict[str, object] = {SERIES: sid, "new_rows": len(new), "level_change": np.nan, "level_p": np.nan,

@@ -16,7 +16,7 @@ def logged(values: list[float], origin: str, version: str = "1", series: str = "
     """A forecasts CSV as `pipeline predict` writes it (text dates), in the monitor's form."""
     start = pd.Timestamp(origin)
     dates = pd.date_range(start + pd.tseries.frequencies.to_offset(freq), periods=len(values), freq=freq)
-    table = pd.DataFrame({"store": series, "origin": str(start.date()), "step": range(1, len(values) + 1),
+    table = pd.DataFrame({"store": series, "origin": start.isoformat(sep=" "), "step": range(1, len(values) + 1),
                           "date": dates.strftime("%Y-%m-%d"), "forecast": values,
                           "lower_80": np.array(values) - width, "upper_80": np.array(values) + width})
     return monitoring.forecast_rows(table, "store", "value", version=version, role="champion", run_id=run,
@@ -73,7 +73,8 @@ def test_drift_finds_a_thirty_percent_level_shift_and_leaves_a_steady_series_alo
     shifted[50:] *= 1.3
     frames = {"steady": history(steady), "shifted": history(shifted), "short": history(steady[:52])}
     end = frames["steady"].index[49]
-    table = monitoring.drift_tests(frames, "y", end, season=7, policy=MonitoringConfig()).set_index("series")
+    table = monitoring.drift_tests(frames, "y", dict.fromkeys(frames, end), season=7,
+                                   policy=MonitoringConfig()).set_index("series")
     assert bool(table.loc["shifted", "level_drift"]) and table.loc["shifted", "level_change"] == pytest.approx(0.3, abs=0.03)
     assert not bool(table.loc["steady", "drift"])
     assert table.loc["short", "new_rows"] == 2 and not bool(table.loc["short", "drift"])  # too few new rows to test
@@ -84,7 +85,7 @@ def test_drift_finds_a_variance_change():
     calm = 50 + np.cumsum(rng.normal(0, 0.2, 120))
     wild = calm.copy()
     wild[80:] = wild[79] + np.cumsum(rng.normal(0, 2.0, 40))
-    table = monitoring.drift_tests({"w": history(wild)}, "y", history(wild).index[79], season=1,
+    table = monitoring.drift_tests({"w": history(wild)}, "y", {"w": history(wild).index[79]}, season=1,
                                    policy=MonitoringConfig())
     assert bool(table["variance_drift"].iloc[0]) and table["variance_ratio"].iloc[0] > 5
 
@@ -156,6 +157,13 @@ def test_the_challenger_earns_promotion_only_by_the_margin_over_enough_origins()
     promote, why, _ = monitoring.compare_challenger(
         champion, challenger_off_by(0.97), MonitoringConfig(challenger={"promote": True, "margin": 0.05}))
     assert not promote and "not better by the margin" in why
+
+
+def test_the_rows_a_model_had_seen_end_at_its_first_forecast_origin_or_the_training_day():
+    log = monitoring.forecast_log([logged([1.0], "2024-01-05 07:00", series="A")])
+    until = monitoring.seen_until(log, ["A", "B"], pd.Timestamp("2024-01-04"))
+    assert until == {"A": pd.Timestamp("2024-01-05 07:00"), "B": pd.Timestamp("2024-01-04 23:59:59.999999999")}
+    assert monitoring.seen_until(log.iloc[0:0], ["A"], None) == {}
 
 
 def test_metric_steps_count_days_or_hours_since_1970():
