@@ -301,7 +301,7 @@ def monitor_markdown(summary: MonitorSummary) -> str:
             lines.append(f"\nSeries {label} ({len(ids)}): {monitoring.named(list(ids), 20)}")
     if summary.challenger:
         lines.append(f"\nShadow challenger v{summary.challenger}: {v.challenger_reason or 'not scored yet'}"
-                     + (f"; promoted to @champion" if summary.promoted else ""))
+                     + ("; promoted to @champion" if summary.promoted else ""))
     if summary.event_id:
         lines.append(f"\nRetraining requested: Prefect event `{RETRAIN_EVENT}` ({summary.event_id})")
     return "\n".join(lines) + "\n"

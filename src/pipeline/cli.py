@@ -263,7 +263,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if summary.challenger:
         print(f"Challenger:  v{summary.challenger}: {verdict.challenger_reason or 'no shared forecasts scored yet'}"
-              + (f" -> promoted to @champion" if summary.promoted else ""))
+              + (" -> promoted to @champion" if summary.promoted else ""))
     print(f"Verdict:     {verdict.headline}")
     if verdict.retrain:
         print(f"Retraining:  {'requested (Prefect event ' + summary.event_id + ')' if summary.event_id else 'not requested (--no-event)' if args.no_event else 'the event could not be sent'}")
