@@ -400,17 +400,6 @@ class BacktestConfig(_Frozen):
         return self
 
 
-class ChallengerPolicy(_Frozen):
-    """When `pipeline monitor` promotes a shadow `@challenger` that did better than `@champion` on the same actuals."""
-
-    promote: bool = False
-    """Promote the challenger (an audited alias move, as `pipeline promote`) once it has earned it; false: only report."""
-    margin: float = Field(0.05, ge=0.0, lt=1.0)
-    """How much better it must be: its live MASE at most (1 - margin) x the champion's on the same points."""
-    min_origins: int = Field(3, ge=1)
-    """Forecast origins both models were scored on before a promotion is considered."""
-
-
 class MonitoringConfig(_Frozen):
     """`pipeline monitor`: the champion's logged forecasts scored on the actuals that arrived since, the inputs
     tested for drift, and the retraining policy (docs/monitoring.md). The registered model carries these settings;
@@ -445,7 +434,13 @@ class MonitoringConfig(_Frozen):
     """Retrain when the champion's version is older than this many days, whatever its scores; null: never."""
     max_forecast_runs: int = Field(1000, ge=1)
     """The newest batch-forecast runs read (each one's forecasts CSV)."""
-    challenger: ChallengerPolicy = ChallengerPolicy()
+    promote_challenger: bool = False
+    """Promote a shadow `@challenger` that did better than `@champion` on the same actuals (an audited alias move,
+    as `pipeline promote`); false: the comparison is only reported."""
+    challenger_margin: float = Field(0.05, ge=0.0, lt=1.0)
+    """How much better the challenger must be: its live MASE at most (1 - margin) x the champion's on the same points."""
+    challenger_min_origins: int = Field(3, ge=1)
+    """Forecast origins both models were scored on before a promotion is considered."""
 
 
 class PipelineConfig(_Frozen):

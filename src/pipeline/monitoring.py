@@ -310,7 +310,7 @@ def decide(policy: MonitoringConfig, window_metrics: Mapping[str, float], promis
 def compare_challenger(champion: pd.DataFrame, challenger: pd.DataFrame,
                        policy: MonitoringConfig) -> tuple[bool, str | None, dict[str, float]]:
     """Champion and shadow challenger on the same actuals (the (series, origin, step) both forecast): whether the
-    challenger earned promotion under `monitoring.challenger`, why (or why not), and the figures."""
+    challenger earned promotion under the `monitoring.*challenger*` settings, why (or why not), and the figures."""
     if champion.empty or challenger.empty:
         return False, None, {}
     key = [SERIES, "origin", "step"]
@@ -322,16 +322,17 @@ def compare_challenger(champion: pd.DataFrame, challenger: pd.DataFrame,
     origins = int(both["origin"].nunique())
     figures = {"shared_points": float(len(both)), "shared_origins": float(origins),
                "champion_mase": float(np.nanmean(err)), "challenger_mase": float(np.nanmean(err_c))}
-    rule = policy.challenger
-    better = figures["challenger_mase"] <= (1 - rule.margin) * figures["champion_mase"]
+    margin = policy.challenger_margin
+    better = figures["challenger_mase"] <= (1 - margin) * figures["champion_mase"]
     detail = (f"challenger MASE {figures['challenger_mase']:.4g} vs champion {figures['champion_mase']:.4g} on "
               f"{len(both)} shared point(s) from {origins} origin(s)")
-    if origins < rule.min_origins:
-        return False, f"{detail}: fewer origins than monitoring.challenger.min_origins ({rule.min_origins})", figures
+    if origins < policy.challenger_min_origins:
+        return (False, f"{detail}: fewer origins than monitoring.challenger_min_origins "
+                       f"({policy.challenger_min_origins})", figures)
     if not better:
-        return False, f"{detail}: not better by the margin {rule.margin:g}", figures
-    return rule.promote, (f"{detail}: better by more than the margin {rule.margin:g}"
-                          + ("" if rule.promote else " (monitoring.challenger.promote is off: reported only)")), figures
+        return False, f"{detail}: not better by the margin {margin:g}", figures
+    return policy.promote_challenger, (f"{detail}: better by more than the margin {margin:g}" + (
+        "" if policy.promote_challenger else " (monitoring.promote_challenger is off: reported only)")), figures
 
 
 def metric_step(dates: pd.Series | pd.DatetimeIndex) -> np.ndarray:

@@ -144,7 +144,7 @@ def test_a_shadow_challenger_that_beats_the_champion_on_the_same_actuals_is_prom
     assert sorted(r.data.tags["forecast_role"] for r in forecasts) == ["challenger"] * 6 + ["champion"] * 6
 
     policy = write_yaml(tmp_path / "policy.yaml", {"monitoring": {
-        "challenger": {"promote": True, "margin": 0.2, "min_origins": 5}}})
+        "promote_challenger": True, "challenger_margin": 0.2, "challenger_min_origins": 5}})
     csv = tmp_path / "arrived.csv"
     data.head(60).to_csv(csv, index=False)
     assert main(["monitor", "--model", "models:/planted@champion", "--data", str(csv), "--config", policy,

@@ -149,13 +149,13 @@ def test_the_challenger_earns_promotion_only_by_the_margin_over_enough_origins()
 
     challenger = challenger_off_by(0.5)
     promote, why, figures = monitoring.compare_challenger(
-        champion, challenger, MonitoringConfig(challenger={"promote": True, "margin": 0.1, "min_origins": 5}))
+        champion, challenger, MonitoringConfig(promote_challenger=True, challenger_margin=0.1, challenger_min_origins=5))
     assert promote and figures["challenger_mase"] == pytest.approx(0.5) and "6 origin(s)" in why
     promote, why, _ = monitoring.compare_challenger(
-        champion, challenger, MonitoringConfig(challenger={"promote": True, "min_origins": 7}))
+        champion, challenger, MonitoringConfig(promote_challenger=True, challenger_min_origins=7))
     assert not promote and "fewer origins" in why
     promote, why, _ = monitoring.compare_challenger(
-        champion, challenger_off_by(0.97), MonitoringConfig(challenger={"promote": True, "margin": 0.05}))
+        champion, challenger_off_by(0.97), MonitoringConfig(promote_challenger=True, challenger_margin=0.05))
     assert not promote and "not better by the margin" in why
 
 
