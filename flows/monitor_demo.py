@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = str(BIN / "pipeline")
     with local_prefect(folder, args.port) as env:
         os.environ.update({k: env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")})
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the flows below run here: their steps stay quiet
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         print(f"1. Prefect server, pool, deployments and worker up on :{args.port}; training {NAME} ...", flush=True)
         subprocess.run([pipeline, "-q", "train", "--config", str(config), "--force"], cwd=ROOT, env=env, check=True)
         subprocess.run([pipeline, "-q", "promote", NAME, versions(NAME)[-1], "--reason", "the demo's champion"],
