@@ -58,7 +58,7 @@ PREFECT_PORT ?= 4200
 # The work pool prefect.yaml names.
 POOL         := local-process
 
-.PHONY: server pool deploy worker retrain serve
+.PHONY: server pool deploy worker retrain serve monitor-demo
 
 pool deploy worker retrain serve: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 
@@ -80,6 +80,12 @@ retrain: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/python -m flows.serve
+
+# The monitoring loop in a few minutes (docs/monitoring.md): a local Prefect server, pool, deployments and worker
+# under monitor-demo/; a model trained on the portfolio sample, 28 days of forecasts while two stores shift,
+# `pipeline monitor`, and the retraining its event triggers. `make ui` then shows the live error chart.
+monitor-demo: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.monitor_demo
 
 # The configuration reference, generated from the config models (a test fails when it is stale).
 docs: $(STAMP)

@@ -9,6 +9,7 @@ with a report, and the output file is never left half-written.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,6 +18,8 @@ from prefect import flow, get_run_logger, task
 from flows.common import STEP, ingest_task, prefect_tags
 from flows.reporting import library_logs_to_run
 from pipeline import registry, runs, tracking
+from pipeline.errors import PipelineError
+from pipeline.gate import CHALLENGER, CHAMPION
 from pipeline.ingest import RawData
 from pipeline.output import check_output, write_forecasts
 from pipeline.serving import ForecastBundle, model_input
@@ -34,6 +37,7 @@ class ForecastSummary:
     forecasts: pd.DataFrame
     rows_read: int
     out: str | None = None
+    shadow: ForecastSummary | None = None  # the challenger's shadow forecast, when one was made
 
 
 @task(name="resolve-model", **STEP)
@@ -63,11 +67,15 @@ def write_task(forecasts: pd.DataFrame, out: str, overwrite: bool = False) -> st
 
 
 @task(name="log-forecast", **STEP)
-def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, forecasts: pd.DataFrame) -> None:
+def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, forecasts: pd.DataFrame,
+             role: str = "served") -> None:
+    """The forecast's model, data and role (`served`; `champion`; `challenger`: a shadow forecast, never served),
+    each step's value for one series, and the forecasts CSV that `pipeline monitor` later scores."""
     tracking.log_params_and_tags(client, run_id, {
         "model_uri": ref.uri, "model_name": ref.name or "", "model_version": ref.version or "",
         "model_alias": ref.alias or "", "data_source": raw.source, "rows_read": str(len(raw.frame)),
     }, {"model_version": ref.version or "", "model_run_id": ref.run_id or "", "data_digest": raw.digest,
+        "forecast_role": role,
         "forecast_origin": str(forecasts["origin"].iloc[-1]),
         "forecast_dates": ",".join(forecasts["date"].astype(str))[:5000]})
     if forecasts["step"].is_unique:  # one series: each step's value as a metric (many series: the CSV only)
@@ -78,28 +86,61 @@ def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, for
 
 @flow(name="lstm-batch-forecast", log_prints=False)
 def forecast_flow(model: str, data: str, out: str | None = "forecasts.csv",
-                  experiment: str | None = None, overwrite: bool = False) -> ForecastSummary:
-    """Forecast the next horizon from the latest rows of `data` with `model` (e.g. models:/NAME@champion)."""
+                  experiment: str | None = None, overwrite: bool = False, shadow: bool = False) -> ForecastSummary:
+    """Forecast the next horizon from the latest rows of `data` with `model` (e.g. models:/NAME@champion).
+
+    `shadow`: when `model` is the `@champion` and the model has a `@challenger`, forecast with it too, into its own
+    MLflow run and file (`<out>.challenger.csv`): never served, scored beside the champion by `pipeline monitor`.
+    """
     with library_logs_to_run():
-        return run_forecast(model, data, out, experiment, overwrite)
+        return run_forecast(model, data, out, experiment, overwrite, shadow)
+
+
+def shadow_path(out: str) -> str:
+    """Where a shadow forecast goes: beside `out`, `.challenger` before its suffix."""
+    path = Path(out)
+    return str(path.with_name(f"{path.stem}.challenger{path.suffix or '.csv'}"))
 
 
 def run_forecast(model: str, data: str, out: str | None, experiment: str | None,
-                 overwrite: bool = False) -> ForecastSummary:
+                 overwrite: bool = False, shadow: bool = False) -> ForecastSummary:
     """The body of `forecast_flow`, inside its flow run."""
     client = tracking.get_client()
     if out:
         check_output(out, overwrite)  # a refused path fails before any run or model load
     ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
     experiment_id = tracking.ensure_experiment(client, experiment or DEFAULT_EXPERIMENT)
+    role = CHAMPION if ref.alias == CHAMPION else "served"
+    summary, raw = forecast_with(client, experiment_id, ref, data, model, out, overwrite, role)
+    challenger = registry.get_aliases(client, ref.name).get(CHALLENGER) if shadow and role == CHAMPION else None
+    if challenger and challenger != ref.version:
+        shadow_ref = resolve_task(client, f"models:/{ref.name}@{CHALLENGER}")
+        shadow_out = shadow_path(out) if out else None
+        try:
+            if shadow_out:
+                check_output(shadow_out, overwrite)
+            summary.shadow = forecast_with(client, experiment_id, shadow_ref, raw, shadow_ref.uri, shadow_out,
+                                           overwrite, CHALLENGER)[0]
+        except PipelineError as exc:  # the served forecast stands; the shadow run is FAILED with its report
+            get_run_logger().warning("shadow forecast with %s@%s (v%s) failed, the champion's forecast stands: %s",
+                                     ref.name, CHALLENGER, challenger, exc)
+    return summary
+
+
+def forecast_with(client: Any, experiment_id: str, ref: registry.ModelRef, data: str | RawData, model: str,
+                  out: str | None, overwrite: bool, role: str) -> tuple[ForecastSummary, RawData]:
+    """One model's forecast of `data` (read inside the run unless already read), in its own MLflow run: predicted,
+    written, logged with its role."""
     label = f"{ref.name}-v{ref.version}" if ref.name else "model"
     tags = {**prefect_tags(), "model_uri": model}
-    with tracking.tracked_run(client, experiment_id, runs.run_name("forecast", label), tags, data_source=data) as run:
-        raw = ingest_task(data)
+    name = runs.run_name("forecast" if role != CHALLENGER else "shadow-forecast", label)
+    source = data.source if isinstance(data, RawData) else data
+    with tracking.tracked_run(client, experiment_id, name, tags, data_source=source) as run:
+        raw = data if isinstance(data, RawData) else ingest_task(data)
         loaded, bundle = load_task(ref.uri)
         forecasts = predict_task(loaded, bundle, raw)
         written = write_task(forecasts, out, overwrite) if out else None
-        log_task(client, run.run_id, ref, raw, forecasts)
-    get_run_logger().info("forecast %d step(s) from %s with %s -> %s", len(forecasts), data, ref.uri,
+        log_task(client, run.run_id, ref, raw, forecasts, role)
+    get_run_logger().info("%s forecast %d step(s) from %s with %s -> %s", role, len(forecasts), raw.source, ref.uri,
                           written or "(not written)")
-    return ForecastSummary(run.run_id, experiment_id, ref, forecasts, len(raw.frame), written)
+    return ForecastSummary(run.run_id, experiment_id, ref, forecasts, len(raw.frame), written), raw

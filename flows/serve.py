@@ -1,6 +1,6 @@
 """Serve prefect.yaml's deployments from one process, with no work pool or worker (`make serve`).
 
-Each deployment keeps the entrypoint, schedules, parameters and concurrency limit that
+Each deployment keeps the entrypoint, schedules, parameters, concurrency limit and event triggers that
 prefect.yaml gives it, so `prefect deploy` + a worker and `flow.serve` run the same thing.
 Runs execute in subprocesses that get the environment of the deployments' job variables.
 
@@ -41,6 +41,7 @@ def job_env(spec: dict[str, Any]) -> dict[str, str]:
 def to_runner_deployment(spec: dict[str, Any]) -> Any:
     """A `RunnerDeployment` for `flow.serve`, built from one prefect.yaml deployment entry."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.flows import load_flow_from_entrypoint
     from prefect.schedules import Cron
 
@@ -54,9 +55,11 @@ def to_runner_deployment(spec: dict[str, Any]) -> Any:
     if isinstance(limit, dict):
         strategy = ConcurrencyLimitStrategy(limit.get("collision_strategy") or "ENQUEUE")
         limit = ConcurrencyLimitConfig(limit=limit["limit"], collision_strategy=strategy)
+    triggers = [DeploymentEventTrigger.model_validate(item) for item in spec.get("triggers") or []]
     return flow.to_deployment(
         name=spec["name"], schedules=schedules, parameters=spec.get("parameters") or {},
         concurrency_limit=limit, description=spec.get("description"), tags=spec.get("tags") or [],
+        triggers=triggers,
     )
 
 

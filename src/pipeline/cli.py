@@ -258,7 +258,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from flows.forecast import forecast_flow
 
     summary = forecast_flow(model=args.model, data=args.data, out=args.out, experiment=args.experiment,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, shadow=args.shadow)
     ref = summary.model
     used = f"{ref.name} version {ref.version}" + (f" (@{ref.alias})" if ref.alias else "") if ref.name else ref.uri
     print(f"Model:       {used}")
@@ -267,6 +267,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(shown.to_string(index=False) if len(shown) <= PRINTED_ROWS else
           shown.head(PRINTED_ROWS).to_string(index=False) + f"\n... and {len(shown) - PRINTED_ROWS} more rows")
     print(f"Written to:  {summary.out}" if summary.out else "Written to:  (nothing; --out '' given)")
+    print(f"MLflow run:  {summary.run_id} (experiment {summary.experiment_id})")
+    if summary.shadow is not None:
+        shadow = summary.shadow
+        print(f"Shadow:      {shadow.model.name} version {shadow.model.version} (@challenger), never served: "
+              f"{shadow.out or '(not written)'}, MLflow run {shadow.run_id}")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from pipeline.registry import refuse_bare_name
+
+    refuse_bare_name(args.model)
+    with flow_start_up():
+        from flows.monitor import monitor_flow
+
+    summary = monitor_flow(model=args.model, data=args.data, config_path=args.config,
+                           retrain_config=args.retrain_config, emit=not args.no_event)
+    ref, verdict = summary.model, summary.verdict
+    print(f"Model:       {ref.name} version {ref.version}" + (f" (@{ref.alias})" if ref.alias else ""))
+    if summary.nothing_to_score:
+        print(summary.nothing_to_score)
+    else:
+        print(f"Scored:      {int(summary.window['points'])} point(s) in the window (monitoring.window: the last "
+              f"forecast dates scored)")
+        print(f"{'live (window)':<18}{'value':>12}{'promised':>12}{'ratio':>10}")
+        for key, value in summary.window.items():
+            if key == "points":
+                continue
+            promised = summary.promise.pooled.get(key)
+            ratio = value / promised if promised else None
+            print(f"{key:<18}{_fmt(value):>12}{_fmt(promised):>12}{_fmt(ratio):>10}")
+    for label, ids in (("degraded", verdict.degraded), ("drifted", verdict.drifted), ("never seen", verdict.unseen)):
+        if ids:
+            print(f"Series {label} ({len(ids)}): {', '.join(ids[:20])}" + (" ..." if len(ids) > 20 else ""))
+    for note in verdict.notes:
+        print(f"note: {note}")
+    if summary.challenger:
+        print(f"Challenger:  v{summary.challenger}: {verdict.challenger_reason or 'no shared forecasts scored yet'}"
+              + (" -> promoted to @champion" if summary.promoted else ""))
+    print(f"Verdict:     {verdict.headline}")
+    if verdict.retrain:
+        print(f"Retraining:  {'requested (Prefect event ' + summary.event_id + ')' if summary.event_id else 'not requested (--no-event)' if args.no_event else 'the event could not be sent'}")
     print(f"MLflow run:  {summary.run_id} (experiment {summary.experiment_id})")
     return 0
 
@@ -458,7 +500,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true",
                          help="replace --out if it exists (never the tracking store or the project's own files)")
     predict.add_argument("--experiment", help="MLflow experiment for the forecast run (default: batch-forecasts)")
+    predict.add_argument("--shadow", action="store_true",
+                         help="with --model ...@champion: also forecast with @challenger, if any, into its own run "
+                              "and <out>.challenger.csv (never served; `pipeline monitor` scores both)")
     predict.set_defaults(func=cmd_predict)
+
+    mon = sub.add_parser("monitor", help="score the champion's logged forecasts on the actuals that arrived; "
+                                         "drift; retrain when the policy says so",
+                         description="Run the monitor flow: find the forecasts `pipeline predict` logged for the model, "
+                                     "join them with the actuals in --data, score them (MAE, sMAPE, MASE, coverage; per "
+                                     "series, step and date) beside what the registered version promised, test the new "
+                                     "rows for drift, apply the config's `monitoring:` policy and, when it says retrain, "
+                                     "emit the Prefect event that prefect.yaml's retraining deployment is triggered by. "
+                                     "One MLflow run in the `monitoring` experiment. Nothing to score yet: exit 0.")
+    mon.add_argument("--model", default="models:/lstm-forecaster@champion",
+                     help="registered model URI (default: %(default)s)")
+    mon.add_argument("--data", required=True, help="CSV path or http(s) URL with the rows that arrived (and history)")
+    mon.add_argument("--config", help="YAML config whose `monitoring:` section overrides the model's own")
+    mon.add_argument("--retrain-config", help="config the triggered retraining trains (sent in the event; default: "
+                                              "--config, else configs/default.yaml)")
+    mon.add_argument("--no-event", action="store_true", help="decide and record, but emit no retraining event")
+    mon.set_defaults(func=cmd_monitor)
 
     promote = sub.add_parser("promote", help="make a model version @champion by hand (recorded)",
                              description="Manual override of the promotion gate; recorded in the history.")

@@ -409,6 +409,49 @@ class PlotsConfig(_Frozen):
     """How many series are drawn when `series` is empty: those with the highest test MASE."""
 
 
+class MonitoringConfig(_Frozen):
+    """`pipeline monitor`: the champion's logged forecasts scored on the actuals that arrived since, the inputs
+    tested for drift, and the retraining policy (docs/monitoring.md). The registered model carries these settings;
+    `pipeline monitor --config` overrides them."""
+
+    experiment: str = "monitoring"
+    """MLflow experiment of the monitor runs."""
+    forecast_experiment: str = "batch-forecasts"
+    """MLflow experiment where `pipeline predict` and the batch-forecast flow log their forecasts."""
+    window: int = Field(30, ge=1)
+    """The policy reads the last `window` forecast dates scored (pooled over series)."""
+    min_points: int = Field(5, ge=1)
+    """Fewer scored points than this (in the window, or of a series): no verdict on performance, only a note."""
+    max_mase_ratio: float | None = Field(1.5, gt=0)
+    """Retrain when live MASE over the window exceeds this multiple of the registered version's test MASE (its MAE
+    where the version recorded no MASE); a series above it is reported as degraded. null: never on error."""
+    coverage_tolerance: float | None = Field(0.1, ge=0.0, lt=1.0)
+    """Retrain when an interval level's live coverage over the window falls below level - tolerance; null: never."""
+    drift: bool = True
+    """Retrain when at least `drift_share` of the series drifted (a level or variance change of the new rows)."""
+    drift_share: float = Field(0.2, gt=0.0, le=1.0)
+    """The share of series whose drift triggers retraining."""
+    drift_alpha: float = Field(0.01, gt=0.0, lt=1.0)
+    """Significance level of the drift tests (Mann-Whitney U on levels, Brown-Forsythe on changes)."""
+    drift_min_level_change: float = Field(0.1, ge=0.0)
+    """A level shift counts only when the new rows' median moved by at least this fraction of the reference rows' (absolute) median."""
+    drift_min_variance_ratio: float = Field(1.5, ge=1.0)
+    """A variance change counts only when the spread of the changes grew or shrank by at least this factor."""
+    retrain_on_new_series: bool = True
+    """Retrain when the data holds series the model was never trained on (it cannot forecast them)."""
+    retrain_every_days: float | None = Field(None, gt=0)
+    """Retrain when the champion's version is older than this many days, whatever its scores; null: never."""
+    max_forecast_runs: int = Field(1000, ge=1)
+    """The newest batch-forecast runs read (each one's forecasts CSV)."""
+    promote_challenger: bool = False
+    """Promote a shadow `@challenger` that did better than `@champion` on the same actuals (an audited alias move,
+    as `pipeline promote`); false: the comparison is only reported."""
+    challenger_margin: float = Field(0.05, ge=0.0, lt=1.0)
+    """How much better the challenger must be: its live MASE at most (1 - margin) x the champion's on the same points."""
+    challenger_min_origins: int = Field(3, ge=1)
+    """Forecast origins both models were scored on before a promotion is considered."""
+
+
 class PipelineConfig(_Frozen):
     """A whole run: the sections below, each optional."""
 
@@ -426,6 +469,7 @@ class PipelineConfig(_Frozen):
     backtest: BacktestConfig = BacktestConfig()
     intervals: IntervalsConfig = IntervalsConfig()
     plots: PlotsConfig = PlotsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="before")
     @classmethod

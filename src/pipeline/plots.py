@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.dates as mdates
 import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
@@ -412,3 +413,40 @@ def plot_calibration(coverage: dict[int, list[float]] | Forecasts, title: str) -
 def close(fig: Figure) -> None:
     """Free a figure's artists once it is saved (no pyplot registry holds it)."""
     fig.clear()
+
+
+def plot_live(scored: pd.DataFrame, history: dict[str, pd.Series], series: list[str], levels: list[int]) -> Figure:
+    """Live forecasts against the actuals that arrived, one panel per series (the worst first): the recent history,
+    for each forecast date its nearest-step forecast with bands (the widest level palest), the latest origin's whole
+    path dashed, and the actuals."""
+    shown = series or sorted(scored["series"].unique())[:1]
+    fig, axes = _figure(len(shown), 1, figsize=(11, 3.2 * len(shown) + 0.8), squeeze=False)
+    for ax, sid in zip(axes[:, 0], shown):
+        rows = scored[scored["series"] == sid].sort_values(["date", "step"])
+        if rows.empty:
+            continue
+        first = rows["origin"].min()
+        past = history.get(sid)
+        if past is not None:
+            span = max(rows["date"].max() - first, pd.Timedelta(0)) * 2
+            recent = past[past.index >= first - span]
+            ax.plot(recent.index, recent.to_numpy(), color="black", linewidth=1.0, label="actual")
+        nearest = rows.drop_duplicates("date", keep="first")  # per date, the forecast from the latest origin
+        for i, level in enumerate(sorted(levels, reverse=True)):
+            ax.fill_between(nearest["date"], nearest[f"lower_{level}"], nearest[f"upper_{level}"], color=MODEL_COLOUR,
+                            alpha=0.12 + 0.12 * i, linewidth=0, label=f"{level} % interval")
+        steps = sorted(nearest["step"].unique())
+        ax.plot(nearest["date"], nearest["forecast"], color=MODEL_COLOUR, linewidth=1.2,
+                label="forecast, " + ("one step ahead" if steps == [1] else "nearest step per date"))
+        latest = rows[rows["origin"] == rows["origin"].max()]
+        if len(latest) > 1:
+            ax.plot(latest["date"], latest["forecast"], color=MODEL_COLOUR, linewidth=1.0, linestyle="--",
+                    label=f"latest origin's path ({latest['origin'].iloc[0]:%Y-%m-%d %H:%M})")
+        ax.scatter(rows["date"].unique(), rows.drop_duplicates("date")["actual"], color="black", s=12, zorder=3,
+                   label="actuals scored")
+        ax.set_title(f"{sid}: live forecasts and the actuals that arrived")
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    return fig

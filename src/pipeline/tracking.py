@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
@@ -257,6 +257,19 @@ def log_metrics(client: Any, run_id: str, values: dict[str, float], step: int = 
              for k, v in values.items() if pd.notna(v) and abs(float(v)) != float("inf")]
     for i in range(0, len(items), MAX_BATCH):
         retry(lambda: client.log_batch(run_id, metrics=items[i:i + MAX_BATCH], synchronous=True), "log metrics", client.tracking_uri)
+
+
+def log_metric_history(client: Any, run_id: str, history: Mapping[str, Iterable[tuple[int, Any, float]]]) -> None:
+    """Metrics with a value per (step, time): `history[name]` lists (step, timestamp, value), so MLflow's charts
+    draw them against the step or against the time given (non-finite values are skipped)."""
+    from mlflow.entities import Metric
+
+    items = [Metric(name, float(value), int(pd.Timestamp(when).timestamp() * 1000), int(step))
+             for name, points in history.items() for step, when, value in points
+             if pd.notna(value) and abs(float(value)) != float("inf")]
+    for i in range(0, len(items), MAX_BATCH):
+        retry(lambda: client.log_batch(run_id, metrics=items[i:i + MAX_BATCH], synchronous=True), "log metrics",
+              client.tracking_uri)
 
 
 class EpochLogger:

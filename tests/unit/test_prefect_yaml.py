@@ -86,6 +86,28 @@ def test_schedules_are_weekday_evenings_in_new_york_after_the_close(deployments:
         assert len({d_.time() for d_ in dates}) == 1, f"{name}: the same local time across DST"
         first_runs[name] = dates[0]
     assert first_runs["retraining"] < first_runs["batch-forecast"], "forecast after the day's retraining"
+    assert first_runs["monitor"] < first_runs["retraining"], "score the day's actuals before the day's retraining"
+
+
+def test_the_monitor_event_triggers_retraining_with_the_config_it_names(deployments: dict[str, dict]) -> None:
+    """The trigger is valid for Prefect, matches the resource and event the monitor emits, and renders the event's
+    payload into the training flow's parameters."""
+    import jinja2
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from flows.monitor import RESOURCE_PREFIX, RETRAIN_EVENT
+
+    triggers = deployments["retraining"]["triggers"]
+    assert len(triggers) == 1
+    trigger = DeploymentEventTrigger.model_validate(triggers[0])
+    assert trigger.expect == {RETRAIN_EVENT} and trigger.enabled
+    pattern = trigger.match.model_dump()["prefect.resource.id"]
+    assert pattern.endswith("*") and f"{RESOURCE_PREFIX}lstm-forecaster".startswith(pattern[:-1])
+    event = {"payload": {"config_path": "configs/portfolio.yaml"}}
+    rendered = {k: jinja2.Template(v).render(event=event) if isinstance(v, str) else v
+                for k, v in trigger.parameters.items()}
+    assert rendered == {"config_path": "configs/portfolio.yaml", "force": True}
+    assert "triggers" not in deployments["batch-forecast"] and deployments["batch-forecast"]["parameters"]["shadow"]
 
 
 def test_retraining_runs_one_at_a_time(deployments: dict[str, dict]) -> None:
@@ -115,6 +137,7 @@ def test_serve_builds_the_same_deployments_as_the_file(deployments: dict[str, di
         assert runner.entrypoint == spec["entrypoint"]
         assert runner.parameters == spec["parameters"]
         assert runner.concurrency_limit == spec["concurrency_limit"]["limit"]
+        assert [t.expect for t in runner.triggers] == [set(t["expect"]) for t in spec.get("triggers", [])]
         assert [(s.schedule.cron, s.schedule.timezone) for s in runner.schedules] == [
             (s["cron"], s["timezone"]) for s in spec["schedules"]]
     with pytest.raises(SystemExit, match="no deployment named nope"):
