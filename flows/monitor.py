@@ -120,8 +120,7 @@ def forecasts_task(client: Any, name: str, bundle: ForecastBundle, policy: Monit
     return monitoring.forecast_log(parts)
 
 
-@task(name="promise", **STEP)
-def promise_task(client: Any, ref: registry.ModelRef, bundle: ForecastBundle) -> tuple[Promise, pd.Timestamp | None]:
+def promise_of(client: Any, ref: registry.ModelRef, bundle: ForecastBundle) -> tuple[Promise, pd.Timestamp | None]:
     """What the version's training run promised on its test split, and the last date it was trained on."""
     if not ref.run_id:
         return Promise({}), None
@@ -156,122 +155,113 @@ def run_monitor(model: str, data: str, config_path: str | None, retrain_config: 
     ref = resolve_task(client, model)
     if not ref.name:
         raise RegistryError(f"model {model!r}: monitoring reads the forecasts logged for a registered "
-                                     "model; give models:/NAME@ALIAS or models:/NAME/VERSION")
+                            "model; give models:/NAME@ALIAS or models:/NAME/VERSION")
     bundle = load_task(ref.uri)
     policy = load_config(config_path).monitoring if config_path else bundle.config.monitoring
     raw = ingest_task(data)
     frames, unseen = actuals_task(raw, bundle)
     forecasts = forecasts_task(client, ref.name, bundle, policy)
-    promise, trained_until = promise_task(client, ref, bundle)
     challenger = registry.get_aliases(client, ref.name).get(gate.CHALLENGER)
     challenger = challenger if challenger and challenger != ref.version else None
-
-    target = bundle.config.data.target
-    season = bundle.config.evaluate.season_length if isinstance(bundle.config.evaluate.season_length, int) else 1
-    levels = monitoring.levels_of(forecasts)
-    actuals = monitoring.actual_table(frames, target)
-    firsts = forecasts.groupby(SERIES)["origin"].min().to_dict() if len(forecasts) else {}
-    scales = monitoring.mase_scales(frames, target, firsts, season)
-    scored = monitoring.join_actuals(forecasts, actuals, scales)
-    mine = scored[scored["version"] == ref.version]
-    theirs = scored[scored["version"] == challenger] if challenger else scored.iloc[0:0]
-    own = forecasts[forecasts["version"] == ref.version] if len(forecasts) else forecasts
-    drift = monitoring.drift_tests(frames, target, monitoring.seen_until(own, frames, trained_until), season, policy)
-    window = monitoring.live_metrics(monitoring.last_dates(mine, policy.window), levels)
-    table = monitoring.series_table(mine, levels, promise, policy, drift)
-    version = client.get_model_version(ref.name, ref.version)
-    age = (time.time() * 1000 - version.creation_timestamp) / 86_400_000 if version.creation_timestamp else None
-    verdict = monitoring.decide(policy, window, promise, table, unseen, age)
-    promote, why, figures = monitoring.compare_challenger(mine, theirs, policy)
-    verdict = dataclasses.replace(verdict, promote_challenger=promote, challenger_reason=why)
-    nothing = nothing_to_score(forecasts, ref, mine, actuals, policy)
-
+    found, promise = assess_task(client, ref, bundle, frames, unseen, forecasts, challenger, policy)
     experiment_id = tracking.ensure_experiment(client, policy.experiment)
     tags = {**prefect_tags(), "model_uri": model, "model_name": ref.name, "model_version": ref.version or "",
             "model_run_id": ref.run_id or ""}
-    label = f"{ref.name}-v{ref.version}"
-    with tracking.tracked_run(client, experiment_id, f"monitor-{label}", tags, data_source=data) as run:
-        summary = MonitorSummary(run.run_id, experiment_id, ref, verdict, window, promise, table, nothing,
-                                 challenger=challenger, challenger_figures=figures)
-        log_task(run, summary, mine, frames, bundle, policy, raw)
-        if verdict.promote_challenger and challenger:
-            move = registry.promote(client, ref.name, challenger, f"monitor: {why}", by=f"monitor (MLflow run "
-                                    f"{run.run_id})")
-            summary.promoted = challenger if move is not None else None
-            tracking.log_params_and_tags(client, run.run_id, {}, {"monitor.promoted": challenger})
-        if verdict.retrain and emit:
-            summary.event_id = emit_retrain(ref, verdict, run.run_id, data, retrain_config or config_path)
-            tracking.log_params_and_tags(client, run.run_id, {}, {"monitor.event_id": summary.event_id or "not sent"})
+    with tracking.tracked_run(client, experiment_id, f"monitor-{ref.name}-v{ref.version}", tags,
+                              data_source=data) as run:
+        summary = MonitorSummary(run.run_id, experiment_id, ref, found.verdict, found.window, promise, found.table,
+                                 found.nothing_to_score, challenger=challenger,
+                                 challenger_figures=found.challenger_figures)
+        log_scores_task(run, summary, policy, raw)
+        log_tables_task(run, summary, found.scored, frames, bundle)
+        act_task(client, run.run_id, summary, data, retrain_config or config_path, emit)
     publish_task(summary, bundle, run_url(client.tracking_uri, experiment_id, run.run_id))
-    get_run_logger().info("monitor %s: %s", label, nothing or verdict.headline)
+    get_run_logger().info("monitor %s v%s: %s", ref.name, ref.version, found.nothing_to_score or found.verdict.headline)
     return summary
 
 
-def nothing_to_score(forecasts: pd.DataFrame, ref: registry.ModelRef, mine: pd.DataFrame, actuals: pd.DataFrame,
-                     policy: MonitoringConfig) -> str | None:
-    """Why nothing could be scored (no forecasts logged, none by this version, no actuals yet), or None."""
-    if forecasts.empty:
-        return (f"nothing to score: no forecasts of {ref.name} were logged in experiment "
-                f"{policy.forecast_experiment!r} (pipeline predict --model models:/{ref.name}@champion logs them)")
-    own = forecasts[forecasts["version"] == ref.version]
-    if own.empty:
-        return f"nothing to score: no forecasts by {ref.name} version {ref.version} were logged yet"
-    if mine.empty:
-        latest = actuals["date"].max() if len(actuals) else None
-        return (f"nothing to score: none of the {own['date'].nunique()} forecast date(s) of version {ref.version} "
-                f"(first {own['date'].min()}) has an actual in the data yet (its latest row: {latest})")
-    return None
+@task(name="assess", **STEP)
+def assess_task(client: Any, ref: registry.ModelRef, bundle: ForecastBundle, frames: dict[str, pd.DataFrame],
+                unseen: list[str], forecasts: pd.DataFrame, challenger: str | None,
+                policy: MonitoringConfig) -> tuple[monitoring.Assessment, Promise]:
+    """The promise of the version's training run, its age, and `monitoring.assess` on the logged forecasts."""
+    promise, trained_end = promise_of(client, ref, bundle)
+    version = client.get_model_version(ref.name, ref.version)
+    age = (time.time() * 1000 - version.creation_timestamp) / 86_400_000 if version.creation_timestamp else None
+    season = bundle.config.evaluate.season_length if isinstance(bundle.config.evaluate.season_length, int) else 1
+    return monitoring.assess(frames, unseen, forecasts, promise, trained_end, bundle.config.data.target, season,
+                             (ref.name, ref.version), challenger, policy, age), promise
+
+
+@task(name="act", **STEP)
+def act_task(client: Any, run_id: str, summary: MonitorSummary, data: str, retrain_config: str | None,
+             emit: bool) -> None:
+    """What the verdict asks: promote the challenger that earned it, emit the retraining event."""
+    ref, verdict = summary.model, summary.verdict
+    if verdict.promote_challenger and summary.challenger:
+        move = registry.promote(client, ref.name, summary.challenger, f"monitor: {verdict.challenger_reason}",
+                                by=f"monitor (MLflow run {run_id})")
+        summary.promoted = summary.challenger if move is not None else None
+        tracking.log_params_and_tags(client, run_id, {}, {"monitor.promoted": summary.challenger})
+    if verdict.retrain and emit:
+        summary.event_id = emit_retrain(ref, verdict, run_id, data, retrain_config)
+        tracking.log_params_and_tags(client, run_id, {}, {"monitor.event_id": summary.event_id or "not sent"})
 
 
 @task(name="log-monitor", **STEP)
-def log_task(run: tracking.TrackedRun, summary: MonitorSummary, scored: pd.DataFrame,
-             frames: dict[str, pd.DataFrame], bundle: ForecastBundle, policy: MonitoringConfig, raw: RawData) -> None:
-    """One MLflow run: the policy, the window's figures and ratios, the live metrics per forecast date (step = the
-    date, so the UI draws them over time), the per-series, per-step and scored tables, the plot; the version's
-    tags point at this run."""
-    client, run_id = run.client, run.run_id
-    verdict = summary.verdict
+def log_scores_task(run: tracking.TrackedRun, summary: MonitorSummary, policy: MonitoringConfig, raw: RawData) -> None:
+    """The policy as params; the verdict as tags; the window's figures, the promise, their ratios and counts."""
+    client, run_id, verdict = run.client, run.run_id, summary.verdict
     params = {f"monitoring.{k}": str(v) for k, v in policy.model_dump(mode="json").items()}
     tracking.log_params_and_tags(client, run_id, {**params, "data_source": raw.source, "rows_read": str(len(raw.frame))},
                                  {"monitor.verdict": "retrain" if verdict.retrain else "keep",
                                   "monitor.reasons": " | ".join(verdict.reasons)[:5000],
                                   "monitor.nothing_to_score": summary.nothing_to_score or "",
                                   "data_digest": raw.digest})
-    levels = monitoring.levels_of(scored)
-    metric = summary.promise.error_metric()
     values = {f"live_{k}": v for k, v in summary.window.items()}
     values.update({f"promised_{k}": v for k, v in summary.promise.pooled.items()})
-    for key in summary.window:
-        if key in summary.promise.pooled:
-            values[f"live_{key}_ratio"] = monitoring.ratio(summary.window[key], summary.promise.pooled[key])
+    values.update({f"live_{k}_ratio": monitoring.ratio(v, summary.promise.pooled[k])
+                   for k, v in summary.window.items() if k in summary.promise.pooled})
     values.update({"series_scored": float(summary.table["points"].notna().sum()),
                    "series_degraded": float(len(verdict.degraded)), "series_drifted": float(len(verdict.drifted)),
                    "series_unseen": float(len(verdict.unseen)), "retrain": float(verdict.retrain)})
     values.update({f"challenger_{k}": v for k, v in summary.challenger_figures.items()})
     tracking.log_metrics(client, run_id, values)
+
+
+@task(name="log-monitor-tables", **STEP)
+def log_tables_task(run: tracking.TrackedRun, summary: MonitorSummary, scored: pd.DataFrame,
+                    frames: dict[str, pd.DataFrame], bundle: ForecastBundle) -> None:
+    """The live metrics per forecast date (step = the date, so the UI draws them over time), the per-series,
+    per-step, per-date and scored tables, the plot, the description; the version's tags point at this run."""
+    client, run_id = run.client, run.run_id
     if len(scored):
+        levels = monitoring.levels_of(scored)
         by_date = monitoring.grouped(scored, "date", levels)
         steps = monitoring.metric_step(by_date["date"])
-        history = {f"live_date_{m}": list(zip(steps, by_date["date"], by_date[m]))
-                   for m in ("mae", "smape", "mase", *(f"coverage_{lv}" for lv in levels))}
-        tracking.log_metric_history(client, run_id, history)
-        tracking.log_text(client, run_id, by_date.to_csv(index=False, float_format="%.6g"), "monitoring/dates.csv")
-        tracking.log_text(client, run_id, monitoring.grouped(scored, "step", levels).to_csv(
-            index=False, float_format="%.6g"), "monitoring/steps.csv")
-        tracking.log_text(client, run_id, scored.to_csv(index=False, float_format="%.6g"), "monitoring/scored.csv")
-        worst = worst_series(summary.table, metric)
+        tracking.log_metric_history(client, run_id, {f"live_date_{m}": list(zip(steps, by_date["date"], by_date[m]))
+                                                     for m in by_date.columns[2:]})
+        for name, table in (("dates", by_date), ("steps", monitoring.grouped(scored, "step", levels)),
+                            ("scored", scored)):
+            tracking.log_text(client, run_id, table.to_csv(index=False, float_format="%.6g"), f"monitoring/{name}.csv")
+        worst = worst_series(summary.table, summary.promise.error_metric())
         target = bundle.config.data.target
-        history_frames = {sid: frames[sid][target] for sid in worst if sid in frames}
-        fig = plots.plot_live(scored, history_frames, worst, levels)
+        fig = plots.plot_live(scored, {sid: frames[sid][target] for sid in worst if sid in frames}, worst, levels)
         tracking.log_figure(client, run_id, fig, "plots/live.png")
         plots.close(fig)
     tracking.log_text(client, run_id, summary.table.to_csv(index=False, float_format="%.6g"), "monitoring/series.csv")
     tracking.set_description(client, run_id, monitor_markdown(summary))
-    ref = summary.model
-    tracking.retry(lambda: [client.set_model_version_tag(ref.name, ref.version, key, value) for key, value in {
-        "monitor.last_run_id": run_id, "monitor.verdict": "retrain" if verdict.retrain else "keep",
-        "monitor.live_" + (metric or "mae"): f"{summary.window.get(metric or 'mae', float('nan')):.6g}"}.items()],
-        "tag the model version", client.tracking_uri)
+    tag_version(client, summary)
+
+
+def tag_version(client: Any, summary: MonitorSummary) -> None:
+    """The monitored version's tags point at its latest monitor run, verdict and live error."""
+    ref, metric = summary.model, summary.promise.error_metric() or "mae"
+    tags = {"monitor.last_run_id": summary.run_id, "monitor.verdict": "retrain" if summary.verdict.retrain else "keep",
+            f"monitor.live_{metric}": f"{summary.window.get(metric, float('nan')):.6g}"}
+    for key, value in tags.items():
+        tracking.retry(lambda: client.set_model_version_tag(ref.name, ref.version, key, value),
+                       "tag the model version", client.tracking_uri)
 
 
 def worst_series(table: pd.DataFrame, metric: str | None, count: int = 4) -> list[str]:

@@ -106,6 +106,17 @@ def versions(name: str) -> list[str]:
     return sorted((str(v.version) for v in MlflowClient().search_model_versions(f"name = '{name}'")), key=int)
 
 
+def wait_for_retraining(event_id: str, before: list[str], folder: Path) -> None:
+    """Until the retraining that the event triggered has registered a new version (10 minutes at most)."""
+    print(f"4. event sent ({event_id}); the automation starts the retraining deployment ...", flush=True)
+    deadline = time.monotonic() + 600
+    while versions(NAME) == before and time.monotonic() < deadline:
+        time.sleep(3)
+    after = versions(NAME)
+    print(f"   registered versions: {', '.join(before)} -> {', '.join(after)}"
+          + ("" if after != before else f" (no new version yet: see {folder / 'worker.log'})"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="monitor-demo", help="where the demo writes (default: %(default)s)")
@@ -138,13 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   degraded: {', '.join(summary.verdict.degraded) or 'none'}; "
               f"drifted: {', '.join(summary.verdict.drifted) or 'none'}")
         if summary.event_id:
-            print(f"4. event sent ({summary.event_id}); the automation starts the retraining deployment ...", flush=True)
-            deadline = time.monotonic() + 600
-            while versions(NAME) == before and time.monotonic() < deadline:
-                time.sleep(3)
-            after = versions(NAME)
-            print(f"   registered versions: {', '.join(before)} -> {', '.join(after)}"
-                  + ("" if after != before else f" (no new version yet: see {folder / 'worker.log'})"))
+            wait_for_retraining(summary.event_id, before, folder)
     print(f"\nThe live error over time: `make ui`, experiment 'monitoring', run {summary.run_id}, chart "
           f"live_date_mase (one point per forecast date); the retraining run is in experiment '{NAME}'.")
     return 0

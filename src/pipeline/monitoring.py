@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -333,6 +333,57 @@ def compare_challenger(champion: pd.DataFrame, challenger: pd.DataFrame,
         return False, f"{detail}: not better by the margin {margin:g}", figures
     return policy.promote_challenger, (f"{detail}: better by more than the margin {margin:g}" + (
         "" if policy.promote_challenger else " (monitoring.promote_challenger is off: reported only)")), figures
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Everything the monitor concluded for one version: its scored forecasts, the window's live figures, the
+    per-series table (live, promised, drift), the verdict, the challenger's figures and why nothing was scored."""
+
+    scored: pd.DataFrame
+    window: dict[str, float]
+    table: pd.DataFrame
+    verdict: Verdict
+    challenger_figures: dict[str, float]
+    nothing_to_score: str | None
+
+
+def assess(frames: Mapping[str, pd.DataFrame], unseen: Sequence[str], forecasts: pd.DataFrame, promise: Promise,
+           trained_end: pd.Timestamp | None, target: str, season: int, model: tuple[str, str],
+           challenger: str | None, policy: MonitoringConfig, age_days: float | None) -> Assessment:
+    """The monitor's steps for version `model` = (name, version): join the forecast log with the actuals, score
+    it, test for drift, apply the policy, and compare the shadow `challenger` version on the same actuals."""
+    name, version = model
+    levels = levels_of(forecasts)
+    actuals = actual_table(frames, target)
+    own = forecasts[forecasts["version"] == version] if len(forecasts) else forecasts
+    firsts = forecasts.groupby(SERIES)["origin"].min().to_dict() if len(forecasts) else {}
+    scored = join_actuals(forecasts, actuals, mase_scales(frames, target, firsts, season))
+    mine = scored[scored["version"] == version]
+    theirs = scored[scored["version"] == challenger] if challenger else scored.iloc[0:0]
+    drift = drift_tests(frames, target, seen_until(own, frames, trained_end), season, policy)
+    window = live_metrics(last_dates(mine, policy.window), levels)
+    table = series_table(mine, levels, promise, policy, drift)
+    verdict = decide(policy, window, promise, table, unseen, age_days)
+    promote, why, figures = compare_challenger(mine, theirs, policy)
+    verdict = replace(verdict, promote_challenger=promote, challenger_reason=why)
+    return Assessment(mine, window, table, verdict, figures, nothing_to_score(forecasts, own, mine, actuals, name,
+                                                                               version, policy))
+
+
+def nothing_to_score(forecasts: pd.DataFrame, own: pd.DataFrame, mine: pd.DataFrame, actuals: pd.DataFrame,
+                     name: str, version: str, policy: MonitoringConfig) -> str | None:
+    """Why nothing could be scored (no forecasts logged, none by this version, no actuals yet), or None."""
+    if forecasts.empty:
+        return (f"nothing to score: no forecasts of {name} were logged in experiment "
+                f"{policy.forecast_experiment!r} (pipeline predict --model models:/{name}@champion logs them)")
+    if own.empty:
+        return f"nothing to score: no forecasts by {name} version {version} were logged yet"
+    if mine.empty:
+        latest = actuals["date"].max() if len(actuals) else None
+        return (f"nothing to score: none of the {own['date'].nunique()} forecast date(s) of version {version} "
+                f"(first {own['date'].min()}) has an actual in the data yet (its latest row: {latest})")
+    return None
 
 
 def metric_step(dates: pd.Series | pd.DatetimeIndex) -> np.ndarray:
