@@ -129,10 +129,10 @@ def recorded_manifest(model_uri: str) -> str | None:
     name, alias, version = match.groups()
     if alias or version:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        recorded = (mv.tags or {}).get(MANIFEST_TAG)
-        model_id = getattr(mv, "model_id", None)
-        return recorded or (client.get_logged_model(model_id).tags.get(MANIFEST_TAG) if model_id else None)
-    return client.get_logged_model(name).tags.get(MANIFEST_TAG) if name.startswith("m-") else None
+        if (mv.tags or {}).get(MANIFEST_TAG):
+            return mv.tags[MANIFEST_TAG]
+        name = getattr(mv, "model_id", None) or str(mv.source).removeprefix("models:/")  # a version registered elsewhere
+    return client.get_logged_model(name).tags.get(MANIFEST_TAG) if re.fullmatch(r"m-[0-9a-f]+", name) else None
 
 
 def load_pyfunc(model_uri: str, suppress_warnings: bool = False) -> mlflow.pyfunc.PyFuncModel:

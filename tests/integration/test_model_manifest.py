@@ -141,6 +141,8 @@ def test_a_manifest_rewritten_to_match_is_refused_by_the_recorded_digest(champio
     write_manifest(root)  # the attacker lists the new weights
     with pytest.raises(ModelIntegrityError, match=r"manifest.json: SHA-256 \w+, but the registry recorded"):
         load_pyfunc("models:/planted@champion")
+    with pytest.raises(ModelIntegrityError, match=r"manifest.json: SHA-256 \w+, but the registry recorded"):
+        load_pyfunc(client.get_model_version("planted", "1").source)  # models:/m-...: the logged model's record
     (root / MANIFEST_FILE).unlink()  # or drops the manifest
     with pytest.raises(ModelIntegrityError, match=r"manifest.json: missing, but the registry recorded"):
         load_pyfunc("models:/planted/1")

@@ -123,3 +123,10 @@ def test_a_missing_or_an_extra_file_is_refused(saved) -> None:
     (saved / "notes.txt").unlink()
     (saved / INTERVALS_FILE).unlink()
     refused(saved, "intervals.json: missing", "rule: a format-4 model directory holds exactly the files")
+
+
+def test_a_series_scale_that_is_nan_or_not_positive_is_refused(saved) -> None:
+    for bad in (float("nan"), 0.0):
+        edit_json(saved / INTERVALS_FILE, lambda d, bad=bad: d.__setitem__("scales", {"A": 2.0, "B": bad}))
+        refused(saved, "intervals.json", "scales holds a NaN, infinite or non-positive number",
+                "rule: every series' scale is a positive number")
