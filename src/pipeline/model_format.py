@@ -403,6 +403,7 @@ def check_intervals(intervals: IntervalState, horizon: int, init_args: dict[str,
 
 # ---------------------------------------------------------------- the manifest of a logged model
 MANIFEST_FILE = "manifest.json"
+MANIFEST_RULE = "a logged model's files are those its manifest lists, with their SHA-256"
 MANIFEST_TAG = "model_manifest_sha256"  # the run's, the logged model's and the registered version's record of it
 MANIFEST_FORMAT = "lstm-forecaster-manifest"
 
@@ -432,15 +433,14 @@ def read_manifest(root: Path, recorded: str | None = None) -> dict[str, dict[str
     `recorded` its digest (a model logged before manifests). With `recorded` (the digest the run or the registered
     version holds), the manifest must be present and be that very file."""
     file = root / MANIFEST_FILE
-    rule = "a logged model's files are those its manifest lists, with their SHA-256"
     if not file.is_file():
         if recorded:
-            refuse(file, f"missing, but the registry recorded a manifest with SHA-256 {recorded}", rule)
+            refuse(file, f"missing, but the registry recorded a manifest with SHA-256 {recorded}", MANIFEST_RULE)
         return None
     data = file.read_bytes()
     if recorded and file_digest(data) != recorded:
         refuse(file, f"SHA-256 {file_digest(data)}, but the registry recorded {recorded}: the manifest was changed",
-               rule)
+               MANIFEST_RULE)
     try:
         manifest = json.loads(data)
         files = manifest["files"]
@@ -448,37 +448,36 @@ def read_manifest(root: Path, recorded: str | None = None) -> dict[str, dict[str
             raise ValueError("not a model manifest")
         return {str(name): {"sha256": str(entry["sha256"]), "bytes": int(entry["bytes"])} for name, entry in files.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        refuse(file, f"unreadable ({exc})", rule)
+        refuse(file, f"unreadable ({exc})", MANIFEST_RULE)
 
 
 def check_manifest(root: Path, files: dict[str, dict[str, Any]], tolerated: tuple[str, ...] = ()) -> None:
     """Each listed file present with its SHA-256; no other file, but `tolerated` names and Python's __pycache__."""
-    rule = "a logged model's files are those its manifest lists, with their SHA-256"
     for name, entry in files.items():
-        check_file(root, name, (root / name).read_bytes() if (root / name).is_file() else None, entry)
+        checked_bytes(root, name, entry)
     for name in model_files(root, skip=tolerated):
         if name not in files and "__pycache__" not in name.split("/"):
-            refuse(root / name, "not listed in the manifest (added after the model was logged)", rule)
+            refuse(root / name, "not listed in the manifest (added after the model was logged)", MANIFEST_RULE)
 
 
-def check_file(root: Path, name: str, data: bytes | None, entry: dict[str, Any]) -> None:
-    """One listed file's bytes against its manifest entry."""
-    rule = "a logged model's files are those its manifest lists, with their SHA-256"
+def checked_bytes(root: Path, name: str, entry: dict[str, Any]) -> bytes:
+    """The bytes of one listed file, once they match its manifest entry."""
     if ".." in Path(name).parts or Path(name).is_absolute():
-        refuse(root / MANIFEST_FILE, f"lists {name!r}, outside the model directory", rule)
-    if data is None:
-        refuse(root / name, "missing (listed in the manifest)", rule)
+        refuse(root / MANIFEST_FILE, f"lists {name!r}, outside the model directory", MANIFEST_RULE)
+    if not (root / name).is_file():
+        refuse(root / name, "missing (listed in the manifest)", MANIFEST_RULE)
+    data = (root / name).read_bytes()
     if len(data) != entry["bytes"] or file_digest(data) != entry["sha256"]:
         refuse(root / name, f"SHA-256 {file_digest(data)}, but the manifest lists {entry['sha256']}: the file changed "
-                            "after the model was logged", rule)
+                            "after the model was logged", MANIFEST_RULE)
+    return data
 
 
 def copy_verified(root: Path, files: dict[str, dict[str, Any]], destination: Path) -> Path:
     """Copy the listed files of `root` into `destination`, each checked on the very bytes copied (nothing else:
     no file added later, no __pycache__), so what is loaded is what was checked."""
     for name, entry in files.items():
-        data = (root / name).read_bytes() if (root / name).is_file() else None
-        check_file(root, name, data, entry)
+        data = checked_bytes(root, name, entry)
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)

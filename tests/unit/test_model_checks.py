@@ -130,3 +130,30 @@ def test_a_series_scale_that_is_nan_or_not_positive_is_refused(saved) -> None:
         edit_json(saved / INTERVALS_FILE, lambda d, bad=bad: d.__setitem__("scales", {"A": 2.0, "B": bad}))
         refused(saved, "intervals.json", "scales holds a NaN, infinite or non-positive number",
                 "rule: every series' scale is a positive number")
+
+
+# ---------------------------------------------------------------- the manifest (pipeline.model_format)
+def test_the_manifest_lists_every_file_and_a_checked_copy_holds_only_those(tmp_path) -> None:
+    from pipeline.model_format import MANIFEST_FILE, check_manifest, copy_verified, read_manifest, write_manifest
+
+    root = tmp_path / "model"
+    (root / "artifacts").mkdir(parents=True)
+    (root / "MLmodel").write_text("flavors: {}\n")
+    (root / "artifacts" / "weights.pt").write_bytes(b"\x00\x01")
+    digest = write_manifest(root)
+    files = read_manifest(root, digest)
+    assert sorted(files) == ["MLmodel", "artifacts/weights.pt"]
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "model_code.cpython-311.pyc").write_bytes(b"cache")  # Python's own: tolerated, not copied
+    check_manifest(root, files)
+    copy = copy_verified(root, files, tmp_path / "copy")
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == [
+        "MLmodel", "artifacts/weights.pt", MANIFEST_FILE]
+    (root / "python_model.pkl").write_bytes(b"planted")
+    with pytest.raises(ModelIntegrityError, match=r"python_model.pkl: not listed in the manifest"):
+        check_manifest(root, files)
+    with pytest.raises(ModelIntegrityError, match=r"lists '../outside', outside the model directory"):
+        check_manifest(root, {"../outside": {"sha256": "0", "bytes": 0}})
+    with pytest.raises(ModelIntegrityError, match=r"manifest.json: SHA-256 \w+, but the registry recorded 00"):
+        read_manifest(root, "00")
+    assert read_manifest(tmp_path / "copy") == files and read_manifest(tmp_path) is None  # none: a model from before
