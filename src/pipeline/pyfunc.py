@@ -20,7 +20,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import DataError, ModelFormatError
+from pipeline.errors import DataError, ModelFormatError, ModelIntegrityError
 from pipeline.intervals import band_columns
 from pipeline.model_format import (MANIFEST_TAG, READABLE_VERSIONS, check_manifest, copy_verified, read_manifest)
 from pipeline.serving import ForecastBundle, ForecastModel
@@ -157,12 +157,16 @@ def load_pyfunc(model_uri: str, suppress_warnings: bool = False) -> mlflow.pyfun
         local = Path(model_uri)
         if not local.is_dir():
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(Path(tmp) / "fetched")))
-        files = read_manifest(local, recorded)  # None: logged before manifests (load_context warns)
-        if files is not None:
-            check_manifest(local, files, tolerated=MLFLOW_ADDED)
-        source = local if files is None else copy_verified(local, files, Path(tmp) / "checked")
+        source = local
         try:
+            files = read_manifest(local, recorded)  # None: logged before manifests (load_context warns)
+            if files is not None:
+                check_manifest(local, files, tolerated=MLFLOW_ADDED)
+                source = copy_verified(local, files, Path(tmp) / "checked")
             return mlflow.pyfunc.load_model(str(source), suppress_warnings=suppress_warnings)
+        except ModelIntegrityError as exc:  # name the model's file, not the temporary copy's
+            message = str(exc).replace(str(source), model_uri.rstrip("/")).replace(str(local), model_uri.rstrip("/"))
+            raise ModelIntegrityError(message) from None
         finally:
             sys.path[:] = saved
 

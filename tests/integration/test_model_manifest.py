@@ -167,3 +167,21 @@ def test_models_logged_before_manifests_load_with_a_warning(fixture, caplog) -> 
         model = load_pyfunc(str(FIXTURES / fixture / "model"))
     assert "has no manifest.json: it was logged before this pipeline wrote manifests" in caplog.text
     assert len(model.predict(pd.read_csv(FIXTURES / fixture / "input.csv"))) > 0
+
+
+def test_a_model_saved_wrong_is_refused_by_predict_naming_its_file(prefect_harness, champion, tmp_path,  # noqa: F811
+                                                                   capsys) -> None:
+    """NaN weights with a manifest (and a recorded digest) to match: the checks of the numbers refuse them (exit 2)."""
+    import torch
+
+    client, data = champion
+    root = model_dir(client)
+    weights = root / "artifacts" / "forecaster" / "weights.pt"
+    state = torch.load(weights, weights_only=True)
+    state["head.0.bias"][0] = float("nan")
+    torch.save(state, weights)
+    client.set_model_version_tag("planted", "1", MANIFEST_TAG, write_manifest(root))
+    assert predict_exit(data, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "models:/planted/1/artifacts/forecaster/weights.pt: head.0.bias holds 1 NaN" in err, err
+    assert "rule: every weight is finite" in err and not (tmp_path / "f.csv").exists()
