@@ -41,6 +41,14 @@ class ModelFormatError(PipelineError):
     """A saved model's directory is in a format (or format version) this code does not read."""
 
 
+class ModelIntegrityError(ModelFormatError):
+    """A saved model's files changed since it was logged (its manifest), or hold what no model could have saved:
+    non-finite numbers, weights not shaped as its constructor arguments say, crossed bands, files its format
+    version does not have. Exit 2, as for any bad input: the message names the file and the rule."""
+
+    exit_code = 2
+
+
 class OutputError(PipelineError):
     """An output path is refused: it exists (without overwrite), or it is the tracking store or a project file."""
 

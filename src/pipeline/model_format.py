@@ -50,17 +50,19 @@ tests/fixtures/model holds a model logged by version 1 to hold the code to that.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ModelFormatError
+from pipeline.errors import ModelFormatError, ModelIntegrityError
 from pipeline.features import Preprocessor
 from pipeline.intervals import IntervalState
 
@@ -209,28 +211,29 @@ def read_format(path: Path) -> int:
 
 
 def load_bundle(path: Path) -> ForecastBundle:
-    """Read a model directory (any readable format version) back into a ForecastBundle."""
+    """Read a model directory (any readable format version) back into a ForecastBundle.
+
+    Before anything is built from it, the numbers are checked (`check_*` below): a model saved
+    wrong is refused with a ModelIntegrityError naming the file and the rule, never served.
+    """
     import torch
 
     version = read_format(path)
-    many = version == 2 or (version >= 3 and (path / SERIES_FILE).is_file())
-    needed = [*FILES, SERIES_FILE] if many else list(FILES)
-    needed += [INTERVALS_FILE] if version >= 4 else []
-    missing = [name for name in needed if not (path / name).is_file()]
-    if missing:
-        raise ModelFormatError(f"{path}: model directory of format version {version} lacks {', '.join(missing)}")
+    check_files(path, version)
+    many = (path / SERIES_FILE).is_file()
     series = intervals = None
     try:
         model = json.loads((path / "model.json").read_text(encoding="utf-8"))
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-        pre = Preprocessor.from_dict(json.loads((path / "preprocessor.json").read_text(encoding="utf-8")))
+        pre_data = json.loads((path / "preprocessor.json").read_text(encoding="utf-8"))
+        pre = Preprocessor.from_dict(pre_data)
         contract = json.loads((path / "contract.json").read_text(encoding="utf-8"))
         config = PipelineConfig.model_validate(contract["config"])
         if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
             raise TypeError("weights.pt must hold a state dict of tensors")
         if many:
             series = _read_series(path, torch)
-        if version >= 4:
+        if (path / INTERVALS_FILE).is_file():
             intervals = IntervalState.from_dict(json.loads((path / INTERVALS_FILE).read_text(encoding="utf-8")))
         if version < 3 and any(k in model.get("init_args", {}) for k in WINDOW_OPTIONS):
             raise ValueError(f"model.json holds window options ({', '.join(WINDOW_OPTIONS)}), which need format 3")
@@ -242,7 +245,17 @@ def load_bundle(path: Path) -> ForecastBundle:
         raise ModelFormatError(f"{path}: not a valid format-{version} model directory: {type(exc).__name__}: {text}") from None
     if model.get("class") != "LSTMForecaster":
         raise ModelFormatError(f"{path / 'model.json'}: unknown model class {model.get('class')!r} (known: LSTMForecaster)")
-    return ForecastBundle(checkpoint={"init_args": model["init_args"], "state_dict": state}, preprocessor=pre, config=config,
+    init_args = model["init_args"]
+    check_preprocessor(pre, path / "preprocessor.json")
+    check_weights(state, init_args, path / "weights.pt")
+    if series is not None:
+        for sid, series_pre in series.preprocessors.items():
+            check_preprocessor(series_pre, path / SERIES_FILE, f"series {sid!r}: ")
+        for sid, state_dict in (series.state_dicts or {}).items():
+            check_weights(state_dict, init_args, path / SERIES_WEIGHTS, f"series {sid!r}: ")
+    if intervals is not None:
+        check_intervals(intervals, pre.horizon, init_args, path / INTERVALS_FILE)
+    return ForecastBundle(checkpoint={"init_args": init_args, "state_dict": state}, preprocessor=pre, config=config,
                           series=series, intervals=intervals)
 
 
@@ -258,3 +271,215 @@ def _read_series(path: Path, torch: Any) -> SeriesModels:
             raise TypeError(f"{SERIES_WEIGHTS} must hold a state dict of tensors per series")
         state_dicts = {str(k): v for k, v in state_dicts.items()}
     return SeriesModels.from_dict(data, state_dicts)
+
+
+# ---------------------------------------------------------------- checks of what the files hold
+# Each check reads what a file holds, not which version wrote it, so it applies to every format version.
+
+def refuse(file: Path, problem: str, rule: str) -> NoReturn:
+    """The refusal of a model saved wrong (or changed): exit 2, naming the file, what is wrong and the rule."""
+    raise ModelIntegrityError(f"{file}: {problem}; rule: {rule}")
+
+
+# name -> (the first format version that may hold it, the versions that must hold it); FILES: every version, always
+OPTIONAL_FILES: dict[str, tuple[int, tuple[int, ...]]] = {
+    SERIES_FILE: (2, (2,)),  # from 3 on, present when the model serves many series
+    SERIES_WEIGHTS: (2, ()),  # present when series.json says "local" (SeriesModels.from_dict holds them together)
+    INTERVALS_FILE: (4, (4,)),  # from 5 on, absent for a quantile head without intervals
+}
+
+
+def check_files(path: Path, version: int) -> None:
+    """The files present are those of a format-`version` model directory: none missing, none extra."""
+    rule = f"a format-{version} model directory holds exactly the files of its format version (docs/model-format.md)"
+    allowed = {*FILES, *(name for name, (first, _) in OPTIONAL_FILES.items() if version >= first)}
+    for entry in sorted(path.iterdir()):
+        if entry.name not in allowed or not entry.is_file():
+            refuse(entry, f"not a file of a format-{version} model directory (its files: {', '.join(sorted(allowed))})",
+                   rule)
+    required = [*FILES, *(name for name, (_, need) in OPTIONAL_FILES.items() if version in need)]
+    if (path / SERIES_WEIGHTS).is_file():
+        required.append(SERIES_FILE)
+    for name in required:
+        if not (path / name).is_file():
+            refuse(path / name, "missing", rule)
+
+
+def _non_finite(values: Any) -> int:
+    """How many entries of `values` (numbers, nested lists, arrays) are NaN or infinite."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
+    return int(array.size - np.isfinite(array).sum())
+
+
+def check_preprocessor(pre: Preprocessor, file: Path, who: str = "") -> None:
+    """Every fitted scaler number finite, scales positive, one number per column the scaler scales."""
+    from dataclasses import fields
+
+    import numpy as np
+
+    for name, scaler, width in (("feature_scaler", pre.feature_scaler, len(pre.features)),
+                                ("target_scaler", pre.target_scaler, 1)):
+        if scaler is None:
+            continue
+        for field in fields(scaler):
+            value = np.asarray(getattr(scaler, field.name), dtype=np.float64)
+            if _non_finite(value):
+                refuse(file, f"{who}{name}.{field.name} holds {_non_finite(value)} NaN or infinite number(s)",
+                       "every fitted scaler number is finite")
+            if field.name in ("feature_range", "n_samples_seen_"):
+                continue
+            if value.shape not in ((width,), ()):
+                refuse(file, f"{who}{name}.{field.name} has {value.size} number(s) for {width} column(s)",
+                       "a scaler holds one number per column it scales")
+        scale = np.asarray(scaler.scale_, dtype=np.float64)
+        if (scale <= 0).any():
+            refuse(file, f"{who}{name}.scale_ holds {int((scale <= 0).sum())} number(s) <= 0",
+                   "a scaler divides by positive scales")
+
+
+def check_weights(state: dict[str, Any], init_args: dict[str, Any], file: Path, who: str = "") -> None:
+    """Every tensor finite, and the names and shapes those of the network that model.json's `init_args` build."""
+    import torch
+
+    from pipeline.model import LSTMForecaster
+
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            expected = {k: tuple(v.shape) for k, v in LSTMForecaster(**init_args).state_dict().items()}
+    except (TypeError, ValueError) as exc:
+        refuse(file.parent / "model.json", f"init_args do not build the network ({exc})",
+               "model.json holds the network's constructor arguments")
+    rule = "weights hold the tensors, shaped as model.json's init_args build the network"
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        refuse(file, f"{who}tensors {', '.join(missing) or 'none'} missing, {', '.join(extra) or 'none'} unexpected", rule)
+    for name, shape in expected.items():
+        tensor = state[name]
+        if tuple(tensor.shape) != shape:
+            refuse(file, f"{who}{name} has shape {tuple(tensor.shape)}, but model.json's init_args give {shape}", rule)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            refuse(file, f"{who}{name} holds {int((~torch.isfinite(tensor)).sum())} NaN or infinite number(s)",
+                   "every weight is finite")
+
+
+def check_intervals(intervals: IntervalState, horizon: int, init_args: dict[str, Any], file: Path) -> None:
+    """Finite numbers, one per horizon step, and ordered bands: each level's lower bound below its upper, and a
+    wider level around a narrower one."""
+    from pipeline.intervals import tail_probabilities
+
+    for level in intervals.levels:
+        values = intervals.quantiles[level]
+        if not 0 < level < 100:
+            refuse(file, f"level {level}", "interval levels lie between 0 and 100 (%)")
+        if _non_finite(values):
+            refuse(file, f"quantiles[{level}] holds {_non_finite(values)} NaN or infinite number(s)",
+                   "every interval number is finite")
+        if len(values) != horizon:
+            refuse(file, f"quantiles[{level}] has {len(values)} number(s) for a horizon of {horizon}",
+                   "one interval number per horizon step")
+    if intervals.scales is not None and (_non_finite(list(intervals.scales.values()))
+                                         or any(v <= 0 for v in intervals.scales.values())):
+        refuse(file, "scales holds a NaN, infinite or non-positive number", "every series' scale is a positive number")
+    if intervals.method == "quantile":  # corrections to the head's own bounds, ordered by `bands`
+        probabilities = {round(float(q), 6) for q in init_args.get("quantiles", ())}
+        for level in intervals.levels:
+            if not set(tail_probabilities(level)) <= probabilities:
+                refuse(file, f"level {level} needs the head's {tail_probabilities(level)} quantiles, model.json has "
+                             f"{sorted(probabilities)}", "a quantile interval reads its bounds from the quantile head")
+        return
+    for level in intervals.levels:
+        if min(intervals.quantiles[level]) < 0:
+            refuse(file, f"quantiles[{level}] holds a negative half-width ({min(intervals.quantiles[level]):.6g}): its "
+                         "lower bound would lie above its upper", "each level's lower bound lies below its upper")
+    ordered = sorted(intervals.levels)
+    for narrow, wide in zip(ordered, ordered[1:]):
+        for step, (a, b) in enumerate(zip(intervals.quantiles[narrow], intervals.quantiles[wide]), start=1):
+            if a > b:
+                refuse(file, f"step {step}: the {narrow} % half-width {a:.6g} exceeds the {wide} % one {b:.6g}",
+                       "a wider level's band holds the narrower one (nested levels)")
+
+
+# ---------------------------------------------------------------- the manifest of a logged model
+MANIFEST_FILE = "manifest.json"
+MANIFEST_RULE = "a logged model's files are those its manifest lists, with their SHA-256"
+MANIFEST_TAG = "model_manifest_sha256"  # the run's, the logged model's and the registered version's record of it
+MANIFEST_FORMAT = "lstm-forecaster-manifest"
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_files(root: Path, skip: tuple[str, ...] = ()) -> list[str]:
+    """Every file under `root` as a POSIX path relative to it (sorted), but the manifest and `skip`ped names."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and p.name != MANIFEST_FILE and p.relative_to(root).as_posix() not in skip)
+
+
+def write_manifest(root: Path, skip: tuple[str, ...] = ()) -> str:
+    """Write `manifest.json` in the model directory `root`: every file's SHA-256 and size. Returns the manifest's
+    own SHA-256, which the run and the registered version record."""
+    files = {name: {"sha256": file_digest((root / name).read_bytes()), "bytes": (root / name).stat().st_size}
+             for name in model_files(root, skip)}
+    text = json.dumps({"format": MANIFEST_FORMAT, "algorithm": "sha256", "files": files}, indent=1, sort_keys=True)
+    (root / MANIFEST_FILE).write_bytes(text.encode("utf-8") + b"\n")
+    return file_digest((root / MANIFEST_FILE).read_bytes())
+
+
+def read_manifest(root: Path, recorded: str | None = None) -> dict[str, dict[str, Any]] | None:
+    """The files `manifest.json` lists (name -> sha256, bytes), or None when the directory has none and nothing
+    `recorded` its digest (a model logged before manifests). With `recorded` (the digest the run or the registered
+    version holds), the manifest must be present and be that very file."""
+    file = root / MANIFEST_FILE
+    if not file.is_file():
+        if recorded:
+            refuse(file, f"missing, but the registry recorded a manifest with SHA-256 {recorded}", MANIFEST_RULE)
+        return None
+    data = file.read_bytes()
+    if recorded and file_digest(data) != recorded:
+        refuse(file, f"SHA-256 {file_digest(data)}, but the registry recorded {recorded}: the manifest was changed",
+               MANIFEST_RULE)
+    try:
+        manifest = json.loads(data)
+        files = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+            raise ValueError("not a model manifest")
+        return {str(name): {"sha256": str(entry["sha256"]), "bytes": int(entry["bytes"])} for name, entry in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        refuse(file, f"unreadable ({exc})", MANIFEST_RULE)
+
+
+def check_manifest(root: Path, files: dict[str, dict[str, Any]], tolerated: tuple[str, ...] = ()) -> None:
+    """Each listed file present with its SHA-256; no other file, but `tolerated` names and Python's __pycache__."""
+    for name, entry in files.items():
+        checked_bytes(root, name, entry)
+    for name in model_files(root, skip=tolerated):
+        if name not in files and "__pycache__" not in name.split("/"):
+            refuse(root / name, "not listed in the manifest (added after the model was logged)", MANIFEST_RULE)
+
+
+def checked_bytes(root: Path, name: str, entry: dict[str, Any]) -> bytes:
+    """The bytes of one listed file, once they match its manifest entry."""
+    if ".." in Path(name).parts or Path(name).is_absolute():
+        refuse(root / MANIFEST_FILE, f"lists {name!r}, outside the model directory", MANIFEST_RULE)
+    if not (root / name).is_file():
+        refuse(root / name, "missing (listed in the manifest)", MANIFEST_RULE)
+    data = (root / name).read_bytes()
+    if len(data) != entry["bytes"] or file_digest(data) != entry["sha256"]:
+        refuse(root / name, f"SHA-256 {file_digest(data)}, but the manifest lists {entry['sha256']}: the file changed "
+                            "after the model was logged", MANIFEST_RULE)
+    return data
+
+
+def copy_verified(root: Path, files: dict[str, dict[str, Any]], destination: Path) -> Path:
+    """Copy the listed files of `root` into `destination`, each checked on the very bytes copied (nothing else:
+    no file added later, no __pycache__), so what is loaded is what was checked."""
+    for name, entry in files.items():
+        data = checked_bytes(root, name, entry)
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    shutil.copyfile(root / MANIFEST_FILE, destination / MANIFEST_FILE)
+    return destination

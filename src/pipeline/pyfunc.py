@@ -5,7 +5,10 @@ Kept apart from `serving` so in-process forecasting does not import MLflow.
 
 from __future__ import annotations
 
+import logging
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
@@ -17,12 +20,17 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import DataError, ModelFormatError
+from pipeline.errors import DataError, ModelFormatError, ModelIntegrityError
 from pipeline.intervals import band_columns
-from pipeline.model_format import READABLE_VERSIONS
+from pipeline.model_format import (MANIFEST_TAG, READABLE_VERSIONS, check_manifest, copy_verified, read_manifest)
 from pipeline.serving import ForecastBundle, ForecastModel
 
+log = logging.getLogger(__name__)
+
 MODEL_ARTIFACT = "forecaster"  # the pyfunc artifact holding the model directory (pipeline.model_format)
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # the logged model's code (models-from-code)
+# Files MLflow itself adds to a model directory it downloads (a registered version's name and version).
+MLFLOW_ADDED = ("registered_model_meta",)
 
 
 class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
@@ -31,9 +39,11 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
     Param `all_windows` (default false): forecast from every window of the input instead of
     only the latest one.
 
-    The logged `python_model.pkl` is this class by reference (`pipeline.pyfunc.LSTMForecastPyfunc`,
-    a name to keep importable) with no state: everything the model is lives in its
-    `forecaster` artifact, read by `load_context`.
+    A model logged today names this class in its code file (`model_code.py`, MLflow's
+    models-from-code): no pickle. Models logged before held it as `python_model.pkl`, by reference
+    (`pipeline.pyfunc.LSTMForecastPyfunc`, a name to keep importable) with no state. Either way
+    everything the model is lives in its `forecaster` artifact, read by `load_context` after the
+    model's files are checked against its manifest (pipeline.model_format).
     """
 
     def load_context(self, context: Any) -> None:
@@ -47,7 +57,9 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
                 f"versioned model directories (a pickled bundle, format version 0), and this pipeline reads format "
                 f"version(s) {', '.join(map(str, READABLE_VERSIONS))} only. Retrain it, or load it with the pipeline "
                 "version that saved it.")
-        self.load(context.artifacts[MODEL_ARTIFACT])
+        forecaster = Path(context.artifacts[MODEL_ARTIFACT])
+        check_model_files(forecaster.parents[1])  # the model's root: <root>/artifacts/forecaster
+        self.load(forecaster)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without what `load_context` read: the model is its artifacts, never a pickle of them."""
@@ -92,8 +104,44 @@ def model_signature(cfg: PipelineConfig) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+def check_model_files(root: Path) -> None:
+    """Check a pyfunc model directory against its manifest: ModelIntegrityError naming the file that changed. A
+    model logged before manifests has none: it loads with a warning that says so."""
+    files = read_manifest(root)
+    if files is None:
+        log.warning("model %s has no manifest.json: it was logged before this pipeline wrote manifests, so its files "
+                    "are not checked", root)
+        return
+    check_manifest(root, files, tolerated=MLFLOW_ADDED)
+
+
+def recorded_manifest(model_uri: str) -> str | None:
+    """The manifest digest recorded for `model_uri` when it was logged: on the registered version (models:/NAME/V,
+    models:/NAME@ALIAS) or the logged model (models:/m-...); None for other URIs and models logged before."""
+    import re
+
+    from mlflow import MlflowClient
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))?/?", model_uri)
+    if not match:
+        return None
+    client = MlflowClient()
+    name, alias, version = match.groups()
+    if alias or version:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        if (mv.tags or {}).get(MANIFEST_TAG):
+            return mv.tags[MANIFEST_TAG]
+        name = getattr(mv, "model_id", None) or str(mv.source).removeprefix("models:/")  # a version registered elsewhere
+    return client.get_logged_model(name).tags.get(MANIFEST_TAG) if re.fullmatch(r"m-[0-9a-f]+", name) else None
+
+
 def load_pyfunc(model_uri: str, suppress_warnings: bool = False) -> mlflow.pyfunc.PyFuncModel:
-    """`mlflow.pyfunc.load_model`, leaving `sys.path` as it was.
+    """`mlflow.pyfunc.load_model`, after the model's files are checked, leaving `sys.path` as it was.
+
+    The model is fetched (or read, for a local directory) and checked against its manifest and
+    the digest the registry recorded before MLflow reads any of it; what MLflow then loads is a
+    copy of exactly the bytes checked, so a file changed or added later (a planted pickle, an
+    edited code file) never runs. A model logged before manifests loads as before, with a warning.
 
     MLflow puts the model's copy of the package (its `code/`, from `code_paths`) in front of
     `sys.path` for good; in a process that already runs this package, modules imported later
@@ -101,11 +149,26 @@ def load_pyfunc(model_uri: str, suppress_warnings: bool = False) -> mlflow.pyfun
     (pipeline.model_format), so today's code reads it; the copy serves only processes without
     the package (`mlflow models serve` in a fresh environment).
     """
+    import mlflow.artifacts
+
+    recorded = recorded_manifest(model_uri)
     saved = list(sys.path)
-    try:
-        return mlflow.pyfunc.load_model(model_uri, suppress_warnings=suppress_warnings)
-    finally:
-        sys.path[:] = saved
+    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as tmp:
+        local = Path(model_uri)
+        if not local.is_dir():
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(Path(tmp) / "fetched")))
+        source = local
+        try:
+            files = read_manifest(local, recorded)  # None: logged before manifests (load_context warns)
+            if files is not None:
+                check_manifest(local, files, tolerated=MLFLOW_ADDED)
+                source = copy_verified(local, files, Path(tmp) / "checked")
+            return mlflow.pyfunc.load_model(str(source), suppress_warnings=suppress_warnings)
+        except ModelIntegrityError as exc:  # name the model's file, not the temporary copy's
+            message = str(exc).replace(str(source), model_uri.rstrip("/")).replace(str(local), model_uri.rstrip("/"))
+            raise ModelIntegrityError(message) from None
+        finally:
+            sys.path[:] = saved
 
 
 def load_forecaster(model_uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, ForecastBundle]:

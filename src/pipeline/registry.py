@@ -398,6 +398,11 @@ def register_and_promote(
         key = measure[0].lower()
         all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), f"test_{key}": repr(challenger_rmse),
                     f"test_{'naive' if measure[1] == 'persistence' else measure[1].replace(' ', '_')}_{key}": repr(persistence_rmse)}
+        if model_id:  # the logged model's manifest digest, which loaders check its files against (tracking.log_model)
+            from pipeline.model_format import MANIFEST_TAG
+
+            manifest = retry(lambda: client.get_logged_model(model_id).tags.get(MANIFEST_TAG), "read the logged model", uri)
+            all_tags.update({MANIFEST_TAG: manifest} if manifest else {})
         mv = retry(lambda: client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags, model_id=model_id),
                    "register version", uri)
         kill_point("registration")  # test hook (pipeline.faults): a crash with the version created, no alias moved

@@ -397,12 +397,13 @@ def pyfunc_arguments(bundle: Any, folder: Path, input_example: pd.DataFrame) -> 
     """What `mlflow.pyfunc.log_model`/`save_model` take for this forecaster.
 
     The model directory (pipeline.model_format, written into `folder`) is the pyfunc's only
-    artifact; the python_model is a stateless instance of a class that reads it.
+    artifact; the python_model is the path of a code file naming the class that reads it
+    (MLflow's models-from-code: no pickle in the model).
     """
-    from pipeline.pyfunc import MODEL_ARTIFACT, LSTMForecastPyfunc, model_signature
+    from pipeline.pyfunc import MODEL_ARTIFACT, MODEL_CODE, model_signature
 
     return {
-        "python_model": LSTMForecastPyfunc(),
+        "python_model": str(MODEL_CODE),
         "artifacts": {MODEL_ARTIFACT: str(bundle.save(folder / MODEL_ARTIFACT))},
         "code_paths": [str(PACKAGE_DIR)],
         "signature": model_signature(bundle.config),
@@ -412,7 +413,8 @@ def pyfunc_arguments(bundle: Any, folder: Path, input_example: pd.DataFrame) -> 
 
 
 def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -> Any:
-    """Log the pyfunc (weights + preprocessor + config as data, code included); return MLflow's ModelInfo.
+    """Log the pyfunc (weights + preprocessor + config as data, code included) and its manifest; return MLflow's
+    ModelInfo.
 
     MLflow copies every metric the run holds at step 0 onto the new logged model, one history
     read per metric (0.3 s for this pipeline's 70 scores): log the scores after the model, with
@@ -431,18 +433,45 @@ def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -
         arguments = pyfunc_arguments(bundle, Path(tmp), input_example)
 
         def _log() -> Any:
-            with quiet_logger("mlflow.pyfunc"):
+            # pipeline.pyfunc: MLflow checks the input example on the model before its manifest exists
+            with quiet_logger("mlflow.pyfunc"), quiet_logger("pipeline.pyfunc"):
                 return mlflow.pyfunc.log_model(name="model", model_id=model_id, **arguments)
 
-        return retry(_log, "log model", uri)
+        info = retry(_log, "log model", uri)
+    record_manifest(client, run_id, info.model_id, uri)
+    return info
+
+
+def record_manifest(client: Any, run_id: str, model_id: str, uri: str) -> str:
+    """Write the logged model's manifest (each file's SHA-256, pipeline.model_format) over the files as stored, add
+    it to the model and the run (`model/manifest.json`), and record its own SHA-256 on both (tag
+    `model_manifest_sha256`; registration copies it onto the version). Returns that digest."""
+    import mlflow.artifacts
+
+    from pipeline.model_format import MANIFEST_FILE, MANIFEST_TAG, write_manifest
+    from pipeline.pyfunc import MLFLOW_ADDED
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(retry(lambda: mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}", dst_path=tmp),
+                           "read the logged model", uri))
+        digest = write_manifest(local, skip=MLFLOW_ADDED)
+        manifest = str(local / MANIFEST_FILE)
+        retry(lambda: client.log_model_artifact(model_id, manifest), "log the model's manifest", uri)
+        retry(lambda: client.log_artifact(run_id, manifest, "model"), "log the model's manifest", uri)
+    retry(lambda: client.set_logged_model_tags(model_id, {MANIFEST_TAG: digest}), "tag the logged model", uri)
+    log_params_and_tags(client, run_id, {}, {MANIFEST_TAG: digest})
+    return digest
 
 
 def save_model(path: str | Path, bundle: Any, input_example: pd.DataFrame) -> Path:
-    """The same pyfunc model directory as `log_model`, written at `path` without a tracking store."""
+    """The same pyfunc model directory as `log_model`, with its manifest, written at `path` without a tracking store."""
     import mlflow.pyfunc
 
-    with tempfile.TemporaryDirectory() as tmp, quiet_logger("mlflow.pyfunc"):
+    from pipeline.model_format import write_manifest
+
+    with tempfile.TemporaryDirectory() as tmp, quiet_logger("mlflow.pyfunc"), quiet_logger("pipeline.pyfunc"):
         mlflow.pyfunc.save_model(str(path), **pyfunc_arguments(bundle, Path(tmp), input_example))
+    write_manifest(Path(path))
     return Path(path)
 
 
