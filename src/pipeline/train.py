@@ -387,6 +387,12 @@ def _fit(
     if not has_val or cfg.patience is None:
         best_state = model.state_dict()  # no validation to choose by: keep the final weights
         result.best_epoch = result.epochs_run - 1
+    if best_state is None:  # the monitored loss was never a number: no epoch to keep
+        raise TrainingError(
+            f"the validation loss was not a finite number in any of the {result.epochs_run} epoch(s) run "
+            f"(last: {result.val_loss[-1] if result.val_loss else 'none'}): the validation windows hold values the "
+            "model cannot score (check the data's validation rows and the transforms' domains), or the model diverged "
+            f"on them (try a lower train.learning_rate than {cfg.learning_rate})")
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     result.seconds = time.perf_counter() - started

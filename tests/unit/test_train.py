@@ -57,6 +57,13 @@ def test_divergence_is_a_clear_error() -> None:
         fit(model(), train, None, TrainConfig(epochs=3, batch_size=None))
 
 
+def test_a_validation_loss_never_finite_is_a_clear_error_not_a_crash() -> None:
+    val = sine_windows(16, offset=64)
+    val.y[3, 0] = np.nan  # every epoch's validation loss is NaN: no best epoch exists
+    with pytest.raises(TrainingError, match=r"validation loss was not a finite number in any of the 4 epoch\(s\)"):
+        fit(model(), sine_windows(32), val, TrainConfig(epochs=10, batch_size=None, patience=4))
+
+
 def test_cuda_request_without_cuda_is_refused() -> None:
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
