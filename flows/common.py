@@ -13,6 +13,7 @@ from pipeline import features
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.ingest import RawData, RemoteReadError, load_prices
+from pipeline.output import SQLITE_SIBLINGS, Guarded
 from pipeline.schemas import ValidatedData, validate_prices
 
 DASK_ADDRESS_ENV = "PIPELINE_DASK_ADDRESS"  # a Dask scheduler for the parallel tasks when no option names one
@@ -55,6 +56,20 @@ def prefect_tags() -> dict[str, str]:
     if deployment.name:
         tags["prefect.deployment_name"] = str(deployment.name)
     return {k: v for k, v in tags.items() if v}
+
+
+def prefect_files() -> list[Guarded]:
+    """Prefect's home and its SQLite database (wherever the settings put it): no output goes there."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    guarded = [Guarded(Path(settings.home).expanduser(), "Prefect's home (PREFECT_HOME)")]
+    url = settings.server.database.connection_url
+    database = url.get_secret_value() if url is not None else ""
+    if database.startswith("sqlite") and ":///" in database:
+        db = Path(database.split(":///", 1)[1].split("?")[0]).expanduser()
+        guarded += [Guarded(db.with_name(db.name + suffix), "Prefect's database") for suffix in ("", *SQLITE_SIBLINGS)]
+    return guarded
 
 
 def task_runner(parallel: int, dask_address: str | None) -> tuple[Any, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task, prefect_tags
+from flows.common import STEP, ingest_task, prefect_files, prefect_tags
 from flows.reporting import library_logs_to_run
 from pipeline import registry, runs, tracking
 from pipeline.ingest import RawData
@@ -59,7 +59,7 @@ def predict_task(model: Any, bundle: ForecastBundle, raw: RawData) -> pd.DataFra
 @task(name="write-csv", **STEP)
 def write_task(forecasts: pd.DataFrame, out: str, overwrite: bool = False) -> str:
     """Write the CSV (pipeline.output: refusals, temporary file and rename, usual permissions)."""
-    return str(write_forecasts(forecasts, out, overwrite))
+    return str(write_forecasts(forecasts, out, overwrite, guarded=prefect_files()))
 
 
 @task(name="log-forecast", **STEP)
@@ -89,7 +89,7 @@ def run_forecast(model: str, data: str, out: str | None, experiment: str | None,
     """The body of `forecast_flow`, inside its flow run."""
     client = tracking.get_client()
     if out:
-        check_output(out, overwrite)  # a refused path fails before any run or model load
+        check_output(out, overwrite, guarded=prefect_files())  # a refused path fails before any run or model load
     ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
     experiment_id = tracking.ensure_experiment(client, experiment or DEFAULT_EXPERIMENT)
     label = f"{ref.name}-v{ref.version}" if ref.name else "model"
