@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from flows.early_server import exit_with_parent
 from pipeline import features
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
@@ -92,4 +94,7 @@ def task_runner(parallel: int, dask_address: str | None) -> tuple[Any, str]:
 
     if parallel == 1:
         return ThreadPoolTaskRunner(max_workers=1), "this process"
-    return ProcessPoolTaskRunner(max_workers=parallel), f"{parallel} processes"
+    # The workers die with this process, `kill -9` included (as Prefect's temporary server does):
+    # left alone they would train on for good, holding their memory and multiprocessing's resource tracker.
+    return (ProcessPoolTaskRunner(max_workers=parallel, initializer=exit_with_parent, initargs=(os.getpid(),)),
+            f"{parallel} processes")

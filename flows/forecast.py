@@ -91,7 +91,7 @@ def run_forecast(model: str, data: str, out: str | None, experiment: str | None,
     if out:
         check_output(out, overwrite, guarded=prefect_files())  # a refused path fails before any run or model load
     ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
-    experiment_id = tracking.ensure_experiment(client, experiment or DEFAULT_EXPERIMENT)
+    experiment_id = tracking.open_experiment(client, experiment or DEFAULT_EXPERIMENT)
     label = f"{ref.name}-v{ref.version}" if ref.name else "model"
     tags = {**prefect_tags(), "model_uri": model}
     with tracking.tracked_run(client, experiment_id, runs.run_name("forecast", label), tags, data_source=data) as run:

@@ -186,7 +186,7 @@ def run_training(cfg: PipelineConfig, config_path: str | None, force: bool) -> T
     timings = Timings.since_process_start()
     with timings.stage("setup"):
         client = tracking.get_client(cfg)
-        experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
+        experiment_id = tracking.open_experiment(client, cfg.tracking.experiment)
     ctx = report_context(cfg.name, cfg.data.source_label, reports.config_digest(cfg.model_dump(mode="json")),
                          client.tracking_uri, experiment_id)
     try:

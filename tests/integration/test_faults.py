@@ -7,6 +7,7 @@ happened, and loses nothing silently. Every test is bounded in time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from mlflow import MlflowClient
 from pipeline import faults, tracking
 from pipeline.cli import main
 from tests.conftest import ROOT, make_prices
+from tests.integration.processes import alive, descendants
 from tests.integration.registry_support import closed_port, registry_state
 
 pytestmark = pytest.mark.timeout(420)
@@ -238,3 +240,58 @@ def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(sta
     assert done.data.tags["registered_version"] == str(len(versions) + 1)
     assert main(["train", "--config", config]) == 0  # and now there is nothing to do
     assert capsys.readouterr().out.startswith(f"Nothing to do: The data digest {done.data.tags['data_digest']}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_its_runs(prefect_harness, mlflow_store,
+                                                                                         write_config, tmp_path) -> None:
+    """`kill -9` of `pipeline sweep --parallel 2`: its worker processes and multiprocessing's resource tracker die
+    with it within seconds (they used to train on for good), and the next command ends FAILED the parent run and
+    the trials it left RUNNING, saying so in one line."""
+    config = write_config("sweep-kill.yaml", train={"epochs": 100_000, "patience": None},
+                          tracking={"experiment": "sweep-kill"})
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"trials": 4, "seed": 1, "params": {
+        "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}))
+    env = subprocess_env(MLFLOW_TRACKING_URI=mlflow_store)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sweep", "--space", str(space), "--config", config,
+                             "--parallel", "2"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
+    tree: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while len([r for r in runs_of(client, "sweep-kill") if r.data.tags.get("run_type") == "sweep-trial"]) < 2:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "two trials never started"
+            time.sleep(0.5)
+        tree = descendants(proc.pid)  # the two workers and the resource tracker
+        assert len(tree) >= 3, tree
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(p) for p in tree):
+            time.sleep(0.1)
+        survivors = [p for p in tree if alive(p)]
+        assert not survivors, f"processes outlived the killed sweep: {survivors}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in tree:  # never leave them to the next test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.stderr.close()
+
+    left = runs_of(client, "sweep-kill")
+    assert len(left) == 3 and {r.info.status for r in left} == {"RUNNING"}  # the parent and two trials
+    nxt = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config",
+                          write_config("after.yaml", tracking={"experiment": "sweep-kill"})],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert nxt.returncode == 0, nxt.stderr
+    (line,) = [ln for ln in nxt.stderr.splitlines() if "left RUNNING when it died" in ln]
+    assert "marked 3 run(s) FAILED" in line and all(r.info.run_id in line for r in left)
+    for run in left:
+        ended = client.get_run(run.info.run_id)
+        assert ended.info.status == "FAILED", ended.data.tags.get("run_type")
+        assert "ended without ending it" in ended.data.tags["failure"]
