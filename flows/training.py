@@ -254,6 +254,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
         data_tags, warnings = record_findings(run, cfg, raw, data, pre, bounds, kept.result, scores, metrics)
         with timings.stage("tracking"):
             logged = log_model_task(run, cfg, config_path, raw, data, pre, kept.result, metrics, calibration)
+        kept.logged = logged.model_uri
         summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
                                   model_uri=logged.model_uri, model_id=logged.model_id,
                                   notes=[*data.notes, *(f"warning: {w}" for w in warnings),

@@ -218,6 +218,7 @@ class Trained:
     result: TrainResult | None = None
     scores: dict[str, float] = field(default_factory=dict)
     intervals: IntervalState | None = None
+    logged: str | None = None  # the logged model's URI, once MLflow has it: nothing to save locally then
 
 
 def keep_trained_model(exc: BaseException, cfg: PipelineConfig, run_id: str, trained: Trained) -> BaseException:
@@ -227,6 +228,9 @@ def keep_trained_model(exc: BaseException, cfg: PipelineConfig, run_id: str, tra
 
     if not isinstance(exc, TrackingError) or trained.result is None or trained.pre is None:
         return exc
+    if trained.logged:
+        return TrackingError(f"{exc}\nThe trained model itself was logged to MLflow before the failure "
+                             f"({trained.logged}); nothing was saved locally.")
     bundle = ForecastBundle(checkpoint=trained.result.model.checkpoint(), preprocessor=trained.pre, config=cfg,
                             intervals=trained.intervals)
     try:

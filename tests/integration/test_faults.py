@@ -295,3 +295,52 @@ def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_
         ended = client.get_run(run.info.run_id)
         assert ended.info.status == "FAILED", ended.data.tags.get("run_type")
         assert "ended without ending it" in ended.data.tags["failure"]
+
+
+def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_repairs_it(champion, write_config,
+                                                                                         capsys, caplog) -> None:
+    """The server goes away after the version is created and @challenger moved, and stays away while the
+    registration tries to undo itself: the error says what was done and what is left (not "saved at
+    mlruns/unlogged": the model was logged), and the next registration takes the alias back and flags the version."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline import registry
+    from pipeline.errors import TrackingError
+
+    before_versions, before_aliases = registry_state(champion)[MODEL]
+    config = write_config("lost-registration.yaml", tracking={"experiment": "lost-registration"})
+
+    def refused(*args, **kwargs):
+        raise MlflowException("HTTPConnectionPool(host='tracking'): Max retries exceeded (Connection refused)")
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        def server_gone(*args, **kwargs):  # from the first alias move's record on, every write is refused
+            for method in ("delete_model_version", "delete_registered_model_alias", "set_registered_model_alias"):
+                patch.setattr(MlflowClient, method, refused)
+            raise TrackingError("MLflow tracking at http://tracking: record alias move failed after 2 attempt(s) in "
+                                "0.2s: cannot reach the tracking server")
+
+        patch.setattr(registry, "record_move", server_gone)
+        code = main(["train", "--config", config])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"registration of '{MODEL}' did not complete (MLflow tracking at http://tracking: record alias move" in err
+    assert "Done before the failure: logged the model (models:/" in err and "registered it as version 2" in err
+    assert "Not undone (version 2 could not be deleted" in err and "aliases on it now: @challenger" in err
+    assert "The next registration" in err
+    assert "saved at" not in err and "was logged to MLflow before the failure" in err
+    (failed,) = runs_of(champion, "lost-registration")
+    versions, aliases = registry_state(champion)[MODEL]
+    assert [v for v, _ in versions] == ["1", "2"] and aliases.get("challenger") == "2"  # left as the server left it
+
+    with caplog.at_level("WARNING", logger="pipeline.registry"):
+        assert main(["train", "--config", config, "--force"]) == 0
+    assert any("repaired what an incomplete registration left: @challenger: v2 ->" in r.getMessage()
+               for r in caplog.records)
+    versions, aliases = registry_state(champion)[MODEL]
+    assert [v for v, _ in versions] == ["1", "2", "3"] and "2" not in aliases.values()
+    assert set(aliases.values()) <= {"1", "3"} and before_aliases.get("champion") in (aliases.get("champion"), None)
+    tags = champion.get_model_version(MODEL, "2").tags
+    assert registry.COMPLETE_VERSION_TAG not in tags and failed.info.run_id in tags[registry.INCOMPLETE_VERSION_TAG]
+    assert champion.get_model_version(MODEL, "3").tags[registry.COMPLETE_VERSION_TAG] == "true"
