@@ -441,15 +441,17 @@ def register_and_promote(
                        f"registered from run {run_id}; test {measure[0]} {challenger_rmse:.6g}", "register", run_id, written)
             done.append(f"moved @{CHALLENGER} to v{decision.version}")
             for key, value in decision.tags().items():
-                client.set_model_version_tag(name, decision.version, key, value)
-            client.update_model_version(name, decision.version, description=decision.description())
+                retry(lambda: client.set_model_version_tag(name, decision.version, key, value), "tag version", uri)
+            retry(lambda: client.update_model_version(name, decision.version, description=decision.description()),
+                  "describe version", uri)
             if decision.promoted:
                 move_alias(client, name, CHAMPION, decision.version, by, decision.reason, "gate", run_id, written)
                 done.append(f"moved @{CHAMPION} to v{decision.version}")
                 move_alias(client, name, CHALLENGER, None, by, f"v{decision.version} promoted to @champion",
                            "gate", run_id, written)
                 done.append(f"removed @{CHALLENGER}")
-            client.set_model_version_tag(name, decision.version, COMPLETE_VERSION_TAG, "true")
+            retry(lambda: client.set_model_version_tag(name, decision.version, COMPLETE_VERSION_TAG, "true"),
+                  "tag version complete", uri)
         except BaseException as exc:
             left = undo_registration(client, name, decision.version, before, written)
             error = incomplete_registration(exc, client, name, decision.version, done, left)
@@ -522,8 +524,9 @@ def incomplete_registration(exc: BaseException, client: Any, name: str, version:
                             left: list[str]) -> PipelineError | None:
     """The error of a registration that failed part-way, saying what was done, what was undone and what is left.
 
-    None for an interrupt (KeyboardInterrupt, SystemExit): the caller raises it again as it is, after the
-    same account is logged.
+    None for anything but a tracking or registry error (a bug, an interrupt): the caller raises it again
+    as it is, after the same account is logged. The registry calls go through `tracking.retry`, so a
+    lost server arrives here as a TrackingError.
     """
     text = f"registration of {name!r} did not complete ({first_line(exc)}). Done before the failure: {'; '.join(done)}."
     if not left:
@@ -537,10 +540,10 @@ def incomplete_registration(exc: BaseException, client: Any, name: str, version:
         text += (f" Not undone ({'; '.join(left)}): version {version} stays registered ({now}). The next "
                  f"registration of {name!r} takes back the aliases of a version whose run did not finish and "
                  f"tags it {INCOMPLETE_VERSION_TAG}.")
-    if not isinstance(exc, Exception):
+    if not isinstance(exc, (TrackingError, RegistryError)):
         log.error("%s", text)
         return None
-    return (type(exc) if isinstance(exc, (TrackingError, RegistryError)) else TrackingError)(text)
+    return type(exc)(text)
 
 
 def repair_incomplete(client: Any, name: str, by: str) -> list[str]:
