@@ -52,7 +52,7 @@ def backtest_flow(
     started = time.perf_counter()
     cfg = backtest.require_one_series(resolve(config or config_path, data, experiment, folds=folds, window=window))
     client = tracking.get_client(cfg)
-    experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
+    experiment_id = tracking.open_experiment(client, cfg.tracking.experiment)
     name = runs.run_name(cfg.name, "backtest", cfg.data.source)
     tags = {**prefect_tags(), "run_type": "backtest"}
     with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source) as run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from flows.early_server import exit_with_parent
 from pipeline import features
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.ingest import RawData, RemoteReadError, load_prices
+from pipeline.output import SQLITE_SIBLINGS, Guarded
 from pipeline.schemas import ValidatedData, validate_prices
 
 DASK_ADDRESS_ENV = "PIPELINE_DASK_ADDRESS"  # a Dask scheduler for the parallel tasks when no option names one
@@ -57,6 +60,20 @@ def prefect_tags() -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
+def prefect_files() -> list[Guarded]:
+    """Prefect's home and its SQLite database (wherever the settings put it): no output goes there."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    guarded = [Guarded(Path(settings.home).expanduser(), "Prefect's home (PREFECT_HOME)")]
+    url = settings.server.database.connection_url
+    database = url.get_secret_value() if url is not None else ""
+    if database.startswith("sqlite") and ":///" in database:
+        db = Path(database.split(":///", 1)[1].split("?")[0]).expanduser()
+        guarded += [Guarded(db.with_name(db.name + suffix), "Prefect's database") for suffix in ("", *SQLITE_SIBLINGS)]
+    return guarded
+
+
 def task_runner(parallel: int, dask_address: str | None) -> tuple[Any, str]:
     """The task runner for parallel tasks (sweep trials, the series of a local strategy) and its description:
     Dask at `dask_address`, else `parallel` local processes.
@@ -77,4 +94,7 @@ def task_runner(parallel: int, dask_address: str | None) -> tuple[Any, str]:
 
     if parallel == 1:
         return ThreadPoolTaskRunner(max_workers=1), "this process"
-    return ProcessPoolTaskRunner(max_workers=parallel), f"{parallel} processes"
+    # The workers die with this process, `kill -9` included (as Prefect's temporary server does):
+    # left alone they would train on for good, holding their memory and multiprocessing's resource tracker.
+    return (ProcessPoolTaskRunner(max_workers=parallel, initializer=exit_with_parent, initargs=(os.getpid(),)),
+            f"{parallel} processes")

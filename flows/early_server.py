@@ -30,6 +30,7 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -152,14 +153,24 @@ def die_with_parent(parent: int) -> Any:
     """
     if not sys.platform.startswith("linux"):
         return None
+    return functools.partial(exit_with_parent, parent)
 
-    def arm() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
 
-    return arm
+def exit_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when `parent` dies, `kill -9` included (`prctl(PR_SET_PDEATHSIG)`).
+
+    For children that are not started through `die_with_parent`: the worker processes of a
+    `ProcessPoolTaskRunner` run it as their `initializer` (a module-level function: it is pickled).
+    Linux sends the signal when the thread that started the child ends: a pool's workers are
+    started by its own threads, which live until the pool has shut its workers down. A parent that
+    died before the call is caught by its pid changing. Does nothing outside Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def prefect_home() -> Path:

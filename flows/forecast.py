@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task, prefect_tags
+from flows.common import STEP, ingest_task, prefect_files, prefect_tags
 from flows.reporting import library_logs_to_run
 from pipeline import registry, runs, tracking
 from pipeline.errors import PipelineError
@@ -63,7 +63,7 @@ def predict_task(model: Any, bundle: ForecastBundle, raw: RawData) -> pd.DataFra
 @task(name="write-csv", **STEP)
 def write_task(forecasts: pd.DataFrame, out: str, overwrite: bool = False) -> str:
     """Write the CSV (pipeline.output: refusals, temporary file and rename, usual permissions)."""
-    return str(write_forecasts(forecasts, out, overwrite))
+    return str(write_forecasts(forecasts, out, overwrite, guarded=prefect_files()))
 
 
 @task(name="log-forecast", **STEP)
@@ -107,9 +107,9 @@ def run_forecast(model: str, data: str, out: str | None, experiment: str | None,
     """The body of `forecast_flow`, inside its flow run."""
     client = tracking.get_client()
     if out:
-        check_output(out, overwrite)  # a refused path fails before any run or model load
+        check_output(out, overwrite, guarded=prefect_files())  # a refused path fails before any run or model load
     ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
-    experiment_id = tracking.ensure_experiment(client, experiment or DEFAULT_EXPERIMENT)
+    experiment_id = tracking.open_experiment(client, experiment or DEFAULT_EXPERIMENT)
     role = CHAMPION if ref.alias == CHAMPION else "served"
     summary, raw = forecast_with(client, experiment_id, ref, data, model, out, overwrite, role)
     challenger = registry.get_aliases(client, ref.name).get(CHALLENGER) if shadow and role == CHAMPION else None
@@ -118,7 +118,7 @@ def run_forecast(model: str, data: str, out: str | None, experiment: str | None,
         shadow_out = shadow_path(out) if out else None
         try:
             if shadow_out:
-                check_output(shadow_out, overwrite)
+                check_output(shadow_out, overwrite, guarded=prefect_files())
             summary.shadow = forecast_with(client, experiment_id, shadow_ref, raw, shadow_ref.uri, shadow_out,
                                            overwrite, CHALLENGER)[0]
         except PipelineError as exc:  # the served forecast stands; the shadow run is FAILED with its report

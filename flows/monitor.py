@@ -164,7 +164,7 @@ def run_monitor(model: str, data: str, config_path: str | None, retrain_config: 
     challenger = registry.get_aliases(client, ref.name).get(gate.CHALLENGER)
     challenger = challenger if challenger and challenger != ref.version else None
     found, promise = assess_task(client, ref, bundle, frames, unseen, forecasts, challenger, policy)
-    experiment_id = tracking.ensure_experiment(client, policy.experiment)
+    experiment_id = tracking.open_experiment(client, policy.experiment)
     tags = {**prefect_tags(), "model_uri": model, "model_name": ref.name, "model_version": ref.version or "",
             "model_run_id": ref.run_id or ""}
     with tracking.tracked_run(client, experiment_id, f"monitor-{ref.name}-v{ref.version}", tags,

@@ -107,7 +107,7 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
         started, timings = time.perf_counter(), Timings.since_process_start()
         space = sweep.load_space(space_path, cfg)
         client = tracking.get_client(cfg)
-        experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
+        experiment_id = tracking.open_experiment(client, cfg.tracking.experiment)
         raw = ingest_task(cfg.data.source)
         cfg, data = validated_data(raw, cfg)
         name = runs.run_name(cfg.name, "sweep", cfg.data.source)

@@ -186,7 +186,7 @@ def run_training(cfg: PipelineConfig, config_path: str | None, force: bool) -> T
     timings = Timings.since_process_start()
     with timings.stage("setup"):
         client = tracking.get_client(cfg)
-        experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
+        experiment_id = tracking.open_experiment(client, cfg.tracking.experiment)
     ctx = report_context(cfg.name, cfg.data.source_label, reports.config_digest(cfg.model_dump(mode="json")),
                          client.tracking_uri, experiment_id)
     try:
@@ -254,6 +254,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
         data_tags, warnings = record_findings(run, cfg, raw, data, pre, bounds, kept.result, scores, metrics)
         with timings.stage("tracking"):
             logged = log_model_task(run, cfg, config_path, raw, data, pre, kept.result, metrics, calibration)
+        kept.logged = logged.model_uri
         summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
                                   model_uri=logged.model_uri, model_id=logged.model_id,
                                   notes=[*data.notes, *(f"warning: {w}" for w in warnings),

@@ -1,8 +1,9 @@
 """Writing result files (the batch forecasts) without harming what lies around them.
 
 An existing file is replaced only when asked; the tracking store (the SQLite file, its
-journal/WAL/lock siblings and the artifact folder `mlruns/`) and the project's own files are
-never written over, whatever is asked. Files are written to a temporary file beside the target
+journal/WAL/lock siblings and the artifact folder `mlruns/`), the tracking server's folder (its
+PostgreSQL cluster and artifacts), Prefect's home and database (named by the caller: this module
+imports no Prefect) and the project's own files are never written over, whatever is asked. Files are written to a temporary file beside the target
 and renamed over it, so a failure leaves nothing half-written, and get the permissions any
 new file gets (0666 less the umask), not the 0600 of a temporary file.
 """
@@ -13,6 +14,8 @@ import logging
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -27,6 +30,42 @@ ARTIFACT_DIR = "mlruns"  # the local store's artifact folder (MLflow's default),
 PROJECT_FILES = ("pyproject.toml",)
 PROJECT_DIRS = ("configs", "data", "src", "flows", "tests", ".git")
 OVERWRITE_HINT = "--overwrite (CLI) or overwrite=true (flow parameter)"
+# `make tracking-server`'s folder (pipeline.tracking_server --dir): $TRACKING_DIR, as the Makefile reads it, else
+# `.tracking` in the working directory or the project; and any folder laid out as one (its PostgreSQL cluster
+# in postgres/, artifacts beside it), wherever it was started.
+TRACKING_DIR_ENV = "TRACKING_DIR"
+DEFAULT_TRACKING_DIR = ".tracking"
+POSTGRES_MARKS = ("PG_VERSION", "postgres/PG_VERSION")  # a PostgreSQL cluster, or a tracking server's folder
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A file or folder that no output goes into, whatever is asked: `path` and what it is, for the message."""
+
+    path: Path
+    what: str
+
+
+def tracking_server_dirs(cwd: Path) -> list[Guarded]:
+    """The tracking server's folders this command can name: $TRACKING_DIR, else `.tracking` here and in the project."""
+    named = os.environ.get(TRACKING_DIR_ENV)
+    if named:
+        return [Guarded(cwd / Path(named).expanduser(), f"the tracking server's folder (${TRACKING_DIR_ENV})")]
+    return [Guarded(root / DEFAULT_TRACKING_DIR, "the tracking server's folder (make tracking-server)")
+            for root in dict.fromkeys([cwd, *filter(None, [git_root(cwd)])])]
+
+
+def server_folder_above(path: Path) -> Guarded | None:
+    """The nearest folder holding `path` that is a PostgreSQL cluster or a tracking server's folder, if any."""
+    for folder in [path, *path.parents]:
+        for mark in POSTGRES_MARKS:
+            try:
+                found = (folder / mark).is_file()
+            except OSError:  # a cluster we may not look into is not ours to write into either
+                found = False
+            if found:
+                return Guarded(folder, "a PostgreSQL cluster" if mark == "PG_VERSION" else "a tracking server's folder")
+    return None
 
 
 def store_paths(tracking_uris: list[str], cwd: Path) -> tuple[list[Path], list[Path]]:
@@ -68,11 +107,13 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def check_output(out: str | os.PathLike[str], overwrite: bool = False, tracking_uris: list[str] | None = None,
-                 cwd: Path | None = None) -> Path:
+                 cwd: Path | None = None, guarded: Sequence[Guarded] = ()) -> Path:
     """The path to write to, or OutputError naming the path and the rule that refuses it.
 
     `tracking_uris` defaults to the resolved tracking URI (and $MLFLOW_REGISTRY_URI when set).
-    A symbolic link is judged by itself and by what it points to.
+    `guarded`: more files and folders never written into (the flows name Prefect's home and
+    database); the tracking server's folders are always added. A symbolic link is judged by
+    itself and by what it points to.
     """
     cwd = (cwd or Path.cwd()).absolute()
     if tracking_uris is None:
@@ -85,6 +126,7 @@ def check_output(out: str | os.PathLike[str], overwrite: bool = False, tracking_
     files, folders = store_paths(tracking_uris, cwd)
     files = {Path(os.path.abspath(f)) for f in files} | {f.resolve() for f in files}
     folders = {Path(os.path.abspath(d)) for d in folders} | {d.resolve() for d in folders}
+    guarded = [*guarded, *tracking_server_dirs(cwd)]
     for candidate in candidates:
         if candidate in files:
             raise OutputError(f"{given}: refused, it is a file of the MLflow tracking store ({candidate}); "
@@ -93,6 +135,7 @@ def check_output(out: str | os.PathLike[str], overwrite: bool = False, tracking_
         if store_dir is not None:
             raise OutputError(f"{given}: refused, it lies in the tracking store's artifact folder {store_dir}; "
                               "rule: nothing is written into the tracking store, even with --overwrite")
+        _refuse_guarded(given, candidate, guarded)
     if path.is_dir():
         raise OutputError(f"{given}: is a directory; give a file path for the forecasts CSV")
     if path.exists() or path.is_symlink():
@@ -103,6 +146,18 @@ def check_output(out: str | os.PathLike[str], overwrite: bool = False, tracking_
         raise OutputError(f"{given}: refused, git tracks this path in the project; rule: the project's own files "
                           "are never written over, even with --overwrite")
     return path
+
+
+def _refuse_guarded(given: Path, candidate: Path, guarded: Sequence[Guarded]) -> None:
+    for item in guarded:
+        for folder in {Path(os.path.abspath(item.path)), item.path.resolve()}:
+            if _within(candidate, folder):
+                raise OutputError(f"{given}: refused, it lies in {item.what} {folder}; rule: nothing is written "
+                                  f"into {item.what}, even with --overwrite")
+    found = server_folder_above(candidate)
+    if found is not None:
+        raise OutputError(f"{given}: refused, it lies in {found.what} {found.path}; rule: nothing is written into "
+                          "a database's or tracking server's files, even with --overwrite")
 
 
 def _refuse_project_file(given: Path, candidates: set[Path], cwd: Path) -> None:
@@ -134,12 +189,12 @@ def current_umask() -> int:
 
 
 def write_forecasts(frame: pd.DataFrame, out: str | os.PathLike[str], overwrite: bool = False,
-                    tracking_uris: list[str] | None = None) -> Path:
+                    tracking_uris: list[str] | None = None, guarded: Sequence[Guarded] = ()) -> Path:
     """Write `frame` as CSV to `out` after `check_output`; through a temporary file and a rename.
 
     A new file gets 0666 less the umask; a replaced file keeps its permissions.
     """
-    path = check_output(out, overwrite, tracking_uris)
+    path = check_output(out, overwrite, tracking_uris, guarded=guarded)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

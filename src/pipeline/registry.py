@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import re
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +24,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from pipeline.errors import RegistryError
+from pipeline.errors import PipelineError, RegistryError, TrackingError
 from pipeline.faults import kill_point
+from pipeline.runs import ProcessOwner
 # The gate's and the history's names stay reachable here: the flows and the CLI use them through this module.
 from pipeline.gate import (CHALLENGER, CHAMPION, Check, Decision, Score, TestWindow, covers_window, gate,  # noqa: F401
                            judge, table_rmse)
@@ -300,6 +300,22 @@ def move_alias(client: Any, name: str, alias: str, version: str | None, by: str,
 LOCK_SUFFIX = ".registration-lock"
 LOCK_WAIT_S = float(os.environ.get("PIPELINE_REGISTRY_LOCK_WAIT_S", "600"))  # give up waiting after this
 LOCK_STALE_S = 300.0  # a lock older than this was left by a process that died holding it
+LOCK_HOLDER_TAG = "pipeline.lock_holder"
+
+
+@dataclass(frozen=True)
+class LockState:
+    """A registration lock as read back: since when (epoch seconds), held by whom, and the holder's process."""
+
+    since: float | None
+    holder: str
+    owner: ProcessOwner | None
+
+    def describe(self) -> str:
+        when = "" if self.since is None else (
+            f" since {datetime.fromtimestamp(self.since, timezone.utc).isoformat(timespec='seconds')}"
+            f" ({time.time() - self.since:.0f} s ago)")
+        return f"held by {self.holder or 'an unknown process'}{when}"
 
 
 @contextmanager
@@ -308,9 +324,11 @@ def registration_lock(client: Any, name: str, wait_s: float | None = None) -> It
 
     The lock is a registered model `<name>.registration-lock`: creating a registered model is
     atomic on every MLflow store (a unique name), so exactly one process creates it; the others
-    wait and retry, and the holder deletes it when done. A lock older than LOCK_STALE_S was left
-    by a process that died holding it and is broken. On a local SQLite store the caller's
-    file lock (`tracking.store_lock`) already serialises, and this is a no-op.
+    wait and retry, and the holder deletes it when done. The lock records its holder's process
+    (`runs.ProcessOwner`): a lock whose holder on this host has ended is broken at once, and one
+    older than LOCK_STALE_S (a holder elsewhere that died) is broken too. A waiting command says
+    at once what it waits for, since when, held by whom and how long it will wait. On a local
+    SQLite store the caller's file lock (`tracking.store_lock`) already serialises, and this is a no-op.
     """
     from mlflow.exceptions import MlflowException
 
@@ -318,24 +336,35 @@ def registration_lock(client: Any, name: str, wait_s: float | None = None) -> It
         yield
         return
     lock = f"{name}{LOCK_SUFFIX}"
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    here = ProcessOwner.current()
     wait_s = LOCK_WAIT_S if wait_s is None else wait_s
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
+    said = False
     while True:
         try:
-            client.create_registered_model(lock, description=f"registration of {name!r} in progress ({holder}); "
-                                           "deleted when it ends", tags={"pipeline.lock_holder": holder})
+            client.create_registered_model(lock, description=f"registration of {name!r} in progress ({here.label}); "
+                                           "deleted when it ends", tags={LOCK_HOLDER_TAG: here.label, **here.tags()})
             break
         except MlflowException:
-            held = _lock_age(client, lock)
-            if held is not None and held > LOCK_STALE_S:
-                log.warning("%s: breaking a registration lock held for %.0f s (its process died)", name, held)
+            state = _lock_state(client, lock)
+            if state is None:  # released a moment ago
+                continue
+            ended = state.owner.gone(here) if state.owner is not None else None
+            held = None if state.since is None else time.time() - state.since
+            if ended is not None or (held is not None and held > LOCK_STALE_S):
+                why = f"its process has ended: {ended}" if ended else f"held for {held:.0f} s: its process died"
+                log.warning("%s: breaking the registration lock %r %s (%s)", name, lock, state.describe(), why)
                 with contextlib.suppress(MlflowException):
                     client.delete_registered_model(lock)
                 continue
-            if time.monotonic() > deadline:
+            if time.monotonic() - started > wait_s:
                 raise RegistryError(f"registration of {name!r} waited {wait_s:.0f} s for the lock {lock!r} "
-                                    f"held by another run; if no run is registering, delete that registered model")
+                                    f"{state.describe()}; if no run is registering, delete that registered model")
+            if not said:
+                stale_in = "" if held is None else f", or breaks it in {max(0.0, LOCK_STALE_S - held):.0f} s as left by a dead process"
+                log.warning("%s: waiting for the registration lock %r %s; waits up to %.0f s%s", name, lock,
+                            state.describe(), wait_s, stale_in)
+                said = True
             time.sleep(0.5 + random.random())
     try:
         yield
@@ -343,19 +372,21 @@ def registration_lock(client: Any, name: str, wait_s: float | None = None) -> It
         try:
             client.delete_registered_model(lock)
         except MlflowException as exc:
-            log.warning("%s: could not release the registration lock %r: %s", name, lock, exc)
+            log.warning("%s: could not release the registration lock %r: %s (the next registration on this host "
+                        "breaks it at once, elsewhere after %.0f s)", name, lock, exc, LOCK_STALE_S)
 
 
-def _lock_age(client: Any, lock: str) -> float | None:
-    """Seconds since the lock was taken; None when it is gone (released a moment ago)."""
+def _lock_state(client: Any, lock: str) -> LockState | None:
+    """The lock as it stands; None when it is gone (released a moment ago)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        created = client.get_registered_model(lock).creation_timestamp
+        model = client.get_registered_model(lock)
     except MlflowException:
         return None
-    return time.time() - created / 1000 if created else None
-
+    tags = dict(getattr(model, "tags", None) or {})
+    created = model.creation_timestamp
+    return LockState(created / 1000 if created else None, tags.get(LOCK_HOLDER_TAG, ""), ProcessOwner.from_tags(tags))
 
 
 def register_and_promote(
@@ -389,6 +420,7 @@ def register_and_promote(
         uri = client.tracking_uri
         retry(lambda: ensure_registered_model(client, name), "create registered model", uri)
         migrate_history(client, name)
+        repair_incomplete(client, name, by)
         decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins, measure,
                           coverage)
         before = retry(lambda: get_aliases(client, name), "read aliases", uri)
@@ -408,19 +440,29 @@ def register_and_promote(
         kill_point("registration")  # test hook (pipeline.faults): a crash with the version created, no alias moved
         decision.version = str(mv.version)
         written: list[str] = []
+        done = [f"logged the model ({model_uri})", f"registered it as version {decision.version}"]
         try:
             move_alias(client, name, CHALLENGER, decision.version, by,
                        f"registered from run {run_id}; test {measure[0]} {challenger_rmse:.6g}", "register", run_id, written)
+            done.append(f"moved @{CHALLENGER} to v{decision.version}")
             for key, value in decision.tags().items():
-                client.set_model_version_tag(name, decision.version, key, value)
-            client.update_model_version(name, decision.version, description=decision.description())
+                retry(lambda: client.set_model_version_tag(name, decision.version, key, value), "tag version", uri)
+            retry(lambda: client.update_model_version(name, decision.version, description=decision.description()),
+                  "describe version", uri)
             if decision.promoted:
                 move_alias(client, name, CHAMPION, decision.version, by, decision.reason, "gate", run_id, written)
+                done.append(f"moved @{CHAMPION} to v{decision.version}")
                 move_alias(client, name, CHALLENGER, None, by, f"v{decision.version} promoted to @champion",
                            "gate", run_id, written)
-        except BaseException:
-            undo_registration(client, name, decision.version, before, written)
-            raise
+                done.append(f"removed @{CHALLENGER}")
+            retry(lambda: client.set_model_version_tag(name, decision.version, COMPLETE_VERSION_TAG, "true"),
+                  "tag version complete", uri)
+        except BaseException as exc:
+            left = undo_registration(client, name, decision.version, before, written)
+            error = incomplete_registration(exc, client, name, decision.version, done, left)
+            if error is None:
+                raise
+            raise error from exc
         log.info("registered %s v%s as @%s: %s", name, decision.version, decision.alias, decision.reason)
         return decision
 
@@ -474,8 +516,88 @@ def rollback(client: Any, name: str, reason: str, by: str) -> AliasMove:
             raise
 
 
-def restore_aliases(client: Any, name: str, aliases: dict[str, str], written: list[str]) -> None:
-    """Put aliases back as they were and delete the audit runs written since; never raises."""
+COMPLETE_VERSION_TAG = "registration.complete"  # written last on a version: every alias move of its registration is done
+INCOMPLETE_VERSION_TAG = "registration.incomplete"  # on a version whose registration a later one repaired: why
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An error's first line, shortened (its type's name when it has no message)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:limit]
+
+
+def incomplete_registration(exc: BaseException, client: Any, name: str, version: str, done: list[str],
+                            left: list[str]) -> PipelineError | None:
+    """The error of a registration that failed part-way, saying what was done, what was undone and what is left.
+
+    None for anything but a tracking or registry error (a bug, an interrupt): the caller raises it again
+    as it is, after the same account is logged. The registry calls go through `tracking.retry`, so a
+    lost server arrives here as a TrackingError.
+    """
+    text = f"registration of {name!r} did not complete ({first_line(exc)}). Done before the failure: {'; '.join(done)}."
+    if not left:
+        text += f" Undone: version {version} deleted and the aliases restored; nothing of this registration is left."
+    else:
+        try:
+            pointing = sorted(a for a, v in get_aliases(client, name).items() if v == version)
+            now = f"aliases on it now: {', '.join('@' + a for a in pointing) or 'none'}"
+        except Exception:  # noqa: BLE001 - the server is still away
+            now = "its aliases could not be read back"
+        text += (f" Not undone ({'; '.join(left)}): version {version} stays registered ({now}). The next "
+                 f"registration of {name!r} takes back the aliases of a version whose run did not finish and "
+                 f"tags it {INCOMPLETE_VERSION_TAG}.")
+    if not isinstance(exc, (TrackingError, RegistryError)):
+        log.error("%s", text)
+        return None
+    return type(exc)(text)
+
+
+def repair_incomplete(client: Any, name: str, by: str) -> list[str]:
+    """Take back the aliases held by versions whose registration never completed and whose run did not finish
+    (FAILED or KILLED, or RUNNING with its process gone from this host), and tag those versions; what was done.
+
+    Such a version is what a registration leaves when it fails with the tracking server away, so it
+    could not undo itself. The alias goes back to the version the history last recorded for it (none
+    when it records none). Versions from before the complete tag existed
+    are judged by their run alone: a FINISHED run's version is complete. A version promoted by hand is left.
+    """
+    uri = client.tracking_uri
+    here = ProcessOwner.current()
+    repaired: list[str] = []
+    for alias, version in sorted(retry(lambda: get_aliases(client, name), "read aliases", uri).items()):
+        mv = retry(lambda: client.get_model_version(name, version), "read version", uri)
+        tags = dict(mv.tags or {})
+        if tags.get(COMPLETE_VERSION_TAG) == "true" or "gate.override" in tags or not mv.run_id:
+            continue
+        try:
+            run = client.get_run(mv.run_id)
+        except Exception:  # noqa: BLE001 - a run deleted or elsewhere: nothing to judge by
+            continue
+        status = run.info.status
+        if status == "RUNNING":
+            owner = ProcessOwner.from_tags(run.data.tags)
+            if owner is None or owner.gone(here) is None:
+                continue
+        elif status in ("FINISHED", "SCHEDULED"):
+            continue
+        # Back to the version the history last recorded for the alias (the move to this one may not be recorded).
+        moves = [m for m in read_history(client, name) if m.alias == alias]
+        previous = (moves[-1].from_version if moves[-1].to_version == version else moves[-1].to_version) if moves else None
+        reason = (f"v{version}'s registration by run {mv.run_id} did not complete and the run ended {status}; "
+                  f"@{alias} taken back")
+        try:
+            move_alias(client, name, alias, previous, by, reason, "repair", mv.run_id)
+            client.set_model_version_tag(name, version, INCOMPLETE_VERSION_TAG, reason[:MAX_REASON])
+        except Exception as exc:  # noqa: BLE001 - registration goes on; the next one tries again
+            log.warning("%s: could not take @%s back from v%s (%s)", name, alias, version, first_line(exc))
+            continue
+        repaired.append(f"@{alias}: v{version} -> {'v' + previous if previous else 'none'}")
+    if repaired:
+        log.warning("%s: repaired what an incomplete registration left: %s", name, "; ".join(repaired))
+    return repaired
+
+
+def restore_aliases(client: Any, name: str, aliases: dict[str, str], written: list[str]) -> str | None:
+    """Put aliases back as they were and delete the audit runs written since; never raises: what failed, or None."""
     try:
         now = get_aliases(client, name)
         for alias in set(now) - set(aliases):
@@ -487,14 +609,23 @@ def restore_aliases(client: Any, name: str, aliases: dict[str, str], written: li
             client.delete_run(audit_run)
     except Exception as exc:  # noqa: BLE001 - report, but keep the original error
         log.error("could not restore the aliases of %s to %s: %s", name, aliases, exc)
+        return f"the aliases could not be restored: {first_line(exc)}"
+    return None
 
 
 def undo_registration(client: Any, name: str, version: str, aliases_before: dict[str, str],
-                      written: list[str] | None = None) -> None:
-    """Delete a version registered by a failed run and restore the aliases and history it touched."""
+                      written: list[str] | None = None) -> list[str]:
+    """Delete a version registered by a failed run and restore the aliases and history it touched; what could
+    not be undone (empty when everything was)."""
+    left = []
     try:
         client.delete_model_version(name, version)
     except Exception as exc:  # noqa: BLE001 - report, but keep the original error
         log.error("could not delete %s v%s after a failure: %s", name, version, exc)
-    restore_aliases(client, name, aliases_before, written or [])
-    log.warning("rolled back registration of %s v%s; aliases restored to %s", name, version, aliases_before)
+        left.append(f"version {version} could not be deleted: {first_line(exc)}")
+    problem = restore_aliases(client, name, aliases_before, written or [])
+    if problem:
+        left.append(problem)
+    if not left:
+        log.warning("rolled back registration of %s v%s; aliases restored to %s", name, version, aliases_before)
+    return left

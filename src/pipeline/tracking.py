@@ -196,6 +196,54 @@ def ensure_experiment(client: Any, name: str) -> str:
         return experiment.experiment_id
 
 
+def open_experiment(client: Any, name: str) -> str:
+    """`ensure_experiment`, then end FAILED the runs of the experiment that a process of this host left RUNNING
+    when it died (`fail_orphaned_runs`): what a command does first with the store."""
+    experiment_id = ensure_experiment(client, name)
+    fail_orphaned_runs(client, experiment_id)
+    return experiment_id
+
+
+ORPHANED_TAG = "pipeline.orphaned"  # on a run ended FAILED by a later command: why its own process could not
+
+
+def fail_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
+    """End FAILED each RUNNING run of the experiment whose owner (`runs.ProcessOwner`, recorded when the run
+    started) ran on this host and has certainly ended; their ids. One line on the log says which.
+
+    A run whose owner lives, runs on another host or in another container, or recorded no owner is
+    left alone. Never raises: a store that cannot be searched now is searched by the next command.
+    """
+    from pipeline.runs import ProcessOwner
+
+    here = ProcessOwner.current()
+    try:
+        running = retry(lambda: client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000),
+                        "search running runs", client.tracking_uri)
+    except TrackingError as exc:
+        log.warning("could not look for runs left RUNNING by dead processes: %s", exc)
+        return []
+    ended: dict[str, str] = {}  # run id -> what the log line says of it
+    for run in running:
+        owner = ProcessOwner.from_tags(run.data.tags)
+        why = owner.gone(here) if owner is not None else None
+        if why is None:
+            continue
+        note = (f"its process {owner.label} ended without ending it ({why}: kill -9, out of memory or a restart); "
+                f"marked FAILED by {here.label} at {time.strftime('%Y-%m-%d %H:%M:%S %z')}")
+        try:
+            log_params_and_tags(client, run.info.run_id, {}, {ORPHANED_TAG: why, "failure": note[:500]})
+            end_run(client, run.info.run_id, "FAILED")
+        except TrackingError as exc:
+            log.warning("could not mark run %s FAILED: %s", run.info.run_id, exc)
+            continue
+        ended[run.info.run_id] = f"{run.info.run_id} ({run.data.tags.get('mlflow.runName', '')}, {owner.label})"
+    if ended:
+        log.warning("marked %d run(s) FAILED that a process on this host left RUNNING when it died: %s",
+                    len(ended), "; ".join(ended.values()))
+    return list(ended)
+
+
 def library_versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for dist in ("torch", "prefect", "mlflow", "pandas", "numpy", "scikit-learn", "pandera"):
@@ -540,11 +588,13 @@ class TrackedRun:
 
 def standard_tags(tags: Mapping[str, str], data_source: str | None = None,
                   config_digest: str | None = None) -> dict[str, str]:
-    """The tags every run carries: the caller's (Prefect links, run type), the data source, the
-    resolved config's digest, the git state and `version.*` of the libraries that shape a result."""
+    """The tags every run carries: the caller's (Prefect links, run type), the process that owns it
+    (`pipeline.owner*`), the data source, the resolved config's digest, the git state and `version.*`
+    of the libraries that shape a result."""
     from pipeline.reproduce import git_state
+    from pipeline.runs import ProcessOwner
 
-    return {**tags, **({"data_source": data_source} if data_source else {}),
+    return {**tags, **ProcessOwner.current().tags(), **({"data_source": data_source} if data_source else {}),
             **({"config_digest": config_digest} if config_digest else {}), **git_state(),
             **{f"version.{k}": v for k, v in library_versions().items()}}
 

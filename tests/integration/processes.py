@@ -1,4 +1,5 @@
-"""Servers the integration tests start: a free port, waiting until one answers, stopping it whole."""
+"""Servers and processes the integration tests start: a free port, waiting until one answers, stopping it whole,
+the processes a command left (Linux /proc)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,32 @@ def stop_groups(procs: Iterable[subprocess.Popen], timeout: float = 15) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
     for proc in procs:
         stop_process_group(proc, timeout)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    todo, seen = children(pid), []
+    while todo:
+        child = todo.pop()
+        seen.append(child)
+        todo += children(child)
+    return seen
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

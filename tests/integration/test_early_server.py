@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, make_prices
+from tests.integration.processes import alive, descendants
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
 
@@ -40,35 +41,6 @@ def write_tiny(tmp_path: Path, name: str, epochs: int = 2) -> Path:
         "train": {"epochs": epochs, "batch_size": 16, "patience": 5, "seed": 1},
         "tracking": {"experiment": name}, "registry": {"model_name": f"{name}-model"}}))
     return path
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of a process (Linux /proc)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    todo, seen = children(pid), []
-    while todo:
-        child = todo.pop()
-        seen.append(child)
-        todo += children(child)
-    return seen
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting to be reaped counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def port_open(port: int) -> bool:

@@ -7,6 +7,7 @@ happened, and loses nothing silently. Every test is bounded in time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from mlflow import MlflowClient
 from pipeline import faults, tracking
 from pipeline.cli import main
 from tests.conftest import ROOT, make_prices
+from tests.integration.processes import alive, descendants
 from tests.integration.registry_support import closed_port, registry_state
 
 pytestmark = pytest.mark.timeout(420)
@@ -238,3 +240,107 @@ def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(sta
     assert done.data.tags["registered_version"] == str(len(versions) + 1)
     assert main(["train", "--config", config]) == 0  # and now there is nothing to do
     assert capsys.readouterr().out.startswith(f"Nothing to do: The data digest {done.data.tags['data_digest']}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_its_runs(prefect_harness, mlflow_store,
+                                                                                         write_config, tmp_path) -> None:
+    """`kill -9` of `pipeline sweep --parallel 2`: its worker processes and multiprocessing's resource tracker die
+    with it within seconds (they used to train on for good), and the next command ends FAILED the parent run and
+    the trials it left RUNNING, saying so in one line."""
+    config = write_config("sweep-kill.yaml", train={"epochs": 100_000, "patience": None},
+                          tracking={"experiment": "sweep-kill"})
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"trials": 4, "seed": 1, "params": {
+        "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}))
+    env = subprocess_env(MLFLOW_TRACKING_URI=mlflow_store)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sweep", "--space", str(space), "--config", config,
+                             "--parallel", "2"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
+    tree: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while len([r for r in runs_of(client, "sweep-kill") if r.data.tags.get("run_type") == "sweep-trial"]) < 2:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "two trials never started"
+            time.sleep(0.5)
+        tree = descendants(proc.pid)  # the two workers and the resource tracker
+        assert len(tree) >= 3, tree
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(p) for p in tree):
+            time.sleep(0.1)
+        survivors = [p for p in tree if alive(p)]
+        assert not survivors, f"processes outlived the killed sweep: {survivors}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in tree:  # never leave them to the next test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.stderr.close()
+
+    left = runs_of(client, "sweep-kill")
+    assert len(left) == 3 and {r.info.status for r in left} == {"RUNNING"}  # the parent and two trials
+    nxt = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config",
+                          write_config("after.yaml", tracking={"experiment": "sweep-kill"})],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert nxt.returncode == 0, nxt.stderr
+    (line,) = [ln for ln in nxt.stderr.splitlines() if "left RUNNING when it died" in ln]
+    assert "marked 3 run(s) FAILED" in line and all(r.info.run_id in line for r in left)
+    for run in left:
+        ended = client.get_run(run.info.run_id)
+        assert ended.info.status == "FAILED", ended.data.tags.get("run_type")
+        assert "ended without ending it" in ended.data.tags["failure"]
+
+
+def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_repairs_it(champion, write_config,
+                                                                                         capsys, caplog) -> None:
+    """The server goes away after the version is created and @challenger moved, and stays away while the
+    registration tries to undo itself: the error says what was done and what is left (not "saved at
+    mlruns/unlogged": the model was logged), and the next registration takes the alias back and flags the version."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline import registry
+    from pipeline.errors import TrackingError
+
+    before_versions, before_aliases = registry_state(champion)[MODEL]
+    config = write_config("lost-registration.yaml", tracking={"experiment": "lost-registration"})
+
+    def refused(*args, **kwargs):
+        raise MlflowException("HTTPConnectionPool(host='tracking'): Max retries exceeded (Connection refused)")
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        def server_gone(*args, **kwargs):  # from the first alias move's record on, every write is refused
+            for method in ("delete_model_version", "delete_registered_model_alias", "set_registered_model_alias"):
+                patch.setattr(MlflowClient, method, refused)
+            raise TrackingError("MLflow tracking at http://tracking: record alias move failed after 2 attempt(s) in "
+                                "0.2s: cannot reach the tracking server")
+
+        patch.setattr(registry, "record_move", server_gone)
+        code = main(["train", "--config", config])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"registration of '{MODEL}' did not complete (MLflow tracking at http://tracking: record alias move" in err
+    assert "Done before the failure: logged the model (models:/" in err and "registered it as version 2" in err
+    assert "Not undone (version 2 could not be deleted" in err and "aliases on it now: @challenger" in err
+    assert "The next registration" in err
+    assert "saved at" not in err and "was logged to MLflow before the failure" in err
+    (failed,) = runs_of(champion, "lost-registration")
+    versions, aliases = registry_state(champion)[MODEL]
+    assert [v for v, _ in versions] == ["1", "2"] and aliases.get("challenger") == "2"  # left as the server left it
+
+    with caplog.at_level("WARNING", logger="pipeline.registry"):
+        assert main(["train", "--config", config, "--force"]) == 0
+    assert any("repaired what an incomplete registration left: @challenger: v2 ->" in r.getMessage()
+               for r in caplog.records)
+    versions, aliases = registry_state(champion)[MODEL]
+    assert [v for v, _ in versions] == ["1", "2", "3"] and "2" not in aliases.values()
+    assert set(aliases.values()) <= {"1", "3"} and before_aliases.get("champion") in (aliases.get("champion"), None)
+    tags = champion.get_model_version(MODEL, "2").tags
+    assert registry.COMPLETE_VERSION_TAG not in tags and failed.info.run_id in tags[registry.INCOMPLETE_VERSION_TAG]
+    assert champion.get_model_version(MODEL, "3").tags[registry.COMPLETE_VERSION_TAG] == "true"

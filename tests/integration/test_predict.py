@@ -142,3 +142,23 @@ def _umask() -> int:
     from pipeline.output import current_umask
 
     return current_umask()
+
+
+def test_predict_never_writes_into_prefects_home_or_database(prefect_harness, default_store_champion, tmp_path,
+                                                              capsys):
+    """`--out $PREFECT_HOME/prefect.db --overwrite` once ended with exit 0 and a broken Prefect database."""
+    from prefect.settings import get_current_settings
+
+    _, data = default_store_champion
+    csv = tmp_path / "recent.csv"
+    data.to_csv(csv, index=False)
+    settings = get_current_settings()
+    database = Path(settings.server.database.connection_url.get_secret_value().split(":///", 1)[1])
+    for out, rule in ((database, "Prefect's database"), (Path(settings.home) / "prefect.db", "Prefect's home")):
+        code = main(["predict", "--model", "models:/planted@champion", "--data", str(csv), "--out", str(out),
+                     "--overwrite"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"{out}: refused, it lies in {rule}" in err and "even with --overwrite" in err
+    assert database.read_bytes().startswith(b"SQLite format 3\x00")  # the live server writes to it: no digest check
+    assert not (Path(settings.home) / "prefect.db").exists() or database == Path(settings.home) / "prefect.db"

@@ -62,3 +62,36 @@ def test_runs_are_read_as_plain_records(mlflow_store) -> None:
     assert tracking.download_text(client, run.run_id, "notes/a.txt") == "hello"
     with pytest.raises(TrackingError, match="run nope not found in sqlite:///"):
         tracking.get_run(client, "nope")
+
+
+def test_runs_left_running_by_a_dead_process_of_this_host_are_ended_failed_by_the_next_command(mlflow_store,
+                                                                                                caplog) -> None:
+    """A run records its owner (host, pid, start time); opening the experiment ends FAILED the RUNNING runs whose
+    owner on this host has died, and leaves alone the live, the remote and the unknown."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from pipeline.runs import ProcessOwner
+
+    client = tracking.get_client()
+    exp = tracking.ensure_experiment(client, "orphans")
+    here = ProcessOwner.current()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = dataclasses.replace(here, pid=child.pid, started="1" if here.started else "")
+    owners = {"dead": dead.tags(), "live": here.tags(), "remote": dataclasses.replace(dead, host="elsewhere").tags(),
+              "unknown": {}}
+    ids = {name: tracking.start_run(client, exp, name, tags) for name, tags in owners.items()}
+    with tracking.tracked_run(client, exp, "mine", {}) as run:  # a run started the usual way records its owner
+        assert ProcessOwner.from_tags(client.get_run(run.run_id).data.tags) == here
+
+    with caplog.at_level("WARNING", logger="pipeline.tracking"):
+        assert tracking.open_experiment(client, "orphans") == exp
+    status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+    assert status == {"dead": "FAILED", "live": "RUNNING", "remote": "RUNNING", "unknown": "RUNNING"}
+    tags = client.get_run(ids["dead"]).data.tags
+    assert tags[tracking.ORPHANED_TAG] and f"its process {dead.label} ended without ending it" in tags["failure"]
+    (line,) = [r.getMessage() for r in caplog.records if "left RUNNING" in r.getMessage()]
+    assert line.startswith("marked 1 run(s) FAILED") and ids["dead"] in line and "\n" not in line
+    assert tracking.fail_orphaned_runs(client, exp) == []  # once

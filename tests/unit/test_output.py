@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import OutputError, PipelineError
-from pipeline.output import check_output, write_forecasts
+from pipeline.output import Guarded, check_output, write_forecasts
 
 FRAME = pd.DataFrame({"origin": ["2024-01-02"], "step": [1], "date": ["2024-01-03"], "forecast": [1.5]})
 
@@ -153,3 +153,66 @@ def test_a_failed_write_leaves_nothing_behind(work: Path) -> None:
         write_forecasts(Broken(FRAME), "f.csv", overwrite=True)
     assert (work / "f.csv").read_text() == "old\n"
     assert sorted(p.name for p in work.iterdir()) == ["f.csv", "mlruns", "store"]
+
+
+@pytest.mark.parametrize("name", [".tracking/postgres/base/1/1259", ".tracking/postgres/postgresql.conf",
+                                  ".tracking/artifacts/1/model/weights.pt", ".tracking/mlflow-server.log"])
+def test_the_tracking_servers_default_folder_is_never_written_into(work: Path, monkeypatch, name: str) -> None:
+    """`make tracking-server` keeps its PostgreSQL cluster and artifacts in ./.tracking: with an http tracking URI
+    the local-store rules do not see them."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.delenv("TRACKING_DIR", raising=False)
+    path = work / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"server data")
+    with pytest.raises(OutputError, match=rf"{name}: refused, it lies in the tracking server's folder "
+                                          rf"\(make tracking-server\) {work / '.tracking'}; rule: .*even with --overwrite"):
+        write_forecasts(FRAME, name, overwrite=True)
+    assert path.read_bytes() == b"server data"
+
+
+def test_the_tracking_dir_named_in_the_environment_is_never_written_into(work: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TRACKING_DIR", str(work / "srv"))
+    (work / "srv" / "artifacts").mkdir(parents=True)
+    with pytest.raises(OutputError, match=r"refused, it lies in the tracking server's folder \(\$TRACKING_DIR\)"):
+        check_output("srv/artifacts/new.csv", overwrite=True)
+    assert not (work / "srv" / "artifacts" / "new.csv").exists()
+
+
+@pytest.mark.parametrize("mark, what", [("elsewhere/postgres/PG_VERSION", "a tracking server's folder"),
+                                        ("elsewhere/PG_VERSION", "a PostgreSQL cluster")])
+def test_a_tracking_server_folder_is_known_by_its_layout_wherever_it_is(work: Path, monkeypatch, mark: str,
+                                                                         what: str) -> None:
+    """Started with another --dir in another shell: its PostgreSQL cluster gives it away."""
+    monkeypatch.delenv("TRACKING_DIR", raising=False)
+    (work / mark).parent.mkdir(parents=True)
+    (work / mark).write_text("15\n")
+    (work / "elsewhere" / "artifacts").mkdir(exist_ok=True)
+    with pytest.raises(OutputError, match=rf"refused, it lies in {what} {work / 'elsewhere'}"):
+        check_output("elsewhere/artifacts/f.csv", overwrite=True)
+    assert check_output("f.csv") == work / "f.csv"  # beside it is fine
+
+
+def test_guarded_paths_named_by_the_caller_are_never_written_into(work: Path) -> None:
+    home = work / "prefect-home"
+    home.mkdir()
+    (home / "prefect.db").write_bytes(b"SQLite format 3\x00prefect")
+    guarded = [Guarded(home, "Prefect's home (PREFECT_HOME)")]
+    for name in ("prefect-home/prefect.db", "prefect-home/new.csv"):
+        with pytest.raises(OutputError, match=rf"{name}: refused, it lies in Prefect's home \(PREFECT_HOME\) {home}; "
+                                              r"rule: .*even with --overwrite"):
+            write_forecasts(FRAME, name, overwrite=True, guarded=guarded)
+    assert (home / "prefect.db").read_bytes() == b"SQLite format 3\x00prefect"
+    assert write_forecasts(FRAME, "f.csv", guarded=guarded) == work / "f.csv"
+
+
+def test_prefects_home_and_database_come_from_prefects_settings(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME, temporary_settings
+
+    from flows.common import prefect_files
+
+    with temporary_settings({PREFECT_HOME: str(tmp_path / "home"),
+                             PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{tmp_path / 'db' / 'p.db'}"}):
+        guarded = {g.path: g.what for g in prefect_files()}
+    assert guarded[tmp_path / "home"] == "Prefect's home (PREFECT_HOME)"
+    assert guarded[tmp_path / "db" / "p.db"] == guarded[tmp_path / "db" / "p.db-wal"] == "Prefect's database"

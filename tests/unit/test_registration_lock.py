@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import threading
 import time
 from types import SimpleNamespace
@@ -12,6 +14,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_
 
 from pipeline import registry
 from pipeline.errors import RegistryError
+from pipeline.runs import ProcessOwner
 
 
 class ServerRegistry:
@@ -21,6 +24,7 @@ class ServerRegistry:
 
     def __init__(self) -> None:
         self.models: dict[str, float] = {}
+        self.tags: dict[str, dict] = {}
         self.guard = threading.Lock()
 
     def create_registered_model(self, name: str, description: str = "", tags: dict | None = None) -> None:
@@ -28,12 +32,13 @@ class ServerRegistry:
             if name in self.models:
                 raise MlflowException(f"{name} already exists", error_code=RESOURCE_ALREADY_EXISTS)
             self.models[name] = time.time() * 1000
+            self.tags[name] = dict(tags or {})
 
     def get_registered_model(self, name: str) -> SimpleNamespace:
         with self.guard:
             if name not in self.models:
                 raise MlflowException(f"{name} not found", error_code=RESOURCE_DOES_NOT_EXIST)
-            return SimpleNamespace(name=name, creation_timestamp=self.models[name])
+            return SimpleNamespace(name=name, creation_timestamp=self.models[name], tags=self.tags.get(name, {}))
 
     def delete_registered_model(self, name: str) -> None:
         with self.guard:
@@ -82,3 +87,38 @@ def test_a_local_sqlite_store_takes_no_model_lock() -> None:
     server.tracking_uri = "sqlite:////tmp/x/mlflow.db"
     with registry.registration_lock(server, "m"):
         assert server.models == {}
+
+
+def test_a_waiting_command_says_at_once_what_it_waits_for_since_when_held_by_whom_and_how_long(caplog) -> None:
+    """It used to wait silently (164 s in one report) before saying anything."""
+    server = ServerRegistry()
+    holder = ProcessOwner.current()  # alive: this very process holds it
+    server.create_registered_model("m" + registry.LOCK_SUFFIX, tags={registry.LOCK_HOLDER_TAG: holder.label,
+                                                                     **holder.tags()})
+    started = time.time()
+    with caplog.at_level("WARNING", logger="pipeline.registry"), pytest.raises(RegistryError, match=holder.label):
+        with registry.registration_lock(server, "m", wait_s=2):
+            pass
+    (line,) = [r.getMessage() for r in caplog.records]  # said once
+    assert caplog.records[0].created - started < 1  # at once, not when giving up after 2 s
+    assert re.search(rf"waiting for the registration lock 'm.registration-lock' held by {re.escape(holder.label)} "
+                     r"since \S+ \(\d+ s ago\); waits up to 2 s, or breaks it in \d+ s", line), line
+
+
+def test_a_lock_whose_holder_on_this_host_has_ended_is_broken_at_once(caplog) -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gone = dataclasses.replace(ProcessOwner.current(), pid=child.pid, started="1")
+    server = ServerRegistry()
+    server.create_registered_model("m" + registry.LOCK_SUFFIX, tags={registry.LOCK_HOLDER_TAG: gone.label,
+                                                                     **gone.tags()})
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="pipeline.registry"):
+        with registry.registration_lock(server, "m", wait_s=60):
+            assert server.tags["m" + registry.LOCK_SUFFIX][registry.LOCK_HOLDER_TAG] != gone.label  # ours now
+    assert time.monotonic() - started < 5  # not LOCK_STALE_S
+    assert any("breaking the registration lock" in r.getMessage() and "its process has ended" in r.getMessage()
+               for r in caplog.records)

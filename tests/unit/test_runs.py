@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -125,3 +126,30 @@ def test_run_names_say_config_data_and_when() -> None:
     assert re.fullmatch(r"m4-hourly-backtest-\d{8}-\d{6}",
                         runs.run_name("m4", "backtest", "https://host/files/hourly.csv?token=1"))
     assert re.fullmatch(r"forecast-m-v2-\d{8}-\d{6}", runs.run_name("forecast", "m-v2"))
+
+
+def test_a_process_owner_round_trips_through_tags_and_is_alive_while_it_runs() -> None:
+    here = runs.ProcessOwner.current()
+    assert runs.ProcessOwner.from_tags(here.tags()) == here
+    assert here.gone(here) is None
+    assert runs.ProcessOwner.from_tags({}) is None  # a run from before owners were recorded: not judged
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_dead_or_replaced_owner_on_this_host_is_gone_and_others_are_not_judged() -> None:
+    import dataclasses
+    import subprocess
+
+    here = runs.ProcessOwner.current()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive = dataclasses.replace(here, pid=child.pid, started=str(runs.process_stat(child.pid)[1]))
+        assert alive.gone(here) is None
+        assert "another process" in dataclasses.replace(alive, started="1").gone(here)  # a reused pid
+    finally:
+        child.kill()
+        child.wait()
+    assert alive.gone(here) == f"process {child.pid} no longer exists"
+    assert dataclasses.replace(alive, host="elsewhere").gone(here) is None
+    assert dataclasses.replace(alive, pid_ns="pid:[1]").gone(here) is None  # another container
+    assert dataclasses.replace(alive, boot="another-boot").gone(here) == "the machine restarted since"
