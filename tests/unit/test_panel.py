@@ -46,8 +46,62 @@ def test_skip_leaves_the_bad_series_out_and_says_why(long_csv: Path, caplog: pyt
         result = panel.validate_panel(load_prices(str(long_csv)), cfg, min_rows=6)
     assert list(result.series) == ["A", "B", "D", "E"]
     assert list(result.skipped) == ["C"] and "line 87" in result.skipped["C"]
-    assert any("skipping series 'C'" in r.message and "price > 0" in r.message for r in caplog.records)
-    assert any("series 'C' skipped" in note and "line 91" in note for note in result.notes)
+    assert any("skipping 1 of 5 series" in r.message and "series 'C'" in r.message and "price > 0" in r.message
+               for r in caplog.records)
+    assert any("series 'C'" in note and "line 91" in note for note in result.notes)
+
+
+def many_short_series(tmp_path: Path, count: int = 2_000) -> Path:
+    """`count` series of 3 rows each (too few for any window), and one broken in more ways."""
+    ids = np.repeat([f"s{k:05d}" for k in range(count)], 3)
+    dates = np.tile(["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 02:00"], count)
+    frame = pd.DataFrame({"id": ids, "ts": dates, "y": np.tile(["10.5", "11", "12"], count)})
+    frame.loc[4, "y"] = "-1"  # s00001, its second row: line 6
+    path = tmp_path / "short.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_thousands_of_bad_series_name_the_first_twenty_then_a_count(tmp_path: Path) -> None:
+    path = many_short_series(tmp_path)
+    cfg = parse_config(long_config_dict(str(path)))
+    with pytest.raises(DataError) as caught:
+        panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    text = str(caught.value)
+    first = text.splitlines()[0]
+    assert "2,000 of 2,000 series" in first and "'s00019' and 1,980 more" in first and "'s00020'" not in first
+    assert len(first) < 500 and len(text) < 6_000
+    assert text.rstrip().endswith("... and 1,980 more bad series")
+    assert f"{path} series 's00001'" in text and "rule 'price > 0': line 6 (-1)" in text  # still precise
+    assert "rule 'at least 6 rows for the lookback window, the horizon and every split': '3 rows'" in text
+
+
+def test_skipping_thousands_of_bad_series_logs_one_summary(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = many_short_series(tmp_path)
+    frame = pd.read_csv(path, dtype=str)
+    good = make_long("G", n=20).assign(id="good")
+    pd.concat([frame, good], ignore_index=True).to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), data={"on_bad_series": "skip"}))
+    with caplog.at_level("WARNING"):
+        result = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    assert list(result.series) == ["good"] and len(result.skipped) == 2_000
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and len(warnings[0]) < 1_500
+    assert "skipping 2,000 of 2,001 series" in warnings[0] and warnings[0].endswith("and 1,980 more")
+    assert "series 's00001' (column 'y', rule 'price > 0': line 6 (-1)" in warnings[0]
+    assert len([n for n in result.notes if "skipping" in n]) == 1
+
+
+def test_the_whole_table_check_is_used_for_bad_series(tmp_path: Path) -> None:
+    """20,000 series of 3 rows were refused in 209 s (one pandera run each); the table-wide check takes seconds."""
+    import time
+
+    path = many_short_series(tmp_path, count=20_000)
+    cfg = parse_config(long_config_dict(str(path)))
+    started = time.perf_counter()
+    with pytest.raises(DataError):
+        panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    assert time.perf_counter() - started < 30  # 1.6 s measured; one pandera run per series: minutes
 
 
 def test_series_spread_over_files_keep_each_files_lines(tmp_path: Path) -> None:
