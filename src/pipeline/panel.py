@@ -33,7 +33,7 @@ from pipeline.intervals import Calibration
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle, SeriesModels
 from pipeline.schemas import (DATE, ParsedTable, check_columns, format_report, parse_table, passes_fast, series_failures,
-                              validate_prices)
+                              settle_gaps, validate_prices)
 from pipeline.train import TrainResult
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ class Panel:
     series: dict[str, pd.DataFrame]
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # series id -> why it was left out
+    gaps_filled: dict[str, int] = field(default_factory=dict)  # series id -> rows added for missing periods
 
     @property
     def rows(self) -> int:
@@ -176,13 +177,15 @@ def clean_series(raw: RawData, cfg: PipelineConfig, groups: dict[str, np.ndarray
     return out
 
 
-def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
+def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int, one_calendar: bool = True) -> Panel:
     """Validate each series of a long table on its own (`schemas.validate_prices`).
 
     A series that breaks the contract (or has fewer than `min_rows` rows) fails the run with
     `data.on_bad_series: error`, listed with every other bad series, each message naming the
     series id, the file line and the rule; with `skip` it is logged and left out. The series
-    are kept in the order of their ids.
+    are kept in the order of their ids. With `one_calendar`, a series whose calendar steps unlike the
+    table's is a bad series too (`mixed_calendars`); a regular calendar's missing periods are refused
+    or filled (`schemas.settle_gaps`).
     """
     column = str(cfg.data.series_column)
     ids = series_ids(raw, column)
@@ -195,13 +198,21 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
     positive = transform_domain(cfg)  # a log transform's values > 0, checked with the contract
     parsed = parse_table(raw.frame, cfg.data)
     quick = clean_series(raw, cfg, groups, min_rows, positive, parsed)
+    filled: list[str] = []  # notes of the series whose gaps data.fill_gaps filled
     found = series_failures(raw.frame, parsed, cfg.data, groups, min_rows, positive)  # the whole table at once
     for sid, positions in groups.items():
-        if sid in quick:
-            panel.series[sid] = quick[sid]
-            continue
         where = ", ".join(dict.fromkeys(str(f) for f in files[positions]))
         label = f"{where} series {sid!r}"
+        if sid in quick:
+            try:
+                panel.series[sid], note = settle_gaps(quick[sid], cfg.data, label, positive=positive)
+            except DataError as exc:
+                bad[sid] = str(exc)
+                continue
+            if note:
+                panel.gaps_filled[sid] = len(panel.series[sid]) - len(quick[sid])
+                filled.append(f"series {sid!r}: {note}")
+            continue
         if found.get(sid):
             bad[sid] = file_lines(format_report(label, found[sid]), positions, files, lines)
             continue
@@ -212,8 +223,34 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
             bad[sid] = file_lines(str(exc), positions, files, lines)
             continue
         panel.series[sid] = data.frame
+        if data.gaps_filled:
+            panel.gaps_filled[sid] = data.gaps_filled
         panel.notes.extend(f"series {sid!r}: {file_lines(n, positions, files, lines)}" for n in data.notes)
+    if one_calendar:  # serving checks each series against its own training calendar instead
+        bad.update(mixed_calendars(panel, cfg, files, groups))
+    panel.notes.extend(filled[:ERRORS_SHOWN])
+    if len(filled) > ERRORS_SHOWN:
+        panel.notes.append(f"data.fill_gaps={cfg.data.fill_gaps}: and {len(filled) - ERRORS_SHOWN:,} more series filled "
+                           f"({sum(panel.gaps_filled.values()):,} rows in all)")
     return settle_bad_series(raw, cfg, panel, bad)
+
+
+def mixed_calendars(panel: Panel, cfg: PipelineConfig, files: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, str]:
+    """The series whose calendar steps unlike the table's (`data.freq`, else most series'): id -> why.
+
+    One model reads every series' windows and continues each on one rhythm: an hourly series
+    among daily ones would be read as daily. Such a series is a bad series (`data.on_bad_series`).
+    """
+    from pipeline.dates import odd_calendars
+
+    usual, odd = odd_calendars({sid: f.index for sid, f in panel.series.items()}, cfg.data.freq)
+    others = (f"data.freq is {usual}" if cfg.data.freq else
+              f"{len(panel.series) - len(odd):,} of the {len(panel.series):,} series follow {usual}")
+    return {sid: (f"{', '.join(dict.fromkeys(str(f) for f in files[groups[sid]]))} series {sid!r}: its dates follow a "
+                  f"{own} calendar, {others}; rule: one calendar for every series of a table (the model's "
+                  "windows and forecast dates assume one rhythm): train series of another frequency in a run of "
+                  "their own")
+            for sid, own in odd.items()}
 
 
 def settle_bad_series(raw: RawData, cfg: PipelineConfig, panel: Panel, bad: dict[str, str]) -> Panel:
@@ -566,6 +603,7 @@ def panel_tags(panel: Panel, preps: Mapping[str, SeriesPrep]) -> dict[str, str]:
         "data_rows": str(panel.rows), "data_series": str(len(panel.series)),
         "data_start": str(min(starts).date()), "data_end": str(max(ends).date()),
         "series_skipped": str(len(panel.skipped)),
+        "gaps_filled": str(sum(panel.gaps_filled.values())), "series_gaps_filled": str(len(panel.gaps_filled)),
         "series_forecast_only": str(sum(not p.trainable for p in preps.values())),
     }
 

@@ -97,6 +97,7 @@ class ValidatedData:
     notes: list[str] = field(default_factory=list)
     rows_dropped: int = 0
     rows_filled: int = 0
+    gaps_filled: int = 0  # rows added for missing periods (data.fill_gaps)
 
 
 @dataclass(frozen=True)
@@ -484,6 +485,64 @@ def too_few_rows(min_rows: int) -> str:
     return f"at least {min_rows} rows for the lookback window, the horizon and every split"
 
 
+def settle_gaps(frame: pd.DataFrame, cfg: DataConfig, source: str, instants: pd.DatetimeIndex | None = None,
+                positive: dict[str, str] | None = None) -> tuple[pd.DataFrame, str | None]:
+    """`data.fill_gaps` applied to a validated, date-indexed series: the frame (filled) and a note of what was filled.
+
+    A regular calendar's missing periods (`dates.missing_dates`: none for business days and other
+    calendars with holidays or sessions) make windows that span the gap and forecast dates one
+    period off: with `fill_gaps: none` they are a DataError naming the first dates and the count.
+    `instants`: the rows' UTC instants when the dates carried UTC offsets; sub-daily data is judged
+    on them, so the local hour a daylight-saving change skips is no gap. `positive`: the columns a
+    log transform needs > 0, which `zero` may not fill.
+    """
+    from pipeline.dates import fill_missing, infer_frequency, missing_dates
+
+    frequency = cfg.freq or infer_frequency(frame.index)
+    if instants is not None and frequency is not None and is_sub_daily(frequency):
+        missing = missing_dates(instants, cfg.freq or infer_frequency(instants))
+        local = frame.index - instants  # each row's UTC offset
+        missing = missing + local[np.maximum(instants.searchsorted(missing) - 1, 0)]  # at the offset before the gap
+    else:
+        missing = missing_dates(frame.index, frequency)
+    if not len(missing):
+        return frame, None
+    shown = ", ".join(_show(d) for d in missing[:ROWS_SHOWN])
+    dates = f"{shown} and {len(missing) - ROWS_SHOWN:,} more" if len(missing) > ROWS_SHOWN else shown
+    if cfg.fill_gaps == "none":
+        report = (f"{source}: {len(missing):,} missing date(s) in the {frequency} calendar of column "
+                  f"{cfg.date_column!r}: {dates}; rule: every period between the first and the last date (windows "
+                  "would span the gap and forecast dates shift); add the rows, or set data.fill_gaps to forward, "
+                  "interpolate or zero")
+        raise DataError(report, report=report)
+    logs = [c for c in column_roles(cfg, positive).positive if cfg.fill_gaps == "zero"]
+    if logs:
+        raise DataError(f"{source}: data.fill_gaps=zero would write 0 on {dates} in column(s) {logs}, whose rule is "
+                        f"{positive[logs[0]]!r}; fill with forward or interpolate, or choose another transform")
+    return (fill_missing(frame, missing, cfg.fill_gaps),
+            f"data.fill_gaps={cfg.fill_gaps}: filled {len(missing):,} missing date(s) of the {frequency} calendar: {dates}")
+
+
+def is_sub_daily(frequency: str) -> bool:
+    from pipeline.dates import typical_step
+
+    return typical_step(frequency) < pd.Timedelta(days=1)
+
+
+def _utc_instants(raw: pd.Series) -> pd.Series | None:
+    """Each date's UTC instant when the dates carry UTC offsets (else None): NaT where there is none."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return None
+    text = raw.astype("string").str.strip()
+    if not _ANY_OFFSET_LINE.search("\n".join(text.dropna().tolist())):
+        return None
+    aware = text.str.match(_WITH_OFFSET).fillna(False).to_numpy(dtype=bool)
+    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    if aware.all():
+        out[:] = pd.to_datetime(text, utc=True, errors="coerce", format="mixed").dt.tz_localize(None)
+    return out
+
+
 def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: int,
                     positive: dict[str, str] | None = None) -> ValidatedData:
     """Check `raw` (text columns as read) against the contract; return typed, date-indexed data.
@@ -526,7 +585,12 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
 
     clean = frame.set_index(DATE)
     clean.index.name = cfg.date_column
-    out.frame = clean
+    utc = _utc_instants(raw[cfg.date_column])
+    instants = None if utc is None or utc.loc[frame.index].isna().any() else pd.DatetimeIndex(utc.loc[frame.index])
+    out.frame, note = settle_gaps(clean, cfg, source, instants, positive)
+    if note:
+        out.gaps_filled = len(out.frame) - len(clean)
+        out.notes.append(note)
     out.notes.extend(_gap_notes(frame[DATE]))
     for note in out.notes:
         (log.warning if note.startswith("warning") else log.info)("%s: %s", source, note)
