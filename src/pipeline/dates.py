@@ -10,6 +10,7 @@ stores the one of its training data, so serving continues the training calendar.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections import Counter
@@ -109,6 +110,7 @@ RHYTHM_RATIO = 1.5  # calendars whose typical steps differ by less than this ste
 _STEPS_SEEN = 25  # steps of a calendar looked at for its typical step
 
 
+@functools.lru_cache(maxsize=256)  # a table of many series names few calendars
 def typical_step(frequency: str) -> pd.Timedelta:
     """The usual step of a calendar: one day for `B` and `D`, 31 days for `MS`, `ME` and `1months`, 7 for `W-SUN`."""
     steps = pd.date_range("2001-01-01", periods=_STEPS_SEEN, freq=parse_frequency(frequency))
@@ -164,7 +166,8 @@ def _week_slot(index: pd.DatetimeIndex) -> np.ndarray:
 def fill_missing(frame: pd.DataFrame, missing: pd.DatetimeIndex, method: str) -> pd.DataFrame:
     """`frame` (date-indexed, no empty cell) with rows for the `missing` dates: `forward` repeats the last
     row, `interpolate` draws straight lines in time, `zero` writes 0."""
-    full = frame.reindex(frame.index.union(missing))
+    full = frame.reindex(frame.index.union(missing.astype(frame.index.dtype)))
+    full.index.name = frame.index.name  # the date column's name: the frame goes back to text rows by it
     if method == "forward":
         return full.ffill()
     if method == "interpolate":
@@ -180,10 +183,23 @@ def calendar_mismatch(index: pd.DatetimeIndex, expected: str | None) -> str | No
     return None if found is None or expected is None or same_rhythm(found, expected) else found
 
 
+def evenly_spaced(index: pd.DatetimeIndex) -> bool:
+    """Whether every step between the dates is the same (a regular calendar with no gap; hours, days...)."""
+    steps = np.diff(index.asi8)
+    return len(steps) > 0 and bool((steps == steps[0]).all()) and steps[0] > 0
+
+
+def rhythm(index: pd.DatetimeIndex) -> str | None:
+    """The calendar a series steps on: its one step when evenly spaced (cheap), else `infer_frequency`."""
+    if evenly_spaced(index):
+        return to_offset(pd.Timedelta(int(index.asi8[1] - index.asi8[0]), "ns")).freqstr
+    return infer_frequency(index)
+
+
 def odd_calendars(indexes: Mapping[str, pd.DatetimeIndex], expected: str | None = None) -> tuple[str | None, dict[str, str]]:
     """The calendar of a table of series (`expected`, else the one most series follow) and the series whose
     own calendar steps unlike it (id -> its frequency). Series too short to show a rhythm are not judged."""
-    own = {sid: infer_frequency(index) for sid, index in indexes.items()}
+    own = {sid: rhythm(index) for sid, index in indexes.items()}
     known = [f for f in own.values() if f is not None]
     if not known:
         return expected, {}

@@ -496,8 +496,10 @@ def settle_gaps(frame: pd.DataFrame, cfg: DataConfig, source: str, instants: pd.
     on them, so the local hour a daylight-saving change skips is no gap. `positive`: the columns a
     log transform needs > 0, which `zero` may not fill.
     """
-    from pipeline.dates import fill_missing, infer_frequency, missing_dates
+    from pipeline.dates import evenly_spaced, fill_missing, infer_frequency, missing_dates
 
+    if cfg.freq is None and instants is None and evenly_spaced(frame.index):
+        return frame, None  # one step throughout: no period missing (the usual case, at no inference's cost)
     frequency = cfg.freq or infer_frequency(frame.index)
     if instants is not None and frequency is not None and is_sub_daily(frequency):
         missing = missing_dates(instants, cfg.freq or infer_frequency(instants))

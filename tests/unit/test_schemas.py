@@ -123,7 +123,8 @@ def test_typed_frames_validate_too() -> None:
 def test_reversed_order_is_sorted_with_a_note() -> None:
     prices = make_prices(40)
     data = validate(prices.iloc[::-1])
-    assert data.frame.index.is_monotonic_increasing
+    assert data.frame.index.is_monotonic_increasing and data.frame.index.name == "month"
+    assert data.frame.index.dtype == "datetime64[ns]"
     assert data.frame["Close"].iloc[0] == pytest.approx(prices["Close"].iloc[0])
     assert any("descending date order; sorted ascending" in n for n in data.notes)
 
@@ -211,7 +212,8 @@ def test_each_fill_mode_fills_the_gap_and_notes_it(method: str, filled: float) -
     assert len(data.frame) == 40 and data.gaps_filled == 1
     assert data.frame.loc["2020-11-01", "sales"] == pytest.approx(filled, rel=1e-3)  # interpolate: 109 + 2 * 31 / 61
     assert data.notes == [f"data.fill_gaps={method}: filled 1 missing date(s) of the MS calendar: 2020-11-01"]
-    assert data.frame.index.is_monotonic_increasing
+    assert data.frame.index.is_monotonic_increasing and data.frame.index.name == "month"
+    assert data.frame.index.dtype == "datetime64[ns]"
 
 
 def test_business_days_with_market_holidays_are_not_gaps() -> None:
