@@ -145,7 +145,7 @@ def missing_dates(index: pd.DatetimeIndex, frequency: str | None = None) -> pd.D
         return empty
     offset = parse_frequency(frequency)
     tick = isinstance(offset, pd.offsets.Tick)
-    if tick and (np.diff(index.asi8) == offset.nanos).all():
+    if tick and (np.diff(_nanoseconds(index)) == offset.nanos).all():
         return empty  # the usual case: every step one period
     grid = pd.date_range(index[0], index[-1], freq=offset)
     if not index.isin(grid).all():
@@ -160,7 +160,12 @@ def missing_dates(index: pd.DatetimeIndex, frequency: str | None = None) -> pd.D
 
 def _week_slot(index: pd.DatetimeIndex) -> np.ndarray:
     """Each date's moment of the week: its weekday and time of day, in nanoseconds."""
-    return index.day_of_week.to_numpy(dtype=np.int64) * _DAY.value + (index - index.normalize()).asi8
+    return index.day_of_week.to_numpy(dtype=np.int64) * _DAY.value + _nanoseconds(index) % _DAY.value
+
+
+def _nanoseconds(index: pd.DatetimeIndex) -> np.ndarray:
+    """The dates as int64 nanoseconds whatever their unit (pandas 3 makes microseconds too)."""
+    return index.as_unit("ns").asi8
 
 
 def fill_missing(frame: pd.DataFrame, missing: pd.DatetimeIndex, method: str) -> pd.DataFrame:
@@ -185,15 +190,19 @@ def calendar_mismatch(index: pd.DatetimeIndex, expected: str | None) -> str | No
 
 def evenly_spaced(index: pd.DatetimeIndex) -> bool:
     """Whether every step between the dates is the same (a regular calendar with no gap; hours, days...)."""
-    steps = np.diff(index.asi8)
+    steps = np.diff(_nanoseconds(index))
     return len(steps) > 0 and bool((steps == steps[0]).all()) and steps[0] > 0
 
 
 def rhythm(index: pd.DatetimeIndex) -> str | None:
     """The calendar a series steps on: its one step when evenly spaced (cheap), else `infer_frequency`."""
-    if evenly_spaced(index):
-        return to_offset(pd.Timedelta(int(index.asi8[1] - index.asi8[0]), "ns")).freqstr
-    return infer_frequency(index)
+    if not evenly_spaced(index):
+        return infer_frequency(index)
+    stamps = _nanoseconds(index)
+    step = pd.Timedelta(int(stamps[1] - stamps[0]), "ns")
+    if step % _DAY == pd.Timedelta(0):  # "D", "7D": not pandas' "24h", "168h"
+        return "D" if step == _DAY else f"{step.days}D"
+    return to_offset(step).freqstr
 
 
 def odd_calendars(indexes: Mapping[str, pd.DatetimeIndex], expected: str | None = None) -> tuple[str | None, dict[str, str]]:

@@ -131,3 +131,12 @@ def test_calendars_step_alike_or_not() -> None:
 
     assert same_rhythm("B", "D") and same_rhythm("MS", "ME") and same_rhythm("1months", "MS")
     assert not same_rhythm("h", "D") and not same_rhythm("MS", "QS") and not same_rhythm("15min", "30min")
+
+
+def test_an_evenly_spaced_series_names_its_step() -> None:
+    from pipeline.dates import rhythm
+
+    assert rhythm(pd.date_range("2024-01-01", periods=10, freq="D")) == "D"
+    assert rhythm(pd.date_range("2024-01-01", periods=10, freq="7D")) == "7D"
+    assert rhythm(pd.date_range("2024-01-01", periods=10, freq="h")) == "h"
+    assert rhythm(pd.date_range("2024-01-01", periods=10, freq="MS")) == "MS"
