@@ -357,7 +357,8 @@ def read_numbers(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         return raw.astype(float), np.zeros(len(raw), dtype=bool)
     text = raw.astype("string").str.strip()
-    numbers = pd.to_numeric(text, errors="coerce").astype(float)
+    numbers = pd.to_numeric(text, errors="coerce").astype(float) + 0.0  # "-0" reads as 0 whether pandas infers
+    # integers (a column of whole numbers) or floats for it: one table and its series alike
     is_text = (numbers.isna() & text.notna() & ~text.str.lower().isin(["nan", ""])).fillna(False)
     return numbers, is_text.to_numpy(dtype=bool)
 
