@@ -673,8 +673,9 @@ def series_failures(frame: pd.DataFrame, parsed: ParsedTable, cfg: DataConfig, g
             found[code[i]].append(Failure(column, int(line[i]), value(i), rule))
 
     for column in cfg.columns:  # in validate_prices' order: cells that do not parse, then pandera's order
-        cells = frame[column].to_numpy()
-        add(text[column], column, "a number", lambda i, cells=cells: cells[order[i]])
+        if text[column].any():
+            cells = frame[column].to_numpy()
+            add(text[column], column, "a number", lambda i, cells=cells: cells[order[i]])
     roles = column_roles(cfg, positive)
     for rule, upper, (first, *rest) in roles.row_checks():
         bound = (np.fmax if upper else np.fmin).reduce([values[c] for c in rest])  # NaN-skipping, as pandas' max
