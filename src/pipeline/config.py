@@ -60,6 +60,11 @@ class DataConfig(_Frozen):
     """Column naming the series of each row (long format, many series in one run); null: one series."""
     on_bad_series: Literal["error", "skip"] = "error"
     """A series that breaks the data contract: `error` fails listing every bad series; `skip` logs it and goes on."""
+    fill_gaps: Literal["none", "forward", "interpolate", "zero"] = "none"
+    """Missing periods of a regular calendar (a month absent from monthly data): `none` refuses the series naming
+    the dates; `forward` repeats the last row, `interpolate` draws straight lines in time, `zero` writes 0 (each
+    series on its own, after validation; recorded on the run). Business days and other calendars with holidays or
+    sessions have no gaps."""
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> DataConfig:

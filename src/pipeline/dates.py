@@ -10,8 +10,11 @@ stores the one of its training data, so serving continues the training calendar.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
+from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -100,3 +103,114 @@ def date_format(index: pd.DatetimeIndex) -> str:
 def format_dates(index: pd.DatetimeIndex) -> pd.Index:
     """Dates as text: plain dates for daily (and longer) data, date and time otherwise."""
     return index.strftime(date_format(index))
+
+
+# ---------------------------------------------------------------- rhythm and gaps
+RHYTHM_RATIO = 1.5  # calendars whose typical steps differ by less than this step alike (B and D, MS and ME)
+_STEPS_SEEN = 25  # steps of a calendar looked at for its typical step
+
+
+@functools.lru_cache(maxsize=256)  # a table of many series names few calendars
+def typical_step(frequency: str) -> pd.Timedelta:
+    """The usual step of a calendar: one day for `B` and `D`, 31 days for `MS`, `ME` and `1months`, 7 for `W-SUN`."""
+    steps = pd.date_range("2001-01-01", periods=_STEPS_SEEN, freq=parse_frequency(frequency))
+    return pd.Timedelta(np.median(np.diff(steps.to_numpy())))
+
+
+def same_rhythm(first: str, second: str) -> bool:
+    """Whether two calendars step alike: hourly and daily data do not; business days and days do."""
+    a, b = typical_step(first), typical_step(second)
+    return max(a, b) / min(a, b) < RHYTHM_RATIO
+
+
+def is_business_calendar(frequency: str) -> bool:
+    """Business days, hours, month or quarter ends: calendars with holidays, where a missing date is no gap."""
+    return type(parse_frequency(frequency)).__name__.startswith(("B", "CustomBusiness"))
+
+
+def missing_dates(index: pd.DatetimeIndex, frequency: str | None = None) -> pd.DatetimeIndex:
+    """The periods a regular calendar lacks between the series' first and last date; empty for any other calendar.
+
+    Regular: `frequency` (else the one inferred) is not a business calendar (holidays are not
+    gaps: the sample's market days), every date lies on its grid from the first date, and for
+    daily and shorter steps every moment of the week the grid repeats is used at least once (a
+    market's trading hours or a six-day week leave the rest out by design: a session calendar,
+    not a regular one).
+    """
+    empty = pd.DatetimeIndex([], dtype=index.dtype)
+    if len(index) < 3:
+        return empty
+    frequency = frequency or infer_frequency(index)
+    if frequency is None or is_business_calendar(frequency):
+        return empty
+    offset = parse_frequency(frequency)
+    tick = isinstance(offset, pd.offsets.Tick)
+    if tick and (np.diff(_nanoseconds(index)) == offset.nanos).all():
+        return empty  # the usual case: every step one period
+    grid = pd.date_range(index[0], index[-1], freq=offset)
+    if not index.isin(grid).all():
+        return empty  # dates off the calendar: not a regular one
+    if tick and offset.nanos <= _DAY.value:
+        slots = pd.Series(_week_slot(grid)).value_counts()
+        unused = slots.index[(slots >= 2) & ~slots.index.isin(_week_slot(index))]
+        if len(unused):
+            return empty  # moments of the week never used: a session calendar
+    return grid.difference(index)
+
+
+def _week_slot(index: pd.DatetimeIndex) -> np.ndarray:
+    """Each date's moment of the week: its weekday and time of day, in nanoseconds."""
+    return index.day_of_week.to_numpy(dtype=np.int64) * _DAY.value + _nanoseconds(index) % _DAY.value
+
+
+def _nanoseconds(index: pd.DatetimeIndex) -> np.ndarray:
+    """The dates as int64 nanoseconds whatever their unit (pandas 3 makes microseconds too)."""
+    return index.as_unit("ns").asi8
+
+
+def fill_missing(frame: pd.DataFrame, missing: pd.DatetimeIndex, method: str) -> pd.DataFrame:
+    """`frame` (date-indexed, no empty cell) with rows for the `missing` dates: `forward` repeats the last
+    row, `interpolate` draws straight lines in time, `zero` writes 0."""
+    full = frame.reindex(frame.index.union(missing.astype(frame.index.dtype)))
+    full.index.name = frame.index.name  # the date column's name: the frame goes back to text rows by it
+    if method == "forward":
+        return full.ffill()
+    if method == "interpolate":
+        return full.interpolate(method="time")
+    if method == "zero":
+        return full.fillna(0.0)
+    raise ValueError(f"unknown gap filling {method!r}")
+
+
+def calendar_mismatch(index: pd.DatetimeIndex, expected: str | None) -> str | None:
+    """The calendar `index` follows when it steps unlike `expected` (a model's training calendar); else None."""
+    found = infer_frequency(index) if expected else None
+    return None if found is None or expected is None or same_rhythm(found, expected) else found
+
+
+def evenly_spaced(index: pd.DatetimeIndex) -> bool:
+    """Whether every step between the dates is the same (a regular calendar with no gap; hours, days...)."""
+    steps = np.diff(_nanoseconds(index))
+    return len(steps) > 0 and bool((steps == steps[0]).all()) and steps[0] > 0
+
+
+def rhythm(index: pd.DatetimeIndex) -> str | None:
+    """The calendar a series steps on: its one step when evenly spaced (cheap), else `infer_frequency`."""
+    if not evenly_spaced(index):
+        return infer_frequency(index)
+    stamps = _nanoseconds(index)
+    step = pd.Timedelta(int(stamps[1] - stamps[0]), "ns")
+    if step % _DAY == pd.Timedelta(0):  # "D", "7D": not pandas' "24h", "168h"
+        return "D" if step == _DAY else f"{step.days}D"
+    return to_offset(step).freqstr
+
+
+def odd_calendars(indexes: Mapping[str, pd.DatetimeIndex], expected: str | None = None) -> tuple[str | None, dict[str, str]]:
+    """The calendar of a table of series (`expected`, else the one most series follow) and the series whose
+    own calendar steps unlike it (id -> its frequency). Series too short to show a rhythm are not judged."""
+    own = {sid: rhythm(index) for sid, index in indexes.items()}
+    known = [f for f in own.values() if f is not None]
+    if not known:
+        return expected, {}
+    usual = expected or Counter(known).most_common(1)[0][0]
+    return usual, {sid: f for sid, f in own.items() if f is not None and not same_rhythm(f, usual)}

@@ -576,6 +576,7 @@ def findings(cfg: PipelineConfig, data_digest: str, data: ValidatedData, pre: Pr
         "data_digest": data_digest, "data_rows": str(len(frame)),
         "data_start": str(frame.index[0].date()), "data_end": str(frame.index[-1].date()),
         "rows_dropped": str(data.rows_dropped), "rows_filled": str(data.rows_filled),
+        "gaps_filled": str(data.gaps_filled),
         "train_device": result.device, "best_epoch": str(result.best_epoch + 1),
         "stopped_early": str(result.stopped_early), "weights_digest": weights_digest(result.model.state_dict()),
     }

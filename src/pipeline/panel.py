@@ -32,7 +32,8 @@ from pipeline.ingest import RawData, is_remote, load_prices
 from pipeline.intervals import Calibration
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle, SeriesModels
-from pipeline.schemas import DATE, check_columns, passes_fast, validate_prices
+from pipeline.schemas import (DATE, ParsedTable, check_columns, format_report, parse_table, passes_fast, series_failures,
+                              settle_gaps, validate_prices)
 from pipeline.train import TrainResult
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class Panel:
     series: dict[str, pd.DataFrame]
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # series id -> why it was left out
+    gaps_filled: dict[str, int] = field(default_factory=dict)  # series id -> rows added for missing periods
 
     @property
     def rows(self) -> int:
@@ -145,28 +147,21 @@ def series_ids(raw: RawData, column: str) -> pd.Series:
     return ids.astype(str)
 
 
-# Plain ISO dates (no UTC offset, no ambiguity): what the quick path parses itself.
-_ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
-
-
 def clean_series(raw: RawData, cfg: PipelineConfig, groups: dict[str, np.ndarray],
-                 min_rows: int, positive: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
+                 min_rows: int, positive: dict[str, str] | None = None,
+                 parsed: ParsedTable | None = None) -> dict[str, pd.DataFrame]:
     """The series that pass the contract as they are, parsed once for the whole table: the quick path.
 
     `validate_prices` costs about 70 ms a series in pandas overhead (30 s for M4 Hourly's 414
-    series). Here the whole table's dates (plain ISO text only) and numbers are parsed at once,
-    and a series is accepted when every cell parsed, its dates strictly increase, it has
-    `min_rows` rows and `schemas.passes_fast` (the contract's own quick check) passes. Every other
-    series goes through `validate_prices`, which parses as the config says and writes the report.
+    series). Here the whole table's dates (plain ISO text only) and numbers are parsed at once
+    (`schemas.parse_table`), and a series is accepted when every cell parsed, its dates strictly
+    increase, it has `min_rows` rows and `schemas.passes_fast` (the contract's own quick check)
+    passes. Every other series is judged by `schemas.series_failures` or `validate_prices`.
     """
-    text = raw.frame[cfg.data.date_column].astype("string").str.strip()
-    iso = text.str.fullmatch(_ISO_DATE).fillna(False).to_numpy(dtype=bool)
-    dates = pd.Series(pd.NaT, index=raw.frame.index, dtype="datetime64[ns]")
-    if iso.any():
-        dates[iso] = pd.to_datetime(text[iso], format="ISO8601", errors="coerce").astype("datetime64[ns]")
-    values = {c: pd.to_numeric(raw.frame[c], errors="coerce").to_numpy(dtype=float) for c in cfg.data.columns}
-    ok = iso & dates.notna().to_numpy() & np.logical_and.reduce([np.isfinite(v) for v in values.values()])
-    stamps = dates.to_numpy()
+    parsed = parsed or parse_table(raw.frame, cfg.data)
+    values = parsed.values
+    ok = parsed.plain & np.logical_and.reduce([np.isfinite(v) for v in values.values()])
+    stamps = parsed.dates
     out: dict[str, pd.DataFrame] = {}
     for sid, positions in groups.items():
         if len(positions) < min_rows or not ok[positions].all():
@@ -182,13 +177,15 @@ def clean_series(raw: RawData, cfg: PipelineConfig, groups: dict[str, np.ndarray
     return out
 
 
-def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
+def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int, one_calendar: bool = True) -> Panel:
     """Validate each series of a long table on its own (`schemas.validate_prices`).
 
     A series that breaks the contract (or has fewer than `min_rows` rows) fails the run with
     `data.on_bad_series: error`, listed with every other bad series, each message naming the
     series id, the file line and the rule; with `skip` it is logged and left out. The series
-    are kept in the order of their ids.
+    are kept in the order of their ids. With `one_calendar`, a series whose calendar steps unlike the
+    table's is a bad series too (`mixed_calendars`); a regular calendar's missing periods are refused
+    or filled (`schemas.settle_gaps`).
     """
     column = str(cfg.data.series_column)
     ids = series_ids(raw, column)
@@ -199,13 +196,26 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
     bad: dict[str, str] = {}
     groups = {sid: np.asarray(p) for sid, p in sorted(ids.groupby(ids, sort=False).indices.items())}
     positive = transform_domain(cfg)  # a log transform's values > 0, checked with the contract
-    quick = clean_series(raw, cfg, groups, min_rows, positive)
+    parsed = parse_table(raw.frame, cfg.data)
+    quick = clean_series(raw, cfg, groups, min_rows, positive, parsed)
+    filled: list[str] = []  # notes of the series whose gaps data.fill_gaps filled
+    found = series_failures(raw.frame, parsed, cfg.data, groups, min_rows, positive)  # the whole table at once
     for sid, positions in groups.items():
-        if sid in quick:
-            panel.series[sid] = quick[sid]
-            continue
         where = ", ".join(dict.fromkeys(str(f) for f in files[positions]))
         label = f"{where} series {sid!r}"
+        if sid in quick:
+            try:
+                panel.series[sid], note = settle_gaps(quick[sid], cfg.data, label, positive=positive)
+            except DataError as exc:
+                bad[sid] = str(exc)
+                continue
+            if note:
+                panel.gaps_filled[sid] = len(panel.series[sid]) - len(quick[sid])
+                filled.append(f"series {sid!r}: {note}")
+            continue
+        if found.get(sid):
+            bad[sid] = file_lines(format_report(label, found[sid]), positions, files, lines)
+            continue
         rows = raw.frame.iloc[positions][wanted].reset_index(drop=True)
         try:
             data = validate_prices(rows, cfg.data, label, min_rows=min_rows, positive=positive)
@@ -213,29 +223,81 @@ def validate_panel(raw: RawData, cfg: PipelineConfig, min_rows: int) -> Panel:
             bad[sid] = file_lines(str(exc), positions, files, lines)
             continue
         panel.series[sid] = data.frame
+        if data.gaps_filled:
+            panel.gaps_filled[sid] = data.gaps_filled
         panel.notes.extend(f"series {sid!r}: {file_lines(n, positions, files, lines)}" for n in data.notes)
+    if one_calendar:  # serving checks each series against its own training calendar instead
+        bad.update(mixed_calendars(panel, cfg, files, groups))
+    panel.notes.extend(filled[:ERRORS_SHOWN])
+    if len(filled) > ERRORS_SHOWN:
+        panel.notes.append(f"data.fill_gaps={cfg.data.fill_gaps}: and {len(filled) - ERRORS_SHOWN:,} more series filled "
+                           f"({sum(panel.gaps_filled.values()):,} rows in all)")
     return settle_bad_series(raw, cfg, panel, bad)
 
 
+def mixed_calendars(panel: Panel, cfg: PipelineConfig, files: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, str]:
+    """The series whose calendar steps unlike the table's (`data.freq`, else most series'): id -> why.
+
+    One model reads every series' windows and continues each on one rhythm: an hourly series
+    among daily ones would be read as daily. Such a series is a bad series (`data.on_bad_series`).
+    """
+    from pipeline.dates import odd_calendars
+
+    usual, odd = odd_calendars({sid: f.index for sid, f in panel.series.items()}, cfg.data.freq)
+    others = (f"data.freq is {usual}" if cfg.data.freq else
+              f"{len(panel.series) - len(odd):,} of the {len(panel.series):,} series follow {usual}")
+    return {sid: (f"{', '.join(dict.fromkeys(str(f) for f in files[groups[sid]]))} series {sid!r}: its dates follow a "
+                  f"{own} calendar, {others}; rule: one calendar for every series of a table (the model's "
+                  "windows and forecast dates assume one rhythm): train series of another frequency in a run of "
+                  "their own")
+            for sid, own in odd.items()}
+
+
 def settle_bad_series(raw: RawData, cfg: PipelineConfig, panel: Panel, bad: dict[str, str]) -> Panel:
-    """`data.on_bad_series` applied to the series that broke the contract (id -> report): fail listing them
-    all, or leave them out with a warning; DataError when no series is left."""
+    """`data.on_bad_series` applied to the series that broke the contract (id -> report): fail, or leave them
+    out with one warning; DataError when no series is left. Either way the first `ERRORS_SHOWN` series are
+    named with their reports, then a count: 20,000 bad series make a message of a few kB, not megabytes."""
     for sid in bad:
         panel.series.pop(sid, None)
+    total = len(bad) + len(panel.series)
     if bad and cfg.data.on_bad_series == "error":
         shown = list(bad.values())[:ERRORS_SHOWN]
-        more = f"\n... and {len(bad) - ERRORS_SHOWN} more bad series" if len(bad) > ERRORS_SHOWN else ""
-        report = (f"{raw.source}: {len(bad)} of {len(bad) + len(panel.series)} series break the data contract "
-                  f"({', '.join(repr(s) for s in bad)}); data.on_bad_series: skip leaves such series out\n"
-                  + "\n".join(shown) + more)
+        more = f"\n... and {len(bad) - ERRORS_SHOWN:,} more bad series" if len(bad) > ERRORS_SHOWN else ""
+        report = (f"{raw.source}: {len(bad):,} of {total:,} series break the data contract ({named_few(list(bad))}); "
+                  "data.on_bad_series: skip leaves such series out\n" + "\n".join(shown) + more)
         raise DataError(report, report=report)
-    for sid, why in bad.items():
-        log.warning("skipping series %r: %s", sid, why)
-        panel.skipped[sid] = why
-        panel.notes.append(f"warning: series {sid!r} skipped (data.on_bad_series: skip): {'; '.join(why.splitlines()[1:])}")
+    summary = ""
+    if bad:
+        panel.skipped.update(bad)
+        summary = skipped_summary(bad, total)
+        log.warning("%s", summary)
+        panel.notes.append(f"warning: {summary}")
     if not panel.series:
-        raise DataError(f"{raw.source}: no series left to train on: every series breaks the data contract")
+        raise DataError(f"{raw.source}: no series left to train on: every series breaks the data contract"
+                        + (f"; {summary}" if summary else ""))
     return panel
+
+
+def named_few(ids: list[str]) -> str:
+    """The first `ERRORS_SHOWN` ids, then how many more."""
+    more = f" and {len(ids) - ERRORS_SHOWN:,} more" if len(ids) > ERRORS_SHOWN else ""
+    return ", ".join(repr(s) for s in ids[:ERRORS_SHOWN]) + more
+
+
+def skipped_summary(bad: dict[str, str], total: int) -> str:
+    """One line for the series `data.on_bad_series: skip` leaves out: the first `ERRORS_SHOWN` with their broken
+    rules, then a count."""
+    def why(report: str) -> str:
+        details = report.splitlines()[1:] or report.splitlines()[:1]  # a report's rules, or a one-line reason
+        return "; ".join(d.strip().removeprefix("- ") for d in details)
+
+    alike: dict[str, list[str]] = {}  # the shown series grouped by what they break
+    for sid, report in list(bad.items())[:ERRORS_SHOWN]:
+        alike.setdefault(why(report), []).append(repr(sid))
+    shown = "; ".join(f"series {', '.join(ids)} ({reason})" for reason, ids in alike.items())
+    more = f"; and {len(bad) - ERRORS_SHOWN:,} more" if len(bad) > ERRORS_SHOWN else ""
+    return (f"skipping {len(bad):,} of {total:,} series that break the data contract (data.on_bad_series: skip): "
+            f"{shown}{more}")
 
 
 # ---------------------------------------------------------------- `auto` settings for many series
@@ -541,6 +603,7 @@ def panel_tags(panel: Panel, preps: Mapping[str, SeriesPrep]) -> dict[str, str]:
         "data_rows": str(panel.rows), "data_series": str(len(panel.series)),
         "data_start": str(min(starts).date()), "data_end": str(max(ends).date()),
         "series_skipped": str(len(panel.skipped)),
+        "gaps_filled": str(sum(panel.gaps_filled.values())), "series_gaps_filled": str(len(panel.gaps_filled)),
         "series_forecast_only": str(sum(not p.trainable for p in preps.values())),
     }
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig
-from pipeline.dates import date_format, format_dates, next_dates
+from pipeline.dates import calendar_mismatch, date_format, format_dates, next_dates
 from pipeline.errors import DataError
 from pipeline.features import Preprocessor, transform_domain
 from pipeline.ingest import RawData
@@ -86,7 +86,19 @@ def validate_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str = "mod
     frame = frame.reset_index(drop=True)
     validated = validate_prices(frame, cfg, source, min_rows=bundle.preprocessor.input_rows,
                                 positive=transform_domain(bundle.config))
+    check_calendar(validated.frame.index, bundle.preprocessor.frequency, source)
     return validated.frame
+
+
+def check_calendar(index: pd.DatetimeIndex, frequency: str | None, source: str, series: str | None = None) -> None:
+    """DataError when the rows' dates step unlike the model's training calendar (hourly rows sent to a daily model)."""
+    found = calendar_mismatch(index, frequency)
+    if found is not None:
+        who = "" if series is None else f" series {series!r}"
+        raise DataError(f"{source}{who}: the dates ({index[0]} to {index[-1]}) follow a {found} calendar; the model "
+                        f"was trained on a {frequency} calendar; rule: the input's frequency is the model's (its "
+                        f"windows and forecast dates assume that rhythm): send {frequency} rows, or train a model on "
+                        "data of this frequency")
 
 
 # ---------------------------------------------------------------- many series (long input)
@@ -102,7 +114,8 @@ def series_frames(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> dic
     date = cfg.data.date_column
     if date in frame.columns and not pd.api.types.is_string_dtype(frame[date]):
         frame[date] = pd.to_datetime(frame[date]).dt.strftime("%Y-%m-%d %H:%M:%S")
-    data = panel.validate_panel(RawData(frame, source, ""), cfg, min_rows=bundle.preprocessor.input_rows)
+    data = panel.validate_panel(RawData(frame, source, ""), cfg, min_rows=bundle.preprocessor.input_rows,
+                                one_calendar=False)  # each series is held to its own training calendar below
     known = bundle.series.preprocessors
     unknown = [sid for sid in data.series if sid not in known]
     if unknown:
@@ -112,6 +125,9 @@ def series_frames(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> dic
         if cfg.data.on_bad_series == "error" or len(unknown) == len(data.series):
             raise DataError(message)
         log.warning("%s (left out: data.on_bad_series is skip)", message)
+    for sid, frame in data.series.items():
+        if sid in known:
+            check_calendar(frame.index, known[sid].frequency, source, sid)
     return {sid: f for sid, f in data.series.items() if sid in known}
 
 

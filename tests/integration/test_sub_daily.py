@@ -43,3 +43,27 @@ def test_minute_data_keeps_its_times_from_training_to_forecast(prefect_harness, 
     assert written["origin"].tolist() == ["2024-03-01 10:49:00"]
     assert written["date"].tolist() == ["2024-03-01 10:50:00"]
     assert summary.forecasts["date"].iloc[0] == "2024-03-01 10:50:00"
+
+
+def test_a_missing_month_is_refused_then_filled_and_recorded_on_the_run(prefect_harness, mlflow_store, write_config,
+                                                                         tmp_path):
+    """Issue 27.1: a month deleted from monthly data trained and registered with no word."""
+    from mlflow import MlflowClient
+
+    from pipeline.errors import DataError
+
+    prices = make_prices(80)
+    prices["Date"] = pd.date_range("2015-01-01", periods=80, freq="MS").strftime("%Y-%m-%d")
+    csv = tmp_path / "monthly.csv"
+    prices.drop(index=40).to_csv(csv, index=False)
+    with pytest.raises(DataError, match=r"monthly.csv: 1 missing date\(s\) in the MS calendar of column 'Date': "
+                                        r"2018-05-01; rule: every period"):
+        training_flow(config_path=write_config(data={"source": str(csv)}, registry=TOLERANT))
+    assert MlflowClient(mlflow_store).search_registered_models() == []
+    summary = training_flow(config_path=write_config("filled.yaml", data={"source": str(csv), "fill_gaps": "forward"},
+                                                     registry=TOLERANT))
+    run = MlflowClient(mlflow_store).get_run(summary.run_id)
+    assert run.data.tags["gaps_filled"] == "1" and run.data.params["data.fill_gaps"] == "forward"
+    assert "data.fill_gaps=forward: filled 1 missing date(s) of the MS calendar: 2018-05-01" in summary.notes
+    notes = mlflow.artifacts.load_text(f"runs:/{summary.run_id}/data/validation_notes.txt")
+    assert "2018-05-01" in notes

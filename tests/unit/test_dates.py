@@ -90,3 +90,53 @@ def test_stored_frequencies_parse(text: str) -> None:
 def test_date_format_keeps_times_only_when_some_are_not_midnight() -> None:
     assert date_format(days("2024-01-01", "2024-01-02")) == "%Y-%m-%d"
     assert date_format(pd.DatetimeIndex(["2024-01-01", "2024-01-01 00:01"])) == "%Y-%m-%d %H:%M:%S"
+
+
+def test_a_missing_month_is_a_gap() -> None:
+    from pipeline.dates import missing_dates
+
+    months = pd.date_range("2020-01-01", periods=36, freq="MS")
+    assert list(missing_dates(months.delete(10))) == [pd.Timestamp("2020-11-01")]
+    assert list(missing_dates(months)) == []
+    hours = pd.date_range("2024-01-01", periods=24 * 30, freq="h")
+    assert list(missing_dates(hours.delete([100, 101]))) == list(hours[[100, 101]])
+
+
+def test_business_days_with_holidays_and_session_calendars_have_no_gaps() -> None:
+    """Market holidays, trading hours and six-day weeks leave dates out by design: no regular calendar."""
+    from pipeline.dates import missing_dates
+
+    days_ = pd.bdate_range("2024-11-01", "2025-01-31").drop(pd.to_datetime(["2024-11-28", "2024-12-25", "2025-01-01"]))
+    assert infer_frequency(days_) == "B" and list(missing_dates(days_)) == []
+    hours = pd.date_range("2024-01-01", periods=24 * 60, freq="h")
+    trading = hours[(hours.hour >= 9) & (hours.hour < 17) & (hours.day_of_week < 5)]
+    assert list(missing_dates(trading.delete(50))) == []  # a session calendar: not regular
+    fx = hours[hours.day_of_week < 5]  # 24 hours, five days a week, inferred as hourly
+    assert list(missing_dates(fx, "h")) == []
+    six_days = pd.date_range("2024-01-01", periods=90, freq="D")
+    assert list(missing_dates(six_days[six_days.day_of_week != 6])) == []
+    assert list(missing_dates(six_days.delete(40))) == [six_days[40]]  # a day missing from a seven-day week
+
+
+def test_the_sample_has_no_gap() -> None:
+    from pipeline.dates import missing_dates
+    from pipeline.ingest import load_prices
+
+    dates = pd.DatetimeIndex(pd.to_datetime(load_prices("data/SBUX.csv").frame["Date"]))
+    assert infer_frequency(dates) == "B" and list(missing_dates(dates)) == []
+
+
+def test_calendars_step_alike_or_not() -> None:
+    from pipeline.dates import same_rhythm
+
+    assert same_rhythm("B", "D") and same_rhythm("MS", "ME") and same_rhythm("1months", "MS")
+    assert not same_rhythm("h", "D") and not same_rhythm("MS", "QS") and not same_rhythm("15min", "30min")
+
+
+def test_an_evenly_spaced_series_names_its_step() -> None:
+    from pipeline.dates import rhythm
+
+    assert rhythm(pd.date_range("2024-01-01", periods=10, freq="D")) == "D"
+    assert rhythm(pd.date_range("2024-01-01", periods=10, freq="7D")) == "7D"
+    assert rhythm(pd.date_range("2024-01-01", periods=10, freq="h")) == "h"
+    assert rhythm(pd.date_range("2024-01-01", periods=10, freq="MS")) == "MS"

@@ -46,8 +46,62 @@ def test_skip_leaves_the_bad_series_out_and_says_why(long_csv: Path, caplog: pyt
         result = panel.validate_panel(load_prices(str(long_csv)), cfg, min_rows=6)
     assert list(result.series) == ["A", "B", "D", "E"]
     assert list(result.skipped) == ["C"] and "line 87" in result.skipped["C"]
-    assert any("skipping series 'C'" in r.message and "price > 0" in r.message for r in caplog.records)
-    assert any("series 'C' skipped" in note and "line 91" in note for note in result.notes)
+    assert any("skipping 1 of 5 series" in r.message and "series 'C'" in r.message and "price > 0" in r.message
+               for r in caplog.records)
+    assert any("series 'C'" in note and "line 91" in note for note in result.notes)
+
+
+def many_short_series(tmp_path: Path, count: int = 2_000) -> Path:
+    """`count` series of 3 rows each (too few for any window), and one broken in more ways."""
+    ids = np.repeat([f"s{k:05d}" for k in range(count)], 3)
+    dates = np.tile(["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 02:00"], count)
+    frame = pd.DataFrame({"id": ids, "ts": dates, "y": np.tile(["10.5", "11", "12"], count)})
+    frame.loc[4, "y"] = "-1"  # s00001, its second row: line 6
+    path = tmp_path / "short.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_thousands_of_bad_series_name_the_first_twenty_then_a_count(tmp_path: Path) -> None:
+    path = many_short_series(tmp_path)
+    cfg = parse_config(long_config_dict(str(path)))
+    with pytest.raises(DataError) as caught:
+        panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    text = str(caught.value)
+    first = text.splitlines()[0]
+    assert "2,000 of 2,000 series" in first and "'s00019' and 1,980 more" in first and "'s00020'" not in first
+    assert len(first) < 500 and len(text) < 6_000
+    assert text.rstrip().endswith("... and 1,980 more bad series")
+    assert f"{path} series 's00001'" in text and "rule 'price > 0': line 6 (-1)" in text  # still precise
+    assert "rule 'at least 6 rows for the lookback window, the horizon and every split': '3 rows'" in text
+
+
+def test_skipping_thousands_of_bad_series_logs_one_summary(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = many_short_series(tmp_path)
+    frame = pd.read_csv(path, dtype=str)
+    good = make_long("G", n=20).assign(id="good")
+    pd.concat([frame, good], ignore_index=True).to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), data={"on_bad_series": "skip"}))
+    with caplog.at_level("WARNING"):
+        result = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    assert list(result.series) == ["good"] and len(result.skipped) == 2_000
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and len(warnings[0]) < 1_500
+    assert "skipping 2,000 of 2,001 series" in warnings[0] and warnings[0].endswith("and 1,980 more")
+    assert "series 's00001' (column 'y', rule 'price > 0': line 6 (-1)" in warnings[0]
+    assert len([n for n in result.notes if "skipping" in n]) == 1
+
+
+def test_the_whole_table_check_is_used_for_bad_series(tmp_path: Path) -> None:
+    """20,000 series of 3 rows were refused in 209 s (one pandera run each); the table-wide check takes seconds."""
+    import time
+
+    path = many_short_series(tmp_path, count=20_000)
+    cfg = parse_config(long_config_dict(str(path)))
+    started = time.perf_counter()
+    with pytest.raises(DataError):
+        panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    assert time.perf_counter() - started < 30  # 1.6 s measured; one pandera run per series: minutes
 
 
 def test_series_spread_over_files_keep_each_files_lines(tmp_path: Path) -> None:
@@ -248,3 +302,67 @@ def test_a_series_task_is_tried_again_only_when_its_work_was_lost() -> None:
     assert retry_lost_work(None, None, failed_with(OSError("worker tcp://127.0.0.1:4001 lost"))) is True
     assert retry_lost_work(None, None, failed_with(TrainingError("training diverged at epoch 1"))) is False
     assert retry_lost_work(None, None, Completed(data=1)) is False
+
+
+def test_an_hourly_series_among_daily_ones_is_refused_naming_it(tmp_path: Path) -> None:
+    """It trained with no word; one model reads every series on one rhythm."""
+    path = tmp_path / "mixed.csv"
+    frame = pd.concat([make_long("ABC", n=30, freq="D"), make_long("X", n=30, freq="h")], ignore_index=True)
+    frame.to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path)))
+    with pytest.raises(DataError) as caught:
+        panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    text = str(caught.value)
+    assert "1 of 4 series" in text and "('X')" in text
+    assert f"{path} series 'X': its dates follow a h calendar, 3 of the 4 series follow D" in text
+    assert "rule: one calendar for every series of a table" in text
+    skip = parse_config(long_config_dict(str(path), data={"on_bad_series": "skip"}))
+    assert list(panel.validate_panel(load_prices(str(path)), skip, min_rows=6).series) == ["A", "B", "C"]
+    given = parse_config(long_config_dict(str(path), data={"freq": "h"}))  # data.freq decides which is odd
+    with pytest.raises(DataError, match="3 of 4 series"):
+        panel.validate_panel(load_prices(str(path)), given, min_rows=6)
+
+
+def test_business_days_and_days_are_one_rhythm(tmp_path: Path) -> None:
+    path = tmp_path / "days.csv"
+    frame = pd.concat([make_long("AB", n=30, freq="D"), make_long("C", n=30, freq="B")], ignore_index=True)
+    frame.to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path)))
+    assert list(panel.validate_panel(load_prices(str(path)), cfg, min_rows=6).series) == ["A", "B", "C"]
+
+
+def monthly_with_a_gap(tmp_path: Path) -> Path:
+    """Three monthly series from 2024-01; B lacks 2025-05 and 2025-06 (its 17th and 18th months)."""
+    frame = make_long("ABC", n=30, freq="MS")
+    frame = frame.drop(frame.index[(frame["id"] == "B") & frame["ts"].str.startswith(("2025-05", "2025-06"))])
+    path = tmp_path / "monthly.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_missing_months_are_refused_naming_the_series_and_dates(tmp_path: Path) -> None:
+    path = monthly_with_a_gap(tmp_path)
+    cfg = parse_config(long_config_dict(str(path)))
+    with pytest.raises(DataError) as caught:
+        panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    text = str(caught.value)
+    assert "1 of 3 series" in text and "('B')" in text
+    assert (f"{path} series 'B': 2 missing date(s) in the MS calendar of column 'ts': 2025-05-01, 2025-06-01; "
+            "rule: every period between the first and the last date") in text
+    assert "set data.fill_gaps to forward, interpolate or zero" in text
+
+
+@pytest.mark.parametrize("method", ["forward", "interpolate", "zero"])
+def test_fill_gaps_fills_each_series_and_says_what_it_filled(tmp_path: Path, method: str) -> None:
+    path = monthly_with_a_gap(tmp_path)
+    cfg = parse_config(long_config_dict(str(path), data={"fill_gaps": method, "price_columns": []}))
+    result = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    b = result.series["B"]["y"]
+    assert len(b) == 30 and result.gaps_filled == {"B": 2}
+    before, after = b["2025-04-01"], b["2025-07-01"]
+    expected = {"forward": [before, before], "zero": [0.0, 0.0],
+                "interpolate": [before + (after - before) * 30 / 91, before + (after - before) * 61 / 91]}[method]
+    assert b[["2025-05-01", "2025-06-01"]].tolist() == pytest.approx(expected)
+    assert [n for n in result.notes if "fill_gaps" in n] == [
+        f"series 'B': data.fill_gaps={method}: filled 2 missing date(s) of the MS calendar: 2025-05-01, 2025-06-01"]
+    assert panel.panel_tags(result, {})["gaps_filled"] == "2"

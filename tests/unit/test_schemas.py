@@ -179,3 +179,69 @@ def test_dropping_too_many_rows_fails_on_the_row_count() -> None:
     prices.loc[2:6, "Volume"] = np.nan
     message = failure(prices, CFG.model_copy(update={"nan_policy": "drop"}))
     assert "7 rows" in message and "at least 10 rows" in message
+
+
+def monthly(n: int = 40, drop: tuple[int, ...] = ()) -> pd.DataFrame:
+    dates = pd.date_range("2020-01-01", periods=n, freq="MS")
+    values = 100 + np.arange(n, dtype=float)
+    frame = pd.DataFrame({"month": dates.strftime("%Y-%m-%d"), "sales": values.astype(str)})
+    return frame.drop(index=list(drop)).reset_index(drop=True)
+
+
+def monthly_config(**data: object) -> DataConfig:
+    return DataConfig(date_column="month", target="sales", features=("sales",), price_columns=(), volume_column=None,
+                      **data)
+
+
+def test_a_missing_month_is_refused_naming_the_dates_and_the_rule() -> None:
+    """It trained with no word: windows spanned the gap and forecast dates were one period off."""
+    with pytest.raises(DataError) as caught:
+        validate_prices(monthly(drop=(10,)), monthly_config(), "sales.csv", min_rows=10)
+    assert str(caught.value) == (
+        "sales.csv: 1 missing date(s) in the MS calendar of column 'month': 2020-11-01; rule: every period between "
+        "the first and the last date (windows would span the gap and forecast dates shift); add the rows, or set "
+        "data.fill_gaps to forward, interpolate or zero")
+    with pytest.raises(DataError, match=r": 2020-03-01, 2020-04-01, 2020-05-01, 2020-06-01, 2020-07-01 and 2 more;"):
+        validate_prices(monthly(drop=tuple(range(2, 9))), monthly_config(), "sales.csv", min_rows=10)
+
+
+@pytest.mark.parametrize(("method", "filled"), [("forward", 109.0), ("interpolate", 110.0), ("zero", 0.0)])
+def test_each_fill_mode_fills_the_gap_and_notes_it(method: str, filled: float) -> None:
+    data = validate_prices(monthly(drop=(10,)), monthly_config(fill_gaps=method), "sales.csv", min_rows=10)
+    assert len(data.frame) == 40 and data.gaps_filled == 1
+    assert data.frame.loc["2020-11-01", "sales"] == pytest.approx(filled, rel=1e-3)  # interpolate: 109 + 2 * 31 / 61
+    assert data.notes == [f"data.fill_gaps={method}: filled 1 missing date(s) of the MS calendar: 2020-11-01"]
+    assert data.frame.index.is_monotonic_increasing and data.frame.index.name == "month"
+    assert data.frame.index.dtype == "datetime64[ns]"
+
+
+def test_business_days_with_market_holidays_are_not_gaps() -> None:
+    prices = make_prices(60)
+    holidays = prices["Date"].isin(["2021-01-18", "2021-02-15"])  # Martin Luther King Day, Presidents' Day
+    data = validate(prices[~holidays].reset_index(drop=True))
+    assert data.gaps_filled == 0 and data.notes == []
+
+
+def test_the_hour_daylight_saving_skips_is_no_gap_but_a_missing_hour_is() -> None:
+    """Dates with UTC offsets are read at local time: spring's skipped local hour is judged on UTC instants."""
+    instants = pd.date_range("2024-03-09 20:00", periods=36, freq="h", tz="America/New_York")  # over 10 March
+    text = [t.isoformat(sep=" ") for t in instants]
+    frame = pd.DataFrame({"month": text, "sales": [str(100.0 + i) for i in range(36)]})
+    cfg = DataConfig(date_column="month", target="sales", features=("sales",), price_columns=(), volume_column=None)
+    data = validate_prices(frame, cfg, "hourly.csv", min_rows=10)
+    assert len(data.frame) == 36 and data.gaps_filled == 0 and data.notes == []
+    assert "2024-03-10 02:00:00" not in set(data.frame.index.astype(str))  # the local hour that does not exist
+    with pytest.raises(DataError, match=r"1 missing date\(s\) in the h calendar of column 'month': 2024-03-10 05:00:00;"):
+        validate_prices(frame.drop(index=8).reset_index(drop=True), cfg, "hourly.csv", min_rows=10)
+    filled = validate_prices(frame.drop(index=8).reset_index(drop=True), cfg.model_copy(update={"fill_gaps": "zero"}),
+                             "hourly.csv", min_rows=10)
+    assert filled.gaps_filled == 1 and filled.frame.loc["2024-03-10 05:00:00", "sales"] == 0.0
+
+
+def test_zero_filling_under_a_log_transform_is_refused() -> None:
+    """A 0 written into a column whose log is taken would surface as -inf inside training."""
+    positive = {"sales": "> 0 for the log transform"}
+    with pytest.raises(DataError, match=r"data.fill_gaps=zero would write 0 on 2020-11-01 in column\(s\) \['sales'\]"):
+        validate_prices(monthly(drop=(10,)), monthly_config(fill_gaps="zero"), "sales.csv", 10, positive=positive)
+    assert validate_prices(monthly(drop=(10,)), monthly_config(fill_gaps="forward"), "sales.csv", 10,
+                           positive=positive).gaps_filled == 1

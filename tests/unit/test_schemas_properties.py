@@ -185,3 +185,58 @@ def test_each_rule_alone_fails_the_fast_path_and_the_schema(edit) -> None:
     assert not passes_fast(frame, cfg)
     with pytest.raises(SchemaErrors):
         build_schema(cfg).validate(frame, lazy=True)
+
+
+long_cells = st.sampled_from(["", "nan", "inf", "-inf", "abc", "0", "-1", "-0", " 7 ", "1e400", "2.5"])
+
+
+@st.composite
+def long_table(draw: st.DrawFn) -> pd.DataFrame:
+    """A long table of a few Yahoo-style series (text cells, as read), each broken at random in a few ways."""
+    parts = []
+    for k in range(draw(st.integers(1, 4))):
+        rows = make_prices(draw(st.integers(1, 14)), seed=k).astype(object)
+        for _ in range(draw(st.integers(0, 4))):
+            kind = draw(st.sampled_from(["cell", "cell", "date", "swap", "bar", "reverse", "blank date", "other date"]))
+            i, j = draw(st.integers(0, len(rows) - 1)), draw(st.integers(0, len(rows) - 1))
+            if kind == "cell":
+                rows.iloc[i, 1 + draw(st.integers(0, 5))] = draw(long_cells)
+            elif kind == "date":  # a repeated or out-of-order date
+                rows.iloc[i, 0] = rows.iloc[j, 0]
+            elif kind == "swap":
+                rows.iloc[[i, j]] = rows.iloc[[j, i]].to_numpy()
+            elif kind == "bar":  # a bar's prices swapped: one or two of the row rules
+                a, b = draw(st.sampled_from([("High", "Low"), ("Open", "High"), ("Low", "Close")]))
+                rows.loc[i, [a, b]] = rows.loc[i, [b, a]].to_numpy()
+            elif kind == "reverse":
+                rows = rows.iloc[::-1].reset_index(drop=True)
+            else:  # dates the exact path must judge: left to it
+                rows.iloc[i, 0] = "" if kind == "blank date" else "04/01/2021"
+        parts.append(rows.assign(id=f"s{k}").astype(str).replace({"nan": "nan"}))
+    return pd.concat(parts, ignore_index=True)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table=long_table(), policy=st.sampled_from(["error", "drop", "ffill"]),
+       log_close=st.booleans(), min_rows=st.integers(1, 10))
+def test_the_whole_table_check_finds_what_validate_prices_finds(table, policy, log_close, min_rows) -> None:
+    """`series_failures` (every series at once) reports each series it judges exactly as `validate_prices` does."""
+    from pipeline.schemas import format_report, parse_table, series_failures
+
+    table = table.mask(table == "")  # read_csv reads an empty cell as missing
+    cfg = DataConfig(features=("Open", "High", "Low", "Close", "Adj Close", "Volume"), nan_policy=policy)
+    positive = {"Close": "Close > 0 (the log transform's domain)"} if log_close else None
+    groups = {sid: np.asarray(p) for sid, p in table.groupby("id", sort=False).indices.items()}
+    found = series_failures(table, parse_table(table, cfg), cfg, groups, min_rows, positive)
+    for sid, positions in groups.items():
+        rows = table.iloc[positions][COLUMNS].reset_index(drop=True)
+        try:
+            validate_prices(rows, cfg, sid, min_rows=min_rows, positive=positive)
+            exact = ""
+        except DataError as exc:
+            exact = str(exc)
+        if sid not in found:  # left to the exact path: only for dates it cannot read or sort, or a nan_policy
+            assert rows["Date"].isna().any() or not rows["Date"].str.match(r"^\d{4}-").all() \
+                or policy != "error" or pd.to_datetime(rows["Date"]).is_monotonic_decreasing
+            continue
+        assert (format_report(sid, found[sid]) if found[sid] else "") == exact

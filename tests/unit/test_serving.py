@@ -124,3 +124,59 @@ def test_forecast_dates_follow_the_training_calendar_not_the_input_alone(served)
     weekdays = pd.concat([data[data["Date"] == "2024-05-31"], weekdays])  # Fri, then Mon-Fri
     out = model.forecast(weekdays)
     assert out["date"].tolist() == ["2024-06-08"]  # Saturday, as the training data went on
+
+
+def hourly(data: pd.DataFrame) -> pd.DataFrame:
+    out = data.copy()
+    out["Date"] = pd.date_range("2024-03-01 00:00", periods=len(out), freq="h").strftime("%Y-%m-%d %H:%M:%S")
+    return out
+
+
+def test_hourly_rows_sent_to_a_daily_model_are_refused_naming_both_calendars(served):
+    """They came back as daily forecasts (REST 200); now a DataError for the CLI (exit 2) names the file."""
+    model, data = served
+    assert model.bundle.preprocessor.frequency == "B"
+    with pytest.raises(DataError) as caught:
+        model_input(hourly(data.tail(10)), model.bundle, source="hourly.csv")
+    text = str(caught.value)
+    assert text.startswith("hourly.csv: the dates (2024-03-01 00:00:00 to 2024-03-01 09:00:00) follow a h calendar")
+    assert "the model was trained on a B calendar" in text and "rule: the input's frequency is the model's" in text
+    model.forecast(data.tail(10))  # the model's own calendar still forecasts
+
+
+def test_the_rest_model_answers_a_wrong_calendar_with_invalid_parameter_value(served):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
+
+    from pipeline.pyfunc import LSTMForecastPyfunc
+
+    model, data = served
+    wrapper = LSTMForecastPyfunc()
+    wrapper.bundle, wrapper.model = model.bundle, model.model
+    with pytest.raises(MlflowException) as caught:
+        wrapper.predict(None, hourly(data.tail(10)))
+    assert caught.value.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE)
+    assert "follow a h calendar" in caught.value.message and "trained on a B calendar" in caught.value.message
+
+
+def test_a_model_of_many_series_checks_each_series_calendar(tmp_path):
+    from pipeline import panel
+    from pipeline.config import parse_config
+    from pipeline.ingest import load_prices
+    from pipeline.model_format import ForecastBundle, SeriesModels
+    from pipeline.serving import series_frames
+    from tests.conftest import long_config_dict, make_long
+
+    path = tmp_path / "daily.csv"
+    make_long("AB", n=30, freq="D").to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path)))
+    preps = panel.prepare_panel(panel.validate_panel(load_prices(str(path)), cfg, min_rows=6), cfg)
+    network = LSTMForecaster.from_config(cfg.model, n_features=1, horizon=cfg.window.horizon)
+    first = preps["A"].pre
+    assert first.frequency == "D"
+    bundle = ForecastBundle(network.checkpoint(), first, cfg, series=SeriesModels("id", {s: p.pre for s, p in preps.items()}))
+    daily = make_long("AB", n=12, freq="D")
+    assert set(series_frames(daily, bundle, "request.csv")) == {"A", "B"}
+    rows = pd.concat([daily[daily["id"] == "A"], make_long("B", n=12, freq="h")], ignore_index=True)
+    with pytest.raises(DataError, match=r"request.csv series 'B': .* follow a h calendar; the model was trained on a D"):
+        series_frames(rows, bundle, "request.csv")
