@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup lock run seed test test-unit ui docs serve-model browser-deps postgres-deps tracking-server clean
+.PHONY: setup lock run seed test test-unit test-fast lint ui docs serve-model browser-deps postgres-deps tracking-server clean
 
 setup: $(STAMP)
 
@@ -38,11 +38,20 @@ run: $(STAMP)
 seed: $(STAMP)
 	$(BIN)/pipeline train --config configs/seed.yaml
 
+# The whole suite; the 20 slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# The quick loop for the minute after a change: the unit tests (no Prefect flow, no MLflow server), quietly.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q -x
+
+# ruff, configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # MLflow's UI on the local store; one worker is plenty for one person (MLflow's default is 4 processes).
 MLFLOW_PORT    ?= 5000

@@ -268,7 +268,7 @@ def run(args) -> None:
     rows = []
     for seed in args.seeds:
         t0, c0 = time.perf_counter(), time.process_time()
-        members, val_preds, test_preds, stop_epochs = [], [], [], []
+        val_preds, test_preds, stop_epochs = [], [], []
         for k in range(args.ensemble):
             model, best_epoch = train_one(args, prep, batcher, seed + 1000 * k, tr_s, tr_o, val_s, val_o)
             vp = to_levels(args, prep, val_s, val_o, *(predict(model, batcher, val_s, val_o)))

@@ -82,9 +82,13 @@ def test_no_rhythm_steps_by_the_median_gap_and_one_date_by_a_day() -> None:
     assert len(next_dates(index, 0)) == 0
 
 
-@pytest.mark.parametrize("text", ["B", "MS", "ME", "W-SUN", "h", "15min", "D", "3months", "QS-JAN"])
-def test_stored_frequencies_parse(text: str) -> None:
-    assert parse_frequency(text) is not None
+@pytest.mark.parametrize(("text", "after"), [
+    ("B", "2024-02-01"), ("MS", "2024-02-01"), ("ME", "2024-02-29"), ("W-SUN", "2024-02-04"),
+    ("h", "2024-01-31 01:00"), ("15min", "2024-01-31 00:15"), ("D", "2024-02-01"), ("3months", "2024-04-30"),
+    ("QS-JAN", "2024-04-01"),
+])
+def test_stored_frequencies_parse_to_the_step_they_name(text: str, after: str) -> None:
+    assert pd.Timestamp("2024-01-31") + parse_frequency(text) == pd.Timestamp(after)
 
 
 def test_date_format_keeps_times_only_when_some_are_not_midnight() -> None:

@@ -139,7 +139,6 @@ def test_level_target_out_of_training_range_is_reported(tiny_config_dict) -> Non
 
 def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
     from pipeline.model import LSTMForecaster
-    from pipeline.schemas import ValidatedData
     from pipeline.train import TrainResult
 
     cfg = parse_config({**tiny_config_dict, "preprocess": {"target_transform": "level"}})

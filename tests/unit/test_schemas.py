@@ -110,7 +110,7 @@ def test_a_valid_frame_comes_back_typed_and_indexed_by_date() -> None:
     data = validate(make_prices(40))
     assert data.frame.index.name == "Date" and data.frame.index.is_monotonic_increasing
     assert list(data.frame.columns) == ["Open", "High", "Low", "Close", "Volume"]
-    assert all(dtype == float for dtype in data.frame.dtypes)
+    assert all(dtype == np.float64 for dtype in data.frame.dtypes)
     assert data.notes == [] and data.rows_dropped == data.rows_filled == 0
 
 

@@ -162,11 +162,16 @@ def test_pruning_stops_a_trial_worse_than_the_median_of_the_finished_ones() -> N
 
 
 def test_no_pruning_before_enough_trials_finished_or_when_disabled() -> None:
+    import optuna
+
     done = [finished([1.0, 0.5, 0.4], 0.3)]
     for pruning in (Pruning(startup_trials=2, warmup_epochs=0), Pruning(enabled=False, startup_trials=0)):
         check = sweep.PruningCheck(pruning, done)
         for epoch in range(3):
-            check(epoch, 1.0, 100.0)
+            check(epoch, 1.0, 100.0)  # a validation loss 250x the finished trial's: raises TrialPruned if judged
+    # the same loss is pruned once one finished trial is enough: the checks above could have failed
+    with pytest.raises(optuna.TrialPruned):
+        sweep.PruningCheck(Pruning(startup_trials=1, warmup_epochs=0), done)(0, 1.0, 100.0)
 
 
 def test_run_trial_scores_on_validation_and_reports_a_pruned_trial(prices, tiny_config: PipelineConfig) -> None:
