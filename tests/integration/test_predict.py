@@ -154,6 +154,8 @@ def test_predict_never_writes_into_prefects_home_or_database(prefect_harness, de
     data.to_csv(csv, index=False)
     settings = get_current_settings()
     database = Path(settings.server.database.connection_url.get_secret_value().split(":///", 1)[1])
+    home_db = Path(settings.home) / "prefect.db"
+    before = home_db.stat().st_ino if home_db.exists() else None  # another Prefect process may have made it
     for out, rule in ((database, "Prefect's database"), (Path(settings.home) / "prefect.db", "Prefect's home")):
         code = main(["predict", "--model", "models:/planted@champion", "--data", str(csv), "--out", str(out),
                      "--overwrite"])
@@ -161,4 +163,5 @@ def test_predict_never_writes_into_prefects_home_or_database(prefect_harness, de
         assert code == 2, err
         assert f"{out}: refused, it lies in {rule}" in err and "even with --overwrite" in err
     assert database.read_bytes().startswith(b"SQLite format 3\x00")  # the live server writes to it: no digest check
-    assert not (Path(settings.home) / "prefect.db").exists() or database == Path(settings.home) / "prefect.db"
+    # the refused write neither created the home's database nor replaced it (a write renames a new file over it)
+    assert (home_db.stat().st_ino if home_db.exists() else None) == before or database == home_db
