@@ -395,14 +395,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     with flow_start_up():
         from flows.training import training_flow
-        from pipeline import reproduce, tracking
+        from pipeline import reproduce, runtime, tracking
 
     client = tracking.get_client()
 
     def rerun(cfg: object) -> str:  # the recorded config, as a config object: no file in between
         return training_flow(config_path=None, config=cfg, force=True).run_id
 
-    env = {**reproduce.git_state(), **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
+    env = {**runtime.git_state(), **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
     report = reproduce.reproduce(client, args.run_id, rerun, source=args.data, current_env=env)
     print(f"Reproducing run {report.run_id} as run {report.new_run_id}")
     for line in report.lines():

@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError, RegistryError, TrackingError
 from pipeline.faults import kill_point
-from pipeline.runs import ProcessOwner
+from pipeline.runtime import ProcessOwner
 # The gate's and the history's names stay reachable here: the flows and the CLI use them through this module.
 from pipeline.gate import (CHALLENGER, CHAMPION, Check, Decision, Score, TestWindow, covers_window, gate,  # noqa: F401
                            judge, table_rmse)
@@ -325,7 +325,7 @@ def registration_lock(client: Any, name: str, wait_s: float | None = None) -> It
     The lock is a registered model `<name>.registration-lock`: creating a registered model is
     atomic on every MLflow store (a unique name), so exactly one process creates it; the others
     wait and retry, and the holder deletes it when done. The lock records its holder's process
-    (`runs.ProcessOwner`): a lock whose holder on this host has ended is broken at once, and one
+    (`runtime.ProcessOwner`): a lock whose holder on this host has ended is broken at once, and one
     older than LOCK_STALE_S (a holder elsewhere that died) is broken too. A waiting command says
     at once what it waits for, since when, held by whom and how long it will wait. On a local
     SQLite store the caller's file lock (`tracking.store_lock`) already serialises, and this is a no-op.

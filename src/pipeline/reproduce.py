@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -35,20 +33,6 @@ NOT_COMPARED_PREFIXES = ("time_",)
 
 class DataChangedError(DataError):
     """The data at the recorded source no longer has the recorded digest."""
-
-
-def git_state(cwd: str | Path | None = None) -> dict[str, str]:
-    """`git_commit` and `git_dirty` of the working tree ('unknown' outside a git checkout)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
-    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
 
 
 @dataclass(frozen=True)

@@ -208,13 +208,13 @@ ORPHANED_TAG = "pipeline.orphaned"  # on a run ended FAILED by a later command: 
 
 
 def fail_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
-    """End FAILED each RUNNING run of the experiment whose owner (`runs.ProcessOwner`, recorded when the run
+    """End FAILED each RUNNING run of the experiment whose owner (`runtime.ProcessOwner`, recorded when the run
     started) ran on this host and has certainly ended; their ids. One line on the log says which.
 
     A run whose owner lives, runs on another host or in another container, or recorded no owner is
     left alone. Never raises: a store that cannot be searched now is searched by the next command.
     """
-    from pipeline.runs import ProcessOwner
+    from pipeline.runtime import ProcessOwner
 
     here = ProcessOwner.current()
     try:
@@ -591,8 +591,8 @@ def standard_tags(tags: Mapping[str, str], data_source: str | None = None,
     """The tags every run carries: the caller's (Prefect links, run type), the process that owns it
     (`pipeline.owner*`), the data source, the resolved config's digest, the git state and `version.*`
     of the libraries that shape a result."""
-    from pipeline.reproduce import git_state
-    from pipeline.runs import ProcessOwner
+    from pipeline.runtime import git_state
+    from pipeline.runtime import ProcessOwner
 
     return {**tags, **ProcessOwner.current().tags(), **({"data_source": data_source} if data_source else {}),
             **({"config_digest": config_digest} if config_digest else {}), **git_state(),

@@ -72,7 +72,7 @@ def test_runs_left_running_by_a_dead_process_of_this_host_are_ended_failed_by_th
     import subprocess
     import sys
 
-    from pipeline.runs import ProcessOwner
+    from pipeline.runtime import ProcessOwner
 
     client = tracking.get_client()
     exp = tracking.ensure_experiment(client, "orphans")

@@ -14,7 +14,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_
 
 from pipeline import registry
 from pipeline.errors import RegistryError
-from pipeline.runs import ProcessOwner
+from pipeline.runtime import ProcessOwner
 
 
 class ServerRegistry:

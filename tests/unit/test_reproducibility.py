@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import evaluate, features, reproduce
+from pipeline import evaluate, features, reproduce, runtime
 from pipeline.config import parse_config
 from pipeline.errors import DataError
 from pipeline.model import weights_digest
@@ -59,13 +59,13 @@ def test_weights_digest_sees_a_single_changed_value(tiny_config) -> None:
 
 def test_git_state_names_the_commit_and_dirty_flag(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
-    state = reproduce.git_state(root)
+    state = runtime.git_state(root)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     if head.returncode != 0:
         pytest.skip("not a git checkout")
     assert state["git_commit"] == head.stdout.strip()
     assert state["git_dirty"] in {"true", "false"}
-    assert reproduce.git_state(tmp_path) == {"git_commit": "unknown", "git_dirty": "unknown"}
+    assert runtime.git_state(tmp_path) == {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
 def recorded_run(cfg, source: str, digest: str, **metrics: float) -> RecordedRun:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import evaluate, runs
+from pipeline import evaluate, runs, runtime
 from pipeline.config import resolve
 from pipeline.errors import TrackingError
 from pipeline.evaluate import Forecasts, SplitScores
@@ -129,10 +129,10 @@ def test_run_names_say_config_data_and_when() -> None:
 
 
 def test_a_process_owner_round_trips_through_tags_and_is_alive_while_it_runs() -> None:
-    here = runs.ProcessOwner.current()
-    assert runs.ProcessOwner.from_tags(here.tags()) == here
+    here = runtime.ProcessOwner.current()
+    assert runtime.ProcessOwner.from_tags(here.tags()) == here
     assert here.gone(here) is None
-    assert runs.ProcessOwner.from_tags({}) is None  # a run from before owners were recorded: not judged
+    assert runtime.ProcessOwner.from_tags({}) is None  # a run from before owners were recorded: not judged
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -140,10 +140,10 @@ def test_a_dead_or_replaced_owner_on_this_host_is_gone_and_others_are_not_judged
     import dataclasses
     import subprocess
 
-    here = runs.ProcessOwner.current()
+    here = runtime.ProcessOwner.current()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        alive = dataclasses.replace(here, pid=child.pid, started=str(runs.process_stat(child.pid)[1]))
+        alive = dataclasses.replace(here, pid=child.pid, started=str(runtime.process_stat(child.pid)[1]))
         assert alive.gone(here) is None
         assert "another process" in dataclasses.replace(alive, started="1").gone(here)  # a reused pid
     finally:
