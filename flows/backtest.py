@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task, prefect_tags, validate_task
+from flows.tasks import STEP, ingest_task, prefect_tags, validate_task
 from pipeline import backtest, plots, progress, runs, tracking
 from pipeline.backtest import BacktestSummary, Fold, FoldResult
 from pipeline.config import PipelineConfig, resolve

@@ -19,9 +19,9 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
-from flows.common import DASK_ADDRESS_ENV, STEP, ingest_task, prefect_tags, task_runner, validate_task
 from flows.reporting import library_logs_to_run
-from flows.training import training_steps
+from flows.tasks import (DASK_ADDRESS_ENV, STEP, ingest_task, prefect_tags, task_runner, training_steps,
+                         validate_task)
 from pipeline import panel, plots, runs, sweep, tracking
 from pipeline.config import PipelineConfig, resolve
 from pipeline.errors import ConfigError, PipelineError

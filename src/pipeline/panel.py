@@ -6,7 +6,7 @@ naming the series id, the file line and the rule) -> split each series by time (
 windows of every series stacked for one global model (or kept apart for one model per series) ->
 per-series scores (RMSE, M4's sMAPE and MASE, beside naive and seasonal naive) and their means.
 
-No MLflow, no Prefect: the flows wire these steps (flows/portfolio.py).
+No MLflow, no Prefect: the flows wire these steps (flows/tasks.py).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from pipeline import evaluate
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
 from pipeline.evaluate import Forecasts
-from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, split_by_time, transform_domain
+from pipeline.features import (SPLITS, Preprocessor, SplitBounds, SplitName, Windows, prepare, split_by_time,
+                               transform_domain)
 from pipeline.ingest import RawData, is_remote, load_prices
 from pipeline.intervals import Calibration
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle, SeriesModels
-from pipeline.schemas import DATE, check_columns, passes_fast, validate_prices
+from pipeline.schemas import DATE, ValidatedData, check_columns, passes_fast, validate_prices
 from pipeline.train import TrainResult
 
 log = logging.getLogger(__name__)
@@ -95,18 +96,31 @@ def provenance(raw: RawData) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- validation
+ONE_SERIES = "series"  # the implicit id of the one series of a config without data.series_column
+
+
 @dataclass
 class Panel:
-    """Validated series, each a date-indexed frame of float columns, and what validation noticed."""
+    """Validated series, each a date-indexed frame of float columns, and what validation noticed.
 
-    column: str  # the series id column
+    One series is a panel of one: its id is implicit (`ONE_SERIES`, `column` None) and `one` keeps
+    what validating it reported (rows dropped and filled).
+    """
+
+    column: str | None  # the series id column; None: one series, its id implicit
     series: dict[str, pd.DataFrame]
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # series id -> why it was left out
+    one: ValidatedData | None = None  # one series: its validation report
 
     @property
     def rows(self) -> int:
         return sum(len(f) for f in self.series.values())
+
+
+def of_one(data: ValidatedData) -> Panel:
+    """One validated series as a panel of one (its id implicit)."""
+    return Panel(column=None, series={ONE_SERIES: data.frame}, notes=list(data.notes), one=data)
 
 
 _LINE_REFS = re.compile(r"\b(lines?) (\d+(?:, \d+)*)")
@@ -324,7 +338,11 @@ def prepare_series(frame: pd.DataFrame, cfg: PipelineConfig) -> SeriesPrep:
 
 
 def prepare_panel(panel: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
-    """`prepare_series` for every series; DataError when no series can be trained on."""
+    """`prepare_series` for every series; DataError when no series can be trained on. One series (its id
+    implicit) must hold every split's windows (`features.prepare`'s rule)."""
+    if panel.column is None:
+        pre, bounds, windows = prepare(panel.series[ONE_SERIES], cfg)
+        return {ONE_SERIES: SeriesPrep(pre, bounds, windows, trainable=True)}
     preps = {sid: prepare_series(frame, cfg) for sid, frame in panel.series.items()}
     if not any(p.trainable for p in preps.values()):
         raise DataError(f"no series is long enough to train on: each needs a training and a test window "
@@ -508,15 +526,20 @@ def score_panel(forecasts: Mapping[str, Forecasts], panel: Panel, preps: Mapping
 
 
 def series_scales(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig) -> dict[str, float]:
-    """Each series' interval scale: the in-sample seasonal-naive MAE (naive without a season) of its training rows."""
+    """Each series' interval scale: the in-sample seasonal-naive MAE (naive without a season) of its training rows;
+    1 for one series (its intervals in its own units)."""
+    if panel.column is None:
+        return {sid: 1.0 for sid in preps}
     return {sid: insample_scale(panel.series[sid], cfg.data.target, p.bounds.val_start, cfg.evaluate.season_length)
             for sid, p in preps.items()}
 
 
 def calibrate_panel(val: Mapping[str, Forecasts], scales: Mapping[str, float],
                     cfg: PipelineConfig) -> Calibration | None:
-    """One conformal table for every series, from the validation errors each divided by its series' scale."""
-    return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals, dict(scales),
+    """One conformal table for every series, from the validation errors each divided by its series' scale
+    (one series: in its own units, no table of scales)."""
+    return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals,
+                              dict(scales) if cfg.data.series_column else None,
                               span=cfg.window.lookback - 1 if isinstance(cfg.window.lookback, int) else 0)
 
 
@@ -526,8 +549,10 @@ def with_panel_intervals(forecasts: Mapping[str, Forecasts], calibration: Calibr
     return {sid: evaluate.with_intervals(fc, calibration, scales[sid]) for sid, fc in forecasts.items()}
 
 
-def forecast_tables(forecasts: Mapping[str, Forecasts], column: str) -> pd.DataFrame:
-    """Every series' forecasts in long form: <series column>, date, step, forecast."""
+def forecast_tables(forecasts: Mapping[str, Forecasts], column: str | None) -> pd.DataFrame:
+    """Every series' forecasts in long form: <series column>, date, step, forecast (one series: no id column)."""
+    if column is None:
+        return next(iter(forecasts.values())).table()
     parts = [fc.table().assign(**{column: sid}) for sid, fc in forecasts.items()]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["date", "step", "forecast"])
     return table[[column, *[c for c in table.columns if c != column]]]
@@ -547,15 +572,15 @@ def panel_tags(panel: Panel, preps: Mapping[str, SeriesPrep]) -> dict[str, str]:
 
 # ---------------------------------------------------------------- serving input
 def input_example(panel: Panel, cfg: PipelineConfig, rows: int, series: int = 2) -> pd.DataFrame:
-    """The last `rows` rows of the first `series` series, in the long form the model takes."""
-    from pipeline.dates import format_dates
+    """The last `rows` rows of the first `series` series, in the form the model takes (long, with the series id
+    column, for many series; `serving.input_example`'s for one)."""
+    from pipeline import serving
 
     parts = []
     for sid in list(panel.series)[:series]:
-        tail = panel.series[sid][list(cfg.data.columns)].tail(rows).astype("float64")
-        part = tail.reset_index()
-        part[cfg.data.date_column] = format_dates(tail.index)
-        part.insert(0, panel.column, sid)
+        part = serving.input_example(panel.series[sid], cfg, rows)
+        if panel.column is not None:
+            part.insert(0, panel.column, sid)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
@@ -597,7 +622,11 @@ def series_models(fit: PanelFit, preps: Mapping[str, SeriesPrep], column: str) -
 
 def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
            calibration: Calibration | None = None) -> ForecastBundle:
-    """The logged model: one network (or one per series), every served series' preprocessor, the intervals."""
+    """The logged model: one network (or one per series), every served series' preprocessor, the intervals
+    (one series: its network and preprocessor, no series table)."""
+    if cfg.data.series_column is None:
+        return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=preps[ONE_SERIES].pre, config=cfg,
+                              intervals=calibration.model if calibration else None)
     series = series_models(fit, preps, str(cfg.data.series_column))
     first = next(iter(series.preprocessors.values()))
     return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=first, config=cfg, series=series,

@@ -89,7 +89,7 @@ def test_a_broken_series_fails_the_run_with_its_id_line_and_rule(prefect_harness
 
 def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_harness, mlflow_store, long_csv,
                                                                        tmp_path, monkeypatch):
-    import flows.portfolio as portfolio
+    import flows.tasks as portfolio
     from pipeline import train
 
     def fit_failing_b(model, train_windows, val, cfg, on_epoch_end=None):

@@ -239,7 +239,7 @@ def test_a_series_task_is_tried_again_only_when_its_work_was_lost() -> None:
     """A Dask worker gone (or any error from the machinery) retries the series; a PipelineError of its own does not."""
     from prefect.states import Completed, Failed
 
-    from flows.portfolio import retry_lost_work
+    from flows.tasks import retry_lost_work
     from pipeline.errors import TrainingError
 
     def failed_with(exc: BaseException):
