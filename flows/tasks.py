@@ -309,48 +309,34 @@ def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None
 
 @task(name="register", **STEP)
 def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id: str | None, raw: RawData,
-                  frame: pd.DataFrame, test: Forecasts, metrics: dict[str, float],
-                  extra_tags: dict[str, str]) -> registry.Decision:
-    """Register a `@challenger` version; the gate decides whether it also becomes `@champion`."""
+                  data: Panel, preps: dict[str, SeriesPrep], test: dict[str, Forecasts],
+                  metrics: dict[str, float]) -> registry.Decision:
+    """Register a `@challenger` version; the gate compares the test metric (the RMSE of one series, the mean MASE
+    of many) with the strongest baseline's (or `registry.baseline`'s) and with the champion's, re-scored with its
+    own preprocessing on the same windows, and decides whether it also becomes `@champion`."""
     name = cfg.registry.model_name
-    raw_rows, actual, first_dates = runs.rescore_inputs(frame, cfg.data, test)
-    window = registry.TestWindow(first_dates[0], first_dates[-1], raw.digest)
+    metric = gate.gate_metric(many_series=data.column is not None)
+    baseline, baseline_score = gate.strongest_baseline(metrics, metric, cfg.registry.baseline)  # summary.gate's
+    one = data.column is None
+    context = max(len(f) for f in data.series.values()) if one else 4 * Preprocessor(cfg).input_rows
+    inputs = panel.gate_inputs(data, preps, test, cfg, context_rows=context)
+    horizon, column = cfg.window.horizon, data.column
 
-    def rescore(uri: str) -> registry.Score:  # the champion, with its own logged preprocessing
-        return registry.rescore(uri, raw_rows, actual, first_dates, cfg.window.horizon, cfg.data.target)
-
-    margins = (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion)
-    decision = registry.register_and_promote(
-        run.client, name, model_uri, run.run_id, runs.version_tags(raw.digest, metrics, extra_tags), window,
-        metrics["test_rmse"], metrics["test_naive_rmse"], rescore, margins,
-        runs.registered_by(run.run_id, extra_tags.get("prefect.flow_run_id")), model_id=model_id,
-        coverage=gate.coverage_requirement(metrics, cfg.registry.max_coverage_error))
-    publish_promotion(decision.markdown(name, run.run_id), name, f"{name} v{decision.version}: {decision.reason}")
-    return decision
-
-
-@task(name="register", **STEP)
-def register_panel_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id: str | None, raw: RawData,
-                        inputs: panel.GateInputs, metrics: dict[str, float]) -> registry.Decision:
-    """Register a `@challenger` version; the gate compares mean MASE with seasonal naive's and the champion's."""
-    name = cfg.registry.model_name
-    seasonal = "test_seasonal_naive_mase" in metrics
-    baseline = metrics["test_seasonal_naive_mase" if seasonal else "test_naive_mase"]
-    column = str(cfg.data.series_column)
+    def score_table(table: pd.DataFrame) -> gate.Score:
+        if column is None:  # one series: every step of its test windows, as the run scored them
+            return gate.scored_in_full(table, inputs.actual.loc[ONE_SERIES], inputs.first_dates[ONE_SERIES], horizon)
+        return gate.table_mase(table, column, inputs.actual, inputs.first_dates, inputs.scales, horizon)
 
     def rescore(uri: str) -> gate.Score:  # the champion, with its own logged preprocessing, on every series
-        return registry.rescore(uri, inputs.rows, inputs.actual, [], cfg.window.horizon, cfg.data.target,
-                                score_table=lambda t: gate.table_mase(t, column, inputs.actual, inputs.first_dates,
-                                                                      inputs.scales, cfg.window.horizon))
+        return registry.rescore(uri, inputs.rows, cfg.data.target, score_table)
 
-    window = registry.TestWindow(*inputs.window, raw.digest)
+    extra = prefect_tags()
     decision = registry.register_and_promote(
-        run.client, name, model_uri, run.run_id, runs.version_tags(raw.digest, metrics, prefect_tags()), window,
-        metrics["test_mase"], baseline, rescore,
+        run.client, name, model_uri, run.run_id, runs.version_tags(raw.digest, metrics, extra),
+        registry.TestWindow(*inputs.window, raw.digest), metrics[f"test_{metric}"], baseline_score, rescore,
         (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion),
-        runs.registered_by(run.run_id, prefect_tags().get("prefect.flow_run_id")), model_id=model_id,
-        measure=("MASE", "seasonal naive" if seasonal else "naive"),
-        coverage=gate.coverage_requirement(metrics, cfg.registry.max_coverage_error))
+        runs.registered_by(run.run_id, extra.get("prefect.flow_run_id")), model_id=model_id,
+        measure=(metric, baseline), coverage=gate.coverage_requirement(metrics, cfg.registry.max_coverage_error))
     publish_promotion(decision.markdown(name, run.run_id), name, f"{name} v{decision.version}: {decision.reason}")
     return decision
 
@@ -398,6 +384,8 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
                                          *(f"warning: {n}" for n in (calibration.notes if calibration else ()))],
                                   timings=timings.seconds,
                                   test_forecasts=panel.forecast_tables(forecasts["test"], data.column))
+        metric = gate.gate_metric(many_series=data.column is not None)
+        summary.gate = (metric, gate.strongest_baseline(metrics, metric, cfg.registry.baseline)[0])
         if cfg.registry.enabled:
             register(run, cfg, raw, data, preps, forecasts["test"], summary, timings)
         tracking.log_metrics(run.client, run.run_id, timings.metrics())
@@ -441,12 +429,7 @@ def register(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Panel, pr
              test: dict[str, Forecasts], summary: TrainingSummary, timings: Timings) -> None:
     """Register and gate the model (one registration at a time on a local store), then tag the run."""
     with timings.stage("registry"), tracking.store_lock(run.tracking_uri):
-        if data.column is None:
-            decision = register_task(run, cfg, summary.model_uri, summary.model_id, raw, data.series[ONE_SERIES],
-                                     test[ONE_SERIES], summary.metrics, prefect_tags())
-        else:
-            inputs = panel.gate_inputs(data, preps, test, cfg, context_rows=4 * Preprocessor(cfg).input_rows)
-            decision = register_panel_task(run, cfg, summary.model_uri, summary.model_id, raw, inputs, summary.metrics)
+        decision = register_task(run, cfg, summary.model_uri, summary.model_id, raw, data, preps, test, summary.metrics)
     kill_point("after-alias-move")
     summary.model_name, summary.version, summary.alias, summary.reason = (
         cfg.registry.model_name, decision.version, decision.alias, decision.reason)

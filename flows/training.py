@@ -93,8 +93,7 @@ def run_training(cfg: PipelineConfig, config_path: str | None, force: bool) -> T
             summary, data_tags = training_steps(cfg)(run, cfg, config_path, raw, timings)
             report = reports.trained_report(ctx, data_tags, summary, force)
             tracking.set_description(run.client, run.run_id, reports.run_markdown(report))  # the run page's notes
-        get_run_logger().info("run %s finished: test RMSE %.6g vs persistence %.6g", run.run_id,
-                              summary.metrics["test_rmse"], summary.metrics.get("test_naive_rmse", float("nan")))
+        get_run_logger().info("run %s finished: %s", run.run_id, reports.headline(summary.metrics, summary.gate))
         publish_report(report)
         return summary
     except BaseException as exc:

@@ -116,21 +116,22 @@ def _fmt(value: float | None) -> str:
 
 
 def print_training_summary(summary: TrainingSummary) -> None:
-    from pipeline.reports import interval_summary
+    from pipeline.reports import headline, interval_summary
 
     if summary.skipped:
         print(f"Nothing to do: {summary.reason}")
         return
     m = summary.metrics
     print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")
-    if "test_mase" in m:  # many series: means over the series, beside naive and seasonal naive
+    if m.get("test_series", 1) > 1:  # many series: means over the series, beside naive and seasonal naive
         print(f"{'test, mean of ' + str(int(m.get('test_series', 0))) + ' series':<24}{'model':>12}{'naive':>12}"
               f"{'seasonal naive':>16}")
         for name in ("mase", "smape", "rmse", "mae"):
             print(f"{name:<24}{_fmt(m.get(f'test_{name}')):>12}{_fmt(m.get(f'test_naive_{name}')):>12}"
                   f"{_fmt(m.get(f'test_seasonal_naive_{name}')):>16}")
     else:
-        print_single_series_table(m)
+        print_single_series_table(m, summary.gate[1])
+    print(headline(m, summary.gate))  # against the baseline the gate holds the model to
     print(interval_summary(m) or "test intervals: none fitted")
     if summary.version:
         print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")
@@ -141,19 +142,20 @@ def print_training_summary(summary: TrainingSummary) -> None:
         print(f"note: {note}")
 
 
-def print_single_series_table(m: dict[str, float]) -> None:
-    from pipeline.evaluate import verdict
+def print_single_series_table(m: dict[str, float], baseline: str = "naive") -> None:
+    """The test metrics of one series beside persistence and, when the gate holds the model to another, that one."""
+    from pipeline.gate import baseline_words
     from pipeline.reports import MAPE_NOTE, METRICS
 
-    print(f"{'test metric':<18}{'model':>14}{'persistence':>14}")
+    other = [baseline] if baseline != "naive" else []
+    print(f"{'test metric':<18}{'model':>14}{'persistence':>14}" + "".join(f"{baseline_words(b):>16}" for b in other))
     flag_mape = bool(m.get("test_actual_near_zero"))
     for name, _ in METRICS:
         label = f"{name} *" if name == "mape" and flag_mape else name
-        print(f"{label:<18}{_fmt(m.get(f'test_{name}')):>14}{_fmt(m.get(f'test_naive_{name}')):>14}")
+        print(f"{label:<18}{_fmt(m.get(f'test_{name}')):>14}{_fmt(m.get(f'test_naive_{name}')):>14}"
+              + "".join(f"{_fmt(m.get(f'test_{b}_{name}')):>16}" for b in other))
     if flag_mape:
         print(f"* {MAPE_NOTE}")
-    ratio = m.get("test_rmse_ratio")
-    print(f"RMSE ratio model/persistence: {_fmt(ratio)} ({verdict(ratio)})")
 
 
 @contextlib.contextmanager
@@ -273,8 +275,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     aliases = registry.get_aliases(client, args.name)
     shown = moves if args.all else [m for m in moves if m.alias == registry.CHAMPION]
     print(f"{args.name}: {'every alias move' if args.all else '@champion lineage'}, oldest first")
+    gated: dict[str, str | None] = {}  # version -> the gate's figures, read from its tags (old names too)
     for move in shown:
         _print_move(move)
+        version = move.to_version
+        if version and move.kind in ("register", "gate") and version not in gated:
+            gated[version] = registry.gate_line(client, args.name, version)
+            if gated[version]:
+                print(f"    gate: {gated[version]}")
     if not shown:
         print("  (no recorded moves)")
     lineage = registry.champion_lineage(moves, aliases.get(registry.CHAMPION))
@@ -287,8 +295,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     with flow_start_up():
         from flows.backtest import backtest_flow
         from pipeline.config import resolve
-        from pipeline.evaluate import verdict
-        from pipeline.reports import interval_summary
+        from pipeline.gate import strongest_baseline
+        from pipeline.reports import headline, interval_summary
 
     cfg = resolve(args.config, args.data, args.experiment, folds=args.folds, window=args.window)
     summary = backtest_flow(config_path=args.config, config=cfg)
@@ -299,9 +307,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print(f"{'over folds':<18}{'mean':>14}{'std':>14}")
     for name in ("rmse", "naive_rmse", "rmse_ratio"):
         print(f"test_{name:<13}{_fmt(m.get(f'test_{name}_mean')):>14}{_fmt(m.get(f'test_{name}_std')):>14}")
-    ratio = m.get("backtest_rmse_ratio")
-    print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}, "
-          f"ratio {_fmt(ratio)} ({verdict(ratio)})")
+    measure = ("rmse", strongest_baseline(m, "rmse", cfg.registry.baseline, split="backtest")[0])  # the gate's
+    print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}; "
+          + headline(m, measure, split="backtest"))
     print(interval_summary(m, "backtest") or "backtest intervals: none fitted")
     for note in summary.notes:
         print(f"note: {note}")

@@ -483,9 +483,9 @@ def beats_persistence(ratio: float | None) -> bool:
     return ratio is not None and ratio < 1
 
 
-def verdict(ratio: float | None) -> str:
-    """The model against persistence, in words, from the RMSE ratio model/persistence."""
-    return "better than persistence" if beats_persistence(ratio) else "NOT better than persistence"
+def verdict(ratio: float | None, baseline: str = "persistence") -> str:
+    """The model against `baseline` (its name in words), from the ratio model/baseline of a metric."""
+    return f"better than {baseline}" if beats_persistence(ratio) else f"NOT better than {baseline}"
 
 
 def worse_than_persistence(ratio: float | None, where: str, detail: str | None = None) -> str | None:

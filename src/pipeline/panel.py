@@ -636,9 +636,9 @@ def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
 # ---------------------------------------------------------------- the gate's inputs
 @dataclass(frozen=True)
 class GateInputs:
-    """What re-scoring the champion on this run's test windows needs, for `gate.table_mase`."""
+    """What re-scoring the champion on this run's test windows needs (`gate.table_mase`, `gate.table_rmse`)."""
 
-    rows: pd.DataFrame  # long raw rows (dates as text) ending at each series' last test origin
+    rows: pd.DataFrame  # raw rows (dates as text; long, with the series id, for many) ending at each last test origin
     actual: pd.Series  # target by (series, date text)
     first_dates: dict[str, list[str]]  # each series' test windows' first target dates
     scales: dict[str, float]  # each series' MASE divisor
@@ -648,7 +648,8 @@ class GateInputs:
 def gate_inputs(data: Panel, preps: Mapping[str, SeriesPrep], test: Mapping[str, Forecasts],
                 cfg: PipelineConfig, context_rows: int) -> GateInputs:
     """The rows a champion forecasts the test windows from: per series, `context_rows` rows before its first
-    test origin (room for a champion with a longer lookback) up to its last; not every window of every series."""
+    test origin (room for a champion with a longer lookback) up to its last; not every window of every series.
+    One series: its rows as the model takes them (no id column)."""
     from pipeline.dates import date_format
 
     parts, actual, firsts, scales = [], {}, {}, {}
@@ -658,7 +659,8 @@ def gate_inputs(data: Panel, preps: Mapping[str, SeriesPrep], test: Mapping[str,
         origins = prep.windows["test"].origins
         rows = frame.iloc[max(0, int(origins[0]) - context_rows):int(origins[-1]) + 1].reset_index()
         rows[cfg.data.date_column] = rows[cfg.data.date_column].dt.strftime(fmt)
-        rows.insert(0, data.column, sid)
+        if data.column is not None:
+            rows.insert(0, data.column, sid)
         parts.append(rows)
         actual[sid] = pd.Series(frame[cfg.data.target].to_numpy(dtype=float), index=frame.index.strftime(fmt))
         firsts[sid] = list(fc.dates.strftime(fmt))

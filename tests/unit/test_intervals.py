@@ -156,7 +156,7 @@ def test_levels_off_means_no_intervals(walk) -> None:
 def test_many_series_share_one_table_scaled_per_series() -> None:
     val = {"a": random_walk_forecasts(300, 5), "b": random_walk_forecasts(300, 6)}
     val["b"] = Forecasts(val["b"].dates, val["b"].actual * 10, val["b"].predicted * 10, val["b"].anchor * 10)
-    cfg = parse_config({})
+    cfg = parse_config({"data": {"series_column": "id"}})
     scales = {"a": 1.0, "b": 10.0}
     calibration = panel.calibrate_panel(val, scales, cfg)
     banded = panel.with_panel_intervals(val, calibration, scales)
@@ -271,7 +271,7 @@ def test_the_gate_refuses_a_model_whose_intervals_lie() -> None:
     assert honest.promoted and "calibration PASS" in honest.reason
     liar = gate.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=gate.coverage_requirement({"test_acd_95": 0.2}, 0.03))
     assert not liar.promoted and "calibration FAIL" in liar.reason and "0.2000" in liar.reason
-    assert liar.tags()["gate.calibration"].startswith("FAIL")
+    assert liar.tags()["gate.check.calibration"].startswith("FAIL")
     unknown = gate.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=gate.coverage_requirement({}, 0.03))
     assert not unknown.promoted and "no intervals" in unknown.reason
 

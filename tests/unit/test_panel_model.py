@@ -131,10 +131,10 @@ def test_table_mase_scores_the_champion_per_series() -> None:
 
 
 def test_the_portfolio_gate_speaks_mase_and_seasonal_naive() -> None:
-    decision = gate.judge("3", 0.9, 1.2, "2", gate.Score(0.95, 10), (0.0, 0.0), "MASE", "seasonal naive")
+    decision = gate.judge("3", 0.9, 1.2, "2", gate.Score(0.95, 10), (0.0, 0.0), "mase", "seasonal_naive")
     assert decision.promoted
     assert "test MASE 0.9 vs seasonal naive 1.2" in decision.reason and "champion v2" in decision.reason
-    assert decision.tags()["gate.metric"] == "MASE"
+    assert decision.tags()["gate.metric"] == "mase" and decision.tags()["gate.baseline"] == "seasonal_naive"
     assert "| seasonal naive | 1.2 |" in decision.markdown("m")
-    refused = gate.judge("3", 1.3, 1.2, None, None, (0.0, 0.0), "MASE", "seasonal naive")
-    assert not refused.promoted and "persistence FAIL: test MASE 1.3" in refused.reason
+    refused = gate.judge("3", 1.3, 1.2, None, None, (0.0, 0.0), "mase", "seasonal_naive")
+    assert not refused.promoted and "baseline FAIL: test MASE 1.3" in refused.reason
