@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
 from flows.reporting import library_logs_to_run
-from flows.tasks import (DASK_ADDRESS_ENV, STEP, ingest_task, prefect_tags, task_runner, training_steps,
+from flows.tasks import (DASK_ADDRESS_ENV, STEP, ParentRef, ingest_task, prefect_tags, task_runner, training_steps,
                          validate_task)
 from pipeline import panel, plots, runs, sweep, tracking
 from pipeline.config import PipelineConfig, resolve
@@ -48,16 +48,6 @@ class SweepSummary:
     seconds: float = 0.0  # the whole flow
     trials_seconds: float = 0.0  # from the first trial's start to the last one's end
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ParentRef:
-    """What a trial needs of the parent run (picklable: no client)."""
-
-    run_id: str
-    experiment_id: str
-    name: str
-    data_digest: str
 
 
 @task(name="trial", **STEP)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,16 @@ DASK_ADDRESS_ENV = "PIPELINE_DASK_ADDRESS"  # a Dask scheduler for the parallel 
 
 # Data frames, models and clients hash badly: these tasks neither cache nor persist results.
 STEP = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """What a child task (a sweep's trial, a backtest's fold) needs of the parent run (picklable: no client)."""
+
+    run_id: str
+    experiment_id: str
+    name: str
+    data_digest: str
 
 
 def retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:

@@ -293,23 +293,27 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     with flow_start_up():
-        from flows.backtest import backtest_flow
+        from flows.backtest import run_backtest
         from pipeline.config import resolve
-        from pipeline.gate import strongest_baseline
-        from pipeline.reports import headline, interval_summary
+        from pipeline.reports import interval_summary
 
     cfg = resolve(args.config, args.data, args.experiment, folds=args.folds, window=args.window)
-    summary = backtest_flow(config_path=args.config, config=cfg)
+    summary = run_backtest(config_path=args.config, config=cfg, parallel=args.parallel, dask_address=args.dask_address)
     m = summary.metrics
     print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id}), "
           f"{len(summary.fold_run_ids)} {summary.window} folds as child runs")
-    print(summary.folds.drop(columns=["train_rows", "val_rows"]).to_string(index=False))
-    print(f"{'over folds':<18}{'mean':>14}{'std':>14}")
-    for name in ("rmse", "naive_rmse", "rmse_ratio"):
-        print(f"test_{name:<13}{_fmt(m.get(f'test_{name}_mean')):>14}{_fmt(m.get(f'test_{name}_std')):>14}")
-    measure = ("rmse", strongest_baseline(m, "rmse", cfg.registry.baseline, split="backtest")[0])  # the gate's
-    print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}; "
-          + headline(m, measure, split="backtest"))
+    if summary.series is not None:  # many series: pooled per fold, then over every fold and series
+        print(summary.folds.to_string(index=False))
+        print(f"all folds pooled: MASE {_fmt(m.get('backtest_mase'))} (naive {_fmt(m.get('backtest_naive_mase'))}, "
+              f"seasonal naive {_fmt(m.get('backtest_seasonal_naive_mase'))}), sMAPE {_fmt(m.get('backtest_smape'))}; "
+              + summary.headline)
+    else:
+        print(summary.folds.drop(columns=["train_rows", "val_rows"]).to_string(index=False))
+        print(f"{'over folds':<18}{'mean':>14}{'std':>14}")
+        for name in ("rmse", "naive_rmse", "rmse_ratio"):
+            print(f"test_{name:<13}{_fmt(m.get(f'test_{name}_mean')):>14}{_fmt(m.get(f'test_{name}_std')):>14}")
+        print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence "
+              f"{_fmt(m.get('backtest_naive_rmse'))}; {summary.headline}")  # against the gate's baseline
     print(interval_summary(m, "backtest") or "backtest intervals: none fitted")
     for note in summary.notes:
         print(f"note: {note}")
@@ -455,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--folds", type=int, help="number of folds; overrides backtest.folds")
     bt.add_argument("--window", choices=["expanding", "rolling"], help="training window; overrides backtest.window")
     bt.add_argument("--experiment", help="MLflow experiment; overrides tracking.experiment")
+    bt.add_argument("--parallel", type=int, default=1, help="many series: folds at once, in worker processes "
+                    "(default: %(default)s)")
+    bt.add_argument("--dask-address", help="many series: Dask scheduler to run the folds on (else "
+                    "$PIPELINE_DASK_ADDRESS)")
     bt.set_defaults(func=cmd_backtest)
 
     rep = sub.add_parser("reproduce", help="re-run a training run from what it recorded and compare",

@@ -34,7 +34,7 @@ from pipeline.intervals import Calibration
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle, SeriesModels
 from pipeline.schemas import DATE, ValidatedData, check_columns, passes_fast, validate_prices
-from pipeline.train import TrainResult
+from pipeline.train import EpochCallback, TrainResult, fit, init_model
 
 log = logging.getLogger(__name__)
 
@@ -611,6 +611,22 @@ class PanelFit:
         if self.shared is not None:
             return {"*": self.shared.best_epoch + 1}
         return {sid: r.best_epoch + 1 for sid, r in self.local.items()}
+
+
+def fit_panel(preps: Mapping[str, SeriesPrep], cfg: PipelineConfig, on_epoch_end: EpochCallback | None = None,
+              validate: bool = True) -> PanelFit:
+    """Train on every trainable series' windows: one network on their stacked windows (`global`; one series), or
+    one network per series (`local`), each stopping early on its validation windows unless `validate` is False.
+    The flows train the same way through their own tasks (progress, mapped series); this is the plain form
+    (backtest folds)."""
+    def one(windows: dict[SplitName, Windows]) -> TrainResult:
+        model = init_model(cfg, n_features=windows["train"].X.shape[2])
+        val = windows["val"] if validate and len(windows["val"]) else None
+        return fit(model, windows["train"], val, cfg.train, on_epoch_end=on_epoch_end)
+
+    if cfg.model.strategy == "local" and cfg.data.series_column is not None:
+        return PanelFit(local={sid: one(p.windows) for sid, p in preps.items() if p.trainable})
+    return PanelFit(shared=one(stacked(preps)))
 
 
 def series_models(fit: PanelFit, preps: Mapping[str, SeriesPrep], column: str) -> SeriesModels:

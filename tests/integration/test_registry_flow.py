@@ -61,4 +61,4 @@ def test_flow_records_the_gate_everywhere(prefect_harness, mlflow_store, write_c
     assert len(reports) == 2
     assert any("tiny-forecaster v1 promoted to `@champion`" in r for r in reports)
     refused = next(r for r in reports if "v2 kept as `@challenger`" in r)
-    assert "| persistence | FAIL |" in refused and "| champion v1 (re-scored, its own preprocessing) |" in refused
+    assert "| baseline | FAIL |" in refused and "| champion v1 (re-scored, its own preprocessing) |" in refused
