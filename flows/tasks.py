@@ -214,14 +214,10 @@ def evaluate_panel_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesP
                         ) -> tuple[dict[str, dict[str, Forecasts]], dict[str, PanelScores], Calibration | None]:
     """Each series' forecasts of every scored split with intervals fitted on the validation errors (scaled per
     series), and their scores; the forecasts (split -> series -> forecasts), the scores and the intervals."""
-    served = trained.serves(preps)
     splits = SPLITS_SCORED if data.column is not None else ("train", *SPLITS_SCORED)
-    forecasts = {s: panel.forecast_panel(trained.model_for, data, served, cfg, s) for s in splits}
-    scales = panel.series_scales(data, preps, cfg)
-    calibration = panel.calibrate_panel(forecasts["val"], scales, cfg)
+    forecasts, calibration = panel.forecast_splits(trained.model_for, data, trained.serves(preps), cfg, splits)
     for note in calibration.notes if calibration else ():
         get_run_logger().warning(note)
-    forecasts = {s: panel.with_panel_intervals(fc, calibration, scales) for s, fc in forecasts.items()}
     scores = {s: panel.score_panel(forecasts[s], data, preps, cfg, s) for s in SPLITS_SCORED if forecasts[s]}
     return forecasts, scores, calibration
 

@@ -149,9 +149,11 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     model = init_model(fcfg, n_features=windows["train"].X.shape[2])
     val = windows["val"] if len(windows["val"]) else None
     result = fit(model, windows["train"], val, fcfg.train, on_epoch_end=on_epoch_end)
-    # The fold's intervals come from its own validation part's errors (none without validation windows).
-    scored = {s: windows[s] for s in ("val", "test")}
-    fc = evaluate.forecast_splits(result.model, pre, part, scored, cfg)[0]["test"]
+    # The fold's intervals come from its own validation part's errors (none without validation windows), as in
+    # training: one series is a panel of one.
+    one = Panel(column=None, series={panel.ONE_SERIES: part})
+    preps = {panel.ONE_SERIES: panel.SeriesPrep(pre, bounds, windows, trainable=True)}
+    fc = panel.forecast_splits(lambda _: result.model, one, preps, cfg, ("test",))[0]["test"][panel.ONE_SERIES]
     scores = evaluate.score(fc, prefix="test")
     seconds = time.perf_counter() - started
     log.info("fold %d: cutoff %s, %d train rows, test RMSE %.6g (persistence %.6g)", fold.index + 1,
@@ -359,10 +361,7 @@ def run_panel_fold(data: Panel, cfg: PipelineConfig, fold: PanelFold,
     part = Panel(column=data.column, series={sid: fold_frame(data.series[sid], f) for sid, f in fold.folds.items()})
     preps = panel.prepare_panel(part, fcfg)
     fitted = panel.fit_panel(preps, fcfg, on_epoch_end)
-    served = fitted.serves(preps)
-    val, test = (panel.forecast_panel(fitted.model_for, part, served, fcfg, s) for s in ("val", "test"))
-    scales = panel.series_scales(part, preps, fcfg)
-    test = panel.with_panel_intervals(test, panel.calibrate_panel(val, scales, fcfg), scales)
+    test = panel.forecast_splits(fitted.model_for, part, fitted.serves(preps), fcfg, ("test",))[0]["test"]
     scores = panel.score_panel(test, part, preps, fcfg, "test")
     results = [fitted.shared] if fitted.shared is not None else list(fitted.local.values())
     seconds = time.perf_counter() - started

@@ -549,6 +549,18 @@ def with_panel_intervals(forecasts: Mapping[str, Forecasts], calibration: Calibr
     return {sid: evaluate.with_intervals(fc, calibration, scales[sid]) for sid, fc in forecasts.items()}
 
 
+def forecast_splits(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
+                    splits: tuple[SplitName, ...] = ("val", "test")
+                    ) -> tuple[dict[SplitName, dict[str, Forecasts]], Calibration | None]:
+    """Each series' forecasts of every split in `splits` (split -> series -> forecasts), with intervals fitted on
+    the validation errors of every series (each divided by its series' scale; one series: in its own units), and
+    that calibration (None: no intervals). The one place training, backtests and sweeps forecast and calibrate."""
+    forecasts = {s: forecast_panel(model_for, panel, preps, cfg, s) for s in dict.fromkeys(("val", *splits))}
+    scales = series_scales(panel, preps, cfg)
+    calibration = calibrate_panel(forecasts["val"], scales, cfg)
+    return {s: with_panel_intervals(forecasts[s], calibration, scales) for s in splits}, calibration
+
+
 def forecast_tables(forecasts: Mapping[str, Forecasts], column: str | None) -> pd.DataFrame:
     """Every series' forecasts in long form: <series column>, date, step, forecast (one series: no id column)."""
     if column is None:

@@ -32,7 +32,7 @@ def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
     assert mv.tags["gate.check.baseline"].startswith("FAIL: test RMSE")
     assert f"{decision.champion_score:.6g}" in mv.tags["gate.check.champion"]
     assert mv.tags["test_window"] == win.window.tag() and mv.tags["run_id"] == mv.run_id
-    assert "REFUSED" in mv.description and "persistence: FAIL" in mv.description
+    assert "REFUSED" in mv.description and "baseline: FAIL: test RMSE" in mv.description
 
     # planted better: +1 % a day is the truth; promoted, and @challenger leaves it
     better = rs.register(client, rs.plant(data, cfg, 0.01), win, frame)

@@ -182,9 +182,12 @@ def trained(request, prices, tiny_config):
     cfg = tiny_config.with_overrides(window={"horizon": 3}, split={"train": 0.5, "val": 0.3, "test": 0.2},
                                      intervals={"scaling": request.param})
     frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=features.min_rows_needed(cfg)).frame
-    pre, _, windows = features.prepare(frame, cfg)
+    one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
+    pre, bounds, windows = features.prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
-    forecasts, calibration = evaluate.forecast_splits(result.model, pre, frame, windows, cfg)
+    preps = {panel.ONE_SERIES: panel.SeriesPrep(pre, bounds, windows, trainable=True)}
+    by_split, calibration = panel.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
+    forecasts = {split: fc[panel.ONE_SERIES] for split, fc in by_split.items()}
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg,
                             intervals=calibration.model)
     return bundle, frame, windows, forecasts, calibration
