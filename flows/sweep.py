@@ -51,7 +51,7 @@ class SweepSummary:
 
 
 @task(name="trial", **STEP)
-def trial_task(spec: TrialSpec, data: pd.DataFrame | Panel, parent: ParentRef) -> tuple[TrialOutcome, str]:
+def trial_task(spec: TrialSpec, data: Panel, parent: ParentRef) -> tuple[TrialOutcome, str]:
     """One trial as a child run of the sweep: its params, per-epoch losses and validation scores."""
     cfg = spec.config
     client = tracking.get_client(cfg.with_overrides(tracking={"uri": spec.tracking_uri}) if spec.tracking_uri else cfg)
@@ -122,16 +122,17 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
                             seconds=time.perf_counter() - started, trials_seconds=trials_seconds, notes=winner.notes)
 
 
-def validated_data(raw: RawData, cfg: PipelineConfig) -> tuple[PipelineConfig, pd.DataFrame | Panel]:
-    """The data the trials share: one validated series, or many (`data.series_column`) with the config's `auto`
-    settings resolved over every series (each trial's config then keeps them)."""
+def validated_data(raw: RawData, cfg: PipelineConfig) -> tuple[PipelineConfig, Panel]:
+    """The data the trials share: one validated series (a panel of one; each trial resolves its own `auto`
+    settings), or many (`data.series_column`) with the config's `auto` settings resolved over every series (each
+    trial's config then keeps them)."""
     if cfg.data.series_column is None:
-        return cfg, validate_task(raw, cfg).frame
+        return cfg, panel.of_one(validate_task(raw, cfg))
     data = panel.validate_panel(raw, cfg, min_rows=input_rows_needed(cfg))
     return panel.resolve_panel(raw, cfg, data)
 
 
-def run_trials(space: SweepSpace, cfg: PipelineConfig, data: pd.DataFrame | Panel, parent: ParentRef, trials: int,
+def run_trials(space: SweepSpace, cfg: PipelineConfig, data: Panel, parent: ParentRef, trials: int,
                parallel: int, tracking_uri: str) -> tuple[list[TrialOutcome], dict[int, str]]:
     """Keep `parallel` trials in flight until `trials` have run; each new trial is asked for as one ends,
     so the sampler learns from every finished trial. Outcomes in the order the trials ended."""

@@ -31,11 +31,9 @@ from pipeline.faults import kill_point
 from pipeline.features import Preprocessor, SplitBounds, Windows, input_rows_needed
 from pipeline.ingest import RawData, RemoteReadError, load_prices
 from pipeline.intervals import Calibration
-from pipeline.model import LSTMForecaster
 from pipeline.panel import ONE_SERIES, Panel, PanelFit, PanelScores, SeriesPrep
 from pipeline.runs import Timings, TrainingSummary
 from pipeline.schemas import ValidatedData, validate_prices
-from pipeline.serving import ForecastBundle, input_example
 from pipeline.tracking import TrackedRun
 from pipeline.train import TrainResult, fit, init_model, plan_training
 
