@@ -125,7 +125,7 @@ def panel_backtest(run: TrackedRun, name: str, cfg: PipelineConfig, config_path:
     per-series table, the error distribution per fold and the pooled verdict on the parent."""
     client = run.client
     cfg, data = validate_series_task(raw, cfg)
-    tracking.log_params_and_tags(client, run.run_id, cfg.flat(), {})
+    tracking.log_params_and_tags(client, run.run_id, cfg.flat(), {"data_digest": raw.digest})
     tracking.log_config(client, run.run_id, cfg, config_path)
     plan, notes = backtest.plan_panel_folds(data, cfg)
     for note in notes:
@@ -136,16 +136,24 @@ def panel_backtest(run: TrackedRun, name: str, cfg: PipelineConfig, config_path:
     wait(futures)
     done = [future.result() for future in futures]
     results = [result for result, _ in done]
-    column = str(data.column)
+    summary = record_panel_summary(run, cfg, data, results, started)
+    summary.fold_run_ids, summary.notes = [r for _, r in done], [*notes, *summary.notes]
+    return summary
+
+
+def record_panel_summary(run: TrackedRun, cfg: PipelineConfig, data: Panel, results: list[PanelFoldResult],
+                         started: float) -> BacktestSummary:
+    """The parent run's summary of many series: metrics over folds and pooled, the verdict against the strongest
+    baseline, the per-series CSV, the fold table, the error distribution per fold and the calibration plot."""
+    client, column = run.client, str(data.column)
     metrics = backtest.summarize_panel(results, column)
     baseline = gate.strongest_baseline(metrics, "mase", cfg.registry.baseline, split="backtest")
     table = backtest.panel_fold_table(results)
-    tags, more = backtest.panel_findings(metrics, table, baseline, cfg.backtest.window)
+    tags, notes = backtest.panel_findings(metrics, table, baseline, cfg.backtest.window)
     if "warning" in tags:
         get_run_logger().warning(tags["warning"])
     metrics["time_total_s"] = time.perf_counter() - started
-    tracking.log_params_and_tags(client, run.run_id, {}, {**tags, "data_digest": raw.digest,
-                                                          "data_series": str(len(data.series))})
+    tracking.log_params_and_tags(client, run.run_id, {}, {**tags, "data_series": str(len(data.series))})
     tracking.log_metrics(client, run.run_id, metrics)
     series = backtest.series_table(results, column)
     tracking.log_text(client, run.run_id, series.to_csv(index=False, float_format="%.6g"), "backtest/series_scores.csv")
@@ -160,8 +168,8 @@ def panel_backtest(run: TrackedRun, name: str, cfg: PipelineConfig, config_path:
         tracking.log_figure(client, run.run_id, fig, "plots/calibration.png")
         plots.close(fig)
     headline = reports.headline(metrics, ("mase", baseline[0]), split="backtest")
-    return BacktestSummary(run_id=run.run_id, experiment_id=run.experiment_id, fold_run_ids=[r for _, r in done],
-                           folds=table, metrics=metrics, window=cfg.backtest.window, notes=[*notes, *more],
+    return BacktestSummary(run_id=run.run_id, experiment_id=run.experiment_id, fold_run_ids=[], folds=table,
+                           metrics=metrics, window=cfg.backtest.window, notes=notes,
                            headline=f"pooled over {len(data.series)} series: {headline}", series=series)
 
 

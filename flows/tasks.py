@@ -358,19 +358,12 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
     with runs.kept_on_tracking_failure(cfg, run.run_id) as kept:
         with timings.stage("train"):
             trained = train_panel(run, preps, cfg, timings)
+        keep(kept, data, preps, trained)
         with timings.stage("evaluate"):
             forecasts, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
+        kept.intervals = calibration.model if calibration else None
         metrics = {k: v for s in scores.values() for k, v in s.means().items()}
-        by_split = None
-        if data.column is None:  # one series: every split's scores, per step, and the plots of its forecasts
-            prep = preps[ONE_SERIES]
-            kept.pre, kept.result = prep.pre, trained.first
-            kept.intervals = calibration.model if calibration else None
-            by_split = split_scores(forecasts)
-            metrics.update(by_split.flat())
-            with timings.stage("plots"):
-                plots_task(run, data.series[ONE_SERIES], cfg, prep.bounds,
-                           {s: fc[ONE_SERIES] for s, fc in forecasts.items() if fc}, by_split["test"], trained.first)
+        by_split = one_series_scores(run, cfg, data, preps, trained, forecasts, metrics, timings)
         kept.scores = metrics
         tags, warnings = record_findings(run, cfg, raw, data, preps, trained, by_split, metrics)
         if data.column is not None:
@@ -379,22 +372,48 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
         if cfg.train.refit:
             with timings.stage("refit"):
                 served, served_preps = refit_task(trained, data, cfg)
-            if data.column is None:
-                kept.pre, kept.result = served_preps[ONE_SERIES].pre, served.first
+            keep(kept, data, served_preps, served)
         with timings.stage("tracking"):
             logged = log_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, calibration)
-        summary = TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
-                                  model_uri=logged.model_uri, model_id=logged.model_id,
-                                  notes=[*data.notes, *(f"warning: {w}" for w in warnings),
-                                         *(f"warning: {n}" for n in (calibration.notes if calibration else ()))],
-                                  timings=timings.seconds,
-                                  test_forecasts=panel.forecast_tables(forecasts["test"], data.column))
-        metric = gate.gate_metric(many_series=data.column is not None)
-        summary.gate = (metric, gate.strongest_baseline(metrics, metric, cfg.registry.baseline)[0])
+        summary = training_summary(run, cfg, data, metrics, logged, [*warnings, *(calibration.notes if calibration
+                                                                                   else ())], forecasts["test"], timings)
         if cfg.registry.enabled:
             register(run, cfg, raw, data, preps, forecasts["test"], summary, timings)
         tracking.log_metrics(run.client, run.run_id, timings.metrics())
     return summary, tags
+
+
+def keep(kept: runs.Trained, data: Panel, preps: dict[str, SeriesPrep], trained: PanelFit) -> None:
+    """What a tracking failure saves locally (one series: its preprocessor and network)."""
+    if data.column is None:
+        kept.pre, kept.result = preps[ONE_SERIES].pre, trained.first
+
+
+def one_series_scores(run: TrackedRun, cfg: PipelineConfig, data: Panel, preps: dict[str, SeriesPrep],
+                      trained: PanelFit, forecasts: dict[str, dict[str, Forecasts]], metrics: dict[str, float],
+                      timings: Timings) -> Scores | None:
+    """One series: every split's scores, per step (added to `metrics`), and the plots of its forecasts; None for
+    many (their scores are per series)."""
+    if data.column is not None:
+        return None
+    by_split = split_scores(forecasts)
+    metrics.update(by_split.flat())
+    with timings.stage("plots"):
+        plots_task(run, data.series[ONE_SERIES], cfg, preps[ONE_SERIES].bounds,
+                   {s: fc[ONE_SERIES] for s, fc in forecasts.items() if fc}, by_split["test"], trained.first)
+    return by_split
+
+
+def training_summary(run: TrackedRun, cfg: PipelineConfig, data: Panel, metrics: dict[str, float], logged: Any,
+                     warnings: list[str], test: dict[str, Forecasts], timings: Timings) -> TrainingSummary:
+    """What `pipeline train` prints: the run, the metrics, the notes, the test forecasts, and the metric and baseline
+    the gate holds the model to."""
+    metric = gate.gate_metric(many_series=data.column is not None)
+    return TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
+                           model_uri=logged.model_uri, model_id=logged.model_id,
+                           notes=[*data.notes, *(f"warning: {w}" for w in warnings)], timings=timings.seconds,
+                           test_forecasts=panel.forecast_tables(test, data.column),
+                           gate=(metric, gate.strongest_baseline(metrics, metric, cfg.registry.baseline)[0]))
 
 
 def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Panel, preps: dict[str, SeriesPrep],
