@@ -32,7 +32,7 @@ from pipeline.features import (SPLITS, Preprocessor, SplitBounds, SplitName, Win
 from pipeline.ingest import RawData, is_remote, load_prices
 from pipeline.intervals import Calibration
 from pipeline.model import LSTMForecaster
-from pipeline.model_format import ForecastBundle, SeriesModels
+from pipeline.model_format import ONE_SERIES, ForecastBundle, SeriesModels
 from pipeline.schemas import DATE, ValidatedData, check_columns, passes_fast, validate_prices
 from pipeline.train import EpochCallback, TrainResult, fit, init_model
 
@@ -96,7 +96,6 @@ def provenance(raw: RawData) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- validation
-ONE_SERIES = "series"  # the implicit id of the one series of a config without data.series_column
 
 
 @dataclass

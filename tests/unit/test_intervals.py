@@ -231,7 +231,7 @@ def test_the_state_round_trips_as_json() -> None:
 def test_a_served_model_gives_the_training_runs_intervals(trained, prices, tmp_path) -> None:
     bundle, frame, windows, forecasts, calibration = trained
     path = bundle.save(tmp_path / "forecaster")
-    assert json.loads((path / "format.json").read_text())["format_version"] == 4
+    assert json.loads((path / "format.json").read_text())["format_version"] == 6
     assert IntervalState.from_dict(json.loads((path / INTERVALS_FILE).read_text())) == calibration.model
     assert_served_as_trained(path, prices, frame, windows["test"], forecasts["test"])
 
@@ -253,7 +253,7 @@ def test_a_model_without_intervals_keeps_its_old_format_and_forecasts_without_th
     bundle, *_ = trained
     plain = ForecastBundle(bundle.checkpoint, bundle.preprocessor, bundle.config)
     path = plain.save(tmp_path / "plain")
-    assert json.loads((path / "format.json").read_text())["format_version"] < 4 and not (path / INTERVALS_FILE).exists()
+    assert json.loads((path / "format.json").read_text())["format_version"] == 6 and not (path / INTERVALS_FILE).exists()
     served = ForecastModel()
     served.load(path)
     assert list(served.forecast(prices).columns) == ["origin", "step", "date", "forecast"]

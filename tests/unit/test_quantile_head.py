@@ -153,7 +153,7 @@ def test_the_trained_head_orders_its_quantiles(trained_head) -> None:
 def test_a_served_quantile_model_gives_the_training_runs_intervals(trained_head, tmp_path) -> None:
     bundle, prices, frame, windows, forecasts = trained_head
     path = bundle.save(tmp_path / "forecaster")
-    assert json.loads((path / "format.json").read_text())["format_version"] == 5
+    assert json.loads((path / "format.json").read_text())["format_version"] == 6
     assert_served_as_trained(path, prices, frame, windows["test"], forecasts["test"])
 
 
