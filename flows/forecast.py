@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task, prefect_files, prefect_tags
+from flows.tasks import STEP, ingest_task, prefect_files, prefect_tags
 from flows.reporting import library_logs_to_run
 from pipeline import registry, runs, tracking
 from pipeline.errors import PipelineError

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import STEP, ingest_task, prefect_tags
+from flows.tasks import STEP, ingest_task, prefect_tags
 from flows.reporting import library_logs_to_run, run_url
 from pipeline import gate, monitoring, plots, registry, reports, tracking
 from pipeline.config import MonitoringConfig, load_config

@@ -5,7 +5,7 @@ until `trials` are done, `parallel` at a time -> the objective plot and the best
 -> the winner retrained on the parent run through the training flow's own steps: scored once on
 test, logged, registered and gated exactly as `pipeline train` does. Trials run one at a time in this
 process, `parallel` at a time in local worker processes, or on a Dask cluster when a scheduler
-address is given (`flows.common.task_runner`): the same flow either way.
+address is given (`flows.tasks.task_runner`): the same flow either way.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
-from flows.common import DASK_ADDRESS_ENV, STEP, ingest_task, prefect_tags, task_runner, validate_task
 from flows.reporting import library_logs_to_run
-from flows.training import training_steps
+from flows.tasks import (DASK_ADDRESS_ENV, STEP, ParentRef, ingest_task, prefect_tags, task_runner, training_steps,
+                         validate_task)
 from pipeline import panel, plots, runs, sweep, tracking
 from pipeline.config import PipelineConfig, resolve
 from pipeline.errors import ConfigError, PipelineError
@@ -51,18 +51,8 @@ class SweepSummary:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ParentRef:
-    """What a trial needs of the parent run (picklable: no client)."""
-
-    run_id: str
-    experiment_id: str
-    name: str
-    data_digest: str
-
-
 @task(name="trial", **STEP)
-def trial_task(spec: TrialSpec, data: pd.DataFrame | Panel, parent: ParentRef) -> tuple[TrialOutcome, str]:
+def trial_task(spec: TrialSpec, data: Panel, parent: ParentRef) -> tuple[TrialOutcome, str]:
     """One trial as a child run of the sweep: its params, per-epoch losses and validation scores."""
     cfg = spec.config
     client = tracking.get_client(cfg.with_overrides(tracking={"uri": spec.tracking_uri}) if spec.tracking_uri else cfg)
@@ -133,16 +123,17 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
                             seconds=time.perf_counter() - started, trials_seconds=trials_seconds, notes=winner.notes)
 
 
-def validated_data(raw: RawData, cfg: PipelineConfig) -> tuple[PipelineConfig, pd.DataFrame | Panel]:
-    """The data the trials share: one validated series, or many (`data.series_column`) with the config's `auto`
-    settings resolved over every series (each trial's config then keeps them)."""
+def validated_data(raw: RawData, cfg: PipelineConfig) -> tuple[PipelineConfig, Panel]:
+    """The data the trials share: one validated series (a panel of one; each trial resolves its own `auto`
+    settings), or many (`data.series_column`) with the config's `auto` settings resolved over every series (each
+    trial's config then keeps them)."""
     if cfg.data.series_column is None:
-        return cfg, validate_task(raw, cfg).frame
+        return cfg, panel.of_one(validate_task(raw, cfg))
     data = panel.validate_panel(raw, cfg, min_rows=input_rows_needed(cfg))
     return panel.resolve_panel(raw, cfg, data)
 
 
-def run_trials(space: SweepSpace, cfg: PipelineConfig, data: pd.DataFrame | Panel, parent: ParentRef, trials: int,
+def run_trials(space: SweepSpace, cfg: PipelineConfig, data: Panel, parent: ParentRef, trials: int,
                parallel: int, tracking_uri: str) -> tuple[list[TrialOutcome], dict[int, str]]:
     """Keep `parallel` trials in flight until `trials` have run; each new trial is asked for as one ends,
     so the sampler learns from every finished trial. Outcomes in the order the trials ended."""

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import get_args
 
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluate, features
+from pipeline import evaluate, features, panel
 from pipeline.config import BacktestWindow as Window
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.evaluate import Forecasts, SplitScores, worse_than_persistence
 from pipeline.model import weights_digest
 from pipeline.features import Preprocessor
+from pipeline.panel import Panel, PanelScores
 from pipeline.train import EpochCallback, TrainResult, fit, init_model
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,6 @@ class FoldResult:
 def _rows(value: float, total: int) -> int:
     """A fraction of `total` (value < 1) or a row count."""
     return int(round(total * value)) if value < 1 else int(value)
-
-
-def require_one_series(cfg: PipelineConfig) -> PipelineConfig:
-    """The config, when it names one series: walk-forward backtests of many series are not built yet."""
-    if cfg.data.series_column is not None:
-        raise ConfigError(f"config {cfg.name!r}: data.series_column is set (many series); `pipeline backtest` runs "
-                          "on one series: point --data at one series' CSV with a config without series_column, or "
-                          "read the held-out per-series scores of `pipeline train`")
-    return cfg
 
 
 def validation_share(cfg: PipelineConfig) -> float:
@@ -157,9 +149,11 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     model = init_model(fcfg, n_features=windows["train"].X.shape[2])
     val = windows["val"] if len(windows["val"]) else None
     result = fit(model, windows["train"], val, fcfg.train, on_epoch_end=on_epoch_end)
-    # The fold's intervals come from its own validation part's errors (none without validation windows).
-    scored = {s: windows[s] for s in ("val", "test")}
-    fc = evaluate.forecast_splits(result.model, pre, part, scored, cfg)[0]["test"]
+    # The fold's intervals come from its own validation part's errors (none without validation windows), as in
+    # training: one series is a panel of one.
+    one = Panel(column=None, series={panel.ONE_SERIES: part})
+    preps = {panel.ONE_SERIES: panel.SeriesPrep(pre, bounds, windows, trainable=True)}
+    fc = panel.forecast_splits(lambda _: result.model, one, preps, cfg, ("test",))[0]["test"][panel.ONE_SERIES]
     scores = evaluate.score(fc, prefix="test")
     seconds = time.perf_counter() - started
     log.info("fold %d: cutoff %s, %d train rows, test RMSE %.6g (persistence %.6g)", fold.index + 1,
@@ -238,6 +232,8 @@ class BacktestSummary:
     metrics: dict[str, float]
     window: str
     notes: list[str] = field(default_factory=list)
+    headline: str = ""  # the model against the baseline it is held to (the gate's), pooled over every fold
+    series: pd.DataFrame | None = None  # many series: every fold's per-series scores
 
 
 def _day(frame: pd.DataFrame, position: int) -> str:
@@ -290,4 +286,142 @@ def summary_findings(metrics: dict[str, float], table: pd.DataFrame, window: Win
     worse_folds = int((table["rmse_ratio"] > 1.0).sum())
     if worse_folds:
         notes.append(f"{worse_folds} of {len(table)} folds are worse than persistence")
+    return tags, notes
+
+
+# ---------------------------------------------------------------- many series
+@dataclass(frozen=True)
+class PanelFold:
+    """One fold of a backtest of many series: each series' rows (`Fold`), counted from that series' end, every
+    series with the same test block size (the step) and the same validation rows."""
+
+    index: int
+    folds: dict[str, Fold]  # series id -> its fold
+    step: int  # test rows of each series (its test block)
+    val_rows: int  # validation rows of each series, just before its cutoff
+
+
+@dataclass
+class PanelFoldResult:
+    """A fold of many series: each series' test forecasts (with intervals) and scores beside the baselines."""
+
+    fold: PanelFold
+    scores: PanelScores  # one row per scored series: RMSE, MAE, sMAPE, MASE, coverage, width, MSIS, baselines
+    forecasts: dict[str, Forecasts]
+    epochs: int
+    train_seconds: float
+    seconds: float
+    skipped: list[str] = field(default_factory=list)  # series too short for this fold
+
+    def metrics(self) -> dict[str, float]:
+        """The fold's pooled metrics (means over its series; `PanelScores.means`), MLflow's `test_*` names."""
+        return {**self.scores.means(), "epochs_run": float(self.epochs), "time_fold_s": self.seconds}
+
+
+def plan_panel_folds(data: Panel, cfg: PipelineConfig, folds: int | None = None,
+                     window: Window | None = None) -> tuple[list[PanelFold], list[str]]:
+    """The folds of a walk-forward backtest of many series, counted from each series' end: `folds` test blocks
+    of `backtest.test_size` rows (null: the most that fits every series, at least the horizon) per series; and
+    the series too short for them (each a note). ConfigError when no series fits."""
+    k = folds or cfg.backtest.folds
+    lengths = {sid: len(f) for sid, f in data.series.items()}
+    step = cfg.backtest.test_size or max(min((n - _rows(cfg.backtest.initial, n)) // max(k, 1) for n in lengths.values()),
+                                         cfg.window.horizon)
+    stepped = cfg.with_overrides(backtest={"test_size": step})
+    planned: dict[str, list[Fold]] = {}
+    notes: list[str] = []
+    for sid, n in lengths.items():
+        try:
+            planned[sid] = plan_folds(n, stepped, k, window)
+        except ConfigError as exc:
+            notes.append(f"series {sid!r} left out of the backtest: {str(exc).splitlines()[0]}")
+    if not planned:
+        raise ConfigError(f"backtest of {k} folds of {step} rows fits no series: " + "; ".join(notes[:5]))
+    out = []
+    for i in range(k):
+        by_series = {sid: plan[i] for sid, plan in planned.items()}
+        val_rows = min(f.val_rows for f in by_series.values())
+        out.append(PanelFold(i, {sid: replace(f, val_start=f.cutoff - val_rows) for sid, f in by_series.items()},
+                             step, val_rows))
+    return out, notes
+
+
+def panel_fold_config(cfg: PipelineConfig, fold: PanelFold) -> PipelineConfig:
+    """The config of one fold of many series: each series' rows split from its end (validation, then test)."""
+    return cfg.with_overrides(split={"train": None, "val": float(fold.val_rows), "test": float(fold.step),
+                                     "train_end": None, "val_end": None})
+
+
+def run_panel_fold(data: Panel, cfg: PipelineConfig, fold: PanelFold,
+                   on_epoch_end: EpochCallback | None = None) -> PanelFoldResult:
+    """Refit every series' scalers and the model(s) on the fold's pre-cutoff rows, then forecast each series' test
+    block, with intervals fitted on the fold's own validation errors; scores per series beside the baselines."""
+    started = time.perf_counter()
+    fcfg = panel_fold_config(cfg, fold)
+    part = Panel(column=data.column, series={sid: fold_frame(data.series[sid], f) for sid, f in fold.folds.items()})
+    preps = panel.prepare_panel(part, fcfg)
+    fitted = panel.fit_panel(preps, fcfg, on_epoch_end)
+    test = panel.forecast_splits(fitted.model_for, part, fitted.serves(preps), fcfg, ("test",))[0]["test"]
+    scores = panel.score_panel(test, part, preps, fcfg, "test")
+    results = [fitted.shared] if fitted.shared is not None else list(fitted.local.values())
+    seconds = time.perf_counter() - started
+    log.info("fold %d: %d series, test MASE %.4g (seasonal naive %.4g)", fold.index + 1, len(test),
+             scores.means().get("test_mase", float("nan")), scores.means().get("test_seasonal_naive_mase", float("nan")))
+    return PanelFoldResult(fold, scores, test, max(r.epochs_run for r in results), sum(r.seconds for r in results),
+                           seconds, [sid for sid, p in preps.items() if not p.trainable])
+
+
+def series_table(results: list[PanelFoldResult], column: str) -> pd.DataFrame:
+    """Every fold's per-series scores in one table: fold, then the series id, windows and `<who>__<metric>`."""
+    return pd.concat([r.scores.table.assign(fold=r.fold.index + 1) for r in results], ignore_index=True)[
+        ["fold", *results[0].scores.table.columns]] if results else pd.DataFrame(columns=["fold", column])
+
+
+def summarize_panel(results: list[PanelFoldResult], column: str) -> dict[str, float]:
+    """Mean and spread over folds of each fold's pooled metric (`{key}_mean`, `{key}_std`), and every series' scores
+    of every fold pooled (`backtest_*`: means over series and folds)."""
+    out: dict[str, float] = {"folds": float(len(results))}
+    flat = [r.metrics() for r in results]
+    for key in sorted(set.intersection(*(set(f) for f in flat)) if flat else ()):
+        values = np.array([f[key] for f in flat], dtype=float)
+        out[f"{key}_mean"] = float(np.mean(values))
+        out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    if results:
+        pooled = series_table(results, column).drop(columns=["fold"])
+        out.update(PanelScores("backtest", pooled).means())
+        out["train_seconds_total"] = float(sum(r.train_seconds for r in results))
+    return out
+
+
+def panel_fold_table(results: list[PanelFoldResult]) -> pd.DataFrame:
+    """One row per fold: its series, windows, pooled MASE, sMAPE and RMSE beside naive and seasonal naive,
+    the 95 % coverage, epochs and seconds."""
+    rows = []
+    for r in results:
+        m = r.scores.means()
+        rows.append({"fold": r.fold.index + 1, "series": int(m.get("test_series", 0)), "windows": int(m.get("test_windows", 0)),
+                     **{k: m.get(f"test_{k}", float("nan")) for k in (
+                         "mase", "naive_mase", "seasonal_naive_mase", "smape", "seasonal_naive_smape", "rmse",
+                         "coverage_95", "msis")},
+                     "epochs": r.epochs, "seconds": round(r.seconds, 3)})
+    return pd.DataFrame(rows)
+
+
+def panel_findings(metrics: dict[str, float], table: pd.DataFrame, baseline: tuple[str, float],
+                   window: Window) -> tuple[dict[str, str], list[str]]:
+    """The parent run's tags (folds, window, the verdict, a warning when the model loses to the baseline it is held
+    to: pooled mean MASE) and notes."""
+    from pipeline.gate import baseline_words
+
+    name, score = baseline
+    model = metrics.get("backtest_mase", float("nan"))
+    ratio = model / score if score and np.isfinite(score) else float("nan")
+    words = baseline_words(name)
+    tags = {"folds": str(len(table)), "window": window, "backtest.metric": "mase", "backtest.baseline": name,
+            "backtest.verdict": evaluate.verdict(ratio, words)}
+    notes: list[str] = []
+    if not evaluate.beats_persistence(ratio):
+        tags["warning"] = (f"model is not better than {words} pooled over all folds and series "
+                           f"(mean MASE {model:.4g} vs {score:.4g})")
+        notes.append(tags["warning"])
     return tags, notes

@@ -158,21 +158,22 @@ def _fmt(value: float | None) -> str:
 
 
 def print_training_summary(summary: TrainingSummary) -> None:
-    from pipeline.reports import interval_summary
+    from pipeline.reports import headline, interval_summary
 
     if summary.skipped:
         print(f"Nothing to do: {summary.reason}")
         return
     m = summary.metrics
     print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id})")
-    if "test_mase" in m:  # many series: means over the series, beside naive and seasonal naive
+    if m.get("test_series", 1) > 1:  # many series: means over the series, beside naive and seasonal naive
         print(f"{'test, mean of ' + str(int(m.get('test_series', 0))) + ' series':<24}{'model':>12}{'naive':>12}"
               f"{'seasonal naive':>16}")
         for name in ("mase", "smape", "rmse", "mae"):
             print(f"{name:<24}{_fmt(m.get(f'test_{name}')):>12}{_fmt(m.get(f'test_naive_{name}')):>12}"
                   f"{_fmt(m.get(f'test_seasonal_naive_{name}')):>16}")
     else:
-        print_single_series_table(m)
+        print_single_series_table(m, summary.gate[1])
+    print(headline(m, summary.gate))  # against the baseline the gate holds the model to
     print(interval_summary(m) or "test intervals: none fitted")
     if summary.version:
         print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")
@@ -183,19 +184,20 @@ def print_training_summary(summary: TrainingSummary) -> None:
         print(f"note: {note}")
 
 
-def print_single_series_table(m: dict[str, float]) -> None:
-    from pipeline.evaluate import verdict
+def print_single_series_table(m: dict[str, float], baseline: str = "naive") -> None:
+    """The test metrics of one series beside persistence and, when the gate holds the model to another, that one."""
+    from pipeline.gate import baseline_words
     from pipeline.reports import MAPE_NOTE, METRICS
 
-    print(f"{'test metric':<18}{'model':>14}{'persistence':>14}")
+    other = [baseline] if baseline != "naive" else []
+    print(f"{'test metric':<18}{'model':>14}{'persistence':>14}" + "".join(f"{baseline_words(b):>16}" for b in other))
     flag_mape = bool(m.get("test_actual_near_zero"))
     for name, _ in METRICS:
         label = f"{name} *" if name == "mape" and flag_mape else name
-        print(f"{label:<18}{_fmt(m.get(f'test_{name}')):>14}{_fmt(m.get(f'test_naive_{name}')):>14}")
+        print(f"{label:<18}{_fmt(m.get(f'test_{name}')):>14}{_fmt(m.get(f'test_naive_{name}')):>14}"
+              + "".join(f"{_fmt(m.get(f'test_{b}_{name}')):>16}" for b in other))
     if flag_mape:
         print(f"* {MAPE_NOTE}")
-    ratio = m.get("test_rmse_ratio")
-    print(f"RMSE ratio model/persistence: {_fmt(ratio)} ({verdict(ratio)})")
 
 
 @contextlib.contextmanager
@@ -357,8 +359,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     aliases = registry.get_aliases(client, args.name)
     shown = moves if args.all else [m for m in moves if m.alias == registry.CHAMPION]
     print(f"{args.name}: {'every alias move' if args.all else '@champion lineage'}, oldest first")
+    gated: dict[str, str | None] = {}  # version -> the gate's figures, read from its tags (old names too)
     for move in shown:
         _print_move(move)
+        version = move.to_version
+        if version and move.kind in ("register", "gate") and version not in gated:
+            gated[version] = registry.gate_line(client, args.name, version)
+            if gated[version]:
+                print(f"    gate: {gated[version]}")
     if not shown:
         print("  (no recorded moves)")
     lineage = registry.champion_lineage(moves, aliases.get(registry.CHAMPION))
@@ -369,23 +377,27 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     with flow_start_up():
-        from flows.backtest import backtest_flow
+        from flows.backtest import run_backtest
         from pipeline.config import resolve
-        from pipeline.evaluate import verdict
         from pipeline.reports import interval_summary
 
     cfg = resolve(args.config, args.data, args.experiment, folds=args.folds, window=args.window)
-    summary = backtest_flow(config_path=args.config, config=cfg)
+    summary = run_backtest(config_path=args.config, config=cfg, parallel=args.parallel, dask_address=args.dask_address)
     m = summary.metrics
     print(f"MLflow run:        {summary.run_id} (experiment {summary.experiment_id}), "
           f"{len(summary.fold_run_ids)} {summary.window} folds as child runs")
-    print(summary.folds.drop(columns=["train_rows", "val_rows"]).to_string(index=False))
-    print(f"{'over folds':<18}{'mean':>14}{'std':>14}")
-    for name in ("rmse", "naive_rmse", "rmse_ratio"):
-        print(f"test_{name:<13}{_fmt(m.get(f'test_{name}_mean')):>14}{_fmt(m.get(f'test_{name}_std')):>14}")
-    ratio = m.get("backtest_rmse_ratio")
-    print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence {_fmt(m.get('backtest_naive_rmse'))}, "
-          f"ratio {_fmt(ratio)} ({verdict(ratio)})")
+    if summary.series is not None:  # many series: pooled per fold, then over every fold and series
+        print(summary.folds.to_string(index=False))
+        print(f"all folds pooled: MASE {_fmt(m.get('backtest_mase'))} (naive {_fmt(m.get('backtest_naive_mase'))}, "
+              f"seasonal naive {_fmt(m.get('backtest_seasonal_naive_mase'))}), sMAPE {_fmt(m.get('backtest_smape'))}; "
+              + summary.headline)
+    else:
+        print(summary.folds.drop(columns=["train_rows", "val_rows"]).to_string(index=False))
+        print(f"{'over folds':<18}{'mean':>14}{'std':>14}")
+        for name in ("rmse", "naive_rmse", "rmse_ratio"):
+            print(f"test_{name:<13}{_fmt(m.get(f'test_{name}_mean')):>14}{_fmt(m.get(f'test_{name}_std')):>14}")
+        print(f"all folds pooled: RMSE {_fmt(m.get('backtest_rmse'))} vs persistence "
+              f"{_fmt(m.get('backtest_naive_rmse'))}; {summary.headline}")  # against the gate's baseline
     print(interval_summary(m, "backtest") or "backtest intervals: none fitted")
     for note in CONSOLE.unseen(summary.notes):
         print(f"note: {note}")
@@ -554,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--folds", type=int, help="number of folds; overrides backtest.folds")
     bt.add_argument("--window", choices=["expanding", "rolling"], help="training window; overrides backtest.window")
     bt.add_argument("--experiment", help="MLflow experiment; overrides tracking.experiment")
+    bt.add_argument("--parallel", type=int, default=1, help="many series: folds at once, in worker processes "
+                    "(default: %(default)s)")
+    bt.add_argument("--dask-address", help="many series: Dask scheduler to run the folds on (else "
+                    "$PIPELINE_DASK_ADDRESS)")
     bt.set_defaults(func=cmd_backtest)
 
     rep = sub.add_parser("reproduce", help="re-run a training run from what it recorded and compare",

@@ -270,18 +270,23 @@ class TrainConfig(_Frozen):
 class RegistryConfig(_Frozen):
     """Registration and the promotion gate.
 
-    A new version becomes `@champion` only when its test RMSE is below persistence's by at
-    least `min_gain_over_persistence` and below the current champion's (re-scored on the same
-    window) by at least `min_gain_over_champion`; both are relative: 0.02 means 2 % lower.
-    A negative margin tolerates being that much worse.
+    A new version becomes `@champion` only when its test metric (RMSE for one series, the mean
+    MASE over the series for many) is below the strongest baseline's (or the one `baseline`
+    names) by at least `min_gain_over_persistence` and below the current champion's (re-scored
+    on the same window) by at least `min_gain_over_champion`; both are relative: 0.02 means 2 %
+    lower. A negative margin tolerates being that much worse.
     """
 
     model_name: str | None = None
     """Registered model name (no '/', ':' or '%'); null: the config's `name`."""
     enabled: bool = True
     """false: log the model but register no version."""
+    baseline: Literal["best", "naive", "seasonal_naive", "drift", "moving_average"] = "best"
+    """The baseline the gate holds a new version to: `best`, the strongest of those the run computed
+    (`evaluate.baselines` and persistence: the lowest test metric), or one of them by name (naive is persistence)."""
     min_gain_over_persistence: float = Field(0.0, gt=-1.0, lt=1.0)
-    """Relative RMSE gain over persistence a new version needs (0.02 = 2 % lower)."""
+    """Relative gain over the gate's baseline (`registry.baseline`; the name is kept from when it was always
+    persistence) a new version needs (0.02 = 2 % lower)."""
     min_gain_over_champion: float = Field(0.0, gt=-1.0, lt=1.0)
     """Relative RMSE gain over the current champion, re-scored on the same test window."""
     max_coverage_error: float | None = Field(None, ge=0.0, lt=1.0)

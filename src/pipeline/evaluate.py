@@ -315,15 +315,6 @@ def forecast_split(
     )
 
 
-def forecast_splits(model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFrame, windows: Mapping[str, Windows],
-                    cfg: PipelineConfig) -> tuple[dict[str, Forecasts], Calibration | None]:
-    """Every split's forecasts (`forecast_split`) with the intervals fitted on the validation part's errors
-    (`calibrate`; on the validation part itself they are in-sample), and that calibration (None: no intervals)."""
-    forecasts = {split: forecast_split(model, pre, frame, w, cfg.evaluate) for split, w in windows.items() if len(w)}
-    cal = calibrate([(forecasts["val"], 1.0)], cfg.intervals, span=pre.lookback - 1) if "val" in forecasts else None
-    return {split: with_intervals(fc, cal) for split, fc in forecasts.items()}, cal
-
-
 # ---------------------------------------------------------------- intervals
 def calibrate(parts: Sequence[tuple[Forecasts, float]], cfg: IntervalsConfig,
               scales: Mapping[str, float] | None = None, span: int = 0) -> Calibration | None:
@@ -483,9 +474,9 @@ def beats_persistence(ratio: float | None) -> bool:
     return ratio is not None and ratio < 1
 
 
-def verdict(ratio: float | None) -> str:
-    """The model against persistence, in words, from the RMSE ratio model/persistence."""
-    return "better than persistence" if beats_persistence(ratio) else "NOT better than persistence"
+def verdict(ratio: float | None, baseline: str = "persistence") -> str:
+    """The model against `baseline` (its name in words), from the ratio model/baseline of a metric."""
+    return f"better than {baseline}" if beats_persistence(ratio) else f"NOT better than {baseline}"
 
 
 def worse_than_persistence(ratio: float | None, where: str, detail: str | None = None) -> str | None:

@@ -42,6 +42,12 @@ horizon wide) and whose intervals.json may say "method": "quantile" (conformaliz
 regression: per level and step, the correction added to the head's own bounds). A model with either
 is written as version 5; without them it is still written as version 1-4.
 
+Format version 6 is one format for one series and many (a series is a panel of one): every model
+writes series.json, whose "series_column" is null for a model of one series (its one preprocessor
+under the implicit id "series") and names the id column for many, and whose "intervals" says
+whether intervals.json is there (it must be); model.json may hold the window options and quantiles. Every model is
+written as version 6; versions 1-5 still load and forecast as they did.
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -69,8 +75,9 @@ from pipeline.intervals import IntervalState
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "lstm-forecaster"
-FORMAT_VERSION = 5  # the newest; a model is written as the lowest version that holds it (`ForecastBundle.format_version`)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6  # the newest, which every model is written as (one series and many alike)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+ONE_SERIES = "series"  # the implicit id of the one series of a model without a series column
 WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
@@ -82,7 +89,7 @@ INTERVALS_FILE = "intervals.json"  # format 4
 class SeriesModels:
     """What a model of many series adds: each series' fitted preprocessor and, one model per series, its weights."""
 
-    column: str  # the series id column of the input
+    column: str | None  # the series id column of the input; None: one series (its id implicit, `ONE_SERIES`)
     preprocessors: dict[str, Preprocessor]
     strategy: str = "global"  # "global": one network for all; "local": `state_dicts` per series
     state_dicts: dict[str, dict[str, Any]] | None = None
@@ -99,7 +106,8 @@ class SeriesModels:
         pres = {str(sid): Preprocessor.from_dict(pre) for sid, pre in data["preprocessors"].items()}
         if not pres or (state_dicts is not None and set(state_dicts) != set(pres)):
             raise ValueError("no series, or per-series weights not matching the series")
-        return cls(str(data["series_column"]), pres, strategy, state_dicts)
+        column = data["series_column"]
+        return cls(None if column is None else str(column), pres, strategy, state_dicts)
 
 
 def needs_quantile_format(init_args: dict[str, Any], intervals: IntervalState | None) -> bool:
@@ -119,15 +127,8 @@ class ForecastBundle:
 
     @property
     def format_version(self) -> int:
-        """The lowest format version that holds this bundle: 5 with a quantile head or quantile intervals, 4 with
-        intervals, 3 for a network with window options, 2 for many series, else 1."""
-        if needs_quantile_format(self.checkpoint["init_args"], self.intervals):
-            return 5
-        if self.intervals is not None:
-            return 4
-        if any(k in self.checkpoint["init_args"] for k in WINDOW_OPTIONS):
-            return 3
-        return 2 if self.series is not None else 1
+        """The format version this bundle is written as: 6, one format for one series and many."""
+        return FORMAT_VERSION
 
     @property
     def target(self) -> str:
@@ -167,7 +168,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def save_bundle(bundle: ForecastBundle, path: Path) -> Path:
-    """The bundle as a model directory (format 1, or 2 for many series); returns the directory."""
+    """The bundle as a model directory (format 6: series.json for one series and many); returns the directory."""
     import torch
 
     path.mkdir(parents=True, exist_ok=True)
@@ -177,8 +178,9 @@ def save_bundle(bundle: ForecastBundle, path: Path) -> Path:
     torch.save({k: v.detach().cpu() for k, v in bundle.checkpoint["state_dict"].items()}, path / "weights.pt")
     _write_json(path / "preprocessor.json", bundle.preprocessor.to_dict())
     _write_json(path / "contract.json", bundle.contract())
+    series = bundle.series or SeriesModels(None, {ONE_SERIES: bundle.preprocessor})  # one series: a panel of one
+    _write_json(path / SERIES_FILE, {**series.to_dict(), "intervals": bundle.intervals is not None})
     if bundle.series is not None:
-        _write_json(path / SERIES_FILE, bundle.series.to_dict())
         if bundle.series.state_dicts is not None:
             torch.save({sid: {k: v.detach().cpu() for k, v in sd.items()} for sid, sd in bundle.series.state_dicts.items()},
                        path / SERIES_WEIGHTS)
@@ -220,7 +222,7 @@ def load_bundle(path: Path) -> ForecastBundle:
 
     version = read_format(path)
     check_files(path, version)
-    many = (path / SERIES_FILE).is_file()
+    listed = version == 2 or (version >= 3 and (path / SERIES_FILE).is_file()) or version >= 6
     series = intervals = None
     try:
         model = json.loads((path / "model.json").read_text(encoding="utf-8"))
@@ -231,9 +233,10 @@ def load_bundle(path: Path) -> ForecastBundle:
         config = PipelineConfig.model_validate(contract["config"])
         if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
             raise TypeError("weights.pt must hold a state dict of tensors")
-        if many:
+        if listed:
             series = _read_series(path, torch)
-        if (path / INTERVALS_FILE).is_file():
+            series = series if series.column is not None else None  # a model of one series (format 6)
+        if (version < 6 and (path / INTERVALS_FILE).is_file()) or (version >= 6 and _has_intervals(path)):
             intervals = IntervalState.from_dict(json.loads((path / INTERVALS_FILE).read_text(encoding="utf-8")))
         if version < 3 and any(k in model.get("init_args", {}) for k in WINDOW_OPTIONS):
             raise ValueError(f"model.json holds window options ({', '.join(WINDOW_OPTIONS)}), which need format 3")
@@ -257,6 +260,16 @@ def load_bundle(path: Path) -> ForecastBundle:
         check_intervals(intervals, pre.horizon, init_args, path / INTERVALS_FILE)
     return ForecastBundle(checkpoint={"init_args": init_args, "state_dict": state}, preprocessor=pre, config=config,
                           series=series, intervals=intervals)
+
+
+def _has_intervals(path: Path) -> bool:
+    """Whether a format-6 model holds intervals (series.json says so; intervals.json must then be there)."""
+    if not json.loads((path / SERIES_FILE).read_text(encoding="utf-8")).get("intervals", False):
+        return False
+    if not (path / INTERVALS_FILE).is_file():
+        refuse(path / INTERVALS_FILE, "missing", f"a format-6 model directory whose {SERIES_FILE} says it has "
+               "intervals holds them (docs/model-format.md)")
+    return True
 
 
 def _read_series(path: Path, torch: Any) -> SeriesModels:
@@ -283,7 +296,7 @@ def refuse(file: Path, problem: str, rule: str) -> NoReturn:
 
 # name -> (the first format version that may hold it, the versions that must hold it); FILES: every version, always
 OPTIONAL_FILES: dict[str, tuple[int, tuple[int, ...]]] = {
-    SERIES_FILE: (2, (2,)),  # from 3 on, present when the model serves many series
+    SERIES_FILE: (2, (2, 6)),  # 3 to 5: present when the model serves many series; 6: always (one series too)
     SERIES_WEIGHTS: (2, ()),  # present when series.json says "local" (SeriesModels.from_dict holds them together)
     INTERVALS_FILE: (4, (4,)),  # from 5 on, absent for a quantile head without intervals
 }

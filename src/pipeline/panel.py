@@ -6,7 +6,7 @@ naming the series id, the file line and the rule) -> split each series by time (
 windows of every series stacked for one global model (or kept apart for one model per series) ->
 per-series scores (RMSE, M4's sMAPE and MASE, beside naive and seasonal naive) and their means.
 
-No MLflow, no Prefect: the flows wire these steps (flows/portfolio.py).
+No MLflow, no Prefect: the flows wire these steps (flows/tasks.py).
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ from pipeline import evaluate
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
 from pipeline.evaluate import Forecasts
-from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, split_by_time, transform_domain
+from pipeline.features import (SPLITS, Preprocessor, SplitBounds, SplitName, Windows, prepare, split_by_time,
+                               transform_domain)
 from pipeline.ingest import RawData, is_remote, load_prices
 from pipeline.intervals import Calibration
 from pipeline.model import LSTMForecaster
-from pipeline.model_format import ForecastBundle, SeriesModels
-from pipeline.schemas import (DATE, ParsedTable, check_columns, format_report, parse_table, passes_fast, series_failures,
-                              settle_gaps, validate_prices)
-from pipeline.train import TrainResult
+from pipeline.model_format import ONE_SERIES, ForecastBundle, SeriesModels
+from pipeline.schemas import (DATE, ParsedTable, ValidatedData, check_columns, format_report, parse_table, passes_fast,
+                              series_failures, settle_gaps, validate_prices)
+from pipeline.train import EpochCallback, TrainResult, fit, init_model
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +97,31 @@ def provenance(raw: RawData) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- validation
+
+
 @dataclass
 class Panel:
-    """Validated series, each a date-indexed frame of float columns, and what validation noticed."""
+    """Validated series, each a date-indexed frame of float columns, and what validation noticed.
 
-    column: str  # the series id column
+    One series is a panel of one: its id is implicit (`ONE_SERIES`, `column` None) and `one` keeps
+    what validating it reported (rows dropped and filled).
+    """
+
+    column: str | None  # the series id column; None: one series, its id implicit
     series: dict[str, pd.DataFrame]
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # series id -> why it was left out
     gaps_filled: dict[str, int] = field(default_factory=dict)  # series id -> rows added for missing periods
+    one: ValidatedData | None = None  # one series: its validation report
 
     @property
     def rows(self) -> int:
         return sum(len(f) for f in self.series.values())
+
+
+def of_one(data: ValidatedData) -> Panel:
+    """One validated series as a panel of one (its id implicit)."""
+    return Panel(column=None, series={ONE_SERIES: data.frame}, notes=list(data.notes), one=data)
 
 
 _LINE_REFS = re.compile(r"\b(lines?) (\d+(?:, \d+)*)")
@@ -386,7 +399,11 @@ def prepare_series(frame: pd.DataFrame, cfg: PipelineConfig) -> SeriesPrep:
 
 
 def prepare_panel(panel: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
-    """`prepare_series` for every series; DataError when no series can be trained on."""
+    """`prepare_series` for every series; DataError when no series can be trained on. One series (its id
+    implicit) must hold every split's windows (`features.prepare`'s rule)."""
+    if panel.column is None:
+        pre, bounds, windows = prepare(panel.series[ONE_SERIES], cfg)
+        return {ONE_SERIES: SeriesPrep(pre, bounds, windows, trainable=True)}
     preps = {sid: prepare_series(frame, cfg) for sid, frame in panel.series.items()}
     if not any(p.trainable for p in preps.values()):
         raise DataError(f"no series is long enough to train on: each needs a training and a test window "
@@ -570,15 +587,20 @@ def score_panel(forecasts: Mapping[str, Forecasts], panel: Panel, preps: Mapping
 
 
 def series_scales(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig) -> dict[str, float]:
-    """Each series' interval scale: the in-sample seasonal-naive MAE (naive without a season) of its training rows."""
+    """Each series' interval scale: the in-sample seasonal-naive MAE (naive without a season) of its training rows;
+    1 for one series (its intervals in its own units)."""
+    if panel.column is None:
+        return {sid: 1.0 for sid in preps}
     return {sid: insample_scale(panel.series[sid], cfg.data.target, p.bounds.val_start, cfg.evaluate.season_length)
             for sid, p in preps.items()}
 
 
 def calibrate_panel(val: Mapping[str, Forecasts], scales: Mapping[str, float],
                     cfg: PipelineConfig) -> Calibration | None:
-    """One conformal table for every series, from the validation errors each divided by its series' scale."""
-    return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals, dict(scales),
+    """One conformal table for every series, from the validation errors each divided by its series' scale
+    (one series: in its own units, no table of scales)."""
+    return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals,
+                              dict(scales) if cfg.data.series_column else None,
                               span=cfg.window.lookback - 1 if isinstance(cfg.window.lookback, int) else 0)
 
 
@@ -588,8 +610,22 @@ def with_panel_intervals(forecasts: Mapping[str, Forecasts], calibration: Calibr
     return {sid: evaluate.with_intervals(fc, calibration, scales[sid]) for sid, fc in forecasts.items()}
 
 
-def forecast_tables(forecasts: Mapping[str, Forecasts], column: str) -> pd.DataFrame:
-    """Every series' forecasts in long form: <series column>, date, step, forecast."""
+def forecast_splits(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
+                    splits: tuple[SplitName, ...] = ("val", "test")
+                    ) -> tuple[dict[SplitName, dict[str, Forecasts]], Calibration | None]:
+    """Each series' forecasts of every split in `splits` (split -> series -> forecasts), with intervals fitted on
+    the validation errors of every series (each divided by its series' scale; one series: in its own units), and
+    that calibration (None: no intervals). The one place training, backtests and sweeps forecast and calibrate."""
+    forecasts = {s: forecast_panel(model_for, panel, preps, cfg, s) for s in dict.fromkeys(("val", *splits))}
+    scales = series_scales(panel, preps, cfg)
+    calibration = calibrate_panel(forecasts["val"], scales, cfg)
+    return {s: with_panel_intervals(forecasts[s], calibration, scales) for s in splits}, calibration
+
+
+def forecast_tables(forecasts: Mapping[str, Forecasts], column: str | None) -> pd.DataFrame:
+    """Every series' forecasts in long form: <series column>, date, step, forecast (one series: no id column)."""
+    if column is None:
+        return next(iter(forecasts.values())).table()
     parts = [fc.table().assign(**{column: sid}) for sid, fc in forecasts.items()]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["date", "step", "forecast"])
     return table[[column, *[c for c in table.columns if c != column]]]
@@ -610,15 +646,15 @@ def panel_tags(panel: Panel, preps: Mapping[str, SeriesPrep]) -> dict[str, str]:
 
 # ---------------------------------------------------------------- serving input
 def input_example(panel: Panel, cfg: PipelineConfig, rows: int, series: int = 2) -> pd.DataFrame:
-    """The last `rows` rows of the first `series` series, in the long form the model takes."""
-    from pipeline.dates import format_dates
+    """The last `rows` rows of the first `series` series, in the form the model takes (long, with the series id
+    column, for many series; `serving.input_example`'s for one)."""
+    from pipeline import serving
 
     parts = []
     for sid in list(panel.series)[:series]:
-        tail = panel.series[sid][list(cfg.data.columns)].tail(rows).astype("float64")
-        part = tail.reset_index()
-        part[cfg.data.date_column] = format_dates(tail.index)
-        part.insert(0, panel.column, sid)
+        part = serving.input_example(panel.series[sid], cfg, rows)
+        if panel.column is not None:
+            part.insert(0, panel.column, sid)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
@@ -651,6 +687,22 @@ class PanelFit:
         return {sid: r.best_epoch + 1 for sid, r in self.local.items()}
 
 
+def fit_panel(preps: Mapping[str, SeriesPrep], cfg: PipelineConfig, on_epoch_end: EpochCallback | None = None,
+              validate: bool = True) -> PanelFit:
+    """Train on every trainable series' windows: one network on their stacked windows (`global`; one series), or
+    one network per series (`local`), each stopping early on its validation windows unless `validate` is False.
+    The flows train the same way through their own tasks (progress, mapped series); this is the plain form
+    (backtest folds)."""
+    def one(windows: dict[SplitName, Windows]) -> TrainResult:
+        model = init_model(cfg, n_features=windows["train"].X.shape[2])
+        val = windows["val"] if validate and len(windows["val"]) else None
+        return fit(model, windows["train"], val, cfg.train, on_epoch_end=on_epoch_end)
+
+    if cfg.model.strategy == "local" and cfg.data.series_column is not None:
+        return PanelFit(local={sid: one(p.windows) for sid, p in preps.items() if p.trainable})
+    return PanelFit(shared=one(stacked(preps)))
+
+
 def series_models(fit: PanelFit, preps: Mapping[str, SeriesPrep], column: str) -> SeriesModels:
     served = fit.serves(preps)
     state_dicts = None if fit.shared is not None else {sid: r.model.checkpoint()["state_dict"] for sid, r in fit.local.items()}
@@ -660,7 +712,11 @@ def series_models(fit: PanelFit, preps: Mapping[str, SeriesPrep], column: str) -
 
 def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
            calibration: Calibration | None = None) -> ForecastBundle:
-    """The logged model: one network (or one per series), every served series' preprocessor, the intervals."""
+    """The logged model: one network (or one per series), every served series' preprocessor, the intervals
+    (one series: its network and preprocessor, no series table)."""
+    if cfg.data.series_column is None:
+        return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=preps[ONE_SERIES].pre, config=cfg,
+                              intervals=calibration.model if calibration else None)
     series = series_models(fit, preps, str(cfg.data.series_column))
     first = next(iter(series.preprocessors.values()))
     return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=first, config=cfg, series=series,
@@ -670,9 +726,9 @@ def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
 # ---------------------------------------------------------------- the gate's inputs
 @dataclass(frozen=True)
 class GateInputs:
-    """What re-scoring the champion on this run's test windows needs, for `gate.table_mase`."""
+    """What re-scoring the champion on this run's test windows needs (`gate.table_mase`, `gate.table_rmse`)."""
 
-    rows: pd.DataFrame  # long raw rows (dates as text) ending at each series' last test origin
+    rows: pd.DataFrame  # raw rows (dates as text; long, with the series id, for many) ending at each last test origin
     actual: pd.Series  # target by (series, date text)
     first_dates: dict[str, list[str]]  # each series' test windows' first target dates
     scales: dict[str, float]  # each series' MASE divisor
@@ -682,7 +738,8 @@ class GateInputs:
 def gate_inputs(data: Panel, preps: Mapping[str, SeriesPrep], test: Mapping[str, Forecasts],
                 cfg: PipelineConfig, context_rows: int) -> GateInputs:
     """The rows a champion forecasts the test windows from: per series, `context_rows` rows before its first
-    test origin (room for a champion with a longer lookback) up to its last; not every window of every series."""
+    test origin (room for a champion with a longer lookback) up to its last; not every window of every series.
+    One series: its rows as the model takes them (no id column)."""
     from pipeline.dates import date_format
 
     parts, actual, firsts, scales = [], {}, {}, {}
@@ -692,7 +749,8 @@ def gate_inputs(data: Panel, preps: Mapping[str, SeriesPrep], test: Mapping[str,
         origins = prep.windows["test"].origins
         rows = frame.iloc[max(0, int(origins[0]) - context_rows):int(origins[-1]) + 1].reset_index()
         rows[cfg.data.date_column] = rows[cfg.data.date_column].dt.strftime(fmt)
-        rows.insert(0, data.column, sid)
+        if data.column is not None:
+            rows.insert(0, data.column, sid)
         parts.append(rows)
         actual[sid] = pd.Series(frame[cfg.data.target].to_numpy(dtype=float), index=frame.index.strftime(fmt))
         firsts[sid] = list(fc.dates.strftime(fmt))

@@ -350,6 +350,26 @@ def panel_figures(histories: dict[str, pd.Series], test: dict[str, Forecasts], t
     return figures
 
 
+def plot_fold_distribution(table: pd.DataFrame, metric: str, baselines: list[str], title: str) -> Figure:
+    """The per-series error distribution of each fold (a box per fold; `table`: fold, `model__<metric>`, ...),
+    the baselines' medians marked beside the model's boxes."""
+    fig, ax = _figure(figsize=(9, 4.5))
+    folds = sorted(table["fold"].unique())
+    values = [table.loc[table["fold"] == f, f"model__{metric}"].dropna().to_numpy() for f in folds]
+    ax.boxplot(values, positions=range(1, len(folds) + 1), widths=0.5, showfliers=True)
+    colours = matplotlib.colormaps["tab10"]
+    for i, name in enumerate(b for b in baselines if f"{b}__{metric}" in table.columns):
+        medians = [table.loc[table["fold"] == f, f"{name}__{metric}"].median() for f in folds]
+        ax.plot(range(1, len(folds) + 1), medians, marker="D", linestyle="--", color=colours(i + 1),
+                label=f"{name.replace('_', ' ')} (median)")
+    ax.set_xticks(range(1, len(folds) + 1), [f"fold {f}" for f in folds])
+    ax.set_ylabel(f"{metric.upper()} per series")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_sweep(trials: list[tuple[int, str, float | None]], objective: str, best: int) -> Figure:
     """The objective of every trial of a sweep, in trial order, with the running best and the winner.
 

@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------ the gate, with MLflow
 
 
-def rescore(model_uri: str, raw_rows: pd.DataFrame, actual: pd.Series, first_dates: list[str],
-            horizon: int, target: str, score_table: Callable[[pd.DataFrame], Score] | None = None) -> Score:
-    """Score a logged model, with its own preprocessing and scalers, on the given test windows.
+def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Callable[[pd.DataFrame], Score]) -> Score:
+    """Score a logged model, with its own preprocessing and scalers, on the given test windows: its forecasts of
+    every window of `raw_rows` scored by `score_table` (`gate.table_rmse`, `gate.table_mase`).
 
     Never raises for a model that cannot score this data (another target, missing columns,
     too short a horizon): the returned Score says why, and the gate refuses.
@@ -63,23 +63,21 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, actual: pd.Series, first_dat
         table = model.predict(raw_rows, params={"all_windows": True})
     except Exception as exc:  # noqa: BLE001 - e.g. the data lack a column it needs
         return Score(None, 0, f"could not score this data ({str(exc).splitlines()[0][:300]})")
-    if score_table is not None:  # a portfolio: the caller's measure (gate.table_mase) over every series
-        return score_table(table)
-    return covers_window(table_rmse(table, actual, first_dates, horizon), first_dates, horizon)
+    return score_table(table)
 
 
-def decide(client: Any, name: str, version: str, challenger_rmse: float, persistence_rmse: float,
+def decide(client: Any, name: str, version: str, challenger: float, baseline_score: float,
            rescore_champion: Callable[[str], Score], margins: tuple[float, float],
-           measure: tuple[str, str] = ("RMSE", "persistence"), coverage: tuple[float, float] | None = None) -> Decision:
+           measure: tuple[str, str] = ("rmse", "naive"), coverage: tuple[float, float] | None = None) -> Decision:
     """Run the gate against the current champion (if any) without changing anything.
 
-    `measure`: the metric compared and the baseline beside the champion (RMSE and persistence, or
-    MASE and seasonal naive for a portfolio); `coverage`: the challenger's 95 % ACD and the largest
-    allowed (registry.max_coverage_error), or None for no calibration check."""
+    `measure`: the metric compared and the baseline beside the champion (a metric id: rmse or mase; naive,
+    seasonal_naive, ...); `coverage`: the challenger's 95 % ACD and the largest allowed (registry.max_coverage_error),
+    or None for no calibration check."""
     current = champion_version(client, name)
     current_version = str(current.version) if current is not None else None
     score = rescore_champion(f"models:/{name}/{current_version}") if current_version else None
-    return judge(version, challenger_rmse, persistence_rmse, current_version, score, margins, *measure, coverage=coverage)
+    return judge(version, challenger, baseline_score, current_version, score, margins, *measure, coverage=coverage)
 
 
 # ------------------------------------------------------------------ registry basics
@@ -396,14 +394,14 @@ def register_and_promote(
     run_id: str,
     tags: dict[str, str],
     window: TestWindow,
-    challenger_rmse: float,
-    persistence_rmse: float,
+    challenger: float,
+    baseline_score: float,
     rescore_champion: Callable[[str], Score],
     margins: tuple[float, float] = (0.0, 0.0),
     by: str = "training flow",
     *,
     model_id: str | None,
-    measure: tuple[str, str] = ("RMSE", "persistence"),
+    measure: tuple[str, str] = ("rmse", "naive"),
     coverage: tuple[float, float] | None = None,
 ) -> Decision:
     """Register `model_uri` as a new `@challenger` version and promote it if it passes the gate.
@@ -421,15 +419,15 @@ def register_and_promote(
         retry(lambda: ensure_registered_model(client, name), "create registered model", uri)
         migrate_history(client, name)
         repair_incomplete(client, name, by)
-        decision = decide(client, name, "?", challenger_rmse, persistence_rmse, rescore_champion, margins, measure,
+        decision = decide(client, name, "?", challenger, baseline_score, rescore_champion, margins, measure,
                           coverage)
         before = retry(lambda: get_aliases(client, name), "read aliases", uri)
         if before.get(CHAMPION) != decision.champion_version:
             raise RegistryError(f"@champion of {name!r} moved to v{before.get(CHAMPION)} while the gate compared "
                                 f"against v{decision.champion_version}; train again to compare with the new champion")
-        key = measure[0].lower()
-        all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), f"test_{key}": repr(challenger_rmse),
-                    f"test_{'naive' if measure[1] == 'persistence' else measure[1].replace(' ', '_')}_{key}": repr(persistence_rmse)}
+        metric, baseline = measure
+        all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), f"test_{metric}": repr(challenger),
+                    f"test_{baseline}_{metric}": repr(baseline_score)}
         if model_id:  # the logged model's manifest digest, which loaders check its files against (tracking.log_model)
             from pipeline.model_format import MANIFEST_TAG
 
@@ -443,7 +441,7 @@ def register_and_promote(
         done = [f"logged the model ({model_uri})", f"registered it as version {decision.version}"]
         try:
             move_alias(client, name, CHALLENGER, decision.version, by,
-                       f"registered from run {run_id}; test {measure[0]} {challenger_rmse:.6g}", "register", run_id, written)
+                       f"registered from run {run_id}; test {measure[0].upper()} {challenger:.6g}", "register", run_id, written)
             done.append(f"moved @{CHALLENGER} to v{decision.version}")
             for key, value in decision.tags().items():
                 retry(lambda: client.set_model_version_tag(name, decision.version, key, value), "tag version", uri)
@@ -465,6 +463,19 @@ def register_and_promote(
             raise error from exc
         log.info("registered %s v%s as @%s: %s", name, decision.version, decision.alias, decision.reason)
         return decision
+
+
+def gate_line(client: Any, name: str, version: str) -> str | None:
+    """The gate's figures of a version in one line (`gate.recorded_line`: today's tags or those of versions gated
+    before it named its metric); None when it was never gated or is gone."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.gate import recorded_line
+
+    try:
+        return recorded_line(dict(client.get_model_version(name, version).tags))
+    except MlflowException:
+        return None
 
 
 def promote(client: Any, name: str, version: str, reason: str, by: str) -> AliasMove | None:

@@ -88,6 +88,7 @@ class RunReport:
     mlflow_ui_hint: str | None = None  # a local store: the command that serves the link
     detail: str = ""
     series_table: tuple[str, ...] = ()  # many series: markdown lines of the test scores per series
+    gate: tuple[str, str] | None = None  # the metric and baseline the model is held to (the gate's)
 
 
 def _num(value: float | None) -> str:
@@ -96,8 +97,23 @@ def _num(value: float | None) -> str:
     return f"{value:,.6g}"
 
 
-def metrics_table(metrics: Mapping[str, float]) -> list[str]:
-    """Test metrics of the model next to the persistence baseline, as markdown table rows.
+def headline(metrics: Mapping[str, float], measure: tuple[str, str], split: str = "test") -> str:
+    """The model against the baseline it is held to, in one line: "RMSE ratio model/seasonal naive: 0.93 (better
+    than seasonal naive)". `measure`: the metric and the baseline (`gate.strongest_baseline`, the gate's own)."""
+    from pipeline.gate import baseline_words
+
+    metric, baseline = measure
+    model, base = metrics.get(f"{split}_{metric}"), metrics.get(f"{split}_{baseline}_{metric}")
+    ratio = model / base if model is not None and base and math.isfinite(base) else float("nan")
+    if model is None and baseline == "naive":  # a summary that kept only the ratio to persistence
+        ratio = metrics.get(f"{split}_{metric}_ratio", float("nan"))
+    words = baseline_words(baseline)
+    return f"{metric.upper()} ratio model/{words}: {_num(ratio)} ({verdict(ratio, words)})"
+
+
+def metrics_table(metrics: Mapping[str, float], measure: tuple[str, str] | None = None) -> list[str]:
+    """Test metrics of the model next to the persistence baseline, as markdown table rows, and the headline against
+    the baseline the gate holds it to (`measure`; by default the strongest by RMSE).
 
     Undefined figures (persistence's direction accuracy) read n/a; MAPE gets a note when the
     test's actual values come near zero (metric `test_actual_near_zero`).
@@ -109,9 +125,10 @@ def metrics_table(metrics: Mapping[str, float]) -> list[str]:
         rows.append(f"| {label} | {_num(metrics.get(f'test_{key}'))} | {_num(metrics.get(f'test_naive_{key}'))} |")
     if flag_mape:
         rows += ["", f"\\* {MAPE_NOTE}"]
-    ratio = metrics.get("test_rmse_ratio")
-    if ratio is not None:
-        rows += ["", f"RMSE ratio model/persistence: **{_num(ratio)}** ({verdict(ratio)})"]
+    if "test_rmse" in metrics or "test_rmse_ratio" in metrics:
+        from pipeline.gate import strongest_baseline
+
+        rows += ["", headline(metrics, measure or ("rmse", strongest_baseline(dict(metrics), "rmse")[0]))]
     intervals = interval_summary(metrics)
     if intervals:
         rows += ["", intervals[0].upper() + intervals[1:]]
@@ -154,7 +171,7 @@ def run_markdown(report: RunReport) -> str:
         lines += [f"Resolved config digest: `{report.config_digest}`", ""]
     if report.metrics:
         scope = " (of that run)" if report.outcome == "nothing to do" else ""
-        lines += [f"## Metrics vs baselines{scope}", *metrics_table(report.metrics), ""]
+        lines += [f"## Metrics vs baselines{scope}", *metrics_table(report.metrics, report.gate), ""]
     if report.series_table:
         lines += ["## Test scores per series", *report.series_table, ""]
     lines.append("## Registry")
@@ -227,7 +244,8 @@ def trained_report(ctx: ReportContext, data_tags: Mapping[str, str], summary: Tr
         data_end=data_tags.get("data_end"), metrics=summary.metrics, model_name=summary.model_name,
         version=summary.version, alias=summary.alias, promotion=summary.reason, **ctx.links,
         detail="Forced retraining (force=true)." if forced else "",
-        series_table=series_markdown(summary.series_scores) if summary.series_scores is not None else ())
+        series_table=series_markdown(summary.series_scores) if summary.series_scores is not None else (),
+        gate=summary.gate)
 
 
 def skipped_report(ctx: ReportContext, summary: TrainingSummary, previous_tags: Mapping[str, str],

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline.config import DataConfig, PipelineConfig
-from pipeline.dates import date_format
+from pipeline.config import PipelineConfig
 from pipeline.errors import TrackingError
 from pipeline.runtime import process_age
 
 if TYPE_CHECKING:
     from pipeline.intervals import IntervalState
-    from pipeline.evaluate import Forecasts, SplitScores
+    from pipeline.evaluate import SplitScores
     from pipeline.features import Preprocessor
     from pipeline.tracking import RunRecord
     from pipeline.train import TrainResult
@@ -50,6 +49,7 @@ class TrainingSummary:
     skipped: bool = False  # nothing to do: same data and config as the run above, which registered `version`
     test_forecasts: pd.DataFrame | None = None  # the in-process model's test forecasts (date, step, forecast)
     series_scores: pd.DataFrame | None = None  # many series: the test scores per series (panel.PanelScores.table)
+    gate: tuple[str, str] = ("rmse", "naive")  # the metric and baseline the gate and the headline hold the model to
 
 
 def run_name(config_name: str, kind: str = "", data_source: str | None = None) -> str:
@@ -156,17 +156,7 @@ def kept_on_tracking_failure(cfg: PipelineConfig, run_id: str) -> Iterator[Train
         raise error from exc
 
 
-# ---------------------------------------------------------------- registration inputs
-def rescore_inputs(frame: pd.DataFrame, data: DataConfig, test: Forecasts) -> tuple[pd.DataFrame, pd.Series, list[str]]:
-    """What the gate needs to re-score the champion on this run's test windows, with its own preprocessing:
-    the raw rows (dates as text, as a CSV gives them), the actual target by date, the windows' first dates."""
-    fmt = date_format(frame.index)  # as the model writes its dates: with times for sub-daily data
-    raw_rows = frame.reset_index()
-    raw_rows[data.date_column] = raw_rows[data.date_column].dt.strftime(fmt)
-    actual = pd.Series(frame[data.target].to_numpy(dtype=float), index=frame.index.strftime(fmt))
-    return raw_rows, actual, list(test.dates.strftime(fmt))
-
-
+# ---------------------------------------------------------------- registration
 def version_tags(data_digest: str, metrics: Mapping[str, float], extra: Mapping[str, str]) -> dict[str, str]:
     """The tags of a registered version: the data digest, the headline test metrics, the Prefect links."""
     shown = {k: f"{metrics[k]:.6g}" for k in VERSION_METRIC_TAGS if k in metrics}

@@ -131,16 +131,29 @@ def series_frames(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> dic
     return {sid: f for sid, f in data.series.items() if sid in known}
 
 
-def forecast_series(frames: dict[str, pd.DataFrame], bundle: ForecastBundle, model_for: Callable[[str], LSTMForecaster],
-                    all_windows: bool = False) -> pd.DataFrame:
-    """`forecast_frame` for each series with its own preprocessor: `<series column>, origin, step, date, forecast`."""
-    assert bundle.series is not None
-    column = bundle.series.column
+def input_frames(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> dict[str | None, pd.DataFrame]:
+    """The input's series held to the model's data contract: each series of a long input (`series_frames`), or the
+    one series of a model of one (its id None: a panel of one)."""
+    if bundle.series is not None:
+        return dict(series_frames(raw, bundle, source))
+    return {None: validate_input(raw, bundle, source)}
+
+
+def preprocessor_of(bundle: ForecastBundle, series: str | None) -> Preprocessor:
+    """The fitted preprocessor that forecasts `series` (None: the model's one series)."""
+    return bundle.preprocessor if series is None or bundle.series is None else bundle.series.preprocessors[series]
+
+
+def forecast_series(frames: dict[str | None, pd.DataFrame], bundle: ForecastBundle,
+                    model_for: Callable[[str | None], LSTMForecaster], all_windows: bool = False) -> pd.DataFrame:
+    """`forecast_frame` for each series with its own preprocessor: `[<series column>,] origin, step, date, forecast`
+    and the interval bounds (no series column for a model of one series)."""
     parts = []
     for sid, frame in frames.items():
-        out = forecast_frame(model_for(sid), bundle.series.preprocessors[sid], frame, all_windows=all_windows,
+        out = forecast_frame(model_for(sid), preprocessor_of(bundle, sid), frame, all_windows=all_windows,
                              intervals=bundle.intervals, series=sid)
-        out.insert(0, column, sid)
+        if sid is not None and bundle.series is not None:
+            out.insert(0, bundle.series.column, sid)
         parts.append(out)
     return pd.concat(parts, ignore_index=True)
 
@@ -167,7 +180,7 @@ class ForecastModel:
         self.model = LSTMForecaster.from_checkpoint(self.bundle.checkpoint)
         self.networks = series_networks(self.bundle)
 
-    def model_for(self, series: str) -> LSTMForecaster:
+    def model_for(self, series: str | None) -> LSTMForecaster:
         """The network that forecasts `series`: its own (local strategy) or the shared one."""
         return self.networks.get(series, self.model) if getattr(self, "networks", None) else self.model
 
@@ -177,14 +190,10 @@ class ForecastModel:
         A model of many series takes the long frame (a series id column) and forecasts each series.
         """
         try:
-            if self.bundle.series is not None:
-                frames = series_frames(raw, self.bundle, source=INPUT_ROWS)
-                return forecast_series(frames, self.bundle, self.model_for, all_windows=all_windows)
-            frame = validate_input(raw, self.bundle, source=INPUT_ROWS)
+            frames = input_frames(raw, self.bundle, source=INPUT_ROWS)
         except DataError as exc:  # the input is a frame (JSON, a DataFrame), not a file: no "line"
             raise DataError(lines_as_rows(str(exc))) from None
-        return forecast_frame(self.model, self.bundle.preprocessor, frame, all_windows=all_windows,
-                              intervals=self.bundle.intervals)
+        return forecast_series(frames, self.bundle, self.model_for, all_windows=all_windows)
 
 
 INPUT_ROWS = "the input (rows counted from 0)"
@@ -208,19 +217,16 @@ def model_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> pd.Da
     series only the rows its latest forecast reads are passed on (the model validates less).
     """
     cfg = bundle.config.data
-    if bundle.series is not None:
-        parts = []
-        for sid, frame in series_frames(raw, bundle, source).items():
-            frame = frame.tail(bundle.series.preprocessors[sid].input_rows)  # the latest window is all it reads
-            part = frame[list(cfg.columns)].astype("float64").reset_index()
-            part[cfg.date_column] = format_dates(frame.index)
+    parts = []
+    for sid, frame in input_frames(raw, bundle, source).items():
+        if sid is not None:  # many series: the latest window is all a forecast reads
+            frame = frame.tail(preprocessor_of(bundle, sid).input_rows)
+        part = frame[list(cfg.columns)].astype("float64").reset_index()
+        part[cfg.date_column] = format_dates(frame.index)
+        if sid is not None and bundle.series is not None:
             part.insert(0, bundle.series.column, sid)
-            parts.append(part)
-        return pd.concat(parts, ignore_index=True)
-    frame = validate_input(raw, bundle, source)
-    out = frame[list(cfg.columns)].astype("float64").reset_index()
-    out[cfg.date_column] = format_dates(frame.index)
-    return out
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def input_example(frame: pd.DataFrame, cfg: PipelineConfig, rows: int) -> pd.DataFrame:

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from pipeline.config import PipelineConfig
@@ -378,37 +376,22 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def validation_mase(frame: pd.DataFrame, cfg: PipelineConfig, val_start: int, actual: np.ndarray,
-                    predicted: np.ndarray) -> float:
-    """MASE of the validation forecasts, scaled by the training rows' seasonal-naive error (M4's definition)."""
-    from pipeline.evaluate import mase, mase_scale
+def validation_scores(data: Panel, preps: Any, model: Any, cfg: PipelineConfig) -> tuple[float, dict[str, float]]:
+    """The objective (validation MASE, the mean over series; M4's definition, scaled by each series' rows before
+    its validation part) and the validation RMSE, MAE and RMSE ratio."""
+    from pipeline import panel
 
-    insample = frame[cfg.data.target].to_numpy(dtype=float)[:val_start]
-    return mase(actual, predicted, mase_scale(insample, cfg.evaluate.season_length or 1))
-
-
-def validation_scores(data: pd.DataFrame | Panel, prepared: Any, model: Any,
-                      cfg: PipelineConfig) -> tuple[float, dict[str, float]]:
-    """The objective (validation MASE; the mean over series for many) and the validation RMSE, MAE and RMSE ratio."""
-    from pipeline import evaluate, panel
-
-    if isinstance(data, panel.Panel):
-        forecasts = panel.forecast_panel(lambda _: model, data, prepared, cfg, "val")
-        means = panel.score_panel(forecasts, data, prepared, cfg, "val").means()
-        return means["val_mase"], {k: means[k] for k in ("val_rmse", "val_mae", "val_rmse_ratio") if k in means}
-    pre, bounds, windows = prepared
-    fc = evaluate.forecast_split(model, pre, data, windows["val"], cfg.evaluate)
-    scores = evaluate.score(fc, prefix="val")
-    value = validation_mase(data, cfg, bounds.val_start, fc.actual, fc.predicted)
-    return value, {"val_rmse": scores.model["rmse"], "val_mae": scores.model["mae"], "val_rmse_ratio": scores.rmse_ratio}
+    forecasts = panel.forecast_panel(lambda _: model, data, preps, cfg, "val")
+    means = panel.score_panel(forecasts, data, preps, cfg, "val").means()
+    return means["val_mase"], {k: means[k] for k in ("val_rmse", "val_mae", "val_rmse_ratio") if k in means}
 
 
-def run_trial(data: pd.DataFrame | Panel, spec: TrialSpec, on_epoch_end: Any = None) -> TrialOutcome:
+def run_trial(data: Panel, spec: TrialSpec, on_epoch_end: Any = None) -> TrialOutcome:
     """Train the trial's config on the training rows and score it on the validation rows: its outcome.
 
-    `data` is one validated series (a frame; `auto` settings resolved here, as training resolves
-    them) or many (a `panel.Panel`, its config resolved over every series before the sweep): one
-    global network on every series' windows, the objective their mean validation MASE.
+    `data` is one validated series (a panel of one; `auto` settings resolved here, as training
+    resolves them) or many (its config resolved over every series before the sweep): one global
+    network on every series' windows, the objective their mean validation MASE.
 
     Torch threads: what `fit` would pick for the work (one for a small model), at most the trial's
     `thread_cap`, so `parallel` trials on one machine never ask for more threads than it has cores.
@@ -418,13 +401,13 @@ def run_trial(data: pd.DataFrame | Panel, spec: TrialSpec, on_epoch_end: Any = N
     """
     import optuna
 
-    from pipeline import features, panel
+    from pipeline import panel
     from pipeline.defaults import resolve_auto
     from pipeline.train import fit, init_model, pick_threads
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    many = isinstance(data, panel.Panel)
-    cfg = spec.config if many else resolve_auto(spec.config, data)  # as training resolves it: the winner retrains alike
+    one = data.column is None  # as training resolves it: the winner retrains alike
+    cfg = resolve_auto(spec.config, data.series[panel.ONE_SERIES]) if one else spec.config
     check = PruningCheck(spec.pruning, spec.finished)
     losses: dict[int, float] = {}
 
@@ -435,8 +418,8 @@ def run_trial(data: pd.DataFrame | Panel, spec: TrialSpec, on_epoch_end: Any = N
             on_epoch_end(epoch, train_loss, val_loss)
         check(epoch, train_loss, val_loss)
 
-    prepared = panel.prepare_panel(data, cfg) if many else features.prepare(data, cfg)
-    windows = panel.stacked(prepared) if many else prepared[2]
+    prepared = panel.prepare_panel(data, cfg)
+    windows = panel.stacked(prepared)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     train = windows["train"]
     wanted = pick_threads(model, min(cfg.train.batch_size or len(train), len(train)), train.X.shape[1],

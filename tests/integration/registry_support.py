@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import features, registry, tracking
+from pipeline import features, gate, registry, tracking
 from pipeline.config import PipelineConfig, parse_config
 from pipeline.model import LSTMForecaster
 from pipeline.schemas import validate_prices
@@ -177,8 +177,8 @@ def register(client, planted: Planted, win: Window, frame: pd.DataFrame, margins
     cfg = planted.bundle.config
 
     def rescore(model_uri: str) -> registry.Score:
-        return registry.rescore(model_uri, win.raw_rows, win.actual, win.first_dates, cfg.window.horizon,
-                                cfg.data.target)
+        return registry.rescore(model_uri, win.raw_rows, cfg.data.target, lambda table: gate.scored_in_full(
+            table, win.actual, win.first_dates, cfg.window.horizon))
 
     return registry.register_and_promote(client, name, uri, run_id, {"data_digest": "planted"}, win.window,
                                          own_rmse(planted, frame, win), win.persistence_rmse, rescore, margins,

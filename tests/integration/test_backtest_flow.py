@@ -56,3 +56,42 @@ def test_a_backtest_that_does_not_fit_fails_cleanly(prefect_harness, mlflow_stor
     client = MlflowClient(mlflow_store)
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_portfolio_backtest_refits_every_fold_and_scores_each_series(prefect_harness, mlflow_store, capsys,
+                                                                        tmp_path):
+    """`pipeline backtest --config configs/portfolio.yaml --folds 3`: folds from each store's end, a child run per
+    fold, per-series and pooled scores beside naive and seasonal naive, the per-series CSV and plot, the verdict."""
+    from tests.conftest import ROOT
+
+    config, data = str(ROOT / "configs" / "portfolio.yaml"), str(ROOT / "data" / "portfolio.csv")
+    assert main(["backtest", "--config", config, "--data", data, "--folds", "3", "--experiment", "tests",
+                 "--parallel", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 expanding folds as child runs" in out and "all folds pooled: MASE" in out
+    assert "MASE ratio model/" in out and "better than" in out
+
+    client = MlflowClient(mlflow_store)
+    parent, children, _ = parent_and_children(client, "tests", "backtest")
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.data.params["fold"] for c in children) == ["1", "2", "3"]
+    for child in children:  # each fold: the pooled scores of its series beside both baselines, its own losses
+        for key in ("test_mase", "test_smape", "test_rmse", "test_naive_mase", "test_seasonal_naive_mase",
+                    "test_seasonal_naive_smape", "test_coverage_95", "test_width_95", "test_msis", "test_series"):
+            assert key in child.data.metrics, key
+        assert client.get_metric_history(child.info.run_id, "train_loss")
+    m = parent.data.metrics
+    for key in ("backtest_mase", "backtest_smape", "backtest_rmse", "backtest_naive_mase", "backtest_seasonal_naive_mase",
+                "backtest_coverage_95", "backtest_msis", "test_mase_mean", "test_mase_std", "folds"):
+        assert key in m, key
+    assert parent.data.tags["backtest.baseline"] in ("naive", "seasonal_naive")
+    assert parent.data.tags["backtest.verdict"].startswith(("better than", "NOT better than"))
+    series = pd.read_csv(client.download_artifacts(parent.info.run_id, "backtest/series_scores.csv", str(tmp_path)))
+    assert sorted(series["fold"].unique()) == [1, 2, 3] and series.groupby("fold").size().eq(6).all()  # 6 stores
+    pooled = series.drop(columns=["fold"])["model__mase"].mean()
+    assert m["backtest_mase"] == pytest.approx(pooled, rel=1e-5)
+    fold_means = [c.data.metrics["test_mase"] for c in sorted(children, key=lambda c: int(c.data.params["fold"]))]
+    assert series.groupby("fold")["model__mase"].mean().tolist() == pytest.approx(fold_means, rel=1e-5)
+    artifacts = {f.path for d in ("plots", "backtest") for f in client.list_artifacts(parent.info.run_id, d)}
+    assert {"plots/backtest_series_mase.png", "backtest/series_scores.csv", "backtest/folds.csv"} <= artifacts
+    assert client.search_registered_models() == []

@@ -48,7 +48,12 @@ def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_har
     assert table["id"].tolist() == ["A", "B", "D"]
     assert table["model__mase"].mean() == pytest.approx(run.data.metrics["test_mase"], rel=1e-5)
     mv = client.get_model_version("panel-forecaster", "1")
-    assert "gate.metric" in mv.tags and mv.tags["gate.metric"] == "MASE"
+    assert mv.tags["gate.metric"] == "mase" and mv.tags["gate.baseline"] in ("naive", "seasonal_naive")
+    # held to the strongest baseline, and the console's headline names the same one
+    strongest = min(run.data.metrics["test_naive_mase"], run.data.metrics["test_seasonal_naive_mase"])
+    assert float(mv.tags["gate.baseline_score"]) == pytest.approx(strongest, rel=1e-6)
+    words = "persistence" if mv.tags["gate.baseline"] == "naive" else "seasonal naive"
+    assert f"MASE ratio model/{words}:" in printed
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/loss.png", "plots/series_forecasts.png", "plots/series_mase.png", "plots/calibration.png"} <= figures
     summary = tags["mlflow.note.content"]  # the run summary, also the Prefect markdown artifact
@@ -94,7 +99,7 @@ def test_a_broken_series_fails_the_run_with_its_id_line_and_rule(prefect_harness
 
 def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_harness, mlflow_store, long_csv,
                                                                        tmp_path, monkeypatch):
-    import flows.portfolio as portfolio
+    import flows.tasks as portfolio
     from pipeline import train
 
     def fit_failing_b(model, train_windows, val, cfg, on_epoch_end=None):
@@ -128,9 +133,10 @@ def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harnes
     client = MlflowClient(mlflow_store)
     tags = client.get_model_version("panel-forecaster", "2").tags
     # the same seed, data and config: the champion re-scored equals the challenger, on 3 series x 4 steps
-    assert "re-scored with its own preprocessing" in tags["gate.champion"] and "(12 forecasts)" in tags["gate.champion"]
-    assert float(tags["gate.champion_rmse"]) == pytest.approx(float(tags["gate.challenger_rmse"]), rel=1e-6)
-    assert tags["gate.baseline"] == "seasonal naive"
+    assert "re-scored with its own preprocessing" in tags["gate.check.champion"]
+    assert "(12 forecasts)" in tags["gate.check.champion"]
+    assert float(tags["gate.champion_score"]) == pytest.approx(float(tags["gate.challenger"]), rel=1e-6)
+    assert tags["gate.metric"] == "mase" and tags["gate.baseline"] in ("naive", "seasonal_naive")
 
 
 @pytest.mark.dask

@@ -30,13 +30,14 @@ def test_flow_records_the_gate_everywhere(prefect_harness, mlflow_store, write_c
     run = client.get_run(first.run_id)
     flow_run_id = run.data.tags["prefect.flow_run_id"]
     for key in ("run_id", "data_digest", "test_window", "test_rmse", "test_naive_rmse", "test_rmse_ratio",
-                "test_mae", "test_direction_acc", "prefect.flow_run_id", "gate.decision", "gate.persistence"):
+                "test_mae", "test_direction_acc", "prefect.flow_run_id", "gate.decision", "gate.check.baseline", "gate.metric",
+                "gate.challenger", "gate.baseline"):
         assert key in mv.tags, key
     assert mv.tags["run_id"] == first.run_id and mv.tags["prefect.flow_run_id"] == flow_run_id
     assert mv.tags["data_digest"] == run.data.tags["data_digest"]
     assert float(mv.tags["test_rmse"]) == first.metrics["test_rmse"]
     assert run.data.tags["gate.decision"] == "promoted" and run.data.tags["registered_alias"] == "champion"
-    assert run.data.tags["gate.champion"] == "PASS: no champion yet"
+    assert run.data.tags["gate.check.champion"] == "PASS: no champion yet"
     assert "PROMOTED" in mv.description
 
     # an impossible margin over persistence: refused, stays @challenger, the champion does not move
@@ -45,9 +46,9 @@ def test_flow_records_the_gate_everywhere(prefect_harness, mlflow_store, write_c
     assert client.get_run(second.run_id).info.status == "FINISHED"
     run2 = client.get_run(second.run_id)
     assert run2.data.tags["gate.decision"] == "refused"
-    assert run2.data.tags["gate.persistence"].startswith("FAIL: test RMSE")
-    assert "(margin 99.00%)" in run2.data.tags["gate.persistence"]
-    assert "champion v1 re-scored with its own preprocessing" in run2.data.tags["gate.champion"]
+    assert run2.data.tags["gate.check.baseline"].startswith("FAIL: test RMSE")
+    assert "(margin 99.00%)" in run2.data.tags["gate.check.baseline"]
+    assert "champion v1 re-scored with its own preprocessing" in run2.data.tags["gate.check.champion"]
     assert get_aliases(client, "tiny-forecaster") == {"champion": "1", "challenger": "2"}
 
     moves = read_history(client, "tiny-forecaster")
@@ -60,4 +61,4 @@ def test_flow_records_the_gate_everywhere(prefect_harness, mlflow_store, write_c
     assert len(reports) == 2
     assert any("tiny-forecaster v1 promoted to `@champion`" in r for r in reports)
     refused = next(r for r in reports if "v2 kept as `@challenger`" in r)
-    assert "| persistence | FAIL |" in refused and "| champion v1 (re-scored, its own preprocessing) |" in refused
+    assert "| baseline | FAIL |" in refused and "| champion v1 (re-scored, its own preprocessing) |" in refused

@@ -16,7 +16,7 @@ def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
     first = rs.register(client, rs.plant(data, cfg, 0.005), win, frame)
     assert (first.version, first.alias) == ("1", "champion")
     assert [c.passed for c in first.checks] == [True, True]
-    assert first.challenger_rmse < 0.6 * win.persistence_rmse
+    assert first.challenger < 0.6 * win.persistence_rmse
 
     # planted worse: +3 % a day is worse than persistence and than the champion
     worse = rs.plant(data, cfg, 0.03)
@@ -26,18 +26,18 @@ def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
     assert get_aliases(client, "planted") == {"champion": "1", "challenger": "2"}
     # the champion was re-scored on the same window: exactly its own in-process RMSE
     assert decision.champion_version == "1"
-    assert decision.champion_rmse == pytest.approx(first.challenger_rmse, rel=1e-9)
+    assert decision.champion_score == pytest.approx(first.challenger, rel=1e-9)
     mv = client.get_model_version("planted", "2")
     assert mv.tags["gate.decision"] == "refused"
-    assert mv.tags["gate.persistence"].startswith("FAIL: test RMSE")
-    assert f"{decision.champion_rmse:.6g}" in mv.tags["gate.champion"]
+    assert mv.tags["gate.check.baseline"].startswith("FAIL: test RMSE")
+    assert f"{decision.champion_score:.6g}" in mv.tags["gate.check.champion"]
     assert mv.tags["test_window"] == win.window.tag() and mv.tags["run_id"] == mv.run_id
-    assert "REFUSED" in mv.description and "persistence: FAIL" in mv.description
+    assert "REFUSED" in mv.description and "baseline: FAIL: test RMSE" in mv.description
 
     # planted better: +1 % a day is the truth; promoted, and @challenger leaves it
     better = rs.register(client, rs.plant(data, cfg, 0.01), win, frame)
     assert (better.version, better.alias) == ("3", "champion")
-    assert better.challenger_rmse < decision.champion_rmse
+    assert better.challenger < decision.champion_score
     assert get_aliases(client, "planted") == {"champion": "3"}
     assert client.get_model_version("planted", "3").tags["gate.decision"] == "promoted"
 
@@ -45,7 +45,7 @@ def test_gate_promotes_a_better_and_refuses_a_worse_challenger(mlflow_store):
                       if m.alias == "champion"]
     assert champion_moves == [(None, "1", "gate"), ("1", "3", "gate")]
     reason = [m for m in read_history(client, "planted") if m.alias == "champion"][-1].reason
-    assert f"{better.challenger_rmse:.6g}" in reason and f"{better.champion_rmse:.6g}" in reason
+    assert f"{better.challenger:.6g}" in reason and f"{better.champion_score:.6g}" in reason
 
 
 def test_the_calibration_check_refuses_a_model_whose_intervals_lie(mlflow_store):
@@ -54,7 +54,7 @@ def test_the_calibration_check_refuses_a_model_whose_intervals_lie(mlflow_store)
     client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
     liar = rs.register(client, rs.plant(data, cfg, 0.01), win, frame, coverage=(0.15, 0.03))
     assert liar.alias == "challenger" and [c.passed for c in liar.checks] == [True, True, False]
-    tag = client.get_model_version("planted", liar.version).tags["gate.calibration"]
+    tag = client.get_model_version("planted", liar.version).tags["gate.check.calibration"]
     assert tag.startswith("FAIL") and "0.1500" in tag and "registry.max_coverage_error" in tag
     honest = rs.register(client, rs.plant(data, cfg, 0.01), win, frame, coverage=(0.01, 0.03))
     assert honest.alias == "champion" and get_aliases(client, "planted") == {"champion": honest.version}
@@ -66,7 +66,7 @@ def test_margin_over_the_champion_refuses_a_small_gain(mlflow_store):
     # 0.009 is a little better than 0.008, but not 50 % better
     small = rs.register(client, rs.plant(data, cfg, 0.009), win, frame, margins=(0.0, 0.5))
     assert small.alias == "challenger"
-    assert small.challenger_rmse < small.champion_rmse
+    assert small.challenger < small.champion_score
     assert [c.passed for c in small.checks] == [True, False]
     assert "margin 50.00%" in small.checks[1].detail
     assert get_aliases(client, "planted") == {"champion": "1", "challenger": "2"}
@@ -86,13 +86,13 @@ def test_champion_is_rescored_with_its_own_old_scalers_after_the_range_shifts(ml
     decision = rs.register(client, challenger, win, challenger.frame)
 
     expected = rs.own_rmse(champion, challenger.frame, win)  # the champion with its own scalers
-    assert decision.champion_rmse == pytest.approx(expected, rel=1e-9)
-    assert 90 < decision.champion_rmse < 110  # still forecasts ~100 on data near 200
+    assert decision.champion_score == pytest.approx(expected, rel=1e-9)
+    assert 90 < decision.champion_score < 110  # still forecasts ~100 on data near 200
     # with the challenger's scalers the champion would have scored as well as the challenger
     borrowed = rs.Planted(rs.ForecastBundle(champion.bundle.checkpoint, challenger.bundle.preprocessor, cfg),
                           challenger.frame, new)
     assert rs.own_rmse(borrowed, challenger.frame, win) < 5
-    assert decision.alias == "champion" and decision.challenger_rmse < 5
+    assert decision.alias == "champion" and decision.challenger < 5
 
 
 def test_champion_of_another_target_cannot_be_beaten_automatically(mlflow_store):

@@ -47,6 +47,7 @@ def test_promote_rollback_history_round_trip(three_versions, capsys):
     assert "v1 is the first champion on record; nothing to roll back to" in capsys.readouterr().err
     assert (get_aliases(client, "planted"), read_history(client, "planted")) == before
 
+    capsys.readouterr()
     assert main(["history", "planted"]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if "  @champion:" in line and not line.startswith(" ")]
@@ -54,7 +55,15 @@ def test_promote_rollback_history_round_trip(three_versions, capsys):
     assert "none -> v1  [gate] by tests" in lines[0]
     assert "v3 -> v2  [manual]" in lines[2] and "via `pipeline promote`" in lines[2]
     assert "why: ops: v3 misbehaves on live data" in out and "why: v2 was worse" in out
-    assert "why: promoted to @champion: persistence PASS: test RMSE" in out  # the gate's numbers
+    assert "why: promoted to @champion: baseline PASS: test RMSE" in out  # the gate's numbers
+    assert "    gate: test RMSE " in out and " vs persistence " in out  # read back from the versions' tags
+    # a version gated before the gate named its metric (gate.challenger_rmse, ...) still reads
+    for key in [k for k in client.get_model_version("planted", "1").tags if k.startswith("gate.")]:
+        client.delete_model_version_tag("planted", "1", key)
+    for key, value in {"gate.challenger_rmse": "0.5", "gate.persistence_rmse": "0.75"}.items():
+        client.set_model_version_tag("planted", "1", key, value)
+    assert main(["history", "planted"]) == 0
+    assert "    gate: test RMSE 0.5 vs persistence 0.75" in capsys.readouterr().out
     assert "champions in force: v1" in out and "aliases now: @champion = v1" in out
     assert main(["history", "planted", "--all"]) == 0
     assert "@challenger: none -> v2  [register]" in capsys.readouterr().out

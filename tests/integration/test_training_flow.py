@@ -95,7 +95,7 @@ def test_a_quantile_head_is_tracked_registered_and_served_with_its_intervals(pre
     assert {"test_coverage_80", "test_coverage_95", "test_msis", "test_pinball"} <= set(run.data.metrics)
     model = mlflow.pyfunc.load_model(summary.model_uri)
     bundle = model.unwrap_python_model().bundle
-    assert bundle.format_version == 5 and bundle.intervals.method == "quantile"
+    assert bundle.format_version == 6 and bundle.intervals.method == "quantile"
     in_process = summary.test_forecasts
     served = model.predict(prices.iloc[:-1].tail(len(in_process) + 5), params={"all_windows": True})
     by_date = served[served["step"] == 1].set_index("date")

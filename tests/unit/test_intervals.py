@@ -156,7 +156,7 @@ def test_levels_off_means_no_intervals(walk) -> None:
 def test_many_series_share_one_table_scaled_per_series() -> None:
     val = {"a": random_walk_forecasts(300, 5), "b": random_walk_forecasts(300, 6)}
     val["b"] = Forecasts(val["b"].dates, val["b"].actual * 10, val["b"].predicted * 10, val["b"].anchor * 10)
-    cfg = parse_config({})
+    cfg = parse_config({"data": {"series_column": "id"}})
     scales = {"a": 1.0, "b": 10.0}
     calibration = panel.calibrate_panel(val, scales, cfg)
     banded = panel.with_panel_intervals(val, calibration, scales)
@@ -182,9 +182,12 @@ def trained(request, prices, tiny_config):
     cfg = tiny_config.with_overrides(window={"horizon": 3}, split={"train": 0.5, "val": 0.3, "test": 0.2},
                                      intervals={"scaling": request.param})
     frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=features.min_rows_needed(cfg)).frame
-    pre, _, windows = features.prepare(frame, cfg)
+    one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
+    pre, bounds, windows = features.prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
-    forecasts, calibration = evaluate.forecast_splits(result.model, pre, frame, windows, cfg)
+    preps = {panel.ONE_SERIES: panel.SeriesPrep(pre, bounds, windows, trainable=True)}
+    by_split, calibration = panel.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
+    forecasts = {split: fc[panel.ONE_SERIES] for split, fc in by_split.items()}
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg,
                             intervals=calibration.model)
     return bundle, frame, windows, forecasts, calibration
@@ -228,7 +231,7 @@ def test_the_state_round_trips_as_json() -> None:
 def test_a_served_model_gives_the_training_runs_intervals(trained, prices, tmp_path) -> None:
     bundle, frame, windows, forecasts, calibration = trained
     path = bundle.save(tmp_path / "forecaster")
-    assert json.loads((path / "format.json").read_text())["format_version"] == 4
+    assert json.loads((path / "format.json").read_text())["format_version"] == 6
     assert IntervalState.from_dict(json.loads((path / INTERVALS_FILE).read_text())) == calibration.model
     assert_served_as_trained(path, prices, frame, windows["test"], forecasts["test"])
 
@@ -250,7 +253,7 @@ def test_a_model_without_intervals_keeps_its_old_format_and_forecasts_without_th
     bundle, *_ = trained
     plain = ForecastBundle(bundle.checkpoint, bundle.preprocessor, bundle.config)
     path = plain.save(tmp_path / "plain")
-    assert json.loads((path / "format.json").read_text())["format_version"] < 4 and not (path / INTERVALS_FILE).exists()
+    assert json.loads((path / "format.json").read_text())["format_version"] == 6 and not (path / INTERVALS_FILE).exists()
     served = ForecastModel()
     served.load(path)
     assert list(served.forecast(prices).columns) == ["origin", "step", "date", "forecast"]
@@ -271,7 +274,7 @@ def test_the_gate_refuses_a_model_whose_intervals_lie() -> None:
     assert honest.promoted and "calibration PASS" in honest.reason
     liar = gate.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=gate.coverage_requirement({"test_acd_95": 0.2}, 0.03))
     assert not liar.promoted and "calibration FAIL" in liar.reason and "0.2000" in liar.reason
-    assert liar.tags()["gate.calibration"].startswith("FAIL")
+    assert liar.tags()["gate.check.calibration"].startswith("FAIL")
     unknown = gate.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=gate.coverage_requirement({}, 0.03))
     assert not unknown.promoted and "no intervals" in unknown.reason
 

@@ -19,13 +19,13 @@ from tests.integration import registry_support as rs
 
 @pytest.fixture
 def saved(tmp_path):
-    """A format-4 model directory: one series, standard-scaled features, a minmax target, 80 and 95 % intervals."""
+    """A model directory as saved today (format 6): one series, standard-scaled features, a minmax target, 80 and 95 % intervals."""
     cfg = rs.config(preprocess={"target_scaler": "minmax"}, window={"lookback": 5, "horizon": 2})
     planted = rs.plant(rs.trend(n=50, growth=0.01), cfg, 0.3)
     bundle = ForecastBundle(planted.bundle.checkpoint, planted.bundle.preprocessor, cfg,
                             intervals=IntervalState((80, 95), {80: (1.0, 1.5), 95: (2.0, 2.5)}, 20))
     path = bundle.save(tmp_path / "forecaster")
-    assert json.loads((path / "format.json").read_text())["format_version"] == 4
+    assert json.loads((path / "format.json").read_text())["format_version"] == 6
     ForecastBundle.load(path)  # as saved, it loads
     return path
 
@@ -119,10 +119,11 @@ def test_a_format_version_edited_down_is_refused_by_the_files_it_holds(saved, ve
 
 def test_a_missing_or_an_extra_file_is_refused(saved) -> None:
     (saved / "notes.txt").write_text("hello")
-    refused(saved, "notes.txt: not a file of a format-4 model directory")
+    refused(saved, "notes.txt: not a file of a format-6 model directory")
     (saved / "notes.txt").unlink()
     (saved / INTERVALS_FILE).unlink()
-    refused(saved, "intervals.json: missing", "rule: a format-4 model directory holds exactly the files")
+    refused(saved, "intervals.json: missing", "rule: a format-6 model directory whose series.json says it has "
+            "intervals holds them")
 
 
 def test_a_series_scale_that_is_nan_or_not_positive_is_refused(saved) -> None:

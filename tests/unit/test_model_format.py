@@ -14,7 +14,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from pipeline.errors import ModelFormatError
 from pipeline.features import Preprocessor, fit_scaler, scaler_from_dict, scaler_to_dict
 from pipeline.model import LSTMForecaster
-from pipeline.model_format import FILES, ForecastBundle
+from pipeline.model_format import FILES, SERIES_FILE, ForecastBundle
 from pipeline.serving import ForecastModel, forecast_frame
 from tests.integration import registry_support as rs
 
@@ -36,8 +36,8 @@ def forecasts(bundle: ForecastBundle, frame) -> np.ndarray:
 
 def test_saved_directory_is_json_and_weights_only(planted, tmp_path) -> None:
     path = planted.bundle.save(tmp_path / "forecaster")
-    assert sorted(p.name for p in path.iterdir()) == sorted(FILES)
-    assert json.loads((path / "format.json").read_text()) == {"format": "lstm-forecaster", "format_version": 1}
+    assert sorted(p.name for p in path.iterdir()) == sorted([*FILES, SERIES_FILE])  # format 6: series.json too
+    assert json.loads((path / "format.json").read_text()) == {"format": "lstm-forecaster", "format_version": 6}
     pre = json.loads((path / "preprocessor.json").read_text())
     assert pre["frequency"] == "B" and pre["target_scaler"]["kind"] == "minmax" and "mean_" in pre["feature_scaler"]
     contract = json.loads((path / "contract.json").read_text())
@@ -75,7 +75,7 @@ def test_weights_that_are_not_plain_tensors_are_refused(planted, tmp_path) -> No
     """weights.pt is read weights-only: a pickle with code in it does not run."""
     path = planted.bundle.save(tmp_path / "forecaster")
     torch.save({"lstm.weight_ih_l0": Preprocessor}, path / "weights.pt")
-    with pytest.raises(ModelFormatError, match=r"not a valid format-1 model directory"):
+    with pytest.raises(ModelFormatError, match=r"not a valid format-6 model directory"):
         ForecastBundle.load(path)
 
 

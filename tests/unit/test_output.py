@@ -209,7 +209,7 @@ def test_guarded_paths_named_by_the_caller_are_never_written_into(work: Path) ->
 def test_prefects_home_and_database_come_from_prefects_settings(tmp_path: Path) -> None:
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME, temporary_settings
 
-    from flows.common import prefect_files
+    from flows.tasks import prefect_files
 
     with temporary_settings({PREFECT_HOME: str(tmp_path / "home"),
                              PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{tmp_path / 'db' / 'p.db'}"}):

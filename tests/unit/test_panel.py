@@ -217,15 +217,25 @@ def test_rule_names_survive_building_both_schemas() -> None:
         assert names == {"dates in increasing order"}, cfg.data.features
 
 
-def test_backtest_refuses_many_series_with_what_to_do() -> None:
-    from pipeline.backtest import require_one_series
-    from pipeline.errors import ConfigError
+def test_backtest_folds_of_many_series_count_from_each_series_end(tmp_path: Path) -> None:
+    from pipeline.backtest import panel_fold_config, plan_panel_folds
+    from pipeline.ingest import load_prices
 
-    cfg = parse_config(long_config_dict("long.csv"))
-    with pytest.raises(ConfigError, match="data.series_column is set.*pipeline backtest` runs on one series"):
-        require_one_series(cfg)
-    one = parse_config({})
-    assert require_one_series(one) is one
+    frame = make_long(short={"E": 12})
+    frame = frame[frame["id"] != "C"]
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), backtest={"test_size": 4}))
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=2)
+    folds, notes = plan_panel_folds(data, cfg, folds=3)
+    assert [f.index for f in folds] == [0, 1, 2] and all(f.step == 4 for f in folds)
+    assert any("'E'" in n for n in notes) and all("E" not in f.folds for f in folds)  # 12 rows: too short, a note
+    for sid, f in folds[-1].folds.items():  # the last fold ends at each series' own end
+        assert f.end == len(data.series[sid]) and f.cutoff == f.end - 4
+    for earlier, later in zip(folds, folds[1:]):
+        assert all(later.folds[s].cutoff - earlier.folds[s].cutoff == 4 for s in later.folds)
+    fcfg = panel_fold_config(cfg, folds[0])
+    assert fcfg.split.from_end and fcfg.split.test == 4 and fcfg.split.val == folds[0].val_rows
 
 
 def auto_config(path: Path, **data: object):
@@ -293,7 +303,7 @@ def test_a_series_task_is_tried_again_only_when_its_work_was_lost() -> None:
     """A Dask worker gone (or any error from the machinery) retries the series; a PipelineError of its own does not."""
     from prefect.states import Completed, Failed
 
-    from flows.portfolio import retry_lost_work
+    from flows.tasks import retry_lost_work
     from pipeline.errors import TrainingError
 
     def failed_with(exc: BaseException):

@@ -39,7 +39,7 @@ def test_format_2_saves_every_series_and_serves_the_long_frame(prepared, tmp_pat
     cfg, data, preps, path = prepared
     fit = panel.PanelFit(shared=TrainResult(model=network(cfg, 1)))
     saved = panel.bundle(fit, preps, cfg).save(tmp_path / "forecaster")
-    assert json.loads((saved / "format.json").read_text())["format_version"] == 2
+    assert json.loads((saved / "format.json").read_text())["format_version"] == 6
     series = json.loads((saved / "series.json").read_text())
     assert series["series_column"] == "id" and series["strategy"] == "global"
     assert sorted(series["preprocessors"]) == ["A", "B", "C"]  # C, too short to train on, still served
@@ -76,17 +76,25 @@ def test_format_2_local_keeps_one_network_per_series(prepared, tmp_path) -> None
     b_with_a = served.forecast(b_rows.assign(id="A"))
     assert not np.allclose(out[out["id"] == "B"]["forecast"], b_with_a["forecast"])
     torch.save({"A": {"w": torch.zeros(1)}}, saved / "series_weights.pt")  # weights not matching the series
-    with pytest.raises(ModelFormatError, match="not a valid format-2 model directory"):
+    with pytest.raises(ModelFormatError, match="not a valid format-6 model directory"):
         ForecastBundle.load(saved)
 
 
-def test_a_one_series_model_is_still_written_as_format_1(prepared, tmp_path) -> None:
+def test_one_series_and_many_share_one_format(prepared, tmp_path) -> None:
+    """Format 6 for both: a model of one series writes series.json too, its series column null (a panel of one), and
+    loads back as a model of one series (no series column in its input or output)."""
     cfg, data, preps, _ = prepared
     bundle = panel.bundle(panel.PanelFit(shared=TrainResult(model=network(cfg, 1))), preps, cfg)
+    many = bundle.save(tmp_path / "many")
     bundle.series = None
-    saved = bundle.save(tmp_path / "one")
-    assert json.loads((saved / "format.json").read_text())["format_version"] == 1
-    assert not (saved / "series.json").exists()
+    one = bundle.save(tmp_path / "one")
+    for saved in (one, many):
+        assert json.loads((saved / "format.json").read_text())["format_version"] == 6
+    listed = json.loads((one / "series.json").read_text())
+    assert listed["series_column"] is None and list(listed["preprocessors"]) == [panel.ONE_SERIES]
+    assert json.loads((many / "series.json").read_text())["series_column"] == "id"
+    assert ForecastBundle.load(one).series is None and ForecastBundle.load(many).series.column == "id"
+    assert "series_column" not in ForecastBundle.load(one).contract()
 
 
 def test_series_scores_by_hand() -> None:
@@ -131,10 +139,10 @@ def test_table_mase_scores_the_champion_per_series() -> None:
 
 
 def test_the_portfolio_gate_speaks_mase_and_seasonal_naive() -> None:
-    decision = gate.judge("3", 0.9, 1.2, "2", gate.Score(0.95, 10), (0.0, 0.0), "MASE", "seasonal naive")
+    decision = gate.judge("3", 0.9, 1.2, "2", gate.Score(0.95, 10), (0.0, 0.0), "mase", "seasonal_naive")
     assert decision.promoted
     assert "test MASE 0.9 vs seasonal naive 1.2" in decision.reason and "champion v2" in decision.reason
-    assert decision.tags()["gate.metric"] == "MASE"
+    assert decision.tags()["gate.metric"] == "mase" and decision.tags()["gate.baseline"] == "seasonal_naive"
     assert "| seasonal naive | 1.2 |" in decision.markdown("m")
-    refused = gate.judge("3", 1.3, 1.2, None, None, (0.0, 0.0), "MASE", "seasonal naive")
-    assert not refused.promoted and "persistence FAIL: test MASE 1.3" in refused.reason
+    refused = gate.judge("3", 1.3, 1.2, None, None, (0.0, 0.0), "mase", "seasonal_naive")
+    assert not refused.promoted and "baseline FAIL: test MASE 1.3" in refused.reason

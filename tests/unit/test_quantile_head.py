@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import evaluate, features
+from pipeline import evaluate, features, panel
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.evaluate import Forecasts
@@ -130,9 +130,12 @@ def trained_head(tmp_path_factory):
         "intervals": {"method": "quantile", "scaling": "window"},
     })
     frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=features.min_rows_needed(cfg)).frame
-    pre, _, windows = features.prepare(frame, cfg)
+    one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
+    pre, bounds, windows = features.prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
-    forecasts, calibration = evaluate.forecast_splits(result.model, pre, frame, windows, cfg)
+    preps = {panel.ONE_SERIES: panel.SeriesPrep(pre, bounds, windows, trainable=True)}
+    by_split, calibration = panel.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
+    forecasts = {split: fc[panel.ONE_SERIES] for split, fc in by_split.items()}
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg, intervals=calibration.model)
     return bundle, prices, frame, windows, forecasts
 
@@ -150,7 +153,7 @@ def test_the_trained_head_orders_its_quantiles(trained_head) -> None:
 def test_a_served_quantile_model_gives_the_training_runs_intervals(trained_head, tmp_path) -> None:
     bundle, prices, frame, windows, forecasts = trained_head
     path = bundle.save(tmp_path / "forecaster")
-    assert json.loads((path / "format.json").read_text())["format_version"] == 5
+    assert json.loads((path / "format.json").read_text())["format_version"] == 6
     assert_served_as_trained(path, prices, frame, windows["test"], forecasts["test"])
 
 

@@ -55,7 +55,7 @@ def test_trained_summary_has_data_metrics_registry_and_link() -> None:
     assert text.startswith("# default: trained a new model\n")
     assert "| `data/SBUX.csv` | 253 | 2023-01-03 | 2023-12-29 | `d1` |" in text
     assert "| RMSE | 1.5 | 2 |" in text and "| direction accuracy | 0.55 | 0 |" in text
-    assert "**0.75** (better than persistence)" in text
+    assert "RMSE ratio model/persistence: 0.75 (better than persistence)" in text
     assert "**lstm-forecaster v4** -> `@champion`" in text and "promotion decision: beats champion v3" in text
     assert "[r1](http://127.0.0.1:5000/#/experiments/1/runs/r1)" in text
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import sweep
+from pipeline import panel, sweep
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import ConfigError, TrainingError
 from pipeline.sweep import Pruning, SweepSpaceError, TrialOutcome
@@ -136,7 +136,7 @@ def test_a_trial_uses_at_most_its_share_of_this_machine(tiny_config: PipelineCon
     from pipeline.train import usable_cores
 
     assert sweep.TrialSpec(0, {}, tiny_config, Pruning(), parallel=2).thread_cap() == max(1, usable_cores() // 2)
-    frame = validate_prices(prices, tiny_config.data, "prices", min_rows=20).frame
+    frame = panel.of_one(validate_prices(prices, tiny_config.data, "prices", min_rows=20))  # a panel of one
     many = tiny_config.with_overrides(train={"num_threads": 64, "epochs": 1})  # asks for more than there is
     outcome = sweep.run_trial(frame, sweep.TrialSpec(0, {}, many, Pruning(enabled=False), parallel=usable_cores()))
     assert outcome.threads == 1 and outcome.metrics["threads"] == 1
@@ -177,7 +177,7 @@ def test_no_pruning_before_enough_trials_finished_or_when_disabled() -> None:
 def test_run_trial_scores_on_validation_and_reports_a_pruned_trial(prices, tiny_config: PipelineConfig) -> None:
     from pipeline.schemas import validate_prices
 
-    frame = validate_prices(prices, tiny_config.data, "prices", min_rows=20).frame
+    frame = panel.of_one(validate_prices(prices, tiny_config.data, "prices", min_rows=20))  # a panel of one
     spec = sweep.TrialSpec(3, {"model.hidden_size": 8}, tiny_config, Pruning(enabled=False))
     seen: list[int] = []
     outcome = sweep.run_trial(frame, spec, on_epoch_end=lambda e, t, v: seen.append(e))

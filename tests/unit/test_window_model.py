@@ -148,7 +148,7 @@ def test_a_windowed_global_model_trains_saves_as_format_3_and_serves_the_same(tm
     assert all(np.isfinite(result.train_loss)) and len(result.val_loss) == result.epochs_run
     bundle = panel.bundle(panel.PanelFit(shared=result), preps, cfg)
     saved = bundle.save(tmp_path / "forecaster")
-    assert json.loads((saved / "format.json").read_text())["format_version"] == 3
+    assert json.loads((saved / "format.json").read_text())["format_version"] == 6
     loaded = ForecastBundle.load(saved)
     assert loaded.checkpoint["init_args"]["window_norm"] == "log_mean"
     again = LSTMForecaster.from_checkpoint(loaded.checkpoint)

@@ -1,0 +1,499 @@
+"""The tasks and in-run steps every flow shares (training, backtest, sweep, forecast): thin Prefect wiring of
+the plain steps in `src/pipeline`. No flow imports another flow; each imports this module.
+
+ingest -> validate -> split/scale/windows -> train -> evaluate -> plots -> track -> register, for one
+series (`train_and_register`) and for many (`train_portfolio`: validate each series -> split/scale/window
+each -> one global network or one per series as mapped tasks -> per-series scores and their means ->
+refit on every row (optional) -> log the model of every series -> register).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.tasks import exponential_backoff
+
+from flows.early_server import exit_with_parent
+from flows.reporting import publish_promotion
+from pipeline import backtest, evaluate, features, gate, panel, plots, progress, registry, reports, runs, tracking
+from pipeline.config import PipelineConfig
+from pipeline.defaults import resolve_auto
+from pipeline.errors import ConfigError, PipelineError, TrainingError
+from pipeline.evaluate import Forecasts, Scores
+from pipeline.faults import kill_point
+from pipeline.features import Preprocessor, SplitBounds, Windows, input_rows_needed
+from pipeline.ingest import RawData, RemoteReadError, load_prices
+from pipeline.intervals import Calibration
+from pipeline.output import SQLITE_SIBLINGS, Guarded
+from pipeline.panel import ONE_SERIES, Panel, PanelFit, PanelScores, SeriesPrep
+from pipeline.runs import Timings, TrainingSummary
+from pipeline.schemas import ValidatedData, validate_prices
+from pipeline.tracking import TrackedRun
+from pipeline.train import TrainResult, fit, init_model, plan_training
+
+DASK_ADDRESS_ENV = "PIPELINE_DASK_ADDRESS"  # a Dask scheduler for the parallel tasks when no option names one
+
+# Data frames, models and clients hash badly: these tasks neither cache nor persist results.
+STEP = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """What a child task (a sweep's trial, a backtest's fold) needs of the parent run (picklable: no client)."""
+
+    run_id: str
+    experiment_id: str
+    name: str
+    data_digest: str
+
+
+def retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry ingestion only when a URL failed to download, not on a bad local file."""
+    try:
+        state.result()
+    except RemoteReadError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
+      retry_condition_fn=retry_remote_only, **STEP)
+def ingest_task(source: str | tuple[str, ...]) -> RawData:
+    """The file (or, for many series, the files of a folder or a list) as read."""
+    from pipeline.panel import load_sources
+
+    return load_prices(source) if isinstance(source, str) and not Path(source).is_dir() else load_sources(source)
+
+
+@task(name="validate", **STEP)
+def validate_task(raw: RawData, cfg: PipelineConfig) -> ValidatedData:
+    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg),
+                           positive=features.transform_domain(cfg))
+
+
+def prefect_tags() -> dict[str, str]:
+    """Links from the MLflow run back to the Prefect flow run that made it."""
+    from prefect.runtime import deployment, flow_run
+
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_name": str(flow_run.flow_name or "")}
+    if deployment.name:
+        tags["prefect.deployment_name"] = str(deployment.name)
+    return {k: v for k, v in tags.items() if v}
+
+
+def prefect_files() -> list[Guarded]:
+    """Prefect's home and its SQLite database (wherever the settings put it): no output goes there."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    guarded = [Guarded(Path(settings.home).expanduser(), "Prefect's home (PREFECT_HOME)")]
+    url = settings.server.database.connection_url
+    database = url.get_secret_value() if url is not None else ""
+    if database.startswith("sqlite") and ":///" in database:
+        db = Path(database.split(":///", 1)[1].split("?")[0]).expanduser()
+        guarded += [Guarded(db.with_name(db.name + suffix), "Prefect's database") for suffix in ("", *SQLITE_SIBLINGS)]
+    return guarded
+
+
+def task_runner(parallel: int, dask_address: str | None) -> tuple[Any, str]:
+    """The task runner for parallel tasks (sweep trials, the series of a local strategy) and its description:
+    Dask at `dask_address`, else `parallel` local processes.
+
+    torch releases the GIL inside its kernels, but an LSTM's many small kernels leave most of a
+    step to Python: two trials on two threads ran 1.2-1.3x faster than one after the other,
+    where two processes approach 2x (bench/sweep.py). One trial at a time needs no second
+    process and its start-up (the imports, a few seconds): it runs on a single worker thread.
+    """
+    if dask_address:
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ConfigError(f"a Dask scheduler is configured ({dask_address}) but prefect-dask is not installed: "
+                              "pip install 'lstm-forecast-pipeline[dask]'") from None
+        return DaskTaskRunner(address=dask_address), f"dask ({dask_address})"
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+    if parallel == 1:
+        return ThreadPoolTaskRunner(max_workers=1), "this process"
+    # The workers die with this process, `kill -9` included (as Prefect's temporary server does):
+    # left alone they would train on for good, holding their memory and multiprocessing's resource tracker.
+    return (ProcessPoolTaskRunner(max_workers=parallel, initializer=exit_with_parent, initargs=(os.getpid(),)),
+            f"{parallel} processes")
+
+
+@task(name="train", **STEP)
+def train_task(windows: dict[str, Windows], cfg: PipelineConfig, epoch_logger: Any, rows: int | None = None) -> TrainResult:
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
+    plan = plan_training(model, windows, cfg.train, rows=rows)
+    get_run_logger().log(logging.WARNING if plan.long else logging.INFO, plan.describe())  # the size, before the wait
+    val = windows["val"] if len(windows["val"]) else None
+
+    shown = progress.EpochProgress("training", cfg.train.epochs)  # a bar, plain lines or nothing: the CLI's choice
+
+    def on_epoch_end(epoch: int, train_loss: float, val_loss: float | None) -> None:
+        epoch_logger(epoch, train_loss, val_loss)
+        shown(epoch, train_loss, val_loss)
+        kill_point("training")
+
+    try:
+        with shown:
+            return fit(model, windows["train"], val, cfg.train, on_epoch_end=on_epoch_end)
+    except TrainingError:
+        with suppress(PipelineError):  # the losses up to a divergence help to diagnose it
+            epoch_logger.flush()
+        raise
+
+
+SPLITS_SCORED = ("val", "test")  # many series; one series also scores its training windows (train_rmse, ...)
+
+
+def training_steps(cfg: PipelineConfig) -> Any:
+    """The steps inside the MLflow run, one road for one series and many: `train_and_register`."""
+    return train_and_register
+
+
+@task(name="validate", **STEP)
+def validate_series_task(raw: RawData, cfg: PipelineConfig) -> tuple[PipelineConfig, Panel]:
+    """Each series held to the contract (one series: the whole file, a panel of one); `auto` settings then resolved
+    from the data (over every series: `panel.resolve_panel`)."""
+    if cfg.data.series_column is None:
+        data = validate_task.fn(raw, cfg)
+        return resolve_auto(cfg, data.frame), panel.of_one(data)
+    data = panel.validate_panel(raw, cfg, min_rows=input_rows_needed(cfg))
+    return panel.resolve_panel(raw, cfg, data)
+
+
+@task(name="split-scale-window", **STEP)
+def prepare_panel_task(data: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
+    return panel.prepare_panel(data, cfg)
+
+
+def retry_lost_work(task: Any, task_run: Any, state: Any) -> bool:
+    """Try a series again when its task was lost (a Dask worker gone, a process killed), not when it failed on
+    its own terms (a PipelineError: a diverged loss, a series too short): that would only fail again."""
+    try:
+        state.result()
+    except PipelineError:
+        return False
+    except BaseException:  # noqa: BLE001 - anything else is the machinery's, not the series'
+        return True
+    return False
+
+
+@task(name="train-series", retries=1, retry_condition_fn=retry_lost_work, **STEP)
+def train_series_task(series: str, windows: dict[str, Windows], cfg: PipelineConfig) -> TrainResult:
+    """One series' own network (model.strategy: local)."""
+    model = init_model(cfg, n_features=windows["train"].X.shape[2])
+    return fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train)
+
+
+def train_local(preps: dict[str, SeriesPrep], cfg: PipelineConfig) -> PanelFit:
+    """One mapped task per trainable series; a series whose training fails is left out alone."""
+    chosen = [sid for sid, p in preps.items() if p.trainable]
+    futures = train_series_task.map(chosen, [preps[s].windows for s in chosen], unmapped(cfg))
+    wait(futures)
+    result = PanelFit()
+    for sid, future in zip(chosen, futures):
+        if future.state.is_completed():
+            result.local[sid] = future.result()
+        else:
+            result.failed[sid] = str(future.state.result(raise_on_failure=False))
+            get_run_logger().warning("series %r failed to train and is left out: %s", sid, result.failed[sid])
+    if not result.local:
+        raise TrainingError(f"every series failed to train: {result.failed}")
+    return result
+
+
+def train_panel(run: TrackedRun, preps: dict[str, SeriesPrep], cfg: PipelineConfig, timings: Timings) -> PanelFit:
+    """The global network on the stacked windows of every series (one series: its own windows), or one network per
+    series."""
+    if cfg.model.strategy == "local" and cfg.data.series_column is not None:
+        return train_local(preps, cfg)
+    epoch_logger = tracking.EpochLogger(run.client, run.run_id)
+    result = train_task(panel.stacked(preps), cfg, epoch_logger, rows=panel.rows_of(preps))
+    epoch_logger.flush()  # outside the task: a tracking failure here must not lose the result
+    timings.seconds["epoch_logging"] = epoch_logger.seconds  # part of "train"
+    return PanelFit(shared=result)
+
+
+@task(name="evaluate", **STEP)
+def evaluate_panel_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesPrep], cfg: PipelineConfig
+                        ) -> tuple[dict[str, dict[str, Forecasts]], dict[str, PanelScores], Calibration | None]:
+    """Each series' forecasts of every scored split with intervals fitted on the validation errors (scaled per
+    series), and their scores; the forecasts (split -> series -> forecasts), the scores and the intervals."""
+    splits = SPLITS_SCORED if data.column is not None else ("train", *SPLITS_SCORED)
+    forecasts, calibration = panel.forecast_splits(trained.model_for, data, trained.serves(preps), cfg, splits)
+    for note in calibration.notes if calibration else ():
+        get_run_logger().warning(note)
+    scores = {s: panel.score_panel(forecasts[s], data, preps, cfg, s) for s in SPLITS_SCORED if forecasts[s]}
+    return forecasts, scores, calibration
+
+
+def split_scores(forecasts: dict[str, dict[str, Forecasts]]) -> Scores:
+    """One series' scores of every split (model and baselines, per step; `evaluate.score`)."""
+    return Scores({split: evaluate.score(fc[ONE_SERIES], prefix=split) for split, fc in forecasts.items() if fc})
+
+
+@task(name="plots", **STEP)
+def plots_task(run: TrackedRun, frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds,
+               forecasts: dict[str, Forecasts], test: evaluate.SplitScores, result: TrainResult) -> None:
+    boundaries = {"validation": frame.index[bounds.val_start], "test": frame.index[bounds.test_start]}
+    if bounds.val_start == bounds.test_start:
+        boundaries = {"test": frame.index[bounds.test_start]}
+    target = frame[cfg.data.target]
+    figures = {
+        "plots/forecast.png": plots.plot_forecasts(
+            target, forecasts, boundaries,
+            f"{cfg.data.target}: actual vs predicted ({cfg.name}, {cfg.preprocess.target_transform} target)"),
+        "plots/loss.png": plots.plot_losses(result.train_loss, result.val_loss, result.best_epoch),
+        "plots/residuals.png": plots.plot_residuals(forecasts["test"], cfg.data.target),
+        **({"plots/calibration.png": plots.plot_calibration(forecasts["test"], f"{cfg.name}: test intervals")}
+           if forecasts["test"].bands else {}),
+        **({"plots/horizon_rmse.png": plots.plot_horizon(evaluate.per_step(test), "rmse", cfg.data.target),
+            "plots/horizon_paths.png": plots.plot_horizon_paths(target, forecasts["test"])}
+           if cfg.window.horizon > 1 else {}),
+    }
+    for path, fig in figures.items():
+        tracking.log_figure(run.client, run.run_id, fig, path)
+        plots.close(fig)
+
+
+@task(name="refit", **STEP)
+def refit_task(trained: PanelFit, data: Panel, cfg: PipelineConfig) -> tuple[PanelFit, dict[str, SeriesPrep]]:
+    """Train again on every row up to the last one, for the epochs early stopping chose (train.refit)."""
+    preps = panel.refit_panel(data, cfg)
+    epochs = trained.best_epochs()
+    if trained.shared is not None:
+        again = panel.refit_config(cfg, epochs["*"])
+        windows = panel.stacked(preps)
+        model = init_model(cfg, n_features=windows["train"].X.shape[2])
+        return PanelFit(shared=fit(model, windows["train"], None, again.train)), preps
+    refit = PanelFit()
+    for sid, n in epochs.items():
+        w = preps[sid].windows
+        model = init_model(cfg, n_features=w["train"].X.shape[2])
+        refit.local[sid] = fit(model, w["train"], None, panel.refit_config(cfg, n).train)
+    return refit, preps
+
+
+def log_scores(run: TrackedRun, cfg: PipelineConfig, scores: dict[str, PanelScores], test: dict[str, Forecasts],
+               data: Panel, trained: PanelFit) -> None:
+    """The per-series tables as MLflow artifacts (CSV) and a Prefect table artifact; the test forecasts as CSV;
+    the figures: calibration, loss, chosen or worst series' forecasts, per-series MASE against seasonal naive."""
+    column = data.column
+    fit_shown = trained.first  # the global network, or the first series' own
+    losses = (fit_shown.train_loss, fit_shown.val_loss, fit_shown.best_epoch,
+              "Loss per epoch" if trained.shared is not None else f"Loss per epoch of {column} {next(iter(trained.local))}")
+    for path, fig in plots.panel_figures({s: f[cfg.data.target] for s, f in data.series.items()}, test,
+                                         scores["test"].table, column, cfg.plots.series, cfg.plots.worst,
+                                         losses).items():
+        tracking.log_figure(run.client, run.run_id, fig, path)
+        plots.close(fig)
+    for split, table in scores.items():
+        tracking.log_text(run.client, run.run_id, table.csv(), f"evaluation/{split}_series_scores.csv")
+    tracking.log_text(run.client, run.run_id, panel.forecast_tables(test, column).to_csv(index=False),
+                      "evaluation/test_forecasts.csv")
+    pooled = backtest.concat_forecasts(list(test.values()))
+    if pooled.bands:  # nominal vs achieved coverage per step, every series' test windows pooled
+        fig = plots.plot_calibration(pooled, f"{cfg.name}: test intervals, {len(test)} series pooled")
+        tracking.log_figure(run.client, run.run_id, fig, "plots/calibration.png")
+        plots.close(fig)
+    from prefect.artifacts import create_table_artifact
+
+    try:
+        create_table_artifact(scores["test"].records(), key=reports.artifact_key(cfg.name, "series-scores"),
+                              description=f"{cfg.name}: test scores per series (RMSE, sMAPE, MASE beside the baselines)")
+    except Exception as exc:  # noqa: BLE001 - best effort: MLflow holds the same table
+        get_run_logger().warning("could not create the per-series table artifact: %s", exc)
+
+
+@task(name="log-model", **STEP)
+def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None, raw: RawData, data: Panel,
+                   trained: PanelFit, preps: dict[str, SeriesPrep], metrics: dict[str, float],
+                   calibration: Calibration | None = None) -> Any:
+    """Log the config, the scalers, the dataset and the model (every series' preprocessor, the intervals), then the
+    metrics (on the run and the logged model); MLflow's ModelInfo."""
+    client, run_id = run.client, run.run_id
+    tracking.log_config(client, run_id, cfg, config_path)
+    bundle = panel.bundle(trained, preps, cfg, calibration)
+    if bundle.series is None:
+        tracking.log_preprocessor(client, run_id, bundle.preprocessor)
+    else:
+        tracking.log_dict(client, run_id, bundle.series.to_dict(), "scalers/series.json")
+    dataset = data.series[ONE_SERIES] if data.column is None else panel.input_example(data, cfg, rows=10**9,
+                                                                                       series=len(data.series))
+    tracking.log_dataset(client, run_id, dataset, raw.source, raw.digest, cfg.data.target, name=cfg.name)
+    example = panel.input_example(data, cfg, rows=bundle.preprocessor.input_rows)
+    info = tracking.log_model(run_id, bundle, example, client.tracking_uri)
+    kill_point("model-logging")
+    # The scores belong to the run, to this logged model and to the training dataset.
+    tracking.log_metrics(client, run_id, metrics, model_id=info.model_id, dataset=(cfg.name, raw.digest))
+    return info
+
+
+@task(name="register", **STEP)
+def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id: str | None, raw: RawData,
+                  data: Panel, preps: dict[str, SeriesPrep], test: dict[str, Forecasts],
+                  metrics: dict[str, float]) -> registry.Decision:
+    """Register a `@challenger` version; the gate compares the test metric (the RMSE of one series, the mean MASE
+    of many) with the strongest baseline's (or `registry.baseline`'s) and with the champion's, re-scored with its
+    own preprocessing on the same windows, and decides whether it also becomes `@champion`."""
+    name = cfg.registry.model_name
+    metric = gate.gate_metric(many_series=data.column is not None)
+    baseline, baseline_score = gate.strongest_baseline(metrics, metric, cfg.registry.baseline)  # summary.gate's
+    one = data.column is None
+    context = max(len(f) for f in data.series.values()) if one else 4 * Preprocessor(cfg).input_rows
+    inputs = panel.gate_inputs(data, preps, test, cfg, context_rows=context)
+    horizon, column = cfg.window.horizon, data.column
+
+    def score_table(table: pd.DataFrame) -> gate.Score:
+        if column is None:  # one series: every step of its test windows, as the run scored them
+            return gate.scored_in_full(table, inputs.actual.loc[ONE_SERIES], inputs.first_dates[ONE_SERIES], horizon)
+        return gate.table_mase(table, column, inputs.actual, inputs.first_dates, inputs.scales, horizon)
+
+    def rescore(uri: str) -> gate.Score:  # the champion, with its own logged preprocessing, on every series
+        return registry.rescore(uri, inputs.rows, cfg.data.target, score_table)
+
+    extra = prefect_tags()
+    decision = registry.register_and_promote(
+        run.client, name, model_uri, run.run_id, runs.version_tags(raw.digest, metrics, extra),
+        registry.TestWindow(*inputs.window, raw.digest), metrics[f"test_{metric}"], baseline_score, rescore,
+        (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion),
+        runs.registered_by(run.run_id, extra.get("prefect.flow_run_id")), model_id=model_id,
+        measure=(metric, baseline), coverage=gate.coverage_requirement(metrics, cfg.registry.max_coverage_error))
+    publish_promotion(decision.markdown(name, run.run_id), name, f"{name} v{decision.version}: {decision.reason}")
+    return decision
+
+
+def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | None, raw: RawData,
+                       timings: Timings) -> tuple[TrainingSummary, dict[str, str]]:
+    """Inside the MLflow run, one series (a panel of one) and many alike: validate, prepare, train, evaluate, plot,
+    (refit,) log, register; the summary and data tags."""
+    with timings.stage("validate"):
+        cfg, data = validate_series_task(raw, cfg)
+    tracking.log_params_and_tags(run.client, run.run_id, cfg.flat(), {})  # `auto` settings as resolved
+    with timings.stage("prepare"):
+        preps = prepare_panel_task(data, cfg)
+    with runs.kept_on_tracking_failure(cfg, run.run_id) as kept:
+        with timings.stage("train"):
+            trained = train_panel(run, preps, cfg, timings)
+        keep(kept, data, preps, trained)
+        with timings.stage("evaluate"):
+            forecasts, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
+        kept.intervals = calibration.model if calibration else None
+        metrics = {k: v for s in scores.values() for k, v in s.means().items()}
+        by_split = one_series_scores(run, cfg, data, preps, trained, forecasts, metrics, timings)
+        kept.scores = metrics
+        tags, warnings = record_findings(run, cfg, raw, data, preps, trained, by_split, metrics)
+        if data.column is not None:
+            log_scores(run, cfg, scores, forecasts["test"], data, trained)
+        served, served_preps = trained, preps
+        if cfg.train.refit:
+            with timings.stage("refit"):
+                served, served_preps = refit_task(trained, data, cfg)
+            keep(kept, data, served_preps, served)
+        with timings.stage("tracking"):
+            logged = log_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, calibration)
+        kept.logged = logged.model_uri
+        summary = training_summary(run, cfg, data, metrics, logged, [*warnings, *(calibration.notes if calibration
+                                                                                   else ())], forecasts["test"], timings,
+                                   scores["test"].table if data.column is not None else None)
+        if cfg.registry.enabled:
+            register(run, cfg, raw, data, preps, forecasts["test"], summary, timings)
+        tracking.log_metrics(run.client, run.run_id, timings.metrics())
+    return summary, tags
+
+
+def keep(kept: runs.Trained, data: Panel, preps: dict[str, SeriesPrep], trained: PanelFit) -> None:
+    """What a tracking failure saves locally (one series: its preprocessor and network)."""
+    if data.column is None:
+        kept.pre, kept.result = preps[ONE_SERIES].pre, trained.first
+
+
+def one_series_scores(run: TrackedRun, cfg: PipelineConfig, data: Panel, preps: dict[str, SeriesPrep],
+                      trained: PanelFit, forecasts: dict[str, dict[str, Forecasts]], metrics: dict[str, float],
+                      timings: Timings) -> Scores | None:
+    """One series: every split's scores, per step (added to `metrics`), and the plots of its forecasts; None for
+    many (their scores are per series)."""
+    if data.column is not None:
+        return None
+    by_split = split_scores(forecasts)
+    metrics.update(by_split.flat())
+    with timings.stage("plots"):
+        plots_task(run, data.series[ONE_SERIES], cfg, preps[ONE_SERIES].bounds,
+                   {s: fc[ONE_SERIES] for s, fc in forecasts.items() if fc}, by_split["test"], trained.first)
+    return by_split
+
+
+def training_summary(run: TrackedRun, cfg: PipelineConfig, data: Panel, metrics: dict[str, float], logged: Any,
+                     warnings: list[str], test: dict[str, Forecasts], timings: Timings,
+                     series_scores: pd.DataFrame | None = None) -> TrainingSummary:
+    """What `pipeline train` prints: the run, the metrics, the notes, the test forecasts, and the metric and baseline
+    the gate holds the model to."""
+    metric = gate.gate_metric(many_series=data.column is not None)
+    return TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
+                           model_uri=logged.model_uri, model_id=logged.model_id,
+                           notes=[*data.notes, *(f"warning: {w}" for w in warnings)], timings=timings.seconds,
+                           test_forecasts=panel.forecast_tables(test, data.column), series_scores=series_scores,
+                           gate=(metric, gate.strongest_baseline(metrics, metric, cfg.registry.baseline)[0]))
+
+
+def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Panel, preps: dict[str, SeriesPrep],
+                    trained: PanelFit, by_split: Scores | None, metrics: dict[str, float]) -> tuple[dict[str, str], list[str]]:
+    """Run tags (data, training), extra metrics (added to `metrics`) and warnings (one series: `evaluate.findings`);
+    the tags and the warnings."""
+    logger = get_run_logger()
+    for note in data.notes:
+        logger.warning(note) if note.startswith("warning") else logger.info(note)
+    first = trained.first
+    warnings: list[str] = []
+    if data.one is not None and by_split is not None:
+        prep = preps[ONE_SERIES]
+        tags, extra, warnings = evaluate.findings(cfg, raw.digest, data.one, prep.pre, prep.bounds, first,
+                                                  by_split["test"], by_split.splits.get("val"))
+        metrics.update(extra)
+        for warning in warnings:
+            logger.warning(warning)
+    else:
+        tags = {"data_digest": raw.digest, **panel.panel_tags(data, preps), "model_strategy": cfg.model.strategy,
+                "train_device": first.device, "series_failed": str(len(trained.failed))}
+        if trained.shared is not None:
+            tags.update(best_epoch=str(first.best_epoch + 1), stopped_early=str(first.stopped_early))
+            stalled = evaluate.training_stalled(first)  # stuck at epoch 1, or still improving at the epoch limit
+            if stalled:
+                tags["training_warning"] = stalled
+                logger.warning(stalled)
+        metrics.update(epochs_run=float(max(r.epochs_run for r in [trained.shared, *trained.local.values()] if r)),
+                       train_threads=float(first.threads))
+        logger.info("test over %d series: MASE %.4g (seasonal naive %.4g), sMAPE %.4g", int(metrics.get(
+            "test_series", 0)), metrics.get("test_mase", float("nan")), metrics.get("test_seasonal_naive_mase",
+                                                                                     float("nan")),
+            metrics.get("test_smape", float("nan")))
+    if data.notes:
+        tracking.log_text(run.client, run.run_id, "\n".join(data.notes), "data/validation_notes.txt")
+    tracking.log_params_and_tags(run.client, run.run_id, {}, tags)
+    return tags, warnings
+
+
+def register(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Panel, preps: dict[str, SeriesPrep],
+             test: dict[str, Forecasts], summary: TrainingSummary, timings: Timings) -> None:
+    """Register and gate the model (one registration at a time on a local store), then tag the run."""
+    with timings.stage("registry"), tracking.store_lock(run.tracking_uri):
+        decision = register_task(run, cfg, summary.model_uri, summary.model_id, raw, data, preps, test, summary.metrics)
+    kill_point("after-alias-move")
+    summary.model_name, summary.version, summary.alias, summary.reason = (
+        cfg.registry.model_name, decision.version, decision.alias, decision.reason)
+    tracking.log_params_and_tags(run.client, run.run_id, {}, {
+        "registered_version": decision.version, "registered_alias": decision.alias, "promotion": decision.reason,
+        **decision.tags()})
