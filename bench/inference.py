@@ -38,7 +38,8 @@ def train_and_log(work: Path) -> tuple[str, object, str]:
     uri = f"sqlite:///{work / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     from pipeline import tracking
-    from pipeline.serving import ForecastBundle, input_example
+    from pipeline.serving import ForecastBundle
+    from pipeline.steps import series_example as input_example
     from pipeline.train import fit, init_model
 
     cfg = default_config(train={"epochs": 3, "patience": None})

@@ -58,7 +58,8 @@ def register_champion(csv: Path, epochs: int) -> None:
     from pipeline.ingest import load_prices
     from pipeline.model import LSTMForecaster
     from pipeline.schemas import validate_prices
-    from pipeline.serving import ForecastBundle, input_example
+    from pipeline.serving import ForecastBundle
+    from pipeline.steps import series_example as input_example
     from pipeline.train import fit
 
     cfg = load_config(ROOT / "configs/default.yaml").with_overrides(train={"epochs": epochs}, data={"source": str(csv)})

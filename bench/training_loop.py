@@ -90,7 +90,8 @@ def compare(label: str, cfg, windows, repeats: int) -> list[object]:
     """One row of table 1: fit vs the plain loop at fit's threads and at torch's default threads."""
     import torch
 
-    from pipeline.train import fit, pick_threads
+    from pipeline.runtime import pick_threads
+    from pipeline.train import fit
 
     train, val = windows["train"], windows["val"]
     if len(val) == 0:  # the seed config has no validation part: score the plain loop on the training rows

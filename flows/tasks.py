@@ -24,7 +24,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.early_server import exit_with_parent
 from flows.reporting import publish_promotion
-from pipeline import backtest, evaluate, features, gate, panel, plots, progress, registry, reports, runs, tracking
+from pipeline import backtest, evaluate, features, gate, panel, plots, progress, registry, reports, runs, steps, tracking
 from pipeline.config import PipelineConfig
 from pipeline.defaults import resolve_auto
 from pipeline.errors import ConfigError, PipelineError, TrainingError
@@ -34,7 +34,8 @@ from pipeline.features import Preprocessor, SplitBounds, Windows, input_rows_nee
 from pipeline.ingest import RawData, RemoteReadError, load_prices
 from pipeline.intervals import Calibration
 from pipeline.output import SQLITE_SIBLINGS, Guarded
-from pipeline.panel import ONE_SERIES, Panel, PanelFit, PanelScores, SeriesPrep
+from pipeline.panel import ONE_SERIES, Panel
+from pipeline.steps import PanelFit, PanelScores, SeriesPrep
 from pipeline.runs import Timings, TrainingSummary
 from pipeline.schemas import ValidatedData, validate_prices
 from pipeline.tracking import TrackedRun
@@ -176,7 +177,7 @@ def validate_series_task(raw: RawData, cfg: PipelineConfig) -> tuple[PipelineCon
 
 @task(name="split-scale-window", **STEP)
 def prepare_panel_task(data: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
-    return panel.prepare_panel(data, cfg)
+    return steps.prepare_panel(data, cfg)
 
 
 def retry_lost_work(task: Any, task_run: Any, state: Any) -> bool:
@@ -221,7 +222,7 @@ def train_panel(run: TrackedRun, preps: dict[str, SeriesPrep], cfg: PipelineConf
     if cfg.model.strategy == "local" and cfg.data.series_column is not None:
         return train_local(preps, cfg)
     epoch_logger = tracking.EpochLogger(run.client, run.run_id)
-    result = train_task(panel.stacked(preps), cfg, epoch_logger, rows=panel.rows_of(preps))
+    result = train_task(steps.stacked(preps), cfg, epoch_logger, rows=steps.rows_of(preps))
     epoch_logger.flush()  # outside the task: a tracking failure here must not lose the result
     timings.seconds["epoch_logging"] = epoch_logger.seconds  # part of "train"
     return PanelFit(shared=result)
@@ -233,10 +234,10 @@ def evaluate_panel_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesP
     """Each series' forecasts of every scored split with intervals fitted on the validation errors (scaled per
     series), and their scores; the forecasts (split -> series -> forecasts), the scores and the intervals."""
     splits = SPLITS_SCORED if data.column is not None else ("train", *SPLITS_SCORED)
-    forecasts, calibration = panel.forecast_splits(trained.model_for, data, trained.serves(preps), cfg, splits)
+    forecasts, calibration = steps.forecast_splits(trained.model_for, data, trained.serves(preps), cfg, splits)
     for note in calibration.notes if calibration else ():
         get_run_logger().warning(note)
-    scores = {s: panel.score_panel(forecasts[s], data, preps, cfg, s) for s in SPLITS_SCORED if forecasts[s]}
+    scores = {s: steps.score_panel(forecasts[s], data, preps, cfg, s) for s in SPLITS_SCORED if forecasts[s]}
     return forecasts, scores, calibration
 
 
@@ -272,18 +273,18 @@ def plots_task(run: TrackedRun, frame: pd.DataFrame, cfg: PipelineConfig, bounds
 @task(name="refit", **STEP)
 def refit_task(trained: PanelFit, data: Panel, cfg: PipelineConfig) -> tuple[PanelFit, dict[str, SeriesPrep]]:
     """Train again on every row up to the last one, for the epochs early stopping chose (train.refit)."""
-    preps = panel.refit_panel(data, cfg)
+    preps = steps.refit_panel(data, cfg)
     epochs = trained.best_epochs()
     if trained.shared is not None:
-        again = panel.refit_config(cfg, epochs["*"])
-        windows = panel.stacked(preps)
+        again = steps.refit_config(cfg, epochs["*"])
+        windows = steps.stacked(preps)
         model = init_model(cfg, n_features=windows["train"].X.shape[2])
         return PanelFit(shared=fit(model, windows["train"], None, again.train)), preps
     refit = PanelFit()
     for sid, n in epochs.items():
         w = preps[sid].windows
         model = init_model(cfg, n_features=w["train"].X.shape[2])
-        refit.local[sid] = fit(model, w["train"], None, panel.refit_config(cfg, n).train)
+        refit.local[sid] = fit(model, w["train"], None, steps.refit_config(cfg, n).train)
     return refit, preps
 
 
@@ -302,7 +303,7 @@ def log_scores(run: TrackedRun, cfg: PipelineConfig, scores: dict[str, PanelScor
         plots.close(fig)
     for split, table in scores.items():
         tracking.log_text(run.client, run.run_id, table.csv(), f"evaluation/{split}_series_scores.csv")
-    tracking.log_text(run.client, run.run_id, panel.forecast_tables(test, column).to_csv(index=False),
+    tracking.log_text(run.client, run.run_id, steps.forecast_tables(test, column).to_csv(index=False),
                       "evaluation/test_forecasts.csv")
     pooled = backtest.concat_forecasts(list(test.values()))
     if pooled.bands:  # nominal vs achieved coverage per step, every series' test windows pooled
@@ -326,15 +327,15 @@ def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None
     metrics (on the run and the logged model); MLflow's ModelInfo."""
     client, run_id = run.client, run.run_id
     tracking.log_config(client, run_id, cfg, config_path)
-    bundle = panel.bundle(trained, preps, cfg, calibration)
+    bundle = steps.bundle(trained, preps, cfg, calibration)
     if bundle.series is None:
         tracking.log_preprocessor(client, run_id, bundle.preprocessor)
     else:
         tracking.log_dict(client, run_id, bundle.series.to_dict(), "scalers/series.json")
-    dataset = data.series[ONE_SERIES] if data.column is None else panel.input_example(data, cfg, rows=10**9,
+    dataset = data.series[ONE_SERIES] if data.column is None else steps.input_example(data, cfg, rows=10**9,
                                                                                        series=len(data.series))
     tracking.log_dataset(client, run_id, dataset, raw.source, raw.digest, cfg.data.target, name=cfg.name)
-    example = panel.input_example(data, cfg, rows=bundle.preprocessor.input_rows)
+    example = steps.input_example(data, cfg, rows=bundle.preprocessor.input_rows)
     info = tracking.log_model(run_id, bundle, example, client.tracking_uri)
     kill_point("model-logging")
     # The scores belong to the run, to this logged model and to the training dataset.
@@ -354,7 +355,7 @@ def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id
     baseline, baseline_score = gate.strongest_baseline(metrics, metric, cfg.registry.baseline)  # summary.gate's
     one = data.column is None
     context = max(len(f) for f in data.series.values()) if one else 4 * Preprocessor(cfg).input_rows
-    inputs = panel.gate_inputs(data, preps, test, cfg, context_rows=context)
+    inputs = steps.gate_inputs(data, preps, test, cfg, context_rows=context)
     horizon, column = cfg.window.horizon, data.column
 
     def score_table(table: pd.DataFrame) -> gate.Score:
@@ -445,7 +446,7 @@ def training_summary(run: TrackedRun, cfg: PipelineConfig, data: Panel, metrics:
     return TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
                            model_uri=logged.model_uri, model_id=logged.model_id,
                            notes=[*data.notes, *(f"warning: {w}" for w in warnings)], timings=timings.seconds,
-                           test_forecasts=panel.forecast_tables(test, data.column), series_scores=series_scores,
+                           test_forecasts=steps.forecast_tables(test, data.column), series_scores=series_scores,
                            gate=(metric, gate.strongest_baseline(metrics, metric, cfg.registry.baseline)[0]))
 
 
@@ -466,7 +467,7 @@ def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Pa
         for warning in warnings:
             logger.warning(warning)
     else:
-        tags = {"data_digest": raw.digest, **panel.panel_tags(data, preps), "model_strategy": cfg.model.strategy,
+        tags = {"data_digest": raw.digest, **steps.panel_tags(data, preps), "model_strategy": cfg.model.strategy,
                 "train_device": first.device, "series_failed": str(len(trained.failed))}
         if trained.shared is not None:
             tags.update(best_epoch=str(first.best_epoch + 1), stopped_early=str(first.stopped_early))

@@ -15,14 +15,15 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluate, features, panel
+from pipeline import evaluate, features, panel, steps
 from pipeline.config import BacktestWindow as Window
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.evaluate import Forecasts, SplitScores, worse_than_persistence
 from pipeline.model import weights_digest
 from pipeline.features import Preprocessor
-from pipeline.panel import Panel, PanelScores
+from pipeline.panel import Panel
+from pipeline.steps import PanelScores
 from pipeline.train import EpochCallback, TrainResult, fit, init_model
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,8 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     # The fold's intervals come from its own validation part's errors (none without validation windows), as in
     # training: one series is a panel of one.
     one = Panel(column=None, series={panel.ONE_SERIES: part})
-    preps = {panel.ONE_SERIES: panel.SeriesPrep(pre, bounds, windows, trainable=True)}
-    fc = panel.forecast_splits(lambda _: result.model, one, preps, cfg, ("test",))[0]["test"][panel.ONE_SERIES]
+    preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
+    fc = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("test",))[0]["test"][panel.ONE_SERIES]
     scores = evaluate.score(fc, prefix="test")
     seconds = time.perf_counter() - started
     log.info("fold %d: cutoff %s, %d train rows, test RMSE %.6g (persistence %.6g)", fold.index + 1,
@@ -359,10 +360,10 @@ def run_panel_fold(data: Panel, cfg: PipelineConfig, fold: PanelFold,
     started = time.perf_counter()
     fcfg = panel_fold_config(cfg, fold)
     part = Panel(column=data.column, series={sid: fold_frame(data.series[sid], f) for sid, f in fold.folds.items()})
-    preps = panel.prepare_panel(part, fcfg)
-    fitted = panel.fit_panel(preps, fcfg, on_epoch_end)
-    test = panel.forecast_splits(fitted.model_for, part, fitted.serves(preps), fcfg, ("test",))[0]["test"]
-    scores = panel.score_panel(test, part, preps, fcfg, "test")
+    preps = steps.prepare_panel(part, fcfg)
+    fitted = steps.fit_panel(preps, fcfg, on_epoch_end)
+    test = steps.forecast_splits(fitted.model_for, part, fitted.serves(preps), fcfg, ("test",))[0]["test"]
+    scores = steps.score_panel(test, part, preps, fcfg, "test")
     results = [fitted.shared] if fitted.shared is not None else list(fitted.local.values())
     seconds = time.perf_counter() - started
     log.info("fold %d: %d series, test MASE %.4g (seasonal naive %.4g)", fold.index + 1, len(test),

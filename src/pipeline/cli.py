@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
-import gc
 import logging
 import os
 import sys
@@ -13,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
+from pipeline.runtime import freeze_collector_at_exit, imports_without_gc
 
 if TYPE_CHECKING:
     from pipeline.runs import TrainingSummary
@@ -128,25 +127,6 @@ def _prepare_environment() -> None:
     # Flows import `flows.*` from the project root when run from a checkout.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-
-
-@contextlib.contextmanager
-def imports_without_gc() -> Iterator[None]:
-    """Import the heavy libraries with the cyclic garbage collector paused, then freeze what they made.
-
-    Importing torch, pandas, MLflow and Prefect creates some 900k objects, and the collector
-    walked all of them again and again on the way (8 full passes): 4.8 s with the collector,
-    3.5 s without, here. `gc.freeze()` then moves those long-lived objects out of every later
-    collection, so the run's own garbage is collected as usual, only faster.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 PRINTED_ROWS = 60  # forecast rows printed by `predict` (the CSV holds them all)
@@ -584,11 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; its exit status (the `pipeline` command's entry point)."""
-    # Registered before any library registers its own, so it runs after all of them: the interpreter's
-    # last collections at exit then skip every object still alive (a second and more of walking the
-    # run's objects graph for garbage the process is about to drop anyway; the OS reclaims it all).
-    # Only the cyclic collector is paused: objects are still freed and closed as their references go.
-    atexit.register(gc.freeze)
+    freeze_collector_at_exit()
     return run(argv)
 
 

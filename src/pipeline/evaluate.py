@@ -14,8 +14,8 @@ from pipeline.config import EvaluateConfig, IntervalsConfig, PipelineConfig
 from pipeline.dates import format_dates
 from pipeline.features import DIFFERENCING, Preprocessor, SplitBounds, Windows
 from pipeline.intervals import Calibration, fit_conformal, interval_baseline, recent_scale, tail_forecasts
-from pipeline.model import LSTMForecaster, weights_digest
-from pipeline.train import TrainResult, predict_levels
+from pipeline.model import LSTMForecaster, predict_levels, weights_digest
+from pipeline.train import TrainResult
 
 if TYPE_CHECKING:
     from pipeline.schemas import ValidatedData

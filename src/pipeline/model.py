@@ -15,12 +15,17 @@ With `quantiles` (probabilities, e.g. 0.1 and 0.9) the head also predicts those 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from pipeline.config import ModelConfig
+from pipeline.runtime import denormals_flushed, without_denormals
+
+if TYPE_CHECKING:
+    from pipeline.features import Preprocessor
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -169,3 +174,51 @@ def weights_digest(state_dict: dict[str, Any]) -> str:
         h.update(f"{name}:{array.dtype}:{array.shape}".encode())
         h.update(array.tobytes())
     return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- inference
+# Windows per forward pass when scoring (validation loss, predictions): bounds the LSTM's
+# activations (batch x lookback x hidden per layer) whatever the size of the data.
+EVAL_BATCH = 8192
+
+
+def as_batch(windows: np.ndarray) -> torch.Tensor:
+    """A contiguous, writable float32 copy of some windows (a slice of the views) as a tensor."""
+    return torch.from_numpy(np.array(windows, dtype=np.float32, order="C", copy=True))
+
+
+def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Point forecasts (n, horizon) for windows X (n, lookback, n_features), in the preprocessor's (scaled) space
+    (`predict_outputs`' first channel)."""
+    return predict_outputs(model, X, batch)[:, 0]
+
+
+def predict_levels(model: LSTMForecaster, pre: Preprocessor, X: np.ndarray,
+                   anchors: np.ndarray) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Forecasts of windows X in original units: the point forecasts (n, horizon), and a quantile head's
+    forecasts (n, horizon) per probability ({} without a head)."""
+    outputs = predict_outputs(model, X)
+    tails = {q: pre.to_levels(outputs[:, 1 + i], anchors) for i, q in enumerate(model.quantiles)}
+    return pre.to_levels(outputs[:, 0], anchors), tails
+
+
+def predict_outputs(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Everything the head predicts, (n, 1 + Q, horizon) for windows X (n, lookback, n_features), in the
+    preprocessor's (scaled) space: the point forecast, then each of the model's `quantiles`.
+
+    `batch` windows per forward pass, so time and memory grow linearly with the windows; run
+    with denormal floats flushed (weights decayed below float32's normal range otherwise make
+    every multiply slow), and on a copy without denormal weights where flush mode cannot cover
+    every thread.
+    """
+    model.eval()
+    if len(X) == 0:
+        return np.empty((0, 1 + len(model.quantiles), model.init_args["horizon"]), dtype=np.float32)
+    with torch.no_grad(), denormals_flushed() as flushed:
+        if not flushed or torch.get_num_threads() > 1:
+            model = without_denormals(model)
+        parts = []
+        for i in range(0, len(X), batch):
+            xb = as_batch(X[i:i + batch])
+            parts.append(model.to_units(xb, model(xb, with_quantiles=True)).numpy())
+    return np.concatenate(parts)

@@ -195,7 +195,7 @@ SERIES_ROWS = 30  # series listed in a summary, worst first; the CSV artifact ho
 
 
 def series_markdown(table: pd.DataFrame, rows: int = SERIES_ROWS) -> tuple[str, ...]:
-    """Per-series test scores (`panel.PanelScores.table`: the id column, windows, `<who>__<metric>`) as a markdown
+    """Per-series test scores (`steps.PanelScores.table`: the id column, windows, `<who>__<metric>`) as a markdown
     table, highest model MASE first: MASE beside seasonal naive's (else naive's), their ratio, sMAPE."""
     column = str(table.columns[0])
     base = "seasonal_naive" if "seasonal_naive__mase" in table else "naive"

@@ -48,7 +48,7 @@ class TrainingSummary:
     timings: dict[str, float] = field(default_factory=dict)
     skipped: bool = False  # nothing to do: same data and config as the run above, which registered `version`
     test_forecasts: pd.DataFrame | None = None  # the in-process model's test forecasts (date, step, forecast)
-    series_scores: pd.DataFrame | None = None  # many series: the test scores per series (panel.PanelScores.table)
+    series_scores: pd.DataFrame | None = None  # many series: the test scores per series (steps.PanelScores.table)
     gate: tuple[str, str] = ("rmse", "naive")  # the metric and baseline the gate and the headline hold the model to
 
 

@@ -15,19 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import PipelineConfig
 from pipeline.dates import calendar_mismatch, date_format, format_dates, next_dates
 from pipeline.errors import DataError
 from pipeline.features import Preprocessor, transform_domain
 from pipeline.ingest import RawData
 from pipeline.intervals import IntervalState
-from pipeline.model import LSTMForecaster
+from pipeline.model import LSTMForecaster, predict_levels
 from pipeline.model_format import ForecastBundle
 from pipeline.schemas import validate_prices
-from pipeline.train import predict_levels
 
-__all__ = ["OUTPUT_COLUMNS", "ForecastBundle", "ForecastModel", "forecast_frame", "format_dates", "input_example",
-           "model_input", "next_dates", "validate_input"]
+__all__ = ["OUTPUT_COLUMNS", "ForecastBundle", "ForecastModel", "forecast_frame", "format_dates", "model_input", "next_dates", "validate_input"]
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +224,3 @@ def model_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> pd.Da
             part.insert(0, bundle.series.column, sid)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
-
-
-def input_example(frame: pd.DataFrame, cfg: PipelineConfig, rows: int) -> pd.DataFrame:
-    """The last `rows` rows in the raw form the model takes (date strings, float values)."""
-    tail = frame[list(cfg.data.columns)].tail(rows).astype("float64")
-    example = tail.reset_index()
-    example[cfg.data.date_column] = format_dates(tail.index)
-    return example

@@ -290,7 +290,7 @@ class TrialSpec:
 
     def thread_cap(self) -> int:
         """The most torch threads the trial may use on the machine it runs on: its cores over `parallel`."""
-        from pipeline.train import usable_cores
+        from pipeline.runtime import usable_cores
 
         return threads_per_trial(self.parallel, usable_cores())
 
@@ -379,10 +379,10 @@ def peak_rss_mb() -> float:
 def validation_scores(data: Panel, preps: Any, model: Any, cfg: PipelineConfig) -> tuple[float, dict[str, float]]:
     """The objective (validation MASE, the mean over series; M4's definition, scaled by each series' rows before
     its validation part) and the validation RMSE, MAE and RMSE ratio."""
-    from pipeline import panel
+    from pipeline import steps
 
-    forecasts = panel.forecast_panel(lambda _: model, data, preps, cfg, "val")
-    means = panel.score_panel(forecasts, data, preps, cfg, "val").means()
+    forecasts = steps.forecast_panel(lambda _: model, data, preps, cfg, "val")
+    means = steps.score_panel(forecasts, data, preps, cfg, "val").means()
     return means["val_mase"], {k: means[k] for k in ("val_rmse", "val_mae", "val_rmse_ratio") if k in means}
 
 
@@ -401,9 +401,10 @@ def run_trial(data: Panel, spec: TrialSpec, on_epoch_end: Any = None) -> TrialOu
     """
     import optuna
 
-    from pipeline import panel
+    from pipeline import panel, steps
     from pipeline.defaults import resolve_auto
-    from pipeline.train import fit, init_model, pick_threads
+    from pipeline.runtime import pick_threads
+    from pipeline.train import fit, init_model
 
     started, cpu_started = time.perf_counter(), time.process_time()
     one = data.column is None  # as training resolves it: the winner retrains alike
@@ -418,8 +419,8 @@ def run_trial(data: Panel, spec: TrialSpec, on_epoch_end: Any = None) -> TrialOu
             on_epoch_end(epoch, train_loss, val_loss)
         check(epoch, train_loss, val_loss)
 
-    prepared = panel.prepare_panel(data, cfg)
-    windows = panel.stacked(prepared)
+    prepared = steps.prepare_panel(data, cfg)
+    windows = steps.stacked(prepared)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     train = windows["train"]
     wanted = pick_threads(model, min(cfg.train.batch_size or len(train), len(train)), train.X.shape[1],

@@ -5,11 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,19 +16,13 @@ from torch import nn
 
 from pipeline.config import PipelineConfig, TrainConfig
 from pipeline.errors import TrainingError
-from pipeline.features import Preprocessor, Windows
-from pipeline.model import LSTMForecaster
+from pipeline.features import Windows
+from pipeline.model import EVAL_BATCH, LSTMForecaster, as_batch
+from pipeline.runtime import denormals_flushed, pick_threads, zero_denormals_
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, float, float | None], None]
-# Multiply-adds of one LSTM time step over one batch (parameters x batch rows): the width a second
-# thread can split. Below it the hand-off per small matmul costs more than it saves (measured on
-# 2 cores: hidden 32 at batch 64, 0.9 M, gains nothing; hidden 32 at batch 1024, 14 M, gains 1.6x).
-THREADS_WORK_THRESHOLD = 10_000_000
-# Windows per forward pass when scoring (validation loss, predictions): bounds the LSTM's
-# activations (batch x lookback x hidden per layer) whatever the size of the data.
-EVAL_BATCH = 8192
 
 
 @dataclass
@@ -74,86 +66,6 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def pick_threads(model: nn.Module, batch_rows: int, lookback: int, requested: int | None) -> int:
-    """Threads for CPU training: one unless each step is wide enough to split across cores.
-
-    A time step's matmuls are as wide as parameters x batch rows; the `lookback` steps run one
-    after another and add nothing a second thread could share. On a busy machine a second
-    thread waits on a core someone else holds: the seed config took 45 s with two threads
-    against 1.2 s with one. The choice depends on the work and the machine only, never on the
-    momentary load, so the same config on the same machine always trains with the same threads
-    (float reductions, and so the weights, depend on the thread count); `train.num_threads` pins it.
-    """
-    if requested is not None:
-        return requested
-    work = sum(p.numel() for p in model.parameters()) * batch_rows
-    return 1 if work < THREADS_WORK_THRESHOLD else usable_cores()
-
-
-# ---------------------------------------------------------------- denormal floats
-# Weight decay pulls weights that the loss no longer moves towards zero, and below float32's
-# smallest normal value (1.2e-38) every multiply with them takes a slow microcode path: on a
-# 200,000-row series the third epoch took 9x the first, and scoring a trained model 16x.
-# Flush-to-zero mode treats such values as 0 at full speed; torch sets it for the calling
-# thread only (threads started later inherit it, a running pool does not), so work on other
-# threads is covered by zeroing denormal weights explicitly.
-
-
-def flush_denormal_mode() -> bool:
-    """Whether the calling thread flushes denormal floats to zero now.
-
-    torch has a setter only; this asks the CPU: in flush mode a denormal operand or result reads
-    as 0 (the behaviour `torch.set_flush_denormal` documents). A one-element op runs on this thread.
-    """
-    probe = torch.tensor([torch.finfo(torch.float32).tiny / 4], dtype=torch.float32)
-    return bool((probe * 1.0).item() == 0.0)
-
-
-@contextmanager
-def denormals_flushed() -> Iterator[bool]:
-    """Flush denormal floats to zero on this thread inside the block, then restore the previous mode.
-
-    Yields whether the CPU does it: `torch.set_flush_denormal` returns False and changes nothing
-    on CPUs without the mode (it needs x86 with SSE3 or AArch64).
-    """
-    previous = flush_denormal_mode()
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield supported
-    finally:
-        if supported:
-            torch.set_flush_denormal(previous)
-
-
-def has_denormals(tensors: Iterable[torch.Tensor]) -> bool:
-    """Whether any floating-point value is non-zero and below its type's smallest normal magnitude."""
-    return any(
-        bool(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).any()) for t in tensors if t.is_floating_point()
-    )
-
-
-@torch.no_grad()
-def zero_denormals_(tensors: Iterable[torch.Tensor]) -> None:
-    """Set denormal values to 0 in place: what flush-to-zero mode would have made of them."""
-    for t in tensors:
-        if t.is_floating_point():
-            t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny, 0.0)
-
-
-def without_denormals(model: nn.Module) -> nn.Module:
-    """The model itself, or a copy with its denormal weights set to 0 when it has any."""
-    if not has_denormals(model.parameters()):
-        return model
-    clean = copy.deepcopy(model)
-    zero_denormals_(clean.parameters())
-    return clean
-
-
 # ---------------------------------------------------------------- batches
 def gather(windows: np.ndarray, idx: np.ndarray) -> torch.Tensor:
     """The windows at `idx` as one contiguous float32 tensor: a mini-batch copied out of the views.
@@ -162,11 +74,6 @@ def gather(windows: np.ndarray, idx: np.ndarray) -> torch.Tensor:
     into a contiguous array, every batch (quadratic in the rows).
     """
     return torch.from_numpy(np.ascontiguousarray(windows[idx]))
-
-
-def as_batch(windows: np.ndarray) -> torch.Tensor:
-    """A contiguous, writable float32 copy of some windows (a slice of the views) as a tensor."""
-    return torch.from_numpy(np.array(windows, dtype=np.float32, order="C", copy=True))
 
 
 def batch_count(n: int, batch: int) -> int:
@@ -469,38 +376,3 @@ def validation_loss(model: LSTMForecaster, val: Windows, device: torch.device, b
         return outputs_loss(model, torch.cat(preds), torch.cat(targets), weight, window_loss(loss)).item()
 
 
-def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Point forecasts (n, horizon) for windows X (n, lookback, n_features), in the preprocessor's (scaled) space
-    (`predict_outputs`' first channel)."""
-    return predict_outputs(model, X, batch)[:, 0]
-
-
-def predict_levels(model: LSTMForecaster, pre: Preprocessor, X: np.ndarray,
-                   anchors: np.ndarray) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """Forecasts of windows X in original units: the point forecasts (n, horizon), and a quantile head's
-    forecasts (n, horizon) per probability ({} without a head)."""
-    outputs = predict_outputs(model, X)
-    tails = {q: pre.to_levels(outputs[:, 1 + i], anchors) for i, q in enumerate(model.quantiles)}
-    return pre.to_levels(outputs[:, 0], anchors), tails
-
-
-def predict_outputs(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Everything the head predicts, (n, 1 + Q, horizon) for windows X (n, lookback, n_features), in the
-    preprocessor's (scaled) space: the point forecast, then each of the model's `quantiles`.
-
-    `batch` windows per forward pass, so time and memory grow linearly with the windows; run
-    with denormal floats flushed (weights decayed below float32's normal range otherwise make
-    every multiply slow), and on a copy without denormal weights where flush mode cannot cover
-    every thread.
-    """
-    model.eval()
-    if len(X) == 0:
-        return np.empty((0, 1 + len(model.quantiles), model.init_args["horizon"]), dtype=np.float32)
-    with torch.no_grad(), denormals_flushed() as flushed:
-        if not flushed or torch.get_num_threads() > 1:
-            model = without_denormals(model)
-        parts = []
-        for i in range(0, len(X), batch):
-            xb = as_batch(X[i:i + batch])
-            parts.append(model.to_units(xb, model(xb, with_quantiles=True)).numpy())
-    return np.concatenate(parts)

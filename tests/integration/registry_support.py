@@ -18,7 +18,8 @@ from pipeline import features, gate, registry, tracking
 from pipeline.config import PipelineConfig, parse_config
 from pipeline.model import LSTMForecaster
 from pipeline.schemas import validate_prices
-from pipeline.serving import ForecastBundle, forecast_frame, input_example
+from pipeline.serving import ForecastBundle, forecast_frame
+from pipeline.steps import series_example as input_example
 
 
 def client_for(uri: str):

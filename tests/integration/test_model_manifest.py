@@ -25,7 +25,7 @@ from pipeline.cli import main
 from pipeline.errors import ModelIntegrityError
 from pipeline.model_format import MANIFEST_FILE, MANIFEST_TAG, write_manifest
 from pipeline.pyfunc import load_pyfunc
-from pipeline.serving import input_example
+from pipeline.steps import series_example as input_example
 from tests.integration import registry_support as rs
 from tests.integration.test_predict import champion  # noqa: F401 - the registered @champion fixture
 

@@ -4,7 +4,8 @@ and the level-target range check."""
 import numpy as np
 import pytest
 
-from pipeline import evaluate, train
+from pipeline import evaluate
+from pipeline import model as model_module
 from pipeline.config import EvaluateConfig, parse_config
 from pipeline.evaluate import Forecasts, SplitScores, baseline_forecasts, per_step, score, target_range_check
 from pipeline.features import prepare
@@ -109,7 +110,7 @@ def test_every_target_transform_is_inverted_exactly(monkeypatch, tiny_config_dic
     frame = validate_prices(make_prices(90), cfg.data, "synthetic", min_rows=1).frame
     pre, _, windows = prepare(frame, cfg)
     for split, w in windows.items():
-        monkeypatch.setattr(train, "predict_outputs", lambda model, X, _y=w.y: _y[:, None, :])
+        monkeypatch.setattr(model_module, "predict_outputs", lambda model, X, _y=w.y: _y[:, None, :])
         fc = evaluate.forecast_split(PointOnly(), pre, frame, w, cfg.evaluate)  # type: ignore[arg-type]
         assert fc.predicted.shape == (len(w), horizon)
         np.testing.assert_allclose(fc.predicted, fc.actual, rtol=1e-5, err_msg=f"{transform} {split}")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import evaluate, features, gate, panel
+from pipeline import evaluate, features, gate, panel, steps
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.evaluate import Forecasts
@@ -158,8 +158,8 @@ def test_many_series_share_one_table_scaled_per_series() -> None:
     val["b"] = Forecasts(val["b"].dates, val["b"].actual * 10, val["b"].predicted * 10, val["b"].anchor * 10)
     cfg = parse_config({"data": {"series_column": "id"}})
     scales = {"a": 1.0, "b": 10.0}
-    calibration = panel.calibrate_panel(val, scales, cfg)
-    banded = panel.with_panel_intervals(val, calibration, scales)
+    calibration = steps.calibrate_panel(val, scales, cfg)
+    banded = steps.with_panel_intervals(val, calibration, scales)
     width = {sid: fc.bands["upper_95"] - fc.bands["lower_95"] for sid, fc in banded.items()}
     np.testing.assert_allclose(width["b"][0], 10 * width["a"][0])
     assert calibration.model.scales == scales and calibration.model.scale_of("b") == 10.0
@@ -185,8 +185,8 @@ def trained(request, prices, tiny_config):
     one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
     pre, bounds, windows = features.prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
-    preps = {panel.ONE_SERIES: panel.SeriesPrep(pre, bounds, windows, trainable=True)}
-    by_split, calibration = panel.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
+    preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
+    by_split, calibration = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
     forecasts = {split: fc[panel.ONE_SERIES] for split, fc in by_split.items()}
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg,
                             intervals=calibration.model)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import panel
+from pipeline import panel, steps
 from pipeline.config import parse_config
 from pipeline.errors import DataError
 from pipeline.features import split_by_time
@@ -149,7 +149,7 @@ def test_per_series_bounds_and_forecast_only_series(tmp_path: Path) -> None:
     make_long("ABC", n=40, short={"B": 30, "C": 10}).to_csv(path, index=False)
     cfg = parse_config(long_config_dict(str(path)))
     data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
-    preps = panel.prepare_panel(data, cfg)
+    preps = steps.prepare_panel(data, cfg)
     a, b, c = preps["A"], preps["B"], preps["C"]
     assert (a.bounds.val_start, a.bounds.test_start) == (32, 36)
     assert (b.bounds.val_start, b.bounds.test_start) == (22, 26)
@@ -171,7 +171,7 @@ def test_stacked_windows_gather_the_same_windows() -> None:
     parts = [sliding_window_view(rows, 3, axis=0).transpose(0, 2, 1) for rows in series]
     parts = [p[1:] if len(p) > 3 else p for p in parts]  # a split's windows need not start at the first row
     parts.insert(1, np.empty((0, 3, 2), dtype=np.float32))  # a series without windows in this split
-    stacked = panel.StackedX(parts)
+    stacked = steps.StackedX(parts)
     whole = np.concatenate(parts)
     assert stacked.shape == (10, 3, 2) and len(stacked) == 10
     idx = np.array([9, 0, 4, 5, 3, 8])
@@ -262,7 +262,7 @@ def test_auto_settings_over_many_series_follow_most_series(tmp_path: Path) -> No
     assert is_resolved(resolved) and sorted(kept.series) == ["A", "B", "C"]
     assert resolved.evaluate.season_length == 24 and resolved.window.lookback == 48
     assert resolved.preprocess.target_transform == "level"  # two of three series call for it
-    panel.prepare_panel(kept, resolved)  # the preprocessors take it as it is
+    steps.prepare_panel(kept, resolved)  # the preprocessors take it as it is
 
     for sid in "ABC":  # every series drifts now, one of them through zero
         rows = frame["id"] == sid
@@ -375,4 +375,4 @@ def test_fill_gaps_fills_each_series_and_says_what_it_filled(tmp_path: Path, met
     assert b[["2025-05-01", "2025-06-01"]].tolist() == pytest.approx(expected)
     assert [n for n in result.notes if "fill_gaps" in n] == [
         f"series 'B': data.fill_gaps={method}: filled 2 missing date(s) of the MS calendar: 2025-05-01, 2025-06-01"]
-    assert panel.panel_tags(result, {})["gaps_filled"] == "2"
+    assert steps.panel_tags(result, {})["gaps_filled"] == "2"

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import gate, panel
+from pipeline import gate, panel, steps
 from pipeline.config import parse_config
 from pipeline.errors import DataError, ModelFormatError
 from pipeline.evaluate import Forecasts
+from pipeline.features import SplitBounds
 from pipeline.ingest import load_prices
 from pipeline.model_format import ForecastBundle
 from pipeline.serving import ForecastModel
@@ -27,7 +28,7 @@ def prepared(tmp_path: Path):
     make_long("ABC", n=40, short={"C": 10}).to_csv(path, index=False)
     cfg = parse_config(long_config_dict(str(path)))
     data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
-    return cfg, data, panel.prepare_panel(data, cfg), path
+    return cfg, data, steps.prepare_panel(data, cfg), path
 
 
 def network(cfg, seed: int):
@@ -37,8 +38,8 @@ def network(cfg, seed: int):
 
 def test_format_2_saves_every_series_and_serves_the_long_frame(prepared, tmp_path) -> None:
     cfg, data, preps, path = prepared
-    fit = panel.PanelFit(shared=TrainResult(model=network(cfg, 1)))
-    saved = panel.bundle(fit, preps, cfg).save(tmp_path / "forecaster")
+    fit = steps.PanelFit(shared=TrainResult(model=network(cfg, 1)))
+    saved = steps.bundle(fit, preps, cfg).save(tmp_path / "forecaster")
     assert json.loads((saved / "format.json").read_text())["format_version"] == 6
     series = json.loads((saved / "series.json").read_text())
     assert series["series_column"] == "id" and series["strategy"] == "global"
@@ -63,8 +64,8 @@ def test_format_2_saves_every_series_and_serves_the_long_frame(prepared, tmp_pat
 
 def test_format_2_local_keeps_one_network_per_series(prepared, tmp_path) -> None:
     cfg, data, preps, path = prepared
-    fit = panel.PanelFit(local={"A": TrainResult(model=network(cfg, 1)), "B": TrainResult(model=network(cfg, 2))})
-    saved = panel.bundle(fit, preps, cfg).save(tmp_path / "forecaster")
+    fit = steps.PanelFit(local={"A": TrainResult(model=network(cfg, 1)), "B": TrainResult(model=network(cfg, 2))})
+    saved = steps.bundle(fit, preps, cfg).save(tmp_path / "forecaster")
     loaded = ForecastBundle.load(saved)
     assert loaded.series.strategy == "local" and sorted(loaded.series.state_dicts) == ["A", "B"]
     served = ForecastModel()
@@ -84,7 +85,7 @@ def test_one_series_and_many_share_one_format(prepared, tmp_path) -> None:
     """Format 6 for both: a model of one series writes series.json too, its series column null (a panel of one), and
     loads back as a model of one series (no series column in its input or output)."""
     cfg, data, preps, _ = prepared
-    bundle = panel.bundle(panel.PanelFit(shared=TrainResult(model=network(cfg, 1))), preps, cfg)
+    bundle = steps.bundle(steps.PanelFit(shared=TrainResult(model=network(cfg, 1))), preps, cfg)
     many = bundle.save(tmp_path / "many")
     bundle.series = None
     one = bundle.save(tmp_path / "one")
@@ -105,12 +106,12 @@ def test_series_scores_by_hand() -> None:
     frames = {"A": pd.DataFrame({"y": [1.0, 3.0, 2.0, 4.0, 3.0, 5.0]}, index=idx),
               "B": pd.DataFrame({"y": [10.0, 10.0, 12.0, 12.0, 10.0, 14.0]}, index=idx)}
     data = panel.Panel("id", frames)
-    preps = {s: panel.SeriesPrep(None, panel.SplitBounds(6, 4, 4), {}, True) for s in frames}  # type: ignore[arg-type]
+    preps = {s: steps.SeriesPrep(None, SplitBounds(6, 4, 4), {}, True) for s in frames}  # type: ignore[arg-type]
     fcs = {"A": Forecasts(idx[4:5], np.array([[3.0, 5.0]]), np.array([[4.0, 5.0]]), np.array([4.0]),
                           {"seasonal_naive": np.array([[2.0, 4.0]])}),
            "B": Forecasts(idx[4:5], np.array([[10.0, 14.0]]), np.array([[10.0, 10.0]]), np.array([12.0]),
                           {"seasonal_naive": np.array([[12.0, 12.0]])})}
-    scores = panel.score_panel(fcs, data, preps, cfg, "test")
+    scores = steps.score_panel(fcs, data, preps, cfg, "test")
     row_a = scores.table.iloc[0]
     # A: in-sample |y[t] - y[t-2]| over 1,3,2,4 = (1 + 1) / 2 = 1; errors 1, 0
     assert row_a["model__mase"] == pytest.approx(0.5)

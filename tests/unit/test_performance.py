@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline import train
+from pipeline import runtime
 from pipeline.model import LSTMForecaster
 from pipeline.tracking import EpochLogger
 
@@ -12,18 +12,18 @@ from pipeline.tracking import EpochLogger
 def test_small_steps_train_on_one_thread_whatever_the_machine(monkeypatch) -> None:
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0), raising=False)
     model = LSTMForecaster(n_features=5, hidden_size=32, num_layers=2)  # the default config: 13k parameters
-    assert train.pick_threads(model, batch_rows=64, lookback=30, requested=None) == 1
-    assert train.pick_threads(model, batch_rows=64, lookback=30, requested=3) == 3
+    assert runtime.pick_threads(model, batch_rows=64, lookback=30, requested=None) == 1
+    assert runtime.pick_threads(model, batch_rows=64, lookback=30, requested=3) == 3
 
 
 def test_wide_steps_use_every_core_whatever_the_load(monkeypatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     model = LSTMForecaster(n_features=5, hidden_size=128, num_layers=2)  # 200k parameters
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1), raising=False)
-    assert train.pick_threads(model, batch_rows=1024, lookback=30, requested=None) == 2
+    assert runtime.pick_threads(model, batch_rows=1024, lookback=30, requested=None) == 2
     # A busy machine does not change the choice: the thread count shapes the weights.
     monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.0, 2.0), raising=False)
-    assert train.pick_threads(model, batch_rows=1024, lookback=30, requested=None) == 2
+    assert runtime.pick_threads(model, batch_rows=1024, lookback=30, requested=None) == 2
 
 
 class _Client:

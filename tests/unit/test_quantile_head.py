@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import evaluate, features, panel
+from pipeline import evaluate, features, panel, steps
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.evaluate import Forecasts
@@ -133,8 +133,8 @@ def trained_head(tmp_path_factory):
     one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
     pre, bounds, windows = features.prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
-    preps = {panel.ONE_SERIES: panel.SeriesPrep(pre, bounds, windows, trainable=True)}
-    by_split, calibration = panel.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
+    preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
+    by_split, calibration = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
     forecasts = {split: fc[panel.ONE_SERIES] for split, fc in by_split.items()}
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg, intervals=calibration.model)
     return bundle, prices, frame, windows, forecasts

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pipeline import evaluate, features, train
+from pipeline import model as model_module
 from pipeline.config import parse_config
 from pipeline.schemas import validate_prices
 from tests.conftest import make_prices
@@ -98,7 +99,7 @@ def evaluate_split(model, pre, frame, windows) -> None:
 
 def test_evaluation_calls_the_model_per_bounded_batch_and_allocates_linearly(monkeypatch) -> None:
     monkeypatch.setattr(train, "EVAL_BATCH", 512)  # several batches at a unit-test size
-    monkeypatch.setattr(train.predict_outputs, "__defaults__", (512,))
+    monkeypatch.setattr(model_module.predict_outputs, "__defaults__", (512,))
     cfg = config()
     peaks, calls = {}, {}
     for n in (3000, 6000):

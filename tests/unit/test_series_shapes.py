@@ -190,7 +190,8 @@ HOURLY = {"data": {"date_column": "time", "target": "load", "features": ["load"]
 
 
 def test_hourly_data_keeps_its_times_in_the_input_example_and_the_forecasts() -> None:
-    from pipeline.serving import forecast_frame, input_example
+    from pipeline.serving import forecast_frame
+    from pipeline.steps import series_example as input_example
     from pipeline.train import init_model
 
     cfg = parse_config(HOURLY)

@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.model import LSTMForecaster
-from pipeline.serving import ForecastModel, format_dates, input_example, model_input
+from pipeline.serving import ForecastModel, format_dates, model_input
+from pipeline.steps import series_example as input_example
 
 from tests.integration import registry_support as rs
 
@@ -160,7 +161,7 @@ def test_the_rest_model_answers_a_wrong_calendar_with_invalid_parameter_value(se
 
 
 def test_a_model_of_many_series_checks_each_series_calendar(tmp_path):
-    from pipeline import panel
+    from pipeline import panel, steps
     from pipeline.config import parse_config
     from pipeline.ingest import load_prices
     from pipeline.model_format import ForecastBundle, SeriesModels
@@ -170,7 +171,7 @@ def test_a_model_of_many_series_checks_each_series_calendar(tmp_path):
     path = tmp_path / "daily.csv"
     make_long("AB", n=30, freq="D").to_csv(path, index=False)
     cfg = parse_config(long_config_dict(str(path)))
-    preps = panel.prepare_panel(panel.validate_panel(load_prices(str(path)), cfg, min_rows=6), cfg)
+    preps = steps.prepare_panel(panel.validate_panel(load_prices(str(path)), cfg, min_rows=6), cfg)
     network = LSTMForecaster.from_config(cfg.model, n_features=1, horizon=cfg.window.horizon)
     first = preps["A"].pre
     assert first.frequency == "D"

@@ -133,7 +133,7 @@ def test_threads_per_trial_share_the_cores(parallel: int, cores: int, threads: i
 
 def test_a_trial_uses_at_most_its_share_of_this_machine(tiny_config: PipelineConfig, prices) -> None:
     from pipeline.schemas import validate_prices
-    from pipeline.train import usable_cores
+    from pipeline.runtime import usable_cores
 
     assert sweep.TrialSpec(0, {}, tiny_config, Pruning(), parallel=2).thread_cap() == max(1, usable_cores() // 2)
     frame = panel.of_one(validate_prices(prices, tiny_config.data, "prices", min_rows=20))  # a panel of one

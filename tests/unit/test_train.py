@@ -6,8 +6,9 @@ from pipeline.config import TrainConfig
 from pipeline.errors import TrainingError
 from pipeline.features import Windows
 from pipeline.model import LSTMForecaster
-from pipeline import train
-from pipeline.train import fit, predict
+from pipeline import runtime, train
+from pipeline.model import predict
+from pipeline.train import fit
 
 
 def sine_windows(n: int, lookback: int = 8, offset: int = 0) -> Windows:
@@ -84,7 +85,7 @@ def model_with_denormal_weights(threads_hint: int = 1) -> LSTMForecaster:
     m = LSTMForecaster(n_features=2, hidden_size=8, num_layers=1)
     with torch.no_grad():
         m.lstm.weight_ih_l0[:, 1] = DENORMAL
-    assert train.has_denormals(m.parameters())
+    assert runtime.has_denormals(m.parameters())
     return m
 
 
@@ -101,17 +102,17 @@ def test_fit_flushes_denormals_and_restores_the_previous_mode(threads: int) -> N
     modes: list[bool] = []
     cfg = TrainConfig(epochs=2, batch_size=16, weight_decay=0.0, num_threads=threads)
     result = fit(model_with_denormal_weights(), two_feature_windows(48), None, cfg,
-                 on_epoch_end=lambda *_: modes.append(train.flush_denormal_mode()))
+                 on_epoch_end=lambda *_: modes.append(runtime.flush_denormal_mode()))
     assert modes == [True, True]
-    assert not train.flush_denormal_mode()  # the caller's mode (off) is back
+    assert not runtime.flush_denormal_mode()  # the caller's mode (off) is back
     # The weights no gradient moves are 0 now, not denormal: nothing left to slow every multiply.
-    assert not train.has_denormals(result.model.parameters())
+    assert not runtime.has_denormals(result.model.parameters())
     assert torch.count_nonzero(result.model.lstm.weight_ih_l0[:, 1]) == 0
 
     torch.set_flush_denormal(True)  # a caller that had it on keeps it on
     try:
         fit(model(), sine_windows(16), None, TrainConfig(epochs=1, batch_size=8))
-        assert train.flush_denormal_mode()
+        assert runtime.flush_denormal_mode()
     finally:
         torch.set_flush_denormal(False)
 
@@ -123,7 +124,7 @@ def test_predict_never_multiplies_denormal_weights(threads: int) -> None:
     m = model_with_denormal_weights().eval()
     seen: list[tuple[bool, bool]] = []
     m.register_forward_hook(lambda mod, inp, out: seen.append(
-        (train.flush_denormal_mode(), train.has_denormals(mod.parameters()))))
+        (runtime.flush_denormal_mode(), runtime.has_denormals(mod.parameters()))))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -134,8 +135,8 @@ def test_predict_never_multiplies_denormal_weights(threads: int) -> None:
     # flush mode on this thread; with other threads too, a copy without the denormal weights
     assert all(flushed for flushed, _ in seen)
     assert all(not denormal for _, denormal in seen) or threads == 1
-    assert not train.flush_denormal_mode()
-    assert train.has_denormals(m.parameters())  # the caller's model is left as it was
+    assert not runtime.flush_denormal_mode()
+    assert runtime.has_denormals(m.parameters())  # the caller's model is left as it was
 
 
 def test_denormals_flushed_restores_either_mode() -> None:
@@ -144,9 +145,9 @@ def test_denormals_flushed_restores_either_mode() -> None:
     for before in (False, True):
         torch.set_flush_denormal(before)
         with train.denormals_flushed() as supported:
-            assert supported and train.flush_denormal_mode()
+            assert supported and runtime.flush_denormal_mode()
             assert torch.tensor([DENORMAL]).mul(1.0).item() == 0.0
-        assert train.flush_denormal_mode() == before
+        assert runtime.flush_denormal_mode() == before
     torch.set_flush_denormal(False)
 
 

@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import panel
+from pipeline import panel, steps
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.features import transform_domain
 from pipeline.ingest import load_prices
 from pipeline.model import LSTMForecaster
 from pipeline.model_format import ForecastBundle
-from pipeline.train import fit, init_model, predict, window_loss
+from pipeline.model import predict
+from pipeline.train import fit, init_model, window_loss
 from tests.conftest import long_config_dict, make_long
 
 WINDOWED = {"preprocess": {"feature_scaler": "none", "target_scaler": "none"},
@@ -100,7 +101,7 @@ def test_mase_weights_follow_the_window_level_over_the_series_scale(tmp_path: Pa
     pd.concat([base, big]).to_csv(path, index=False)
     cfg = windowed_config(str(path), train={"loss_weight_power": 1.0})
     data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
-    preps = panel.prepare_panel(data, cfg)
+    preps = steps.prepare_panel(data, cfg)
     a, b = preps["A"].windows["train"], preps["B"].windows["train"]
     np.testing.assert_allclose(a.weight, b.weight, rtol=1e-9)
     frame = data.series["A"]
@@ -109,9 +110,9 @@ def test_mase_weights_follow_the_window_level_over_the_series_scale(tmp_path: Pa
     scale = np.mean(np.abs(fit_rows[4:] - fit_rows[:-4]))
     first = a.origins[0]
     assert a.weight[0] == pytest.approx(values[first - 7: first + 1].mean() / scale)
-    half = panel.prepare_panel(data, cfg.with_overrides(train={"loss_weight_power": 0.5}))["A"].windows["train"]
+    half = steps.prepare_panel(data, cfg.with_overrides(train={"loss_weight_power": 0.5}))["A"].windows["train"]
     np.testing.assert_allclose(half.weight, np.sqrt(a.weight))
-    assert panel.stacked(preps)["train"].weight.shape == (len(a) + len(b),)
+    assert steps.stacked(preps)["train"].weight.shape == (len(a) + len(b),)
 
 
 def test_weighted_losses_convert_units_and_unweighted_ones_stay_the_library_losses() -> None:
@@ -128,7 +129,7 @@ def test_windows_per_epoch_bounds_each_epoch(tmp_path: Path) -> None:
     make_long("ABC", n=60).to_csv(path, index=False)
     cfg = windowed_config(str(path), train={"windows_per_epoch": 10, "batch_size": 5, "epochs": 2, "patience": None})
     data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
-    windows = panel.stacked(panel.prepare_panel(data, cfg))
+    windows = steps.stacked(steps.prepare_panel(data, cfg))
     assert len(windows["train"]) > 30
     model = init_model(cfg, n_features=1)
     batches = []
@@ -142,11 +143,11 @@ def test_a_windowed_global_model_trains_saves_as_format_3_and_serves_the_same(tm
     make_long("AB", n=60).to_csv(path, index=False)
     cfg = windowed_config(str(path), train={"epochs": 3})
     data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
-    preps = panel.prepare_panel(data, cfg)
-    windows = panel.stacked(preps)
+    preps = steps.prepare_panel(data, cfg)
+    windows = steps.stacked(preps)
     result = fit(init_model(cfg, n_features=1), windows["train"], windows["val"], cfg.train)
     assert all(np.isfinite(result.train_loss)) and len(result.val_loss) == result.epochs_run
-    bundle = panel.bundle(panel.PanelFit(shared=result), preps, cfg)
+    bundle = steps.bundle(steps.PanelFit(shared=result), preps, cfg)
     saved = bundle.save(tmp_path / "forecaster")
     assert json.loads((saved / "format.json").read_text())["format_version"] == 6
     loaded = ForecastBundle.load(saved)
