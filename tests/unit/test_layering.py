@@ -143,3 +143,11 @@ def test_serving_reaches_nothing_of_training_tracking_tuning_or_the_cli() -> Non
             todo.extend(graph[module])
     assert not any(m.startswith("flows") for m in reached), sorted(reached)
     assert not {m.removeprefix("pipeline.") for m in reached} & NOT_FOR_SERVING, sorted(reached)
+
+
+def test_the_design_page_names_every_module() -> None:
+    """docs/design.md's layout cannot go stale: each module of src/pipeline and flows/ is named there."""
+    layout = (ROOT / "docs" / "design.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    missing = [f"{folder.name}/{path.name}" for folder in (PACKAGE, ROOT / "flows") for path in sorted(folder.glob("*.py"))
+               if path.stem != "__init__" and f"`{path.stem}`" not in layout]
+    assert not missing, f"docs/design.md's layout does not name {missing}"
