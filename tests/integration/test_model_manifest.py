@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import registry, tracking
+from pipeline import gate, registry, tracking
 from pipeline.cli import main
 from pipeline.errors import ModelIntegrityError
 from pipeline.model_format import MANIFEST_FILE, MANIFEST_TAG, write_manifest
@@ -58,8 +58,8 @@ def predict_exit(data: pd.DataFrame, tmp_path: Path) -> int:
 def rescore(data: pd.DataFrame) -> registry.Score:
     cfg = rs.config()
     win = rs.window_of(rs.plant(data, cfg, 0.0).frame, cfg)
-    return registry.rescore("models:/planted/1", win.raw_rows, win.actual, win.first_dates, cfg.window.horizon,
-                            cfg.data.target)
+    return registry.rescore("models:/planted/1", win.raw_rows, cfg.data.target, lambda table: gate.scored_in_full(
+        table, win.actual, win.first_dates, cfg.window.horizon))
 
 
 def test_a_logged_model_holds_no_pickle_and_its_manifest_digest_is_recorded(champion) -> None:  # noqa: F811
