@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+import pytest
 
 from pipeline.tracking_server import stop_process_group
 
@@ -78,3 +82,23 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@contextlib.contextmanager
+def postgres_folder(prefix: str) -> Iterator[Path]:
+    """A folder under /tmp that PostgreSQL's service user can reach, removed afterwards; the test is skipped, saying
+    why, where PostgreSQL's programs or the driver are missing."""
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (the project's [postgres] extra)")
+    from pipeline.tracking_server import PostgresUnavailable, pg_binary
+
+    try:
+        for program in ("initdb", "pg_ctl", "psql"):
+            pg_binary(program)
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL cannot start here: {exc}")
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

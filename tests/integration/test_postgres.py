@@ -10,10 +10,8 @@ only where PostgreSQL cannot start (binaries or psycopg2 missing).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.integration.processes import free_port
+from tests.integration.processes import free_port, postgres_folder
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1800)]
 
@@ -32,27 +30,18 @@ CONCURRENT = 8
 @pytest.fixture(scope="module")
 def pg_tracking_uri():
     """PostgreSQL + `mlflow server` from pipeline.tracking_server, in a folder the postgres user can reach."""
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (the project's [postgres] extra)")
-    from pipeline.tracking_server import PostgresUnavailable, pg_binary, tracking_server
+    from pipeline.tracking_server import PostgresUnavailable, tracking_server
 
-    try:
-        for program in ("initdb", "pg_ctl", "psql"):
-            pg_binary(program)
-    except PostgresUnavailable as exc:
-        pytest.skip(f"PostgreSQL cannot start here: {exc}")
-    folder = Path(tempfile.mkdtemp(prefix="pipeline-pg-", dir="/tmp"))  # /tmp: reachable by the service user
-    folder.chmod(0o755)
-    server = tracking_server(folder, free_port(), free_port(), workers=2)
-    try:
-        running = server.__enter__()
-    except PostgresUnavailable as exc:  # only PostgreSQL itself: an MLflow server that fails fails the test
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(f"PostgreSQL cannot start here: {exc}")
-    try:
-        yield running.url
-    finally:
-        server.__exit__(None, None, None)
-        shutil.rmtree(folder, ignore_errors=True)
+    with postgres_folder("pipeline-pg-") as folder:
+        server = tracking_server(folder, free_port(), free_port(), workers=2)
+        try:
+            running = server.__enter__()
+        except PostgresUnavailable as exc:  # only PostgreSQL itself: an MLflow server that fails fails the test
+            pytest.skip(f"PostgreSQL cannot start here: {exc}")
+        try:
+            yield running.url
+        finally:
+            server.__exit__(None, None, None)
 
 
 def test_eight_concurrent_trainings_against_postgres(pg_tracking_uri: str, prefect_harness, tmp_path: Path,

@@ -8,12 +8,10 @@ only where PostgreSQL cannot start (binaries or psycopg2 missing).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.processes import free_port
+from tests.integration.processes import free_port, postgres_folder
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 
@@ -46,18 +44,8 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup():
     """A tracking folder the postgres user can reach (under /tmp) and two free ports, for the module."""
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (the project's [postgres] extra)")
-    from pipeline.tracking_server import PostgresUnavailable, pg_binary
-
-    try:
-        for program in ("initdb", "pg_ctl", "psql"):
-            pg_binary(program)
-    except PostgresUnavailable as exc:
-        pytest.skip(f"PostgreSQL cannot start here: {exc}")
-    folder = Path(tempfile.mkdtemp(prefix="pipeline-tracking-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield Setup(folder, free_port(), free_port())
-    shutil.rmtree(folder, ignore_errors=True)
+    with postgres_folder("pipeline-tracking-") as folder:
+        yield Setup(folder, free_port(), free_port())
 
 
 def start(setup: Setup, out: Path) -> subprocess.Popen:

@@ -166,16 +166,23 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
     assert "test_out_of_range_share" not in metrics
 
 
-def test_findings_warn_when_training_never_improved_after_epoch_1(tiny_config_dict) -> None:
+@pytest.fixture
+def findings_scene(tiny_config_dict):
+    """What `evaluate.findings` reads of a run: config, data, preprocessor, split bounds, test scores that beat
+    persistence, and a network."""
     from pipeline.model import LSTMForecaster
-    from pipeline.schemas import ValidatedData  # noqa: F401
-    from pipeline.train import TrainResult
 
     cfg = parse_config(tiny_config_dict)
     data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
     pre, bounds, _ = prepare(data.frame, cfg)
     winning = SplitScores("test", model={"rmse": 1.0, "mape": 1.0}, baselines={"naive": {"rmse": 2.0}})
-    model = LSTMForecaster(n_features=5)
+    return cfg, data, pre, bounds, winning, LSTMForecaster(n_features=5)
+
+
+def test_findings_warn_when_training_never_improved_after_epoch_1(findings_scene) -> None:
+    from pipeline.train import TrainResult
+
+    cfg, data, pre, bounds, winning, model = findings_scene
     stuck = TrainResult(model=model, train_loss=[0.5, 0.4, 0.3], val_loss=[0.6, 0.7, 0.8], best_epoch=0,
                         stopped_early=True)
     tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, stuck, winning)
@@ -189,15 +196,10 @@ def test_findings_warn_when_training_never_improved_after_epoch_1(tiny_config_di
     assert "training_warning" not in tags and warnings == []
 
 
-def test_findings_warn_when_the_epoch_limit_ends_a_training_still_improving(tiny_config_dict) -> None:
-    from pipeline.model import LSTMForecaster
+def test_findings_warn_when_the_epoch_limit_ends_a_training_still_improving(findings_scene) -> None:
     from pipeline.train import TrainResult
 
-    cfg = parse_config(tiny_config_dict)
-    data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
-    pre, bounds, _ = prepare(data.frame, cfg)
-    winning = SplitScores("test", model={"rmse": 1.0, "mape": 1.0}, baselines={"naive": {"rmse": 2.0}})
-    model = LSTMForecaster(n_features=5)
+    cfg, data, pre, bounds, winning, model = findings_scene
     falling = list(np.linspace(1.0, 0.5, 200))
     limited = TrainResult(model=model, train_loss=falling, val_loss=falling, best_epoch=199)
     tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, limited, winning)

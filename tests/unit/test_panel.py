@@ -62,12 +62,17 @@ def many_short_series(tmp_path: Path, count: int = 2_000) -> Path:
     return path
 
 
-def test_thousands_of_bad_series_name_the_first_twenty_then_a_count(tmp_path: Path) -> None:
-    path = many_short_series(tmp_path)
-    cfg = parse_config(long_config_dict(str(path)))
+def refusal(path: Path, **sections: dict) -> str:
+    """The whole message with which the long table at `path` is refused."""
+    cfg = parse_config(long_config_dict(str(path), **sections))
     with pytest.raises(DataError) as caught:
         panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
-    text = str(caught.value)
+    return str(caught.value)
+
+
+def test_thousands_of_bad_series_name_the_first_twenty_then_a_count(tmp_path: Path) -> None:
+    path = many_short_series(tmp_path)
+    text = refusal(path)
     first = text.splitlines()[0]
     assert "2,000 of 2,000 series" in first and "'s00019' and 1,980 more" in first and "'s00020'" not in first
     assert len(first) < 500 and len(text) < 6_000
@@ -352,10 +357,7 @@ def monthly_with_a_gap(tmp_path: Path) -> Path:
 
 def test_missing_months_are_refused_naming_the_series_and_dates(tmp_path: Path) -> None:
     path = monthly_with_a_gap(tmp_path)
-    cfg = parse_config(long_config_dict(str(path)))
-    with pytest.raises(DataError) as caught:
-        panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
-    text = str(caught.value)
+    text = refusal(path)
     assert "1 of 3 series" in text and "('B')" in text
     assert (f"{path} series 'B': 2 missing date(s) in the MS calendar of column 'ts': 2025-05-01, 2025-06-01; "
             "rule: every period between the first and the last date") in text
