@@ -36,7 +36,7 @@ LOCAL_DB = Path("mlflow.db")  # MLflow's default tracking database, in the worki
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics and 100 params per log_batch call
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Requirements of the logged model, written out so MLflow need not load the model to infer them.
-MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "scikit-learn", "pandera", "pydantic", "pyyaml", "cloudpickle")
+MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "pandera", "pydantic", "pyyaml", "cloudpickle")
 
 
 def default_tracking_uri() -> str:
@@ -246,7 +246,7 @@ def fail_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
 
 def library_versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
-    for dist in ("torch", "prefect", "mlflow", "pandas", "numpy", "scikit-learn", "pandera"):
+    for dist in ("torch", "prefect", "mlflow", "pandas", "numpy", "scipy", "pandera"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
