@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.tasks import STEP, ingest_task, prefect_files, prefect_tags
+from flows.tasks import STEP, ingest_task, load_task, prefect_files, prefect_tags, resolve_task
 from flows.reporting import library_logs_to_run
 from pipeline import registry, runs, tracking
 from pipeline.errors import PipelineError
@@ -38,18 +38,6 @@ class ForecastSummary:
     rows_read: int
     out: str | None = None
     shadow: ForecastSummary | None = None  # the challenger's shadow forecast, when one was made
-
-
-@task(name="resolve-model", **STEP)
-def resolve_task(client: Any, model_uri: str) -> registry.ModelRef:
-    return registry.resolve_model(client, model_uri)
-
-
-@task(name="load-model", **STEP)
-def load_task(model_uri: str) -> tuple[Any, ForecastBundle]:
-    from pipeline.pyfunc import load_forecaster
-
-    return load_forecaster(model_uri)
 
 
 @task(name="predict", **STEP)

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.tasks import STEP, ingest_task, prefect_tags
+from flows.tasks import STEP, ingest_task, load_task, prefect_tags, resolve_task
 from flows.reporting import library_logs_to_run, run_url
 from pipeline import gate, monitoring, plots, registry, reports, tracking
 from pipeline.config import MonitoringConfig, load_config
@@ -56,18 +56,6 @@ class MonitorSummary:
 
 
 # ---------------------------------------------------------------- reading
-@task(name="resolve-model", **STEP)
-def resolve_task(client: Any, model_uri: str) -> registry.ModelRef:
-    return registry.resolve_model(client, model_uri)
-
-
-@task(name="load-model", **STEP)
-def load_task(model_uri: str) -> ForecastBundle:
-    from pipeline.pyfunc import load_forecaster
-
-    return load_forecaster(model_uri)[1]
-
-
 @task(name="actuals", **STEP)
 def actuals_task(raw: RawData, bundle: ForecastBundle) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The data's series as the model reads them (its contract; errors name file, line and rule), and the ids of
@@ -101,7 +89,8 @@ def forecasts_task(client: Any, name: str, bundle: ForecastBundle, policy: Monit
     if experiment is None:
         return monitoring.forecast_log([])
     runs = tracking.retry(lambda: client.search_runs(
-        [experiment.experiment_id], f"params.model_name = '{name}' and attributes.status = 'FINISHED'",
+        [experiment.experiment_id],
+        f"{registry.name_filter(name, 'params.model_name')} and attributes.status = 'FINISHED'",
         max_results=policy.max_forecast_runs, order_by=["attributes.start_time DESC"]),
         "search forecast runs", client.tracking_uri)
     column = bundle.series.column if bundle.series is not None else None
@@ -156,7 +145,7 @@ def run_monitor(model: str, data: str, config_path: str | None, retrain_config: 
     if not ref.name:
         raise RegistryError(f"model {model!r}: monitoring reads the forecasts logged for a registered "
                             "model; give models:/NAME@ALIAS or models:/NAME/VERSION")
-    bundle = load_task(ref.uri)
+    _, bundle = load_task(ref.uri)
     policy = load_config(config_path).monitoring if config_path else bundle.config.monitoring
     raw = ingest_task(data)
     frames, unseen = actuals_task(raw, bundle)

@@ -33,6 +33,7 @@ from pipeline.faults import kill_point
 from pipeline.features import Preprocessor, SplitBounds, Windows, input_rows_needed
 from pipeline.ingest import RawData, RemoteReadError, load_prices
 from pipeline.intervals import Calibration
+from pipeline.model_format import ForecastBundle
 from pipeline.output import SQLITE_SIBLINGS, Guarded
 from pipeline.panel import ONE_SERIES, Panel
 from pipeline.steps import PanelFit, PanelScores, SeriesPrep
@@ -66,6 +67,20 @@ def retry_remote_only(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:  # noqa: BLE001
         return False
     return False
+
+
+@task(name="resolve-model", **STEP)
+def resolve_task(client: Any, model_uri: str) -> registry.ModelRef:
+    """A model URI pinned to its registered version (unknown names and aliases fail here)."""
+    return registry.resolve_model(client, model_uri)
+
+
+@task(name="load-model", **STEP)
+def load_task(model_uri: str) -> tuple[Any, ForecastBundle]:
+    """The logged pyfunc, checked against its manifest, and the model it holds as data."""
+    from pipeline.pyfunc import load_forecaster
+
+    return load_forecaster(model_uri)
 
 
 @task(name="ingest", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),

@@ -290,7 +290,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
               + (" -> promoted to @champion" if summary.promoted else ""))
     print(f"Verdict:     {verdict.headline}")
     if verdict.retrain:
-        print(f"Retraining:  {'requested (Prefect event ' + summary.event_id + ')' if summary.event_id else 'not requested (--no-event)' if args.no_event else 'the event could not be sent'}")
+        if summary.event_id:
+            print(f"Retraining:  requested (Prefect event {summary.event_id})")
+        else:
+            print("Retraining:  " + ("not requested (--no-event)" if args.no_event else "the event could not be sent"))
     print(f"MLflow run:  {summary.run_id} (experiment {summary.experiment_id})")
     return 0
 

@@ -26,7 +26,6 @@ from pipeline.evaluate import mase_scale, smape
 
 SERIES = "series"
 KEY = ["version", SERIES, "origin", "step"]
-ROLES = ("champion", "challenger")
 _LOWER = re.compile(r"^lower_(\d+)$")
 
 

@@ -124,9 +124,10 @@ def require_model(client: Any, name: str) -> Any:
                             f"known models: {', '.join(known) or 'none'}") from None
 
 
-def name_filter(name: str) -> str:
-    """`name = '...'` for MLflow's search, in the quotes the name does not contain (a name may hold `'`)."""
-    return f"name = '{name}'" if "'" not in name else f'name = "{name}"'
+def name_filter(name: str, key: str = "name") -> str:
+    """`<key> = '...'` for MLflow's search (`name` of a model, `params.model_name` of a run), in the quotes the
+    name does not contain (a name may hold `'`)."""
+    return f"{key} = '{name}'" if "'" not in name else f'{key} = "{name}"'
 
 
 def require_version(client: Any, name: str, version: str) -> Any:
