@@ -38,16 +38,22 @@ run: $(STAMP)
 seed: $(STAMP)
 	$(BIN)/pipeline train --config configs/seed.yaml
 
-# The whole suite; the 20 slowest tests are listed at the end.
+# pytest-xdist workers: `auto` is one per usable core, at most 4 (tests/conftest.py); `make test TEST_WORKERS=0` runs
+# in one process.
+# `--dist loadgroup` keeps the tests that share a module's server or store (marked xdist_group) on one worker.
+TEST_WORKERS ?= auto
+XDIST   := -n $(TEST_WORKERS) --dist loadgroup
+
+# The whole suite, the slow tests first; the 20 slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest --durations=20
+	$(BIN)/python -m pytest $(XDIST) --durations=20
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest $(XDIST) tests/unit
 
 # The quick loop for the minute after a change: the unit tests (no Prefect flow, no MLflow server), quietly.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests/unit -q -x
+	$(BIN)/python -m pytest $(XDIST) tests/unit -q -x
 
 # ruff, configured in pyproject.toml.
 lint: $(STAMP)

@@ -17,6 +17,34 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+MAX_WORKERS = 4  # each worker starts its own Prefect test server; more than four buys little here
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core this process may run on (as pipeline.runtime.usable_cores counts them,
+    not pytest-xdist's physical cores, which a 2-vCPU machine may report as one), at most MAX_WORKERS."""
+    from pipeline.runtime import usable_cores
+
+    return min(usable_cores(), MAX_WORKERS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker takes one core: torch (and the commands a test starts) use one thread, so
+    two workers on two cores do not fight over them. The tiny test models train on one thread anyway
+    (pipeline.runtime.pick_threads); inference and scoring would otherwise use every core."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `slow` first (in their order), so that under pytest-xdist the long ones start at once and the
+    short ones fill the workers' time around them; the run ends when its longest chain of tests ends."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def make_prices(n: int = 80, seed: int = 0, start: str = "2021-01-04") -> pd.DataFrame:
     """A Yahoo-format frame (text dates, float columns) of a noisy sine that obeys the contract."""
     rng = np.random.default_rng(seed)
