@@ -13,6 +13,9 @@ from tests.leftovers import pytest_sessionfinish, pytest_sessionstart  # noqa: F
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# MLflow 3's server starts a job runner and eight huey consumers for its GenAI jobs, which the project never uses:
+# off in the servers the tests start, 2 processes instead of 10 and half the start-up CPU (6.7 s against 15.3 s).
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,12 +77,11 @@ def prices_csv(tmp_path: Path, prices: pd.DataFrame) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_config_dict(prices_csv: Path) -> dict:
-    """A small, fast config: 5-row windows, a few epochs."""
+def tiny_config_raw(source: str) -> dict:
+    """A small, fast config on the prices at `source`: 5-row windows, a few epochs."""
     return {
         "name": "tiny",
-        "data": {"source": str(prices_csv)},
+        "data": {"source": source},
         "split": {"train": 0.6, "val": 0.2, "test": 0.2},
         "window": {"lookback": 5, "horizon": 1},
         "preprocess": {"target_transform": "log_return", "default_feature_transform": "log_return"},  # not auto: fixed
@@ -88,6 +90,12 @@ def tiny_config_dict(prices_csv: Path) -> dict:
         "tracking": {"experiment": "tests"},
         "registry": {"model_name": "tiny-forecaster"},
     }
+
+
+@pytest.fixture
+def tiny_config_dict(prices_csv: Path) -> dict:
+    """A small, fast config: 5-row windows, a few epochs."""
+    return tiny_config_raw(str(prices_csv))
 
 
 @pytest.fixture

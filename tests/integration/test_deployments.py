@@ -11,25 +11,23 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.prefect_stack import (BIN, MARKER, Processes, api, artifacts_of, logged, running_stack,
-                                             trigger)
+from tests.integration.prefect_stack import BIN, MARKER, Processes, api, artifacts_of, logged, trigger
 from tests.integration.processes import free_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict]:
-    """A Prefect server with the pool and prefect.yaml's deployments, a worker, a temporary MLflow store."""
-    with running_stack(tmp_path) as running:
-        yield running
+def stack(prefect_stack: dict) -> dict:
+    """The session's Prefect stack (conftest.py): server, pool, prefect.yaml's deployments, worker, MLflow store."""
+    return prefect_stack
 
 
+@pytest.mark.xdist_group("prefect-stack")
 def test_scheduled_retraining_through_a_worker(stack: dict, write_config) -> None:
     from mlflow import MlflowClient
 

@@ -49,10 +49,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def champion(prefect_harness, mlflow_store, write_config) -> MlflowClient:
-    """A store that already holds a registered version 1 with an alias."""
-    assert main(["train", "--config", write_config("champion.yaml")]) == 0
-    client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
+def champion(tiny_run) -> MlflowClient:
+    """A store that already holds a registered version 1 with an alias (the session's tiny run, conftest.py)."""
+    client = MlflowClient(tiny_run.uri, registry_uri=tiny_run.uri)
     versions, aliases = registry_state(client)[MODEL]
     assert [v for v, _ in versions] == ["1"] and set(aliases.values()) == {"1"}  # champion, or challenger by the gate
     return client
@@ -76,12 +75,11 @@ def test_divergence_stops_with_a_clear_error_and_logs_no_model(champion, write_c
     assert registry_state(champion) == before
 
 
-def test_a_run_killed_mid_training_moves_nothing_and_the_next_run_works(champion, mlflow_store, write_config,
-                                                                       tmp_path) -> None:
+def test_a_run_killed_mid_training_moves_nothing_and_the_next_run_works(champion, write_config, tmp_path) -> None:
     before = registry_state(champion)
     config = write_config("long.yaml", train={"epochs": 100_000, "patience": None}, tracking={"experiment": "killed"})
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path,
-                            env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store),
+                            env=subprocess_env(MLFLOW_TRACKING_URI=champion.tracking_uri),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -130,8 +128,8 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(prefect_harnes
     assert elapsed < 60  # 0.2 + 0.4 s of backoff plus the flow's start
 
 
-def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, mlflow_store, write_config,
-                                                                     monkeypatch, capsys, tmp_path) -> None:
+def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, write_config, monkeypatch, capsys,
+                                                                     tmp_path) -> None:
     """The server goes away between training and logging the model: the error says where the weights are."""
     from pipeline.serving import ForecastModel
 
