@@ -40,9 +40,10 @@ seed: $(STAMP)
 
 # pytest-xdist workers: `auto` is one per usable core, at most 4 (tests/conftest.py); `make test TEST_WORKERS=0` runs
 # in one process.
-# `--dist loadgroup` keeps the tests that share a module's server or store (marked xdist_group) on one worker.
+# `--dist loadgroup` keeps the tests that share a module's server or store (marked xdist_group) on one worker;
+# --no-loadscope-reorder keeps the order tests/conftest.py sets (slow tests first).
 TEST_WORKERS ?= auto
-XDIST   := -n $(TEST_WORKERS) --dist loadgroup
+XDIST        := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The whole suite, the slow tests first; the 20 slowest tests are listed at the end.
 test: $(STAMP)

@@ -43,9 +43,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `slow` first (in their order), so that under pytest-xdist the long ones start at once and the
-    short ones fill the workers' time around them; the run ends when its longest chain of tests ends."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Tests marked `slow` first, those that share a worker (`xdist_group`: the longest chains) before the others,
+    each in collection order, so that under pytest-xdist (`--dist loadgroup --no-loadscope-reorder`, the Makefile)
+    the long ones start at once and the short ones fill the workers' time around them."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("xdist_group") is None))
 
 
 def make_prices(n: int = 80, seed: int = 0, start: str = "2021-01-04") -> pd.DataFrame:

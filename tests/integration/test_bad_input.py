@@ -25,7 +25,7 @@ from pipeline.cli import main
 from tests.conftest import ROOT, make_prices
 from tests.integration.registry_support import closed_port, registry_state
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("bad-input")]  # one worker builds the module's store
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("bad-input")]  # one worker builds the module's store
 
 MODEL = "tiny-forecaster"
 

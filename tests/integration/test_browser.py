@@ -28,7 +28,7 @@ CHROMEDRIVER = Path(os.environ.get("PIPELINE_CHROMEDRIVER", "/usr/bin/chromedriv
 RENDER_TIMEOUT_S = 90  # the UI's JavaScript takes 10-15 s per page on a busy 2-core machine
 MODEL = "browser-forecaster"
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 
 def screenshot_dir() -> Path:

@@ -27,6 +27,7 @@ def stack(prefect_stack: dict) -> dict:
     return prefect_stack
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("prefect-stack")
 def test_scheduled_retraining_through_a_worker(stack: dict, write_config) -> None:
     from mlflow import MlflowClient
@@ -106,6 +107,7 @@ def test_unreadable_data_fails_before_any_mlflow_run_and_says_why(prefect_harnes
     assert "before any MLflow run was started" in summary
 
 
+@pytest.mark.slow
 def test_make_server_on_another_port_serves_a_ui_that_calls_that_port(tmp_path: Path) -> None:
     """`make server PREFECT_PORT=P`: the UI's settings name P's API, not Prefect's default 4200."""
     import httpx

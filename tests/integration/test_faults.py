@@ -75,6 +75,7 @@ def test_divergence_stops_with_a_clear_error_and_logs_no_model(champion, write_c
     assert registry_state(champion) == before
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_training_moves_nothing_and_the_next_run_works(champion, write_config, tmp_path) -> None:
     before = registry_state(champion)
     config = write_config("long.yaml", train={"epochs": 100_000, "patience": None}, tracking={"experiment": "killed"})
@@ -161,6 +162,7 @@ def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, w
     assert registry_state(champion) == before
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harness, tmp_path) -> None:
     """Two real processes, one fresh default store (./mlflow.db): both finish with everything logged."""
     make_prices(80).to_csv(tmp_path / "prices.csv", index=False)
@@ -205,6 +207,7 @@ def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harne
     print(f"two concurrent runs finished in {elapsed:.1f}s")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", faults.STAGES)
 def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(stage, prefect_harness, mlflow_store,
                                                                              write_config, tmp_path, capsys) -> None:
@@ -240,6 +243,7 @@ def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(sta
     assert capsys.readouterr().out.startswith(f"Nothing to do: The data digest {done.data.tags['data_digest']}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
 def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_its_runs(prefect_harness, mlflow_store,
                                                                                          write_config, tmp_path) -> None:
@@ -295,6 +299,7 @@ def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_
         assert "ended without ending it" in ended.data.tags["failure"]
 
 
+@pytest.mark.slow
 def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_repairs_it(champion, write_config,
                                                                                          capsys, caplog) -> None:
     """The server goes away after the version is created and @challenger moved, and stays away while the

@@ -16,7 +16,7 @@ from tests.conftest import long_config_dict, make_long
 from tests.integration import registry_support as rs
 from tests.integration.prefect_stack import BIN, api
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("prefect-stack")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("prefect-stack")]
 
 PIPELINE = str(BIN / "pipeline")
 MODEL = "panel-forecaster"

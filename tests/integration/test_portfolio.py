@@ -24,6 +24,7 @@ def write(tmp_path: Path, name: str, raw: dict) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_harness, mlflow_store, long_csv,
                                                                         tmp_path, capsys):
     config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv), data={"on_bad_series": "skip"},
@@ -97,6 +98,7 @@ def test_a_broken_series_fails_the_run_with_its_id_line_and_rule(prefect_harness
     assert "series 'C'" in err and "line 87 ('abc')" in err and "price > 0" in err
 
 
+@pytest.mark.slow
 def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_harness, mlflow_store, long_csv,
                                                                        tmp_path, monkeypatch):
     import flows.tasks as portfolio
@@ -124,6 +126,7 @@ def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_ha
         mlflow.pyfunc.load_model("models:/panel-forecaster/1").predict(frame[frame["id"] == "B"])
 
 
+@pytest.mark.slow
 def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harness, mlflow_store, long_csv, tmp_path):
     config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv), data={"on_bad_series": "skip"},
                                                             registry=TOLERANT))
@@ -139,6 +142,7 @@ def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harnes
     assert tags["gate.metric"] == "mase" and tags["gate.baseline"] in ("naive", "seasonal_naive")
 
 
+@pytest.mark.slow
 @pytest.mark.dask
 def test_local_strategy_trains_its_series_on_a_dask_cluster(prefect_harness, mlflow_store, tmp_path, capsys):
     """Six series, one network each, trained as mapped tasks on a two-worker LocalCluster through DaskTaskRunner."""

@@ -21,7 +21,7 @@ import yaml
 from tests.conftest import ROOT
 from tests.integration.processes import free_port, postgres_folder
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1800), pytest.mark.xdist_group("postgres")]  # one server
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.xdist_group("postgres")]  # one server
 
 MODEL = "pg-forecaster"
 CONCURRENT = 8

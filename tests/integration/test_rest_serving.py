@@ -39,6 +39,7 @@ def split_payload(rows: pd.DataFrame, **params) -> dict:
     return payload
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
     client = rs.client_for(mlflow_store)
@@ -111,6 +112,7 @@ def serve(model: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iter
             stop_groups([server])
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_rest_serves_every_series_of_a_long_frame(tmp_path):
     """A model of many series (the format-2 fixture) over REST: the long frame in, each series' forecasts out."""

@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.processes import free_port, postgres_folder
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900), pytest.mark.xdist_group("tracking-server")]  # one folder, in order
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("tracking-server")]  # one folder, in order
 
 UP = "MLflow tracking server on PostgreSQL is up"
 

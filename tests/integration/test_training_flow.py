@@ -103,6 +103,7 @@ def test_a_quantile_head_is_tracked_registered_and_served_with_its_intervals(pre
     assert (served["lower_95"] <= served["upper_95"]).all() and (served["lower_80"] <= served["upper_80"]).all()
 
 
+@pytest.mark.slow
 def test_second_run_is_champion_only_when_it_beats_the_first(tiny_run, write_config):
     first = tiny_run.summary  # the tiny config, TOLERANT
     better = training_flow(config_path=write_config("longer.yaml", train={"epochs": 30, "seed": 1}, registry=TOLERANT))
