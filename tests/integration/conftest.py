@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,26 +41,90 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory):
         yield stack
 
 
-@pytest.fixture
-def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A fresh SQLite tracking store with artifacts under tmp_path; the working dir moves there too.
-
-    MLflow's process-wide tracking and registry URIs point at it for the test and are cleared
-    after, so no test reads another test's registry through `MlflowClient(uri)`.
-    """
+def point_mlflow_at(uri: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's tracking and registry URIs (process-wide and in the environment) on `uri`; the working dir `workdir`.
+    `forget_mlflow_uris` clears them after the test, so no test reads another test's registry through
+    `MlflowClient(uri)`."""
     import mlflow
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.chdir(workdir)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def forget_mlflow_uris() -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh SQLite tracking store with artifacts under tmp_path; the working dir moves there too."""
     store = tmp_path / "mlruns"
     store.mkdir()
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    point_mlflow_at(uri, tmp_path, monkeypatch)
     yield uri
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+    forget_mlflow_uris()
+
+
+@dataclass(frozen=True)
+class SavedStore:
+    """A local MLflow store built once per session (per pytest-xdist worker) in a folder of its own, and a copy of
+    that folder as it was built. Every path the store records points into the folder, so putting the copy back
+    there restores the store exactly, for a test that reads it or adds to it. The SQLite database is restored
+    in place through SQLite's backup API: MLflow keeps its connections to a store open for the whole process."""
+
+    folder: Path
+    uri: str
+    copy: Path
+
+    @classmethod
+    def build(cls, base: Path, fill: Callable[[Path, str], Any]) -> tuple[SavedStore, Any]:
+        """`fill(folder, uri)` writes the store (MLflow's URIs and the working dir on it meanwhile); what it
+        returns comes back beside the saved store."""
+        folder = base / "store"
+        (folder / "mlruns").mkdir(parents=True)
+        uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+        with pytest.MonkeyPatch.context() as patch:
+            point_mlflow_at(uri, folder, patch)
+            try:
+                made = fill(folder, uri)
+            finally:
+                forget_mlflow_uris()
+        shutil.copytree(folder, base / "saved")
+        return cls(folder, uri, base / "saved"), made
+
+    @property
+    def database(self) -> Path:
+        return Path(self.uri.removeprefix("sqlite:///"))
+
+    def restore(self) -> None:
+        for entry in self.folder.rglob("*"):
+            if entry.is_file() and entry != self.database:
+                entry.unlink()
+        shutil.copytree(self.copy, self.folder, dirs_exist_ok=True,
+                        ignore=lambda _, names: [name for name in names if name == self.database.name])
+        with closing(sqlite3.connect(self.copy / self.database.relative_to(self.folder))) as saved, \
+                closing(sqlite3.connect(self.database)) as live:
+            saved.backup(live)
+
+
+@pytest.fixture
+def restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`restored(saved)`: the saved store put back as it was built, MLflow's URIs on it (as `mlflow_store` does; the
+    working dir is tmp_path); its URI."""
+    def restore(saved: SavedStore) -> str:
+        saved.restore()
+        point_mlflow_at(saved.uri, tmp_path, monkeypatch)
+        return saved.uri
+
+    yield restore
+    forget_mlflow_uris()
 
 
 @dataclass(frozen=True)
@@ -78,61 +143,58 @@ class TinyRun:
 
 
 @pytest.fixture(scope="session")
-def tiny_run_snapshot(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyRun, Path]:
-    """The tiny config (tests/conftest.py, the gate TOLERANT) trained once per session (per pytest-xdist worker) in
-    a folder of its own, and a copy of that folder as the training left it. Every path the store records points
-    into the folder, so putting the copy back there restores the store exactly (`tiny_run`)."""
-    import mlflow
-
+def tiny_run_saved(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[SavedStore, TinyRun]:
+    """The tiny config (tests/conftest.py, the gate TOLERANT) trained once per session through the training flow."""
     from flows.training import training_flow
 
-    base = tmp_path_factory.mktemp("tiny-run")
-    folder = base / "store"
-    (folder / "mlruns").mkdir(parents=True)
-    make_prices().to_csv(folder / "prices.csv", index=False)
-    config = folder / "tiny.yaml"
-    raw = tiny_config_raw(str(folder / "prices.csv"))
-    config.write_text(yaml.safe_dump({**raw, "registry": {**raw["registry"], **TOLERANT}}))
-    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        patch.chdir(folder)
-        try:
-            summary = training_flow(config_path=str(config))
-        finally:
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
-    shutil.copytree(folder, base / "snapshot")
-    return TinyRun(folder, uri, config, summary), base / "snapshot"
+    def train(folder: Path, uri: str) -> TinyRun:
+        make_prices().to_csv(folder / "prices.csv", index=False)
+        config = folder / "tiny.yaml"
+        raw = tiny_config_raw(str(folder / "prices.csv"))
+        config.write_text(yaml.safe_dump({**raw, "registry": {**raw["registry"], **TOLERANT}}))
+        return TinyRun(folder, uri, config, training_flow(config_path=str(config)))
+
+    return SavedStore.build(tmp_path_factory.mktemp("tiny-run"), train)
 
 
 @pytest.fixture
-def tiny_run(tiny_run_snapshot: tuple[TinyRun, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The session's trained tiny run, its store restored to what the training left (whatever an earlier test
-    added), for a test that reads it or adds to it: like `mlflow_store`, MLflow's URIs point at that store and the
-    working directory is tmp_path. The database is restored through SQLite's backup API, in place: MLflow keeps
-    its connections to a store open for the whole process."""
-    import mlflow
+def tiny_run(tiny_run_saved: tuple[SavedStore, TinyRun], restored) -> TinyRun:
+    """The session's trained tiny run, its store as the training left it (whatever an earlier test added)."""
+    saved, run = tiny_run_saved
+    restored(saved)
+    return run
 
-    run, snapshot = tiny_run_snapshot
-    database = Path(run.uri.removeprefix("sqlite:///"))
-    for entry in run.folder.rglob("*"):
-        if entry.is_file() and entry != database:
-            entry.unlink()
-    shutil.copytree(snapshot, run.folder, dirs_exist_ok=True, ignore=lambda _, names: [
-        name for name in names if name == database.name])
-    with closing(sqlite3.connect(snapshot / database.relative_to(run.folder))) as source, \
-            closing(sqlite3.connect(database)) as live:
-        source.backup(live)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", run.uri)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(run.uri)
-    mlflow.set_registry_uri(run.uri)
-    yield run
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+
+@pytest.fixture(scope="session")
+def planted_champion_saved(tmp_path_factory: pytest.TempPathFactory):
+    """v1 of `planted`, @champion (forecasts +1 % a day on a series growing 1 % a day), built once per session."""
+    from tests.integration import registry_support as rs
+
+    def plant(folder: Path, uri: str):
+        client = rs.client_for(uri)
+        cfg = rs.config()
+        data = rs.trend(growth=0.01)
+        planted = rs.plant(data, cfg, 0.01)
+        decision = rs.register(client, planted, rs.window_of(planted.frame, cfg), planted.frame)
+        assert decision.alias == "champion", decision.reason
+        return data
+
+    return SavedStore.build(tmp_path_factory.mktemp("planted-champion"), plant)
+
+
+@pytest.fixture(scope="session")
+def three_versions_saved(tmp_path_factory: pytest.TempPathFactory) -> SavedStore:
+    """v1 champion (gate), v2 refused (stays @challenger), v3 champion (gate) of `planted`, built once per session."""
+    from pipeline.registry import get_aliases
+    from tests.integration import registry_support as rs
+
+    def plant(folder: Path, uri: str) -> None:
+        client, cfg, data, frame, win = rs.trend_scene(uri)
+        for output in (0.005, 0.03, 0.01):
+            rs.register(client, rs.plant(data, cfg, output), win, frame)
+        assert get_aliases(client, "planted") == {"champion": "3"}
+
+    return SavedStore.build(tmp_path_factory.mktemp("three-versions"), plant)[0]
 
 
 @pytest.fixture

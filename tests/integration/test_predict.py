@@ -18,15 +18,11 @@ from tests.integration import registry_support as rs
 
 
 @pytest.fixture
-def champion(mlflow_store):
-    """v1 of `planted`, @champion: forecasts +1 % a day on a series growing 1 % a day."""
-    client = rs.client_for(mlflow_store)
-    cfg = rs.config()
-    data = rs.trend(growth=0.01)
-    planted = rs.plant(data, cfg, 0.01)
-    decision = rs.register(client, planted, rs.window_of(planted.frame, cfg), planted.frame)
-    assert decision.alias == "champion", decision.reason
-    return client, data
+def champion(planted_champion_saved, restored):
+    """v1 of `planted`, @champion: forecasts +1 % a day on a series growing 1 % a day (conftest.py: built once per
+    session, the store restored for each test)."""
+    saved, data = planted_champion_saved
+    return rs.client_for(restored(saved)), data.copy()
 
 
 def test_predict_writes_and_logs_the_next_forecast(prefect_harness, champion, tmp_path):

@@ -13,13 +13,10 @@ from tests.integration import registry_support as rs
 
 
 @pytest.fixture
-def three_versions(mlflow_store):
-    """v1 champion (gate), v2 refused (stays @challenger), v3 champion (gate)."""
-    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
-    for output in (0.005, 0.03, 0.01):
-        rs.register(client, rs.plant(data, cfg, output), win, frame)
-    assert get_aliases(client, "planted") == {"champion": "3"}
-    return client
+def three_versions(three_versions_saved, restored):
+    """v1 champion (gate), v2 refused (stays @challenger), v3 champion (gate) (conftest.py: built once per session,
+    the store restored for each test)."""
+    return rs.client_for(restored(three_versions_saved))
 
 
 def champions(client):
