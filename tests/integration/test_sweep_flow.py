@@ -39,6 +39,7 @@ def test_a_bad_space_fails_before_anything_runs(mlflow_store, write_config, tmp_
 
 @pytest.mark.slow
 @pytest.mark.dask
+@pytest.mark.timeout(600)  # a cluster whose workers are gone leaves the sweep waiting on its futures: fail, not hang
 def test_the_same_sweep_on_a_dask_cluster(prefect_harness, mlflow_store, sweep_files, capsys):
     pytest.importorskip("prefect_dask", reason="the dask extra is not installed: pip install '.[dask]'")
     from distributed import LocalCluster
