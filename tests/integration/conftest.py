@@ -135,7 +135,7 @@ class TinyRun:
     folder: Path
     uri: str
     config: Path
-    summary: Any  # pipeline.runs.TrainingSummary
+    summary: Any  # pipeline.tracking.training_run.TrainingSummary
 
     @property
     def data(self) -> Path:
@@ -185,7 +185,7 @@ def planted_champion_saved(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def three_versions_saved(tmp_path_factory: pytest.TempPathFactory) -> SavedStore:
     """v1 champion (gate), v2 refused (stays @challenger), v3 champion (gate) of `planted`, built once per session."""
-    from pipeline.registry import get_aliases
+    from pipeline.tracking.registry import get_aliases
     from tests.integration import registry_support as rs
 
     def plant(folder: Path, uri: str) -> None:

@@ -2,7 +2,7 @@
 file, column, line and rule, a FAILED MLflow run carrying the report (where a run was started),
 and a registry left exactly as it was. Tolerated quirks train normally.
 
-The cases run in-process (`pipeline.cli.main`) against one Prefect test harness and one MLflow
+The cases run in-process (`pipeline.cli.main.main`) against one Prefect test harness and one MLflow
 store that already holds a champion; two go through a real subprocess to prove the exit code.
 """
 
@@ -21,7 +21,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from tests.conftest import ROOT, make_prices
 from tests.integration.registry_support import closed_port, registry_state
 
@@ -266,7 +266,7 @@ def test_the_real_command_exits_2(store, case: str) -> None:
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_REGISTRY_URI"},
            "MLFLOW_TRACKING_URI": store["uri"], "PREFECT_API_URL": str(PREFECT_API_URL.value()),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config", config],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "train", "--config", config],
                           cwd=store["folder"], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 
 def test_reproduce_matches_bit_for_bit_then_refuses_changed_data(tiny_run, capsys):
@@ -40,7 +40,7 @@ def test_reproduce_matches_bit_for_bit_then_refuses_changed_data(tiny_run, capsy
     assert main(["reproduce", summary.run_id]) == 2
     err = capsys.readouterr().err
     assert "data changed" in err and recorded in err
-    from pipeline.ingest import load_prices
+    from pipeline.data.reading import load_prices
     assert load_prices(str(prices_csv)).digest in err
     assert len(client.search_runs([run.info.experiment_id])) == before
 

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from flows.training import training_flow
 from pipeline.errors import DataError
-from pipeline.registry import get_aliases
+from pipeline.tracking.registry import get_aliases
 
 
 from tests.integration.conftest import TOLERANT
