@@ -25,6 +25,8 @@ The rules, from the data's training rows (and the whole series for positivity):
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +34,7 @@ from pandas.tseries.frequencies import to_offset
 
 from pipeline.config import AUTO, PipelineConfig, Transform
 from pipeline.dates import infer_frequency, parse_frequency
-from pipeline.features import split_by_time
+from pipeline.features import DIFFERENCING, LOGS, split_by_time
 
 log = logging.getLogger(__name__)
 
@@ -103,38 +105,78 @@ def choose_transform(values: np.ndarray, train_rows: int) -> Transform:
 
 
 def resolve_auto(cfg: PipelineConfig, frame: pd.DataFrame) -> PipelineConfig:
-    """`cfg` with every `auto` setting replaced by the value the validated, date-indexed `frame` calls for.
+    """`cfg` with every `auto` setting replaced by the value the validated, date-indexed `frame` calls for: one
+    series is a panel of one (`resolve_frames`)."""
+    return resolve_frames(cfg, [frame])
 
-    A config without `auto` comes back unchanged. Call it once per series, after validation and
-    before anything is fit; log the result (`cfg.flat()`) so runs stay reproducible.
+
+def feedable_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int | None, warmup: int) -> int:
+    """The `auto` lookback of a panel: `choose_lookback`'s (two seasons, or `NO_SEASON_LOOKBACK` rows) bounded by
+    a third of the median series' training rows (so most series still end training windows) and by what the
+    shortest series can feed: every series with a row before its held-out part keeps one window that ends there
+    (its score, and its forecast once served). Whole `model.input_chunk`s when the data can feed one chunk.
+
+    One series: the old rule, two seasons within a third of its training rows.
+    """
+    bounds = [split_by_time(f.index, cfg.split) for f in frames]
+    train_rows = int(np.median([max(1, b.val_start) for b in bounds]))
+    # rows before each series' first held-out part it must forecast (its test part, else its end)
+    before = [b.test_start if b.test_start < b.n_rows else b.n_rows for b in bounds]
+    shortest = min((r - warmup for r in before if r - warmup >= 1), default=1)
+    lookback = max(1, min(choose_lookback(season, train_rows), shortest))
+    chunk = cfg.model.input_chunk
+    return lookback // chunk * chunk if lookback >= chunk else lookback
+
+
+def chosen_transform(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], column: str) -> Transform:
+    """One transform for `column` over every series: the one most series call for (`choose_transform`; ties: the
+    first series'), a log one only when every series' values are > 0 (else `difference`)."""
+    if cfg.model.window_norm != "none":
+        return "level"  # a network that normalises its own windows (model.window_norm) reads levels
+    votes = Counter(choose_transform(f[column].to_numpy(dtype=float), max(1, split_by_time(f.index, cfg.split).val_start))
+                    for f in frames)
+    kind = votes.most_common(1)[0][0]
+    positive = all((f[column].to_numpy(dtype=float) > 0).all() for f in frames)
+    return "difference" if kind in LOGS and not positive else kind
+
+
+def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> PipelineConfig:
+    """`cfg` with every `auto` setting resolved over the validated, date-indexed series `frames` (one or many).
+
+    A config without `auto` comes back unchanged. Call it once per run, after validation and before anything is
+    fit; log the result (`cfg.flat()`) so runs stay reproducible. The season and the transforms are what most
+    series call for; the lookback is one the shortest series can feed (`feedable_lookback`).
     """
     window, pre, evaluate = cfg.window, cfg.preprocess, cfg.evaluate
-    train_rows = max(1, split_by_time(frame.index, cfg.split).val_start)
-    frequency = cfg.data.freq or (infer_frequency(frame.index) if isinstance(frame.index, pd.DatetimeIndex) else None)
+    first = frames[0]
+    frequency = cfg.data.freq or (infer_frequency(first.index) if isinstance(first.index, pd.DatetimeIndex) else None)
     season = season_for(frequency) if evaluate.season_length == AUTO else evaluate.season_length
+    train_rows = int(np.median([max(1, split_by_time(f.index, cfg.split).val_start) for f in frames]))
     changes: dict[str, dict[str, object]] = {}
     if evaluate.season_length == AUTO:
         # the seasonal naive baseline needs a whole season of known rows before each forecast
         changes["evaluate"] = {"season_length": season if season and season < train_rows else None}
-    if window.lookback == AUTO:
-        chunk = cfg.model.input_chunk  # the lookback is whole LSTM steps of `chunk` rows
-        changes["window"] = {"lookback": max(chunk, choose_lookback(season, train_rows) // chunk * chunk)}
     auto_features = ([c for c in cfg.data.features if c not in pre.feature_transforms]
                      if pre.default_feature_transform == AUTO and pre.target_transform == AUTO else [])
     if pre.target_transform == AUTO or auto_features:
-        # a network that normalises its own windows (model.window_norm) reads levels
-        choose = (lambda values, rows: "level") if cfg.model.window_norm != "none" else choose_transform
-        chosen = {c: choose(frame[c].to_numpy(dtype=float), train_rows) for c in {cfg.data.target, *auto_features}}
+        chosen = {c: chosen_transform(cfg, frames, c) for c in dict.fromkeys([cfg.data.target, *auto_features])}
         target = chosen[cfg.data.target] if pre.target_transform == AUTO else pre.target_transform
         changes["preprocess"] = {"target_transform": target}
         if auto_features:
             changes["preprocess"].update(
                 default_feature_transform=target,  # unused: every feature below is named
                 feature_transforms={**pre.feature_transforms, **{c: chosen[c] for c in auto_features}})
+    if window.lookback == AUTO:
+        chosen_pre = changes.get("preprocess", {})
+        target = chosen_pre.get("target_transform", pre.target_transform)
+        used = {target, *(chosen_pre.get("feature_transforms", {}).get(c) or pre.transform_for(c) for c in cfg.data.features)}
+        warmup = 1 if DIFFERENCING & {target if t == AUTO else t for t in used} else 0  # rows lost to differencing
+        changes["window"] = {"lookback": feedable_lookback(cfg, frames, season, warmup)}
     if not changes:
         return cfg
     resolved = cfg.with_overrides(**changes)
-    log.info("auto settings for %s (frequency %s, %d training rows): %s", cfg.name, frequency or "none", train_rows,
+    log.info("auto settings for %s (frequency %s, %d series, median %d training rows): %s", cfg.name,
+             frequency or "none", len(frames), train_rows,
              "; ".join(f"{s}.{k}={v}" for s, values in changes.items() for k, v in values.items()))
     return resolved
 

@@ -455,6 +455,24 @@ class Preprocessor:
             )
         return out
 
+    def calibration_windows(self, frame: pd.DataFrame, bounds: SplitBounds) -> Windows:
+        """A window at every validation origin: each window whose first target lies in the validation part,
+        the full ones and those whose later targets run past it. The intervals are calibrated on them
+        (`steps.calibration_forecasts`): step h of a validation part of V rows has V - h + 1 origins, not one
+        window per series. `target_positions` past the validation part (or the data) are -1: those targets are
+        not the validation part's and are left out of the calibration."""
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.calibration_windows called before fit")
+        feats, target = self.scaled(frame)
+        origins = self.origins(len(frame))
+        first = origins + self.lead
+        origins = origins[(first >= bounds.val_start) & (first < bounds.test_start)]
+        positions = origins[:, None] + self.lead + np.arange(self.horizon)[None, :]
+        positions = np.where(positions < bounds.test_start, positions, -1)
+        return Windows(X=self.input_windows(feats, origins),
+                       y=np.where(positions >= 0, target[np.maximum(positions, 0)], np.nan).astype(np.float32),
+                       origins=origins, target_positions=positions)
+
     def mase_weights(self, frame: pd.DataFrame, bounds: SplitBounds, origins: np.ndarray) -> np.ndarray:
         """Each window's MASE loss weight: (its inputs' mean target level / the series' in-sample seasonal-naive
         error over the training rows) ** power. An error of e in log-ratio units is about level x e in the target's

@@ -198,14 +198,24 @@ class IntervalState:
                    tuple(str(n) for n in data.get("notes", ())), scaling, int(data.get("span", 0)))
 
 
+def pooled_errors(table: np.ndarray, step: int) -> np.ndarray:
+    """Every step's errors carried to `step` (0-based): step k's times sqrt((step + 1) / (k + 1)), the growth of a
+    random walk's error with the horizon. The small-calibration fallback of `fit_conformal`."""
+    growth = np.sqrt((step + 1) / np.arange(1, table.shape[1] + 1))[None, :]
+    values = (table * growth).ravel()
+    return values[np.isfinite(values)]
+
+
 def fit_conformal(errors: np.ndarray | Mapping[int, np.ndarray], levels: Sequence[int],
                   scales: Mapping[str, float] | None = None, who: str = "the model", scaling: str = "series",
                   span: int = 0, rule: str = "expected", method: str = "conformal") -> IntervalState:
     """Per-step conformal half-widths from calibration errors (n, H) (already divided by each row's scale).
 
     Method `quantile`: `errors` maps each level to its signed scores max(lo - y, y - hi) (n, H) instead.
-    Rows with a non-finite error in a step are left out of that step. A level with too few errors
-    for a finite-sample quantile gets the largest error, and a note naming `split.val`.
+    Rows with a non-finite error in a step are left out of that step. The fallback when the calibration
+    set is small: a step with fewer errors than a finite-sample quantile at a level needs
+    (`windows_needed`) takes every step's errors, each carried to its horizon by `pooled_errors`
+    (with a note); a level with too few errors even then gets the largest error, and a note naming `split.val`.
     """
     signed = method == "quantile"
     table = {level: np.asarray(errors[level] if isinstance(errors, Mapping) else errors, dtype=float)
@@ -214,13 +224,22 @@ def fit_conformal(errors: np.ndarray | Mapping[int, np.ndarray], levels: Sequenc
     quantiles: dict[int, tuple[float, ...]] = {}
     notes: list[str] = []
     for level in levels:
-        values, valid = zip(*(conformal_quantile(table[level][:, h], level, rule, signed)
+        needed = windows_needed(level)
+        counts = np.isfinite(table[level]).sum(axis=0) if horizon else np.zeros(0, dtype=int)
+        pooled = [h for h in range(horizon) if counts[h] < needed]
+        values, valid = zip(*(conformal_quantile(pooled_errors(table[level], h) if h in pooled else table[level][:, h],
+                                                 level, rule, signed)
                               for h in range(horizon))) if horizon else ((), ())
         quantiles[level] = tuple(values)
         if not all(valid):
             notes.append(f"{who}'s {level} % intervals rest on {n} validation window(s), fewer than the "
-                         f"{windows_needed(level)} a finite-sample conformal quantile needs: they use the widest "
+                         f"{needed} a finite-sample conformal quantile needs: they use the widest "
                          f"error seen and may cover less than {level} %; enlarge split.val")
+        elif pooled:
+            notes.append(f"{who}'s {level} % intervals: steps {pooled[0] + 1}-{pooled[-1] + 1} have fewer than the "
+                         f"{needed} validation errors a finite-sample conformal quantile needs: each takes every "
+                         "step's errors, scaled by the square root of the horizon ratio; enlarge split.val for "
+                         "a quantile of its own")
     for note in notes:
         log.warning(note)
     return IntervalState(tuple(levels), quantiles, n, method, scales, tuple(notes), scaling, span)

@@ -10,12 +10,10 @@ No MLflow, no Prefect: flows/tasks.py wires these steps.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -306,49 +304,19 @@ def skipped_summary(bad: dict[str, str], total: int) -> str:
 
 # ---------------------------------------------------------------- `auto` settings for many series
 def resolve_panel(raw: RawData, cfg: PipelineConfig, data: Panel) -> tuple[PipelineConfig, Panel]:
-    """One config for every series, its `auto` settings resolved from the data (`defaults.resolve_auto`).
-
-    Each series calls for its own values; the run takes the combination most series call for
-    (ties: the first series' in id order), and a log transform only when every series' values
-    are > 0 (else `difference`). Series then too short for one forecast (the resolved lookback
-    and warm-up) are bad series, settled by `data.on_bad_series`.
+    """One config for every series, its `auto` settings resolved from the data (`defaults.resolve_frames`: the
+    season and transforms most series call for, a log transform only when every series' values are > 0, and a
+    lookback the shortest series can feed). A series too short for even that (fewer rows than the lookback and
+    the warm-up) is a bad series, settled by `data.on_bad_series` with a report of the rows it needs.
     """
-    from collections import Counter
-
-    from pipeline.config import AUTO
-    from pipeline.defaults import is_resolved, resolve_auto
-    from pipeline.features import LOGS
+    from pipeline.defaults import is_resolved, resolve_frames
 
     if is_resolved(cfg):
         return cfg, data
-    keys = (("evaluate", "season_length"), ("window", "lookback"), ("preprocess", "target_transform"),
-            ("preprocess", "default_feature_transform"), ("preprocess", "feature_transforms"))
-
-    def chosen(resolved: PipelineConfig) -> str:  # the resolved values as one hashable text
-        dumped = resolved.model_dump(mode="json")
-        return json.dumps([(s, k, dumped[s][k]) for s, k in keys], sort_keys=True)
-
-    votes = Counter(chosen(resolve_auto(cfg, frame)) for frame in data.series.values())
-    winner = json.loads(votes.most_common(1)[0][0])
-    changes: dict[str, dict[str, Any]] = {}
-    for section, key, value in winner:
-        changes.setdefault(section, {})[key] = value
-    pre = changes["preprocess"]
-    for column in dict.fromkeys([cfg.data.target, *cfg.data.features]):
-        values = np.concatenate([f[column].to_numpy(dtype=float) for f in data.series.values()])
-        if (values > 0).all():
-            continue
-        if pre["target_transform"] in LOGS and column == cfg.data.target:
-            pre["target_transform"] = "difference"
-        if column in pre["feature_transforms"] and pre["feature_transforms"][column] in LOGS:
-            pre["feature_transforms"][column] = "difference"
-    if cfg.preprocess.default_feature_transform == AUTO and pre["default_feature_transform"] in LOGS:
-        pre["default_feature_transform"] = pre["target_transform"]
-    resolved = cfg.with_overrides(**changes)
-    log.info("auto settings for %s over %d series: %s", cfg.name, len(data.series),
-             "; ".join(f"{s}.{k}={v}" for s, k, v in winner))
+    resolved = resolve_frames(cfg, list(data.series.values()))
     needed = Preprocessor(resolved).input_rows
     short = {sid: f"series {sid!r}: {len(frame)} rows; rule: a series needs at least {needed} rows for one forecast "
-                  f"(the resolved window.lookback {resolved.window.lookback} and the warm-up)"
+                  f"(window.lookback {resolved.window.lookback}, the shortest `auto` chooses for this data, and the "
+                  "warm-up); give it more rows or leave it out"
              for sid, frame in data.series.items() if len(frame) < needed}
     return resolved, settle_bad_series(raw, resolved, data, short) if short else data

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -54,14 +54,20 @@ def empty_windows(pre: Preprocessor, n_features: int) -> Windows:
 def prepare_series(frame: pd.DataFrame, cfg: PipelineConfig) -> SeriesPrep:
     """Split one series by time, fit its preprocessor on its training rows and cut its windows.
 
-    A series without a training window and a test window is not trained or scored on; its
-    preprocessor is fit on all its rows so the model can still forecast it.
+    A series without a test window is not trained or scored on; its preprocessor is fit on all its rows so the
+    model can still forecast it. A short series with a test window but too few rows for a training window is
+    scored (and calibrates the intervals) with one network shared by every series (`global`): the network
+    learns from the longer series; one network per series (`local`) needs the series' own training windows.
     """
     bounds = split_by_time(frame.index, cfg.split)
     pre = Preprocessor(cfg)
-    if bounds.val_start - pre.warmup >= 2:  # a scaler needs rows to fit on
-        windows = pre.fit(frame, bounds).windows(frame, bounds)
-        if len(windows["train"]) and len(windows["test"]):
+    need = 2 if {cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler} != {"none"} else 1  # rows to fit on
+    # a series too short to fit its scalers on its training rows fits them on the rows before its test part
+    fit_end = bounds.val_start if bounds.val_start - pre.warmup >= need else min(bounds.test_start, pre.warmup + need)
+    if fit_end - pre.warmup >= need:
+        windows = pre.fit(frame, replace(bounds, val_start=fit_end)).windows(frame, bounds)
+        shared = cfg.model.strategy == "global" or cfg.data.series_column is None
+        if len(windows["test"]) and (len(windows["train"]) or shared):
             return SeriesPrep(pre, bounds, windows, trainable=True)
     everything = SplitBounds(n_rows=len(frame), val_start=len(frame), test_start=len(frame))
     pre = Preprocessor(cfg).fit(frame, everything)
@@ -266,10 +272,30 @@ def series_scales(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineCo
             for sid, p in preps.items()}
 
 
+def calibration_forecasts(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep],
+                          cfg: PipelineConfig) -> dict[str, Forecasts]:
+    """Each scored series' forecasts from every validation origin (`Preprocessor.calibration_windows`), the
+    targets past its validation part NaN (left out of the calibration): with `split: {val: H}` a series gives
+    step h H - h + 1 errors instead of one window's."""
+    out = {}
+    for sid, prep in preps.items():
+        if not prep.trainable or prep.bounds.test_start <= prep.bounds.val_start:  # no validation part
+            continue
+        frame = panel.series[sid]
+        windows = prep.pre.calibration_windows(frame, prep.bounds)
+        if not len(windows):
+            continue
+        known = windows.target_positions >= 0
+        shown = replace(windows, target_positions=np.where(known, windows.target_positions, windows.origins[:, None]))
+        fc = evaluate.forecast_split(model_for(sid), prep.pre, frame, shown, cfg.evaluate)
+        out[sid] = replace(fc, actual=np.where(known, fc.actual, np.nan))
+    return out
+
+
 def calibrate_panel(val: Mapping[str, Forecasts], scales: Mapping[str, float],
                     cfg: PipelineConfig) -> Calibration | None:
-    """One conformal table for every series, from the validation errors each divided by its series' scale
-    (one series: in its own units, no table of scales)."""
+    """One conformal table for every series, from the validation errors (`calibration_forecasts`: every
+    validation origin) each divided by its series' scale (one series: in its own units, no table of scales)."""
     return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals,
                               dict(scales) if cfg.data.series_column else None,
                               span=cfg.window.lookback - 1 if isinstance(cfg.window.lookback, int) else 0)
@@ -289,7 +315,7 @@ def forecast_splits(model_for: ModelFor, panel: Panel, preps: Mapping[str, Serie
     that calibration (None: no intervals). The one place training, backtests and sweeps forecast and calibrate."""
     forecasts = {s: forecast_panel(model_for, panel, preps, cfg, s) for s in dict.fromkeys(("val", *splits))}
     scales = series_scales(panel, preps, cfg)
-    calibration = calibrate_panel(forecasts["val"], scales, cfg)
+    calibration = calibrate_panel(calibration_forecasts(model_for, panel, preps, cfg), scales, cfg)
     return {s: with_panel_intervals(forecasts[s], calibration, scales) for s in splits}, calibration
 
 

@@ -61,6 +61,22 @@ def test_too_few_windows_give_the_widest_error_and_a_note() -> None:
     assert math.isnan(conformal_quantile(np.array([]), 80)[0])
 
 
+def test_steps_with_few_validation_errors_pool_every_steps_so_80_is_narrower_than_95() -> None:
+    """One series with `split: {val: H}`: step h has H - h + 1 validation origins. The late steps, with fewer
+    errors than a finite quantile needs, take every step's errors carried by sqrt(h / k), so each level gets a
+    quantile of its own instead of the widest error (the 80 % and 95 % intervals came out the same)."""
+    rng = np.random.default_rng(3)
+    horizon = 6
+    errors = np.full((horizon, horizon), np.nan)
+    for j in range(horizon):  # the origin j steps into the validation part knows steps 1 .. H - j
+        errors[j, :horizon - j] = rng.normal(0, 1, horizon - j) * np.sqrt(np.arange(1, horizon - j + 1))
+    state = fit_conformal(errors, [80, 95])
+    assert all(lo < hi for lo, hi in zip(state.quantiles[80], state.quantiles[95]))
+    assert not any("widest" in n for n in state.notes) and any("square root" in n for n in state.notes)
+    pooled = np.abs(errors * np.sqrt(horizon / np.arange(1, horizon + 1)))
+    assert state.quantiles[95][-1] == pytest.approx(np.quantile(pooled[np.isfinite(pooled)], 0.95, method="weibull"))
+
+
 # ---------------------------------------------------------------- interval scores, by hand
 def test_msis_by_hand() -> None:
     actual, lower, upper = np.array([10.0, 20.0, 30.0]), np.array([8.0, 21.0, 25.0]), np.array([12.0, 25.0, 28.0])
