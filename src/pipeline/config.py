@@ -14,9 +14,17 @@ from pipeline.intervals import tail_probabilities
 
 Transform = Literal["level", "difference", "log_return", "log"]
 AUTO = "auto"  # a setting resolved from the data (pipeline.defaults.resolve_auto)
-AUTO_KEYS = frozenset({"lookback", "season_length"})  # whole numbers that may say `auto`
+AUTO_KEYS = frozenset({"lookback", "season_length", "input_chunk"})  # whole numbers that may say `auto`
 TransformSetting = Literal["level", "difference", "log_return", "log", "auto"]
+
+
+def settled(value: Any, plain: Any) -> Any:
+    """A setting's value, `plain` where it still says `auto`: a config not resolved against data
+    (`defaults.resolve_frames`) builds the plain network, scalers and loss."""
+    return plain if value == AUTO else value
+
 ScalerKind = Literal["standard", "minmax", "none"]
+ScalerSetting = Literal["standard", "minmax", "none", "auto"]
 Activation = Literal["relu", "tanh", "none"]
 BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the last `backtest.initial` rows
 
@@ -194,10 +202,10 @@ class PreprocessConfig(_Frozen):
     """Per-feature transform, e.g. `{Volume: log}`; the others take `default_feature_transform`."""
     default_feature_transform: TransformSetting = AUTO
     """Transform of every feature not named in `feature_transforms`; `auto`: the target's transform, or with an `auto` target, chosen per column by the same rule."""
-    feature_scaler: ScalerKind = "standard"
-    """`standard` (mean 0, sd 1), `minmax` (0-1) or `none`."""
-    target_scaler: ScalerKind = "standard"
-    """Scaler of the transformed target: `standard`, `minmax` or `none`."""
+    feature_scaler: ScalerSetting = AUTO
+    """`standard` (mean 0, sd 1), `minmax` (0-1) or `none`; `auto`: `none` when the network normalises its own windows (`model.window_norm`), else `standard`."""
+    target_scaler: ScalerSetting = AUTO
+    """Scaler of the transformed target: `standard`, `minmax` or `none`; `auto`: as `feature_scaler`."""
 
     def transform_for(self, column: str) -> TransformSetting:
         """The column's transform: its own, else the default; an `auto` default follows the target's."""
@@ -218,12 +226,12 @@ class ModelConfig(_Frozen):
     """Widths of hidden layers in the head, e.g. `[128]`; empty: one linear layer."""
     head_activation: Activation = "none"
     """Activation before each head layer: `relu`, `tanh` or `none`."""
-    input_chunk: int = Field(1, ge=1)
-    """Consecutive rows fed to the LSTM as one step, their values side by side (24 on hourly data makes a lookback of 168 rows 7 steps of a day each); `window.lookback` must be a multiple of it."""
-    window_norm: Literal["none", "log_mean"] = "none"
-    """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0; needs the target among the features, `level` transforms and no scalers); `none`: the preprocess scalers alone."""
-    residual_to: Literal["none", "seasonal_naive"] = "none"
-    """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`evaluate.season_length` rows; needs the target among the features); `none`: the forecast itself."""
+    input_chunk: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
+    """Consecutive rows fed to the LSTM as one step, their values side by side (24 on hourly data makes a lookback of 168 rows 7 steps of a day each); `window.lookback` must be a multiple of it; `auto`: one season when the network normalises its windows and the lookback holds two seasons or more, else 1."""
+    window_norm: Literal["none", "log_mean", "auto"] = AUTO
+    """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0; needs the target among the features, `level` transforms and no scalers); `none`: the preprocess scalers alone; `auto`: `log_mean` when every value read is > 0, the target is among the features and no transform or scaler is set otherwise, else `none`."""
+    residual_to: Literal["none", "seasonal_naive", "auto"] = AUTO
+    """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`evaluate.season_length` rows; needs the target among the features); `none`: the forecast itself; `auto`: `seasonal_naive` with `window_norm` and a season, else `none`."""
     quantiles: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = ()
     """Probabilities whose quantiles the head also predicts for every step, trained with the pinball loss beside the point loss, e.g. `[0.025, 0.1, 0.9, 0.975]`; `intervals.method: quantile` builds the intervals on them. They must map one to one onto the target's units: a `difference` or `log_return` target with `window.horizon` above 1 is refused (quantiles of each step's change do not add up to quantiles of the level). `[]`: the point forecast alone."""
     strategy: Literal["global", "local"] = "global"
@@ -254,12 +262,12 @@ class TrainConfig(_Frozen):
     """`cpu`, `cuda` (an error without a GPU) or `auto` (a GPU when there is one)."""
     num_threads: int | None = Field(None, ge=1)
     """Torch threads for training on the CPU; null: chosen from the work size."""
-    loss: Literal["mse", "mae"] = "mse"
-    """Mean squared (`mse`) or absolute (`mae`) error, for training and for early stopping."""
-    loss_weight: Literal["none", "mase"] = "none"
-    """`mase`: each window's error weighted by what it weighs in its series' MASE (the window's level over the series' in-sample seasonal-naive error on its training rows), normalised to mean 1, so every series counts by its MASE rather than its scale (needs `model.window_norm: log_mean`); `none`: every window alike."""
-    loss_weight_power: float = Field(1.0, gt=0, le=1)
-    """The MASE weights raised to this power: 1 weighs by MASE, 0.5 halfway towards the unweighted (sMAPE-like) loss."""
+    loss: Literal["mse", "mae", "auto"] = AUTO
+    """Mean squared (`mse`) or absolute (`mae`) error, for training and for early stopping; `auto`: `mae` with `model.window_norm` (an error in log-ratio units, close to sMAPE), else `mse`."""
+    loss_weight: Literal["none", "mase", "auto"] = AUTO
+    """`mase`: each window's error weighted by what it weighs in its series' MASE (the window's level over the series' in-sample seasonal-naive error on its training rows), normalised to mean 1, so every series counts by its MASE rather than its scale (needs `model.window_norm: log_mean`); `none`: every window alike; `auto`: `mase` (with `loss_weight_power` 0.5 where that says `auto`) for many series with `window_norm`, else `none`."""
+    loss_weight_power: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = AUTO
+    """The MASE weights raised to this power: 1 weighs by MASE, 0.5 halfway towards the unweighted (sMAPE-like) loss; `auto`: 0.5."""
     windows_per_epoch: int | None = Field(None, ge=1)
     """Training windows drawn (without replacement) per epoch; null: every window. Bounds the epoch of a large portfolio."""
     refit: bool = False
@@ -534,16 +542,16 @@ class PipelineConfig(_Frozen):
     def _check_window_model(self) -> None:
         """The network's own window handling (chunks, per-window normalisation, seasonal residual) fits the rest."""
         model, pre, lookback = self.model, self.preprocess, self.window.lookback
-        if lookback != AUTO and lookback % model.input_chunk:
+        if lookback != AUTO and model.input_chunk != AUTO and lookback % model.input_chunk:
             raise ValueError(f"window.lookback {lookback} must be a multiple of model.input_chunk {model.input_chunk}")
-        uses = [k for k, on in (("model.window_norm", model.window_norm != "none"),
-                                ("model.residual_to", model.residual_to != "none")) if on]
+        uses = [k for k, on in (("model.window_norm", model.window_norm == "log_mean"),
+                                ("model.residual_to", model.residual_to == "seasonal_naive")) if on]
         if uses and self.data.target not in self.data.features:
             raise ValueError(f"{' and '.join(uses)} read the target's past values: add the target "
                              f"{self.data.target!r} to data.features")
-        if model.window_norm != "none":
+        if model.window_norm == "log_mean":
             transforms = {pre.target_transform, *(pre.transform_for(c) for c in self.data.features)} - {"level", AUTO}
-            if transforms or pre.feature_scaler != "none" or pre.target_scaler != "none":
+            if transforms or {pre.feature_scaler, pre.target_scaler} - {"none", AUTO}:
                 raise ValueError(f"model.window_norm {model.window_norm} normalises each window itself: set "
                                  "preprocess.target_transform and the feature transforms to level (or auto) and "
                                  "preprocess.feature_scaler and target_scaler to none")
@@ -554,7 +562,7 @@ class PipelineConfig(_Frozen):
             if season != AUTO and lookback != AUTO and season > lookback:
                 raise ValueError(f"model.residual_to seasonal_naive repeats the window's last season: "
                                  f"window.lookback {lookback} must be >= evaluate.season_length {season}")
-        if self.train.loss_weight == "mase" and model.window_norm != "log_mean":
+        if self.train.loss_weight == "mase" and model.window_norm == "none":
             raise ValueError("train.loss_weight mase turns errors in the network's log-ratio units into MASE units: "
                              "it needs model.window_norm log_mean")
 

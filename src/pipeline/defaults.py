@@ -1,25 +1,29 @@
-"""`auto` settings resolved from the data: season length, lookback and transforms, in one place.
+"""`auto` settings resolved from the data: season, lookback, transforms and the network's window recipe, in one place.
 
-A config may say `auto` for `evaluate.season_length`, `window.lookback`,
-`preprocess.target_transform` and `preprocess.default_feature_transform`, and these are the
-code's defaults, so a config that names only its data gets them. `resolve_auto` turns them into
-concrete values once the data is validated; the flows log the resolved config (its params and
-config.yaml), so a run records what it really did and re-runs the same way.
+A config may say `auto` for `evaluate.season_length`, `window.lookback`, the transforms and scalers of
+`preprocess`, `model.window_norm`, `model.input_chunk`, `model.residual_to`, `train.loss`,
+`train.loss_weight` and `train.loss_weight_power`, and these are the code's defaults, so a config that
+names only its data gets them. `resolve_frames` turns them into concrete values once the data is
+validated, over every series at once (one series is a panel of one: `resolve_auto`); the flows log the
+resolved config (its params and config.yaml), so a run records what it really did and re-runs the same
+way. A config not resolved against data reads each `auto` as the plain setting (`config.settled`).
 
-The rules, from the data's training rows (and the whole series for positivity):
-- season length from the frequency: hours 24, days 7, business days 5, weeks 52, months 12,
-  quarters 4, half-months 24; years and irregular data have none;
-- lookback: two seasons (`LOOKBACK_SEASONS`), at least `MIN_LOOKBACK` rows, `NO_SEASON_LOOKBACK`
-  without a season, and never more than a third of the training rows (so most training rows
-  still end a window);
-- transform (the target's, and each feature's when the target's is `auto` too; otherwise features
-  follow the target): a series whose level drifts over the training rows (the second half's mean moves
-  from the first half's by more than `TREND_SHIFT` of the within-half spread: a trend or a
-  random walk) is differenced, since a scaler fit on past levels breaks when later levels leave
-  their range: `log_return` when every value is > 0 (changes in proportion, as prices), else
-  `difference`; a series without drift is modelled as its `level`, which keeps a season's shape
-  for the network to learn. A network that normalises its own windows (`model.window_norm`) reads
-  levels: `auto` transforms are `level` there, and an `auto` lookback is whole `model.input_chunk`s.
+The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' training rows:
+- seasons from the frequency: hours 24 (and a week, 168), days 7 (and a year, 365), business days 5
+  (and 260), weeks 52, months 12, quarters 4, half-months 24; years and irregular data have none;
+- the recipe (`recipe_changes`): data whose every value read is > 0 is normalised window by window
+  inside the network (`window_norm: log_mean`, no scalers, `level` transforms, an absolute error in
+  log-ratio units, weighted towards MASE with several series); the window's level travels with it, so
+  a trending series is not held to its training range. Other data keeps scaled levels or differences;
+- lookback (`feedable_lookback`): two of the shortest season (`MIN_LOOKBACK` rows at least,
+  `NO_SEASON_LOOKBACK` without a season) or the longest season the data can feed, never more than a
+  third of the median series' training rows nor more than the shortest series can feed before its
+  held-out part; with window normalisation a season per LSTM step (`input_chunk`) and the head
+  correcting seasonal naive (`window_changes`);
+- transform without window normalisation (the target's, and each feature's when the target's is `auto`
+  too): a series whose level drifts over the training rows (the second half's mean moves from the
+  first half's by more than `TREND_SHIFT` of the within-half spread) is differenced: `log_return` when
+  every value is > 0, else `difference`; else `level`. The transform most series call for wins.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ TREND_SHIFT = 0.5
 _SEASONS = {"D": 7, "B": 5, "C": 5, "W": 52, "MS": 12, "ME": 12, "BMS": 12, "BME": 12, "SMS": 24, "SME": 24,
             "QS": 4, "QE": 4, "BQS": 4, "BQE": 4}
 _DAY = pd.Timedelta(days=1)
+LONG_SEASONS = {"D": 365, "B": 260, "C": 260}  # a year of daily and business-day rows, beside the week
 _MAX_SUBDAILY_SEASON = 288  # rows per day up to 5-minute data; finer data takes an hour as its season
 
 
@@ -76,6 +81,21 @@ def season_for(frequency: str | None) -> int | None:
     if base is None or base % n:
         return None
     return base // n if base // n >= 2 else None
+
+
+def seasons_for(frequency: str | None) -> tuple[int, ...]:
+    """Every season the calendar implies, shortest first: the day and the week of sub-daily data, the week and
+    the year of daily data (`LONG_SEASONS`), else `season_for`'s one (none for yearly or irregular data)."""
+    season = season_for(frequency)
+    if not season:
+        return ()
+    offset = parse_frequency(str(frequency))
+    if isinstance(offset, pd.offsets.Tick) and pd.Timedelta(offset) < _DAY and _DAY / pd.Timedelta(offset) == season:
+        return (season, 7 * season)  # rows per day, rows per week
+    code = to_offset(offset).rule_code.split("-")[0] if not isinstance(offset, pd.offsets.Tick) else "D"
+    if getattr(offset, "n", 1) == 1 and code in LONG_SEASONS:
+        return (season, LONG_SEASONS[code])
+    return (season,)
 
 
 def choose_lookback(season: int | None, train_rows: int) -> int:
@@ -110,22 +130,69 @@ def resolve_auto(cfg: PipelineConfig, frame: pd.DataFrame) -> PipelineConfig:
     return resolve_frames(cfg, [frame])
 
 
-def feedable_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int | None, warmup: int) -> int:
-    """The `auto` lookback of a panel: `choose_lookback`'s (two seasons, or `NO_SEASON_LOOKBACK` rows) bounded by
-    a third of the median series' training rows (so most series still end training windows) and by what the
-    shortest series can feed: every series with a row before its held-out part keeps one window that ends there
-    (its score, and its forecast once served). Whole `model.input_chunk`s when the data can feed one chunk.
+def feedable_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons: Sequence[int], warmup: int,
+                      chunk: int = 1) -> int:
+    """The `auto` lookback of a panel: two of the shortest season (`NO_SEASON_LOOKBACK` rows without one), or
+    the longest season of `seasons` when the data can feed it (a week of hourly data, a year of daily data),
+    bounded by a third of the median series' training rows (so most series still end training windows) and
+    by what the shortest series can feed: every series with a row before its held-out part keeps one window
+    that ends there (its score, and its forecast once served). Whole `chunk`s when the data can feed one.
 
-    One series: the old rule, two seasons within a third of its training rows.
+    One series: two seasons within a third of its training rows, as before several seasons.
     """
     bounds = [split_by_time(f.index, cfg.split) for f in frames]
     train_rows = int(np.median([max(1, b.val_start) for b in bounds]))
     # rows before each series' first held-out part it must forecast (its test part, else its end)
     before = [b.test_start if b.test_start < b.n_rows else b.n_rows for b in bounds]
     shortest = min((r - warmup for r in before if r - warmup >= 1), default=1)
-    lookback = max(1, min(choose_lookback(season, train_rows), shortest))
-    chunk = cfg.model.input_chunk
-    return lookback // chunk * chunk if lookback >= chunk else lookback
+    cap = min(max(1, train_rows // MAX_LOOKBACK_SHARE), shortest)
+    wanted = choose_lookback(seasons[0] if seasons else None, train_rows)
+    wanted = max([wanted, *(s for s in seasons[1:] if s <= cap)])
+    lookback = max(1, min(wanted, cap))
+    return max(chunk, lookback // chunk * chunk)  # a chunk longer than the data can feed: the short series are refused
+
+
+def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int | None) -> dict[str, dict]:
+    """The network's window options that say `auto` (docs/configuration.md, "The auto recipe"): per-window
+    log-mean normalisation for data whose every value read is > 0 (the scale of each window divides out, so
+    one network serves series at any level and a trending series' forecasts follow its level beyond the
+    training range), no scalers then, and an absolute error in log-ratio units (close to sMAPE), weighted
+    towards MASE with several series; else the plain network on scaled values and a squared error."""
+    model, pre, train = cfg.model, cfg.preprocess, cfg.train
+    read = list(dict.fromkeys([cfg.data.target, *cfg.data.features]))
+    norm = model.window_norm
+    if norm == AUTO:
+        levels = {pre.target_transform, *(pre.transform_for(c) for c in cfg.data.features)} <= {"level", AUTO}
+        unscaled = {pre.feature_scaler, pre.target_scaler} <= {"none", AUTO}
+        positive = all((f[c].to_numpy(dtype=float) > 0).all() for f in frames for c in read)
+        norm = "log_mean" if levels and unscaled and positive and cfg.data.target in cfg.data.features else "none"
+    on = norm == "log_mean"
+    changes: dict[str, dict] = {"model": {}, "preprocess": {}, "train": {}}
+    if model.window_norm == AUTO:
+        changes["model"]["window_norm"] = norm
+    for key in ("feature_scaler", "target_scaler"):
+        if getattr(pre, key) == AUTO:
+            changes["preprocess"][key] = "none" if on else "standard"
+    if train.loss == AUTO:
+        changes["train"]["loss"] = "mae" if on else "mse"
+    if train.loss_weight == AUTO:
+        changes["train"]["loss_weight"] = "mase" if on and len(frames) > 1 else "none"
+    if train.loss_weight_power == AUTO:
+        changes["train"]["loss_weight_power"] = 0.5
+    return {k: v for k, v in changes.items() if v}
+
+
+def window_changes(cfg: PipelineConfig, lookback: int, season: int | None) -> dict[str, object]:
+    """`model.input_chunk` and `model.residual_to` where they say `auto`, once the lookback is known: a season
+    per LSTM step when the window holds two seasons or more and the network normalises its windows, and the
+    head correcting seasonal naive (the window's last season repeated) then."""
+    on = cfg.model.window_norm == "log_mean"
+    out: dict[str, object] = {}
+    if cfg.model.input_chunk == AUTO:
+        out["input_chunk"] = season if on and season and lookback >= 2 * season and lookback % season == 0 else 1
+    if cfg.model.residual_to == AUTO:
+        out["residual_to"] = "seasonal_naive" if on and season and lookback >= season else "none"
+    return out
 
 
 def chosen_transform(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], column: str) -> Transform:
@@ -145,33 +212,51 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
 
     A config without `auto` comes back unchanged. Call it once per run, after validation and before anything is
     fit; log the result (`cfg.flat()`) so runs stay reproducible. The season and the transforms are what most
-    series call for; the lookback is one the shortest series can feed (`feedable_lookback`).
+    series call for, the network's window options follow `recipe_changes`, and the lookback is one the
+    shortest series can feed (`feedable_lookback`), seeing the longest season it can.
     """
-    window, pre, evaluate = cfg.window, cfg.preprocess, cfg.evaluate
     first = frames[0]
     frequency = cfg.data.freq or (infer_frequency(first.index) if isinstance(first.index, pd.DatetimeIndex) else None)
-    season = season_for(frequency) if evaluate.season_length == AUTO else evaluate.season_length
+    auto_season = cfg.evaluate.season_length == AUTO
+    seasons = seasons_for(frequency) if auto_season else ((cfg.evaluate.season_length,) if cfg.evaluate.season_length else ())
+    season = seasons[0] if seasons else None
     train_rows = int(np.median([max(1, split_by_time(f.index, cfg.split).val_start) for f in frames]))
-    changes: dict[str, dict[str, object]] = {}
-    if evaluate.season_length == AUTO:
+    changes: dict[str, dict[str, object]] = recipe_changes(cfg, frames, season)
+    if auto_season:
         # the seasonal naive baseline needs a whole season of known rows before each forecast
-        changes["evaluate"] = {"season_length": season if season and season < train_rows else None}
+        season = season if season and season < train_rows else None
+        changes["evaluate"] = {"season_length": season}
+    if changes:
+        cfg_so_far = cfg.with_overrides(**changes)
+    else:
+        cfg_so_far = cfg
+    pre = cfg.preprocess
     auto_features = ([c for c in cfg.data.features if c not in pre.feature_transforms]
                      if pre.default_feature_transform == AUTO and pre.target_transform == AUTO else [])
     if pre.target_transform == AUTO or auto_features:
-        chosen = {c: chosen_transform(cfg, frames, c) for c in dict.fromkeys([cfg.data.target, *auto_features])}
+        chosen = {c: chosen_transform(cfg_so_far, frames, c) for c in dict.fromkeys([cfg.data.target, *auto_features])}
         target = chosen[cfg.data.target] if pre.target_transform == AUTO else pre.target_transform
-        changes["preprocess"] = {"target_transform": target}
+        section = changes.setdefault("preprocess", {})
+        section["target_transform"] = target
         if auto_features:
-            changes["preprocess"].update(
-                default_feature_transform=target,  # unused: every feature below is named
-                feature_transforms={**pre.feature_transforms, **{c: chosen[c] for c in auto_features}})
-    if window.lookback == AUTO:
+            section.update(default_feature_transform=target,  # unused: every feature below is named
+                           feature_transforms={**pre.feature_transforms, **{c: chosen[c] for c in auto_features}})
+    chunk = cfg.model.input_chunk if cfg.model.input_chunk != AUTO else 1
+    lookback = cfg.window.lookback
+    if lookback == AUTO:
         chosen_pre = changes.get("preprocess", {})
         target = chosen_pre.get("target_transform", pre.target_transform)
-        used = {target, *(chosen_pre.get("feature_transforms", {}).get(c) or pre.transform_for(c) for c in cfg.data.features)}
+        named = chosen_pre.get("feature_transforms", pre.feature_transforms)
+        used = {target, *(named.get(c) or pre.transform_for(c) for c in cfg.data.features)}
         warmup = 1 if DIFFERENCING & {target if t == AUTO else t for t in used} else 0  # rows lost to differencing
-        changes["window"] = {"lookback": feedable_lookback(cfg, frames, season, warmup)}
+        lookback = feedable_lookback(cfg, frames, seasons if season else (), warmup, chunk)
+        if cfg.model.input_chunk == AUTO and cfg_so_far.model.window_norm == "log_mean" and season \
+                and lookback >= 2 * season:
+            lookback = lookback // season * season  # whole seasons, fed a season per LSTM step
+        changes["window"] = {"lookback": lookback}
+    window = window_changes(cfg_so_far, lookback, season)
+    if window:
+        changes.setdefault("model", {}).update(window)
     if not changes:
         return cfg
     resolved = cfg.with_overrides(**changes)
@@ -184,4 +269,6 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
 def is_resolved(cfg: PipelineConfig) -> bool:
     """True when no setting still says `auto`."""
     return AUTO not in (cfg.window.lookback, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
-                        cfg.evaluate.season_length)
+                        cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
+                        cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
+                        cfg.train.loss_weight, cfg.train.loss_weight_power)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline.config import AUTO, PipelineConfig, ScalerKind, SplitConfig, Transform
+from pipeline.config import AUTO, PipelineConfig, ScalerKind, SplitConfig, Transform, settled
 from pipeline.dates import infer_frequency
 from pipeline.errors import ConfigError, DataError
 
@@ -311,8 +311,8 @@ class Preprocessor:
         self.lookback = cfg.window.lookback
         self.horizon = cfg.window.horizon
         self.lead = cfg.window.lead
-        self.feature_scaler_kind: ScalerKind = cfg.preprocess.feature_scaler
-        self.target_scaler_kind: ScalerKind = cfg.preprocess.target_scaler
+        self.feature_scaler_kind: ScalerKind = settled(cfg.preprocess.feature_scaler, "standard")
+        self.target_scaler_kind: ScalerKind = settled(cfg.preprocess.target_scaler, "standard")
         self.feature_scaler: Scaling | None = None
         self.target_scaler: Scaling | None = None
         self.frequency: str | None = cfg.data.freq  # the training dates' calendar (pipeline.dates): given or inferred
@@ -320,7 +320,8 @@ class Preprocessor:
         self.fitted = False
         # training only (not saved): the MASE loss weights' power and season (train.loss_weight)
         season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else 1
-        self.loss_weight = (cfg.train.loss_weight_power, season) if cfg.train.loss_weight == "mase" else None
+        power = settled(cfg.train.loss_weight_power, 0.5)
+        self.loss_weight = (power, season) if cfg.train.loss_weight == "mase" else None
 
     # -- sizes
     @property

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig
+from pipeline.config import ModelConfig, settled
 from pipeline.runtime import denormals_flushed, without_denormals
 
 if TYPE_CHECKING:
@@ -143,8 +143,8 @@ class LSTMForecaster(nn.Module):
             dropout=cfg.dropout,
             head_hidden=cfg.head_hidden,
             head_activation=cfg.head_activation,
-            input_chunk=cfg.input_chunk,
-            window_norm=cfg.window_norm,
+            input_chunk=settled(cfg.input_chunk, 1),
+            window_norm=settled(cfg.window_norm, "none"),
             residual_season=int(season or 0) if cfg.residual_to == "seasonal_naive" else 0,
             target_index=target_index,
             quantiles=cfg.quantiles,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import PipelineConfig, TrainConfig
+from pipeline.config import PipelineConfig, TrainConfig, settled
 from pipeline.errors import TrainingError
 from pipeline.features import Windows
 from pipeline.model import EVAL_BATCH, LSTMForecaster, as_batch
@@ -237,7 +237,7 @@ def _fit(
     has_val = val is not None and len(val) > 0
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    loss_fn = window_loss(cfg.loss)
+    loss_fn = window_loss(settled(cfg.loss, "mse"))
     weight_norm = loss_weight_norm(train)
     w = None if weight_norm is None else torch.from_numpy(train.weight / weight_norm).float().to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -273,7 +273,7 @@ def _fit(
                 f"training diverged at epoch {epoch + 1}: loss is {train_loss} "
                 f"(try a lower train.learning_rate than {cfg.learning_rate} or train.grad_clip)"
             )
-        val_loss = validation_loss(model, val, device, loss=cfg.loss, weight_norm=weight_norm) if has_val else None
+        val_loss = validation_loss(model, val, device, loss=settled(cfg.loss, "mse"), weight_norm=weight_norm) if has_val else None
         result.train_loss.append(train_loss)
         if val_loss is not None:
             result.val_loss.append(val_loss)
