@@ -182,16 +182,32 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: 
     return {k: v for k, v in changes.items() if v}
 
 
-def window_changes(cfg: PipelineConfig, lookback: int, season: int | None) -> dict[str, object]:
+def seasonal_beats_naive(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int) -> bool:
+    """Whether repeating the last season forecasts the training rows better than repeating the last value: the
+    median over series of seasonal naive's in-sample MAE over naive's is below 1 (a season in the data, not
+    only in the calendar: daily prices have a calendar week but no weekly pattern)."""
+    ratios = []
+    for f in frames:
+        values = f[cfg.data.target].to_numpy(dtype=float)[:split_by_time(f.index, cfg.split).val_start]
+        if len(values) > season + 1:
+            naive = np.mean(np.abs(np.diff(values)))
+            ratios.append(np.mean(np.abs(values[season:] - values[:-season])) / naive if naive > 0 else np.inf)
+    return bool(ratios) and float(np.median(ratios)) < 1.0
+
+
+def window_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], lookback: int,
+                   season: int | None) -> dict[str, object]:
     """`model.input_chunk` and `model.residual_to` where they say `auto`, once the lookback is known: a season
     per LSTM step when the window holds two seasons or more and the network normalises its windows, and the
-    head correcting seasonal naive (the window's last season repeated) then."""
+    head correcting seasonal naive (the window's last season repeated) when seasonal naive beats naive on
+    the training rows (`seasonal_beats_naive`)."""
     on = cfg.model.window_norm == "log_mean"
     out: dict[str, object] = {}
     if cfg.model.input_chunk == AUTO:
         out["input_chunk"] = season if on and season and lookback >= 2 * season and lookback % season == 0 else 1
     if cfg.model.residual_to == AUTO:
-        out["residual_to"] = "seasonal_naive" if on and season and lookback >= season else "none"
+        seasonal = on and season and lookback >= season and seasonal_beats_naive(cfg, frames, season)
+        out["residual_to"] = "seasonal_naive" if seasonal else "none"
     return out
 
 
@@ -254,7 +270,7 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
                 and lookback >= 2 * season:
             lookback = lookback // season * season  # whole seasons, fed a season per LSTM step
         changes["window"] = {"lookback": lookback}
-    window = window_changes(cfg_so_far, lookback, season)
+    window = window_changes(cfg_so_far, frames, lookback, season)
     if window:
         changes.setdefault("model", {}).update(window)
     if not changes:

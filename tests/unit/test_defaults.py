@@ -171,3 +171,15 @@ def test_the_lookback_sees_the_longest_season_the_data_can_feed() -> None:
                          index=pd.DatetimeIndex(pd.date_range("2019-01-01", periods=len(t), freq="D"), name="week"))
     resolved = resolve_auto(parse_config({**MINIMAL, "split": {"val": 14, "test": 14}, "window": {"horizon": 14}}), daily)
     assert resolved.window.lookback == 364 and resolved.model.input_chunk == 7  # 52 whole weeks
+
+
+def test_the_head_corrects_seasonal_naive_only_where_the_season_is_in_the_data() -> None:
+    """A business-day calendar implies a week, but a price's random walk has no weekly pattern: naive beats
+    seasonal naive on its training rows, so the head corrects nothing (on the seasonal series it does)."""
+    steps = np.random.default_rng(4).normal(0, 0.01, 600)
+    prices = pd.DataFrame({"y": 50 * np.exp(np.cumsum(steps))},
+                          index=pd.DatetimeIndex(pd.date_range("2020-01-01", periods=600, freq="B"), name="week"))
+    resolved = resolve_auto(parse_config(MINIMAL), prices)
+    assert resolved.evaluate.season_length == 5 and resolved.model.window_norm == "log_mean"
+    assert resolved.model.residual_to == "none"
+    assert resolve_auto(parse_config(MINIMAL), monthly_multiplicative()).model.residual_to == "seasonal_naive"
