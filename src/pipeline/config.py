@@ -360,12 +360,13 @@ class IntervalsConfig(_Frozen):
     """Prediction intervals beside every forecast (`lower_<level>`, `upper_<level>` columns, original units).
 
     `conformal`: split conformal per horizon step. After training, the absolute errors of the
-    validation windows (for many series each divided by its series' in-sample seasonal-naive MAE on
-    the training rows, so one table fits every series) give, per step and level, the error at rank
-    (n+1)q of the n errors (`quantile` says how a fractional rank is read); the interval is the forecast
-    plus or minus that error (times the series' scale). With fewer than 1/(1-q) - 1 validation windows a
-    level has no finite conformal quantile: the widest error seen is used and the run logs a note (widen
-    `split.val` for an honest interval). The baselines get intervals the same way, from their own errors.
+    forecasts from every validation origin (each window whose first target is a validation row; steps
+    past the validation part left out; for many series each error divided by its series' in-sample
+    seasonal-naive MAE on the training rows, so one table fits every series) give, per step and level,
+    the error at rank (n+1)q of the n errors (`quantile` says how a fractional rank is read); the interval
+    is the forecast plus or minus that error (times the series' scale). A step with fewer than
+    1/(1-q) - 1 errors takes every step's errors scaled by sqrt(h/k) (a note says so); too few even then:
+    the widest error seen, and a note (widen `split.val` for an honest interval). The baselines get intervals the same way, from their own errors.
     """
 
     levels: tuple[Annotated[int, Field(gt=0, lt=100)], ...] = (80, 95)
