@@ -104,10 +104,14 @@ def choose_lookback(season: int | None, train_rows: int) -> int:
     return max(1, min(wanted, train_rows // MAX_LOOKBACK_SHARE))
 
 
-def drifts(values: np.ndarray) -> bool:
-    """True when the level moves: the halves' means differ by more than TREND_SHIFT x their spread."""
+def drifts(values: np.ndarray, season: int | None = None) -> bool:
+    """True when the level moves: the halves' means differ by more than TREND_SHIFT x their spread. With a
+    `season` and two seasons of values the test reads the means of whole seasons (a moving average over one
+    season), so a strong season's spread does not hide a trend (a multiplicative series read as level)."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
+    if season and season > 1 and len(values) >= 2 * season:
+        values = np.convolve(values, np.full(season, 1.0 / season), mode="valid")
     if len(values) < 4:
         return False
     first, second = np.array_split(values, 2)
@@ -116,10 +120,10 @@ def drifts(values: np.ndarray) -> bool:
     return bool(shift > TREND_SHIFT * spread) if spread > 0 else bool(shift > 0)
 
 
-def choose_transform(values: np.ndarray, train_rows: int) -> Transform:
+def choose_transform(values: np.ndarray, train_rows: int, season: int | None = None) -> Transform:
     """`log_return` or `difference` for a drifting level (by positivity), else `level`."""
     values = np.asarray(values, dtype=float)
-    if not drifts(values[:train_rows]):
+    if not drifts(values[:train_rows], season):
         return "level"
     return "log_return" if (values > 0).all() else "difference"
 
@@ -165,7 +169,9 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: 
         levels = {pre.target_transform, *(pre.transform_for(c) for c in cfg.data.features)} <= {"level", AUTO}
         unscaled = {pre.feature_scaler, pre.target_scaler} <= {"none", AUTO}
         positive = all((f[c].to_numpy(dtype=float) > 0).all() for f in frames for c in read)
-        norm = "log_mean" if levels and unscaled and positive and cfg.data.target in cfg.data.features else "none"
+        several = len(frames) > 1  # one series: one scale, and the plain network did better (daily prices)
+        norm = ("log_mean" if several and levels and unscaled and positive and cfg.data.target in cfg.data.features
+                else "none")
     on = norm == "log_mean"
     changes: dict[str, dict] = {"model": {}, "preprocess": {}, "train": {}}
     if model.window_norm == AUTO:
@@ -182,16 +188,17 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: 
     return {k: v for k, v in changes.items() if v}
 
 
-def seasonal_beats_naive(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int) -> bool:
-    """Whether repeating the last season forecasts the training rows better than repeating the last value: the
-    median over series of seasonal naive's in-sample MAE over naive's is below 1 (a season in the data, not
-    only in the calendar: daily prices have a calendar week but no weekly pattern)."""
+def seasonal_beats_naive(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int, than: int = 1) -> bool:
+    """Whether repeating the last season forecasts the training rows better than repeating the value `than`
+    rows back (1: naive; a shorter season: is the longer one in the data too): the median over series of the
+    in-sample MAE at lag `season` over that at lag `than` is below 1 (a season in the data, not only in the
+    calendar: daily prices have a calendar week and year but no weekly or yearly pattern)."""
     ratios = []
     for f in frames:
         values = f[cfg.data.target].to_numpy(dtype=float)[:split_by_time(f.index, cfg.split).val_start]
         if len(values) > season + 1:
-            naive = np.mean(np.abs(np.diff(values)))
-            ratios.append(np.mean(np.abs(values[season:] - values[:-season])) / naive if naive > 0 else np.inf)
+            base = np.mean(np.abs(values[than:] - values[:-than]))
+            ratios.append(np.mean(np.abs(values[season:] - values[:-season])) / base if base > 0 else np.inf)
     return bool(ratios) and float(np.median(ratios)) < 1.0
 
 
@@ -216,7 +223,9 @@ def chosen_transform(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], column
     first series'), a log one only when every series' values are > 0 (else `difference`)."""
     if cfg.model.window_norm != "none":
         return "level"  # a network that normalises its own windows (model.window_norm) reads levels
-    votes = Counter(choose_transform(f[column].to_numpy(dtype=float), max(1, split_by_time(f.index, cfg.split).val_start))
+    season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else None
+    votes = Counter(choose_transform(f[column].to_numpy(dtype=float), max(1, split_by_time(f.index, cfg.split).val_start),
+                                     season)
                     for f in frames)
     kind = votes.most_common(1)[0][0]
     positive = all((f[column].to_numpy(dtype=float) > 0).all() for f in frames)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import PipelineConfig, parse_config
-from pipeline.defaults import (choose_lookback, choose_transform, drifts, is_resolved, resolve_auto, season_for,
-                               seasons_for)
+from pipeline.defaults import (choose_lookback, choose_transform, drifts, is_resolved, resolve_auto, resolve_frames,
+                               season_for, seasons_for)
 from pipeline.errors import ConfigError
 from pipeline.features import Preprocessor, min_rows_needed, prepare
 
@@ -125,22 +125,24 @@ def monthly_multiplicative(n: int = 60) -> pd.DataFrame:
                                                               name="week"))
 
 
-def test_positive_trending_data_gets_window_normalisation_not_a_fixed_level() -> None:
+def test_positive_trending_data_is_not_held_to_a_fixed_level() -> None:
     """The defect: `auto` modelled a trending multiplicative series as its level, scaled on its training rows,
-    and the forecasts stayed inside the old range. Positive data now gets the per-window log-mean recipe (each
-    window divided by its own mean: the level travels with the window); told not to normalise windows, a
-    trending positive series is modelled as log changes."""
+    and the forecasts stayed inside the old range. The drift test now reads whole seasons, so one such series
+    is modelled as log changes; several get the per-window log-mean recipe (each window divided by its own
+    mean: the level travels with the window), no scalers, MAE weighted towards MASE."""
     frame = monthly_multiplicative()
     assert not drifts(frame["y"].to_numpy()[:48])  # what made the old rule choose `level`
-    resolved = resolve_auto(parse_config(MINIMAL), frame)
-    assert is_resolved(resolved)
-    assert resolved.model.window_norm == "log_mean" and resolved.preprocess.target_scaler == "none"
-    assert resolved.preprocess.feature_scaler == "none" and resolved.preprocess.target_transform == "level"
-    assert resolved.train.loss == "mae" and resolved.train.loss_weight == "none"  # one series: nothing to weigh
-    assert resolved.model.residual_to == "seasonal_naive" and resolved.evaluate.season_length == 12
-    plain = resolve_auto(parse_config({**MINIMAL, "model": {"window_norm": "none"}}), weekly(trend=0.1))
-    assert plain.preprocess.target_transform == "log_return" and plain.preprocess.target_scaler == "standard"
-    assert plain.train.loss == "mse" and plain.model.residual_to == "none" and plain.model.input_chunk == 1
+    assert drifts(frame["y"].to_numpy()[:48], season=12)
+    one = resolve_auto(parse_config(MINIMAL), frame)
+    assert is_resolved(one) and one.model.window_norm == "none"  # one series: the plain network
+    assert one.preprocess.target_transform == "log_return" and one.preprocess.target_scaler == "standard"
+    assert one.train.loss == "mse" and one.model.residual_to == "none" and one.model.input_chunk == 1
+    other = monthly_multiplicative().assign(y=lambda f: 3 * f["y"])
+    many = resolve_frames(parse_config(MINIMAL), [frame, other])
+    assert is_resolved(many) and many.model.window_norm == "log_mean" and many.preprocess.target_transform == "level"
+    assert many.preprocess.feature_scaler == "none" and many.preprocess.target_scaler == "none"
+    assert many.train.loss == "mae" and many.train.loss_weight == "mase" and many.train.loss_weight_power == 0.5
+    assert many.model.residual_to == "seasonal_naive" and many.evaluate.season_length == 12
 
 
 def test_data_with_values_at_or_below_zero_keeps_the_plain_network() -> None:
@@ -157,20 +159,24 @@ def hourly(days: int) -> pd.DataFrame:
 
 
 def test_the_lookback_sees_the_longest_season_the_data_can_feed() -> None:
-    """Hourly data has a day and a week: 60 days feed a week of lookback (7 LSTM steps of a day); 10 days only
-    two days. Daily data has a week and a year."""
+    """Hourly data has a day and a week: 60 days feed a week of lookback (for several series 7 LSTM steps of a
+    day); 10 days only two days. Daily data has a week and a year."""
     assert seasons_for("h") == (24, 168) and seasons_for("D") == (7, 365) and seasons_for("MS") == (12,)
     assert seasons_for("YS") == () and seasons_for("B") == (5, 260)
     cfg = parse_config({**MINIMAL, "split": {"val": 48, "test": 48}, "window": {"horizon": 48}})
-    long = resolve_auto(cfg, hourly(60))
+    long = resolve_frames(cfg, [hourly(60), hourly(60).assign(y=lambda f: 2 * f["y"])])
     assert long.window.lookback == 168 and long.model.input_chunk == 24 and long.evaluate.season_length == 24
-    short = resolve_auto(cfg, hourly(10))
+    assert resolve_auto(cfg, hourly(60)).window.lookback == 168  # one series too (its chunk: 1)
+    short = resolve_frames(cfg, [hourly(10), hourly(10).assign(y=lambda f: 2 * f["y"])])
     assert short.window.lookback == 48 and short.model.input_chunk == 24
     t = np.arange(1500)
-    daily = pd.DataFrame({"y": 20 + np.sin(2 * np.pi * t / 365) + 0.1 * np.sin(2 * np.pi * t / 7)},
+    daily = pd.DataFrame({"y": 20 + np.sin(2 * np.pi * t / 365) + np.random.default_rng(5).normal(0, 0.01, len(t))},
                          index=pd.DatetimeIndex(pd.date_range("2019-01-01", periods=len(t), freq="D"), name="week"))
-    resolved = resolve_auto(parse_config({**MINIMAL, "split": {"val": 14, "test": 14}, "window": {"horizon": 14}}), daily)
+    cfg = parse_config({**MINIMAL, "split": {"val": 14, "test": 14}, "window": {"horizon": 14}})
+    resolved = resolve_frames(cfg, [daily, daily.assign(y=lambda f: f["y"] + 5)])
     assert resolved.window.lookback == 364 and resolved.model.input_chunk == 7  # 52 whole weeks
+    walk = daily.assign(y=50 * np.exp(np.cumsum(np.random.default_rng(6).normal(0, 0.01, len(t)))))
+    assert resolve_auto(cfg, walk).window.lookback == 365  # one series, its chunk 1: the whole year
 
 
 def test_the_head_corrects_seasonal_naive_only_where_the_season_is_in_the_data() -> None:
@@ -179,7 +185,8 @@ def test_the_head_corrects_seasonal_naive_only_where_the_season_is_in_the_data()
     steps = np.random.default_rng(4).normal(0, 0.01, 600)
     prices = pd.DataFrame({"y": 50 * np.exp(np.cumsum(steps))},
                           index=pd.DatetimeIndex(pd.date_range("2020-01-01", periods=600, freq="B"), name="week"))
-    resolved = resolve_auto(parse_config(MINIMAL), prices)
+    resolved = resolve_frames(parse_config(MINIMAL), [prices, prices.assign(y=lambda f: 2 * f["y"])])
     assert resolved.evaluate.season_length == 5 and resolved.model.window_norm == "log_mean"
     assert resolved.model.residual_to == "none"
-    assert resolve_auto(parse_config(MINIMAL), monthly_multiplicative()).model.residual_to == "seasonal_naive"
+    seasonal = [monthly_multiplicative(), monthly_multiplicative().assign(y=lambda f: 2 * f["y"])]
+    assert resolve_frames(parse_config(MINIMAL), seasonal).model.residual_to == "seasonal_naive"
