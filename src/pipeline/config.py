@@ -186,7 +186,7 @@ class WindowConfig(_Frozen):
     """
 
     lookback: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
-    """Past rows each forecast reads; `auto`: two seasons (8 rows without a season), at most a third of the training rows."""
+    """Past rows each forecast reads; `auto`: two seasons (8 rows without a season) or the longest season of the calendar the data can feed (a week of sub-daily data, a year of daily data), at most a third of the median series' training rows and no more than the shortest series can feed before its held-out part."""
     horizon: int = Field(1, ge=1)
     """Steps forecast at once."""
     lead: int = Field(1, ge=0)
@@ -197,7 +197,7 @@ class PreprocessConfig(_Frozen):
     """Transforms and scalers, fit on the training rows only."""
 
     target_transform: TransformSetting = AUTO
-    """How the target is modelled: `level`, `difference`, `log_return` or `log` (the last two need values > 0); `auto`: `level` unless the level drifts over the training rows, then `log_return` for values all > 0, else `difference`."""
+    """How the target is modelled: `level`, `difference`, `log_return` or `log` (the last two need values > 0); `auto`: `level` with `model.window_norm`; else `level` unless the level drifts over the training rows (whole seasons compared), then `log_return` for values all > 0, else `difference`."""
     feature_transforms: dict[str, Transform] = Field(default_factory=dict)
     """Per-feature transform, e.g. `{Volume: log}`; the others take `default_feature_transform`."""
     default_feature_transform: TransformSetting = AUTO
@@ -229,7 +229,7 @@ class ModelConfig(_Frozen):
     input_chunk: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
     """Consecutive rows fed to the LSTM as one step, their values side by side (24 on hourly data makes a lookback of 168 rows 7 steps of a day each); `window.lookback` must be a multiple of it; `auto`: one season when the network normalises its windows and the lookback holds two seasons or more, else 1."""
     window_norm: Literal["none", "log_mean", "auto"] = AUTO
-    """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0; needs the target among the features, `level` transforms and no scalers); `none`: the preprocess scalers alone; `auto`: `log_mean` when every value read is > 0, the target is among the features and no transform or scaler is set otherwise, else `none`."""
+    """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0; needs the target among the features, `level` transforms and no scalers); `none`: the preprocess scalers alone; `auto`: for several series `log_mean` when every value read is > 0, the target is among the features and no transform or scaler is set otherwise, else `none`."""
     residual_to: Literal["none", "seasonal_naive", "auto"] = AUTO
     """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`evaluate.season_length` rows; needs the target among the features); `none`: the forecast itself; `auto`: `seasonal_naive` with `window_norm` and a season in the data (seasonal naive beats naive on the training rows), else `none`."""
     quantiles: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = ()
