@@ -8,6 +8,20 @@ Each series' last H rows of a `*-train.csv` are held out as the target (the prod
     python bench/auto_validation.py m4-hourly --series 60 --set model.hidden_size=64
 
 Prints the model's sMAPE, MASE and 80/95 % coverage on the held-out tail beside naive and seasonal naive.
+
+Measured with the `auto` recipe (seed 1, 2 shared cores; before: the code before it, where a yearly
+series too short for the old lookback was not scored; quarterly, monthly and hourly as sMAPE / MASE):
+
+| set | before | after | naive | seasonal naive | coverage 80 / 95 after |
+|---|---|---|---|---|---|
+| M3 yearly, 645 series | 40.94 / 7.771 (327 scored) | 20.19 / 3.596 (645) | 21.45 / 3.779 | - | 0.748 / 0.909 |
+| M3 quarterly, 756 | 10.68 / 1.297 (663) | 9.01 / 1.103 (756) | 10.77 / 1.460 | 11.65 / 1.583 | 0.738 / 0.884 |
+| M3 monthly, 300 drawn | 13.60 / 1.126 (222) | 14.90 / 0.956 (300) | 18.76 / 1.269 | 18.11 / 1.195 | 0.783 / 0.937 |
+| M4 Hourly, 20 drawn, 30 epochs | 14.26 / 2.718 | 11.34 / 1.084 | 41.90 / 13.04 | 12.40 / 1.069 | 0.789 / 0.923 |
+| AAPL, h 5, split {val: 60, test: 60} | 2.780 / 2.867 | 2.793 / 2.882 | 2.755 / 2.836 | 3.733 / 3.858 | 0.821 / 1.000 |
+| SBUX, same | 2.024 / 0.594 | 2.024 / 0.594 | 2.036 / 0.598 | 2.801 / 0.819 | 0.754 / 0.971 |
+
+The naive figures of the "after" rows are over every series; "before" scored fewer series.
 """
 
 from __future__ import annotations
