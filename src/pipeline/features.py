@@ -24,6 +24,7 @@ DIFFERENCING: frozenset[str] = frozenset({"difference", "log_return"})
 
 
 # ---------------------------------------------------------------- transforms
+CALENDAR_DATES = 3  # dates that show a calendar's rhythm (pipeline.dates.infer_frequency)
 LOGS: frozenset[str] = frozenset({"log", "log_return"})  # transforms defined for values > 0 only
 
 
@@ -351,7 +352,10 @@ class Preprocessor:
         self.feature_scaler = fit_scaler(self.feature_scaler_kind, feats[rows])
         self.target_scaler = fit_scaler(self.target_scaler_kind, target[rows].reshape(-1, 1))
         dated = isinstance(frame.index, pd.DatetimeIndex)
-        self.frequency = self.given_frequency or (infer_frequency(frame.index[:bounds.val_start]) if dated else None)
+        # the calendar from the training dates; a short series' from its dates up to the test part (two dates
+        # of a yearly series read as 8760 hours; dates are known ahead, no value is read)
+        known = bounds.val_start if bounds.val_start >= CALENDAR_DATES else max(bounds.val_start, bounds.test_start)
+        self.frequency = self.given_frequency or (infer_frequency(frame.index[:known]) if dated else None)
         self.fitted = True
         return self
 

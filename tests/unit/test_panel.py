@@ -430,3 +430,16 @@ def test_the_intervals_are_calibrated_on_every_validation_origin(tmp_path: Path)
     _, calibration = steps.forecast_splits(lambda _: model, data, preps, cfg)
     assert calibration.model.windows == 8  # 2 series x 4 origins
     assert all(lo < hi for lo, hi in zip(calibration.model.quantiles[80], calibration.model.quantiles[95]))
+
+
+def test_a_series_scored_on_two_training_rows_keeps_its_calendar(tmp_path: Path) -> None:
+    """Two training dates of a yearly series read as 8760 hours; its calendar comes from its dates up to the
+    test part, so its forecasts fall on year starts."""
+    frame = make_long("AB", n=20, short={"A": 14}, freq="YS")
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), split={"val": 6, "test": 6}, window={"lookback": 2, "horizon": 6}))
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=2)
+    preps = steps.prepare_panel(data, cfg)
+    assert preps["A"].bounds.val_start == 2 and preps["A"].trainable
+    assert preps["A"].pre.frequency == preps["B"].pre.frequency == "YS-JAN"
