@@ -156,9 +156,9 @@ def feedable_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seaso
     return max(chunk, lookback // chunk * chunk)  # a chunk longer than the data can feed: the short series are refused
 
 
-def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int | None) -> dict[str, dict]:
-    """The network's window options that say `auto` (docs/configuration.md, "The auto recipe"): per-window
-    log-mean normalisation for data whose every value read is > 0 (the scale of each window divides out, so
+def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> dict[str, dict]:
+    """The network's window options that say `auto` (docs/bring-your-own-series.md, "The auto recipe"): per-window
+    log-mean normalisation for several series whose every value read is > 0 (the scale of each window divides out, so
     one network serves series at any level and a trending series' forecasts follow its level beyond the
     training range), no scalers then, and an absolute error in log-ratio units (close to sMAPE), weighted
     towards MASE with several series; else the plain network on scaled values and a squared error."""
@@ -246,7 +246,7 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
     seasons = seasons_for(frequency) if auto_season else ((cfg.evaluate.season_length,) if cfg.evaluate.season_length else ())
     season = seasons[0] if seasons else None
     train_rows = int(np.median([max(1, split_by_time(f.index, cfg.split).val_start) for f in frames]))
-    changes: dict[str, dict[str, object]] = recipe_changes(cfg, frames, season)
+    changes: dict[str, dict[str, object]] = recipe_changes(cfg, frames)
     if auto_season:
         # the seasonal naive baseline needs a whole season of known rows before each forecast
         season = season if season and season < train_rows else None
