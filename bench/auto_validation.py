@@ -38,9 +38,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
 
-from pipeline import panel, steps  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.ingest import RawData  # noqa: E402
+from pipeline.data import panel  # noqa: E402
+from pipeline.training import steps
+from pipeline.config.settings import PipelineConfig  # noqa: E402
+from pipeline.data.reading import RawData  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SETS = {  # name: (training file, horizon)
@@ -100,12 +101,12 @@ def run(name: str, series: int | None, seed: int, horizon: int | None, sets: lis
     source = RawData(frame=frame.reset_index(drop=True), source=name, digest="")
     started = time.perf_counter()
     if cfg.data.series_column is None:
-        from pipeline.schemas import validate_prices
-        from pipeline.features import min_rows_needed
+        from pipeline.data.contract import validate_prices
+        from pipeline.features.windows import min_rows_needed
         one = validate_prices(source.frame, cfg.data, name, min_rows=min_rows_needed(cfg))
         cfg, data_panel = panel.resolve_panel(source, cfg, panel.of_one(one))
     else:
-        from pipeline.features import input_rows_needed
+        from pipeline.features.windows import input_rows_needed
         data_panel = panel.validate_panel(source, cfg, min_rows=input_rows_needed(cfg))
         cfg, data_panel = panel.resolve_panel(source, cfg, data_panel)
     preps = steps.prepare_panel(data_panel, cfg)

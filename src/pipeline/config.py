@@ -10,10 +10,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
-from pipeline.intervals import tail_probabilities
+from pipeline.config.settings import tail_probabilities
 
 Transform = Literal["level", "difference", "log_return", "log"]
-AUTO = "auto"  # a setting resolved from the data (pipeline.defaults.resolve_auto)
+AUTO = "auto"  # a setting resolved from the data (pipeline.data.auto.resolve_auto)
 AUTO_KEYS = frozenset({"lookback", "season_length", "input_chunk"})  # whole numbers that may say `auto`
 TransformSetting = Literal["level", "difference", "log_return", "log", "auto"]
 

@@ -36,9 +36,10 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from pipeline.config import AUTO, PipelineConfig, Transform
+from pipeline.config.settings import AUTO, PipelineConfig, Transform
 from pipeline.dates import infer_frequency, parse_frequency
-from pipeline.features import DIFFERENCING, LOGS, split_by_time
+from pipeline.features.transforms import DIFFERENCING, LOGS
+from pipeline.features.windows import split_by_time
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline.config import AUTO, PipelineConfig, ScalerKind, SplitConfig, Transform, settled
+from pipeline.config.settings import AUTO, PipelineConfig, ScalerKind, SplitConfig, Transform, settled
 from pipeline.dates import infer_frequency
 from pipeline.errors import ConfigError, DataError
 
@@ -304,7 +304,7 @@ class Preprocessor:
                       if v == AUTO]
         if unresolved:
             raise ConfigError(f"{', '.join(unresolved)} still say auto: resolve the config against its data first "
-                              "(pipeline.defaults.resolve_auto)")
+                              "(pipeline.data.auto.resolve_auto)")
         self.features = list(cfg.data.features)
         self.target = cfg.data.target
         self.feature_transforms = {c: cfg.preprocess.transform_for(c) for c in self.features}

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig, settled
+from pipeline.config.settings import ModelConfig, settled
 from pipeline.runtime import denormals_flushed, without_denormals
 
 if TYPE_CHECKING:
-    from pipeline.features import Preprocessor
+    from pipeline.features.windows import Preprocessor
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import PipelineConfig
+from pipeline.config.settings import PipelineConfig
 from pipeline.errors import DataError
-from pipeline.features import Preprocessor, transform_domain
-from pipeline.ingest import RawData, is_remote, load_prices
-from pipeline.model_format import ONE_SERIES
-from pipeline.schemas import (DATE, ParsedTable, ValidatedData, check_columns, format_report, parse_table, passes_fast,
-                              series_failures, settle_gaps, validate_prices)
+from pipeline.features.windows import Preprocessor
+from pipeline.features.transforms import transform_domain
+from pipeline.data.reading import RawData, is_remote, load_prices
+from pipeline.data.panel import ONE_SERIES
+from pipeline.data.contract import (DATE, ParsedTable, ValidatedData, check_columns, format_report, parse_table,
+    passes_fast, series_failures, settle_gaps, validate_prices)
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def resolve_panel(raw: RawData, cfg: PipelineConfig, data: Panel) -> tuple[Pipel
     lookback the shortest series can feed). A series too short for even that (fewer rows than the lookback and
     the warm-up) is a bad series, settled by `data.on_bad_series` with a report of the rows it needs.
     """
-    from pipeline.defaults import is_resolved, resolve_frames
+    from pipeline.data.auto import is_resolved, resolve_frames
 
     if is_resolved(cfg):
         return cfg, data

@@ -18,18 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluate
-from pipeline.config import PipelineConfig
+from pipeline.evaluation import metrics
+from pipeline.config.settings import PipelineConfig
 from pipeline.dates import format_dates
 from pipeline.errors import DataError
-from pipeline.evaluate import Forecasts
-from pipeline.features import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, prepare, split_by_time
-from pipeline.intervals import Calibration
-from pipeline.model import LSTMForecaster
-from pipeline.model_format import ONE_SERIES, ForecastBundle, SeriesModels
-from pipeline.train import EpochCallback, TrainResult, fit, init_model
+from pipeline.evaluation.metrics import Forecasts
+from pipeline.features.windows import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, prepare, split_by_time
+from pipeline.evaluation.intervals import Calibration
+from pipeline.model.network import LSTMForecaster
+from pipeline.data.panel import ONE_SERIES
+from pipeline.serving.model_format import ForecastBundle, SeriesModels
+from pipeline.model.training import EpochCallback, TrainResult, fit, init_model
 
-from pipeline.panel import Panel
+from pipeline.data.panel import Panel
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,8 @@ SCORED = ("rmse", "mae", "smape", "mase")
 
 def series_metrics(actual: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, float]:
     """RMSE, MAE, sMAPE and MASE (M4's definitions) of one series' forecasts."""
-    return {"rmse": evaluate.rmse(actual, pred), "mae": evaluate.mae(actual, pred),
-            "smape": evaluate.smape(actual, pred), "mase": evaluate.mase(actual, pred, scale)}
+    return {"rmse": metrics.rmse(actual, pred), "mae": metrics.mae(actual, pred),
+            "smape": metrics.smape(actual, pred), "mase": metrics.mase(actual, pred, scale)}
 
 
 def insample_scale(frame: pd.DataFrame, target: str, end: int, season: int | None) -> float:
@@ -187,7 +188,7 @@ def insample_scale(frame: pd.DataFrame, target: str, end: int, season: int | Non
     M4 scales by the error over all the data known at the forecast origin; for the test part that is
     the training and validation rows.
     """
-    return evaluate.mase_scale(frame[target].to_numpy(dtype=float)[:end], season or 1)
+    return metrics.mase_scale(frame[target].to_numpy(dtype=float)[:end], season or 1)
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def forecast_panel(model_for: ModelFor, panel: Panel, preps: Mapping[str, Series
     out = {}
     for sid, prep in preps.items():
         if prep.trainable and len(prep.windows[split]):
-            out[sid] = evaluate.forecast_split(model_for(sid), prep.pre, panel.series[sid], prep.windows[split],
+            out[sid] = metrics.forecast_split(model_for(sid), prep.pre, panel.series[sid], prep.windows[split],
                                                cfg.evaluate)
     return out
 
@@ -257,7 +258,7 @@ def score_panel(forecasts: Mapping[str, Forecasts], panel: Panel, preps: Mapping
                 row[f"{who}__{metric}"] = value
         for who, bands in {"model": fc.bands, **fc.baseline_bands}.items():
             if bands:  # coverage, width, ACD per level, pinball, MSIS (same scale as MASE)
-                row.update({f"{who}__{m}": v for m, v in evaluate.interval_metrics(fc.actual, bands, fc.levels,
+                row.update({f"{who}__{m}": v for m, v in metrics.interval_metrics(fc.actual, bands, fc.levels,
                                                                                      scale).items()})
         rows.append(row)
     return PanelScores(split, pd.DataFrame(rows))
@@ -287,7 +288,7 @@ def calibration_forecasts(model_for: ModelFor, panel: Panel, preps: Mapping[str,
             continue
         known = windows.target_positions >= 0
         shown = replace(windows, target_positions=np.where(known, windows.target_positions, windows.origins[:, None]))
-        fc = evaluate.forecast_split(model_for(sid), prep.pre, frame, shown, cfg.evaluate)
+        fc = metrics.forecast_split(model_for(sid), prep.pre, frame, shown, cfg.evaluate)
         out[sid] = replace(fc, actual=np.where(known, fc.actual, np.nan))
     return out
 
@@ -296,7 +297,7 @@ def calibrate_panel(val: Mapping[str, Forecasts], scales: Mapping[str, float],
                     cfg: PipelineConfig) -> Calibration | None:
     """One conformal table for every series, from the validation errors (`calibration_forecasts`: every
     validation origin) each divided by its series' scale (one series: in its own units, no table of scales)."""
-    return evaluate.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals,
+    return metrics.calibrate([(fc, scales[sid]) for sid, fc in val.items()], cfg.intervals,
                               dict(scales) if cfg.data.series_column else None,
                               span=cfg.window.lookback - 1 if isinstance(cfg.window.lookback, int) else 0)
 
@@ -304,7 +305,7 @@ def calibrate_panel(val: Mapping[str, Forecasts], scales: Mapping[str, float],
 def with_panel_intervals(forecasts: Mapping[str, Forecasts], calibration: Calibration | None,
                          scales: Mapping[str, float]) -> dict[str, Forecasts]:
     """Each series' forecasts with its intervals (the shared table times the series' scale)."""
-    return {sid: evaluate.with_intervals(fc, calibration, scales[sid]) for sid, fc in forecasts.items()}
+    return {sid: metrics.with_intervals(fc, calibration, scales[sid]) for sid, fc in forecasts.items()}
 
 
 def forecast_splits(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import PipelineConfig, TrainConfig, settled
+from pipeline.config.settings import PipelineConfig, TrainConfig, settled
 from pipeline.errors import TrainingError
-from pipeline.features import Windows
-from pipeline.model import EVAL_BATCH, LSTMForecaster, as_batch
+from pipeline.features.windows import Windows
+from pipeline.model.network import EVAL_BATCH, LSTMForecaster, as_batch
 from pipeline.runtime import denormals_flushed, pick_threads, zero_denormals_
 
 log = logging.getLogger(__name__)
