@@ -27,8 +27,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import (data_path, default_config, fmt_range, free_port, load_frame, machine_note, prepare, print_table,
-                     stop_group, synthetic_prices)
+from _common import (
+    data_path,
+    default_config,
+    fmt_range,
+    free_port,
+    load_frame,
+    machine_note,
+    prepare,
+    print_table,
+    stop_group,
+    synthetic_prices,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -37,10 +47,10 @@ def train_and_log(work: Path) -> tuple[str, object, str]:
     """A model trained for a few epochs and logged as the flow logs it: (model URI, config, tracking URI)."""
     uri = f"sqlite:///{work / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from pipeline import tracking
-    from pipeline.serving import ForecastBundle
-    from pipeline.steps import series_example as input_example
-    from pipeline.train import fit, init_model
+    from pipeline.model.training import fit, init_model
+    from pipeline.serving.forecast import ForecastBundle
+    from pipeline.tracking import store as tracking
+    from pipeline.training.steps import series_example as input_example
 
     cfg = default_config(train={"epochs": 3, "patience": None})
     frame = load_frame(data_path("SBUX"), cfg)
@@ -96,7 +106,7 @@ def bench_pyfunc(model_uri: str, cfg, repeats: int) -> tuple[list[list[object]],
         rows.append([f"{windows:,}", len(data), f"{first * 1000:.1f}", fmt_range(times, 2, 1000),
                      f"{med * 1000 / windows:.1f}", target, verdict])
     # Where one window's time goes: the input contract (pandera) against the model and preprocessing.
-    from pipeline.serving import forecast_frame, validate_input
+    from pipeline.serving.forecast import forecast_frame, validate_input
 
     inner = model.unwrap_python_model()
     data = raw_rows(input_rows, cfg)

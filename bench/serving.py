@@ -53,18 +53,20 @@ def post(url: str, payload: dict) -> tuple[int, float]:
 
 
 def register_champion(csv: Path, epochs: int) -> None:
-    from pipeline import features, registry, tracking
-    from pipeline.config import load_config
-    from pipeline.ingest import load_prices
-    from pipeline.model import LSTMForecaster
-    from pipeline.schemas import validate_prices
-    from pipeline.serving import ForecastBundle
-    from pipeline.steps import series_example as input_example
-    from pipeline.train import fit
+    from pipeline.config.settings import load_config
+    from pipeline.data.contract import validate_prices
+    from pipeline.data.reading import load_prices
+    from pipeline.features import windows as feature_windows
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import fit
+    from pipeline.serving.forecast import ForecastBundle
+    from pipeline.tracking import registry
+    from pipeline.tracking import store as tracking
+    from pipeline.training.steps import series_example as input_example
 
     cfg = load_config(ROOT / "configs/default.yaml").with_overrides(train={"epochs": epochs}, data={"source": str(csv)})
-    frame = validate_prices(load_prices(str(csv)).frame, cfg.data, str(csv), features.min_rows_needed(cfg)).frame
-    pre, _, windows = features.prepare(frame, cfg)
+    frame = validate_prices(load_prices(str(csv)).frame, cfg.data, str(csv), feature_windows.min_rows_needed(cfg)).frame
+    pre, _, windows = feature_windows.prepare(frame, cfg)
     model = LSTMForecaster.from_config(cfg.model, windows["train"].X.shape[2], cfg.window.horizon)
     result = fit(model, windows["train"], windows["val"], cfg.train)
     client = tracking.get_client()

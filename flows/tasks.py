@@ -24,23 +24,32 @@ from prefect.tasks import exponential_backoff
 
 from flows.early_server import exit_with_parent
 from flows.reporting import publish_promotion
-from pipeline import backtest, evaluate, features, gate, panel, plots, progress, registry, reports, runs, steps, tracking
-from pipeline.config import PipelineConfig
-from pipeline.defaults import resolve_auto
+from pipeline.config.settings import PipelineConfig
+from pipeline.data import panel
+from pipeline.data.auto import resolve_auto
+from pipeline.data.contract import ValidatedData, validate_prices
+from pipeline.data.panel import ONE_SERIES, Panel
+from pipeline.data.reading import RawData, RemoteReadError, load_prices
 from pipeline.errors import ConfigError, PipelineError, TrainingError
-from pipeline.evaluate import Forecasts, Scores
-from pipeline.faults import kill_point
-from pipeline.features import Preprocessor, SplitBounds, Windows, input_rows_needed
-from pipeline.ingest import RawData, RemoteReadError, load_prices
-from pipeline.intervals import Calibration
-from pipeline.model_format import ForecastBundle
-from pipeline.output import SQLITE_SIBLINGS, Guarded
-from pipeline.panel import ONE_SERIES, Panel
-from pipeline.steps import PanelFit, PanelScores, SeriesPrep
-from pipeline.runs import Timings, TrainingSummary
-from pipeline.schemas import ValidatedData, validate_prices
-from pipeline.tracking import TrackedRun
-from pipeline.train import TrainResult, fit, init_model, plan_training
+from pipeline.evaluation import metrics as evaluate
+from pipeline.evaluation import plots
+from pipeline.evaluation.intervals import Calibration
+from pipeline.evaluation.metrics import Forecasts, Scores
+from pipeline.features import transforms
+from pipeline.features import windows as feature_windows
+from pipeline.features.windows import Preprocessor, SplitBounds, Windows, input_rows_needed
+from pipeline.model import progress
+from pipeline.model.training import TrainResult, fit, init_model, plan_training
+from pipeline.runtime import kill_point
+from pipeline.serving.model_format import ForecastBundle
+from pipeline.tracking import promotion as gate
+from pipeline.tracking import registry, run_report, training_run
+from pipeline.tracking import store as tracking
+from pipeline.tracking.forecast_files import SQLITE_SIBLINGS, Guarded
+from pipeline.tracking.store import TrackedRun
+from pipeline.tracking.training_run import Timings, TrainingSummary
+from pipeline.training import backtest, steps
+from pipeline.training.steps import PanelFit, PanelScores, SeriesPrep
 
 DASK_ADDRESS_ENV = "PIPELINE_DASK_ADDRESS"  # a Dask scheduler for the parallel tasks when no option names one
 
@@ -78,7 +87,7 @@ def resolve_task(client: Any, model_uri: str) -> registry.ModelRef:
 @task(name="load-model", **STEP)
 def load_task(model_uri: str) -> tuple[Any, ForecastBundle]:
     """The logged pyfunc, checked against its manifest, and the model it holds as data."""
-    from pipeline.pyfunc import load_forecaster
+    from pipeline.serving.pyfunc import load_forecaster
 
     return load_forecaster(model_uri)
 
@@ -87,15 +96,15 @@ def load_task(model_uri: str) -> tuple[Any, ForecastBundle]:
       retry_condition_fn=retry_remote_only, **STEP)
 def ingest_task(source: str | tuple[str, ...]) -> RawData:
     """The file (or, for many series, the files of a folder or a list) as read."""
-    from pipeline.panel import load_sources
+    from pipeline.data.panel import load_sources
 
     return load_prices(source) if isinstance(source, str) and not Path(source).is_dir() else load_sources(source)
 
 
 @task(name="validate", **STEP)
 def validate_task(raw: RawData, cfg: PipelineConfig) -> ValidatedData:
-    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg),
-                           positive=features.transform_domain(cfg))
+    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=feature_windows.min_rows_needed(cfg),
+                           positive=transforms.transform_domain(cfg))
 
 
 def prefect_tags() -> dict[str, str]:
@@ -328,7 +337,7 @@ def log_scores(run: TrackedRun, cfg: PipelineConfig, scores: dict[str, PanelScor
     from prefect.artifacts import create_table_artifact
 
     try:
-        create_table_artifact(scores["test"].records(), key=reports.artifact_key(cfg.name, "series-scores"),
+        create_table_artifact(scores["test"].records(), key=run_report.artifact_key(cfg.name, "series-scores"),
                               description=f"{cfg.name}: test scores per series (RMSE, sMAPE, MASE beside the baselines)")
     except Exception as exc:  # noqa: BLE001 - best effort: MLflow holds the same table
         get_run_logger().warning("could not create the per-series table artifact: %s", exc)
@@ -383,10 +392,10 @@ def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id
 
     extra = prefect_tags()
     decision = registry.register_and_promote(
-        run.client, name, model_uri, run.run_id, runs.version_tags(raw.digest, metrics, extra),
+        run.client, name, model_uri, run.run_id, training_run.version_tags(raw.digest, metrics, extra),
         registry.TestWindow(*inputs.window, raw.digest), metrics[f"test_{metric}"], baseline_score, rescore,
         (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion),
-        runs.registered_by(run.run_id, extra.get("prefect.flow_run_id")), model_id=model_id,
+        training_run.registered_by(run.run_id, extra.get("prefect.flow_run_id")), model_id=model_id,
         measure=(metric, baseline), coverage=gate.coverage_requirement(metrics, cfg.registry.max_coverage_error))
     publish_promotion(decision.markdown(name, run.run_id), name, f"{name} v{decision.version}: {decision.reason}")
     return decision
@@ -401,7 +410,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
     tracking.log_params_and_tags(run.client, run.run_id, cfg.flat(), {})  # `auto` settings as resolved
     with timings.stage("prepare"):
         preps = prepare_panel_task(data, cfg)
-    with runs.kept_on_tracking_failure(cfg, run.run_id) as kept:
+    with training_run.kept_on_tracking_failure(cfg, run.run_id) as kept:
         with timings.stage("train"):
             trained = train_panel(run, preps, cfg, timings)
         keep(kept, data, preps, trained)
@@ -431,7 +440,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
     return summary, tags
 
 
-def keep(kept: runs.Trained, data: Panel, preps: dict[str, SeriesPrep], trained: PanelFit) -> None:
+def keep(kept: training_run.Trained, data: Panel, preps: dict[str, SeriesPrep], trained: PanelFit) -> None:
     """What a tracking failure saves locally (one series: its preprocessor and network)."""
     if data.column is None:
         kept.pre, kept.result = preps[ONE_SERIES].pre, trained.first

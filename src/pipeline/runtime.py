@@ -1,7 +1,8 @@
 """The machine and process a run works in, and the tricks that make it fast there, in one place: the process
 that owns a run (host, pid, start time, boot id: a run left RUNNING by a process that died can be told from a
 live one), the git state it records, the threads torch trains with, denormal floats, and the interpreter's
-start-up and exit (imports with the collector paused, the collector frozen at exit).
+start-up and exit (imports with the collector paused, the collector frozen at exit), and the test hook that
+kills the process at a named stage (`kill_point`).
 
 Plain functions on /proc, the hostname, git, torch's and the interpreter's settings; torch is imported only by the
 functions that use it. Imported by training, the model, the tracking and registry modules and the CLI alike.
@@ -13,6 +14,7 @@ import atexit
 import copy
 import gc
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
@@ -264,3 +266,24 @@ def freeze_collector_at_exit() -> None:
     references go.
     """
     atexit.register(gc.freeze)
+
+
+# ---------------------------------------------------------------- a test hook: kill at a stage
+# A test hook: kill this process at a named stage boundary, to test what a crash leaves behind.
+#
+# `PIPELINE_KILL_AT=<stage>` in the environment makes `kill_point(stage)` send SIGKILL to its own
+# process there: nothing runs after it (no `finally`, no atexit), as with `kill -9` or the OOM
+# killer. Unset (always, outside tests) it does nothing. The training flow's stages:
+#
+# - `training`: at the end of the first epoch (the run is RUNNING, nothing logged as a model);
+# - `model-logging`: right after the pyfunc is logged, before its scores;
+# - `registration`: right after the model version is created, before its aliases move;
+# - `after-alias-move`: right after registration and the gate's alias moves, before the run's tags.
+KILL_ENV = "PIPELINE_KILL_AT"
+STAGES = ("training", "model-logging", "registration", "after-alias-move")
+
+
+def kill_point(stage: str) -> None:
+    """SIGKILL this process when `PIPELINE_KILL_AT` names `stage`; otherwise nothing."""
+    if os.environ.get(KILL_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)

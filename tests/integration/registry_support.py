@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import features, gate, registry, tracking
-from pipeline.config import PipelineConfig, parse_config
-from pipeline.model import LSTMForecaster
-from pipeline.schemas import validate_prices
-from pipeline.serving import ForecastBundle, forecast_frame
-from pipeline.steps import series_example as input_example
+from pipeline.config.settings import PipelineConfig, parse_config
+from pipeline.data.contract import validate_prices
+from pipeline.features import windows as feature_windows
+from pipeline.model.network import LSTMForecaster
+from pipeline.serving.forecast import ForecastBundle, forecast_frame
+from pipeline.tracking import promotion, registry
+from pipeline.tracking import store as tracking
+from pipeline.training.steps import series_example as input_example
 
 
 def client_for(uri: str):
@@ -104,8 +106,8 @@ class Planted:
 
 def plant(raw: pd.DataFrame, cfg: PipelineConfig, output: float) -> Planted:
     """Fit the preprocessor on `raw`'s training rows; the network always outputs `output`."""
-    frame = validate_prices(raw, cfg.data, "planted.csv", min_rows=features.min_rows_needed(cfg)).frame
-    pre, _, windows = features.prepare(frame, cfg)
+    frame = validate_prices(raw, cfg.data, "planted.csv", min_rows=feature_windows.min_rows_needed(cfg)).frame
+    pre, _, windows = feature_windows.prepare(frame, cfg)
     model = LSTMForecaster.from_config(cfg.model, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
     last = model.head[-1]
     with torch.no_grad():
@@ -142,7 +144,7 @@ class Window:
 
 def window_of(frame: pd.DataFrame, cfg: PipelineConfig, digest: str = "planted") -> Window:
     """The test part of `frame` under `cfg`'s split, as the training flow hands it to the gate."""
-    pre, _, windows = features.prepare(frame, cfg)
+    pre, _, windows = feature_windows.prepare(frame, cfg)
     positions = windows["test"].target_positions[:, 0]
     dates = frame.index[positions]
     closes = frame[cfg.data.target].to_numpy(dtype=float)
@@ -178,7 +180,7 @@ def register(client, planted: Planted, win: Window, frame: pd.DataFrame, margins
     cfg = planted.bundle.config
 
     def rescore(model_uri: str) -> registry.Score:
-        return registry.rescore(model_uri, win.raw_rows, cfg.data.target, lambda table: gate.scored_in_full(
+        return registry.rescore(model_uri, win.raw_rows, cfg.data.target, lambda table: promotion.scored_in_full(
             table, win.actual, win.first_dates, cfg.window.horizon))
 
     return registry.register_and_promote(client, name, uri, run_id, {"data_digest": "planted"}, win.window,

@@ -21,8 +21,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline import faults, tracking
-from pipeline.cli import main
+from pipeline import runtime
+from pipeline.cli.main import main
+from pipeline.tracking import store as tracking
 from tests.conftest import ROOT, make_prices
 from tests.integration.processes import alive, descendants
 from tests.integration.registry_support import closed_port, registry_state
@@ -133,7 +134,7 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(prefect_harnes
 def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, mlflow_store, write_config,
                                                                      monkeypatch, capsys, tmp_path) -> None:
     """The server goes away between training and logging the model: the error says where the weights are."""
-    from pipeline.serving import ForecastModel
+    from pipeline.serving.forecast import ForecastModel
 
     dead = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv(tracking.ATTEMPTS_ENV, "2")
@@ -207,15 +208,15 @@ def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harne
     print(f"two concurrent runs finished in {elapsed:.1f}s")
 
 
-@pytest.mark.parametrize("stage", faults.STAGES)
+@pytest.mark.parametrize("stage", runtime.STAGES)
 def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(stage, prefect_harness, mlflow_store,
                                                                              write_config, tmp_path, capsys) -> None:
-    """`kill -9` at each stage boundary (PIPELINE_KILL_AT, see pipeline.faults): the run stays RUNNING and
+    """`kill -9` at each stage boundary (PIPELINE_KILL_AT, see pipeline.runtime): the run stays RUNNING and
     never counts as done, a version it registered is complete or not @champion, and the next unforced
     run trains and registers again rather than saying "Nothing to do"."""
     config = write_config("kill.yaml", tracking={"experiment": "kill"})
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path,
-                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store, **{faults.KILL_ENV: stage}),
+                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store, **{runtime.KILL_ENV: stage}),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
@@ -304,8 +305,8 @@ def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_r
     mlruns/unlogged": the model was logged), and the next registration takes the alias back and flags the version."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline import registry
     from pipeline.errors import TrackingError
+    from pipeline.tracking import registry
 
     before_versions, before_aliases = registry_state(champion)[MODEL]
     config = write_config("lost-registration.yaml", tracking={"experiment": "lost-registration"})
@@ -334,7 +335,7 @@ def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_r
     versions, aliases = registry_state(champion)[MODEL]
     assert [v for v, _ in versions] == ["1", "2"] and aliases.get("challenger") == "2"  # left as the server left it
 
-    with caplog.at_level("WARNING", logger="pipeline.registry"):
+    with caplog.at_level("WARNING", logger="pipeline.tracking.registry"):
         assert main(["train", "--config", config, "--force"]) == 0
     assert any("repaired what an incomplete registration left: @challenger: v2 ->" in r.getMessage()
                for r in caplog.records)

@@ -29,7 +29,7 @@ MODEL = FIXTURE / "model"
 @pytest.fixture(autouse=True)
 def today_s_code(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model's own copy of the code must not leak into this process's later imports."""
-    import pipeline.pyfunc  # noqa: F401 - imported from src/ before the model's code/ joins sys.path
+    import pipeline.serving.pyfunc  # noqa: F401 - imported from src/ before the model's code/ joins sys.path
 
     monkeypatch.setattr(sys, "path", list(sys.path))
 
@@ -42,7 +42,7 @@ def load(path: Path):
 
 def test_the_committed_model_predicts_what_it_predicted_when_saved() -> None:
     model = load(MODEL)
-    assert sys.modules["pipeline.model_format"].__file__.startswith(str(ROOT / "src"))  # today's loader, not the copy
+    assert sys.modules["pipeline.serving.model_format"].__file__.startswith(str(ROOT / "src"))  # today's loader, not the copy
     expected = pd.read_csv(FIXTURE / "expected.csv")
     got = model.predict(pd.read_csv(FIXTURE / "input.csv"), params={"all_windows": True})
     assert list(got.columns) == list(expected.columns)
@@ -55,14 +55,14 @@ def test_the_committed_model_predicts_what_it_predicted_when_saved() -> None:
 
 
 def test_the_python_model_pickle_is_a_bare_class_reference() -> None:
-    """python_model.pkl names `pipeline.pyfunc.LSTMForecastPyfunc` and holds none of the model."""
+    """python_model.pkl names `pipeline.serving.pyfunc.LSTMForecastPyfunc` and holds none of the model."""
     data = (MODEL / "python_model.pkl").read_bytes()
     strings = [arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str)]
     ours = [s for s in strings if s.startswith("pipeline")]
-    assert ours == ["pipeline.pyfunc"] and strings[strings.index("pipeline.pyfunc") + 1] == "LSTMForecastPyfunc"
+    assert ours == ["pipeline.serving.pyfunc"] and strings[strings.index("pipeline.serving.pyfunc") + 1] == "LSTMForecastPyfunc"
     assert not [s for s in strings if s.split(".")[0] in {"torch", "sklearn", "numpy"}]
     # The name it refers to must stay importable, wherever the class itself moves.
-    cls = getattr(importlib.import_module("pipeline.pyfunc"), "LSTMForecastPyfunc")
+    cls = getattr(importlib.import_module("pipeline.serving.pyfunc"), "LSTMForecastPyfunc")
     instance = pickle.loads(data)  # noqa: S301 - our own fixture
     assert type(instance) is cls and not {"bundle", "model"} & set(vars(instance))
 
@@ -96,7 +96,7 @@ def test_a_pickled_model_from_before_the_format_is_refused(tmp_path) -> None:
 
 def test_loading_leaves_the_model_s_copy_of_the_code_off_sys_path() -> None:
     """Otherwise modules imported later would come from the model's old copy of the package."""
-    from pipeline.pyfunc import load_forecaster
+    from pipeline.serving.pyfunc import load_forecaster
 
     before = list(sys.path)
     model, bundle = load_forecaster(str(MODEL))
@@ -107,11 +107,11 @@ def test_loading_leaves_the_model_s_copy_of_the_code_off_sys_path() -> None:
 
 
 def test_the_model_loads_when_the_class_behind_the_name_has_moved(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pickle resolves `pipeline.pyfunc.LSTMForecastPyfunc` by name: a re-export there is all a move needs."""
-    import pipeline.pyfunc
+    """Pickle resolves `pipeline.serving.pyfunc.LSTMForecastPyfunc` by name: a re-export there is all a move needs."""
+    import pipeline.serving.pyfunc
 
-    moved = type("LSTMForecastPyfunc", (pipeline.pyfunc.LSTMForecastPyfunc,), {"__module__": "pipeline.elsewhere"})
-    monkeypatch.setattr(pipeline.pyfunc, "LSTMForecastPyfunc", moved)
+    moved = type("LSTMForecastPyfunc", (pipeline.serving.pyfunc.LSTMForecastPyfunc,), {"__module__": "pipeline.elsewhere"})
+    monkeypatch.setattr(pipeline.serving.pyfunc, "LSTMForecastPyfunc", moved)
     model = load(MODEL)
     assert type(model.unwrap_python_model()) is moved
     got = model.predict(pd.read_csv(FIXTURE / "input.csv"))

@@ -20,12 +20,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import gate, registry, tracking
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import ModelIntegrityError
-from pipeline.model_format import MANIFEST_FILE, MANIFEST_TAG, write_manifest
-from pipeline.pyfunc import load_pyfunc
-from pipeline.steps import series_example as input_example
+from pipeline.serving.model_format import MANIFEST_FILE, MANIFEST_TAG, write_manifest
+from pipeline.serving.pyfunc import load_pyfunc
+from pipeline.tracking import promotion, registry
+from pipeline.tracking import store as tracking
+from pipeline.training.steps import series_example as input_example
 from tests.integration import registry_support as rs
 from tests.integration.test_predict import champion  # noqa: F401 - the registered @champion fixture
 
@@ -58,7 +59,7 @@ def predict_exit(data: pd.DataFrame, tmp_path: Path) -> int:
 def rescore(data: pd.DataFrame) -> registry.Score:
     cfg = rs.config()
     win = rs.window_of(rs.plant(data, cfg, 0.0).frame, cfg)
-    return registry.rescore("models:/planted/1", win.raw_rows, cfg.data.target, lambda table: gate.scored_in_full(
+    return registry.rescore("models:/planted/1", win.raw_rows, cfg.data.target, lambda table: promotion.scored_in_full(
         table, win.actual, win.first_dates, cfg.window.horizon))
 
 
@@ -163,7 +164,7 @@ def test_a_saved_model_directory_is_checked_against_its_own_manifest(tmp_path) -
 
 @pytest.mark.parametrize("fixture", ["model_v1", "model_v2", "model_v5"])
 def test_models_logged_before_manifests_load_with_a_warning(fixture, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="pipeline.pyfunc"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.serving.pyfunc"):
         model = load_pyfunc(str(FIXTURES / fixture / "model"))
     assert "has no manifest.json: it was logged before this pipeline wrote manifests" in caplog.text
     assert len(model.predict(pd.read_csv(FIXTURES / fixture / "input.csv"))) > 0

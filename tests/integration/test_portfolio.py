@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import TrainingError
 from tests.conftest import long_config_dict
 
@@ -100,7 +100,7 @@ def test_a_broken_series_fails_the_run_with_its_id_line_and_rule(prefect_harness
 def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_harness, mlflow_store, long_csv,
                                                                        tmp_path, monkeypatch):
     import flows.tasks as portfolio
-    from pipeline import train
+    from pipeline.model import training as train
 
     def fit_failing_b(model, train_windows, val, cfg, on_epoch_end=None):
         if len(train_windows) == 13:  # series B (30 rows): the only one with 13 training windows

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import registry
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import RegistryError
-from pipeline.registry import get_aliases, read_history
-
+from pipeline.tracking import registry
+from pipeline.tracking.registry import get_aliases, read_history
 from tests.integration import registry_support as rs
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.integration import registry_support as rs
-from tests.integration.processes import free_port, wait_until_ok, stop_groups
+from tests.integration.processes import free_port, stop_groups, wait_until_ok
 
 READY_TIMEOUT_S = 90  # about 6 s on an idle machine; CI machines are shared
 

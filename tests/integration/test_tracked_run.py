@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from pipeline import tracking
 from pipeline.errors import DataError, TrackingError
+from pipeline.tracking import store as tracking
 
 
 def test_a_run_ends_finished_and_complete_with_the_standard_tags(mlflow_store) -> None:
@@ -86,7 +86,7 @@ def test_runs_left_running_by_a_dead_process_of_this_host_are_ended_failed_by_th
     with tracking.tracked_run(client, exp, "mine", {}) as run:  # a run started the usual way records its owner
         assert ProcessOwner.from_tags(client.get_run(run.run_id).data.tags) == here
 
-    with caplog.at_level("WARNING", logger="pipeline.tracking"):
+    with caplog.at_level("WARNING", logger="pipeline.tracking.store"):
         assert tracking.open_experiment(client, "orphans") == exp
     status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
     assert status == {"dead": "FAILED", "live": "RUNNING", "remote": "RUNNING", "unknown": "RUNNING"}

@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import backtest, evaluate
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config
+from pipeline.data.contract import validate_prices
 from pipeline.errors import ConfigError
-from pipeline.schemas import validate_prices
+from pipeline.evaluation import metrics as evaluate
+from pipeline.training import backtest
 from tests.conftest import make_prices
 
 
@@ -126,7 +127,7 @@ def test_summary_findings_warn_in_the_old_words_when_the_model_loses() -> None:
 
 def test_summary_warning_and_the_final_verdict_use_one_measure() -> None:
     """The sample's case: pooled 0.9996 (better), mean of the fold ratios 1.00003: no warning, as the verdict says."""
-    from pipeline.evaluate import verdict
+    from pipeline.evaluation.metrics import verdict
 
     table = pd.DataFrame({"rmse_ratio": [0.99, 1.01]})
     metrics = {"test_rmse_ratio_mean": 1.00003, "backtest_rmse_ratio": 0.999575}

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import PipelineConfig, load_config, parse_config
+from pipeline.config.settings import PipelineConfig, load_config, parse_config
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_config_errors_say_what_to_write(raw: dict, says: str) -> None:
 
 
 def test_every_config_key_is_documented_and_the_reference_is_current() -> None:
-    from pipeline import config_reference
+    from pipeline.config import reference as config_reference
 
     for key, field in PipelineConfig.model_fields.items():
         if hasattr(field.annotation, "model_fields"):  # a section: its class docstring, then each key's

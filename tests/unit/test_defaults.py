@@ -1,4 +1,4 @@
-"""`auto` settings resolved from the data (pipeline.defaults): season, lookback, transforms, in one place."""
+"""`auto` settings resolved from the data (pipeline.data.auto): season, lookback, transforms, in one place."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import PipelineConfig, parse_config
-from pipeline.defaults import choose_lookback, choose_transform, drifts, is_resolved, resolve_auto, season_for
+from pipeline.config.settings import PipelineConfig, parse_config
+from pipeline.data.auto import choose_lookback, choose_transform, drifts, is_resolved, resolve_auto, season_for
 from pipeline.errors import ConfigError
-from pipeline.features import Preprocessor, min_rows_needed, prepare
+from pipeline.features.windows import Preprocessor, min_rows_needed, prepare
 
 
 @pytest.mark.parametrize(("freq", "season"), [

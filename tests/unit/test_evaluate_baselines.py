@@ -4,12 +4,13 @@ and the level-target range check."""
 import numpy as np
 import pytest
 
-from pipeline import evaluate
-from pipeline import model as model_module
-from pipeline.config import EvaluateConfig, parse_config
-from pipeline.evaluate import Forecasts, SplitScores, baseline_forecasts, per_step, score, target_range_check
-from pipeline.features import prepare
-from pipeline.schemas import validate_prices
+from pipeline.config.settings import EvaluateConfig, parse_config
+from pipeline.data.contract import validate_prices
+from pipeline.evaluation import metrics as evaluate
+from pipeline.evaluation.baselines import baseline_forecasts
+from pipeline.evaluation.metrics import Forecasts, SplitScores, per_step, score, target_range_check
+from pipeline.features.windows import prepare
+from pipeline.model import network as model_module
 from tests.conftest import make_prices
 
 ALL = EvaluateConfig(moving_average_window=3, season_length=4)
@@ -139,8 +140,8 @@ def test_level_target_out_of_training_range_is_reported(tiny_config_dict) -> Non
 
 
 def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
-    from pipeline.model import LSTMForecaster
-    from pipeline.train import TrainResult
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import TrainResult
 
     cfg = parse_config({**tiny_config_dict, "preprocess": {"target_transform": "level"}})
     prices = make_prices(100)
@@ -170,7 +171,7 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
 def findings_scene(tiny_config_dict):
     """What `evaluate.findings` reads of a run: config, data, preprocessor, split bounds, test scores that beat
     persistence, and a network."""
-    from pipeline.model import LSTMForecaster
+    from pipeline.model.network import LSTMForecaster
 
     cfg = parse_config(tiny_config_dict)
     data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
@@ -180,7 +181,7 @@ def findings_scene(tiny_config_dict):
 
 
 def test_findings_warn_when_training_never_improved_after_epoch_1(findings_scene) -> None:
-    from pipeline.train import TrainResult
+    from pipeline.model.training import TrainResult
 
     cfg, data, pre, bounds, winning, model = findings_scene
     stuck = TrainResult(model=model, train_loss=[0.5, 0.4, 0.3], val_loss=[0.6, 0.7, 0.8], best_epoch=0,
@@ -197,7 +198,7 @@ def test_findings_warn_when_training_never_improved_after_epoch_1(findings_scene
 
 
 def test_findings_warn_when_the_epoch_limit_ends_a_training_still_improving(findings_scene) -> None:
-    from pipeline.train import TrainResult
+    from pipeline.model.training import TrainResult
 
     cfg, data, pre, bounds, winning, model = findings_scene
     falling = list(np.linspace(1.0, 0.5, 200))
@@ -220,8 +221,8 @@ def test_findings_warn_when_the_epoch_limit_ends_a_training_still_improving(find
 
 
 def test_a_stall_that_ends_at_persistence_says_why_that_is_expected(tiny_config_dict) -> None:
-    from pipeline.model import LSTMForecaster
-    from pipeline.train import TrainResult
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import TrainResult
 
     cfg = parse_config(tiny_config_dict)
     data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
@@ -239,8 +240,8 @@ def test_a_stall_that_ends_at_persistence_says_why_that_is_expected(tiny_config_
 
 
 def test_findings_flag_mape_on_a_series_that_crosses_zero(tiny_config_dict) -> None:
-    from pipeline.model import LSTMForecaster
-    from pipeline.train import TrainResult
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import TrainResult
 
     cfg = parse_config({**tiny_config_dict, "data": {**tiny_config_dict["data"], "price_columns": []},
                         "preprocess": {"target_transform": "level"}})

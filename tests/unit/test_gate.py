@@ -9,8 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from pipeline import gate
-from pipeline.gate import Check, Decision, Score, covers_window, judge, table_rmse
+from pipeline.tracking import promotion as gate
+from pipeline.tracking.promotion import Check, Decision, Score, covers_window, judge, table_rmse
 from tests.conftest import ROOT
 
 
@@ -103,7 +103,7 @@ def test_versions_gated_before_the_gate_named_its_metric_still_read():
 
 
 def test_gate_and_history_import_neither_mlflow_nor_prefect():
-    code = ("import sys, pipeline.gate, pipeline.history; "
+    code = ("import sys, pipeline.tracking.promotion, pipeline.tracking.history; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'prefect', 'torch'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""}).stdout

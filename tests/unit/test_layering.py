@@ -1,9 +1,11 @@
-"""The layering the design rests on: steps import neither MLflow nor Prefect; MLflow stays in the
-tracking modules, Prefect in flows/."""
+"""The layering the design rests on: the rooms of src/pipeline import only the rooms below them, no module
+imports itself in a cycle, MLflow stays in `tracking` (and the logged model in `serving`), Prefect in `cli` and
+flows/, and what a logged model carries reaches nothing of training, tracking, tuning or the CLI."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,19 @@ import pytest
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "src" / "pipeline"
-TRACKING_MODULES = {"tracking", "registry", "pyfunc", "model_code"}  # the only modules that may talk to MLflow
-ENTRY_POINTS = {"cli"}  # wires commands to flows; imports them lazily
+# The rooms from the bottom up (pipeline/__init__.py says the same): a module may import its own room and the rooms
+# below it; the CLI sits on the flows it runs. The foundation modules (errors, dates, runtime) are rank 0; `pipeline.pyfunc` is the old models' path
+# to the serving room's class.
+RANK = {"errors": 0, "dates": 0, "runtime": 0, "config": 1, "features": 2, "data": 3, "model": 4, "evaluation": 5,
+        "serving": 6, "pyfunc": 6, "training": 7, "tuning": 8, "tracking": 9, "flows": 10, "cli": 11}
+MLFLOW_ROOMS = {"tracking", "serving"}  # tracking logs and registers; serving is the logged MLflow model
+PREFECT_ROOMS = {"cli", "flows"}
+
+
+def room(module: str) -> str:
+    """`pipeline.data.panel` -> `data`; `flows.training` -> `flows`; `pipeline` -> `pipeline`."""
+    parts = module.split(".")
+    return "flows" if parts[0] == "flows" else parts[1] if len(parts) > 1 else parts[0]
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -26,15 +39,16 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
-MODULES = sorted(p for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.stem != "__init__")
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
-def test_mlflow_only_in_tracking_modules_and_prefect_only_in_flows(path: Path) -> None:
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_mlflow_only_in_tracking_and_serving_and_prefect_only_in_the_cli(path: Path) -> None:
     roots = imported_roots(path)
-    if path.stem not in TRACKING_MODULES:
-        assert "mlflow" not in roots, f"{path.name} imports MLflow; MLflow calls belong in {sorted(TRACKING_MODULES)}"
-    if path.stem not in ENTRY_POINTS:
+    where = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    if where not in MLFLOW_ROOMS:
+        assert "mlflow" not in roots, f"{path.name} imports MLflow; MLflow calls belong in {sorted(MLFLOW_ROOMS)}"
+    if where not in PREFECT_ROOMS:
         assert "prefect" not in roots and "flows" not in roots, f"{path.name} imports Prefect or flows/"
 
 
@@ -62,8 +76,8 @@ def test_flow_functions_only_wire_the_stages() -> None:
 def module_graph(roots: dict[str, Path]) -> dict[str, set[str]]:
     """Each module of the packages under `roots` (package name -> folder) -> the modules of those packages it imports,
     at any depth of its code (a lazy import inside a function is still a dependency)."""
-    modules = {(pkg if path.stem == "__init__" else f"{pkg}.{path.stem}"): path
-               for pkg, folder in roots.items() for path in folder.glob("*.py")}
+    modules = {".".join((pkg, *path.relative_to(folder).with_suffix("").parts)).removesuffix(".__init__"): path
+               for pkg, folder in roots.items() for path in folder.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         found = set()
@@ -71,7 +85,7 @@ def module_graph(roots: dict[str, Path]) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names if alias.name in modules}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                if node.module in modules and node.module not in roots:
+                if node.module in modules and not modules[node.module].name == "__init__.py":
                     found.add(node.module)
                 found |= {f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in modules}
         graph[name] = found - {name}
@@ -127,27 +141,61 @@ def test_a_planted_cycle_is_found(tmp_path: Path) -> None:
     assert import_cycles(module_graph({"pkg": package})) == [["pkg.a", "pkg.b", "pkg.c"]]
 
 
-# What a logged model's code may reach: serving, and what it stands on; never training, scoring, tracking, tuning,
-# the CLI or the flows (tracking logs the model; the model must not need tracking to forecast).
-NOT_FOR_SERVING = {"train", "steps", "evaluate", "backtest", "sweep", "tracking", "registry", "gate", "runs", "reports",
-                   "reproduce", "monitoring", "plots", "cli", "pyfunc"}
+def layering_breaches(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module in a higher room than the importer's (`RANK`)."""
+    return sorted(f"{module} -> {dep}" for module, deps in graph.items() for dep in deps
+                  if room(module) in RANK and RANK.get(room(dep), 0) > RANK[room(module)])
 
 
-def test_serving_reaches_nothing_of_training_tracking_tuning_or_the_cli() -> None:
+def test_every_room_imports_only_the_rooms_below_it() -> None:
     graph = module_graph(PROJECT)
-    reached, todo = set(), ["pipeline.serving"]
+    assert set(RANK) - {"flows"} == {room(m) for m in graph if "." in m and not m.startswith("flows")}
+    assert layering_breaches(graph) == []
+
+
+def test_an_import_against_the_rule_is_found(tmp_path: Path) -> None:
+    package = tmp_path / "pipeline"
+    for folder in ("data", "tracking"):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "data" / "panel.py").write_text("def f():\n    from pipeline.tracking import store\n")
+    (package / "tracking" / "store.py").write_text("from pipeline.data import panel\n")
+    graph = module_graph({"pipeline": package})
+    assert layering_breaches(graph) == ["pipeline.data.panel -> pipeline.tracking.store"]
+    assert import_cycles(graph) == [["pipeline.data.panel", "pipeline.tracking.store"]]
+
+
+# What a logged model's code may reach (tests/integration/test_model_code.py logs exactly this closure): the serving
+# room and what it stands on; never the training loop, the road's steps, scoring, tracking, tuning, the CLI or flows.
+NOT_FOR_SERVING = ("pipeline.model.training", "pipeline.training", "pipeline.tuning", "pipeline.tracking", "pipeline.cli",
+                   "pipeline.evaluation.metrics", "pipeline.evaluation.plots", "pipeline.evaluation.monitoring", "flows")
+
+
+def serving_closure(graph: dict[str, set[str]]) -> set[str]:
+    """The serving room's modules and every module they import, at any depth."""
+    reached, todo = set(), [m for m in graph if m.startswith("pipeline.serving")]
     while todo:
         module = todo.pop()
         if module not in reached:
             reached.add(module)
             todo.extend(graph[module])
-    assert not any(m.startswith("flows") for m in reached), sorted(reached)
-    assert not {m.removeprefix("pipeline.") for m in reached} & NOT_FOR_SERVING, sorted(reached)
+    return reached
+
+
+def test_serving_reaches_nothing_of_training_tracking_tuning_or_the_cli() -> None:
+    reached = serving_closure(module_graph(PROJECT))
+    assert "pipeline.serving.pyfunc" in reached and "pipeline.model.network" in reached
+    assert not [m for m in reached if m.startswith(NOT_FOR_SERVING)], sorted(reached)
 
 
 def test_the_design_page_names_every_module() -> None:
-    """docs/design.md's layout cannot go stale: each module of src/pipeline and flows/ is named there."""
-    layout = (ROOT / "docs" / "design.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
-    missing = [f"{folder.name}/{path.name}" for folder in (PACKAGE, ROOT / "flows") for path in sorted(folder.glob("*.py"))
-               if path.stem != "__init__" and f"`{path.stem}`" not in layout]
-    assert not missing, f"docs/design.md's layout does not name {missing}"
+    """docs/design.md's layout cannot go stale: it names each module of src/pipeline and flows/ by its path, and
+    no module that is not there."""
+    layout = (ROOT / "docs" / "design.md").read_text(encoding="utf-8").split("## Layout", 1)[1].split("\n## ", 1)[0]
+    files = {str(p.relative_to(ROOT / "src")) for p in PACKAGE.rglob("*.py") if p.stem != "__init__"}
+    files |= {f"flows/{p.name}" for p in (ROOT / "flows").glob("*.py") if p.stem != "__init__"}
+
+    named = set(re.findall(r"`((?:pipeline|flows)/[\w/]+\.py)`", layout))
+    assert not files - named, f"docs/design.md's layout does not name {sorted(files - named)}"
+    assert not named - files, f"docs/design.md's layout names modules that do not exist: {sorted(named - files)}"

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import panel, steps
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config
+from pipeline.data import panel
+from pipeline.data.reading import load_prices
 from pipeline.errors import DataError
-from pipeline.features import split_by_time
-from pipeline.ingest import load_prices
+from pipeline.features.windows import split_by_time
+from pipeline.training import steps
 from tests.conftest import long_config_dict, make_long
 
 
@@ -187,7 +188,7 @@ def test_stacked_windows_gather_the_same_windows() -> None:
 
 def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None:
     """Clean series are parsed once for the whole table; each must equal the exact path's frame."""
-    from pipeline.schemas import validate_prices
+    from pipeline.data.contract import validate_prices
 
     path = tmp_path / "long.csv"
     frame = make_long("ABC", n=30)
@@ -213,7 +214,7 @@ def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None
 
 def test_rule_names_survive_building_both_schemas() -> None:
     """Validating a plain series and then a Yahoo one in one process (many series do) keeps the rules' names."""
-    from pipeline.schemas import build_schema
+    from pipeline.data.contract import build_schema
 
     plain = parse_config({"data": {"features": ["y"], "target": "y", "price_columns": [], "volume_column": None}})
     yahoo = parse_config({})
@@ -223,8 +224,8 @@ def test_rule_names_survive_building_both_schemas() -> None:
 
 
 def test_backtest_folds_of_many_series_count_from_each_series_end(tmp_path: Path) -> None:
-    from pipeline.backtest import panel_fold_config, plan_panel_folds
-    from pipeline.ingest import load_prices
+    from pipeline.data.reading import load_prices
+    from pipeline.training.backtest import panel_fold_config, plan_panel_folds
 
     frame = make_long(short={"E": 12})
     frame = frame[frame["id"] != "C"]
@@ -253,7 +254,7 @@ def auto_config(path: Path, **data: object):
 def test_auto_settings_over_many_series_follow_most_series(tmp_path: Path) -> None:
     """Hourly series: season 24 from the calendar, a lookback from it, one transform for all; a series with
     a zero rules out the log-based transforms; the resolved config is what the preprocessors get."""
-    from pipeline.defaults import is_resolved
+    from pipeline.data.auto import is_resolved
 
     frame = make_long("ABC", n=200)
     trend = frame["id"] == "A"

@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import evaluate, runs, runtime
-from pipeline.config import resolve
+from pipeline import runtime
+from pipeline.config.settings import resolve
 from pipeline.errors import TrackingError
-from pipeline.evaluate import Forecasts, SplitScores
-from pipeline.tracking import RunRecord
+from pipeline.evaluation import metrics as evaluate
+from pipeline.evaluation.metrics import Forecasts, SplitScores
+from pipeline.tracking import training_run
+from pipeline.tracking.store import RunRecord
 
 
 def record(**tags: str) -> RunRecord:
@@ -21,33 +23,33 @@ def record(**tags: str) -> RunRecord:
 
 
 def test_nothing_to_do_needs_the_same_data_and_a_registered_version_when_registration_is_on(tiny_config) -> None:
-    assert runs.nothing_to_do(tiny_config, "d1", "c1", None) is None
-    assert runs.nothing_to_do(tiny_config, "d2", "c1", record(registered_version="3")) is None  # new data
+    assert training_run.nothing_to_do(tiny_config, "d1", "c1", None) is None
+    assert training_run.nothing_to_do(tiny_config, "d2", "c1", record(registered_version="3")) is None  # new data
     # a run that never registered (killed after logging its model, say) is not a reason to stop
-    assert runs.nothing_to_do(tiny_config, "d1", "c1", record()) is None
-    detail = runs.nothing_to_do(tiny_config, "d1", "c1", record(registered_version="3"))
+    assert training_run.nothing_to_do(tiny_config, "d1", "c1", record()) is None
+    detail = training_run.nothing_to_do(tiny_config, "d1", "c1", record(registered_version="3"))
     assert "`d1`" in detail and "`c1`" in detail and "tiny-forecaster v3" in detail and "--force" in detail
     off = tiny_config.with_overrides(registry={"enabled": False})
-    assert runs.nothing_to_do(off, "d1", "c1", record()) is not None
-    summary = runs.skipped_summary(tiny_config, "7", record(registered_version="3", registered_alias="champion"), detail)
+    assert training_run.nothing_to_do(off, "d1", "c1", record()) is not None
+    summary = training_run.skipped_summary(tiny_config, "7", record(registered_version="3", registered_alias="champion"), detail)
     assert (summary.skipped, summary.run_id, summary.version, summary.alias) == (True, "r1", "3", "champion")
     assert "`" not in summary.reason and summary.metrics == {"test_rmse": 1.0}
 
 
 def test_timings_name_each_stage_for_mlflow() -> None:
-    timings = runs.Timings()
+    timings = training_run.Timings()
     with timings.stage("train"):
         pass
     with pytest.raises(ValueError), timings.stage("evaluate"):
         raise ValueError("a failing stage is timed too")
     assert set(timings.metrics()) == {"time_train_s", "time_evaluate_s"}
-    assert "startup" in runs.Timings.since_process_start().seconds  # Linux: /proc tells the process age
+    assert "startup" in training_run.Timings.since_process_start().seconds  # Linux: /proc tells the process age
 
 
 def test_a_tracking_failure_after_training_saves_the_model_and_says_where(tiny_config, tmp_path, monkeypatch) -> None:
-    from pipeline.features import prepare
-    from pipeline.model import LSTMForecaster
-    from pipeline.train import TrainResult
+    from pipeline.features.windows import prepare
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import TrainResult
     from tests.conftest import make_prices
 
     prices = make_prices(80)
@@ -55,11 +57,11 @@ def test_a_tracking_failure_after_training_saves_the_model_and_says_where(tiny_c
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TrackingError, match="store down") as before_training:
-        with runs.kept_on_tracking_failure(tiny_config, "run1"):
+        with training_run.kept_on_tracking_failure(tiny_config, "run1"):
             raise TrackingError("store down")
     assert "saved at" not in str(before_training.value)  # nothing trained yet, nothing to keep
     with pytest.raises(TrackingError, match="saved at") as after_training:
-        with runs.kept_on_tracking_failure(tiny_config, "run1") as kept:
+        with training_run.kept_on_tracking_failure(tiny_config, "run1") as kept:
             kept.pre = prepare(frame, tiny_config)[0]
             kept.result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[1.0], val_loss=[], best_epoch=0)
             raise TrackingError("store down")
@@ -122,10 +124,10 @@ def test_resolve_applies_only_the_overrides_given(tiny_config, tmp_path) -> None
 
 
 def test_run_names_say_config_data_and_when() -> None:
-    assert re.fullmatch(r"default-SBUX-\d{8}-\d{6}", runs.run_name("default", data_source="data/SBUX.csv"))
+    assert re.fullmatch(r"default-SBUX-\d{8}-\d{6}", training_run.run_name("default", data_source="data/SBUX.csv"))
     assert re.fullmatch(r"m4-hourly-backtest-\d{8}-\d{6}",
-                        runs.run_name("m4", "backtest", "https://host/files/hourly.csv?token=1"))
-    assert re.fullmatch(r"forecast-m-v2-\d{8}-\d{6}", runs.run_name("forecast", "m-v2"))
+                        training_run.run_name("m4", "backtest", "https://host/files/hourly.csv?token=1"))
+    assert re.fullmatch(r"forecast-m-v2-\d{8}-\d{6}", training_run.run_name("forecast", "m-v2"))
 
 
 def test_a_process_owner_round_trips_through_tags_and_is_alive_while_it_runs() -> None:

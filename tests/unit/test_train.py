@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TrainConfig
+from pipeline import runtime
+from pipeline.config.settings import TrainConfig
 from pipeline.errors import TrainingError
-from pipeline.features import Windows
-from pipeline.model import LSTMForecaster
-from pipeline import runtime, train
-from pipeline.model import predict
-from pipeline.train import fit
+from pipeline.features.windows import Windows
+from pipeline.model import training as train
+from pipeline.model.network import LSTMForecaster, predict
+from pipeline.model.training import fit
 
 
 def sine_windows(n: int, lookback: int = 8, offset: int = 0) -> Windows:
@@ -153,13 +153,13 @@ def test_denormals_flushed_restores_either_mode() -> None:
 
 # ---------------------------------------------------------------- the plan stated before training
 def test_plan_states_rows_windows_and_time_without_changing_training(tiny_config) -> None:
-    from pipeline import features
-    from pipeline.model import weights_digest
-    from pipeline.schemas import validate_prices
+    from pipeline.data.contract import validate_prices
+    from pipeline.features import windows as feature_windows
+    from pipeline.model.network import weights_digest
     from tests.conftest import make_prices
 
     frame = validate_prices(make_prices(90), tiny_config.data, "synthetic", min_rows=1).frame
-    _, _, windows = features.prepare(frame, tiny_config)
+    _, _, windows = feature_windows.prepare(frame, tiny_config)
     cfg = tiny_config.train
 
     def trained(with_plan: bool) -> str:
