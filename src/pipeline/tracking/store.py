@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 LOCAL_DIR = Path("mlruns")  # artifacts of the local store (MLflow's default folder)
 LOCAL_DB = Path("mlflow.db")  # MLflow's default tracking database, in the working directory
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics and 100 params per log_batch call
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/pipeline
 # Requirements of the logged model, written out so MLflow need not load the model to infer them.
 MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "pandera", "pydantic", "pyyaml", "cloudpickle")
 
