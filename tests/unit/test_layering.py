@@ -161,6 +161,24 @@ def test_serving_reaches_nothing_of_training_tracking_tuning_or_the_cli() -> Non
     assert not [m for m in reached if m.startswith(NOT_FOR_SERVING)], sorted(reached)
 
 
+def test_the_serving_code_imports_only_what_the_logged_model_requires() -> None:
+    """The logged model runs where only its requirements.txt is installed: every third-party package its code
+    imports must be among them (`store.MODEL_REQUIREMENTS`)."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    from pipeline.tracking.code_closure import module_files
+    from pipeline.tracking.store import MODEL_REQUIREMENTS
+
+    files = module_files({"pipeline": PACKAGE})
+    roots = set().union(*(imported_roots(files[m]) for m in serving_closure(module_graph({"pipeline": PACKAGE}))))
+    third_party = roots - set(sys.stdlib_module_names) - {"pipeline"}
+    required = {name.lower() for name in MODEL_REQUIREMENTS}
+    distributions = packages_distributions()
+    assert "torch" in third_party and "mlflow" in third_party
+    assert not [r for r in third_party if not {d.lower() for d in distributions.get(r, [])} & required], third_party
+
+
 def test_the_closure_takes_relative_imports_and_the_packages_on_the_way(tmp_path: Path) -> None:
     """Importing `pipeline.serving.x` runs `pipeline/__init__.py` and `pipeline/serving/__init__.py` (and what they
     import); a relative import is an import like any other."""
