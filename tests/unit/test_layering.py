@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.tracking.code_closure import copy_serving_code, module_graph, serving_closure
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "src" / "pipeline"
@@ -73,25 +74,6 @@ def test_flow_functions_only_wire_the_stages() -> None:
 
 
 # ---------------------------------------------------------------- the import graph
-def module_graph(roots: dict[str, Path]) -> dict[str, set[str]]:
-    """Each module of the packages under `roots` (package name -> folder) -> the modules of those packages it imports,
-    at any depth of its code (a lazy import inside a function is still a dependency)."""
-    modules = {".".join((pkg, *path.relative_to(folder).with_suffix("").parts)).removesuffix(".__init__"): path
-               for pkg, folder in roots.items() for path in folder.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                found |= {alias.name for alias in node.names if alias.name in modules}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                if node.module in modules and not modules[node.module].name == "__init__.py":
-                    found.add(node.module)
-                found |= {f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in modules}
-        graph[name] = found - {name}
-    return graph
-
-
 def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected groups of more than one module (Tarjan): each is an import cycle."""
     index: dict[str, int] = {}
@@ -166,27 +148,58 @@ def test_an_import_against_the_rule_is_found(tmp_path: Path) -> None:
     assert import_cycles(graph) == [["pipeline.data.panel", "pipeline.tracking.store"]]
 
 
-# What a logged model's code may reach (tests/integration/test_model_code.py logs exactly this closure): the serving
-# room and what it stands on; never the training loop, the road's steps, scoring, tracking, tuning, the CLI or flows.
+# What a logged model's code may reach (`code_closure.serving_closure`; `store.log_model` ships exactly it, checked by
+# tests/integration/test_model_code.py): the serving room and what it stands on; never the training loop, the road's
+# steps, scoring, tracking, tuning, the CLI or flows.
 NOT_FOR_SERVING = ("pipeline.model.training", "pipeline.training", "pipeline.tuning", "pipeline.tracking", "pipeline.cli",
                    "pipeline.evaluation.metrics", "pipeline.evaluation.plots", "pipeline.evaluation.monitoring", "flows")
-
-
-def serving_closure(graph: dict[str, set[str]]) -> set[str]:
-    """The serving room's modules and every module they import, at any depth."""
-    reached, todo = set(), [m for m in graph if m.startswith("pipeline.serving")]
-    while todo:
-        module = todo.pop()
-        if module not in reached:
-            reached.add(module)
-            todo.extend(graph[module])
-    return reached
 
 
 def test_serving_reaches_nothing_of_training_tracking_tuning_or_the_cli() -> None:
     reached = serving_closure(module_graph(PROJECT))
     assert "pipeline.serving.pyfunc" in reached and "pipeline.model.network" in reached
     assert not [m for m in reached if m.startswith(NOT_FOR_SERVING)], sorted(reached)
+
+
+def test_the_serving_code_imports_only_what_the_logged_model_requires() -> None:
+    """The logged model runs where only its requirements.txt is installed: every third-party package its code
+    imports must be among them (`store.MODEL_REQUIREMENTS`)."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    from pipeline.tracking.code_closure import module_files
+    from pipeline.tracking.store import MODEL_REQUIREMENTS
+
+    files = module_files({"pipeline": PACKAGE})
+    roots = set().union(*(imported_roots(files[m]) for m in serving_closure(module_graph({"pipeline": PACKAGE}))))
+    third_party = roots - set(sys.stdlib_module_names) - {"pipeline"}
+    required = {name.lower() for name in MODEL_REQUIREMENTS}
+    distributions = packages_distributions()
+    assert "torch" in third_party and "mlflow" in third_party
+    assert not [r for r in third_party if not {d.lower() for d in distributions.get(r, [])} & required], third_party
+
+
+def test_the_closure_takes_relative_imports_and_the_packages_on_the_way(tmp_path: Path) -> None:
+    """Importing `pipeline.serving.x` runs `pipeline/__init__.py` and `pipeline/serving/__init__.py` (and what they
+    import); a relative import is an import like any other."""
+    package = tmp_path / "pipeline"
+    for folder in ("serving", "model", "tracking"):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "errors.py").write_text("")
+    (package / "model" / "__init__.py").write_text("from pipeline import errors\n")
+    (package / "serving" / "pyfunc.py").write_text("from ..model.network import Net\n")
+    (package / "model" / "network.py").write_text("class Net:\n    pass\n")
+    (package / "model" / "training.py").write_text("from pipeline.model.network import Net\n")
+    (package / "tracking" / "store.py").write_text("from pipeline.serving import pyfunc\n")
+    reached = serving_closure(module_graph({"pipeline": package}))
+    assert reached == {"pipeline", "pipeline.serving", "pipeline.serving.pyfunc", "pipeline.model",
+                       "pipeline.model.network", "pipeline.errors"}
+    copied = copy_serving_code(tmp_path / "code", package)
+    assert copied == tmp_path / "code" / "pipeline"
+    assert sorted(p.relative_to(copied).as_posix() for p in copied.rglob("*") if p.is_file()) == [
+        "__init__.py", "errors.py", "model/__init__.py", "model/network.py", "serving/__init__.py", "serving/pyfunc.py"]
 
 
 def test_the_design_page_names_every_module() -> None:

@@ -143,11 +143,11 @@ def load_pyfunc(model_uri: str, suppress_warnings: bool = False) -> mlflow.pyfun
     copy of exactly the bytes checked, so a file changed or added later (a planted pickle, an
     edited code file) never runs. A model logged before manifests loads as before, with a warning.
 
-    MLflow puts the model's copy of the package (its `code/`, from `code_paths`) in front of
-    `sys.path` for good; in a process that already runs this package, modules imported later
-    would then come from the model's old copy, mixed with today's. The model is data
-    (pipeline.serving.model_format), so today's code reads it; the copy serves only processes without
-    the package (`mlflow models serve` in a fresh environment).
+    MLflow puts the model's copy of its serving code (its `code/`, from `code_paths`:
+    pipeline.tracking.code_closure) in front of `sys.path` for good; in a process that already runs
+    this package, modules imported later would then come from the model's old copy, mixed with
+    today's. The model is data (pipeline.serving.model_format), so today's code reads it; the copy
+    serves only processes without the package (`mlflow models serve` in a fresh environment).
     """
     import mlflow.artifacts
 

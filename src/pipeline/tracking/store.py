@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 LOCAL_DIR = Path("mlruns")  # artifacts of the local store (MLflow's default folder)
 LOCAL_DB = Path("mlflow.db")  # MLflow's default tracking database, in the working directory
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics and 100 params per log_batch call
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/pipeline
 # Requirements of the logged model, written out so MLflow need not load the model to infer them.
 MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "pandera", "pydantic", "pyyaml", "cloudpickle")
 
@@ -446,14 +445,16 @@ def pyfunc_arguments(bundle: Any, folder: Path, input_example: pd.DataFrame) -> 
 
     The model directory (pipeline.serving.model_format, written into `folder`) is the pyfunc's only
     artifact; the python_model is the path of a code file naming the class that reads it
-    (MLflow's models-from-code: no pickle in the model).
+    (MLflow's models-from-code: no pickle in the model). Its code is the serving room's closure alone
+    (`code_closure`), copied into `folder` as a `pipeline/` tree: nothing of training, tracking or the CLI.
     """
     from pipeline.serving.pyfunc import MODEL_ARTIFACT, MODEL_CODE, model_signature
+    from pipeline.tracking.code_closure import copy_serving_code
 
     return {
         "python_model": str(MODEL_CODE),
         "artifacts": {MODEL_ARTIFACT: str(bundle.save(folder / MODEL_ARTIFACT))},
-        "code_paths": [str(PACKAGE_DIR)],
+        "code_paths": [str(copy_serving_code(folder / "code"))],
         "signature": model_signature(bundle.config),
         "input_example": input_example,
         "pip_requirements": pip_requirements(),
@@ -461,8 +462,8 @@ def pyfunc_arguments(bundle: Any, folder: Path, input_example: pd.DataFrame) -> 
 
 
 def log_model(run_id: str, bundle: Any, input_example: pd.DataFrame, uri: str) -> Any:
-    """Log the pyfunc (weights + preprocessor + config as data, code included) and its manifest; return MLflow's
-    ModelInfo.
+    """Log the pyfunc (weights + preprocessor + config as data, with its serving code) and its manifest; return
+    MLflow's ModelInfo.
 
     MLflow copies every metric the run holds at step 0 onto the new logged model, one history
     read per metric (0.3 s for this pipeline's 70 scores): log the scores after the model, with
