@@ -12,8 +12,7 @@ import pytest
 from pipeline import runtime
 from pipeline.config.settings import resolve
 from pipeline.errors import TrackingError
-from pipeline.evaluation import metrics as evaluate
-from pipeline.evaluation.metrics import Forecasts, SplitScores
+from pipeline.evaluation.metrics import Forecasts, SplitScores, per_step, score, verdict, worse_than_persistence
 from pipeline.tracking import training_run
 from pipeline.tracking.store import RunRecord
 
@@ -79,37 +78,37 @@ def forecasts(horizon: int) -> Forecasts:
 
 
 def test_flat_gives_the_mlflow_metric_names_runs_have_always_had() -> None:
-    names = set(evaluate.score(forecasts(2), prefix="val").flat())
+    names = set(score(forecasts(2), prefix="val").flat())
     metrics = ("rmse", "mae", "mape", "direction_acc")
     assert names == {
         *(f"val_{m}" for m in metrics), *(f"val_naive_{m}" for m in metrics), *(f"val_drift_{m}" for m in metrics),
         "val_rmse_ratio", "val_mae_ratio", "val_rmse_ratio_drift", "val_rmse_ratio_best_baseline",
         "val_rmse_h1", "val_rmse_h2", "val_mae_h1", "val_mae_h2", "val_naive_rmse_h1", "val_naive_rmse_h2",
         "val_drift_rmse_h1", "val_drift_rmse_h2", "val_windows"}
-    one_step = set(evaluate.score(forecasts(1), prefix="test").flat())
+    one_step = set(score(forecasts(1), prefix="test").flat())
     assert not any("_h1" in name for name in one_step) and "test_rmse_ratio" in one_step
 
 
 def test_scores_read_per_step_and_ratios_from_fields() -> None:
-    s = evaluate.score(forecasts(2))
-    assert evaluate.per_step(s) == {"model": pytest.approx([0.2, 0.2]), "naive": list(s.steps["naive"]["rmse"]),
+    s = score(forecasts(2))
+    assert per_step(s) == {"model": pytest.approx([0.2, 0.2]), "naive": list(s.steps["naive"]["rmse"]),
                                     "drift": pytest.approx([0.3, 0.3])}
-    assert evaluate.per_step(s, "mae") == {"model": pytest.approx([0.2, 0.2])}
+    assert per_step(s, "mae") == {"model": pytest.approx([0.2, 0.2])}
     assert s.rmse_ratio == pytest.approx(0.2 / s.baselines["naive"]["rmse"]) == s.flat()["test_rmse_ratio"]
     assert s.beaten_by() == [] and s.windows == 6
     assert SplitScores("test", {"rmse": 2.0}, {"naive": {"rmse": 1.0}}).beaten_by() == ["naive"]
 
 
 def test_one_verdict_wording_for_every_report() -> None:
-    assert evaluate.verdict(0.9) == "better than persistence"
-    assert evaluate.verdict(1.0) == evaluate.verdict(None) == evaluate.verdict(float("nan")) == "NOT better than persistence"
-    assert evaluate.worse_than_persistence(1.25, "on test") == "model is worse than persistence on test (RMSE ratio 1.250)"
+    assert verdict(0.9) == "better than persistence"
+    assert verdict(1.0) == verdict(None) == verdict(float("nan")) == "NOT better than persistence"
+    assert worse_than_persistence(1.25, "on test") == "model is worse than persistence on test (RMSE ratio 1.250)"
     # the warning's threshold is the verdict's: at a ratio of exactly 1 the verdict is "NOT better", so it warns
-    assert evaluate.worse_than_persistence(1.0, "on test") == "model is no better than persistence on test (RMSE ratio 1.000)"
-    assert evaluate.worse_than_persistence(0.9996, "on test") is None
-    assert evaluate.worse_than_persistence(None, "on test") is None
-    assert evaluate.worse_than_persistence(float("nan"), "on test") is None
-    assert evaluate.worse_than_persistence(1.5, "on average", "a, b") == "model is worse than persistence on average (a, b)"
+    assert worse_than_persistence(1.0, "on test") == "model is no better than persistence on test (RMSE ratio 1.000)"
+    assert worse_than_persistence(0.9996, "on test") is None
+    assert worse_than_persistence(None, "on test") is None
+    assert worse_than_persistence(float("nan"), "on test") is None
+    assert worse_than_persistence(1.5, "on average", "a, b") == "model is worse than persistence on average (a, b)"
 
 
 def test_resolve_applies_only_the_overrides_given(tiny_config, tmp_path) -> None:
