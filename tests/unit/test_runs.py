@@ -42,7 +42,20 @@ def test_timings_name_each_stage_for_mlflow() -> None:
     with pytest.raises(ValueError), timings.stage("evaluate"):
         raise ValueError("a failing stage is timed too")
     assert set(timings.metrics()) == {"time_train_s", "time_evaluate_s"}
-    assert "startup" in training_run.Timings.since_process_start().seconds  # Linux: /proc tells the process age
+    assert "startup" in training_run.Timings.since_process_start().seconds  # psutil tells the process age
+
+
+def test_the_process_age_is_the_time_since_the_interpreter_started() -> None:
+    """To the clock tick: the wall clock less psutil's creation time would be off by up to a second (Linux gives
+    the boot time in whole seconds)."""
+    import subprocess
+    import time
+
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5); from pipeline.runtime import process_age; "
+                          "print(process_age())"], capture_output=True, text=True, check=True).stdout
+    elapsed = time.monotonic() - started
+    assert 0.5 <= float(out) <= elapsed + 0.02, (out, elapsed)  # a tick (10 ms) of rounding either side
 
 
 def test_a_tracking_failure_after_training_saves_the_model_and_says_where(tiny_config, tmp_path, monkeypatch) -> None:
@@ -136,21 +149,32 @@ def test_a_process_owner_round_trips_through_tags_and_is_alive_while_it_runs() -
     assert runtime.ProcessOwner.from_tags({}) is None  # a run from before owners were recorded: not judged
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_dead_or_replaced_owner_on_this_host_is_gone_and_others_are_not_judged() -> None:
     import dataclasses
     import subprocess
+    import time
+
+    import psutil
 
     here = runtime.ProcessOwner.current()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        alive = dataclasses.replace(here, pid=child.pid, started=str(runtime.process_stat(child.pid)[1]))
+        alive = dataclasses.replace(here, pid=child.pid, started=runtime.started_after_boot(psutil.Process(child.pid)))
         assert alive.gone(here) is None
         assert "another process" in dataclasses.replace(alive, started="1").gone(here)  # a reused pid
+        # the clock set forward since the owner started moves the boot time, but not past the owner's start
+        assert dataclasses.replace(alive, boot=str(float(here.boot) - 5)).gone(here) is None
+        assert dataclasses.replace(alive, boot="0b6c4d6e-boot-id").gone(here) is None  # recorded by earlier versions
+        child.kill()
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:  # a zombie until its parent waits
+            time.sleep(0.01)
+        assert alive.gone(here) == f"process {child.pid} has exited"
     finally:
         child.kill()
         child.wait()
     assert alive.gone(here) == f"process {child.pid} no longer exists"
     assert dataclasses.replace(alive, host="elsewhere").gone(here) is None
     assert dataclasses.replace(alive, pid_ns="pid:[1]").gone(here) is None  # another container
-    assert dataclasses.replace(alive, boot="another-boot").gone(here) == "the machine restarted since"
+    # the owner started a minute before this boot began
+    restarted = dataclasses.replace(alive, boot=str(float(here.boot) - int(alive.started) / runtime.CLOCK_TICKS - 60))
+    assert restarted.gone(here) == "the machine restarted since"
