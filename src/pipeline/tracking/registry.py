@@ -338,7 +338,7 @@ def registration_lock(client: Any, name: str, wait_s: float | None = None) -> It
     (`runtime.ProcessOwner`): a lock whose holder on this host has ended is broken at once, and one
     older than LOCK_STALE_S (a holder elsewhere that died) is broken too. A waiting command says
     at once what it waits for, since when, held by whom and how long it will wait. On a local
-    SQLite store the caller's file lock (`tracking.store_lock`) already serialises, and this is a no-op.
+    SQLite store the caller's file lock (`store.store_lock`) already serialises, and this is a no-op.
     """
     from mlflow.exceptions import MlflowException
 
