@@ -380,7 +380,8 @@ def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id
 
     def score_table(table: pd.DataFrame) -> promotion.Score:
         if column is None:  # one series: every step of its test windows, as the run scored them
-            return promotion.scored_in_full(table, inputs.actual.loc[ONE_SERIES], inputs.first_dates[ONE_SERIES], horizon)
+            return promotion.scored_in_full(table, inputs.actual.loc[ONE_SERIES], inputs.first_dates[ONE_SERIES],
+                                            horizon)
         return promotion.table_mase(table, column, inputs.actual, inputs.first_dates, inputs.scales, horizon)
 
     def rescore(uri: str) -> promotion.Score:  # the champion, with its own logged preprocessing, on every series
@@ -472,7 +473,8 @@ def training_summary(run: TrackedRun, cfg: PipelineConfig, data: Panel, metrics:
 
 def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Panel, preps: dict[str, SeriesPrep],
                     trained: PanelFit, by_split: Scores | None, metrics: dict[str, float]) -> tuple[dict[str, str], list[str]]:
-    """Run tags (data, training), extra metrics (added to `metrics`) and warnings (one series: `evaluation.metrics.findings`);
+    """Run tags (data, training), extra metrics (added to `metrics`) and warnings (one series:
+    `evaluation.metrics.findings`);
     the tags and the warnings."""
     logger = get_run_logger()
     for note in data.notes:

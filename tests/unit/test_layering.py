@@ -251,7 +251,7 @@ def name_breaches(paths: list[Path], roots: dict[str, Path], base: Path) -> list
             if isinstance(node, ast.Import):
                 found += [f"{where}:{node.lineno} imports {a.name} as {a.asname}" for a in node.names
                           if a.asname and a.name.split(".")[0] in roots]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and module_path(node.module, roots):
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and module_path(node.module or "", roots):
                 for alias in node.names:
                     full = f"{node.module}.{alias.name}"
                     if alias.asname and alias.asname != alias.name:
@@ -259,7 +259,8 @@ def name_breaches(paths: list[Path], roots: dict[str, Path], base: Path) -> list
                     if module_path(full, roots):
                         modules[alias.asname or alias.name] = full
                     elif alias.name in imported_names(module_path(node.module, roots)):
-                        found.append(f"{where}:{node.lineno} imports {alias.name} from {node.module}, which only imports it")
+                        found.append(f"{where}:{node.lineno} imports {alias.name} from {node.module}, "
+                                     "which only imports it")
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
                 module = modules[node.value.id]

@@ -19,7 +19,8 @@ from pipeline.config.settings import BacktestWindow, PipelineConfig
 from pipeline.data import panel
 from pipeline.data.panel import Panel
 from pipeline.errors import ConfigError
-from pipeline.evaluation.metrics import Forecasts, SplitScores, beats_persistence, score, verdict, worse_than_persistence
+from pipeline.evaluation.metrics import (Forecasts, SplitScores, beats_persistence, score, verdict,
+                                         worse_than_persistence)
 from pipeline.features.windows import Preprocessor, prepare
 from pipeline.model.network import weights_digest
 from pipeline.model.training import EpochCallback, TrainResult, fit, init_model
@@ -81,7 +82,8 @@ def validation_share(cfg: PipelineConfig) -> float:
     return split.val
 
 
-def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None, window: BacktestWindow | None = None) -> list[Fold]:
+def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None,
+               window: BacktestWindow | None = None) -> list[Fold]:
     """The folds of a walk-forward backtest over `n_rows` rows; ConfigError when they do not fit.
 
     The last fold ends at the last row; the folds' test blocks are consecutive and equal in size.
@@ -268,7 +270,8 @@ def fold_record(result: FoldResult) -> tuple[dict[str, str], dict[str, float]]:
     return tags, metrics
 
 
-def summary_findings(metrics: dict[str, float], table: pd.DataFrame, window: BacktestWindow) -> tuple[dict[str, str], list[str]]:
+def summary_findings(metrics: dict[str, float], table: pd.DataFrame,
+                     window: BacktestWindow) -> tuple[dict[str, str], list[str]]:
     """The parent run's tags (folds, window, a warning when the model loses to persistence) and notes.
 
     The verdict is the pooled RMSE ratio (all folds' forecasts scored together), the measure and

@@ -402,7 +402,8 @@ def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
 # ---------------------------------------------------------------- the gate's inputs
 @dataclass(frozen=True)
 class GateInputs:
-    """What re-scoring the champion on this run's test windows needs (`promotion.table_mase`, `promotion.table_rmse`)."""
+    """What re-scoring the champion on this run's test windows needs (`promotion.table_mase`,
+    `promotion.table_rmse`)."""
 
     rows: pd.DataFrame  # raw rows (dates as text; long, with the series id, for many) ending at each last test origin
     actual: pd.Series  # target by (series, date text)
