@@ -51,20 +51,20 @@ def load_frame(source: str | Path | None, cfg, rows: int | None = None, freq: st
     """Validated, date-indexed rows from a CSV (or `rows` synthetic ones `freq` apart), as the flow gets them."""
     from pipeline.data.contract import validate_prices
     from pipeline.data.reading import load_prices
-    from pipeline.features import windows as feature_windows
+    from pipeline.features.windows import min_rows_needed
 
     if source is None:
         raw, name = synthetic_prices(rows or 40_000, freq=freq).astype(str), f"synthetic-{rows}"  # text, as a CSV reads
     else:
         raw, name = load_prices(str(source)).frame, str(source)
-    return validate_prices(raw, cfg.data, name, min_rows=feature_windows.min_rows_needed(cfg)).frame
+    return validate_prices(raw, cfg.data, name, min_rows=min_rows_needed(cfg)).frame
 
 
 def prepare(frame, cfg):
     """Preprocessor, split bounds and windows, as the flow's split/scale stage makes them."""
-    from pipeline.features import windows as feature_windows
+    from pipeline.features import windows
 
-    return feature_windows.prepare(frame, cfg)
+    return windows.prepare(frame, cfg)
 
 
 def default_config(**sections):

@@ -3,7 +3,7 @@
     .venv/bin/python bench/inference.py [--repeats 50] [--no-rest]
 
 Trains the default config for a few epochs on SBUX (latency does not depend on how long the
-model trained) and logs it exactly as the flow does (`tracking.log_model`) into a temporary
+model trained) and logs it exactly as the flow does (`store.log_model`) into a temporary
 MLflow store, with no Prefect. Then:
   pyfunc  `mlflow.pyfunc.load_model(uri).predict(rows)` on the rows one window needs (the
           latest forecast), and with params {"all_windows": True} on the rows that give 100
@@ -49,19 +49,19 @@ def train_and_log(work: Path) -> tuple[str, object, str]:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     from pipeline.model.training import fit, init_model
     from pipeline.serving.forecast import ForecastBundle
-    from pipeline.tracking import store as tracking
-    from pipeline.training.steps import series_example as input_example
+    from pipeline.tracking import store
+    from pipeline.training.steps import series_example
 
     cfg = default_config(train={"epochs": 3, "patience": None})
     frame = load_frame(data_path("SBUX"), cfg)
     pre, _, windows = prepare(frame, cfg)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"], cfg.train)
-    client = tracking.get_client(cfg)
-    run_id = tracking.start_run(client, tracking.ensure_experiment(client, "bench-inference"), "bench", {})
+    client = store.get_client(cfg)
+    run_id = store.start_run(client, store.ensure_experiment(client, "bench-inference"), "bench", {})
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg)
-    model_uri = tracking.log_model(run_id, bundle, input_example(frame, cfg, rows=pre.input_rows), uri).model_uri
-    tracking.end_run(client, run_id, "FINISHED")
+    model_uri = store.log_model(run_id, bundle, series_example(frame, cfg, rows=pre.input_rows), uri).model_uri
+    store.end_run(client, run_id, "FINISHED")
     return model_uri, cfg, uri
 
 

@@ -34,7 +34,7 @@ from pipeline.data.auto import resolve_auto  # noqa: E402
 from pipeline.data.contract import validate_prices  # noqa: E402
 from pipeline.data.reading import load_prices  # noqa: E402
 from pipeline.evaluation import metrics, plots
-from pipeline.features import windows as feature_windows
+from pipeline.features.windows import min_rows_needed
 from pipeline.training import backtest  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -55,7 +55,7 @@ def backtest_series(config: Path, source: Path, folds: int | None,
     if overrides:
         cfg = cfg.with_overrides(intervals=overrides)
     raw = load_prices(str(source))
-    frame = validate_prices(raw.frame, cfg.data, raw.source, min_rows=feature_windows.min_rows_needed(cfg)).frame
+    frame = validate_prices(raw.frame, cfg.data, raw.source, min_rows=min_rows_needed(cfg)).frame
     cfg = resolve_auto(cfg, frame)
     plan = backtest.plan_folds(len(frame), cfg, folds=folds)
     results = [backtest.run_fold(frame, cfg, fold) for fold in plan]

@@ -170,33 +170,32 @@ def one_size(csv: str, epochs: int, max_train_windows: int | None) -> dict[str, 
     from pipeline.data.contract import validate_prices
     from pipeline.data.reading import load_prices
     from pipeline.evaluation import metrics
-    from pipeline.features import windows as feature_windows
-    from pipeline.features.windows import Windows
-    from pipeline.model import training as train
+    from pipeline.features.windows import Windows, min_rows_needed
+    from pipeline.model import training
 
     cfg = default_config(train={"epochs": epochs, "patience": None})
     out: dict[str, object] = {"base_mb": peak_mb()}
     started = time.perf_counter()
     raw = load_prices(csv)
-    data = validate_prices(raw.frame, cfg.data, csv, min_rows=feature_windows.min_rows_needed(cfg))
+    data = validate_prices(raw.frame, cfg.data, csv, min_rows=min_rows_needed(cfg))
     del raw
     frame = data.frame
     out.update(rows=len(frame), read_s=time.perf_counter() - started, read_mb=peak_mb())
     started = time.perf_counter()
-    pre, _, windows = feature_windows.prepare(frame, cfg)
+    pre, _, windows = prepare(frame, cfg)
     out.update(prepare_s=time.perf_counter() - started, prepare_mb=peak_mb(),
                windows={s: len(w) for s, w in windows.items()})
     w = windows["train"]
     if max_train_windows is not None and len(w) > max_train_windows:  # fewer steps, the same data in memory
         k = max_train_windows
         windows = {**windows, "train": Windows(w.X[:k], w.y[:k], w.origins[:k], w.target_positions[:k])}
-    model = train.init_model(cfg, n_features=w.X.shape[2])
-    if hasattr(train, "plan_training"):
-        plan = train.plan_training(model, windows, cfg.train, rows=len(frame))
+    model = training.init_model(cfg, n_features=w.X.shape[2])
+    if hasattr(training, "plan_training"):
+        plan = training.plan_training(model, windows, cfg.train, rows=len(frame))
         out.update(plan_s_per_epoch=plan.seconds_per_epoch, plan=plan.describe())
     # Wall and CPU seconds (this process's, all threads): CPU time per row holds on a busy machine.
     epoch_ends = [(time.perf_counter(), time.process_time())]
-    result = train.fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train,
+    result = training.fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train,
                        on_epoch_end=lambda *_: epoch_ends.append((time.perf_counter(), time.process_time())))
     out.update(epoch_s=[b[0] - a[0] for a, b in zip(epoch_ends, epoch_ends[1:])],
                epoch_cpu_s=[b[1] - a[1] for a, b in zip(epoch_ends, epoch_ends[1:])],
@@ -204,7 +203,7 @@ def one_size(csv: str, epochs: int, max_train_windows: int | None) -> dict[str, 
     # One validation pass alone, as fit() runs it after every epoch: the epoch minus it is training alone.
     started, cpu = time.perf_counter(), time.process_time()
     if len(windows["val"]):
-        train.validation_loss(result.model, windows["val"], train.pick_device(cfg.train.device))
+        training.validation_loss(result.model, windows["val"], training.pick_device(cfg.train.device))
     out.update(val_pass_s=time.perf_counter() - started, val_pass_cpu_s=time.process_time() - cpu)
     started, cpu = time.perf_counter(), time.process_time()
     forecasts = {s: metrics.forecast_split(result.model, pre, frame, w, cfg.evaluate)

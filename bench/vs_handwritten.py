@@ -107,7 +107,7 @@ def product(frame: pd.DataFrame, data: dict, extra: dict, seed: int) -> tuple[np
     from pipeline.data.reading import load_prices
     from pipeline.evaluation import metrics
     from pipeline.features import transforms
-    from pipeline.features import windows as feature_windows
+    from pipeline.features.windows import min_rows_needed, prepare
     from pipeline.model.training import fit, init_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,10 +115,10 @@ def product(frame: pd.DataFrame, data: dict, extra: dict, seed: int) -> tuple[np
         frame.to_csv(csv, index=False)
         cfg = parse_config({"name": "bench", "data": {"source": str(csv), **data}, "train": {"seed": seed}, **extra})
         raw = load_prices(str(csv))
-        valid = validate_prices(raw.frame, cfg.data, raw.source, min_rows=feature_windows.min_rows_needed(cfg),
+        valid = validate_prices(raw.frame, cfg.data, raw.source, min_rows=min_rows_needed(cfg),
                                 positive=transforms.transform_domain(cfg)).frame
     cfg = resolve_auto(cfg, valid)
-    pre, _, windows = feature_windows.prepare(valid, cfg)
+    pre, _, windows = prepare(valid, cfg)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train)
     fc = metrics.forecast_split(result.model, pre, valid, windows["test"])

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 
 from pipeline import runtime
 from pipeline.cli.main import main
-from pipeline.tracking import store as tracking
+from pipeline.tracking import store
 from tests.conftest import ROOT, make_prices
 from tests.integration.processes import alive, descendants
 from tests.integration.registry_support import closed_port, registry_state
@@ -115,8 +115,8 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(prefect_harnes
                                                                   monkeypatch, capsys) -> None:
     uri = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv(tracking.ATTEMPTS_ENV, "3")
-    monkeypatch.setenv(tracking.BACKOFF_ENV, "0.2")
+    monkeypatch.setenv(store.ATTEMPTS_ENV, "3")
+    monkeypatch.setenv(store.BACKOFF_ENV, "0.2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
@@ -137,15 +137,15 @@ def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, m
     from pipeline.serving.forecast import ForecastModel
 
     dead = f"http://127.0.0.1:{closed_port()}"
-    monkeypatch.setenv(tracking.ATTEMPTS_ENV, "2")
-    monkeypatch.setenv(tracking.BACKOFF_ENV, "0.1")
+    monkeypatch.setenv(store.ATTEMPTS_ENV, "2")
+    monkeypatch.setenv(store.BACKOFF_ENV, "0.1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
     def log_model_to_a_dead_server(run_id, bundle, input_example, uri):
         client = MlflowClient(dead)
-        return tracking.retry(lambda: client.get_run(run_id), "log model", dead)
+        return store.retry(lambda: client.get_run(run_id), "log model", dead)
 
-    monkeypatch.setattr(tracking, "log_model", log_model_to_a_dead_server)
+    monkeypatch.setattr(store, "log_model", log_model_to_a_dead_server)
     before = registry_state(champion)
     capsys.readouterr()
     code = main(["train", "--config", write_config("lost.yaml", tracking={"experiment": "lost"})])
@@ -221,7 +221,7 @@ def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(sta
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
     (killed,) = runs_of(client, "kill")
-    assert killed.info.status == "RUNNING" and tracking.COMPLETE_TAG not in killed.data.tags
+    assert killed.info.status == "RUNNING" and store.COMPLETE_TAG not in killed.data.tags
     assert "registered_version" not in killed.data.tags
     versions, aliases = registry_state(client).get(MODEL, ([], {}))
     if stage in ("training", "model-logging"):
@@ -237,7 +237,7 @@ def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(sta
     assert main(["train", "--config", config]) == 0
     assert "Nothing to do" not in capsys.readouterr().out
     (done,) = [r for r in runs_of(client, "kill") if r.info.run_id != killed.info.run_id]
-    assert done.info.status == "FINISHED" and done.data.tags[tracking.COMPLETE_TAG] == "true"
+    assert done.info.status == "FINISHED" and done.data.tags[store.COMPLETE_TAG] == "true"
     assert done.data.tags["registered_version"] == str(len(versions) + 1)
     assert main(["train", "--config", config]) == 0  # and now there is nothing to do
     assert capsys.readouterr().out.startswith(f"Nothing to do: The data digest {done.data.tags['data_digest']}")

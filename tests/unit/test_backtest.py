@@ -8,7 +8,7 @@ import torch
 from pipeline.config.settings import parse_config
 from pipeline.data.contract import validate_prices
 from pipeline.errors import ConfigError
-from pipeline.evaluation import metrics as evaluate
+from pipeline.evaluation.metrics import rmse
 from pipeline.training import backtest
 from tests.conftest import make_prices
 
@@ -99,14 +99,14 @@ def test_summary_is_mean_and_spread_over_folds_and_pooled_metrics(cfg, frame) ->
     plan = backtest.plan_folds(len(frame), cfg)
     results = [backtest.run_fold(frame, cfg, fold) for fold in plan]
     s = backtest.summarize(results)
-    rmse = np.array([r.scores.model["rmse"] for r in results])
+    fold_rmse = np.array([r.scores.model["rmse"] for r in results])
     assert s["folds"] == 3
-    assert s["test_rmse_mean"] == pytest.approx(rmse.mean())
-    assert s["test_rmse_std"] == pytest.approx(rmse.std(ddof=1))
+    assert s["test_rmse_mean"] == pytest.approx(fold_rmse.mean())
+    assert s["test_rmse_std"] == pytest.approx(fold_rmse.std(ddof=1))
     assert s["test_drift_rmse_mean"] == pytest.approx(np.mean([r.scores.baselines["drift"]["rmse"] for r in results]))
     actual = np.vstack([r.forecasts.actual for r in results])
     predicted = np.vstack([r.forecasts.predicted for r in results])
-    assert s["backtest_rmse"] == pytest.approx(evaluate.rmse(actual, predicted))
+    assert s["backtest_rmse"] == pytest.approx(rmse(actual, predicted))
     assert s["backtest_windows"] == sum(r.scores.windows for r in results)
     table = backtest.fold_table(frame, results)
     assert list(table["fold"]) == [1, 2, 3]

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from pipeline.cli import main, progress
+from pipeline.cli import main
 from pipeline.errors import RegistryError
+from pipeline.model import progress
 from pipeline.tracking.registry import resolve_model
 from pipeline.tracking.run_report import metrics_table
 from pipeline.tracking.training_run import TrainingSummary

@@ -5,6 +5,7 @@ flows/, and what a logged model carries reaches nothing of training, tracking, t
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -212,3 +213,95 @@ def test_the_design_page_names_every_module() -> None:
     named = set(re.findall(r"`((?:pipeline|flows)/[\w/]+\.py)`", layout))
     assert not files - named, f"docs/design.md's layout does not name {sorted(files - named)}"
     assert not named - files, f"docs/design.md's layout names modules that do not exist: {sorted(named - files)}"
+
+
+# ---------------------------------------------------------------- names
+# A name is imported from the module that defines it, under its own name: no module passes on another's names
+# (`registry.TestWindow` was `promotion.TestWindow`), no alias keeps a module's old name alive (`store as tracking`).
+# A module passes on only what its `__all__` declares (`pipeline.pyfunc`: the serving class, where models logged before
+# the rooms existed load it; `pipeline.serving.forecast`: the serving API).
+SCANNED = ("src", "flows", "tests", "bench")
+
+
+def module_path(module: str, roots: dict[str, Path]) -> Path | None:
+    """The file of a module of the packages under `roots` (`pipeline.tracking.store` -> .../tracking/store.py)."""
+    head, *rest = module.split(".")
+    if head not in roots:
+        return None
+    base = roots[head].joinpath(*rest)
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.cache
+def imported_names(path: Path) -> frozenset[str]:
+    """The names a module binds by importing them, outside its functions and classes, and does not declare in its
+    `__all__`: names it would pass on by accident."""
+    names: set[str] = set()
+    declared: set[str] = set()
+    todo = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            declared |= set(ast.literal_eval(node.value))
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            todo.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt))
+    return frozenset(names - declared)
+
+
+def name_breaches(paths: list[Path], roots: dict[str, Path], base: Path) -> list[str]:
+    """Imports under another name, and names taken from a module that only imports them, in `paths`."""
+    found = []
+    for path in paths:
+        where = path.relative_to(base)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules: dict[str, str] = {}  # a name bound to a module of ours -> that module
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found += [f"{where}:{node.lineno} imports {a.name} as {a.asname}" for a in node.names
+                          if a.asname and a.name.split(".")[0] in roots]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and module_path(node.module or "", roots):
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    if alias.asname and alias.asname != alias.name:
+                        found.append(f"{where}:{node.lineno} imports {full} as {alias.asname}")
+                    if module_path(full, roots):
+                        modules[alias.asname or alias.name] = full
+                    elif alias.name in imported_names(module_path(node.module, roots)):
+                        found.append(f"{where}:{node.lineno} imports {alias.name} from {node.module}, "
+                                     "which only imports it")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+                module = modules[node.value.id]
+                if node.attr in imported_names(module_path(module, roots)):
+                    found.append(f"{where}:{node.lineno} reads {node.value.id}.{node.attr}, which {module} only imports")
+    return found
+
+
+def test_names_come_from_the_module_that_defines_them_under_their_own_name() -> None:
+    paths = sorted(p for folder in SCANNED for p in (ROOT / folder).rglob("*.py")
+                   if "fixtures" not in p.relative_to(ROOT).parts)  # tests/fixtures: old models' code, as saved
+    assert name_breaches(paths, PROJECT, ROOT) == []
+
+
+def test_a_passed_on_name_and_an_alias_are_found(tmp_path: Path) -> None:
+    package = tmp_path / "pipeline"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "promotion.py").write_text("def decide():\n    pass\n")
+    (package / "registry.py").write_text("from pipeline.promotion import decide\n\ndef f():\n    from os import sep\n")
+    (package / "api.py").write_text("from pipeline.promotion import decide\n\n__all__ = ['decide']\n")
+    user = tmp_path / "user.py"
+    user.write_text("from pipeline.registry import decide, f\nfrom pipeline import registry\n"
+                    "from pipeline import promotion as gate\nimport pipeline.registry as reg\n"
+                    "registry.decide()\nregistry.f()\ngate.decide()\nregistry.sep\nfrom pipeline.api import decide\n")
+    assert name_breaches([user], {"pipeline": package}, tmp_path) == [
+        "user.py:1 imports decide from pipeline.registry, which only imports it",
+        "user.py:3 imports pipeline.promotion as gate",
+        "user.py:4 imports pipeline.registry as reg",
+        "user.py:5 reads registry.decide, which pipeline.registry only imports",
+    ]

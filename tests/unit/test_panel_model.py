@@ -142,10 +142,10 @@ def test_table_mase_scores_the_champion_per_series() -> None:
 
 
 def test_the_portfolio_gate_speaks_mase_and_seasonal_naive() -> None:
-    decision = promotion.judge("3", 0.9, 1.2, "2", promotion.Score(0.95, 10), (0.0, 0.0), "mase", "seasonal_naive")
+    decision = promotion.decide("3", 0.9, 1.2, "2", promotion.Score(0.95, 10), (0.0, 0.0), "mase", "seasonal_naive")
     assert decision.promoted
     assert "test MASE 0.9 vs seasonal naive 1.2" in decision.reason and "champion v2" in decision.reason
     assert decision.tags()["gate.metric"] == "mase" and decision.tags()["gate.baseline"] == "seasonal_naive"
     assert "| seasonal naive | 1.2 |" in decision.markdown("m")
-    refused = promotion.judge("3", 1.3, 1.2, None, None, (0.0, 0.0), "mase", "seasonal_naive")
+    refused = promotion.decide("3", 1.3, 1.2, None, None, (0.0, 0.0), "mase", "seasonal_naive")
     assert not refused.promoted and "baseline FAIL: test MASE 1.3" in refused.reason

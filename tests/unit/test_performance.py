@@ -137,7 +137,7 @@ def test_expected_failures_leave_the_console_but_other_errors_stay() -> None:
 def test_start_up_imports_run_without_the_collector_and_stay_out_of_later_passes() -> None:
     import gc
 
-    from pipeline.cli.main import imports_without_gc
+    from pipeline.runtime import imports_without_gc
 
     frozen = gc.get_freeze_count()
     try:

@@ -20,7 +20,7 @@ from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.evaluation import metrics
 from pipeline.evaluation.intervals import IntervalState
 from pipeline.evaluation.metrics import Forecasts
-from pipeline.features import windows as feature_windows
+from pipeline.features.windows import min_rows_needed, prepare
 from pipeline.model.network import LSTMForecaster
 from pipeline.model.training import fit, init_model, pinball_loss
 from pipeline.serving.model_format import ForecastBundle
@@ -132,9 +132,9 @@ def trained_head(tmp_path_factory):
         "model": {"hidden_size": 8, "quantiles": TAILS}, "train": {"epochs": 30, "batch_size": 16, "seed": 7},
         "intervals": {"method": "quantile", "scaling": "window"},
     })
-    frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=feature_windows.min_rows_needed(cfg)).frame
+    frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=min_rows_needed(cfg)).frame
     one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
-    pre, bounds, windows = feature_windows.prepare(frame, cfg)
+    pre, bounds, windows = prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
     preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
     by_split, calibration = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))

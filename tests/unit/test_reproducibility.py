@@ -12,8 +12,8 @@ from pipeline import runtime
 from pipeline.config.settings import parse_config
 from pipeline.data.contract import validate_prices
 from pipeline.errors import DataError
-from pipeline.evaluation import metrics as evaluate
-from pipeline.features import windows as feature_windows
+from pipeline.evaluation.metrics import forecast_split, score
+from pipeline.features.windows import prepare
 from pipeline.model.network import weights_digest
 from pipeline.model.training import fit, init_model
 from pipeline.tracking import reproduce
@@ -23,11 +23,11 @@ from tests.conftest import make_prices
 
 def train_once(cfg) -> tuple[str, dict[str, float]]:
     frame = validate_prices(make_prices(90), cfg.data, "synthetic", min_rows=1).frame
-    pre, _, windows = feature_windows.prepare(frame, cfg)
+    pre, _, windows = prepare(frame, cfg)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"], cfg.train)
-    fc = evaluate.forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
-    return weights_digest(result.model.state_dict()), evaluate.score(fc).flat()
+    fc = forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
+    return weights_digest(result.model.state_dict()), score(fc).flat()
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -18,8 +18,8 @@ from numpy.lib.array_utils import byte_bounds
 from pipeline.config.settings import parse_config
 from pipeline.data.contract import validate_prices
 from pipeline.evaluation import metrics
-from pipeline.features import windows as feature_windows
-from pipeline.model import network as model_module
+from pipeline.features.windows import prepare
+from pipeline.model import network
 from pipeline.model import training
 from tests.conftest import make_prices
 
@@ -37,7 +37,7 @@ def config(**train_cfg):
 def prepared(n: int, cfg=None):
     cfg = cfg or config()
     frame = validate_prices(make_prices(n), cfg.data, "synthetic", min_rows=1).frame
-    return frame, *feature_windows.prepare(frame, cfg)
+    return frame, *prepare(frame, cfg)
 
 
 def peak_bytes(call) -> int:
@@ -101,7 +101,7 @@ def evaluate_split(model, pre, frame, windows) -> None:
 
 def test_evaluation_calls_the_model_per_bounded_batch_and_allocates_linearly(monkeypatch) -> None:
     monkeypatch.setattr(training, "EVAL_BATCH", 512)  # several batches at a unit-test size
-    monkeypatch.setattr(model_module.predict_outputs, "__defaults__", (512,))
+    monkeypatch.setattr(network.predict_outputs, "__defaults__", (512,))
     cfg = config()
     peaks, calls = {}, {}
     for n in (3000, 6000):

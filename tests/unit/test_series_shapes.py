@@ -193,14 +193,14 @@ HOURLY = {"data": {"date_column": "time", "target": "load", "features": ["load"]
 def test_hourly_data_keeps_its_times_in_the_input_example_and_the_forecasts() -> None:
     from pipeline.model.training import init_model
     from pipeline.serving.forecast import forecast_frame
-    from pipeline.training.steps import series_example as input_example
+    from pipeline.training.steps import series_example
 
     cfg = parse_config(HOURLY)
     stamps = pd.date_range("2024-01-01 00:00", periods=48, freq="h").strftime("%Y-%m-%d %H:%M:%S").tolist()
     frame = validate(hourly_frame(stamps), cfg.data).frame
     pre = Preprocessor(cfg).fit(frame, split_by_time(frame.index, cfg.split))
     assert pre.frequency == "h"
-    example = input_example(frame, cfg, rows=pre.input_rows)
+    example = series_example(frame, cfg, rows=pre.input_rows)
     assert example["time"].iloc[-1] == "2024-01-02 23:00:00"
     model = init_model(cfg, n_features=1)
     out = forecast_frame(model, pre, frame)

@@ -9,7 +9,7 @@ import pytest
 from pipeline.errors import DataError
 from pipeline.model.network import LSTMForecaster
 from pipeline.serving.forecast import ForecastModel, format_dates, model_input
-from pipeline.training.steps import series_example as input_example
+from pipeline.training.steps import series_example
 from tests.integration import registry_support as rs
 
 
@@ -105,10 +105,10 @@ def test_sub_daily_forecasts_keep_their_times():
 def test_the_input_example_keeps_sub_daily_times():
     data = minute_rows()
     planted = rs.plant(data, rs.config(), 0.01)
-    example = input_example(planted.frame, planted.bundle.config, rows=3)
+    example = series_example(planted.frame, planted.bundle.config, rows=3)
     assert example["Date"].tolist() == ["2024-03-01 09:37:00", "2024-03-01 09:38:00", "2024-03-01 09:39:00"]
     daily = rs.plant(rs.trend(n=40), rs.config(), 0.01)
-    assert input_example(daily.frame, daily.bundle.config, rows=1)["Date"].iloc[0] == rs.trend(n=40)["Date"].iloc[-1]
+    assert series_example(daily.frame, daily.bundle.config, rows=1)["Date"].iloc[0] == rs.trend(n=40)["Date"].iloc[-1]
 
 
 def test_forecast_dates_follow_the_training_calendar_not_the_input_alone(served):

@@ -15,7 +15,7 @@ from pipeline.tracking import store
 
 def test_transient_errors_are_retried_with_doubling_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(store.time, "sleep", sleeps.append)
+    monkeypatch.setattr(time, "sleep", sleeps.append)
     calls = []
 
     def flaky() -> str:
@@ -29,7 +29,7 @@ def test_transient_errors_are_retried_with_doubling_backoff(monkeypatch: pytest.
 
 
 def test_permanent_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store.time, "sleep", lambda s: pytest.fail("slept"))
+    monkeypatch.setattr(time, "sleep", lambda s: pytest.fail("slept"))
 
     def refused() -> None:
         raise MlflowException("bad name", error_code=INVALID_PARAMETER_VALUE)

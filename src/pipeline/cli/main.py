@@ -192,9 +192,9 @@ def flow_start_up() -> Iterator[None]:
     with imports_without_gc():
         server = early_server.start()
         yield
-        from pipeline.tracking import store as tracking
+        from pipeline.tracking import store
 
-        tracking.import_mlflow()
+        store.import_mlflow()
         early_server.adopt(server)
 
 
@@ -300,11 +300,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def _registry_client() -> object:
     with imports_without_gc():
-        from pipeline.tracking import store as tracking
+        from pipeline.tracking import store
 
-        tracking.import_mlflow()
+        store.import_mlflow()
 
-    return tracking.get_client()
+    return store.get_client()
 
 
 def _print_move(move: object) -> None:
@@ -316,9 +316,9 @@ def _print_move(move: object) -> None:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from pipeline.tracking import registry
+    from pipeline.tracking.history import current_user
 
-    move = registry.promote(_registry_client(), args.name, args.version, args.reason,
-                            registry.current_user("promote"))
+    move = registry.promote(_registry_client(), args.name, args.version, args.reason, current_user("promote"))
     if move is None:
         print(f"{args.name} version {args.version} is already @champion; nothing changed")
         return 0
@@ -328,19 +328,22 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from pipeline.tracking import registry
+    from pipeline.tracking.history import current_user
 
-    move = registry.rollback(_registry_client(), args.name, args.reason or "", registry.current_user("rollback"))
+    move = registry.rollback(_registry_client(), args.name, args.reason or "", current_user("rollback"))
     _print_move(move)
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from pipeline.tracking import registry
+    from pipeline.tracking.history import champion_lineage
+    from pipeline.tracking.promotion import CHAMPION
 
     client = _registry_client()
     moves = registry.read_history(client, args.name)
     aliases = registry.get_aliases(client, args.name)
-    shown = moves if args.all else [m for m in moves if m.alias == registry.CHAMPION]
+    shown = moves if args.all else [m for m in moves if m.alias == CHAMPION]
     print(f"{args.name}: {'every alias move' if args.all else '@champion lineage'}, oldest first")
     gated: dict[str, str | None] = {}  # version -> the gate's figures, read from its tags (old names too)
     for move in shown:
@@ -352,7 +355,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                 print(f"    gate: {gated[version]}")
     if not shown:
         print("  (no recorded moves)")
-    lineage = registry.champion_lineage(moves, aliases.get(registry.CHAMPION))
+    lineage = champion_lineage(moves, aliases.get(CHAMPION))
     print("champions in force: " + (" -> ".join(f"v{v}" for v in lineage) or "none"))
     print("aliases now: " + (", ".join(f"@{a} = v{v}" for a, v in sorted(aliases.items())) or "none"))
     return 0
@@ -392,14 +395,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         from flows.training import training_flow
         from pipeline import runtime
         from pipeline.tracking import reproduce
-        from pipeline.tracking import store as tracking
+        from pipeline.tracking import store
 
-    client = tracking.get_client()
+    client = store.get_client()
 
     def rerun(cfg: object) -> str:  # the recorded config, as a config object: no file in between
         return training_flow(config_path=None, config=cfg, force=True).run_id
 
-    env = {**runtime.git_state(), **{f"version.{k}": v for k, v in tracking.library_versions().items()}}
+    env = {**runtime.git_state(), **{f"version.{k}": v for k, v in store.library_versions().items()}}
     report = reproduce.reproduce(client, args.run_id, rerun, source=args.data, current_env=env)
     print(f"Reproducing run {report.run_id} as run {report.new_run_id}")
     for line in report.lines():

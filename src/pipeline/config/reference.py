@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from pipeline.config import settings as config_module
+from pipeline.config import settings
 from pipeline.config.settings import PipelineConfig
 
 DEFAULT_PATH = Path("docs/configuration.md")
@@ -77,8 +77,8 @@ def default_text(field: FieldInfo) -> str:
 
 @cache
 def field_docs() -> dict[tuple[str, str], str]:
-    """(class name, field name) -> the docstring written under the field in config.py."""
-    tree = ast.parse(Path(inspect.getfile(config_module)).read_text(encoding="utf-8"))
+    """(class name, field name) -> the docstring written under the field in config/settings.py."""
+    tree = ast.parse(Path(inspect.getfile(settings)).read_text(encoding="utf-8"))
     docs: dict[tuple[str, str], str] = {}
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
@@ -93,7 +93,7 @@ def field_docs() -> dict[tuple[str, str], str]:
 
 
 def describe(model: type[BaseModel], key: str) -> str:
-    """A field's meaning: its docstring in config.py, else its pydantic description."""
+    """A field's meaning: its docstring in config/settings.py, else its pydantic description."""
     return field_docs().get((model.__name__, key)) or model.model_fields[key].description or ""
 
 

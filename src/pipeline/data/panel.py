@@ -318,7 +318,7 @@ def skipped_summary(bad: dict[str, str], total: int) -> str:
 
 # ---------------------------------------------------------------- `auto` settings for many series
 def resolve_panel(raw: RawData, cfg: PipelineConfig, data: Panel) -> tuple[PipelineConfig, Panel]:
-    """One config for every series, its `auto` settings resolved from the data (`defaults.resolve_auto`).
+    """One config for every series, its `auto` settings resolved from the data (`auto.resolve_auto`).
 
     Each series calls for its own values; the run takes the combination most series call for
     (ties: the first series' in id order), and a log transform only when every series' values

@@ -181,7 +181,7 @@ def plot_residuals(fc: Forecasts, unit: str) -> Figure:
 
 
 def plot_horizon(scores_by_step: dict[str, list[float]], metric: str, unit: str) -> Figure:
-    """Error per step ahead (h=1..H) of the model and each baseline; from `evaluate.per_step`."""
+    """Error per step ahead (h=1..H) of the model and each baseline; from `metrics.per_step`."""
     fig, ax = _figure(figsize=(8, 4.5))
     for name, values in scores_by_step.items():
         steps = np.arange(1, len(values) + 1)

@@ -71,7 +71,7 @@ class Windows:
 
     `X` is a read-only view into the scaled feature matrix (window i is rows origin-lookback+1
     .. origin), not a copy: `lookback` copies of every row would cost lookback x n_features x 4
-    bytes per row. Gather a batch with `X[idx]` (what `train.fit` does; `np.take` would copy all of X).
+    bytes per row. Gather a batch with `X[idx]` (what `training.fit` does; `np.take` would copy all of X).
     """
 
     X: np.ndarray  # (n, lookback, n_features), float32, a view (see above)
@@ -306,7 +306,7 @@ def min_rows_needed(cfg: PipelineConfig) -> int:
     """Rows the data must have so each split holds at least one window (two for training).
 
     `auto` settings count as their smallest outcome (a one-row lookback, a differencing warm-up);
-    `defaults.resolve_auto` keeps the lookback within what the training rows allow.
+    `auto.resolve_auto` keeps the lookback within what the training rows allow.
     """
     per_window = cfg.window.horizon + cfg.window.lead - 1 + input_rows_needed(cfg)
     horizon = cfg.window.horizon

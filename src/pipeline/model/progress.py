@@ -87,7 +87,7 @@ class EpochProgress:
         self._task = self._bar.add_task(self.label, total=self.total, train="n/a", val="n/a")
 
     def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
-        """`epoch` counts from 0, as `train.fit` passes it."""
+        """`epoch` counts from 0, as `training.fit` passes it."""
         self.last = (epoch, train_loss, val_loss)
         if self.mode == "bar":
             if self._bar is None:

@@ -228,18 +228,22 @@ def calibration_check(coverage_error: float, max_coverage_error: float) -> Check
                                     "(registry.max_coverage_error)")
 
 
-def gate(challenger: float, baseline_score: float, champion_version: str | None,
-         champion: Score | None, min_gain_over_baseline: float, min_gain_over_champion: float,
-         metric: str = "rmse", baseline: str = "naive",
-         coverage: tuple[float, float] | None = None) -> list[Check]:
-    """The checks a challenger must pass: two margins (0.02 = 2 % lower `metric`) against `baseline` (a metric id:
-    naive, seasonal_naive, ...) and the champion and, when `coverage` (its ACD at 95 %, the largest allowed) is
-    given, the calibration of its intervals."""
+def decide(version: str, challenger: float, baseline_score: float, champion_version: str | None,
+           champion: Score | None, margins: tuple[float, float], metric: str = "rmse", baseline: str = "naive",
+           coverage: tuple[float, float] | None = None) -> Decision:
+    """The promotion decision: `@champion` when the challenger passes every check, else `@challenger`.
+
+    The checks: two margins (`margins`: 0.02 = 2 % lower `metric`), against `baseline` (a metric id: naive,
+    seasonal_naive, ...) and against the champion (`champion`: its score re-scored on the same window, None when
+    there is no champion) and, when `coverage` (the challenger's ACD at 95 %, the largest allowed) is given, the
+    calibration of its intervals.
+    """
+    min_gain_over_baseline, min_gain_over_champion = margins
     bar = baseline_score * (1 - min_gain_over_baseline)
     ok = math.isfinite(challenger) and challenger < bar
-    metric = metric.upper()
+    shown = metric.upper()
     checks = [Check("baseline", ok,
-                    f"test {metric} {challenger:.6g} vs {baseline_words(baseline)} {baseline_score:.6g}; "
+                    f"test {shown} {challenger:.6g} vs {baseline_words(baseline)} {baseline_score:.6g}; "
                     f"needs < {bar:.6g} (margin {min_gain_over_baseline:.2%})")]
     if champion_version is None:
         checks.append(Check("champion", True, "no champion yet"))
@@ -250,20 +254,11 @@ def gate(challenger: float, baseline_score: float, champion_version: str | None,
         bar = champion.rmse * (1 - min_gain_over_champion)
         ok = math.isfinite(challenger) and challenger < bar
         checks.append(Check("champion", ok,
-                            f"test {metric} {challenger:.6g} vs champion v{champion_version} re-scored with its own "
+                            f"test {shown} {challenger:.6g} vs champion v{champion_version} re-scored with its own "
                             f"preprocessing on the same window at {champion.rmse:.6g} ({champion.count} forecasts); "
                             f"needs < {bar:.6g} (margin {min_gain_over_champion:.2%})"))
     if coverage is not None:
         checks.append(calibration_check(*coverage))
-    return checks
-
-
-def judge(version: str, challenger: float, baseline_score: float, champion_version: str | None,
-          champion: Score | None, margins: tuple[float, float], metric: str = "rmse",
-          baseline: str = "naive", coverage: tuple[float, float] | None = None) -> Decision:
-    """The gate's decision: `@champion` when every check passes, else `@challenger`."""
-    checks = gate(challenger, baseline_score, champion_version, champion, *margins, metric=metric, baseline=baseline,
-                  coverage=coverage)
     alias = CHAMPION if all(c.passed for c in checks) else CHALLENGER
     return Decision(version, alias, challenger, baseline_score, champion_version,
                     champion.rmse if champion else None, checks, margins, metric, baseline)

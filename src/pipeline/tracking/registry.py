@@ -1,8 +1,8 @@
 """The MLflow Model Registry: register a version, apply the promotion gate, record every alias move.
 
 Aliases, not stages: `@champion` is the version to serve, `@challenger` the newest version the
-gate has not (yet) promoted. The gate's arithmetic lives in `pipeline.tracking.promotion` (no MLflow); here
-the champion is re-scored with its own logged preprocessing and the verdict is written.
+gate has not (yet) promoted. The decision itself is `pipeline.tracking.promotion.decide` (numbers in, no
+MLflow); here the champion is re-scored with its own logged preprocessing and the decision is written.
 Registration and alias moves happen last and all or nothing; every move is recorded as a run in
 the audit experiment (`pipeline.tracking.history` describes the record), so the champion's lineage
 survives any process and can be rolled back, without cluttering the registered model's page.
@@ -27,22 +27,20 @@ import pandas as pd
 from pipeline.errors import PipelineError, RegistryError, TrackingError
 from pipeline.runtime import ProcessOwner, kill_point
 
-# The gate's and the history's names stay reachable here: the flows and the CLI use them through this module.
-from pipeline.tracking.history import (  # noqa: F401
+from pipeline.tracking.history import (
     AUDIT_EXPERIMENT,
     MAX_REASON,
     AliasMove,
     audit_run_name,
     audit_tags,
     champion_lineage,
-    current_user,
     in_order,
     legacy_moves,
     model_key,
     move_from_tags,
     new_key,
 )
-from pipeline.tracking.promotion import CHALLENGER, CHAMPION, Decision, Score, TestWindow, gate, judge, table_rmse  # noqa: F401
+from pipeline.tracking.promotion import CHALLENGER, CHAMPION, Decision, Score, TestWindow, decide
 from pipeline.tracking.store import ensure_experiment, is_local_sqlite, retry
 
 log = logging.getLogger(__name__)
@@ -53,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Callable[[pd.DataFrame], Score]) -> Score:
     """Score a logged model, with its own preprocessing and scalers, on the given test windows: its forecasts of
-    every window of `raw_rows` scored by `score_table` (`gate.table_rmse`, `gate.table_mase`).
+    every window of `raw_rows` scored by `score_table` (`promotion.table_rmse`, `promotion.table_mase`).
 
     Never raises for a model that cannot score this data (another target, missing columns,
     too short a horizon): the returned Score says why, and the gate refuses.
@@ -77,10 +75,12 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Ca
     return score_table(table)
 
 
-def decide(client: Any, name: str, version: str, challenger: float, baseline_score: float,
-           rescore_champion: Callable[[str], Score], margins: tuple[float, float],
-           measure: tuple[str, str] = ("rmse", "naive"), coverage: tuple[float, float] | None = None) -> Decision:
-    """Run the gate against the current champion (if any) without changing anything.
+def rescore_champion_and_decide(client: Any, name: str, version: str, challenger: float, baseline_score: float,
+                                rescore_champion: Callable[[str], Score], margins: tuple[float, float],
+                                measure: tuple[str, str] = ("rmse", "naive"),
+                                coverage: tuple[float, float] | None = None) -> Decision:
+    """Find the current `@champion` (if any), re-score it with `rescore_champion` and take the promotion decision
+    (`promotion.decide`) against it; nothing is written.
 
     `measure`: the metric compared and the baseline beside the champion (a metric id: rmse or mase; naive,
     seasonal_naive, ...); `coverage`: the challenger's 95 % ACD and the largest allowed (registry.max_coverage_error),
@@ -88,7 +88,7 @@ def decide(client: Any, name: str, version: str, challenger: float, baseline_sco
     current = champion_version(client, name)
     current_version = str(current.version) if current is not None else None
     score = rescore_champion(f"models:/{name}/{current_version}") if current_version else None
-    return judge(version, challenger, baseline_score, current_version, score, margins, *measure, coverage=coverage)
+    return decide(version, challenger, baseline_score, current_version, score, margins, *measure, coverage=coverage)
 
 
 # ------------------------------------------------------------------ registry basics
@@ -338,7 +338,7 @@ def registration_lock(client: Any, name: str, wait_s: float | None = None) -> It
     (`runtime.ProcessOwner`): a lock whose holder on this host has ended is broken at once, and one
     older than LOCK_STALE_S (a holder elsewhere that died) is broken too. A waiting command says
     at once what it waits for, since when, held by whom and how long it will wait. On a local
-    SQLite store the caller's file lock (`tracking.store_lock`) already serialises, and this is a no-op.
+    SQLite store the caller's file lock (`store.store_lock`) already serialises, and this is a no-op.
     """
     from mlflow.exceptions import MlflowException
 
@@ -431,8 +431,8 @@ def register_and_promote(
         retry(lambda: ensure_registered_model(client, name), "create registered model", uri)
         migrate_history(client, name)
         repair_incomplete(client, name, by)
-        decision = decide(client, name, "?", challenger, baseline_score, rescore_champion, margins, measure,
-                          coverage)
+        decision = rescore_champion_and_decide(client, name, "?", challenger, baseline_score, rescore_champion,
+                                               margins, measure, coverage)
         before = retry(lambda: get_aliases(client, name), "read aliases", uri)
         if before.get(CHAMPION) != decision.champion_version:
             raise RegistryError(f"@champion of {name!r} moved to v{before.get(CHAMPION)} while the gate compared "
@@ -440,7 +440,7 @@ def register_and_promote(
         metric, baseline = measure
         all_tags = {**tags, "run_id": run_id, "test_window": window.tag(), f"test_{metric}": repr(challenger),
                     f"test_{baseline}_{metric}": repr(baseline_score)}
-        if model_id:  # the logged model's manifest digest, which loaders check its files against (tracking.log_model)
+        if model_id:  # the logged model's manifest digest, which loaders check its files against (store.log_model)
             from pipeline.serving.model_format import MANIFEST_TAG
 
             manifest = retry(lambda: client.get_logged_model(model_id).tags.get(MANIFEST_TAG), "read the logged model", uri)
@@ -478,7 +478,7 @@ def register_and_promote(
 
 
 def gate_line(client: Any, name: str, version: str) -> str | None:
-    """The gate's figures of a version in one line (`gate.recorded_line`: today's tags or those of versions gated
+    """The gate's figures of a version in one line (`promotion.recorded_line`: today's tags or those of versions gated
     before it named its metric); None when it was never gated or is gone."""
     from mlflow.exceptions import MlflowException
 
@@ -553,7 +553,7 @@ def incomplete_registration(exc: BaseException, client: Any, name: str, version:
     """The error of a registration that failed part-way, saying what was done, what was undone and what is left.
 
     None for anything but a tracking or registry error (a bug, an interrupt): the caller raises it again
-    as it is, after the same account is logged. The registry calls go through `tracking.retry`, so a
+    as it is, after the same account is logged. The registry calls go through `store.retry`, so a
     lost server arrives here as a TrackingError.
     """
     text = f"registration of {name!r} did not complete ({first_line(exc)}). Done before the failure: {'; '.join(done)}."

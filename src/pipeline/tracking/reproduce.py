@@ -3,7 +3,7 @@
 A training run records its resolved config (`config/resolved.yaml`), its data source and
 digest (`data_source`, `data_digest`), the git commit and whether the tree was dirty
 (`git_commit`, `git_dirty`), library versions (`version.*`), its thread count
-(`train_threads`) and a digest of the trained weights (`weights_digest`, `model.weights_digest`).
+(`train_threads`) and a digest of the trained weights (`weights_digest`, `network.weights_digest`).
 `reproduce()` checks the data first, re-runs through a caller-supplied function (the CLI passes
 the training flow the recorded config), then compares metric by metric and the weights, bit for
 bit. It reads and tags runs through `pipeline.tracking.store`; it imports no MLflow.

@@ -99,7 +99,7 @@ def _num(value: float | None) -> str:
 
 def headline(metrics: Mapping[str, float], measure: tuple[str, str], split: str = "test") -> str:
     """The model against the baseline it is held to, in one line: "RMSE ratio model/seasonal naive: 0.93 (better
-    than seasonal naive)". `measure`: the metric and the baseline (`gate.strongest_baseline`, the gate's own)."""
+    than seasonal naive)". `measure`: the metric and the baseline (`promotion.strongest_baseline`, the gate's own)."""
     from pipeline.evaluation.baselines import baseline_words
 
     metric, baseline = measure

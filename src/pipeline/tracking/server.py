@@ -137,17 +137,17 @@ def hba_rules(owner: str) -> str:
 
 def running_pid(data_dir: Path) -> int | None:
     """The pid in `data_dir`/postmaster.pid when that process is alive and a postgres (our cluster still running)."""
+    import psutil
+
     with contextlib.suppress(OSError, ValueError, IndexError):
         pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if cmdline.exists() and b"postgres" not in cmdline.read_bytes():
-            return None  # a stale file whose pid another program now has
         try:
-            os.kill(pid, 0)
-        except PermissionError:
-            return pid
-        except ProcessLookupError:
+            if "postgres" not in " ".join(psutil.Process(pid).cmdline()):
+                return None  # a stale file whose pid another program now has
+        except psutil.NoSuchProcess:  # gone, or a zombie
             return None
+        except psutil.AccessDenied:  # alive, another user's, its command line hidden
+            return pid
         return pid
     return None
 

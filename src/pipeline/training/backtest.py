@@ -15,15 +15,13 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 
-from pipeline.config.settings import BacktestWindow as Window
-from pipeline.config.settings import PipelineConfig
+from pipeline.config.settings import BacktestWindow, PipelineConfig
 from pipeline.data import panel
 from pipeline.data.panel import Panel
 from pipeline.errors import ConfigError
-from pipeline.evaluation import metrics as evaluate
-from pipeline.evaluation.metrics import Forecasts, SplitScores, worse_than_persistence
-from pipeline.features import windows as feature_windows
-from pipeline.features.windows import Preprocessor
+from pipeline.evaluation.metrics import (Forecasts, SplitScores, beats_persistence, score, verdict,
+                                         worse_than_persistence)
+from pipeline.features.windows import Preprocessor, prepare
 from pipeline.model.network import weights_digest
 from pipeline.model.training import EpochCallback, TrainResult, fit, init_model
 from pipeline.training import steps
@@ -84,7 +82,8 @@ def validation_share(cfg: PipelineConfig) -> float:
     return split.val
 
 
-def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None, window: Window | None = None) -> list[Fold]:
+def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None,
+               window: BacktestWindow | None = None) -> list[Fold]:
     """The folds of a walk-forward backtest over `n_rows` rows; ConfigError when they do not fit.
 
     The last fold ends at the last row; the folds' test blocks are consecutive and equal in size.
@@ -94,8 +93,8 @@ def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None, windo
     window = window or bt.window
     if k < 1:
         raise ConfigError(f"backtest needs at least one fold (got {k})")
-    if window not in get_args(Window):
-        raise ConfigError(f"backtest window must be one of {list(get_args(Window))} (got {window!r})")
+    if window not in get_args(BacktestWindow):
+        raise ConfigError(f"backtest window must be one of {list(get_args(BacktestWindow))} (got {window!r})")
     initial = _rows(bt.initial, n_rows)
     test_size = bt.test_size or (n_rows - initial) // k
     pre = Preprocessor(cfg)
@@ -148,7 +147,7 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     started = time.perf_counter()
     part = fold_frame(frame, fold)
     fcfg = fold_config(cfg, fold)
-    pre, bounds, windows = feature_windows.prepare(part, fcfg)
+    pre, bounds, windows = prepare(part, fcfg)
     assert bounds.test_start == fold.cutoff - fold.start, "fold split disagrees with the plan"
     model = init_model(fcfg, n_features=windows["train"].X.shape[2])
     val = windows["val"] if len(windows["val"]) else None
@@ -158,7 +157,7 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     one = Panel(column=None, series={panel.ONE_SERIES: part})
     preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
     fc = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("test",))[0]["test"][panel.ONE_SERIES]
-    scores = evaluate.score(fc, prefix="test")
+    scores = score(fc, prefix="test")
     seconds = time.perf_counter() - started
     log.info("fold %d: cutoff %s, %d train rows, test RMSE %.6g (persistence %.6g)", fold.index + 1,
              frame.index[fold.cutoff].date(), fold.train_rows, scores.model["rmse"], scores.baselines["naive"]["rmse"])
@@ -199,7 +198,7 @@ def summarize(results: list[FoldResult]) -> dict[str, float]:
         out[f"{key}_mean"] = float(np.mean(values))
         out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     if results:
-        out.update(evaluate.score(concat_forecasts([r.forecasts for r in results]), prefix="backtest").flat())
+        out.update(score(concat_forecasts([r.forecasts for r in results]), prefix="backtest").flat())
         out["train_seconds_total"] = float(sum(r.train.seconds for r in results))
     return out
 
@@ -249,7 +248,7 @@ def data_tags(frame: pd.DataFrame, digest: str) -> dict[str, str]:
     return {"data_digest": digest, "data_rows": str(len(frame)), "data_start": _day(frame, 0), "data_end": _day(frame, -1)}
 
 
-def fold_params(frame: pd.DataFrame, fold: Fold, window: Window) -> dict[str, str]:
+def fold_params(frame: pd.DataFrame, fold: Fold, window: BacktestWindow) -> dict[str, str]:
     """A fold run's params: its number, window, dates and sizes."""
     return {
         "fold": str(fold.index + 1), "window": window,
@@ -271,11 +270,12 @@ def fold_record(result: FoldResult) -> tuple[dict[str, str], dict[str, float]]:
     return tags, metrics
 
 
-def summary_findings(metrics: dict[str, float], table: pd.DataFrame, window: Window) -> tuple[dict[str, str], list[str]]:
+def summary_findings(metrics: dict[str, float], table: pd.DataFrame,
+                     window: BacktestWindow) -> tuple[dict[str, str], list[str]]:
     """The parent run's tags (folds, window, a warning when the model loses to persistence) and notes.
 
     The verdict is the pooled RMSE ratio (all folds' forecasts scored together), the measure and
-    threshold of the command's last line (`evaluate.verdict`), so the warning and that line never
+    threshold of the command's last line (`evaluation.metrics.verdict`), so the warning and that line never
     disagree; the mean of the fold ratios is shown beside it for information.
     """
     tags = {"folds": str(len(table)), "window": window}
@@ -323,7 +323,7 @@ class PanelFoldResult:
 
 
 def plan_panel_folds(data: Panel, cfg: PipelineConfig, folds: int | None = None,
-                     window: Window | None = None) -> tuple[list[PanelFold], list[str]]:
+                     window: BacktestWindow | None = None) -> tuple[list[PanelFold], list[str]]:
     """The folds of a walk-forward backtest of many series, counted from each series' end: `folds` test blocks
     of `backtest.test_size` rows (null: the most that fits every series, at least the horizon) per series; and
     the series too short for them (each a note). ConfigError when no series fits."""
@@ -412,20 +412,20 @@ def panel_fold_table(results: list[PanelFoldResult]) -> pd.DataFrame:
 
 
 def panel_findings(metrics: dict[str, float], table: pd.DataFrame, baseline: tuple[str, float],
-                   window: Window) -> tuple[dict[str, str], list[str]]:
+                   window: BacktestWindow) -> tuple[dict[str, str], list[str]]:
     """The parent run's tags (folds, window, the verdict, a warning when the model loses to the baseline it is held
     to: pooled mean MASE) and notes."""
     from pipeline.evaluation.baselines import baseline_words
 
-    name, score = baseline
+    name, baseline_score = baseline
     model = metrics.get("backtest_mase", float("nan"))
-    ratio = model / score if score and np.isfinite(score) else float("nan")
+    ratio = model / baseline_score if baseline_score and np.isfinite(baseline_score) else float("nan")
     words = baseline_words(name)
     tags = {"folds": str(len(table)), "window": window, "backtest.metric": "mase", "backtest.baseline": name,
-            "backtest.verdict": evaluate.verdict(ratio, words)}
+            "backtest.verdict": verdict(ratio, words)}
     notes: list[str] = []
-    if not evaluate.beats_persistence(ratio):
+    if not beats_persistence(ratio):
         tags["warning"] = (f"model is not better than {words} pooled over all folds and series "
-                           f"(mean MASE {model:.4g} vs {score:.4g})")
+                           f"(mean MASE {model:.4g} vs {baseline_score:.4g})")
         notes.append(tags["warning"])
     return tags, notes

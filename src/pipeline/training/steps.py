@@ -70,7 +70,7 @@ def prepare_series(frame: pd.DataFrame, cfg: PipelineConfig) -> SeriesPrep:
 
 def prepare_panel(panel: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
     """`prepare_series` for every series; DataError when no series can be trained on. One series (its id
-    implicit) must hold every split's windows (`features.prepare`'s rule)."""
+    implicit) must hold every split's windows (`windows.prepare`'s rule)."""
     if panel.column is None:
         pre, bounds, windows = prepare(panel.series[ONE_SERIES], cfg)
         return {ONE_SERIES: SeriesPrep(pre, bounds, windows, trainable=True)}
@@ -402,7 +402,8 @@ def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
 # ---------------------------------------------------------------- the gate's inputs
 @dataclass(frozen=True)
 class GateInputs:
-    """What re-scoring the champion on this run's test windows needs (`gate.table_mase`, `gate.table_rmse`)."""
+    """What re-scoring the champion on this run's test windows needs (`promotion.table_mase`,
+    `promotion.table_rmse`)."""
 
     rows: pd.DataFrame  # raw rows (dates as text; long, with the series id, for many) ending at each last test origin
     actual: pd.Series  # target by (series, date text)
