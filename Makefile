@@ -98,7 +98,7 @@ monitor-demo: $(STAMP)
 
 # The configuration reference, generated from the config models (a test fails when it is stale).
 docs: $(STAMP)
-	$(BIN)/python -m pipeline.config_reference
+	$(BIN)/python -m pipeline.config.reference
 
 # MLflow's REST server for a registered model (README "A five-minute tour").
 MODEL      ?= models:/lstm-forecaster@champion
@@ -125,7 +125,7 @@ TRACKING_DIR ?= .tracking
 PG_PORT      ?= 5433
 
 tracking-server: $(STAMP)
-	$(BIN)/python -m pipeline.tracking_server --dir $(TRACKING_DIR) --pg-port $(PG_PORT) --port $(MLFLOW_PORT)
+	$(BIN)/python -m pipeline.tracking.server --dir $(TRACKING_DIR) --pg-port $(PG_PORT) --port $(MLFLOW_PORT)
 
 clean:
 	rm -rf mlruns mlflow.db mlflow.db.lock .prefect

@@ -38,10 +38,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
 
-from pipeline.data import panel  # noqa: E402
-from pipeline.training import steps
 from pipeline.config.settings import PipelineConfig  # noqa: E402
+from pipeline.data import panel  # noqa: E402
 from pipeline.data.reading import RawData  # noqa: E402
+from pipeline.training import steps
 
 DATA = ROOT.parent / "shared" / "data"
 SETS = {  # name: (training file, horizon)

@@ -64,7 +64,7 @@ def tiny_config_dict(prices_csv: Path) -> dict:
 
 @pytest.fixture
 def tiny_config(tiny_config_dict: dict):
-    from pipeline.config import parse_config
+    from pipeline.config.settings import parse_config
 
     return parse_config(tiny_config_dict)
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from tests.conftest import parent_and_children
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.prefect_stack import (BIN, MARKER, Processes, api, artifacts_of, logged, running_stack,
-                                             trigger)
+from tests.integration.prefect_stack import BIN, MARKER, Processes, api, artifacts_of, logged, running_stack, trigger
 from tests.integration.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -64,7 +63,7 @@ def test_scheduled_retraining_through_a_worker(stack: dict, write_config) -> Non
     assert "scheduled-forecaster v1" in summary and "| RMSE |" in summary and tags["data_digest"] in summary
     assert f"runs/{runs[0].info.run_id})" in artifacts["tiny-mlflow-run"]
     # logs of the plain steps in src/pipeline reached the Prefect run logs
-    expected = {"pipeline.ingest", "pipeline.train"}
+    expected = {"pipeline.data.reading", "pipeline.model.training"}
     logs = logged(stack, first["id"], lambda logs: expected <= {r["name"] for r in logs})
     assert expected <= {r["name"] for r in logs}, [(r["name"], r["message"]) for r in logs]
 

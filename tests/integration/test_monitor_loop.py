@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from pipeline import registry
+from pipeline.tracking import registry
 from tests.conftest import long_config_dict, make_long
 from tests.integration import registry_support as rs
 from tests.integration.prefect_stack import BIN, api, running_stack
@@ -69,7 +69,7 @@ def test_the_retraining_deployment_carries_the_monitor_trigger(loop: dict) -> No
     automations = api(loop, "POST", "/automations/filter", json={})
     triggers = [a["trigger"] for a in automations if "pipeline.monitor.retrain-requested" in a["trigger"].get("expect", [])]
     assert len(triggers) == 1, automations
-    assert triggers[0]["match"] == {"prefect.resource.id": "pipeline.model.*"}
+    assert triggers[0]["match"] == {"prefect.resource.id": "pipeline.model.network.*"}
 
 
 def test_nothing_changed_scores_the_forecasts_and_triggers_nothing(loop: dict) -> None:

@@ -11,9 +11,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from flows.forecast import forecast_flow
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import DataError, RegistryError
-
 from tests.integration import registry_support as rs
 
 
@@ -139,7 +138,7 @@ def test_predict_never_writes_over_the_tracking_store(prefect_harness, default_s
 
 
 def _umask() -> int:
-    from pipeline.output import current_umask
+    from pipeline.tracking.forecast_files import current_umask
 
     return current_umask()
 

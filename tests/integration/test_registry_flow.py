@@ -6,8 +6,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from flows.training import training_flow
-from pipeline.registry import get_aliases, read_history
-
+from pipeline.tracking.registry import get_aliases, read_history
 from tests.integration import registry_support as rs
 
 

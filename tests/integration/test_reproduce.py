@@ -7,7 +7,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from flows.training import training_flow
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 
 def test_reproduce_matches_bit_for_bit_then_refuses_changed_data(prefect_harness, mlflow_store, write_config,
@@ -42,7 +42,7 @@ def test_reproduce_matches_bit_for_bit_then_refuses_changed_data(prefect_harness
     assert main(["reproduce", summary.run_id]) == 2
     err = capsys.readouterr().err
     assert "data changed" in err and recorded in err
-    from pipeline.ingest import load_prices
+    from pipeline.data.reading import load_prices
     assert load_prices(str(prices_csv)).digest in err
     assert len(client.search_runs([run.info.experiment_id])) == before
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from tests.integration.sweep_support import check_sweep, write_sweep_files
 
 

@@ -9,8 +9,7 @@ from mlflow import MlflowClient
 
 from flows.training import training_flow
 from pipeline.errors import DataError
-from pipeline.registry import get_aliases
-
+from pipeline.tracking.registry import get_aliases
 
 # Two epochs make no forecaster: these tests are about the flow, so the gate tolerates a model up to
 # 50 % worse than persistence (the gate itself is tested in test_registry_gate.py).

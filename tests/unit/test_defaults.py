@@ -7,8 +7,16 @@ import pandas as pd
 import pytest
 
 from pipeline.config.settings import PipelineConfig, parse_config
-from pipeline.data.auto import (choose_lookback, choose_transform, drifts, is_resolved, resolve_auto, resolve_frames,
-    season_for, seasons_for)
+from pipeline.data.auto import (
+    choose_lookback,
+    choose_transform,
+    drifts,
+    is_resolved,
+    resolve_auto,
+    resolve_frames,
+    season_for,
+    seasons_for,
+)
 from pipeline.errors import ConfigError
 from pipeline.features.windows import Preprocessor, min_rows_needed, prepare
 

@@ -10,20 +10,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.evaluation import metrics
-from pipeline.features import windows as feature_windows
-from pipeline.tracking import promotion
-from pipeline.data import panel
-from pipeline.training import steps
 from pipeline.config.settings import parse_config
-from pipeline.errors import ConfigError, ModelFormatError
-from pipeline.evaluation.metrics import Forecasts
-from pipeline.evaluation.intervals import (IntervalState, band_columns, conformal_quantile, fit_conformal,
-    recent_scale, windows_needed)
-from pipeline.serving.model_format import INTERVALS_FILE, ForecastBundle
+from pipeline.data import panel
 from pipeline.data.contract import validate_prices
-from pipeline.serving.forecast import ForecastModel
+from pipeline.errors import ConfigError, ModelFormatError
+from pipeline.evaluation import metrics
+from pipeline.evaluation.intervals import (
+    IntervalState,
+    band_columns,
+    conformal_quantile,
+    fit_conformal,
+    recent_scale,
+    windows_needed,
+)
+from pipeline.evaluation.metrics import Forecasts
+from pipeline.features.windows import min_rows_needed, prepare
 from pipeline.model.training import fit, init_model
+from pipeline.serving.forecast import ForecastModel
+from pipeline.serving.model_format import INTERVALS_FILE, ForecastBundle
+from pipeline.tracking import promotion
+from pipeline.training import steps
 
 
 # ---------------------------------------------------------------- the conformal quantile
@@ -201,9 +207,9 @@ def test_interval_config_errors_name_the_key() -> None:
 def trained(request, prices, tiny_config):
     cfg = tiny_config.with_overrides(window={"horizon": 3}, split={"train": 0.5, "val": 0.3, "test": 0.2},
                                      intervals={"scaling": request.param})
-    frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=feature_windows.min_rows_needed(cfg)).frame
+    frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=min_rows_needed(cfg)).frame
     one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
-    pre, bounds, windows = feature_windows.prepare(frame, cfg)
+    pre, bounds, windows = prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
     preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
     by_split, calibration = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
@@ -290,12 +296,12 @@ def test_format_4_without_its_intervals_file_is_refused(trained, tmp_path) -> No
 # ---------------------------------------------------------------- the gate
 def test_the_gate_refuses_a_model_whose_intervals_lie() -> None:
     assert promotion.coverage_requirement({"test_acd_95": 0.01}, None) is None
-    honest = promotion.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({"test_acd_95": 0.01}, 0.03))
+    honest = promotion.decide("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({"test_acd_95": 0.01}, 0.03))
     assert honest.promoted and "calibration PASS" in honest.reason
-    liar = promotion.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({"test_acd_95": 0.2}, 0.03))
+    liar = promotion.decide("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({"test_acd_95": 0.2}, 0.03))
     assert not liar.promoted and "calibration FAIL" in liar.reason and "0.2000" in liar.reason
-    assert liar.tags()["promotion.check.calibration"].startswith("FAIL")
-    unknown = promotion.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({}, 0.03))
+    assert liar.tags()["gate.check.calibration"].startswith("FAIL")
+    unknown = promotion.decide("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({}, 0.03))
     assert not unknown.promoted and "no intervals" in unknown.reason
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import panel
-from pipeline.training import steps
 from pipeline.config.settings import parse_config
+from pipeline.data import panel
+from pipeline.data.reading import RawData, load_prices
 from pipeline.errors import DataError
 from pipeline.features.windows import split_by_time
-from pipeline.data.reading import load_prices
+from pipeline.training import steps
 from tests.conftest import long_config_dict, make_long
 
 
@@ -212,7 +212,7 @@ def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None
     for column, row, value in (("ts", 3, "2024-01-01 03:00:00+01:00"), ("ts", 35, "02/01/2024"), ("y", 70, "")):
         odd = raw.frame.copy()
         odd.loc[row, column] = value
-        kept = panel.clean_series(panel.RawData(odd, "x", ""), cfg, groups, min_rows=6)
+        kept = panel.clean_series(RawData(odd, "x", ""), cfg, groups, min_rows=6)
         assert sorted(kept) == sorted(set("ABC") - {ids[row]}), value
     assert panel.clean_series(raw, cfg, groups, min_rows=31) == {}
 
@@ -229,8 +229,8 @@ def test_rule_names_survive_building_both_schemas() -> None:
 
 
 def test_backtest_folds_of_many_series_count_from_each_series_end(tmp_path: Path) -> None:
-    from pipeline.training.backtest import panel_fold_config, plan_panel_folds
     from pipeline.data.reading import load_prices
+    from pipeline.training.backtest import panel_fold_config, plan_panel_folds
 
     frame = make_long(short={"E": 12})
     frame = frame[frame["id"] != "C"]
