@@ -52,9 +52,10 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) tests/unit
 
-# The quick loop for the minute after a change: the unit tests (no Prefect flow, no MLflow server), quietly.
+# The quick loop for the minute after a change: the unit tests (no Prefect flow, no MLflow server), quietly, in one
+# process (each xdist worker would import torch, MLflow and Prefect again).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest $(XDIST) tests/unit -q -x
+	$(BIN)/python -m pytest tests/unit -q -x
 
 # ruff, configured in pyproject.toml.
 lint: $(STAMP)
@@ -105,7 +106,7 @@ monitor-demo: $(STAMP)
 
 # The configuration reference, generated from the config models (a test fails when it is stale).
 docs: $(STAMP)
-	$(BIN)/python -m pipeline.config_reference
+	$(BIN)/python -m pipeline.config.reference
 
 # MLflow's REST server for a registered model (README "A five-minute tour").
 MODEL      ?= models:/lstm-forecaster@champion
@@ -132,7 +133,7 @@ TRACKING_DIR ?= .tracking
 PG_PORT      ?= 5433
 
 tracking-server: $(STAMP)
-	$(BIN)/python -m pipeline.tracking_server --dir $(TRACKING_DIR) --pg-port $(PG_PORT) --port $(MLFLOW_PORT)
+	$(BIN)/python -m pipeline.tracking.server --dir $(TRACKING_DIR) --pg-port $(PG_PORT) --port $(MLFLOW_PORT)
 
 clean:
 	rm -rf mlruns mlflow.db mlflow.db.lock .prefect

@@ -266,7 +266,7 @@ def test_the_real_command_exits_2(store, case: str) -> None:
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_REGISTRY_URI"},
            "MLFLOW_TRACKING_URI": store["uri"], "PREFECT_API_URL": str(PREFECT_API_URL.value()),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "train", "--config", config],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config", config],
                           cwd=store["folder"], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

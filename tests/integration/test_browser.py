@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, make_prices
-from tests.integration.processes import free_port, wait_until_ok, stop_groups
+from tests.integration.processes import free_port, stop_groups, wait_until_ok
 
 CHROMIUM = Path(os.environ.get("PIPELINE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("PIPELINE_CHROMEDRIVER", "/usr/bin/chromedriver"))

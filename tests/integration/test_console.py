@@ -26,12 +26,12 @@ def test_an_interval_warning_is_printed_once(prefect_harness, mlflow_store, writ
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_LOGGING"))},
            "MLFLOW_TRACKING_URI": mlflow_store, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "train", "--config", config], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
     assert [output.count(note) for note in NOTES] == [1, 1], output[-5000:]
-    quiet = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "--quiet", "train", "--force", "--config", config],
+    quiet = subprocess.run([sys.executable, "-m", "pipeline.cli", "--quiet", "train", "--force", "--config", config],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     for note in NOTES:  # --quiet: in the summary only

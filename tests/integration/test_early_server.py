@@ -61,7 +61,7 @@ def healthy(port: int) -> bool:
 def test_kill_9_of_train_leaves_no_server_and_releases_the_callers_pipe(tmp_path: Path) -> None:
     """`pipeline train | tee` must end when the command is killed: nothing it started lives on."""
     config = write_tiny(tmp_path, "killed", epochs=400)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "train", "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", str(config)],
                             cwd=tmp_path, env=cli_env(tmp_path, tmp_path / "home"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -103,7 +103,7 @@ def test_kill_9_of_train_leaves_no_server_and_releases_the_callers_pipe(tmp_path
 def test_two_first_runs_at_once_set_up_a_fresh_prefect_home_once(tmp_path: Path) -> None:
     """Both succeed and neither prints a server traceback (no racing database set-up)."""
     env = cli_env(tmp_path, tmp_path / "fresh-home")
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "train", "--config",
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config",
                                str(write_tiny(tmp_path, name))], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in ("first", "second")]

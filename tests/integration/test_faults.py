@@ -22,8 +22,8 @@ import yaml
 from mlflow import MlflowClient
 
 from pipeline import runtime
-from pipeline.tracking import store as tracking
 from pipeline.cli.main import main
+from pipeline.tracking import store
 from tests.conftest import ROOT, make_prices
 from tests.integration.processes import alive, descendants
 from tests.integration.registry_support import closed_port, registry_state
@@ -80,7 +80,7 @@ def test_divergence_stops_with_a_clear_error_and_logs_no_model(champion, write_c
 def test_a_run_killed_mid_training_moves_nothing_and_the_next_run_works(champion, write_config, tmp_path) -> None:
     before = registry_state(champion)
     config = write_config("long.yaml", train={"epochs": 100_000, "patience": None}, tracking={"experiment": "killed"})
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "train", "--config", config], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path,
                             env=subprocess_env(MLFLOW_TRACKING_URI=champion.tracking_uri),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -114,8 +114,8 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(prefect_harnes
                                                                   monkeypatch, capsys) -> None:
     uri = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv(tracking.ATTEMPTS_ENV, "3")
-    monkeypatch.setenv(tracking.BACKOFF_ENV, "0.2")
+    monkeypatch.setenv(store.ATTEMPTS_ENV, "3")
+    monkeypatch.setenv(store.BACKOFF_ENV, "0.2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
@@ -136,15 +136,15 @@ def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, w
     from pipeline.serving.forecast import ForecastModel
 
     dead = f"http://127.0.0.1:{closed_port()}"
-    monkeypatch.setenv(tracking.ATTEMPTS_ENV, "2")
-    monkeypatch.setenv(tracking.BACKOFF_ENV, "0.1")
+    monkeypatch.setenv(store.ATTEMPTS_ENV, "2")
+    monkeypatch.setenv(store.BACKOFF_ENV, "0.1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
     def log_model_to_a_dead_server(run_id, bundle, input_example, uri):
         client = MlflowClient(dead)
-        return tracking.retry(lambda: client.get_run(run_id), "log model", dead)
+        return store.retry(lambda: client.get_run(run_id), "log model", dead)
 
-    monkeypatch.setattr(tracking, "log_model", log_model_to_a_dead_server)
+    monkeypatch.setattr(store, "log_model", log_model_to_a_dead_server)
     before = registry_state(champion)
     capsys.readouterr()
     code = main(["train", "--config", write_config("lost.yaml", tracking={"experiment": "lost"})])
@@ -178,7 +178,7 @@ def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harne
         configs.append(path)
     env = subprocess_env()
     started = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "train", "--config", str(c)], cwd=tmp_path,
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", str(c)], cwd=tmp_path,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in configs]
     outputs = []
     try:
@@ -209,20 +209,20 @@ def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harne
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", faults.STAGES)
+@pytest.mark.parametrize("stage", runtime.STAGES)
 def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(stage, prefect_harness, mlflow_store,
                                                                              write_config, tmp_path, capsys) -> None:
     """`kill -9` at each stage boundary (PIPELINE_KILL_AT, see pipeline.runtime): the run stays RUNNING and
     never counts as done, a version it registered is complete or not @champion, and the next unforced
     run trains and registers again rather than saying "Nothing to do"."""
     config = write_config("kill.yaml", tracking={"experiment": "kill"})
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "train", "--config", config], cwd=tmp_path,
-                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store, **{faults.KILL_ENV: stage}),
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path,
+                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store, **{runtime.KILL_ENV: stage}),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
     (killed,) = runs_of(client, "kill")
-    assert killed.info.status == "RUNNING" and tracking.COMPLETE_TAG not in killed.data.tags
+    assert killed.info.status == "RUNNING" and store.COMPLETE_TAG not in killed.data.tags
     assert "registered_version" not in killed.data.tags
     versions, aliases = registry_state(client).get(MODEL, ([], {}))
     if stage in ("training", "model-logging"):
@@ -238,7 +238,7 @@ def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(sta
     assert main(["train", "--config", config]) == 0
     assert "Nothing to do" not in capsys.readouterr().out
     (done,) = [r for r in runs_of(client, "kill") if r.info.run_id != killed.info.run_id]
-    assert done.info.status == "FINISHED" and done.data.tags[tracking.COMPLETE_TAG] == "true"
+    assert done.info.status == "FINISHED" and done.data.tags[store.COMPLETE_TAG] == "true"
     assert done.data.tags["registered_version"] == str(len(versions) + 1)
     assert main(["train", "--config", config]) == 0  # and now there is nothing to do
     assert capsys.readouterr().out.startswith(f"Nothing to do: The data digest {done.data.tags['data_digest']}")
@@ -257,7 +257,7 @@ def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_
     space.write_text(yaml.safe_dump({"trials": 4, "seed": 1, "params": {
         "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}))
     env = subprocess_env(MLFLOW_TRACKING_URI=mlflow_store)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "sweep", "--space", str(space), "--config", config,
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sweep", "--space", str(space), "--config", config,
                              "--parallel", "2"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
@@ -288,7 +288,7 @@ def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_
 
     left = runs_of(client, "sweep-kill")
     assert len(left) == 3 and {r.info.status for r in left} == {"RUNNING"}  # the parent and two trials
-    nxt = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "train", "--config",
+    nxt = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config",
                           write_config("after.yaml", tracking={"experiment": "sweep-kill"})],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert nxt.returncode == 0, nxt.stderr
@@ -308,8 +308,8 @@ def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_r
     mlruns/unlogged": the model was logged), and the next registration takes the alias back and flags the version."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import registry
     from pipeline.errors import TrackingError
+    from pipeline.tracking import registry
 
     before_versions, before_aliases = registry_state(champion)[MODEL]
     config = write_config("lost-registration.yaml", tracking={"experiment": "lost-registration"})

@@ -64,7 +64,7 @@ def test_eight_concurrent_trainings_against_postgres(pg_tracking_uri: str, prefe
         path = tmp_path / f"pg{i}.yaml"
         path.write_text(yaml.safe_dump(raw))
         log = (tmp_path / f"train{i}.log").open("w")
-        procs.append((subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "train", "--config", str(path)],
+        procs.append((subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", str(path)],
                                        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     failures = []
     for i, (proc, log) in enumerate(procs):
@@ -114,7 +114,7 @@ def test_a_four_trial_sweep_at_parallelism_two_against_postgres(pg_tracking_uri:
     env.update({"MLFLOW_TRACKING_URI": pg_tracking_uri, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
                 "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "sweep", "--space", space, "--config", config,
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "sweep", "--space", space, "--config", config,
                            "--parallel", "2", "--model-name", "pg-swept"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

@@ -13,7 +13,6 @@ from mlflow.exceptions import MlflowException
 from flows.forecast import forecast_flow
 from pipeline.cli.main import main
 from pipeline.errors import DataError, RegistryError
-
 from tests.integration import registry_support as rs
 
 

@@ -7,7 +7,6 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows.training import training_flow
 from pipeline.tracking.registry import get_aliases, read_history
-
 from tests.integration import registry_support as rs
 
 

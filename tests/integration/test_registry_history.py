@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.tracking import registry
 from pipeline.cli.main import main
 from pipeline.errors import RegistryError
+from pipeline.tracking import registry
+from pipeline.tracking.history import AUDIT_EXPERIMENT
 from pipeline.tracking.registry import get_aliases, read_history
-
 from tests.integration import registry_support as rs
 
 
@@ -87,7 +87,7 @@ def test_refusals_name_what_exists_and_change_nothing(three_versions, capsys):
 
 
 def audit_runs(client) -> list:
-    experiment = client.get_experiment_by_name(registry.AUDIT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 

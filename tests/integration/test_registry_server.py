@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from pipeline.tracking import registry
 from tests.conftest import ROOT
-from tests.integration.processes import free_port, wait_until_ok, stop_groups
+from tests.integration.processes import free_port, stop_groups, wait_until_ok
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -56,7 +56,7 @@ def pipeline(args: list[str], url: str, cwd: Path) -> subprocess.CompletedProces
                 "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
                 "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
                 "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
-    return subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from mlflow import MlflowClient
 
 from pipeline.cli.main import main

@@ -10,8 +10,6 @@ from mlflow import MlflowClient
 from flows.training import training_flow
 from pipeline.errors import DataError
 from pipeline.tracking.registry import get_aliases
-
-
 from tests.integration.conftest import TOLERANT
 
 
