@@ -45,9 +45,12 @@ seed: $(STAMP)
 TEST_WORKERS ?= auto
 XDIST        := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-# The whole suite, the slow tests first; the 20 slowest tests are listed at the end.
+# The whole suite, the slow tests first; the 20 slowest tests are listed at the end. The Dask tests run after the
+# rest, in one process: a LocalCluster started inside a pytest-xdist worker lost its worker processes (twice, under
+# load and on a quiet machine), leaving the flow waiting on their futures; in a plain pytest process they pass.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(XDIST) --durations=20
+	$(BIN)/python -m pytest $(XDIST) -m "not dask" --durations=20
+	$(BIN)/python -m pytest -m dask -q
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) tests/unit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     each in collection order, so that under pytest-xdist (`--dist loadgroup --no-loadscope-reorder`, the Makefile)
     the long ones start at once and the short ones fill the workers' time around them."""
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("xdist_group") is None))
+
+
+@pytest.fixture(autouse=True)
+def sys_path_restored():
+    """Each test leaves sys.path as it found it. MLflow's own loader (`mlflow.pyfunc.load_model`, which tests call)
+    puts a model's `code/` in front of sys.path and leaves it there; that copy holds only the serving code, so a
+    process a later test spawns (a sweep's trial workers) would import `pipeline` from it and miss the rest."""
+    before = list(sys.path)
+    yield
+    sys.path[:] = before
 
 
 def make_prices(n: int = 80, seed: int = 0, start: str = "2021-01-04") -> pd.DataFrame:

@@ -31,7 +31,7 @@ def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_har
                                                             registry=TOLERANT))
     assert main(["train", "--config", config]) == 0
     printed = capsys.readouterr().out
-    assert "test, mean of 3 series" in printed and "mase" in printed and "seasonal naive" in printed
+    assert "test, mean of 4 series" in printed and "mase" in printed and "seasonal naive" in printed
     assert "portfolio" not in printed and "panel-forecaster version 1" in printed
 
     client = MlflowClient(mlflow_store)
@@ -40,13 +40,13 @@ def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_har
     for key in ("test_rmse", "test_smape", "test_mase", "test_naive_mase", "test_seasonal_naive_mase",
                 "test_seasonal_naive_smape", "val_mase", "test_series"):
         assert key in run.data.metrics, key
-    assert run.data.metrics["test_series"] == 3  # A, B, D: C is broken (skipped), E too short to score
+    assert run.data.metrics["test_series"] == 4  # A, B, D, E: C is broken (skipped); E, too short to train on, is scored
     tags = run.data.tags
-    assert (tags["data_series"], tags["series_skipped"], tags["series_forecast_only"]) == ("4", "1", "1")
+    assert (tags["data_series"], tags["series_skipped"], tags["series_forecast_only"]) == ("4", "1", "0")  # E trains too
     assert tags["model_strategy"] == "global"
     table = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="evaluation/test_series_scores.csv"))
-    assert table["id"].tolist() == ["A", "B", "D"]
+    assert table["id"].tolist() == ["A", "B", "D", "E"]
     assert table["model__mase"].mean() == pytest.approx(run.data.metrics["test_mase"], rel=1e-5)
     mv = client.get_model_version("panel-forecaster", "1")
     assert mv.tags["gate.metric"] == "mase" and mv.tags["gate.baseline"] in ("naive", "seasonal_naive")
@@ -59,7 +59,7 @@ def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_har
     assert {"plots/loss.png", "plots/series_forecasts.png", "plots/series_mase.png", "plots/calibration.png"} <= figures
     summary = tags["mlflow.note.content"]  # the run summary, also the Prefect markdown artifact
     assert "## Test scores per series\n| id | windows | MASE | seasonal naive MASE | ratio | sMAPE |" in summary
-    assert all(f"\n| {sid} | " in summary for sid in ("A", "B", "D"))
+    assert all(f"\n| {sid} | " in summary for sid in ("A", "B", "D", "E"))
 
     # the pyfunc takes the long frame and forecasts every series it knows, the short one included
     model = mlflow.pyfunc.load_model("models:/panel-forecaster/1")
@@ -135,9 +135,9 @@ def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harnes
     assert main(["train", "--config", config, "--force"]) == 0
     client = MlflowClient(mlflow_store)
     tags = client.get_model_version("panel-forecaster", "2").tags
-    # the same seed, data and config: the champion re-scored equals the challenger, on 3 series x 4 steps
+    # the same seed, data and config: the champion re-scored equals the challenger, on 4 series x 4 steps
     assert "re-scored with its own preprocessing" in tags["gate.check.champion"]
-    assert "(12 forecasts)" in tags["gate.check.champion"]
+    assert "(16 forecasts)" in tags["gate.check.champion"]
     assert float(tags["gate.champion_score"]) == pytest.approx(float(tags["gate.challenger"]), rel=1e-6)
     assert tags["gate.metric"] == "mase" and tags["gate.baseline"] in ("naive", "seasonal_naive")
 
