@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -67,7 +68,9 @@ RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- suite:begin (bench/suite.py writes this part) -->", "<!-- suite:end -->"
 LEVELS = (80, 95)
+TRIO = ("AutoETS", "AutoTheta", "AutoARIMA")
 COMBINED = "mean of AutoETS, AutoTheta, AutoARIMA"
+SLOW_PEERS = ("AutoARIMA",)  # run after every set's other methods: hours of CPU on the long seasonal series
 PRODUCT_AUTO = "product, auto config"
 PRODUCT_TUNED = "product, configs/m4_hourly.yaml"
 
@@ -255,6 +258,7 @@ class Row:
     cpu_s: float = math.nan
     note: str = ""
     run_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"))
+    load: float = field(default_factory=lambda: round(os.getloadavg()[0], 2))  # the machine's 1-minute load then
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -331,12 +335,14 @@ def long_csv(data: BenchData, work: Path) -> Path:
     return path
 
 
-def run_peers(data: BenchData, names: Sequence[str], jobs: int, python: Path, work: Path) -> Iterator[Row]:
+def run_peers(data: BenchData, names: Sequence[str], jobs: int, python: Path, work: Path,
+              outputs: dict[str, tuple[tuple[dict, dict], Took]] | None = None) -> Iterator[Row]:
     """Each named statsforecast model through bench/peers.py in the benchmark environment (one child per model, so
     each is timed alone, import included), with its 80 and 95 % intervals; then the mean of AutoETS, AutoTheta and
-    AutoARIMA when all three ran. A model that fails is a row with its message."""
+    AutoARIMA once all three ran (`outputs` keeps the set's forecasts across calls). A model that fails is a row
+    with its message."""
     source, spec = long_csv(data, work), data.spec
-    outputs, took_all = {}, {}
+    outputs = {} if outputs is None else outputs
     for name in names:
         if name == "SeasonalNaive" and spec.season == 1:
             continue  # the same as Naive
@@ -353,12 +359,11 @@ def run_peers(data: BenchData, names: Sequence[str], jobs: int, python: Path, wo
                       note=f"failed (exit {done.returncode}): {stderr_tail(done.stderr)}")
             continue
         output = peer_output(pd.read_csv(out, dtype={"unique_id": str}), name)
-        outputs[name], took_all[name] = output, took
+        outputs[name] = (output, took)
         yield scored_row(data, f"statsforecast {name}", output, took)
-    trio = ("AutoETS", "AutoTheta", "AutoARIMA")
-    if all(n in outputs for n in trio):
-        took = Took(sum(took_all[n].wall for n in trio), sum(took_all[n].cpu for n in trio))
-        yield scored_row(data, f"statsforecast {COMBINED}", combine([outputs[n] for n in trio]), took)
+    if all(n in outputs for n in TRIO) and any(n in names for n in TRIO):
+        took = Took(sum(outputs[n][1].wall for n in TRIO), sum(outputs[n][1].cpu for n in TRIO))
+        yield scored_row(data, f"statsforecast {COMBINED}", combine([outputs[n][0] for n in TRIO]), took)
 
 
 # ---------------------------------------------------------------- results and docs
@@ -376,7 +381,8 @@ def merge_rows(old: pd.DataFrame, new: Sequence[Row]) -> pd.DataFrame:
 def read_results(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path, dtype={"seed": str, "note": str}, keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(path, dtype={"seed": str, "note": str}, keep_default_na=False, na_values=[""])
+    return frame.reindex(columns=COLUMNS)  # a file from before a column was added reads with it empty
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -386,25 +392,29 @@ def _fmt(value: float, digits: int) -> str:
 def render_set(results: pd.DataFrame, spec: BenchSet, references: str) -> str:
     """One set's markdown table (method, seed, sMAPE, MASE, MSIS, cov80, cov95, wall, CPU) and its references."""
     rows = results[results["set"] == spec.name]
-    series = int(rows["series"].max()) if len(rows) else 0
-    when = rows["run_at"].max() if len(rows) else ""
+    if not len(rows):
+        return f"### {spec.title}\n\nNot run yet. For reference: {references}.\n"
+    loads = rows["load"].dropna()
+    load = f", 1-minute load {loads.min():.1f}-{loads.max():.1f}" if len(loads) else ""
     lines = [f"### {spec.title}", "",
-             f"{series} series, horizon {spec.horizon}, season {spec.season}; run {when} UTC.", "",
+             f"{int(rows['series'].max())} series, horizon {spec.horizon}, season {spec.season}; "
+             f"run {rows['run_at'].min()} to {rows['run_at'].max()} UTC{load}.", "",
              "| method | seed | sMAPE | MASE | MSIS | cov80 | cov95 | wall | CPU |",
              "|---|---|---|---|---|---|---|---|---|"]
     notes = []
+    order = [f"statsforecast {m}" for m in (*PEERS, COMBINED)] + [PRODUCT_AUTO, PRODUCT_TUNED]
+    rank = {m: i for i, m in enumerate(order)}
+    rows = rows.sort_values("method", key=lambda col: col.map(lambda m: rank.get(m, len(order))), kind="stable")
     for r in rows.itertuples(index=False):
         seed = "" if pd.isna(r.seed) else str(r.seed)
         if seed == "mean":
             seed = f"**mean of {str(r.note).split()[0]}**"
-        elif isinstance(r.note, str) and r.note.startswith("refused"):
-            notes.append(f"- {r.method} (seed {seed}): {r.note}")
-            seed = f"{seed} (refused)"
+        elif isinstance(r.note, str) and r.note.startswith(("refused", "failed")):
+            notes.append(f"- {r.method}{f' (seed {seed})' if seed else ''}: {r.note}")
+            seed = f"{seed} ({r.note.split()[0]})".strip()
         lines.append(f"| {r.method} | {seed} | {_fmt(r.smape, 3)} | {_fmt(r.mase, 3)} | {_fmt(r.msis, 2)} | "
                      f"{_fmt(r.cov80, 3)} | {_fmt(r.cov95, 3)} | {_fmt(r.wall_s, 0)} s | {_fmt(r.cpu_s, 0)} s |")
-    if not len(rows):
-        lines.append("| not run yet | | | | | | | | |")
-    lines += ["", *notes, *([""] if notes else []), f"Not run here: {references}.", ""]
+    lines += ["", *notes, *([""] if notes else []), f"For reference (not run by the suite): {references}.", ""]
     return "\n".join(lines)
 
 
@@ -445,6 +455,12 @@ def write_results(rows: Sequence[Row], path: Path, docs: Path | None, data_dir: 
     merged.to_csv(path, index=False, float_format="%.6g")
     if docs is not None:
         docs.write_text(replace_section(docs.read_text(), render_results(merged, data_dir)))
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
 
 
 def _list(text: str) -> list[str]:
@@ -491,25 +507,30 @@ def main(argv: list[str] | None = None) -> None:
               f"CPU {row.cpu_s:7.1f} s  {row.note}", flush=True)
         write_results(rows, results, docs, args.data)
 
-    for name in args.sets:
-        spec = SETS[name]
-        data = load_set(spec, args.data, args.series)
-        methods = [] if args.no_product else [(PRODUCT_AUTO, minimal_config(spec, f"{name}-auto"), "auto")]
-        if spec.tuned_config and not args.no_product:
-            import yaml
-
-            methods.append((PRODUCT_TUNED, yaml.safe_load((ROOT / spec.tuned_config).read_text()), "tuned"))
-        runs = [("statsforecast peers", lambda: run_peers(data, args.peers, args.jobs, args.bench_python, work))]
-        runs += [(method, lambda m=method, c=config, slug=slug: run_product(data, m, c, args.seeds,
-                                                                            work / f"{name}-{slug}"))
-                 for method, config, slug in methods]
-        for method, rows_of in runs:
-            try:
-                for row in rows_of():
-                    record(row)
-            except Exception as exc:  # noqa: BLE001 (one method's bug must not cost the hours of the others)
-                traceback.print_exc()
-                record(Row(name, method, series=len(data.test), note=f"failed: {type(exc).__name__}: {exc}"))
+    # Two rounds: first every set's fast peers and the product with the auto config, then the slow peers and the
+    # hand-tuned reference, so that a run cut short still has the product and its main peers on every set.
+    loaded = {name: load_set(SETS[name], args.data, args.series) for name in args.sets}
+    peer_outputs: dict[str, dict] = {name: {} for name in args.sets}
+    for first_round in (True, False):
+        for name, data in loaded.items():
+            spec = data.spec
+            peers = [m for m in args.peers if (m in SLOW_PEERS) != first_round]
+            runs = [("statsforecast peers", lambda d=data, ps=peers, o=peer_outputs[name]:
+                     run_peers(d, ps, args.jobs, args.bench_python, work, o))] if peers else []
+            methods = [(PRODUCT_AUTO, lambda: minimal_config(spec, f"{name}-auto"), "auto")] if first_round else []
+            if spec.tuned_config and not first_round:
+                methods.append((PRODUCT_TUNED, lambda: _read_yaml(ROOT / spec.tuned_config), "tuned"))
+            if not args.no_product:
+                runs += [(method, lambda d=data, m=method, c=config, slug=slug:
+                          run_product(d, m, c(), args.seeds, work / f"{d.spec.name}-{slug}"))
+                         for method, config, slug in methods]
+            for method, rows_of in runs:
+                try:
+                    for row in rows_of():
+                        record(row)
+                except Exception as exc:  # noqa: BLE001 (one method's bug must not cost the hours of the others)
+                    traceback.print_exc()
+                    record(Row(name, method, series=len(data.test), note=f"failed: {type(exc).__name__}: {exc}"))
     print(f"\nresults: {results}" + (f"; tables: {docs}" if docs else "") + f"; work files: {work}")
 
 

@@ -168,6 +168,7 @@ def test_render_set_tables_seeds_means_and_refusals():
     assert "| product, auto config | 1 (refused) |" in text
     assert "- product, auto config (seed 1): refused (exit 2): series N1 break the data contract" in text
     assert "Naive" not in text and "645 series, horizon 6, season 1" in text and "README figures" in text
+    assert "Not run yet" in render_set(results, SETS["m3-quarterly"], "README figures")
     mean = pd.DataFrame([vars(Row("m3-yearly", "product", "mean", 645, 1, 1, 1, 1, 1, 1, 1, note="3 seeds"))])
     assert "| product | **mean of 3** |" in render_set(mean, SETS["m3-yearly"], "")
 
