@@ -26,6 +26,7 @@ copies go to a temporary work folder, never into the project).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import math
 import os
 import resource
@@ -450,11 +451,15 @@ def replace_section(text: str, body: str) -> str:
 
 
 def write_results(rows: Sequence[Row], path: Path, docs: Path | None, data_dir: Path) -> None:
-    merged = merge_rows(read_results(path), rows)
+    """Merge this run's rows into the results file and rewrite the docs' section, under a lock: two suites may run
+    at once on different sets (`--sets m4-hourly` beside `--sets m3-monthly`) and share the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    merged.to_csv(path, index=False, float_format="%.6g")
-    if docs is not None:
-        docs.write_text(replace_section(docs.read_text(), render_results(merged, data_dir)))
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = merge_rows(read_results(path), rows)
+        merged.to_csv(path, index=False, float_format="%.6g")
+        if docs is not None:
+            docs.write_text(replace_section(docs.read_text(), render_results(merged, data_dir)))
 
 
 def _read_yaml(path: Path) -> dict:
