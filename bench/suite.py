@@ -390,6 +390,11 @@ def _fmt(value: float, digits: int) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _span(first: str, last: str) -> str:
+    """`2026-12-06 09:34-10:12` for one day's times (`YYYY-MM-DD HH:MM`), else both in full."""
+    return f"{first}-{last[11:]}" if first[:10] == last[:10] else f"{first} to {last}"
+
+
 def render_set(results: pd.DataFrame, spec: BenchSet, references: str) -> str:
     """One set's markdown table (method, seed, sMAPE, MASE, MSIS, cov80, cov95, wall, CPU) and its references."""
     rows = results[results["set"] == spec.name]
@@ -399,7 +404,7 @@ def render_set(results: pd.DataFrame, spec: BenchSet, references: str) -> str:
     load = f", 1-minute load {loads.min():.1f}-{loads.max():.1f}" if len(loads) else ""
     lines = [f"### {spec.title}", "",
              f"{int(rows['series'].max())} series, horizon {spec.horizon}, season {spec.season}; "
-             f"run {rows['run_at'].min()} to {rows['run_at'].max()} UTC{load}.", "",
+             f"run {_span(rows['run_at'].min(), rows['run_at'].max())} UTC{load}.", "",
              "| method | seed | sMAPE | MASE | MSIS | cov80 | cov95 | wall | CPU |",
              "|---|---|---|---|---|---|---|---|---|"]
     notes = []

@@ -16,6 +16,7 @@ from bench.suite import (
     END,
     SETS,
     Row,
+    _span,
     combine,
     load_set,
     mean_row,
@@ -171,6 +172,11 @@ def test_render_set_tables_seeds_means_and_refusals():
     assert "Not run yet" in render_set(results, SETS["m3-quarterly"], "README figures")
     mean = pd.DataFrame([vars(Row("m3-yearly", "product", "mean", 645, 1, 1, 1, 1, 1, 1, 1, note="3 seeds"))])
     assert "| product | **mean of 3** |" in render_set(mean, SETS["m3-yearly"], "")
+
+
+def test_span_shortens_one_day():
+    assert _span("2026-12-06 09:34", "2026-12-06 10:12") == "2026-12-06 09:34-10:12"
+    assert _span("2026-12-06 23:50", "2026-12-07 00:10") == "2026-12-06 23:50 to 2026-12-07 00:10"
 
 
 def test_replace_section_rewrites_only_between_the_markers():
