@@ -2,7 +2,7 @@
 
 The product sees only the training file (converted to the long format: series id, an hourly
 timestamp, value); `pipeline predict` forecasts the 48 hours after each series' last row, and
-those forecasts are scored against the official test file with `pipeline.evaluate.smape` and
+those forecasts are scored against the official test file with `pipeline.evaluation.metrics.smape` and
 `mase` (scale: the training file's in-sample seasonal-naive error, season 24), per series and
 then averaged over series, exactly as the competition does. The result is printed beside
 reference rows of the published table (`m4_hourly_published.csv`) with our rank among its methods.
@@ -36,7 +36,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
 
-from pipeline.evaluate import coverage, mase, mase_scale, msis, smape  # noqa: E402
+from pipeline.evaluation.metrics import coverage, mase, mase_scale, msis, smape  # noqa: E402
 
 M4_DIR = ROOT.parent / "shared" / "data" / "m4"
 HORIZON, SEASON = 48, 24
@@ -239,7 +239,7 @@ def run_seed(config: Path, long_csv: Path, seed: int, work: Path,
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    pipeline = [sys.executable, "-m", "pipeline.cli"]
+    pipeline = [sys.executable, "-m", "pipeline.cli.main"]
     train = _run([*pipeline, "train", "--config", str(seed_cfg), "--force"], env, work)
     out = work / f"forecasts_seed{seed}.csv"
     predict = _run([*pipeline, "predict", "--model", f"models:/{name}/1", "--data", str(long_csv),

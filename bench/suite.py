@@ -62,7 +62,7 @@ from bench.m4 import (  # noqa: E402
     wide_to_long,
 )
 from bench.peers import MODELS as PEERS  # noqa: E402
-from pipeline.evaluate import coverage  # noqa: E402
+from pipeline.evaluation.metrics import coverage  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"

@@ -27,7 +27,7 @@ from bench.suite import (
     replace_section,
     score_forecasts,
 )
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config
 
 
 @pytest.fixture
