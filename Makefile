@@ -38,14 +38,22 @@ run: $(STAMP)
 seed: $(STAMP)
 	$(BIN)/pipeline train --config configs/seed.yaml
 
-# The whole suite; the 20 slowest tests are listed at the end.
+# pytest-xdist workers: `auto` is one per usable core, at most 4 (tests/conftest.py); `make test TEST_WORKERS=0` runs
+# in one process.
+# `--dist loadgroup` keeps the tests that share a module's server or store (marked xdist_group) on one worker;
+# --no-loadscope-reorder keeps the order tests/conftest.py sets (slow tests first).
+TEST_WORKERS ?= auto
+XDIST        := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
+# The whole suite, the slow tests first; the 20 slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest --durations=20
+	$(BIN)/python -m pytest $(XDIST) --durations=20
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest $(XDIST) tests/unit
 
-# The quick loop for the minute after a change: the unit tests (no Prefect flow, no MLflow server), quietly.
+# The quick loop for the minute after a change: the unit tests (no Prefect flow, no MLflow server), quietly, in one
+# process (each xdist worker would import torch, MLflow and Prefect again).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q -x
 
@@ -98,7 +106,7 @@ monitor-demo: $(STAMP)
 
 # The configuration reference, generated from the config models (a test fails when it is stale).
 docs: $(STAMP)
-	$(BIN)/python -m pipeline.config_reference
+	$(BIN)/python -m pipeline.config.reference
 
 # MLflow's REST server for a registered model (README "A five-minute tour").
 MODEL      ?= models:/lstm-forecaster@champion
@@ -144,7 +152,7 @@ TRACKING_DIR ?= .tracking
 PG_PORT      ?= 5433
 
 tracking-server: $(STAMP)
-	$(BIN)/python -m pipeline.tracking_server --dir $(TRACKING_DIR) --pg-port $(PG_PORT) --port $(MLFLOW_PORT)
+	$(BIN)/python -m pipeline.tracking.server --dir $(TRACKING_DIR) --pg-port $(PG_PORT) --port $(MLFLOW_PORT)
 
 clean:
 	rm -rf mlruns mlflow.db mlflow.db.lock .prefect

@@ -49,26 +49,26 @@ def synthetic_prices(n: int, seed: int = 0, freq: str = "B"):
 
 def load_frame(source: str | Path | None, cfg, rows: int | None = None, freq: str = "B"):
     """Validated, date-indexed rows from a CSV (or `rows` synthetic ones `freq` apart), as the flow gets them."""
-    from pipeline import features
-    from pipeline.ingest import load_prices
-    from pipeline.schemas import validate_prices
+    from pipeline.data.contract import validate_prices
+    from pipeline.data.reading import load_prices
+    from pipeline.features.windows import min_rows_needed
 
     if source is None:
         raw, name = synthetic_prices(rows or 40_000, freq=freq).astype(str), f"synthetic-{rows}"  # text, as a CSV reads
     else:
         raw, name = load_prices(str(source)).frame, str(source)
-    return validate_prices(raw, cfg.data, name, min_rows=features.min_rows_needed(cfg)).frame
+    return validate_prices(raw, cfg.data, name, min_rows=min_rows_needed(cfg)).frame
 
 
 def prepare(frame, cfg):
     """Preprocessor, split bounds and windows, as the flow's split/scale stage makes them."""
-    from pipeline import features
+    from pipeline.features import windows
 
-    return features.prepare(frame, cfg)
+    return windows.prepare(frame, cfg)
 
 
 def default_config(**sections):
-    from pipeline.config import load_config
+    from pipeline.config.settings import load_config
 
     cfg = load_config(ROOT / "configs" / "default.yaml")
     return cfg.with_overrides(**sections) if sections else cfg
@@ -124,6 +124,6 @@ def free_port() -> int:
 
 def stop_group(process: subprocess.Popen) -> None:
     """SIGTERM the process group we started (a server and its children), then SIGKILL."""
-    from pipeline.tracking_server import stop_process_group
+    from pipeline.tracking.server import stop_process_group
 
     stop_process_group(process, timeout=15)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/inference.py [--repeats 50] [--no-rest]
 
 Trains the default config for a few epochs on SBUX (latency does not depend on how long the
-model trained) and logs it exactly as the flow does (`tracking.log_model`) into a temporary
+model trained) and logs it exactly as the flow does (`store.log_model`) into a temporary
 MLflow store, with no Prefect. Then:
   pyfunc  `mlflow.pyfunc.load_model(uri).predict(rows)` on the rows one window needs (the
           latest forecast), and with params {"all_windows": True} on the rows that give 100
@@ -27,8 +27,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import (data_path, default_config, fmt_range, free_port, load_frame, machine_note, prepare, print_table,
-                     stop_group, synthetic_prices)
+from _common import (
+    data_path,
+    default_config,
+    fmt_range,
+    free_port,
+    load_frame,
+    machine_note,
+    prepare,
+    print_table,
+    stop_group,
+    synthetic_prices,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -37,21 +47,21 @@ def train_and_log(work: Path) -> tuple[str, object, str]:
     """A model trained for a few epochs and logged as the flow logs it: (model URI, config, tracking URI)."""
     uri = f"sqlite:///{work / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from pipeline import tracking
-    from pipeline.serving import ForecastBundle
-    from pipeline.steps import series_example as input_example
-    from pipeline.train import fit, init_model
+    from pipeline.model.training import fit, init_model
+    from pipeline.serving.forecast import ForecastBundle
+    from pipeline.tracking import store
+    from pipeline.training.steps import series_example
 
     cfg = default_config(train={"epochs": 3, "patience": None})
     frame = load_frame(data_path("SBUX"), cfg)
     pre, _, windows = prepare(frame, cfg)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"], cfg.train)
-    client = tracking.get_client(cfg)
-    run_id = tracking.start_run(client, tracking.ensure_experiment(client, "bench-inference"), "bench", {})
+    client = store.get_client(cfg)
+    run_id = store.start_run(client, store.ensure_experiment(client, "bench-inference"), "bench", {})
     bundle = ForecastBundle(checkpoint=result.model.checkpoint(), preprocessor=pre, config=cfg)
-    model_uri = tracking.log_model(run_id, bundle, input_example(frame, cfg, rows=pre.input_rows), uri).model_uri
-    tracking.end_run(client, run_id, "FINISHED")
+    model_uri = store.log_model(run_id, bundle, series_example(frame, cfg, rows=pre.input_rows), uri).model_uri
+    store.end_run(client, run_id, "FINISHED")
     return model_uri, cfg, uri
 
 
@@ -96,7 +106,7 @@ def bench_pyfunc(model_uri: str, cfg, repeats: int) -> tuple[list[list[object]],
         rows.append([f"{windows:,}", len(data), f"{first * 1000:.1f}", fmt_range(times, 2, 1000),
                      f"{med * 1000 / windows:.1f}", target, verdict])
     # Where one window's time goes: the input contract (pandera) against the model and preprocessing.
-    from pipeline.serving import forecast_frame, validate_input
+    from pipeline.serving.forecast import forecast_frame, validate_input
 
     inner = model.unwrap_python_model()
     data = raw_rows(input_rows, cfg)

@@ -1,6 +1,6 @@
 """Calibration of the prediction intervals on real prices: a walk-forward backtest of a config per series.
 
-Each fold refits the scalers and the network on the rows before its cutoff (pipeline.backtest.run_fold),
+Each fold refits the scalers and the network on the rows before its cutoff (pipeline.training.backtest.run_fold),
 fits its conformal intervals on its own validation part and forecasts its test block; the folds' test
 forecasts are pooled per series and scored: achieved coverage at each level (targets: within 5 points of
 80 %, within 3 points of 95 %), mean width, MSIS at 95 % and the same for the seasonal-naive (or naive)
@@ -26,12 +26,16 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
 
-from pipeline import backtest, evaluate, features, plots  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.defaults import resolve_auto  # noqa: E402
-from pipeline.ingest import load_prices  # noqa: E402
-from pipeline.intervals import tail_probabilities  # noqa: E402
-from pipeline.schemas import validate_prices  # noqa: E402
+from pipeline.config.settings import (
+    load_config,  # noqa: E402
+    tail_probabilities,  # noqa: E402
+)
+from pipeline.data.auto import resolve_auto  # noqa: E402
+from pipeline.data.contract import validate_prices  # noqa: E402
+from pipeline.data.reading import load_prices  # noqa: E402
+from pipeline.evaluation import metrics, plots
+from pipeline.features.windows import min_rows_needed
+from pipeline.training import backtest  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SERIES = ("SBUX", "AAPL", "NFLX", "WMT")
@@ -40,7 +44,7 @@ TOLERANCE = {80: 0.05, 95: 0.03}  # the issue's targets: |coverage - nominal| pe
 
 def backtest_series(config: Path, source: Path, folds: int | None,
                     scaling: str | None = None, quantile: str | None = None,
-                    method: str | None = None) -> tuple[evaluate.Forecasts, pd.DataFrame, float]:
+                    method: str | None = None) -> tuple[metrics.Forecasts, pd.DataFrame, float]:
     """Every fold's test forecasts (with intervals) of one series pooled, the per-fold table, seconds taken."""
     started = time.perf_counter()
     cfg = load_config(config).with_overrides(data={"source": str(source)})
@@ -51,7 +55,7 @@ def backtest_series(config: Path, source: Path, folds: int | None,
     if overrides:
         cfg = cfg.with_overrides(intervals=overrides)
     raw = load_prices(str(source))
-    frame = validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg)).frame
+    frame = validate_prices(raw.frame, cfg.data, raw.source, min_rows=min_rows_needed(cfg)).frame
     cfg = resolve_auto(cfg, frame)
     plan = backtest.plan_folds(len(frame), cfg, folds=folds)
     results = [backtest.run_fold(frame, cfg, fold) for fold in plan]
@@ -59,9 +63,9 @@ def backtest_series(config: Path, source: Path, folds: int | None,
             time.perf_counter() - started)
 
 
-def summary_row(name: str, fc: evaluate.Forecasts, seconds: float) -> dict[str, object]:
+def summary_row(name: str, fc: metrics.Forecasts, seconds: float) -> dict[str, object]:
     """Coverage, width and MSIS of the model's and the baseline's pooled intervals, and the verdict per level."""
-    scores = evaluate.score(fc, prefix="backtest")
+    scores = metrics.score(fc, prefix="backtest")
     row: dict[str, object] = {"series": name, "windows": len(fc.actual)}
     for level in fc.levels:
         row[f"cov{level}"] = scores.model[f"coverage_{level}"]

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from _common import ROOT, machine_note, print_table
 
 sys.path.insert(0, str(ROOT / "bench"))

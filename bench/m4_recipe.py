@@ -1,8 +1,8 @@
 """Research script: which global-LSTM recipe reaches M4 Hourly's targets (MASE <= 0.95, sMAPE <= 10.5)?
 
 Standalone (no MLflow, no Prefect): reads the wide M4 files, builds windows from every series,
-trains one `pipeline.model.LSTMForecaster` on all of them and scores the official test part with
-`pipeline.evaluate.smape` / `mase` (scale: in-sample seasonal naive, season 24), averaged over
+trains one `pipeline.model.network.LSTMForecaster` on all of them and scores the official test part with
+`pipeline.evaluation.metrics.smape` / `mase` (scale: in-sample seasonal naive, season 24), averaged over
 series as M4 does. Each knob the product would expose is a flag; every run prints one line per
 seed and a mean line, so results paste into bench/m4_results.md.
 
@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.evaluate import mase, mase_scale, smape
-from pipeline.features import apply_transform, fit_scaler, invert_transform
-from pipeline.model import LSTMForecaster
+from pipeline.evaluation.metrics import mase, mase_scale, smape
+from pipeline.features.scalers import fit_scaler
+from pipeline.features.transforms import apply_transform, invert_transform
+from pipeline.model.network import LSTMForecaster
 
 DATA = Path(os.environ.get("M4_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "m4"))
 HORIZON, SEASON = 48, 24

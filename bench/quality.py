@@ -21,11 +21,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from pipeline import backtest, evaluate, features  # noqa: E402
-from pipeline.config import PipelineConfig, load_config  # noqa: E402
-from pipeline.ingest import load_prices  # noqa: E402
-from pipeline.schemas import validate_prices  # noqa: E402
-from pipeline.train import fit, init_model  # noqa: E402
+from pipeline.config.settings import PipelineConfig, load_config  # noqa: E402
+from pipeline.data.contract import validate_prices  # noqa: E402
+from pipeline.data.reading import load_prices  # noqa: E402
+from pipeline.evaluation.metrics import forecast_split, score  # noqa: E402
+from pipeline.features.windows import min_rows_needed, prepare  # noqa: E402
+from pipeline.model.training import fit, init_model  # noqa: E402
+from pipeline.training import backtest  # noqa: E402
 
 # The tutorial's own code (scalers fit on all 253 rows) over three seeds, and its naive figure.
 TUTORIAL_RMSE = (2.34e6, 2.66e6)
@@ -34,18 +36,18 @@ TUTORIAL_NAIVE = 2.80e6
 
 def load_frame(cfg: PipelineConfig):
     raw = load_prices(cfg.data.source)
-    data = validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg))
+    data = validate_prices(raw.frame, cfg.data, raw.source, min_rows=min_rows_needed(cfg))
     return raw.digest, data.frame
 
 
 def split_scores(cfg: PipelineConfig, frame) -> tuple[dict[str, float], float, int]:
     """Train once on the config's split; test metrics, training seconds, epochs run."""
-    pre, _, windows = features.prepare(frame, cfg)
+    pre, _, windows = prepare(frame, cfg)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     val = windows["val"] if len(windows["val"]) else None
     result = fit(model, windows["train"], val, cfg.train)
-    fc = evaluate.forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
-    return evaluate.score(fc).flat(), result.seconds, result.epochs_run
+    fc = forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
+    return score(fc).flat(), result.seconds, result.epochs_run
 
 
 def quality(paths: list[str], cfg0: PipelineConfig, folds: int, window: str, run_backtest: bool) -> bool:

@@ -53,26 +53,27 @@ def post(url: str, payload: dict) -> tuple[int, float]:
 
 
 def register_champion(csv: Path, epochs: int) -> None:
-    from pipeline import features, registry, tracking
-    from pipeline.config import load_config
-    from pipeline.ingest import load_prices
-    from pipeline.model import LSTMForecaster
-    from pipeline.schemas import validate_prices
-    from pipeline.serving import ForecastBundle
-    from pipeline.steps import series_example as input_example
-    from pipeline.train import fit
+    from pipeline.config.settings import load_config
+    from pipeline.data.contract import validate_prices
+    from pipeline.data.reading import load_prices
+    from pipeline.features.windows import min_rows_needed, prepare
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import fit
+    from pipeline.serving.forecast import ForecastBundle
+    from pipeline.tracking import registry, store
+    from pipeline.training.steps import series_example
 
     cfg = load_config(ROOT / "configs/default.yaml").with_overrides(train={"epochs": epochs}, data={"source": str(csv)})
-    frame = validate_prices(load_prices(str(csv)).frame, cfg.data, str(csv), features.min_rows_needed(cfg)).frame
-    pre, _, windows = features.prepare(frame, cfg)
+    frame = validate_prices(load_prices(str(csv)).frame, cfg.data, str(csv), min_rows_needed(cfg)).frame
+    pre, _, windows = prepare(frame, cfg)
     model = LSTMForecaster.from_config(cfg.model, windows["train"].X.shape[2], cfg.window.horizon)
     result = fit(model, windows["train"], windows["val"], cfg.train)
-    client = tracking.get_client()
-    experiment_id = tracking.ensure_experiment(client, "bench")
-    run_id = tracking.start_run(client, experiment_id, "bench-serving", {})
+    client = store.get_client()
+    experiment_id = store.ensure_experiment(client, "bench")
+    run_id = store.start_run(client, experiment_id, "bench-serving", {})
     bundle = ForecastBundle(result.model.checkpoint(), pre, cfg)
-    uri = tracking.log_model(run_id, bundle, input_example(frame, cfg, pre.input_rows), client.tracking_uri).model_uri
-    tracking.end_run(client, run_id, "FINISHED")
+    uri = store.log_model(run_id, bundle, series_example(frame, cfg, pre.input_rows), client.tracking_uri).model_uri
+    store.end_run(client, run_id, "FINISHED")
     registry.ensure_registered_model(client, NAME)
     client.create_model_version(NAME, uri, run_id=run_id)
     registry.promote(client, NAME, "1", "benchmark", "bench/serving.py")

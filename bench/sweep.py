@@ -46,7 +46,7 @@ registry: {{enabled: false}}
 
 def child(parallel: int, folder: Path) -> None:
     """One sweep in this process; prints a JSON line of its figures."""
-    from pipeline.cli import configure_logging, flow_start_up
+    from pipeline.cli.main import configure_logging, flow_start_up
 
     configure_logging(quiet=True)
     with flow_start_up():  # Prefect's server boots while the libraries import, as for `pipeline sweep`
@@ -64,7 +64,7 @@ def child(parallel: int, folder: Path) -> None:
 
 def baseline_rss() -> float:
     """Peak memory of a process that imports what a trial's worker imports and trains nothing (MiB)."""
-    code = ("import resource, torch, pandas, mlflow, prefect, optuna; import pipeline.sweep, pipeline.tracking; "
+    code = ("import resource, torch, pandas, mlflow, prefect, optuna; import pipeline.tuning.sweep, pipeline.tracking.store; "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env_for(None))
     return float(out.stdout.strip().splitlines()[-1])

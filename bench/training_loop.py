@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/training_loop.py [--repeats 5] [--quick] [--tables 1,2,3] [--sizes 2000,...]
 
-Table 1 runs `pipeline.train.fit` and a plain loop (the same model, initial weights, data,
+Table 1 runs `pipeline.model.training.fit` and a plain loop (the same model, initial weights, data,
 batch size, epochs, optimiser, clipping and shuffling order) in one process, alternating which
 goes first, and reports the median ratio of their times over the repeats. The plain loop runs
 with the threads `fit` picked (the loop's own overhead) and with torch's default threads (what
@@ -32,8 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (data_path, default_config, fmt_range, load_frame, machine_note, prepare, print_table,
-                     stats, timeit)
+from _common import data_path, default_config, fmt_range, load_frame, machine_note, prepare, print_table, stats, timeit
 
 
 def plain_loop(model, train, val, cfg, threads: int | None) -> list[float]:
@@ -74,7 +73,7 @@ def plain_loop(model, train, val, cfg, threads: int | None) -> list[float]:
 def fresh_model(cfg, n_features: int):
     import torch
 
-    from pipeline.model import LSTMForecaster
+    from pipeline.model.network import LSTMForecaster
 
     torch.manual_seed(cfg.train.seed)
     return LSTMForecaster.from_config(cfg.model, n_features=n_features, horizon=cfg.window.horizon)
@@ -90,8 +89,8 @@ def compare(label: str, cfg, windows, repeats: int) -> list[object]:
     """One row of table 1: fit vs the plain loop at fit's threads and at torch's default threads."""
     import torch
 
+    from pipeline.model.training import fit
     from pipeline.runtime import pick_threads
-    from pipeline.train import fit
 
     train, val = windows["train"], windows["val"]
     if len(val) == 0:  # the seed config has no validation part: score the plain loop on the training rows
@@ -135,7 +134,7 @@ def compare(label: str, cfg, windows, repeats: int) -> list[object]:
 
 
 def throughput(label: str, cfg, windows, repeats: int, epochs: int) -> list[object] | None:
-    from pipeline.train import fit
+    from pipeline.model.training import fit
 
     cfg = cfg.with_overrides(train={"epochs": epochs, "patience": None})
     train = windows["train"]
@@ -168,34 +167,35 @@ def one_size(csv: str, epochs: int, max_train_windows: int | None) -> dict[str, 
     """The flow's steps on one CSV, in this (fresh) process: times and peak memory after each stage."""
     import torch  # noqa: F401 - counted in the base, as the CLI imports it before reading data
 
-    from pipeline import evaluate, features, train
-    from pipeline.features import Windows
-    from pipeline.ingest import load_prices
-    from pipeline.schemas import validate_prices
+    from pipeline.data.contract import validate_prices
+    from pipeline.data.reading import load_prices
+    from pipeline.evaluation import metrics
+    from pipeline.features.windows import Windows, min_rows_needed
+    from pipeline.model import training
 
     cfg = default_config(train={"epochs": epochs, "patience": None})
     out: dict[str, object] = {"base_mb": peak_mb()}
     started = time.perf_counter()
     raw = load_prices(csv)
-    data = validate_prices(raw.frame, cfg.data, csv, min_rows=features.min_rows_needed(cfg))
+    data = validate_prices(raw.frame, cfg.data, csv, min_rows=min_rows_needed(cfg))
     del raw
     frame = data.frame
     out.update(rows=len(frame), read_s=time.perf_counter() - started, read_mb=peak_mb())
     started = time.perf_counter()
-    pre, _, windows = features.prepare(frame, cfg)
+    pre, _, windows = prepare(frame, cfg)
     out.update(prepare_s=time.perf_counter() - started, prepare_mb=peak_mb(),
                windows={s: len(w) for s, w in windows.items()})
     w = windows["train"]
     if max_train_windows is not None and len(w) > max_train_windows:  # fewer steps, the same data in memory
         k = max_train_windows
         windows = {**windows, "train": Windows(w.X[:k], w.y[:k], w.origins[:k], w.target_positions[:k])}
-    model = train.init_model(cfg, n_features=w.X.shape[2])
-    if hasattr(train, "plan_training"):
-        plan = train.plan_training(model, windows, cfg.train, rows=len(frame))
+    model = training.init_model(cfg, n_features=w.X.shape[2])
+    if hasattr(training, "plan_training"):
+        plan = training.plan_training(model, windows, cfg.train, rows=len(frame))
         out.update(plan_s_per_epoch=plan.seconds_per_epoch, plan=plan.describe())
     # Wall and CPU seconds (this process's, all threads): CPU time per row holds on a busy machine.
     epoch_ends = [(time.perf_counter(), time.process_time())]
-    result = train.fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train,
+    result = training.fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train,
                        on_epoch_end=lambda *_: epoch_ends.append((time.perf_counter(), time.process_time())))
     out.update(epoch_s=[b[0] - a[0] for a, b in zip(epoch_ends, epoch_ends[1:])],
                epoch_cpu_s=[b[1] - a[1] for a, b in zip(epoch_ends, epoch_ends[1:])],
@@ -203,13 +203,13 @@ def one_size(csv: str, epochs: int, max_train_windows: int | None) -> dict[str, 
     # One validation pass alone, as fit() runs it after every epoch: the epoch minus it is training alone.
     started, cpu = time.perf_counter(), time.process_time()
     if len(windows["val"]):
-        train.validation_loss(result.model, windows["val"], train.pick_device(cfg.train.device))
+        training.validation_loss(result.model, windows["val"], training.pick_device(cfg.train.device))
     out.update(val_pass_s=time.perf_counter() - started, val_pass_cpu_s=time.process_time() - cpu)
     started, cpu = time.perf_counter(), time.process_time()
-    forecasts = {s: evaluate.forecast_split(result.model, pre, frame, w, cfg.evaluate)
+    forecasts = {s: metrics.forecast_split(result.model, pre, frame, w, cfg.evaluate)
                  for s, w in windows.items() if len(w)}
     for split, fc in forecasts.items():
-        evaluate.score(fc, prefix=split)
+        metrics.score(fc, prefix=split)
     out.update(evaluate_s=time.perf_counter() - started, evaluate_cpu_s=time.process_time() - cpu,
                evaluate_mb=peak_mb())
     return out
@@ -288,8 +288,9 @@ def main() -> None:
     if not tables & {1, 2}:
         return
 
-    from pipeline.config import load_config
     from _common import ROOT
+
+    from pipeline.config.settings import load_config
 
     default = default_config(train={"epochs": 5 if args.quick else 40, "patience": None})
     seed = load_config(ROOT / "configs" / "seed.yaml")

@@ -22,7 +22,6 @@ import os
 import warnings
 
 import numpy as np
-
 from _common import data_path, default_config, fmt_range, load_frame, machine_note, prepare, print_table, stats, timeit
 
 FIXED_EPOCHS = 20
@@ -30,19 +29,18 @@ FIXED_EPOCHS = 20
 
 def ours(cfg, frame, windows, pre) -> tuple[float, float, int, int]:
     """(seconds, test RMSE, epochs run, threads) of the pipeline's own training and scoring."""
-    from pipeline import evaluate
-    from pipeline.train import fit, init_model
+    from pipeline.evaluation import metrics
+    from pipeline.model.training import fit, init_model
 
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     seconds, result = timeit(lambda: fit(model, windows["train"], windows["val"], cfg.train))
-    fc = evaluate.forecast_split(result.model, pre, frame, windows["test"])
-    return seconds, evaluate.rmse(fc.actual[:, 0], fc.predicted[:, 0]), result.epochs_run, result.threads
+    fc = metrics.forecast_split(result.model, pre, frame, windows["test"])
+    return seconds, metrics.rmse(fc.actual[:, 0], fc.predicted[:, 0]), result.epochs_run, result.threads
 
 
 def darts_model(cfg, epochs: int, early_stop: bool, threads: int):
     import torch
     from darts.models import RNNModel
-
     from pytorch_lightning.callbacks import Callback, EarlyStopping
 
     class EpochCounter(Callback):

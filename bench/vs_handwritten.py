@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from _common import print_table  # noqa: F401  (sets sys.path to the project)
 
 SPLIT = (0.7, 0.15, 0.15)
@@ -102,25 +101,27 @@ def handwritten(values: np.ndarray, lookback: int, seed: int, epochs: int = 200)
 # ---------------------------------------------------------------- the product
 def product(frame: pd.DataFrame, data: dict, extra: dict, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """(test targets, forecasts, resolved settings) of the pipeline's steps on the CSV, with a config naming `data`."""
-    from pipeline import evaluate, features
-    from pipeline.config import parse_config
-    from pipeline.defaults import resolve_auto
-    from pipeline.ingest import load_prices
-    from pipeline.schemas import validate_prices
-    from pipeline.train import fit, init_model
+    from pipeline.config.settings import parse_config
+    from pipeline.data.auto import resolve_auto
+    from pipeline.data.contract import validate_prices
+    from pipeline.data.reading import load_prices
+    from pipeline.evaluation import metrics
+    from pipeline.features import transforms
+    from pipeline.features.windows import min_rows_needed, prepare
+    from pipeline.model.training import fit, init_model
 
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "series.csv"
         frame.to_csv(csv, index=False)
         cfg = parse_config({"name": "bench", "data": {"source": str(csv), **data}, "train": {"seed": seed}, **extra})
         raw = load_prices(str(csv))
-        valid = validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg),
-                                positive=features.transform_domain(cfg)).frame
+        valid = validate_prices(raw.frame, cfg.data, raw.source, min_rows=min_rows_needed(cfg),
+                                positive=transforms.transform_domain(cfg)).frame
     cfg = resolve_auto(cfg, valid)
-    pre, _, windows = features.prepare(valid, cfg)
+    pre, _, windows = prepare(valid, cfg)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train)
-    fc = evaluate.forecast_split(result.model, pre, valid, windows["test"])
+    fc = metrics.forecast_split(result.model, pre, valid, windows["test"])
     settings = {"lookback": cfg.window.lookback, "transform": cfg.preprocess.target_transform,
                 "season": cfg.evaluate.season_length, "epochs": result.epochs_run}
     return fc.actual[:, 0], fc.predicted[:, 0], settings

@@ -20,15 +20,26 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.futures import wait
 
-from flows.tasks import (DASK_ADDRESS_ENV, STEP, ParentRef, ingest_task, prefect_tags, task_runner,
-                         validate_series_task, validate_task)
-from pipeline import backtest, gate, plots, progress, reports, runs, tracking
-from pipeline.backtest import BacktestSummary, Fold, FoldResult, PanelFold, PanelFoldResult
-from pipeline.config import PipelineConfig, resolve
-from pipeline.defaults import resolve_auto
+from flows.tasks import (
+    DASK_ADDRESS_ENV,
+    STEP,
+    ParentRef,
+    ingest_task,
+    prefect_tags,
+    task_runner,
+    validate_series_task,
+    validate_task,
+)
+from pipeline.config.settings import PipelineConfig, resolve
+from pipeline.data.auto import resolve_auto
+from pipeline.data.panel import Panel
 from pipeline.errors import ConfigError
-from pipeline.panel import Panel
-from pipeline.tracking import TrackedRun
+from pipeline.evaluation import plots
+from pipeline.model import progress
+from pipeline.tracking import promotion, run_report, store, training_run
+from pipeline.tracking.store import TrackedRun
+from pipeline.training import backtest
+from pipeline.training.backtest import BacktestSummary, Fold, FoldResult, PanelFold, PanelFoldResult
 
 __all__ = ["BacktestSummary", "backtest_flow"]
 
@@ -60,22 +71,22 @@ def backtest_flow(
     each fold refits on rows before its cutoff only (of each series, for many)."""
     started = time.perf_counter()
     cfg = resolve(config or config_path, data, experiment, folds=folds, window=window)
-    client = tracking.get_client(cfg)
-    experiment_id = tracking.open_experiment(client, cfg.tracking.experiment)
-    name = runs.run_name(cfg.name, "backtest", cfg.data.source_label)
+    client = store.get_client(cfg)
+    experiment_id = store.open_experiment(client, cfg.tracking.experiment)
+    name = training_run.run_name(cfg.name, "backtest", cfg.data.source_label)
     tags = {**prefect_tags(), "run_type": "backtest"}
-    with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source_label) as run:
+    with store.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source_label) as run:
         raw = ingest_task(cfg.data.source)
         if cfg.data.series_column is not None:
             summary = panel_backtest(run, name, cfg, config_path, raw, started)
         else:
             frame = validate_task(raw, cfg).frame
             cfg = resolve_auto(cfg, frame)  # `auto` settings from the data, logged as the run's params
-            tracking.log_params_and_tags(client, run.run_id, cfg.flat(), {})
-            tracking.log_config(client, run.run_id, cfg, config_path)
+            store.log_params_and_tags(client, run.run_id, cfg.flat(), {})
+            store.log_config(client, run.run_id, cfg, config_path)
             plan = plan_task(frame, cfg)
-            tracking.log_params_and_tags(client, run.run_id, {}, backtest.data_tags(frame, raw.digest))
-            tracking.log_dataset(client, run.run_id, frame, raw.source, raw.digest, cfg.data.target, name=cfg.name)
+            store.log_params_and_tags(client, run.run_id, {}, backtest.data_tags(frame, raw.digest))
+            store.log_dataset(client, run.run_id, frame, raw.source, raw.digest, cfg.data.target, name=cfg.name)
             folds_run = [fold_run(run, f"{name}-fold{fold.index + 1}", cfg, frame, raw.digest, fold, len(plan))
                          for fold in plan]
             summary = record_summary(run, cfg, frame, [result for result, _ in folds_run], started)
@@ -101,21 +112,21 @@ def panel_fold_task(data: Panel, cfg: PipelineConfig, fold: PanelFold, parent: P
                     tracking_uri: str) -> tuple[PanelFoldResult, str]:
     """One fold of many series as a child run of the backtest: its params, per-epoch losses, pooled scores and
     its per-series table."""
-    client = tracking.get_client(cfg.with_overrides(tracking={"uri": tracking_uri}))
-    tags = {tracking.PARENT_RUN_TAG: parent.run_id, "run_type": "backtest-fold", "fold": str(fold.index + 1),
+    client = store.get_client(cfg.with_overrides(tracking={"uri": tracking_uri}))
+    tags = {store.PARENT_RUN_TAG: parent.run_id, "run_type": "backtest-fold", "fold": str(fold.index + 1),
             "data_digest": parent.data_digest, **prefect_tags()}
-    with tracking.tracked_run(client, parent.experiment_id, f"{parent.name}-fold{fold.index + 1}", tags,
+    with store.tracked_run(client, parent.experiment_id, f"{parent.name}-fold{fold.index + 1}", tags,
                               data_source=cfg.data.source_label) as run:
-        tracking.log_params_and_tags(client, run.run_id, {
+        store.log_params_and_tags(client, run.run_id, {
             "fold": str(fold.index + 1), "series": str(len(fold.folds)), "test_rows": str(fold.step),
             "val_rows": str(fold.val_rows)}, {})
-        epoch_logger = tracking.EpochLogger(client, run.run_id)
+        epoch_logger = store.EpochLogger(client, run.run_id)
         try:
             result = backtest.run_panel_fold(data, cfg, fold, on_epoch_end=epoch_logger)
         finally:
             epoch_logger.flush()
-        tracking.log_metrics(client, run.run_id, result.metrics())
-        tracking.log_text(client, run.run_id, result.scores.csv(), "backtest/series_scores.csv")
+        store.log_metrics(client, run.run_id, result.metrics())
+        store.log_text(client, run.run_id, result.scores.csv(), "backtest/series_scores.csv")
     return result, run.run_id
 
 
@@ -125,8 +136,8 @@ def panel_backtest(run: TrackedRun, name: str, cfg: PipelineConfig, config_path:
     per-series table, the error distribution per fold and the pooled verdict on the parent."""
     client = run.client
     cfg, data = validate_series_task(raw, cfg)
-    tracking.log_params_and_tags(client, run.run_id, cfg.flat(), {"data_digest": raw.digest})
-    tracking.log_config(client, run.run_id, cfg, config_path)
+    store.log_params_and_tags(client, run.run_id, cfg.flat(), {"data_digest": raw.digest})
+    store.log_config(client, run.run_id, cfg, config_path)
     plan, notes = backtest.plan_panel_folds(data, cfg)
     for note in notes:
         get_run_logger().warning(note)
@@ -147,27 +158,27 @@ def record_panel_summary(run: TrackedRun, cfg: PipelineConfig, data: Panel, resu
     baseline, the per-series CSV, the fold table, the error distribution per fold and the calibration plot."""
     client, column = run.client, str(data.column)
     metrics = backtest.summarize_panel(results, column)
-    baseline = gate.strongest_baseline(metrics, "mase", cfg.registry.baseline, split="backtest")
+    baseline = promotion.strongest_baseline(metrics, "mase", cfg.registry.baseline, split="backtest")
     table = backtest.panel_fold_table(results)
     tags, notes = backtest.panel_findings(metrics, table, baseline, cfg.backtest.window)
     if "warning" in tags:
         get_run_logger().warning(tags["warning"])
     metrics["time_total_s"] = time.perf_counter() - started
-    tracking.log_params_and_tags(client, run.run_id, {}, {**tags, "data_series": str(len(data.series))})
-    tracking.log_metrics(client, run.run_id, metrics)
+    store.log_params_and_tags(client, run.run_id, {}, {**tags, "data_series": str(len(data.series))})
+    store.log_metrics(client, run.run_id, metrics)
     series = backtest.series_table(results, column)
-    tracking.log_text(client, run.run_id, series.to_csv(index=False, float_format="%.6g"), "backtest/series_scores.csv")
-    tracking.log_text(client, run.run_id, table.to_csv(index=False), "backtest/folds.csv")
+    store.log_text(client, run.run_id, series.to_csv(index=False, float_format="%.6g"), "backtest/series_scores.csv")
+    store.log_text(client, run.run_id, table.to_csv(index=False), "backtest/folds.csv")
     fig = plots.plot_fold_distribution(series, "mase", ["naive", "seasonal_naive"],
                                        f"{cfg.name}: MASE per series, {len(results)} {cfg.backtest.window} folds")
-    tracking.log_figure(client, run.run_id, fig, "plots/backtest_series_mase.png")
+    store.log_figure(client, run.run_id, fig, "plots/backtest_series_mase.png")
     plots.close(fig)
     pooled = backtest.concat_forecasts([fc for r in results for fc in r.forecasts.values()])
     if pooled.bands:  # nominal vs achieved coverage of every fold's and series' intervals, per step
         fig = plots.plot_calibration(pooled, f"{cfg.name}: backtest intervals, {len(results)} folds pooled")
-        tracking.log_figure(client, run.run_id, fig, "plots/calibration.png")
+        store.log_figure(client, run.run_id, fig, "plots/calibration.png")
         plots.close(fig)
-    headline = reports.headline(metrics, ("mase", baseline[0]), split="backtest")
+    headline = run_report.headline(metrics, ("mase", baseline[0]), split="backtest")
     return BacktestSummary(run_id=run.run_id, experiment_id=run.experiment_id, fold_run_ids=[], folds=table,
                            metrics=metrics, window=cfg.backtest.window, notes=notes,
                            headline=f"pooled over {len(data.series)} series: {headline}", series=series)
@@ -176,14 +187,14 @@ def record_panel_summary(run: TrackedRun, cfg: PipelineConfig, data: Panel, resu
 def fold_run(parent: TrackedRun, name: str, cfg: PipelineConfig, frame: pd.DataFrame, digest: str,
              fold: Fold, folds: int = 0) -> tuple[FoldResult, str]:
     """One fold as a child run of `parent`: its params, its training and scores; the result and the run id."""
-    tags = {tracking.PARENT_RUN_TAG: parent.run_id, "run_type": "backtest-fold", "fold": str(fold.index + 1),
+    tags = {store.PARENT_RUN_TAG: parent.run_id, "run_type": "backtest-fold", "fold": str(fold.index + 1),
             "data_digest": digest, **prefect_tags()}
-    with tracking.tracked_run(parent.client, parent.experiment_id, name, tags, data_source=cfg.data.source) as run:
-        tracking.log_params_and_tags(run.client, run.run_id, backtest.fold_params(frame, fold, cfg.backtest.window), {})
-        result = fold_task(frame, cfg, fold, tracking.EpochLogger(run.client, run.run_id), folds)
+    with store.tracked_run(parent.client, parent.experiment_id, name, tags, data_source=cfg.data.source) as run:
+        store.log_params_and_tags(run.client, run.run_id, backtest.fold_params(frame, fold, cfg.backtest.window), {})
+        result = fold_task(frame, cfg, fold, store.EpochLogger(run.client, run.run_id), folds)
         fold_tags, fold_metrics = backtest.fold_record(result)
-        tracking.log_params_and_tags(run.client, run.run_id, {}, fold_tags)
-        tracking.log_metrics(run.client, run.run_id, fold_metrics)
+        store.log_params_and_tags(run.client, run.run_id, {}, fold_tags)
+        store.log_metrics(run.client, run.run_id, fold_metrics)
     return result, run.run_id
 
 
@@ -196,20 +207,20 @@ def record_summary(run: TrackedRun, cfg: PipelineConfig, frame: pd.DataFrame, re
     if "warning" in tags:
         get_run_logger().warning(tags["warning"])
     metrics["time_total_s"] = time.perf_counter() - started
-    tracking.log_params_and_tags(run.client, run.run_id, {}, tags)
-    tracking.log_metrics(run.client, run.run_id, metrics)
-    tracking.log_text(run.client, run.run_id, table.to_csv(index=False), "backtest/folds.csv")
+    store.log_params_and_tags(run.client, run.run_id, {}, tags)
+    store.log_metrics(run.client, run.run_id, metrics)
+    store.log_text(run.client, run.run_id, table.to_csv(index=False), "backtest/folds.csv")
     fig = plots.plot_backtest(
         frame[cfg.data.target], [(frame.index[r.fold.cutoff], r.forecasts) for r in results],
         f"{cfg.data.target}: walk-forward backtest, {len(results)} {cfg.backtest.window} folds ({cfg.name})")
-    tracking.log_figure(run.client, run.run_id, fig, "plots/backtest.png")
+    store.log_figure(run.client, run.run_id, fig, "plots/backtest.png")
     plots.close(fig)
     pooled = backtest.concat_forecasts([r.forecasts for r in results])
     if pooled.bands:  # nominal vs achieved coverage of every fold's intervals, per step
         fig = plots.plot_calibration(pooled, f"{cfg.name}: backtest intervals, {len(results)} folds pooled")
-        tracking.log_figure(run.client, run.run_id, fig, "plots/calibration.png")
+        store.log_figure(run.client, run.run_id, fig, "plots/calibration.png")
         plots.close(fig)
-    measure = ("rmse", gate.strongest_baseline(metrics, "rmse", cfg.registry.baseline, split="backtest")[0])
+    measure = ("rmse", promotion.strongest_baseline(metrics, "rmse", cfg.registry.baseline, split="backtest")[0])
     return BacktestSummary(run_id=run.run_id, experiment_id=run.experiment_id, fold_run_ids=[], folds=table,
                            metrics=metrics, window=cfg.backtest.window, notes=notes,
-                           headline=reports.headline(metrics, measure, split="backtest"))
+                           headline=run_report.headline(metrics, measure, split="backtest"))

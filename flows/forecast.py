@@ -2,7 +2,7 @@
 
 resolve the model (an alias is pinned to its version first) -> ingest -> validate against the
 model's own data contract -> predict -> write the CSV -> log the forecast to MLflow. The MLflow
-run (`tracking.tracked_run`) ends FINISHED only after everything else; on failure it is FAILED
+run (`store.tracked_run`) ends FINISHED only after everything else; on failure it is FAILED
 with a report, and the output file is never left half-written.
 """
 
@@ -15,14 +15,14 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.tasks import STEP, ingest_task, load_task, prefect_files, prefect_tags, resolve_task
 from flows.reporting import library_logs_to_run
-from pipeline import registry, runs, tracking
+from flows.tasks import STEP, ingest_task, load_task, prefect_files, prefect_tags, resolve_task
+from pipeline.data.reading import RawData
 from pipeline.errors import PipelineError
-from pipeline.gate import CHALLENGER, CHAMPION
-from pipeline.ingest import RawData
-from pipeline.output import check_output, write_forecasts
-from pipeline.serving import ForecastBundle, model_input
+from pipeline.serving.forecast import ForecastBundle, model_input
+from pipeline.tracking import registry, store, training_run
+from pipeline.tracking.forecast_files import check_output, write_forecasts
+from pipeline.tracking.promotion import CHALLENGER, CHAMPION
 
 DEFAULT_EXPERIMENT = "batch-forecasts"
 
@@ -42,7 +42,7 @@ class ForecastSummary:
 
 @task(name="predict", **STEP)
 def predict_task(model: Any, bundle: ForecastBundle, raw: RawData) -> pd.DataFrame:
-    from pipeline.pyfunc import predict_rows
+    from pipeline.serving.pyfunc import predict_rows
 
     rows = model_input(raw.frame, bundle, raw.source)  # file and line numbers in any error
     return predict_rows(model, rows)
@@ -50,7 +50,7 @@ def predict_task(model: Any, bundle: ForecastBundle, raw: RawData) -> pd.DataFra
 
 @task(name="write-csv", **STEP)
 def write_task(forecasts: pd.DataFrame, out: str, overwrite: bool = False) -> str:
-    """Write the CSV (pipeline.output: refusals, temporary file and rename, usual permissions)."""
+    """Write the CSV (pipeline.tracking.forecast_files: refusals, temporary file and rename, usual permissions)."""
     return str(write_forecasts(forecasts, out, overwrite, guarded=prefect_files()))
 
 
@@ -59,7 +59,7 @@ def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, for
              role: str = "served") -> None:
     """The forecast's model, data and role (`served`; `champion`; `challenger`: a shadow forecast, never served),
     each step's value for one series, and the forecasts CSV that `pipeline monitor` later scores."""
-    tracking.log_params_and_tags(client, run_id, {
+    store.log_params_and_tags(client, run_id, {
         "model_uri": ref.uri, "model_name": ref.name or "", "model_version": ref.version or "",
         "model_alias": ref.alias or "", "data_source": raw.source, "rows_read": str(len(raw.frame)),
     }, {"model_version": ref.version or "", "model_run_id": ref.run_id or "", "data_digest": raw.digest,
@@ -67,9 +67,9 @@ def log_task(client: Any, run_id: str, ref: registry.ModelRef, raw: RawData, for
         "forecast_origin": str(forecasts["origin"].iloc[-1]),
         "forecast_dates": ",".join(forecasts["date"].astype(str))[:5000]})
     if forecasts["step"].is_unique:  # one series: each step's value as a metric (many series: the CSV only)
-        tracking.log_metrics(client, run_id, {f"forecast_step_{int(s)}": float(v)
+        store.log_metrics(client, run_id, {f"forecast_step_{int(s)}": float(v)
                                               for s, v in zip(forecasts["step"], forecasts["forecast"])})
-    tracking.log_text(client, run_id, forecasts.to_csv(index=False), "forecasts/forecasts.csv")
+    store.log_text(client, run_id, forecasts.to_csv(index=False), "forecasts/forecasts.csv")
 
 
 @flow(name="lstm-batch-forecast", log_prints=False)
@@ -93,11 +93,11 @@ def shadow_path(out: str) -> str:
 def run_forecast(model: str, data: str, out: str | None, experiment: str | None,
                  overwrite: bool = False, shadow: bool = False) -> ForecastSummary:
     """The body of `forecast_flow`, inside its flow run."""
-    client = tracking.get_client()
+    client = store.get_client()
     if out:
         check_output(out, overwrite, guarded=prefect_files())  # a refused path fails before any run or model load
     ref = resolve_task(client, model)  # unknown names or aliases fail here, before any run or file
-    experiment_id = tracking.open_experiment(client, experiment or DEFAULT_EXPERIMENT)
+    experiment_id = store.open_experiment(client, experiment or DEFAULT_EXPERIMENT)
     role = CHAMPION if ref.alias == CHAMPION else "served"
     summary, raw = forecast_with(client, experiment_id, ref, data, model, out, overwrite, role)
     challenger = registry.get_aliases(client, ref.name).get(CHALLENGER) if shadow and role == CHAMPION else None
@@ -121,9 +121,9 @@ def forecast_with(client: Any, experiment_id: str, ref: registry.ModelRef, data:
     written, logged with its role."""
     label = f"{ref.name}-v{ref.version}" if ref.name else "model"
     tags = {**prefect_tags(), "model_uri": model}
-    name = runs.run_name("forecast" if role != CHALLENGER else "shadow-forecast", label)
+    name = training_run.run_name("forecast" if role != CHALLENGER else "shadow-forecast", label)
     source = data.source if isinstance(data, RawData) else data
-    with tracking.tracked_run(client, experiment_id, name, tags, data_source=source) as run:
+    with store.tracked_run(client, experiment_id, name, tags, data_source=source) as run:
         raw = data if isinstance(data, RawData) else ingest_task(data)
         loaded, bundle = load_task(ref.uri)
         forecasts = predict_task(loaded, bundle, raw)

@@ -5,7 +5,7 @@ that batch runs logged for that model -> join them with the actuals -> score (pe
 pooled) beside what the registered version promised -> test the new rows for drift -> apply the retraining
 policy (`monitoring:`) -> log one MLflow run in the `monitoring` experiment -> emit a Prefect event when the
 policy says retrain (prefect.yaml's retraining deployment has a trigger on it) -> promote a shadow challenger
-that earned it. Steps are plain functions in `pipeline.monitoring`; docs/monitoring.md draws the loop.
+that earned it. Steps are plain functions in `pipeline.evaluation.monitoring`; docs/monitoring.md draws the loop.
 """
 
 from __future__ import annotations
@@ -20,19 +20,20 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.tasks import STEP, ingest_task, load_task, prefect_tags, resolve_task
 from flows.reporting import library_logs_to_run, run_url
-from pipeline import gate, monitoring, plots, registry, reports, tracking
-from pipeline.config import MonitoringConfig, load_config
+from flows.tasks import STEP, ingest_task, load_task, prefect_tags, resolve_task
+from pipeline.config.settings import MonitoringConfig, load_config
+from pipeline.data.reading import RawData
 from pipeline.errors import DataError, RegistryError
-from pipeline.ingest import RawData
-from pipeline.monitoring import SERIES, Promise, Verdict
-from pipeline.serving import ForecastBundle, series_frames, validate_input
+from pipeline.evaluation import monitoring, plots
+from pipeline.evaluation.monitoring import SERIES, Promise, Verdict
+from pipeline.serving.forecast import ForecastBundle, series_frames, validate_input
+from pipeline.tracking import promotion, registry, run_report, store
 
 log = logging.getLogger(__name__)
 
 RETRAIN_EVENT = "pipeline.monitor.retrain-requested"
-RESOURCE_PREFIX = "pipeline.model."
+RESOURCE_PREFIX = "pipeline.model.network."
 FORECASTS_ARTIFACT = "forecasts/forecasts.csv"
 SERIES_SCORES_ARTIFACT = "evaluation/test_series_scores.csv"
 
@@ -88,7 +89,7 @@ def forecasts_task(client: Any, name: str, bundle: ForecastBundle, policy: Monit
     experiment = client.get_experiment_by_name(policy.forecast_experiment)
     if experiment is None:
         return monitoring.forecast_log([])
-    runs = tracking.retry(lambda: client.search_runs(
+    runs = store.retry(lambda: client.search_runs(
         [experiment.experiment_id],
         f"{registry.name_filter(name, 'params.model_name')} and attributes.status = 'FINISHED'",
         max_results=policy.max_forecast_runs, order_by=["attributes.start_time DESC"]),
@@ -97,7 +98,7 @@ def forecasts_task(client: Any, name: str, bundle: ForecastBundle, policy: Monit
     parts = []
     for run in runs:
         try:
-            text = tracking.download_text(client, run.info.run_id, FORECASTS_ARTIFACT)
+            text = store.download_text(client, run.info.run_id, FORECASTS_ARTIFACT)
         except Exception as exc:  # noqa: BLE001 - a run without its CSV (deleted artifact) is skipped, said once
             log.warning("forecast run %s has no readable %s (%s): skipped", run.info.run_id, FORECASTS_ARTIFACT, exc)
             continue
@@ -113,11 +114,11 @@ def promise_of(client: Any, ref: registry.ModelRef, bundle: ForecastBundle) -> t
     """What the version's training run promised on its test split, and the last date it was trained on."""
     if not ref.run_id:
         return Promise({}), None
-    record = tracking.get_run(client, ref.run_id)
+    record = store.get_run(client, ref.run_id)
     table = None
     if bundle.series is not None:
         try:
-            table = pd.read_csv(io.StringIO(tracking.download_text(client, ref.run_id, SERIES_SCORES_ARTIFACT)),
+            table = pd.read_csv(io.StringIO(store.download_text(client, ref.run_id, SERIES_SCORES_ARTIFACT)),
                                 dtype={bundle.series.column: str})
         except Exception:  # noqa: BLE001 - older runs: pooled figures only
             table = None
@@ -140,7 +141,7 @@ def monitor_flow(model: str = "models:/lstm-forecaster@champion", data: str = "d
 
 def run_monitor(model: str, data: str, config_path: str | None, retrain_config: str | None,
                 emit: bool) -> MonitorSummary:
-    client = tracking.get_client()
+    client = store.get_client()
     ref = resolve_task(client, model)
     if not ref.name:
         raise RegistryError(f"model {model!r}: monitoring reads the forecasts logged for a registered "
@@ -150,13 +151,13 @@ def run_monitor(model: str, data: str, config_path: str | None, retrain_config: 
     raw = ingest_task(data)
     frames, unseen = actuals_task(raw, bundle)
     forecasts = forecasts_task(client, ref.name, bundle, policy)
-    challenger = registry.get_aliases(client, ref.name).get(gate.CHALLENGER)
+    challenger = registry.get_aliases(client, ref.name).get(promotion.CHALLENGER)
     challenger = challenger if challenger and challenger != ref.version else None
     found, promise = assess_task(client, ref, bundle, frames, unseen, forecasts, challenger, policy)
-    experiment_id = tracking.open_experiment(client, policy.experiment)
+    experiment_id = store.open_experiment(client, policy.experiment)
     tags = {**prefect_tags(), "model_uri": model, "model_name": ref.name, "model_version": ref.version or "",
             "model_run_id": ref.run_id or ""}
-    with tracking.tracked_run(client, experiment_id, f"monitor-{ref.name}-v{ref.version}", tags,
+    with store.tracked_run(client, experiment_id, f"monitor-{ref.name}-v{ref.version}", tags,
                               data_source=data) as run:
         summary = MonitorSummary(run.run_id, experiment_id, ref, found.verdict, found.window, promise, found.table,
                                  found.nothing_to_score, challenger=challenger,
@@ -191,18 +192,18 @@ def act_task(client: Any, run_id: str, summary: MonitorSummary, data: str, retra
         move = registry.promote(client, ref.name, summary.challenger, f"monitor: {verdict.challenger_reason}",
                                 by=f"monitor (MLflow run {run_id})")
         summary.promoted = summary.challenger if move is not None else None
-        tracking.log_params_and_tags(client, run_id, {}, {"monitor.promoted": summary.challenger})
+        store.log_params_and_tags(client, run_id, {}, {"monitor.promoted": summary.challenger})
     if verdict.retrain and emit:
         summary.event_id = emit_retrain(ref, verdict, run_id, data, retrain_config)
-        tracking.log_params_and_tags(client, run_id, {}, {"monitor.event_id": summary.event_id or "not sent"})
+        store.log_params_and_tags(client, run_id, {}, {"monitor.event_id": summary.event_id or "not sent"})
 
 
 @task(name="log-monitor", **STEP)
-def log_scores_task(run: tracking.TrackedRun, summary: MonitorSummary, policy: MonitoringConfig, raw: RawData) -> None:
+def log_scores_task(run: store.TrackedRun, summary: MonitorSummary, policy: MonitoringConfig, raw: RawData) -> None:
     """The policy as params; the verdict as tags; the window's figures, the promise, their ratios and counts."""
     client, run_id, verdict = run.client, run.run_id, summary.verdict
     params = {f"monitoring.{k}": str(v) for k, v in policy.model_dump(mode="json").items()}
-    tracking.log_params_and_tags(client, run_id, {**params, "data_source": raw.source, "rows_read": str(len(raw.frame))},
+    store.log_params_and_tags(client, run_id, {**params, "data_source": raw.source, "rows_read": str(len(raw.frame))},
                                  {"monitor.verdict": "retrain" if verdict.retrain else "keep",
                                   "monitor.reasons": " | ".join(verdict.reasons)[:5000],
                                   "monitor.nothing_to_score": summary.nothing_to_score or "",
@@ -215,11 +216,11 @@ def log_scores_task(run: tracking.TrackedRun, summary: MonitorSummary, policy: M
                    "series_degraded": float(len(verdict.degraded)), "series_drifted": float(len(verdict.drifted)),
                    "series_unseen": float(len(verdict.unseen)), "retrain": float(verdict.retrain)})
     values.update({f"challenger_{k}": v for k, v in summary.challenger_figures.items()})
-    tracking.log_metrics(client, run_id, values)
+    store.log_metrics(client, run_id, values)
 
 
 @task(name="log-monitor-tables", **STEP)
-def log_tables_task(run: tracking.TrackedRun, summary: MonitorSummary, scored: pd.DataFrame,
+def log_tables_task(run: store.TrackedRun, summary: MonitorSummary, scored: pd.DataFrame,
                     frames: dict[str, pd.DataFrame], bundle: ForecastBundle) -> None:
     """The live metrics per forecast date (step = the date, so the UI draws them over time), the per-series,
     per-step, per-date and scored tables, the plot, the description; the version's tags point at this run."""
@@ -228,18 +229,18 @@ def log_tables_task(run: tracking.TrackedRun, summary: MonitorSummary, scored: p
         levels = monitoring.levels_of(scored)
         by_date = monitoring.grouped(scored, "date", levels)
         steps = monitoring.metric_step(by_date["date"])
-        tracking.log_metric_history(client, run_id, {f"live_date_{m}": list(zip(steps, by_date["date"], by_date[m]))
+        store.log_metric_history(client, run_id, {f"live_date_{m}": list(zip(steps, by_date["date"], by_date[m]))
                                                      for m in by_date.columns[2:]})
         for name, table in (("dates", by_date), ("steps", monitoring.grouped(scored, "step", levels)),
                             ("scored", scored)):
-            tracking.log_text(client, run_id, table.to_csv(index=False, float_format="%.6g"), f"monitoring/{name}.csv")
+            store.log_text(client, run_id, table.to_csv(index=False, float_format="%.6g"), f"monitoring/{name}.csv")
         worst = worst_series(summary.table, summary.promise.error_metric())
         target = bundle.config.data.target
         fig = plots.plot_live(scored, {sid: frames[sid][target] for sid in worst if sid in frames}, worst, levels)
-        tracking.log_figure(client, run_id, fig, "plots/live.png")
+        store.log_figure(client, run_id, fig, "plots/live.png")
         plots.close(fig)
-    tracking.log_text(client, run_id, summary.table.to_csv(index=False, float_format="%.6g"), "monitoring/series.csv")
-    tracking.set_description(client, run_id, monitor_markdown(summary))
+    store.log_text(client, run_id, summary.table.to_csv(index=False, float_format="%.6g"), "monitoring/series.csv")
+    store.set_description(client, run_id, monitor_markdown(summary))
     tag_version(client, summary)
 
 
@@ -249,7 +250,7 @@ def tag_version(client: Any, summary: MonitorSummary) -> None:
     tags = {"monitor.last_run_id": summary.run_id, "monitor.verdict": "retrain" if summary.verdict.retrain else "keep",
             f"monitor.live_{metric}": f"{summary.window.get(metric, float('nan')):.6g}"}
     for key, value in tags.items():
-        tracking.retry(lambda: client.set_model_version_tag(ref.name, ref.version, key, value),
+        store.retry(lambda: client.set_model_version_tag(ref.name, ref.version, key, value),
                        "tag the model version", client.tracking_uri)
 
 
@@ -293,7 +294,7 @@ def publish_task(summary: MonitorSummary, bundle: ForecastBundle, url: str | Non
 
     try:
         body = monitor_markdown(summary) + (f"\n[MLflow run {summary.run_id}]({url})\n" if url else "")
-        create_markdown_artifact(body, key=reports.artifact_key(f"monitor-{summary.model.name}", "verdict"),
+        create_markdown_artifact(body, key=run_report.artifact_key(f"monitor-{summary.model.name}", "verdict"),
                                  description=summary.verdict.headline[:500])
     except Exception as exc:  # noqa: BLE001
         get_run_logger().warning("could not create the monitor artifact: %s", exc)
@@ -307,7 +308,7 @@ def emit_retrain(ref: registry.ModelRef, verdict: Verdict, run_id: str, data: st
     event = emit_event(
         event=RETRAIN_EVENT,
         resource={"prefect.resource.id": f"{RESOURCE_PREFIX}{ref.name}", "prefect.resource.name": ref.name,
-                  "pipeline.model.version": str(ref.version)},
+                  "pipeline.model.network.version": str(ref.version)},
         payload={"model": ref.name, "version": str(ref.version), "reasons": list(verdict.reasons),
                  "config_path": config_path or "configs/default.yaml", "data": data, "monitor_run_id": run_id},
     )

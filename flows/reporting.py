@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from prefect import get_run_logger
 
-from pipeline import reports
+from pipeline.tracking import run_report
 
 UI_URL_ENV = "PIPELINE_MLFLOW_UI_URL"  # where people open MLflow when the store is not a tracking server
 
@@ -43,17 +43,17 @@ def library_logs_to_run(name: str = "pipeline") -> Iterator[None]:
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    return reports.mlflow_run_url(tracking_uri, experiment_id, run_id, reports.local_ui_url(os.environ, UI_URL_ENV))
+    return run_report.mlflow_run_url(tracking_uri, experiment_id, run_id, run_report.local_ui_url(os.environ, UI_URL_ENV))
 
 
 def report_context(name: str, data_source: str, config_digest: str, tracking_uri: str,
-                   experiment_id: str) -> reports.ReportContext:
+                   experiment_id: str) -> run_report.ReportContext:
     """The shared part of this flow run's reports, with the MLflow UI address from the environment."""
-    return reports.ReportContext(name, data_source, config_digest, tracking_uri, experiment_id,
-                                 ui_url=reports.local_ui_url(os.environ, UI_URL_ENV))
+    return run_report.ReportContext(name, data_source, config_digest, tracking_uri, experiment_id,
+                                 ui_url=run_report.local_ui_url(os.environ, UI_URL_ENV))
 
 
-def publish_report(report: reports.RunReport) -> None:
+def publish_report(report: run_report.RunReport) -> None:
     """The run summary (markdown) and a link to the MLflow run, as artifacts of the current flow run.
 
     Best effort: the run's outcome is already recorded in MLflow, so a failure here only warns.
@@ -63,12 +63,12 @@ def publish_report(report: reports.RunReport) -> None:
     logger = get_run_logger()
     try:
         create_markdown_artifact(
-            reports.run_markdown(report), key=reports.artifact_key(report.config_name, "run-summary"),
+            run_report.run_markdown(report), key=run_report.artifact_key(report.config_name, "run-summary"),
             description=f"{report.config_name}: {report.outcome}"[:500])
         if report.mlflow_run_url:
             create_link_artifact(
                 report.mlflow_run_url, link_text=f"MLflow run {report.mlflow_run_id}",
-                key=reports.artifact_key(report.config_name, "mlflow-run"),
+                key=run_report.artifact_key(report.config_name, "mlflow-run"),
                 description=f"The MLflow run {'behind' if report.outcome == 'nothing to do' else 'of'} this flow run")
     except Exception as exc:  # noqa: BLE001
         logger.warning("could not create the run summary artifacts: %s", exc)
@@ -79,7 +79,7 @@ def publish_promotion(markdown: str, model_name: str, description: str) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     try:
-        create_markdown_artifact(markdown, key=reports.artifact_key(f"promotion-{model_name}", "").rstrip("-"),
+        create_markdown_artifact(markdown, key=run_report.artifact_key(f"promotion-{model_name}", "").rstrip("-"),
                                  description=description[:500])
     except Exception as exc:  # noqa: BLE001
         get_run_logger().warning("could not create the promotion artifact: %s", exc)

@@ -21,17 +21,28 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
 from flows.reporting import library_logs_to_run
-from flows.tasks import (DASK_ADDRESS_ENV, STEP, ParentRef, ingest_task, prefect_tags, task_runner, training_steps,
-                         validate_task)
-from pipeline import panel, plots, runs, sweep, tracking
-from pipeline.config import PipelineConfig, resolve
+from flows.tasks import (
+    DASK_ADDRESS_ENV,
+    STEP,
+    ParentRef,
+    ingest_task,
+    prefect_tags,
+    task_runner,
+    training_steps,
+    validate_task,
+)
+from pipeline.config.settings import PipelineConfig, resolve
+from pipeline.data import panel
+from pipeline.data.panel import Panel
+from pipeline.data.reading import RawData
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.features import input_rows_needed
-from pipeline.ingest import RawData
-from pipeline.panel import Panel
-from pipeline.runs import Timings, TrainingSummary
-from pipeline.sweep import SweepSpace, TrialOutcome, TrialSpec
-from pipeline.tracking import TrackedRun
+from pipeline.evaluation import plots
+from pipeline.features.windows import input_rows_needed
+from pipeline.tracking import store, training_run
+from pipeline.tracking.store import TrackedRun
+from pipeline.tracking.training_run import Timings, TrainingSummary
+from pipeline.tuning import sweep
+from pipeline.tuning.sweep import SweepSpace, TrialOutcome, TrialSpec
 
 __all__ = ["SweepSummary", "run_sweep", "sweep_flow"]
 
@@ -55,19 +66,19 @@ class SweepSummary:
 def trial_task(spec: TrialSpec, data: Panel, parent: ParentRef) -> tuple[TrialOutcome, str]:
     """One trial as a child run of the sweep: its params, per-epoch losses and validation scores."""
     cfg = spec.config
-    client = tracking.get_client(cfg.with_overrides(tracking={"uri": spec.tracking_uri}) if spec.tracking_uri else cfg)
-    tags = {tracking.PARENT_RUN_TAG: parent.run_id, "run_type": "sweep-trial", "sweep.trial": str(spec.number),
+    client = store.get_client(cfg.with_overrides(tracking={"uri": spec.tracking_uri}) if spec.tracking_uri else cfg)
+    tags = {store.PARENT_RUN_TAG: parent.run_id, "run_type": "sweep-trial", "sweep.trial": str(spec.number),
             "data_digest": parent.data_digest, **prefect_tags()}
-    with tracking.tracked_run(client, parent.experiment_id, f"{parent.name}-trial{spec.number}", tags,
+    with store.tracked_run(client, parent.experiment_id, f"{parent.name}-trial{spec.number}", tags,
                               data_source=cfg.data.source) as run:
-        tracking.log_params_and_tags(client, run.run_id, {**cfg.flat(), "sweep.trial": str(spec.number)}, {})
-        epoch_logger = tracking.EpochLogger(client, run.run_id)
+        store.log_params_and_tags(client, run.run_id, {**cfg.flat(), "sweep.trial": str(spec.number)}, {})
+        epoch_logger = store.EpochLogger(client, run.run_id)
         try:
             outcome = sweep.run_trial(data, spec, on_epoch_end=epoch_logger)
         finally:
             epoch_logger.flush()
-        tracking.log_params_and_tags(client, run.run_id, {}, {"sweep.state": outcome.state})
-        tracking.log_metrics(client, run.run_id, outcome.metrics)
+        store.log_params_and_tags(client, run.run_id, {}, {"sweep.state": outcome.state})
+        store.log_metrics(client, run.run_id, outcome.metrics)
     return outcome, run.run_id
 
 
@@ -96,17 +107,17 @@ def sweep_flow(space_path: str, config_path: str | None, cfg: PipelineConfig, tr
     with library_logs_to_run():
         started, timings = time.perf_counter(), Timings.since_process_start()
         space = sweep.load_space(space_path, cfg)
-        client = tracking.get_client(cfg)
-        experiment_id = tracking.open_experiment(client, cfg.tracking.experiment)
+        client = store.get_client(cfg)
+        experiment_id = store.open_experiment(client, cfg.tracking.experiment)
         raw = ingest_task(cfg.data.source)
         cfg, data = validated_data(raw, cfg)
-        name = runs.run_name(cfg.name, "sweep", cfg.data.source)
+        name = training_run.run_name(cfg.name, "sweep", cfg.data.source)
         tags = {**prefect_tags(), "run_type": "sweep", "data_digest": raw.digest}
-        with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source) as run:
-            tracking.log_params_and_tags(client, run.run_id, {
+        with store.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source) as run:
+            store.log_params_and_tags(client, run.run_id, {
                 "sweep.space": space_path, "sweep.trials": str(trials), "sweep.parallel": str(parallel),
                 "sweep.runner": runner, "sweep.objective": sweep.OBJECTIVE, "sweep.seed": str(space.seed)}, {})
-            tracking.log_text(client, run.run_id, Path(space_path).read_text(encoding="utf-8"), "sweep/space.yaml")
+            store.log_text(client, run.run_id, Path(space_path).read_text(encoding="utf-8"), "sweep/space.yaml")
             parent = ParentRef(run.run_id, experiment_id, name, raw.digest)
             trials_started = time.perf_counter()
             outcomes, run_ids = run_trials(space, cfg, data, parent, trials, parallel, client.tracking_uri)
@@ -178,13 +189,13 @@ def run_trials(space: SweepSpace, cfg: PipelineConfig, data: Panel, parent: Pare
 def record_sweep(run: TrackedRun, outcomes: list[TrialOutcome]) -> TrialOutcome:
     """The best trial (validation only) with its values and scores on the parent, and the objective plot."""
     best = sweep.best_outcome(outcomes)
-    tracking.log_params_and_tags(run.client, run.run_id, {"sweep.best_trial": str(best.number)},
+    store.log_params_and_tags(run.client, run.run_id, {"sweep.best_trial": str(best.number)},
                                  {f"sweep.best.{k}": str(v) for k, v in best.params.items()})
-    tracking.log_metrics(run.client, run.run_id, sweep.summary_metrics(outcomes, best))
+    store.log_metrics(run.client, run.run_id, sweep.summary_metrics(outcomes, best))
     table = pd.DataFrame([{"trial": o.number, "state": o.state, sweep.OBJECTIVE: o.value, **o.params,
                            "seconds": o.seconds, "error": o.error or ""} for o in sorted(outcomes, key=lambda o: o.number)])
-    tracking.log_text(run.client, run.run_id, table.to_csv(index=False), "sweep/trials.csv")
+    store.log_text(run.client, run.run_id, table.to_csv(index=False), "sweep/trials.csv")
     fig = plots.plot_sweep([(o.number, o.state, o.value) for o in outcomes], sweep.OBJECTIVE, best.number)
-    tracking.log_figure(run.client, run.run_id, fig, "plots/sweep_objective.png")
+    store.log_figure(run.client, run.run_id, fig, "plots/sweep_objective.png")
     plots.close(fig)
     return best

@@ -24,23 +24,28 @@ from prefect.tasks import exponential_backoff
 
 from flows.early_server import exit_with_parent
 from flows.reporting import publish_promotion
-from pipeline import backtest, evaluate, features, gate, panel, plots, progress, registry, reports, runs, steps, tracking
-from pipeline.config import PipelineConfig
-from pipeline.defaults import resolve_auto
+from pipeline.config.settings import PipelineConfig
+from pipeline.data import panel
+from pipeline.data.auto import resolve_auto
+from pipeline.data.contract import ValidatedData, validate_prices
+from pipeline.data.panel import ONE_SERIES, Panel
+from pipeline.data.reading import RawData, RemoteReadError, load_prices
 from pipeline.errors import ConfigError, PipelineError, TrainingError
-from pipeline.evaluate import Forecasts, Scores
-from pipeline.faults import kill_point
-from pipeline.features import Preprocessor, SplitBounds, Windows, input_rows_needed
-from pipeline.ingest import RawData, RemoteReadError, load_prices
-from pipeline.intervals import Calibration
-from pipeline.model_format import ForecastBundle
-from pipeline.output import SQLITE_SIBLINGS, Guarded
-from pipeline.panel import ONE_SERIES, Panel
-from pipeline.steps import PanelFit, PanelScores, SeriesPrep
-from pipeline.runs import Timings, TrainingSummary
-from pipeline.schemas import ValidatedData, validate_prices
-from pipeline.tracking import TrackedRun
-from pipeline.train import TrainResult, fit, init_model, plan_training
+from pipeline.evaluation import plots
+from pipeline.evaluation.intervals import Calibration
+from pipeline.evaluation.metrics import Forecasts, Scores, SplitScores, findings, per_step, score, training_stalled
+from pipeline.features import transforms
+from pipeline.features.windows import Preprocessor, SplitBounds, Windows, input_rows_needed, min_rows_needed
+from pipeline.model import progress
+from pipeline.model.training import TrainResult, fit, init_model, plan_training
+from pipeline.runtime import kill_point
+from pipeline.serving.model_format import ForecastBundle
+from pipeline.tracking import promotion, registry, run_report, store, training_run
+from pipeline.tracking.forecast_files import SQLITE_SIBLINGS, Guarded
+from pipeline.tracking.store import TrackedRun
+from pipeline.tracking.training_run import Timings, TrainingSummary
+from pipeline.training import backtest, steps
+from pipeline.training.steps import PanelFit, PanelScores, SeriesPrep
 
 DASK_ADDRESS_ENV = "PIPELINE_DASK_ADDRESS"  # a Dask scheduler for the parallel tasks when no option names one
 
@@ -78,7 +83,7 @@ def resolve_task(client: Any, model_uri: str) -> registry.ModelRef:
 @task(name="load-model", **STEP)
 def load_task(model_uri: str) -> tuple[Any, ForecastBundle]:
     """The logged pyfunc, checked against its manifest, and the model it holds as data."""
-    from pipeline.pyfunc import load_forecaster
+    from pipeline.serving.pyfunc import load_forecaster
 
     return load_forecaster(model_uri)
 
@@ -87,15 +92,15 @@ def load_task(model_uri: str) -> tuple[Any, ForecastBundle]:
       retry_condition_fn=retry_remote_only, **STEP)
 def ingest_task(source: str | tuple[str, ...]) -> RawData:
     """The file (or, for many series, the files of a folder or a list) as read."""
-    from pipeline.panel import load_sources
+    from pipeline.data.panel import load_sources
 
     return load_prices(source) if isinstance(source, str) and not Path(source).is_dir() else load_sources(source)
 
 
 @task(name="validate", **STEP)
 def validate_task(raw: RawData, cfg: PipelineConfig) -> ValidatedData:
-    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=features.min_rows_needed(cfg),
-                           positive=features.transform_domain(cfg))
+    return validate_prices(raw.frame, cfg.data, raw.source, min_rows=min_rows_needed(cfg),
+                           positive=transforms.transform_domain(cfg))
 
 
 def prefect_tags() -> dict[str, str]:
@@ -236,7 +241,7 @@ def train_panel(run: TrackedRun, preps: dict[str, SeriesPrep], cfg: PipelineConf
     series."""
     if cfg.model.strategy == "local" and cfg.data.series_column is not None:
         return train_local(preps, cfg)
-    epoch_logger = tracking.EpochLogger(run.client, run.run_id)
+    epoch_logger = store.EpochLogger(run.client, run.run_id)
     result = train_task(steps.stacked(preps), cfg, epoch_logger, rows=steps.rows_of(preps))
     epoch_logger.flush()  # outside the task: a tracking failure here must not lose the result
     timings.seconds["epoch_logging"] = epoch_logger.seconds  # part of "train"
@@ -257,13 +262,13 @@ def evaluate_panel_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesP
 
 
 def split_scores(forecasts: dict[str, dict[str, Forecasts]]) -> Scores:
-    """One series' scores of every split (model and baselines, per step; `evaluate.score`)."""
-    return Scores({split: evaluate.score(fc[ONE_SERIES], prefix=split) for split, fc in forecasts.items() if fc})
+    """One series' scores of every split (model and baselines, per step; `evaluation.metrics.score`)."""
+    return Scores({split: score(fc[ONE_SERIES], prefix=split) for split, fc in forecasts.items() if fc})
 
 
 @task(name="plots", **STEP)
 def plots_task(run: TrackedRun, frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds,
-               forecasts: dict[str, Forecasts], test: evaluate.SplitScores, result: TrainResult) -> None:
+               forecasts: dict[str, Forecasts], test: SplitScores, result: TrainResult) -> None:
     boundaries = {"validation": frame.index[bounds.val_start], "test": frame.index[bounds.test_start]}
     if bounds.val_start == bounds.test_start:
         boundaries = {"test": frame.index[bounds.test_start]}
@@ -276,12 +281,12 @@ def plots_task(run: TrackedRun, frame: pd.DataFrame, cfg: PipelineConfig, bounds
         "plots/residuals.png": plots.plot_residuals(forecasts["test"], cfg.data.target),
         **({"plots/calibration.png": plots.plot_calibration(forecasts["test"], f"{cfg.name}: test intervals")}
            if forecasts["test"].bands else {}),
-        **({"plots/horizon_rmse.png": plots.plot_horizon(evaluate.per_step(test), "rmse", cfg.data.target),
+        **({"plots/horizon_rmse.png": plots.plot_horizon(per_step(test), "rmse", cfg.data.target),
             "plots/horizon_paths.png": plots.plot_horizon_paths(target, forecasts["test"])}
            if cfg.window.horizon > 1 else {}),
     }
     for path, fig in figures.items():
-        tracking.log_figure(run.client, run.run_id, fig, path)
+        store.log_figure(run.client, run.run_id, fig, path)
         plots.close(fig)
 
 
@@ -314,21 +319,21 @@ def log_scores(run: TrackedRun, cfg: PipelineConfig, scores: dict[str, PanelScor
     for path, fig in plots.panel_figures({s: f[cfg.data.target] for s, f in data.series.items()}, test,
                                          scores["test"].table, column, cfg.plots.series, cfg.plots.worst,
                                          losses).items():
-        tracking.log_figure(run.client, run.run_id, fig, path)
+        store.log_figure(run.client, run.run_id, fig, path)
         plots.close(fig)
     for split, table in scores.items():
-        tracking.log_text(run.client, run.run_id, table.csv(), f"evaluation/{split}_series_scores.csv")
-    tracking.log_text(run.client, run.run_id, steps.forecast_tables(test, column).to_csv(index=False),
+        store.log_text(run.client, run.run_id, table.csv(), f"evaluation/{split}_series_scores.csv")
+    store.log_text(run.client, run.run_id, steps.forecast_tables(test, column).to_csv(index=False),
                       "evaluation/test_forecasts.csv")
     pooled = backtest.concat_forecasts(list(test.values()))
     if pooled.bands:  # nominal vs achieved coverage per step, every series' test windows pooled
         fig = plots.plot_calibration(pooled, f"{cfg.name}: test intervals, {len(test)} series pooled")
-        tracking.log_figure(run.client, run.run_id, fig, "plots/calibration.png")
+        store.log_figure(run.client, run.run_id, fig, "plots/calibration.png")
         plots.close(fig)
     from prefect.artifacts import create_table_artifact
 
     try:
-        create_table_artifact(scores["test"].records(), key=reports.artifact_key(cfg.name, "series-scores"),
+        create_table_artifact(scores["test"].records(), key=run_report.artifact_key(cfg.name, "series-scores"),
                               description=f"{cfg.name}: test scores per series (RMSE, sMAPE, MASE beside the baselines)")
     except Exception as exc:  # noqa: BLE001 - best effort: MLflow holds the same table
         get_run_logger().warning("could not create the per-series table artifact: %s", exc)
@@ -341,53 +346,54 @@ def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None
     """Log the config, the scalers, the dataset and the model (every series' preprocessor, the intervals), then the
     metrics (on the run and the logged model); MLflow's ModelInfo."""
     client, run_id = run.client, run.run_id
-    tracking.log_config(client, run_id, cfg, config_path)
+    store.log_config(client, run_id, cfg, config_path)
     bundle = steps.bundle(trained, preps, cfg, calibration)
     if bundle.series is None:
-        tracking.log_preprocessor(client, run_id, bundle.preprocessor)
+        store.log_preprocessor(client, run_id, bundle.preprocessor)
     else:
-        tracking.log_dict(client, run_id, bundle.series.to_dict(), "scalers/series.json")
+        store.log_dict(client, run_id, bundle.series.to_dict(), "scalers/series.json")
     dataset = data.series[ONE_SERIES] if data.column is None else steps.input_example(data, cfg, rows=10**9,
                                                                                        series=len(data.series))
-    tracking.log_dataset(client, run_id, dataset, raw.source, raw.digest, cfg.data.target, name=cfg.name)
+    store.log_dataset(client, run_id, dataset, raw.source, raw.digest, cfg.data.target, name=cfg.name)
     example = steps.input_example(data, cfg, rows=bundle.preprocessor.input_rows)
-    info = tracking.log_model(run_id, bundle, example, client.tracking_uri)
+    info = store.log_model(run_id, bundle, example, client.tracking_uri)
     kill_point("model-logging")
     # The scores belong to the run, to this logged model and to the training dataset.
-    tracking.log_metrics(client, run_id, metrics, model_id=info.model_id, dataset=(cfg.name, raw.digest))
+    store.log_metrics(client, run_id, metrics, model_id=info.model_id, dataset=(cfg.name, raw.digest))
     return info
 
 
 @task(name="register", **STEP)
 def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id: str | None, raw: RawData,
                   data: Panel, preps: dict[str, SeriesPrep], test: dict[str, Forecasts],
-                  metrics: dict[str, float]) -> registry.Decision:
+                  metrics: dict[str, float]) -> promotion.Decision:
     """Register a `@challenger` version; the gate compares the test metric (the RMSE of one series, the mean MASE
     of many) with the strongest baseline's (or `registry.baseline`'s) and with the champion's, re-scored with its
     own preprocessing on the same windows, and decides whether it also becomes `@champion`."""
     name = cfg.registry.model_name
-    metric = gate.gate_metric(many_series=data.column is not None)
-    baseline, baseline_score = gate.strongest_baseline(metrics, metric, cfg.registry.baseline)  # summary.gate's
+    metric = promotion.gate_metric(many_series=data.column is not None)
+    baseline, baseline_score = promotion.strongest_baseline(metrics, metric, cfg.registry.baseline)  # summary.gate's
     one = data.column is None
     context = max(len(f) for f in data.series.values()) if one else 4 * Preprocessor(cfg).input_rows
     inputs = steps.gate_inputs(data, preps, test, cfg, context_rows=context)
     horizon, column = cfg.window.horizon, data.column
 
-    def score_table(table: pd.DataFrame) -> gate.Score:
+    def score_table(table: pd.DataFrame) -> promotion.Score:
         if column is None:  # one series: every step of its test windows, as the run scored them
-            return gate.scored_in_full(table, inputs.actual.loc[ONE_SERIES], inputs.first_dates[ONE_SERIES], horizon)
-        return gate.table_mase(table, column, inputs.actual, inputs.first_dates, inputs.scales, horizon)
+            return promotion.scored_in_full(table, inputs.actual.loc[ONE_SERIES], inputs.first_dates[ONE_SERIES],
+                                            horizon)
+        return promotion.table_mase(table, column, inputs.actual, inputs.first_dates, inputs.scales, horizon)
 
-    def rescore(uri: str) -> gate.Score:  # the champion, with its own logged preprocessing, on every series
+    def rescore(uri: str) -> promotion.Score:  # the champion, with its own logged preprocessing, on every series
         return registry.rescore(uri, inputs.rows, cfg.data.target, score_table)
 
     extra = prefect_tags()
     decision = registry.register_and_promote(
-        run.client, name, model_uri, run.run_id, runs.version_tags(raw.digest, metrics, extra),
-        registry.TestWindow(*inputs.window, raw.digest), metrics[f"test_{metric}"], baseline_score, rescore,
+        run.client, name, model_uri, run.run_id, training_run.version_tags(raw.digest, metrics, extra),
+        promotion.TestWindow(*inputs.window, raw.digest), metrics[f"test_{metric}"], baseline_score, rescore,
         (cfg.registry.min_gain_over_persistence, cfg.registry.min_gain_over_champion),
-        runs.registered_by(run.run_id, extra.get("prefect.flow_run_id")), model_id=model_id,
-        measure=(metric, baseline), coverage=gate.coverage_requirement(metrics, cfg.registry.max_coverage_error))
+        training_run.registered_by(run.run_id, extra.get("prefect.flow_run_id")), model_id=model_id,
+        measure=(metric, baseline), coverage=promotion.coverage_requirement(metrics, cfg.registry.max_coverage_error))
     publish_promotion(decision.markdown(name, run.run_id), name, f"{name} v{decision.version}: {decision.reason}")
     return decision
 
@@ -398,10 +404,10 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
     (refit,) log, register; the summary and data tags."""
     with timings.stage("validate"):
         cfg, data = validate_series_task(raw, cfg)
-    tracking.log_params_and_tags(run.client, run.run_id, cfg.flat(), {})  # `auto` settings as resolved
+    store.log_params_and_tags(run.client, run.run_id, cfg.flat(), {})  # `auto` settings as resolved
     with timings.stage("prepare"):
         preps = prepare_panel_task(data, cfg)
-    with runs.kept_on_tracking_failure(cfg, run.run_id) as kept:
+    with training_run.kept_on_tracking_failure(cfg, run.run_id) as kept:
         with timings.stage("train"):
             trained = train_panel(run, preps, cfg, timings)
         keep(kept, data, preps, trained)
@@ -427,11 +433,11 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
                                    scores["test"].table if data.column is not None else None)
         if cfg.registry.enabled:
             register(run, cfg, raw, data, preps, forecasts["test"], summary, timings)
-        tracking.log_metrics(run.client, run.run_id, timings.metrics())
+        store.log_metrics(run.client, run.run_id, timings.metrics())
     return summary, tags
 
 
-def keep(kept: runs.Trained, data: Panel, preps: dict[str, SeriesPrep], trained: PanelFit) -> None:
+def keep(kept: training_run.Trained, data: Panel, preps: dict[str, SeriesPrep], trained: PanelFit) -> None:
     """What a tracking failure saves locally (one series: its preprocessor and network)."""
     if data.column is None:
         kept.pre, kept.result = preps[ONE_SERIES].pre, trained.first
@@ -457,17 +463,18 @@ def training_summary(run: TrackedRun, cfg: PipelineConfig, data: Panel, metrics:
                      series_scores: pd.DataFrame | None = None) -> TrainingSummary:
     """What `pipeline train` prints: the run, the metrics, the notes, the test forecasts, and the metric and baseline
     the gate holds the model to."""
-    metric = gate.gate_metric(many_series=data.column is not None)
+    metric = promotion.gate_metric(many_series=data.column is not None)
     return TrainingSummary(run_id=run.run_id, experiment_id=run.experiment_id, metrics=metrics,
                            model_uri=logged.model_uri, model_id=logged.model_id,
                            notes=[*data.notes, *(f"warning: {w}" for w in warnings)], timings=timings.seconds,
                            test_forecasts=steps.forecast_tables(test, data.column), series_scores=series_scores,
-                           gate=(metric, gate.strongest_baseline(metrics, metric, cfg.registry.baseline)[0]))
+                           gate=(metric, promotion.strongest_baseline(metrics, metric, cfg.registry.baseline)[0]))
 
 
 def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Panel, preps: dict[str, SeriesPrep],
                     trained: PanelFit, by_split: Scores | None, metrics: dict[str, float]) -> tuple[dict[str, str], list[str]]:
-    """Run tags (data, training), extra metrics (added to `metrics`) and warnings (one series: `evaluate.findings`);
+    """Run tags (data, training), extra metrics (added to `metrics`) and warnings (one series:
+    `evaluation.metrics.findings`);
     the tags and the warnings."""
     logger = get_run_logger()
     for note in data.notes:
@@ -476,7 +483,7 @@ def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Pa
     warnings: list[str] = []
     if data.one is not None and by_split is not None:
         prep = preps[ONE_SERIES]
-        tags, extra, warnings = evaluate.findings(cfg, raw.digest, data.one, prep.pre, prep.bounds, first,
+        tags, extra, warnings = findings(cfg, raw.digest, data.one, prep.pre, prep.bounds, first,
                                                   by_split["test"], by_split.splits.get("val"))
         metrics.update(extra)
         for warning in warnings:
@@ -486,7 +493,7 @@ def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Pa
                 "train_device": first.device, "series_failed": str(len(trained.failed))}
         if trained.shared is not None:
             tags.update(best_epoch=str(first.best_epoch + 1), stopped_early=str(first.stopped_early))
-            stalled = evaluate.training_stalled(first)  # stuck at epoch 1, or still improving at the epoch limit
+            stalled = training_stalled(first)  # stuck at epoch 1, or still improving at the epoch limit
             if stalled:
                 tags["training_warning"] = stalled
                 logger.warning(stalled)
@@ -497,19 +504,19 @@ def record_findings(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Pa
                                                                                      float("nan")),
             metrics.get("test_smape", float("nan")))
     if data.notes:
-        tracking.log_text(run.client, run.run_id, "\n".join(data.notes), "data/validation_notes.txt")
-    tracking.log_params_and_tags(run.client, run.run_id, {}, tags)
+        store.log_text(run.client, run.run_id, "\n".join(data.notes), "data/validation_notes.txt")
+    store.log_params_and_tags(run.client, run.run_id, {}, tags)
     return tags, warnings
 
 
 def register(run: TrackedRun, cfg: PipelineConfig, raw: RawData, data: Panel, preps: dict[str, SeriesPrep],
              test: dict[str, Forecasts], summary: TrainingSummary, timings: Timings) -> None:
     """Register and gate the model (one registration at a time on a local store), then tag the run."""
-    with timings.stage("registry"), tracking.store_lock(run.tracking_uri):
+    with timings.stage("registry"), store.store_lock(run.tracking_uri):
         decision = register_task(run, cfg, summary.model_uri, summary.model_id, raw, data, preps, test, summary.metrics)
     kill_point("after-alias-move")
     summary.model_name, summary.version, summary.alias, summary.reason = (
         cfg.registry.model_name, decision.version, decision.alias, decision.reason)
-    tracking.log_params_and_tags(run.client, run.run_id, {}, {
+    store.log_params_and_tags(run.client, run.run_id, {}, {
         "registered_version": decision.version, "registered_alias": decision.alias, "promotion": decision.reason,
         **decision.tags()})

@@ -1,7 +1,7 @@
 """The training flow: thin Prefect wiring of the plain steps in `src/pipeline`.
 
 ingest -> validate -> split/scale/windows -> train -> evaluate -> plots -> track -> register.
-One MLflow run spans the flow (`tracking.tracked_run`): it stays RUNNING until registration is
+One MLflow run spans the flow (`store.tracked_run`): it stays RUNNING until registration is
 done, is tagged `pipeline.complete` and ends FINISHED as its very last step, or ends FAILED
 with the failure report; a failed run never registers or moves an alias. When the data and
 resolved config are those of the last complete run of this config, the flow ends right after
@@ -19,10 +19,10 @@ from prefect import flow, get_run_logger
 
 from flows.reporting import library_logs_to_run, publish_report, report_context
 from flows.tasks import DASK_ADDRESS_ENV, ingest_task, prefect_tags, task_runner, training_steps
-from pipeline import reports, runs, tracking
-from pipeline.config import PipelineConfig, resolve
+from pipeline.config.settings import PipelineConfig, resolve
 from pipeline.errors import ConfigError
-from pipeline.runs import Timings, TrainingSummary
+from pipeline.tracking import run_report, store, training_run
+from pipeline.tracking.training_run import Timings, TrainingSummary
 
 log = logging.getLogger(__name__)
 
@@ -69,33 +69,33 @@ def run_training(cfg: PipelineConfig, config_path: str | None, force: bool) -> T
     """The body of `training_flow`: set up, ingest, then nothing to do or a tracked training run."""
     timings = Timings.since_process_start()
     with timings.stage("setup"):
-        client = tracking.get_client(cfg)
-        experiment_id = tracking.open_experiment(client, cfg.tracking.experiment)
-    ctx = report_context(cfg.name, cfg.data.source_label, reports.config_digest(cfg.model_dump(mode="json")),
+        client = store.get_client(cfg)
+        experiment_id = store.open_experiment(client, cfg.tracking.experiment)
+    ctx = report_context(cfg.name, cfg.data.source_label, run_report.config_digest(cfg.model_dump(mode="json")),
                          client.tracking_uri, experiment_id)
     try:
         with timings.stage("ingest"):
             raw = ingest_task(cfg.data.source)
         ctx.data_digest = raw.digest
-        previous = None if force else tracking.last_finished_run(client, experiment_id, {"config_digest": ctx.config_digest})
-        detail = runs.nothing_to_do(cfg, raw.digest, ctx.config_digest, previous)
+        previous = None if force else store.last_finished_run(client, experiment_id, {"config_digest": ctx.config_digest})
+        detail = training_run.nothing_to_do(cfg, raw.digest, ctx.config_digest, previous)
         if previous is not None and detail:
             get_run_logger().info("nothing to do: %s", detail.replace("`", ""))
-            summary = runs.skipped_summary(cfg, experiment_id, previous, detail)
+            summary = training_run.skipped_summary(cfg, experiment_id, previous, detail)
             ctx.run_id = previous.run_id
-            publish_report(reports.skipped_report(ctx, summary, previous.tags, detail))
+            publish_report(run_report.skipped_report(ctx, summary, previous.tags, detail))
             return summary
         tags = {**prefect_tags(), "data_digest": raw.digest, "forced": str(force)}
-        name = runs.run_name(cfg.name, data_source=cfg.data.source_label)
-        with tracking.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source_label,
+        name = training_run.run_name(cfg.name, data_source=cfg.data.source_label)
+        with store.tracked_run(client, experiment_id, name, tags, data_source=cfg.data.source_label,
                                   config_digest=ctx.config_digest) as run:
             ctx.run_id = run.run_id
             summary, data_tags = training_steps(cfg)(run, cfg, config_path, raw, timings)
-            report = reports.trained_report(ctx, data_tags, summary, force)
-            tracking.set_description(run.client, run.run_id, reports.run_markdown(report))  # the run page's notes
-        get_run_logger().info("run %s finished: %s", run.run_id, reports.headline(summary.metrics, summary.gate))
+            report = run_report.trained_report(ctx, data_tags, summary, force)
+            store.set_description(run.client, run.run_id, run_report.run_markdown(report))  # the run page's notes
+        get_run_logger().info("run %s finished: %s", run.run_id, run_report.headline(summary.metrics, summary.gate))
         publish_report(report)
         return summary
     except BaseException as exc:
-        publish_report(reports.failed_report(ctx, exc))
+        publish_report(run_report.failed_report(ctx, exc))
         raise

@@ -1,10 +1,12 @@
 """The machine and process a run works in, and the tricks that make it fast there, in one place: the process
-that owns a run (host, pid, start time, boot id: a run left RUNNING by a process that died can be told from a
+that owns a run (host, pid, start time, boot time: a run left RUNNING by a process that died can be told from a
 live one), the git state it records, the threads torch trains with, denormal floats, and the interpreter's
-start-up and exit (imports with the collector paused, the collector frozen at exit).
+start-up and exit (imports with the collector paused, the collector frozen at exit), and the test hook that
+kills the process at a named stage (`kill_point`).
 
-Plain functions on /proc, the hostname, git, torch's and the interpreter's settings; torch is imported only by the
-functions that use it. Imported by training, the model, the tracking and registry modules and the CLI alike.
+Plain functions on psutil, the hostname, git, torch's and the interpreter's settings; torch and psutil are imported
+only by the functions that use them (the logged model carries this module and needs neither for its processes).
+Imported by training, the model, the tracking and registry modules and the CLI alike.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import atexit
 import copy
 import gc
 import os
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import psutil
     import torch
     from torch import nn
 
@@ -41,34 +46,38 @@ def git_state(cwd: str | Path | None = None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- this process
-def process_stat(pid: int | str = "self") -> tuple[str, int] | None:
-    """A process's state letter and start time (clock ticks after boot) from /proc (Linux); None when gone or unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
+# A process's start is recorded in clock ticks after boot, as /proc/<pid>/stat counts it (the format of the
+# `pipeline.owner.started` tag): psutil's creation and boot times are both wall-clock and move together when
+# the clock is set, so their difference is the same whenever it is read.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def started_after_boot(process: psutil.Process) -> str:
+    """When `process` started, in clock ticks after boot (psutil's `create_time() - boot_time()`)."""
+    import psutil
+
+    return str(round((process.create_time() - psutil.boot_time()) * CLOCK_TICKS))
 
 
 def process_age() -> float | None:
-    """Seconds since this process started (Linux), or None: for `pipeline train`, the import and start-up cost."""
-    stat = process_stat()
+    """Seconds since this process started, or None: for `pipeline train`, the import and start-up cost.
+
+    Linux: the time since boot (CLOCK_BOOTTIME) less the start after boot, exact to a clock tick; elsewhere the wall
+    clock less psutil's creation time.
+    """
+    import psutil
+
     try:
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        process = psutil.Process()
+        if hasattr(time, "CLOCK_BOOTTIME"):
+            return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - int(started_after_boot(process)) / CLOCK_TICKS)
+        return max(0.0, time.time() - process.create_time())
+    except psutil.Error:
         return None
-    return None if stat is None else max(0.0, uptime - stat[1] / os.sysconf("SC_CLK_TCK"))
 
 
 # ---------------------------------------------------------------- who owns a RUNNING run
 OWNER_TAG = "pipeline.owner"  # host:pid of the process that started the run and would end it
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,9 @@ class ProcessOwner:
     """The process that started a run, recorded on it as tags: a run left RUNNING by a process that died
     (`kill -9`, the OOM killer, a reboot) can then be told from one still running.
 
-    `started` (clock ticks after boot), `boot` (the kernel's boot id) and `pid_ns` (the pid namespace)
-    tell a reused pid and another container from the same process; empty where /proc does not exist.
+    `started` (clock ticks after boot), `boot` (the boot time, epoch seconds) and `pid_ns` (the pid namespace,
+    Linux) tell a reused pid, a restarted machine and another container from the same process. Runs recorded
+    before boot times were carry the kernel's boot id in `boot`: a restart is then not judged by it.
     """
 
     host: str
@@ -88,13 +98,14 @@ class ProcessOwner:
 
     @classmethod
     def current(cls) -> ProcessOwner:
-        stat = process_stat()
+        import psutil
+
         try:
-            pid_ns = os.readlink("/proc/self/ns/pid")
+            pid_ns = os.readlink("/proc/self/ns/pid")  # Linux names a process's pid namespace by this link
         except OSError:
             pid_ns = ""
-        return cls(socket.gethostname(), os.getpid(), str(stat[1]) if stat else "",
-                   _read("/proc/sys/kernel/random/boot_id"), pid_ns)
+        return cls(socket.gethostname(), os.getpid(), started_after_boot(psutil.Process()), str(psutil.boot_time()),
+                   pid_ns)
 
     @property
     def label(self) -> str:
@@ -113,30 +124,42 @@ class ProcessOwner:
         return cls(host, int(pid), tags.get(f"{OWNER_TAG}.started", ""), tags.get(f"{OWNER_TAG}.boot", ""),
                    tags.get(f"{OWNER_TAG}.pid_ns", ""))
 
+    def restarted_since(self, here: ProcessOwner) -> bool:
+        """Whether the machine booted again after this owner started: the current boot time is later than the
+        owner's creation (its boot time plus its start after boot). Setting the clock moves the boot time too,
+        but a false restart needs it set forward by more than the machine had been up when the owner started."""
+        try:
+            created = float(self.boot) + int(self.started) / CLOCK_TICKS
+            return float(here.boot) > created + 1  # boot times are whole seconds on Linux
+        except ValueError:  # a boot id (recorded before boot times were) or nothing: not judged by it
+            return False
+
     def gone(self, here: ProcessOwner) -> str | None:
         """Why this owner has certainly ended, judged from `here` (this process); None when it may still run
         (alive, on another host or in another container: not ours to judge)."""
+        import psutil
+
         if self.host != here.host:
             return None
-        if self.boot and here.boot and self.boot != here.boot:
+        if self.restarted_since(here):
             return "the machine restarted since"
         if self.pid_ns != here.pid_ns:
             return None
         if self.pid == here.pid and self.started == here.started:
             return None
-        if here.started:  # /proc: compare the start time, so that a reused pid is not taken for the owner
-            stat = process_stat(self.pid)
-            if stat is None:
-                return f"process {self.pid} no longer exists"
-            if stat[0] in ("Z", "X"):
-                return f"process {self.pid} has exited"
-            return f"pid {self.pid} now belongs to another process" if str(stat[1]) != self.started else None
         try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
+            process = psutil.Process(self.pid)
+            if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return f"process {self.pid} has exited"
+            started = started_after_boot(process)
+        except psutil.ZombieProcess:
+            return f"process {self.pid} has exited"
+        except psutil.NoSuchProcess:
             return f"process {self.pid} no longer exists"
-        except PermissionError:  # alive, another user's
+        except psutil.AccessDenied:  # alive, another user's, where its start cannot be read
             return None
+        if self.started and started != self.started:  # the start tells a reused pid from the owner
+            return f"pid {self.pid} now belongs to another process"
         return None
 
 
@@ -264,3 +287,24 @@ def freeze_collector_at_exit() -> None:
     references go.
     """
     atexit.register(gc.freeze)
+
+
+# ---------------------------------------------------------------- a test hook: kill at a stage
+# A test hook: kill this process at a named stage boundary, to test what a crash leaves behind.
+#
+# `PIPELINE_KILL_AT=<stage>` in the environment makes `kill_point(stage)` send SIGKILL to its own
+# process there: nothing runs after it (no `finally`, no atexit), as with `kill -9` or the OOM
+# killer. Unset (always, outside tests) it does nothing. The training flow's stages:
+#
+# - `training`: at the end of the first epoch (the run is RUNNING, nothing logged as a model);
+# - `model-logging`: right after the pyfunc is logged, before its scores;
+# - `registration`: right after the model version is created, before its aliases move;
+# - `after-alias-move`: right after registration and the gate's alias moves, before the run's tags.
+KILL_ENV = "PIPELINE_KILL_AT"
+STAGES = ("training", "model-logging", "registration", "after-alias-move")
+
+
+def kill_point(stage: str) -> None:
+    """SIGKILL this process when `PIPELINE_KILL_AT` names `stage`; otherwise nothing."""
+    if os.environ.get(KILL_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import ROOT
-from tests.integration.processes import stop_groups, free_port
+from tests.integration.processes import free_port, stop_groups
 
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")

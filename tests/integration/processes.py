@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tracking_server import stop_process_group
+from pipeline.tracking.server import stop_process_group
 
 
 def free_port() -> int:
@@ -89,7 +89,7 @@ def postgres_folder(prefix: str) -> Iterator[Path]:
     """A folder under /tmp that PostgreSQL's service user can reach, removed afterwards; the test is skipped, saying
     why, where PostgreSQL's programs or the driver are missing."""
     pytest.importorskip("psycopg2", reason="psycopg2 is not installed (the project's [postgres] extra)")
-    from pipeline.tracking_server import PostgresUnavailable, pg_binary
+    from pipeline.tracking.server import PostgresUnavailable, pg_binary
 
     try:
         for program in ("initdb", "pg_ctl", "psql"):

@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import features, gate, registry, tracking
-from pipeline.config import PipelineConfig, parse_config
-from pipeline.model import LSTMForecaster
-from pipeline.schemas import validate_prices
-from pipeline.serving import ForecastBundle, forecast_frame
-from pipeline.steps import series_example as input_example
+from pipeline.config.settings import PipelineConfig, parse_config
+from pipeline.data.contract import validate_prices
+from pipeline.features.windows import min_rows_needed, prepare
+from pipeline.model.network import LSTMForecaster
+from pipeline.serving.forecast import ForecastBundle, forecast_frame
+from pipeline.tracking import promotion, registry, store
+from pipeline.training.steps import series_example
 
 
 def client_for(uri: str):
@@ -104,8 +105,8 @@ class Planted:
 
 def plant(raw: pd.DataFrame, cfg: PipelineConfig, output: float) -> Planted:
     """Fit the preprocessor on `raw`'s training rows; the network always outputs `output`."""
-    frame = validate_prices(raw, cfg.data, "planted.csv", min_rows=features.min_rows_needed(cfg)).frame
-    pre, _, windows = features.prepare(frame, cfg)
+    frame = validate_prices(raw, cfg.data, "planted.csv", min_rows=min_rows_needed(cfg)).frame
+    pre, _, windows = prepare(frame, cfg)
     model = LSTMForecaster.from_config(cfg.model, n_features=windows["train"].X.shape[2], horizon=cfg.window.horizon)
     last = model.head[-1]
     with torch.no_grad():
@@ -121,11 +122,11 @@ def log_planted(client, planted: Planted) -> tuple[str, str, str]:
     mlflow.set_tracking_uri(client.tracking_uri)  # the fluent API (log_model, models:/ URIs) follows
     mlflow.set_registry_uri(client.tracking_uri)
     cfg = planted.bundle.config
-    experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
-    run_id = tracking.start_run(client, experiment_id, run_name=cfg.name, tags={})
-    example = input_example(planted.frame, cfg, rows=planted.bundle.preprocessor.input_rows)
-    info = tracking.log_model(run_id, planted.bundle, example, client.tracking_uri)
-    tracking.end_run(client, run_id, "FINISHED")
+    experiment_id = store.ensure_experiment(client, cfg.tracking.experiment)
+    run_id = store.start_run(client, experiment_id, run_name=cfg.name, tags={})
+    example = series_example(planted.frame, cfg, rows=planted.bundle.preprocessor.input_rows)
+    info = store.log_model(run_id, planted.bundle, example, client.tracking_uri)
+    store.end_run(client, run_id, "FINISHED")
     return run_id, info.model_uri, info.model_id
 
 
@@ -137,12 +138,12 @@ class Window:
     actual: pd.Series
     first_dates: list[str]
     persistence_rmse: float
-    window: registry.TestWindow
+    window: promotion.TestWindow
 
 
 def window_of(frame: pd.DataFrame, cfg: PipelineConfig, digest: str = "planted") -> Window:
     """The test part of `frame` under `cfg`'s split, as the training flow hands it to the gate."""
-    pre, _, windows = features.prepare(frame, cfg)
+    pre, _, windows = prepare(frame, cfg)
     positions = windows["test"].target_positions[:, 0]
     dates = frame.index[positions]
     closes = frame[cfg.data.target].to_numpy(dtype=float)
@@ -151,7 +152,7 @@ def window_of(frame: pd.DataFrame, cfg: PipelineConfig, digest: str = "planted")
     raw_rows["Date"] = raw_rows["Date"].dt.strftime("%Y-%m-%d")
     actual = pd.Series(closes, index=frame.index.strftime("%Y-%m-%d"))
     first = list(dates.strftime("%Y-%m-%d"))
-    return Window(raw_rows, actual, first, persistence, registry.TestWindow(first[0], first[-1], digest))
+    return Window(raw_rows, actual, first, persistence, promotion.TestWindow(first[0], first[-1], digest))
 
 
 def trend_scene(uri: str, growth: float = 0.01):
@@ -168,17 +169,17 @@ def own_rmse(planted: Planted, frame: pd.DataFrame, win: Window) -> float:
     """A bundle's RMSE on the window, computed in-process with the bundle's own preprocessor."""
     model = LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
     table = forecast_frame(model, planted.bundle.preprocessor, frame, all_windows=True)
-    return registry.table_rmse(table, win.actual, win.first_dates, planted.bundle.config.window.horizon).rmse
+    return promotion.table_rmse(table, win.actual, win.first_dates, planted.bundle.config.window.horizon).rmse
 
 
 def register(client, planted: Planted, win: Window, frame: pd.DataFrame, margins=(0.0, 0.0),
-             name: str = "planted", coverage: tuple[float, float] | None = None) -> registry.Decision:
+             name: str = "planted", coverage: tuple[float, float] | None = None) -> promotion.Decision:
     """Log and register a planted model through the real gate, the champion re-scored for real."""
     run_id, uri, model_id = log_planted(client, planted)
     cfg = planted.bundle.config
 
-    def rescore(model_uri: str) -> registry.Score:
-        return registry.rescore(model_uri, win.raw_rows, cfg.data.target, lambda table: gate.scored_in_full(
+    def rescore(model_uri: str) -> promotion.Score:
+        return registry.rescore(model_uri, win.raw_rows, cfg.data.target, lambda table: promotion.scored_in_full(
             table, win.actual, win.first_dates, cfg.window.horizon))
 
     return registry.register_and_promote(client, name, uri, run_id, {"data_digest": "planted"}, win.window,

@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from tests.conftest import parent_and_children
 
 
+@pytest.mark.slow
 def test_backtest_logs_a_parent_run_with_a_child_per_fold(prefect_harness, mlflow_store, write_config, capsys,
                                                          tmp_path):
     config = write_config(evaluate={"season_length": 5})
@@ -58,6 +59,7 @@ def test_a_backtest_that_does_not_fit_fails_cleanly(prefect_harness, mlflow_stor
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
+@pytest.mark.slow
 def test_a_portfolio_backtest_refits_every_fold_and_scores_each_series(prefect_harness, mlflow_store, capsys,
                                                                         tmp_path):
     """`pipeline backtest --config configs/portfolio.yaml --folds 3`: folds from each store's end, a child run per

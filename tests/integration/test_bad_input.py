@@ -2,7 +2,7 @@
 file, column, line and rule, a FAILED MLflow run carrying the report (where a run was started),
 and a registry left exactly as it was. Tolerated quirks train normally.
 
-The cases run in-process (`pipeline.cli.main`) against one Prefect test harness and one MLflow
+The cases run in-process (`pipeline.cli.main.main`) against one Prefect test harness and one MLflow
 store that already holds a champion; two go through a real subprocess to prove the exit code.
 """
 
@@ -21,11 +21,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from tests.conftest import ROOT, make_prices
 from tests.integration.registry_support import closed_port, registry_state
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("bad-input")]  # one worker builds the module's store
 
 MODEL = "tiny-forecaster"
 

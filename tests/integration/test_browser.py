@@ -21,14 +21,14 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, make_prices
-from tests.integration.processes import free_port, wait_until_ok, stop_groups
+from tests.integration.processes import free_port, stop_groups, wait_until_ok
 
 CHROMIUM = Path(os.environ.get("PIPELINE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("PIPELINE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 RENDER_TIMEOUT_S = 90  # the UI's JavaScript takes 10-15 s per page on a busy 2-core machine
 MODEL = "browser-forecaster"
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 
 def screenshot_dir() -> Path:
@@ -66,7 +66,7 @@ def two_runs(prefect_harness, mlflow_store: str, tmp_path: Path) -> tuple[str, l
     """Two finished training runs of the pipeline (seeds 1 and 2) in the test's store; their experiment and ids."""
     from mlflow import MlflowClient
 
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     make_prices(120).to_csv(tmp_path / "prices.csv", index=False)
     for seed in (1, 2):

@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# pipeline.intervals' notes: too few validation windows for a finite-sample 95 % interval, the model's and a baseline's
+# pipeline.evaluation.intervals' notes: too few validation windows for a finite-sample 95 % interval, the model's and a baseline's
 NOTES = ("the model's 95 % intervals rest on", "seasonal naive's 95 % intervals rest on")
 
 

@@ -11,25 +11,24 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.prefect_stack import (BIN, MARKER, Processes, api, artifacts_of, logged, running_stack,
-                                             trigger)
+from tests.integration.prefect_stack import BIN, MARKER, Processes, api, artifacts_of, logged, trigger
 from tests.integration.processes import free_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict]:
-    """A Prefect server with the pool and prefect.yaml's deployments, a worker, a temporary MLflow store."""
-    with running_stack(tmp_path) as running:
-        yield running
+def stack(prefect_stack: dict) -> dict:
+    """The session's Prefect stack (conftest.py): server, pool, prefect.yaml's deployments, worker, MLflow store."""
+    return prefect_stack
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("prefect-stack")
 def test_scheduled_retraining_through_a_worker(stack: dict, write_config) -> None:
     from mlflow import MlflowClient
 
@@ -64,7 +63,7 @@ def test_scheduled_retraining_through_a_worker(stack: dict, write_config) -> Non
     assert "scheduled-forecaster v1" in summary and "| RMSE |" in summary and tags["data_digest"] in summary
     assert f"runs/{runs[0].info.run_id})" in artifacts["tiny-mlflow-run"]
     # logs of the plain steps in src/pipeline reached the Prefect run logs
-    expected = {"pipeline.ingest", "pipeline.train"}
+    expected = {"pipeline.data.reading", "pipeline.model.training"}
     logs = logged(stack, first["id"], lambda logs: expected <= {r["name"] for r in logs})
     assert expected <= {r["name"] for r in logs}, [(r["name"], r["message"]) for r in logs]
 
@@ -108,6 +107,7 @@ def test_unreadable_data_fails_before_any_mlflow_run_and_says_why(prefect_harnes
     assert "before any MLflow run was started" in summary
 
 
+@pytest.mark.slow
 def test_make_server_on_another_port_serves_a_ui_that_calls_that_port(tmp_path: Path) -> None:
     """`make server PREFECT_PORT=P`: the UI's settings name P's API, not Prefect's default 4200."""
     import httpx

@@ -95,6 +95,7 @@ def answers(url: str) -> bool:
 
 @pytest.mark.parametrize("page", [p for p in PAGES if runnable_blocks(p.read_text(encoding="utf-8"), p.name)],
                          ids=lambda p: p.name)
+@pytest.mark.slow
 def test_runnable_commands_work_as_written(page: Path, tmp_path: Path) -> None:
     if not (ROOT / ".venv" / "bin" / "pipeline").exists():
         pytest.skip("the project's .venv is not installed here (run `make setup`)")

@@ -19,7 +19,8 @@ import yaml
 from tests.conftest import ROOT, make_prices
 from tests.integration.processes import alive, descendants
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")]
 
 
 def cli_env(tmp_path: Path, home: Path) -> dict[str, str]:

@@ -21,8 +21,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline import faults, tracking
-from pipeline.cli import main
+from pipeline import runtime
+from pipeline.cli.main import main
+from pipeline.tracking import store
 from tests.conftest import ROOT, make_prices
 from tests.integration.processes import alive, descendants
 from tests.integration.registry_support import closed_port, registry_state
@@ -49,10 +50,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def champion(prefect_harness, mlflow_store, write_config) -> MlflowClient:
-    """A store that already holds a registered version 1 with an alias."""
-    assert main(["train", "--config", write_config("champion.yaml")]) == 0
-    client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
+def champion(tiny_run) -> MlflowClient:
+    """A store that already holds a registered version 1 with an alias (the session's tiny run, conftest.py)."""
+    client = MlflowClient(tiny_run.uri, registry_uri=tiny_run.uri)
     versions, aliases = registry_state(client)[MODEL]
     assert [v for v, _ in versions] == ["1"] and set(aliases.values()) == {"1"}  # champion, or challenger by the gate
     return client
@@ -76,12 +76,12 @@ def test_divergence_stops_with_a_clear_error_and_logs_no_model(champion, write_c
     assert registry_state(champion) == before
 
 
-def test_a_run_killed_mid_training_moves_nothing_and_the_next_run_works(champion, mlflow_store, write_config,
-                                                                       tmp_path) -> None:
+@pytest.mark.slow
+def test_a_run_killed_mid_training_moves_nothing_and_the_next_run_works(champion, write_config, tmp_path) -> None:
     before = registry_state(champion)
     config = write_config("long.yaml", train={"epochs": 100_000, "patience": None}, tracking={"experiment": "killed"})
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path,
-                            env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store),
+                            env=subprocess_env(MLFLOW_TRACKING_URI=champion.tracking_uri),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -114,8 +114,8 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(prefect_harnes
                                                                   monkeypatch, capsys) -> None:
     uri = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv(tracking.ATTEMPTS_ENV, "3")
-    monkeypatch.setenv(tracking.BACKOFF_ENV, "0.2")
+    monkeypatch.setenv(store.ATTEMPTS_ENV, "3")
+    monkeypatch.setenv(store.BACKOFF_ENV, "0.2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
@@ -130,21 +130,21 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(prefect_harnes
     assert elapsed < 60  # 0.2 + 0.4 s of backoff plus the flow's start
 
 
-def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, mlflow_store, write_config,
-                                                                     monkeypatch, capsys, tmp_path) -> None:
+def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, write_config, monkeypatch, capsys,
+                                                                     tmp_path) -> None:
     """The server goes away between training and logging the model: the error says where the weights are."""
-    from pipeline.serving import ForecastModel
+    from pipeline.serving.forecast import ForecastModel
 
     dead = f"http://127.0.0.1:{closed_port()}"
-    monkeypatch.setenv(tracking.ATTEMPTS_ENV, "2")
-    monkeypatch.setenv(tracking.BACKOFF_ENV, "0.1")
+    monkeypatch.setenv(store.ATTEMPTS_ENV, "2")
+    monkeypatch.setenv(store.BACKOFF_ENV, "0.1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
     def log_model_to_a_dead_server(run_id, bundle, input_example, uri):
         client = MlflowClient(dead)
-        return tracking.retry(lambda: client.get_run(run_id), "log model", dead)
+        return store.retry(lambda: client.get_run(run_id), "log model", dead)
 
-    monkeypatch.setattr(tracking, "log_model", log_model_to_a_dead_server)
+    monkeypatch.setattr(store, "log_model", log_model_to_a_dead_server)
     before = registry_state(champion)
     capsys.readouterr()
     code = main(["train", "--config", write_config("lost.yaml", tracking={"experiment": "lost"})])
@@ -163,6 +163,7 @@ def test_tracking_lost_after_training_keeps_the_model_and_says_where(champion, m
     assert registry_state(champion) == before
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harness, tmp_path) -> None:
     """Two real processes, one fresh default store (./mlflow.db): both finish with everything logged."""
     make_prices(80).to_csv(tmp_path / "prices.csv", index=False)
@@ -207,20 +208,21 @@ def test_two_runs_at_once_on_the_default_local_store_both_complete(prefect_harne
     print(f"two concurrent runs finished in {elapsed:.1f}s")
 
 
-@pytest.mark.parametrize("stage", faults.STAGES)
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", runtime.STAGES)
 def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(stage, prefect_harness, mlflow_store,
                                                                              write_config, tmp_path, capsys) -> None:
-    """`kill -9` at each stage boundary (PIPELINE_KILL_AT, see pipeline.faults): the run stays RUNNING and
+    """`kill -9` at each stage boundary (PIPELINE_KILL_AT, see pipeline.runtime): the run stays RUNNING and
     never counts as done, a version it registered is complete or not @champion, and the next unforced
     run trains and registers again rather than saying "Nothing to do"."""
     config = write_config("kill.yaml", tracking={"experiment": "kill"})
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config", config], cwd=tmp_path,
-                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store, **{faults.KILL_ENV: stage}),
+                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store, **{runtime.KILL_ENV: stage}),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     client = MlflowClient(mlflow_store, registry_uri=mlflow_store)
     (killed,) = runs_of(client, "kill")
-    assert killed.info.status == "RUNNING" and tracking.COMPLETE_TAG not in killed.data.tags
+    assert killed.info.status == "RUNNING" and store.COMPLETE_TAG not in killed.data.tags
     assert "registered_version" not in killed.data.tags
     versions, aliases = registry_state(client).get(MODEL, ([], {}))
     if stage in ("training", "model-logging"):
@@ -236,12 +238,13 @@ def test_a_run_killed_at_any_stage_is_not_done_and_the_next_run_trains_again(sta
     assert main(["train", "--config", config]) == 0
     assert "Nothing to do" not in capsys.readouterr().out
     (done,) = [r for r in runs_of(client, "kill") if r.info.run_id != killed.info.run_id]
-    assert done.info.status == "FINISHED" and done.data.tags[tracking.COMPLETE_TAG] == "true"
+    assert done.info.status == "FINISHED" and done.data.tags[store.COMPLETE_TAG] == "true"
     assert done.data.tags["registered_version"] == str(len(versions) + 1)
     assert main(["train", "--config", config]) == 0  # and now there is nothing to do
     assert capsys.readouterr().out.startswith(f"Nothing to do: The data digest {done.data.tags['data_digest']}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
 def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_its_runs(prefect_harness, mlflow_store,
                                                                                          write_config, tmp_path) -> None:
@@ -297,6 +300,7 @@ def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_next_command_fails_
         assert "ended without ending it" in ended.data.tags["failure"]
 
 
+@pytest.mark.slow
 def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_repairs_it(champion, write_config,
                                                                                          capsys, caplog) -> None:
     """The server goes away after the version is created and @challenger moved, and stays away while the
@@ -304,8 +308,8 @@ def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_r
     mlruns/unlogged": the model was logged), and the next registration takes the alias back and flags the version."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline import registry
     from pipeline.errors import TrackingError
+    from pipeline.tracking import registry
 
     before_versions, before_aliases = registry_state(champion)[MODEL]
     config = write_config("lost-registration.yaml", tracking={"experiment": "lost-registration"})
@@ -334,7 +338,7 @@ def test_tracking_lost_during_registration_says_what_was_done_and_the_next_run_r
     versions, aliases = registry_state(champion)[MODEL]
     assert [v for v, _ in versions] == ["1", "2"] and aliases.get("challenger") == "2"  # left as the server left it
 
-    with caplog.at_level("WARNING", logger="pipeline.registry"):
+    with caplog.at_level("WARNING", logger="pipeline.tracking.registry"):
         assert main(["train", "--config", config, "--force"]) == 0
     assert any("repaired what an incomplete registration left: @challenger: v2 ->" in r.getMessage()
                for r in caplog.records)

@@ -28,8 +28,8 @@ MODEL = FIXTURE / "model"
 
 @pytest.fixture(autouse=True)
 def today_s_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The model's own copy of the code must not leak into this process's later imports."""
-    import pipeline.pyfunc  # noqa: F401 - imported from src/ before the model's code/ joins sys.path
+    """Today's package, imported from src/ before any model loads; `sys.path` as it was after each test."""
+    import pipeline.serving.pyfunc  # noqa: F401
 
     monkeypatch.setattr(sys, "path", list(sys.path))
 
@@ -42,7 +42,7 @@ def load(path: Path):
 
 def test_the_committed_model_predicts_what_it_predicted_when_saved() -> None:
     model = load(MODEL)
-    assert sys.modules["pipeline.model_format"].__file__.startswith(str(ROOT / "src"))  # today's loader, not the copy
+    assert sys.modules["pipeline.serving.model_format"].__file__.startswith(str(ROOT / "src"))  # today's loader, not the copy
     expected = pd.read_csv(FIXTURE / "expected.csv")
     got = model.predict(pd.read_csv(FIXTURE / "input.csv"), params={"all_windows": True})
     assert list(got.columns) == list(expected.columns)
@@ -55,7 +55,8 @@ def test_the_committed_model_predicts_what_it_predicted_when_saved() -> None:
 
 
 def test_the_python_model_pickle_is_a_bare_class_reference() -> None:
-    """python_model.pkl names `pipeline.pyfunc.LSTMForecastPyfunc` and holds none of the model."""
+    """python_model.pkl names `pipeline.pyfunc.LSTMForecastPyfunc` (the class's path before the rooms) and holds none of
+    the model."""
     data = (MODEL / "python_model.pkl").read_bytes()
     strings = [arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str)]
     ours = [s for s in strings if s.startswith("pipeline")]
@@ -63,8 +64,21 @@ def test_the_python_model_pickle_is_a_bare_class_reference() -> None:
     assert not [s for s in strings if s.split(".")[0] in {"torch", "sklearn", "numpy"}]
     # The name it refers to must stay importable, wherever the class itself moves.
     cls = getattr(importlib.import_module("pipeline.pyfunc"), "LSTMForecastPyfunc")
+    assert cls is importlib.import_module("pipeline.serving.pyfunc").LSTMForecastPyfunc
     instance = pickle.loads(data)  # noqa: S301 - our own fixture
     assert type(instance) is cls and not {"bundle", "model"} & set(vars(instance))
+
+
+FIXTURES = ("model_v1", "model_v2", "model_v5")
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_the_committed_fixtures_hold_the_model_and_no_copy_of_the_code(name: str) -> None:
+    """The fixtures are old model directories read by today's code (docs/model-format.md): whatever code they once
+    carried (a copy of the whole package, training and tracking included) is gone, and their MLmodel names none."""
+    model = ROOT / "tests" / "fixtures" / name / "model"
+    assert not [p for p in model.rglob("*.py")] and not (model / "code").exists()
+    assert "code" not in yaml.safe_load((model / "MLmodel").read_text())["flavors"]["python_function"]
 
 
 def copy_model(tmp_path: Path) -> Path:
@@ -94,16 +108,13 @@ def test_a_pickled_model_from_before_the_format_is_refused(tmp_path) -> None:
         load(copy)
 
 
-def test_loading_leaves_the_model_s_copy_of_the_code_off_sys_path() -> None:
-    """Otherwise modules imported later would come from the model's old copy of the package."""
-    from pipeline.pyfunc import load_forecaster
+def test_our_loader_reads_the_committed_model_and_leaves_sys_path_as_it_was() -> None:
+    from pipeline.serving.pyfunc import load_forecaster
 
     before = list(sys.path)
-    model, bundle = load_forecaster(str(MODEL))
-    assert sys.path == before and not any(str(MODEL) in p for p in sys.path)
+    _, bundle = load_forecaster(str(MODEL))
+    assert sys.path == before
     assert bundle.target == "load" and bundle.config.window.lookback == 5
-    load(MODEL)  # MLflow's own loader does leave it there (restored by the fixture above)
-    assert any(str(MODEL / "code") == p for p in sys.path)
 
 
 def test_the_model_loads_when_the_class_behind_the_name_has_moved(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,3 +160,17 @@ def test_the_committed_quantile_head_model_predicts_what_it_predicted_when_saved
         np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=1e-6, atol=0)  # relative: float32 differs in the last bits between CPUs
     bundle = model.unwrap_python_model().bundle
     assert bundle.intervals.method == "quantile" and bundle.checkpoint["init_args"]["quantiles"] == [0.025, 0.1, 0.9, 0.975]
+
+
+def test_the_fixture_script_writes_a_model_of_today_s_format_that_predicts_its_stored_numbers(tmp_path: Path) -> None:
+    """tests/fixtures/make_model_fixture.py runs on today's road (it had gone stale once, naming moved functions)."""
+    from pipeline.serving.model_format import FORMAT_VERSION
+    from tests.fixtures import make_model_fixture as script
+
+    out = tmp_path / "fixture"
+    script.build(out, script.fixture_long(), script.fixture_config().with_overrides(data={"series_column": "meter"}))
+    assert json.loads((out / "model" / "artifacts" / "forecaster" / "format.json").read_text())["format_version"] == FORMAT_VERSION
+    got = load(out / "model").predict(pd.read_csv(out / "input.csv"), params={"all_windows": True})
+    expected = pd.read_csv(out / "expected.csv")
+    assert sorted(got["meter"].unique()) == ["m1", "m2", "m3"] and len(got) == len(expected)
+    np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"].to_numpy(), rtol=1e-6, atol=0)

@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import gate, registry, tracking
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import ModelIntegrityError
-from pipeline.model_format import MANIFEST_FILE, MANIFEST_TAG, write_manifest
-from pipeline.pyfunc import load_pyfunc
-from pipeline.steps import series_example as input_example
+from pipeline.serving.model_format import MANIFEST_FILE, MANIFEST_TAG, write_manifest
+from pipeline.serving.pyfunc import load_pyfunc
+from pipeline.tracking import promotion, registry, store
+from pipeline.training.steps import series_example
 from tests.integration import registry_support as rs
 from tests.integration.test_predict import champion  # noqa: F401 - the registered @champion fixture
 
@@ -55,10 +55,10 @@ def predict_exit(data: pd.DataFrame, tmp_path: Path) -> int:
     return main(["predict", "--model", "models:/planted@champion", "--data", str(csv), "--out", str(tmp_path / "f.csv")])
 
 
-def rescore(data: pd.DataFrame) -> registry.Score:
+def rescore(data: pd.DataFrame) -> promotion.Score:
     cfg = rs.config()
     win = rs.window_of(rs.plant(data, cfg, 0.0).frame, cfg)
-    return registry.rescore("models:/planted/1", win.raw_rows, cfg.data.target, lambda table: gate.scored_in_full(
+    return registry.rescore("models:/planted/1", win.raw_rows, cfg.data.target, lambda table: promotion.scored_in_full(
         table, win.actual, win.first_dates, cfg.window.horizon))
 
 
@@ -151,8 +151,8 @@ def test_a_manifest_rewritten_to_match_is_refused_by_the_recorded_digest(champio
 def test_a_saved_model_directory_is_checked_against_its_own_manifest(tmp_path) -> None:
     cfg = rs.config()
     planted = rs.plant(rs.trend(), cfg, 0.01)
-    path = tracking.save_model(tmp_path / "model", planted.bundle,
-                               input_example(planted.frame, cfg, rows=planted.bundle.preprocessor.input_rows))
+    path = store.save_model(tmp_path / "model", planted.bundle,
+                               series_example(planted.frame, cfg, rows=planted.bundle.preprocessor.input_rows))
     assert (path / MANIFEST_FILE).is_file() and not list(path.rglob("*.pkl"))
     expected = mlflow.pyfunc.load_model(str(path)).predict(planted.raw)  # leaves a __pycache__ beside the code: fine
     pd.testing.assert_frame_equal(load_pyfunc(str(path)).predict(planted.raw), expected)
@@ -163,7 +163,7 @@ def test_a_saved_model_directory_is_checked_against_its_own_manifest(tmp_path) -
 
 @pytest.mark.parametrize("fixture", ["model_v1", "model_v2", "model_v5"])
 def test_models_logged_before_manifests_load_with_a_warning(fixture, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="pipeline.pyfunc"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.serving.pyfunc"):
         model = load_pyfunc(str(FIXTURES / fixture / "model"))
     assert "has no manifest.json: it was logged before this pipeline wrote manifests" in caplog.text
     assert len(model.predict(pd.read_csv(FIXTURES / fixture / "input.csv"))) > 0

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from tests.conftest import long_config_dict, make_long
 from tests.integration import registry_support as rs
 

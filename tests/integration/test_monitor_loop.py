@@ -11,20 +11,20 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from pipeline import registry
+from pipeline.tracking import registry
 from tests.conftest import long_config_dict, make_long
 from tests.integration import registry_support as rs
-from tests.integration.prefect_stack import BIN, api, running_stack
+from tests.integration.prefect_stack import BIN, api
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("prefect-stack")]
 
 PIPELINE = str(BIN / "pipeline")
 MODEL = "panel-forecaster"
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """The stack, a panel whose champion forecast the next 4 hours of its 4 series, and the arrived actuals:
+def loop(prefect_stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The session's stack (conftest.py), a panel whose champion forecast the next 4 hours of its 4 series, and the arrived actuals:
     `steady.csv` as the pattern went on, `shifted.csv` with series A and B 30 % higher after the training end."""
     tmp = tmp_path_factory.mktemp("loop")
     full = make_long("ABCD", n=72, seed=3)
@@ -39,21 +39,22 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                            monitoring={"max_mase_ratio": 2.0, "coverage_tolerance": None, "min_points": 4})
     config = tmp / "panel.yaml"
     config.write_text(yaml.safe_dump(raw))
-    with running_stack(tmp) as stack:
-        procs = stack["procs"]
-        procs.run(PIPELINE, "train", "--config", str(config), timeout=300)
-        client = rs.client_for(stack["tracking_uri"])
-        if registry.get_aliases(client, MODEL).get("champion") != "1":  # a 3-epoch model may lose the gate
-            registry.promote(client, MODEL, "1", "the loop test's champion", by="tests")
-        procs.run(PIPELINE, "predict", "--model", f"models:/{MODEL}@champion", "--data", str(tmp / "history.csv"),
-                  "--out", str(tmp / "forecasts.csv"), timeout=300)
-        yield {**stack, "client": client, "config": str(config), "tmp": tmp}
+    stack = prefect_stack
+    procs = stack["procs"]
+    procs.run(PIPELINE, "train", "--config", str(config), timeout=300)
+    client = rs.client_for(stack["tracking_uri"])
+    if registry.get_aliases(client, MODEL).get("champion") != "1":  # a 3-epoch model may lose the gate
+        registry.promote(client, MODEL, "1", "the loop test's champion", by="tests")
+    procs.run(PIPELINE, "predict", "--model", f"models:/{MODEL}@champion", "--data", str(tmp / "history.csv"),
+              "--out", str(tmp / "forecasts.csv"), timeout=300)
+    yield {**stack, "client": client, "config": str(config), "tmp": tmp}
 
 
-def retraining_runs(stack: dict) -> list[dict]:
-    deployment = api(stack, "GET", "/deployments/name/lstm-training/retraining")
-    return api(stack, "POST", "/flow_runs/filter",
-               json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
+def retraining_runs(loop: dict) -> list[dict]:
+    """The retraining deployment's runs with this loop's config (the stack's other tests run it with theirs)."""
+    deployment = api(loop, "GET", "/deployments/name/lstm-training/retraining")
+    runs = api(loop, "POST", "/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
+    return [run for run in runs if run["parameters"].get("config_path") == loop["config"]]
 
 
 def versions(client) -> list[str]:
@@ -69,7 +70,7 @@ def test_the_retraining_deployment_carries_the_monitor_trigger(loop: dict) -> No
     automations = api(loop, "POST", "/automations/filter", json={})
     triggers = [a["trigger"] for a in automations if "pipeline.monitor.retrain-requested" in a["trigger"].get("expect", [])]
     assert len(triggers) == 1, automations
-    assert triggers[0]["match"] == {"prefect.resource.id": "pipeline.model.*"}
+    assert triggers[0]["match"] == {"prefect.resource.id": "pipeline.model.network.*"}
 
 
 def test_nothing_changed_scores_the_forecasts_and_triggers_nothing(loop: dict) -> None:

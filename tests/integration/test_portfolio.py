@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import TrainingError
 from tests.conftest import long_config_dict
 
@@ -24,6 +24,7 @@ def write(tmp_path: Path, name: str, raw: dict) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_harness, mlflow_store, long_csv,
                                                                         tmp_path, capsys):
     config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv), data={"on_bad_series": "skip"},
@@ -97,20 +98,21 @@ def test_a_broken_series_fails_the_run_with_its_id_line_and_rule(prefect_harness
     assert "series 'C'" in err and "line 87 ('abc')" in err and "price > 0" in err
 
 
+@pytest.mark.slow
 def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_harness, mlflow_store, long_csv,
                                                                        tmp_path, monkeypatch):
-    import flows.tasks as portfolio
-    from pipeline import train
+    from flows import tasks
+    from pipeline.model import training
 
     def fit_failing_b(model, train_windows, val, cfg, on_epoch_end=None):
         if len(train_windows) == 13:  # series B (30 rows): the only one with 13 training windows
             raise TrainingError("training diverged at epoch 1 (planted)")
-        return train.fit(model, train_windows, val, cfg, on_epoch_end)
+        return training.fit(model, train_windows, val, cfg, on_epoch_end)
 
     frame = pd.read_csv(long_csv, dtype=str)
     frame = frame[(frame["id"] != "C") & ~((frame["id"] == "B") & (frame.groupby("id").cumcount() >= 30))]
     frame.to_csv(long_csv, index=False)
-    monkeypatch.setattr(portfolio, "fit", fit_failing_b)
+    monkeypatch.setattr(tasks, "fit", fit_failing_b)
     config = write(tmp_path, "local.yaml", long_config_dict(str(long_csv), model={"strategy": "local"},
                                                             train={"refit": True}, registry=TOLERANT))
     assert main(["train", "--config", config]) == 0
@@ -124,6 +126,7 @@ def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_ha
         mlflow.pyfunc.load_model("models:/panel-forecaster/1").predict(frame[frame["id"] == "B"])
 
 
+@pytest.mark.slow
 def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harness, mlflow_store, long_csv, tmp_path):
     config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv), data={"on_bad_series": "skip"},
                                                             registry=TOLERANT))
@@ -139,6 +142,7 @@ def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harnes
     assert tags["gate.metric"] == "mase" and tags["gate.baseline"] in ("naive", "seasonal_naive")
 
 
+@pytest.mark.slow
 @pytest.mark.dask
 def test_local_strategy_trains_its_series_on_a_dask_cluster(prefect_harness, mlflow_store, tmp_path, capsys):
     """Six series, one network each, trained as mapped tasks on a two-worker LocalCluster through DaskTaskRunner."""

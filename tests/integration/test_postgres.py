@@ -21,7 +21,7 @@ import yaml
 from tests.conftest import ROOT
 from tests.integration.processes import free_port, postgres_folder
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.xdist_group("postgres")]  # one server
 
 MODEL = "pg-forecaster"
 CONCURRENT = 8
@@ -29,8 +29,8 @@ CONCURRENT = 8
 
 @pytest.fixture(scope="module")
 def pg_tracking_uri():
-    """PostgreSQL + `mlflow server` from pipeline.tracking_server, in a folder the postgres user can reach."""
-    from pipeline.tracking_server import PostgresUnavailable, tracking_server
+    """PostgreSQL + `mlflow server` from pipeline.tracking.server, in a folder the postgres user can reach."""
+    from pipeline.tracking.server import PostgresUnavailable, tracking_server
 
     with postgres_folder("pipeline-pg-") as folder:
         server = tracking_server(folder, free_port(), free_port(), workers=2)
@@ -49,7 +49,7 @@ def test_eight_concurrent_trainings_against_postgres(pg_tracking_uri: str, prefe
     from mlflow import MlflowClient
     from prefect.settings import PREFECT_API_URL
 
-    from pipeline import registry
+    from pipeline.tracking import registry
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update({"MLFLOW_TRACKING_URI": pg_tracking_uri, "PREFECT_API_URL": str(PREFECT_API_URL.value()),

@@ -11,22 +11,17 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from flows.forecast import forecast_flow
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import DataError, RegistryError
-
 from tests.integration import registry_support as rs
 
 
 @pytest.fixture
-def champion(mlflow_store):
-    """v1 of `planted`, @champion: forecasts +1 % a day on a series growing 1 % a day."""
-    client = rs.client_for(mlflow_store)
-    cfg = rs.config()
-    data = rs.trend(growth=0.01)
-    planted = rs.plant(data, cfg, 0.01)
-    decision = rs.register(client, planted, rs.window_of(planted.frame, cfg), planted.frame)
-    assert decision.alias == "champion", decision.reason
-    return client, data
+def champion(planted_champion_saved, restored):
+    """v1 of `planted`, @champion: forecasts +1 % a day on a series growing 1 % a day (conftest.py: built once per
+    session, the store restored for each test)."""
+    saved, data = planted_champion_saved
+    return rs.client_for(restored(saved)), data.copy()
 
 
 def test_predict_writes_and_logs_the_next_forecast(prefect_harness, champion, tmp_path):
@@ -139,7 +134,7 @@ def test_predict_never_writes_over_the_tracking_store(prefect_harness, default_s
 
 
 def _umask() -> int:
-    from pipeline.output import current_umask
+    from pipeline.tracking.forecast_files import current_umask
 
     return current_umask()
 

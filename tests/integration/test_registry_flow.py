@@ -6,8 +6,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from flows.training import training_flow
-from pipeline.registry import get_aliases, read_history
-
+from pipeline.tracking.registry import get_aliases, read_history
 from tests.integration import registry_support as rs
 
 
@@ -20,10 +19,9 @@ def promotion_reports(flow_run_ids: list[str]) -> list[str]:
     return [a.data for a in found]
 
 
-def test_flow_records_the_gate_everywhere(prefect_harness, mlflow_store, write_config):
-    # tolerant of a 2-epoch model against persistence, so a champion exists
-    first = training_flow(config_path=write_config(registry={"min_gain_over_persistence": -0.5}))
-    client = rs.client_for(mlflow_store)
+def test_flow_records_the_gate_everywhere(tiny_run, write_config):
+    first = tiny_run.summary  # the session's tiny run: tolerant of a 2-epoch model against persistence, a champion
+    client = rs.client_for(tiny_run.uri)
     assert (first.version, first.alias) == ("1", "champion")
 
     mv = client.get_model_version("tiny-forecaster", "1")

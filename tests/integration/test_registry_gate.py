@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.registry import AUDIT_EXPERIMENT, get_aliases, read_history
-
+from pipeline.tracking.history import AUDIT_EXPERIMENT
+from pipeline.tracking.registry import get_aliases, read_history
 from tests.integration import registry_support as rs
 
 

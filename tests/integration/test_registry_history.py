@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import registry
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import RegistryError
-from pipeline.registry import get_aliases, read_history
-
+from pipeline.tracking import registry
+from pipeline.tracking.history import AUDIT_EXPERIMENT
+from pipeline.tracking.registry import get_aliases, read_history
 from tests.integration import registry_support as rs
 
 
 @pytest.fixture
-def three_versions(mlflow_store):
-    """v1 champion (gate), v2 refused (stays @challenger), v3 champion (gate)."""
-    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
-    for output in (0.005, 0.03, 0.01):
-        rs.register(client, rs.plant(data, cfg, output), win, frame)
-    assert get_aliases(client, "planted") == {"champion": "3"}
-    return client
+def three_versions(three_versions_saved, restored):
+    """v1 champion (gate), v2 refused (stays @challenger), v3 champion (gate) (conftest.py: built once per session,
+    the store restored for each test)."""
+    return rs.client_for(restored(three_versions_saved))
 
 
 def champions(client):
@@ -90,7 +87,7 @@ def test_refusals_name_what_exists_and_change_nothing(three_versions, capsys):
 
 
 def audit_runs(client) -> list:
-    experiment = client.get_experiment_by_name(registry.AUDIT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 

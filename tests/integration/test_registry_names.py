@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 
 @pytest.mark.parametrize("where", ["config", "--model-name"])

@@ -16,11 +16,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline import registry
+from pipeline.tracking import registry
 from tests.conftest import ROOT
-from tests.integration.processes import free_port, wait_until_ok, stop_groups
+from tests.integration.processes import free_port, stop_groups, wait_until_ok
 
-pytestmark = [pytest.mark.server, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 BIN = Path(sys.executable).parent  # uvicorn/gunicorn for `mlflow server` come from the environment
 MODEL = "served-forecaster"

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mlflow import MlflowClient
 
-from flows.training import training_flow
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 
-def test_reproduce_matches_bit_for_bit_then_refuses_changed_data(prefect_harness, mlflow_store, write_config,
-                                                                  prices_csv: Path, capsys):
-    summary = training_flow(config_path=write_config())
-    client = MlflowClient(mlflow_store)
+def test_reproduce_matches_bit_for_bit_then_refuses_changed_data(tiny_run, capsys):
+    summary = tiny_run.summary  # the session's tiny run, trained by the training flow in this process
+    prices_csv = tiny_run.data  # the file the run recorded
+    client = MlflowClient(tiny_run.uri)
     run = client.get_run(summary.run_id)
     for tag in ("git_commit", "git_dirty", "data_source", "data_digest", "weights_digest", "version.torch"):
         assert run.data.tags.get(tag), tag
@@ -42,7 +39,7 @@ def test_reproduce_matches_bit_for_bit_then_refuses_changed_data(prefect_harness
     assert main(["reproduce", summary.run_id]) == 2
     err = capsys.readouterr().err
     assert "data changed" in err and recorded in err
-    from pipeline.ingest import load_prices
+    from pipeline.data.reading import load_prices
     assert load_prices(str(prices_csv)).digest in err
     assert len(client.search_runs([run.info.experiment_id])) == before
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.integration import registry_support as rs
-from tests.integration.processes import free_port, wait_until_ok, stop_groups
+from tests.integration.processes import free_port, stop_groups, wait_until_ok
 
 READY_TIMEOUT_S = 90  # about 6 s on an idle machine; CI machines are shared
 
@@ -39,6 +39,7 @@ def split_payload(rows: pd.DataFrame, **params) -> dict:
     return payload
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
     client = rs.client_for(mlflow_store)
@@ -92,17 +93,20 @@ def test_rest_server_answers_like_the_in_process_model(mlflow_store, tmp_path):
 
 
 @contextlib.contextmanager
-def serve(model: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`mlflow models serve` of `model` (a path or URI) on a free port; yields the base URL."""
+def serve(model: str, tmp_path: Path, env: dict[str, str] | None = None, python: Path | None = None,
+          cwd: Path | None = None) -> Iterator[str]:
+    """`mlflow models serve` of `model` (a path or URI) on a free port; yields the base URL. `python`: the
+    interpreter of another environment to serve from (`python -m mlflow`), its `bin/` first on PATH."""
     port = free_port()
-    bin_dir = Path(sys.executable).parent  # uvicorn is started through PATH
+    bin_dir = (python or Path(sys.executable)).parent  # uvicorn is started through PATH
     env = {**os.environ, **(env or {}), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [str(python), "-m", "mlflow"] if python else [str(bin_dir / "mlflow")]
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
-            [str(bin_dir / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+            [*command, "models", "serve", "-m", model, "--env-manager", "local",
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until_ok(f"{base}/ping", server, READY_TIMEOUT_S, log_path, what="mlflow models serve")
@@ -111,6 +115,7 @@ def serve(model: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iter
             stop_groups([server])
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_rest_serves_every_series_of_a_long_frame(tmp_path):
     """A model of many series (the format-2 fixture) over REST: the long frame in, each series' forecasts out."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from tests.integration.sweep_support import check_sweep, write_sweep_files
 
 
@@ -18,6 +18,7 @@ def sweep_files(tmp_path: Path, tiny_config_dict: dict) -> tuple[str, str]:
     return write_sweep_files(tmp_path, tiny_config_dict)
 
 
+@pytest.mark.slow
 def test_a_four_trial_sweep_at_parallelism_two(prefect_harness, mlflow_store, sweep_files, capsys):
     config, space = sweep_files
     assert main(["sweep", "--space", space, "--config", config, "--parallel", "2", "--model-name", "swept"]) == 0
@@ -36,7 +37,9 @@ def test_a_bad_space_fails_before_anything_runs(mlflow_store, write_config, tmp_
     assert not Path(mlflow_store.removeprefix("sqlite:///")).exists()  # no run, not even a store
 
 
+@pytest.mark.slow
 @pytest.mark.dask
+@pytest.mark.timeout(600)  # a cluster whose workers are gone leaves the sweep waiting on its futures: fail, not hang
 def test_the_same_sweep_on_a_dask_cluster(prefect_harness, mlflow_store, sweep_files, capsys):
     pytest.importorskip("prefect_dask", reason="the dask extra is not installed: pip install '.[dask]'")
     from distributed import LocalCluster
@@ -66,6 +69,7 @@ def test_failed_trials_are_recorded_and_a_sweep_without_a_complete_trial_fails(p
     assert client.search_registered_models() == []
 
 
+@pytest.mark.slow
 def test_a_sweep_of_many_series_selects_on_mean_validation_mase(prefect_harness, mlflow_store, tmp_path, capsys):
     """A long table: each trial one global network on every series, the objective the mean validation MASE over
     series; the winner goes through the many-series training steps and registers one model for every series."""

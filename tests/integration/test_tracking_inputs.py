@@ -6,7 +6,7 @@ import json
 
 from mlflow import MlflowClient
 
-from pipeline import tracking
+from pipeline.tracking import store
 from tests.conftest import make_prices
 
 
@@ -15,7 +15,7 @@ def test_log_dataset_records_name_digest_source_schema_and_context(mlflow_store,
     run_id = client.create_run(client.create_experiment("inputs")).info.run_id
     frame = make_prices(40).set_index("Date")
     source = str(tmp_path / "prices.csv")
-    tracking.log_dataset(client, run_id, frame, source, "abc123", "Close", name="tiny")
+    store.log_dataset(client, run_id, frame, source, "abc123", "Close", name="tiny")
 
     (logged,) = client.get_run(run_id).inputs.dataset_inputs
     assert (logged.dataset.name, logged.dataset.digest) == ("tiny", "abc123")

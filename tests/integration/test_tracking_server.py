@@ -1,4 +1,4 @@
-"""`make tracking-server` (pipeline.tracking_server) as a process: who may connect to its PostgreSQL, and
+"""`make tracking-server` (pipeline.tracking.server) as a process: who may connect to its PostgreSQL, and
 what is left when it or its `mlflow server` is killed.
 
 One cluster for the module (initdb once), started and stopped by each test. Skips with the reason
@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.processes import free_port, postgres_folder
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("tracking-server")]  # one folder, in order
 
 UP = "MLflow tracking server on PostgreSQL is up"
 
@@ -49,8 +49,8 @@ def setup():
 
 
 def start(setup: Setup, out: Path) -> subprocess.Popen:
-    """`python -m pipeline.tracking_server` on the module's folder, once it says it is up."""
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.tracking_server", "--dir", str(setup.folder),
+    """`python -m pipeline.tracking.server` on the module's folder, once it says it is up."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.tracking.server", "--dir", str(setup.folder),
                              "--pg-port", str(setup.pg_port), "--port", str(setup.port), "--workers", "1"],
                             stdout=out.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 400
@@ -70,7 +70,7 @@ def serving(url: str) -> bool:
 
 
 def pg_running(setup: Setup) -> bool:
-    from pipeline.tracking_server import running_pid
+    from pipeline.tracking.server import running_pid
 
     return running_pid(setup.data_dir) is not None
 
@@ -106,7 +106,7 @@ def test_only_the_mlflow_role_connects_with_its_password_and_it_is_no_superuser(
     import psycopg2
     from psycopg2 import errors
 
-    from pipeline.tracking_server import PASSWORD_FILE, owner_name, service_user
+    from pipeline.tracking.server import PASSWORD_FILE, owner_name, service_user
 
     out = tmp_path / "server.out"
     proc = start(setup, out)
@@ -176,7 +176,7 @@ def test_a_killed_server_leaves_nothing_serving_and_the_next_start_works(setup: 
 
 def test_a_start_stops_its_own_cluster_left_running(setup: Setup, caplog: pytest.LogCaptureFixture):
     """A cluster left running (its watchdog killed too) is stopped and started again, not refused."""
-    from pipeline.tracking_server import Postgres, running_pid, service_user
+    from pipeline.tracking.server import Postgres, running_pid, service_user
 
     Postgres(setup.data_dir, setup.pg_port, service_user()).init()
     left = Postgres(setup.data_dir, setup.pg_port, service_user())
@@ -193,7 +193,7 @@ def test_a_start_stops_its_own_cluster_left_running(setup: Setup, caplog: pytest
 
 
 def test_a_postgres_start_that_fails_names_its_log_and_the_fix(setup: Setup):
-    from pipeline.tracking_server import Postgres, PostgresUnavailable, service_user
+    from pipeline.tracking.server import Postgres, PostgresUnavailable, service_user
 
     pg = Postgres(setup.data_dir, free_port(), service_user())
     pg.init()

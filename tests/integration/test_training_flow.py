@@ -9,19 +9,15 @@ from mlflow import MlflowClient
 
 from flows.training import training_flow
 from pipeline.errors import DataError
-from pipeline.registry import get_aliases
+from pipeline.tracking.registry import get_aliases
+from tests.integration.conftest import TOLERANT
 
 
-# Two epochs make no forecaster: these tests are about the flow, so the gate tolerates a model up to
-# 50 % worse than persistence (the gate itself is tested in test_registry_gate.py).
-TOLERANT = {"min_gain_over_persistence": -0.5}
+def test_flow_tracks_registers_and_serves_the_champion(tiny_run, prices):
+    """The session's tiny run (conftest.py: the training flow, the gate TOLERANT, on `prices`' rows)."""
+    summary = tiny_run.summary
 
-
-def test_flow_tracks_registers_and_serves_the_champion(prefect_harness, mlflow_store, write_config, prices):
-    config = write_config(registry=TOLERANT)
-    summary = training_flow(config_path=config)
-
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(tiny_run.uri)
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     # a readable name (config, data file, date) and a description with the headline numbers
@@ -105,10 +101,11 @@ def test_a_quantile_head_is_tracked_registered_and_served_with_its_intervals(pre
     assert (served["lower_95"] <= served["upper_95"]).all() and (served["lower_80"] <= served["upper_80"]).all()
 
 
-def test_second_run_is_champion_only_when_it_beats_the_first(prefect_harness, mlflow_store, write_config):
-    first = training_flow(config_path=write_config(registry=TOLERANT))
+@pytest.mark.slow
+def test_second_run_is_champion_only_when_it_beats_the_first(tiny_run, write_config):
+    first = tiny_run.summary  # the tiny config, TOLERANT
     better = training_flow(config_path=write_config("longer.yaml", train={"epochs": 30, "seed": 1}, registry=TOLERANT))
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(tiny_run.uri)
     aliases = get_aliases(client, "tiny-forecaster")
     first_rmse = first.metrics["test_rmse"]
     if better.metrics["test_rmse"] < first_rmse:

@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import backtest, evaluate
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config
+from pipeline.data.contract import validate_prices
 from pipeline.errors import ConfigError
-from pipeline.schemas import validate_prices
+from pipeline.evaluation.metrics import rmse
+from pipeline.training import backtest
 from tests.conftest import make_prices
 
 
@@ -98,14 +99,14 @@ def test_summary_is_mean_and_spread_over_folds_and_pooled_metrics(cfg, frame) ->
     plan = backtest.plan_folds(len(frame), cfg)
     results = [backtest.run_fold(frame, cfg, fold) for fold in plan]
     s = backtest.summarize(results)
-    rmse = np.array([r.scores.model["rmse"] for r in results])
+    fold_rmse = np.array([r.scores.model["rmse"] for r in results])
     assert s["folds"] == 3
-    assert s["test_rmse_mean"] == pytest.approx(rmse.mean())
-    assert s["test_rmse_std"] == pytest.approx(rmse.std(ddof=1))
+    assert s["test_rmse_mean"] == pytest.approx(fold_rmse.mean())
+    assert s["test_rmse_std"] == pytest.approx(fold_rmse.std(ddof=1))
     assert s["test_drift_rmse_mean"] == pytest.approx(np.mean([r.scores.baselines["drift"]["rmse"] for r in results]))
     actual = np.vstack([r.forecasts.actual for r in results])
     predicted = np.vstack([r.forecasts.predicted for r in results])
-    assert s["backtest_rmse"] == pytest.approx(evaluate.rmse(actual, predicted))
+    assert s["backtest_rmse"] == pytest.approx(rmse(actual, predicted))
     assert s["backtest_windows"] == sum(r.scores.windows for r in results)
     table = backtest.fold_table(frame, results)
     assert list(table["fold"]) == [1, 2, 3]
@@ -126,7 +127,7 @@ def test_summary_findings_warn_in_the_old_words_when_the_model_loses() -> None:
 
 def test_summary_warning_and_the_final_verdict_use_one_measure() -> None:
     """The sample's case: pooled 0.9996 (better), mean of the fold ratios 1.00003: no warning, as the verdict says."""
-    from pipeline.evaluate import verdict
+    from pipeline.evaluation.metrics import verdict
 
     table = pd.DataFrame({"rmse_ratio": [0.99, 1.01]})
     metrics = {"test_rmse_ratio_mean": 1.00003, "backtest_rmse_ratio": 0.999575}

@@ -8,18 +8,19 @@ import os
 
 import pytest
 
-from pipeline import cli, progress
+from pipeline.cli import main
 from pipeline.errors import RegistryError
-from pipeline.registry import resolve_model
-from pipeline.reports import metrics_table
-from pipeline.runs import TrainingSummary
+from pipeline.model import progress
+from pipeline.tracking.registry import resolve_model
+from pipeline.tracking.run_report import metrics_table
+from pipeline.tracking.training_run import TrainingSummary
 
 
 def test_version_names_the_package_and_its_libraries(capsys) -> None:
     from importlib.metadata import version
 
     with pytest.raises(SystemExit) as exit_:
-        cli.build_parser().parse_args(["--version"])
+        main.build_parser().parse_args(["--version"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"pipeline (lstm-forecast-pipeline) {version('lstm-forecast-pipeline')} (")
@@ -31,7 +32,7 @@ def test_version_names_the_package_and_its_libraries(capsys) -> None:
 @pytest.mark.parametrize("command", ["rollback", "history"])
 def test_every_command_has_a_description(command, capsys) -> None:
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args([command, "--help"])
+        main.build_parser().parse_args([command, "--help"])
     text = capsys.readouterr().out
     assert "recorded" in text.split("positional arguments")[0].split("\n", 2)[2]
 
@@ -40,7 +41,7 @@ def test_sweep_help_says_where_trials_run_as_the_docs_do(capsys) -> None:
     from tests.conftest import ROOT
 
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["sweep", "--help"])
+        main.build_parser().parse_args(["sweep", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "thread" not in text  # trials never run on a pool of local threads
     assert "P > 1 in P local worker processes" in text and "one after another in this process" in text
@@ -70,7 +71,7 @@ def test_a_bare_model_name_exits_with_one_line(tmp_path, monkeypatch, capsys) ->
     """The command refuses before starting anything: one error line, no traceback, exit 1, no store made."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "recent.csv").write_text("Date,Close\n2020-01-01,1\n")
-    assert cli.main(["predict", "--model", "lstm-forecaster", "--data", "recent.csv", "--out", ""]) == 1
+    assert main.main(["predict", "--model", "lstm-forecaster", "--data", "recent.csv", "--out", ""]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: model 'lstm-forecaster' is neither a model URI nor an existing path")
     assert err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["recent.csv"]
@@ -80,14 +81,14 @@ def test_verbose_keeps_http_request_logs_quiet(monkeypatch) -> None:
     monkeypatch.delenv(progress.ENV, raising=False)
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
     monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
-    cli.configure_logging()
+    main.configure_logging()
     assert os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"  # MLflow's INFO lines only with -v
-    cli.configure_logging(verbose=True)
-    for name in cli.CHATTY_LOGGERS:
+    main.configure_logging(verbose=True)
+    for name in main.CHATTY_LOGGERS:
         assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)
     assert os.environ["PREFECT_LOGGING_LEVEL"] == os.environ["MLFLOW_LOGGING_LEVEL"] == "INFO"
-    cli.configure_logging(quiet=True)
+    main.configure_logging(quiet=True)
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.ERROR
     assert os.environ["PREFECT_LOGGING_LEVEL"] == os.environ["MLFLOW_LOGGING_LEVEL"] == "ERROR"
     assert progress.get_mode() == "off"
@@ -96,16 +97,16 @@ def test_verbose_keeps_http_request_logs_quiet(monkeypatch) -> None:
 def test_progress_mode_follows_the_terminal(monkeypatch) -> None:
     monkeypatch.delenv(progress.ENV, raising=False)
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: False)
-    cli.configure_logging()
+    main.configure_logging()
     assert progress.get_mode() == "lines"
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)
-    cli.configure_logging()
+    main.configure_logging()
     assert progress.get_mode() == "bar"
 
 
 def test_quiet_and_verbose_exclude_each_other(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
-        cli.build_parser().parse_args(["-q", "-v", "history", "m"])
+        main.build_parser().parse_args(["-q", "-v", "history", "m"])
     assert exit_.value.code == 2
 
 
@@ -114,7 +115,7 @@ def test_the_command_leaves_the_progress_mode_as_it_found_it(monkeypatch, tmp_pa
     monkeypatch.setenv(progress.ENV, "off")
     monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
     (tmp_path / "recent.csv").write_text("Date,Close\n2020-01-01,1\n")
-    assert cli.main(["-v", "predict", "--model", "nope", "--data", "recent.csv", "--out", ""]) == 1
+    assert main.main(["-v", "predict", "--model", "nope", "--data", "recent.csv", "--out", ""]) == 1
     assert os.environ[progress.ENV] == "off" and "PREFECT_LOGGING_LEVEL" not in os.environ
 
 
@@ -127,16 +128,16 @@ def summary(**extra: float) -> TrainingSummary:
 
 
 def test_training_table_shows_undefined_direction_accuracy_as_na(capsys) -> None:
-    cli.print_training_summary(summary())
+    main.print_training_summary(summary())
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("direction_acc"))
     assert row.split()[1:] == ["0.55", "n/a"]
 
 
 def test_training_table_flags_mape_near_zero(capsys) -> None:
-    cli.print_training_summary(summary(test_actual_near_zero=1.0))
+    main.print_training_summary(summary(test_actual_near_zero=1.0))
     out = capsys.readouterr().out
     assert "mape *" in out and "MAPE is unreliable here" in out
-    cli.print_training_summary(summary(test_actual_near_zero=0.0))
+    main.print_training_summary(summary(test_actual_near_zero=0.0))
     assert "unreliable" not in capsys.readouterr().out
 
 
@@ -197,16 +198,16 @@ def test_mode_from_the_environment(monkeypatch) -> None:
 
 
 def test_the_console_shows_each_warning_once_and_the_summary_only_the_rest() -> None:
-    console = cli.OnceOnConsole()
+    console = main.OnceOnConsole()
 
     def record(name: str, message: str, level: int = logging.WARNING) -> logging.LogRecord:
         return logging.LogRecord(name, level, __file__, 1, message, None, None)
 
     note = "the model's 95 % intervals rest on 12 validation window(s)"
-    assert console.filter(record("pipeline.intervals", note))
+    assert console.filter(record("pipeline.evaluation.intervals", note))
     assert not console.filter(record("prefect.task_runs", note))  # the same note again, through the task run
     assert console.filter(record("prefect.task_runs", "another warning"))
     assert console.filter(record("pipeline", "info lines pass untouched", logging.INFO))
-    assert not console.filter(record("pipeline.schemas", f"data/x.csv: warning: {note}"))  # with the source named
+    assert not console.filter(record("pipeline.data.contract", f"data/x.csv: warning: {note}"))  # with the source named
     assert console.unseen([f"warning: {note}", "warning: not shown yet", "rows sorted"]) == [
         "warning: not shown yet", "rows sorted"]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import PipelineConfig, load_config, parse_config
+from pipeline.config.settings import PipelineConfig, load_config, parse_config
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,15 +79,15 @@ def test_config_errors_say_what_to_write(raw: dict, says: str) -> None:
 
 
 def test_every_config_key_is_documented_and_the_reference_is_current() -> None:
-    from pipeline import config_reference
+    from pipeline.config.reference import describe, render
 
     for key, field in PipelineConfig.model_fields.items():
         if hasattr(field.annotation, "model_fields"):  # a section: its class docstring, then each key's
             assert field.annotation.__doc__, f"section {key} has no docstring"
-            missing = [k for k in field.annotation.model_fields if not config_reference.describe(field.annotation, k)]
+            missing = [k for k in field.annotation.model_fields if not describe(field.annotation, k)]
             assert not missing, f"undocumented keys in {key}: {missing}"
         else:
-            assert config_reference.describe(PipelineConfig, key), f"top-level key {key} has no docstring"
+            assert describe(PipelineConfig, key), f"top-level key {key} has no docstring"
     reference = ROOT / "docs" / "configuration.md"
-    assert reference.read_text(encoding="utf-8") == config_reference.render(), (
+    assert reference.read_text(encoding="utf-8") == render(), (
         "docs/configuration.md is out of date: run `make docs`")

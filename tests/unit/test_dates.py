@@ -123,8 +123,8 @@ def test_business_days_with_holidays_and_session_calendars_have_no_gaps() -> Non
 
 
 def test_the_sample_has_no_gap() -> None:
+    from pipeline.data.reading import load_prices
     from pipeline.dates import missing_dates
-    from pipeline.ingest import load_prices
 
     dates = pd.DatetimeIndex(pd.to_datetime(load_prices("data/SBUX.csv").frame["Date"]))
     assert infer_frequency(dates) == "B" and list(missing_dates(dates)) == []

@@ -1,4 +1,4 @@
-"""`auto` settings resolved from the data (pipeline.defaults): season, lookback, transforms, in one place."""
+"""`auto` settings resolved from the data (pipeline.data.auto): season, lookback, transforms, in one place."""
 
 from __future__ import annotations
 
@@ -6,10 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import PipelineConfig, parse_config
-from pipeline.defaults import choose_lookback, choose_transform, drifts, is_resolved, resolve_auto, season_for
+from pipeline.config.settings import PipelineConfig, parse_config
+from pipeline.data.auto import (
+    choose_lookback,
+    choose_transform,
+    drifts,
+    is_resolved,
+    resolve_auto,
+    resolve_frames,
+    season_for,
+    seasons_for,
+)
 from pipeline.errors import ConfigError
-from pipeline.features import Preprocessor, min_rows_needed, prepare
+from pipeline.features.windows import Preprocessor, min_rows_needed, prepare
 
 
 @pytest.mark.parametrize(("freq", "season"), [
@@ -70,7 +79,10 @@ def test_a_minimal_config_resolves_from_its_data() -> None:
 def test_given_values_win_over_auto() -> None:
     cfg = parse_config({**MINIMAL, "window": {"lookback": 12}, "evaluate": {"season_length": None},
                         "preprocess": {"target_transform": "difference", "default_feature_transform": "difference"}})
-    assert resolve_auto(cfg, weekly()) == cfg
+    resolved = resolve_auto(cfg, weekly())
+    assert (resolved.window, resolved.evaluate.season_length) == (cfg.window, None)
+    assert resolved.preprocess.target_transform == "difference" and resolved.model.window_norm == "none"
+    assert resolve_auto(resolved, weekly()) == resolved  # nothing says auto: unchanged
 
 
 def test_a_trending_series_with_zeros_is_differenced() -> None:
@@ -110,3 +122,79 @@ def test_the_code_defaults_are_what_a_config_naming_only_its_data_gets() -> None
                 said = "#" in lines[line] or (line + 1 < len(lines) and lines[line + 1].strip().startswith("#"))
                 assert said, f"configs/default.yaml: {section}.{key} = {value!r} differs from the code's " \
                              f"{code[section][key]!r} without a comment saying why"
+
+
+def monthly_multiplicative(n: int = 60) -> pd.DataFrame:
+    """A positive series whose trend and season multiply: its halves' means differ by less than its seasonal
+    spread, so the drift rule alone reads it as level."""
+    t = np.arange(n)
+    values = (100 + 0.5 * t) * (1 + 0.5 * np.sin(2 * np.pi * t / 12))
+    return pd.DataFrame({"y": values}, index=pd.DatetimeIndex(pd.date_range("2015-01-01", periods=n, freq="MS"),
+                                                              name="week"))
+
+
+def test_positive_trending_data_is_not_held_to_a_fixed_level() -> None:
+    """The defect: `auto` modelled a trending multiplicative series as its level, scaled on its training rows,
+    and the forecasts stayed inside the old range. The drift test now reads whole seasons, so one such series
+    is modelled as log changes; several get the per-window log-mean recipe (each window divided by its own
+    mean: the level travels with the window), no scalers, MAE weighted towards MASE."""
+    frame = monthly_multiplicative()
+    assert not drifts(frame["y"].to_numpy()[:48])  # what made the old rule choose `level`
+    assert drifts(frame["y"].to_numpy()[:48], season=12)
+    one = resolve_auto(parse_config(MINIMAL), frame)
+    assert is_resolved(one) and one.model.window_norm == "none"  # one series: the plain network
+    assert one.preprocess.target_transform == "log_return" and one.preprocess.target_scaler == "standard"
+    assert one.train.loss == "mse" and one.model.residual_to == "none" and one.model.input_chunk == 1
+    other = monthly_multiplicative().assign(y=lambda f: 3 * f["y"])
+    many = resolve_frames(parse_config(MINIMAL), [frame, other])
+    assert is_resolved(many) and many.model.window_norm == "log_mean" and many.preprocess.target_transform == "level"
+    assert many.preprocess.feature_scaler == "none" and many.preprocess.target_scaler == "none"
+    assert many.train.loss == "mae" and many.train.loss_weight == "mase" and many.train.loss_weight_power == 0.5
+    assert many.model.residual_to == "seasonal_naive" and many.evaluate.season_length == 12
+
+
+def test_data_with_values_at_or_below_zero_keeps_the_plain_network() -> None:
+    resolved = resolve_auto(parse_config(MINIMAL), weekly(trend=0.1, offset=-5.0))
+    assert resolved.model.window_norm == "none" and resolved.preprocess.target_scaler == "standard"
+    assert resolved.train.loss == "mse" and resolved.model.residual_to == "none"
+
+
+def hourly(days: int) -> pd.DataFrame:
+    t = np.arange(24 * days)
+    values = 50 + 10 * np.sin(2 * np.pi * t / 24) + 5 * (t // 24 % 7 >= 5)
+    return pd.DataFrame({"y": values}, index=pd.DatetimeIndex(pd.date_range("2024-01-01", periods=len(t), freq="h"),
+                                                              name="week"))
+
+
+def test_the_lookback_sees_the_longest_season_the_data_can_feed() -> None:
+    """Hourly data has a day and a week: 60 days feed a week of lookback (for several series 7 LSTM steps of a
+    day); 10 days only two days. Daily data has a week and a year."""
+    assert seasons_for("h") == (24, 168) and seasons_for("D") == (7, 365) and seasons_for("MS") == (12,)
+    assert seasons_for("YS") == () and seasons_for("B") == (5, 260)
+    cfg = parse_config({**MINIMAL, "split": {"val": 48, "test": 48}, "window": {"horizon": 48}})
+    long = resolve_frames(cfg, [hourly(60), hourly(60).assign(y=lambda f: 2 * f["y"])])
+    assert long.window.lookback == 168 and long.model.input_chunk == 24 and long.evaluate.season_length == 24
+    assert resolve_auto(cfg, hourly(60)).window.lookback == 168  # one series too (its chunk: 1)
+    short = resolve_frames(cfg, [hourly(10), hourly(10).assign(y=lambda f: 2 * f["y"])])
+    assert short.window.lookback == 48 and short.model.input_chunk == 24
+    t = np.arange(1500)
+    daily = pd.DataFrame({"y": 20 + np.sin(2 * np.pi * t / 365) + np.random.default_rng(5).normal(0, 0.01, len(t))},
+                         index=pd.DatetimeIndex(pd.date_range("2019-01-01", periods=len(t), freq="D"), name="week"))
+    cfg = parse_config({**MINIMAL, "split": {"val": 14, "test": 14}, "window": {"horizon": 14}})
+    resolved = resolve_frames(cfg, [daily, daily.assign(y=lambda f: f["y"] + 5)])
+    assert resolved.window.lookback == 364 and resolved.model.input_chunk == 7  # 52 whole weeks
+    walk = daily.assign(y=50 * np.exp(np.cumsum(np.random.default_rng(6).normal(0, 0.01, len(t)))))
+    assert resolve_auto(cfg, walk).window.lookback == 365  # one series, its chunk 1: the whole year
+
+
+def test_the_head_corrects_seasonal_naive_only_where_the_season_is_in_the_data() -> None:
+    """A business-day calendar implies a week, but a price's random walk has no weekly pattern: naive beats
+    seasonal naive on its training rows, so the head corrects nothing (on the seasonal series it does)."""
+    steps = np.random.default_rng(4).normal(0, 0.01, 600)
+    prices = pd.DataFrame({"y": 50 * np.exp(np.cumsum(steps))},
+                          index=pd.DatetimeIndex(pd.date_range("2020-01-01", periods=600, freq="B"), name="week"))
+    resolved = resolve_frames(parse_config(MINIMAL), [prices, prices.assign(y=lambda f: 2 * f["y"])])
+    assert resolved.evaluate.season_length == 5 and resolved.model.window_norm == "log_mean"
+    assert resolved.model.residual_to == "none"
+    seasonal = [monthly_multiplicative(), monthly_multiplicative().assign(y=lambda f: 2 * f["y"])]
+    assert resolve_frames(parse_config(MINIMAL), seasonal).model.residual_to == "seasonal_naive"

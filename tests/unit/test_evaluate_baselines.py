@@ -4,12 +4,22 @@ and the level-target range check."""
 import numpy as np
 import pytest
 
-from pipeline import evaluate
-from pipeline import model as model_module
-from pipeline.config import EvaluateConfig, parse_config
-from pipeline.evaluate import Forecasts, SplitScores, baseline_forecasts, per_step, score, target_range_check
-from pipeline.features import prepare
-from pipeline.schemas import validate_prices
+from pipeline.config.settings import EvaluateConfig, parse_config
+from pipeline.data.contract import validate_prices
+from pipeline.evaluation.baselines import baseline_forecasts
+from pipeline.evaluation.metrics import (
+    Forecasts,
+    SplitScores,
+    findings,
+    forecast_split,
+    per_step,
+    rmse,
+    score,
+    target_range_check,
+    training_stalled,
+)
+from pipeline.features.windows import prepare
+from pipeline.model import network
 from tests.conftest import make_prices
 
 ALL = EvaluateConfig(moving_average_window=3, season_length=4)
@@ -76,9 +86,9 @@ def test_score_names_every_baseline_metric_and_step_consistently() -> None:
     for b in ("naive", "drift", "moving_average", "seasonal_naive"):
         for m in ("rmse", "mae", "mape", "direction_acc"):
             assert f"test_{b}_{m}" in s, (b, m)
-        assert s[f"test_{b}_rmse"] == pytest.approx(evaluate.rmse(fc.actual, baselines[b]))
+        assert s[f"test_{b}_rmse"] == pytest.approx(rmse(fc.actual, baselines[b]))
         for k in range(1, horizon + 1):
-            assert s[f"test_{b}_rmse_h{k}"] == pytest.approx(evaluate.rmse(fc.actual[:, k - 1], baselines[b][:, k - 1]))
+            assert s[f"test_{b}_rmse_h{k}"] == pytest.approx(rmse(fc.actual[:, k - 1], baselines[b][:, k - 1]))
     assert s["test_rmse"] == pytest.approx(0.5)
     assert s["test_rmse_ratio"] == pytest.approx(0.5 / s["test_naive_rmse"])
     assert s["test_rmse_ratio_drift"] == pytest.approx(0.5 / s["test_drift_rmse"])
@@ -110,8 +120,8 @@ def test_every_target_transform_is_inverted_exactly(monkeypatch, tiny_config_dic
     frame = validate_prices(make_prices(90), cfg.data, "synthetic", min_rows=1).frame
     pre, _, windows = prepare(frame, cfg)
     for split, w in windows.items():
-        monkeypatch.setattr(model_module, "predict_outputs", lambda model, X, _y=w.y: _y[:, None, :])
-        fc = evaluate.forecast_split(PointOnly(), pre, frame, w, cfg.evaluate)  # type: ignore[arg-type]
+        monkeypatch.setattr(network, "predict_outputs", lambda model, X, _y=w.y: _y[:, None, :])
+        fc = forecast_split(PointOnly(), pre, frame, w, cfg.evaluate)  # type: ignore[arg-type]
         assert fc.predicted.shape == (len(w), horizon)
         np.testing.assert_allclose(fc.predicted, fc.actual, rtol=1e-5, err_msg=f"{transform} {split}")
         assert score(fc, prefix=split).model["rmse"] < 1e-3 * float(np.abs(fc.actual).mean())
@@ -139,8 +149,8 @@ def test_level_target_out_of_training_range_is_reported(tiny_config_dict) -> Non
 
 
 def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
-    from pipeline.model import LSTMForecaster
-    from pipeline.train import TrainResult
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import TrainResult
 
     cfg = parse_config({**tiny_config_dict, "preprocess": {"target_transform": "level"}})
     prices = make_prices(100)
@@ -150,7 +160,7 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
     result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4], val_loss=[0.7, 0.6], best_epoch=1)
     losing = SplitScores("test", model={"rmse": 2.0}, baselines={"naive": {"rmse": 1.6}, "drift": {"rmse": 1.5},
                                                                   "moving_average": {"rmse": 3.0}})
-    tags, metrics, warnings = evaluate.findings(cfg, "abc123", data, pre, bounds, result, losing)
+    tags, metrics, warnings = findings(cfg, "abc123", data, pre, bounds, result, losing)
     assert tags["warning"] == "model is worse than persistence on test (RMSE ratio 1.250)"
     assert "drift" in tags["beaten_by_baselines"] and "moving_average" not in tags["beaten_by_baselines"]
     assert "outside the training range" in tags["target_out_of_range"]
@@ -159,7 +169,7 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
     assert metrics["best_val_loss"] == 0.6 and metrics["epochs_run"] == 2 and metrics["test_out_of_range_share"] > 0
     winning = SplitScores("test", model={"rmse": 1.0}, baselines={"naive": {"rmse": 1.0 / 0.9}, "drift": {"rmse": 1.5}})
     cfg_lr = cfg.with_overrides(preprocess={"target_transform": "log_return"})
-    tags, metrics, warnings = evaluate.findings(cfg_lr, "abc123", data, *prepare(data.frame, cfg_lr)[:2], result, winning)
+    tags, metrics, warnings = findings(cfg_lr, "abc123", data, *prepare(data.frame, cfg_lr)[:2], result, winning)
     assert warnings == [] and not {"warning", "beaten_by_baselines", "target_out_of_range", "training_warning",
                                    "mape_warning"} & set(tags)
     assert metrics["test_actual_near_zero"] == 0.0
@@ -168,9 +178,9 @@ def test_findings_say_loudly_when_the_model_loses(tiny_config_dict) -> None:
 
 @pytest.fixture
 def findings_scene(tiny_config_dict):
-    """What `evaluate.findings` reads of a run: config, data, preprocessor, split bounds, test scores that beat
+    """What `findings` reads of a run: config, data, preprocessor, split bounds, test scores that beat
     persistence, and a network."""
-    from pipeline.model import LSTMForecaster
+    from pipeline.model.network import LSTMForecaster
 
     cfg = parse_config(tiny_config_dict)
     data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
@@ -180,48 +190,48 @@ def findings_scene(tiny_config_dict):
 
 
 def test_findings_warn_when_training_never_improved_after_epoch_1(findings_scene) -> None:
-    from pipeline.train import TrainResult
+    from pipeline.model.training import TrainResult
 
     cfg, data, pre, bounds, winning, model = findings_scene
     stuck = TrainResult(model=model, train_loss=[0.5, 0.4, 0.3], val_loss=[0.6, 0.7, 0.8], best_epoch=0,
                         stopped_early=True)
-    tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, stuck, winning)
+    tags, _, warnings = findings(cfg, "abc", data, pre, bounds, stuck, winning)
     assert "never improved after epoch 1 of 3" in tags["training_warning"] and tags["training_warning"] in warnings
     barely = TrainResult(model=model, train_loss=[0.5] * 4, val_loss=[0.6, 0.5999, 0.6, 0.61], best_epoch=1,
                          stopped_early=True)
-    tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, barely, winning)
+    tags, _, warnings = findings(cfg, "abc", data, pre, bounds, barely, winning)
     assert "before the model moved" in tags["training_warning"] and tags["training_warning"] in warnings
     moved = TrainResult(model=model, train_loss=[0.5, 0.4], val_loss=[0.6, 0.3], best_epoch=1, stopped_early=True)
-    tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, moved, winning)
+    tags, _, warnings = findings(cfg, "abc", data, pre, bounds, moved, winning)
     assert "training_warning" not in tags and warnings == []
 
 
 def test_findings_warn_when_the_epoch_limit_ends_a_training_still_improving(findings_scene) -> None:
-    from pipeline.train import TrainResult
+    from pipeline.model.training import TrainResult
 
     cfg, data, pre, bounds, winning, model = findings_scene
     falling = list(np.linspace(1.0, 0.5, 200))
     limited = TrainResult(model=model, train_loss=falling, val_loss=falling, best_epoch=199)
-    tags, _, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, limited, winning)
+    tags, _, warnings = findings(cfg, "abc", data, pre, bounds, limited, winning)
     assert tags["training_warning"] in warnings
     assert "epoch limit while still improving" in tags["training_warning"]
     assert "epoch 200 of 200" in tags["training_warning"] and "raise train.epochs" in tags["training_warning"]
     assert "train.learning_rate" in tags["training_warning"]
     # training only: the training loss it went by is named
     no_val = TrainResult(model=model, train_loss=falling, best_epoch=199)
-    assert "best training loss" in evaluate.training_stalled(no_val)
+    assert "best training loss" in training_stalled(no_val)
     # settled well before the end, stopped early, or too few epochs to judge: no word
     settled = list(np.linspace(1.0, 0.5, 100)) + [0.5 + 0.001 * i for i in range(1, 101)]
     for quiet in (TrainResult(model=model, train_loss=falling, val_loss=settled, best_epoch=99),
                   TrainResult(model=model, train_loss=falling[:150], val_loss=falling[:150], best_epoch=149,
                               stopped_early=True),
                   TrainResult(model=model, train_loss=falling[:5], val_loss=falling[:5], best_epoch=4)):
-        assert evaluate.training_stalled(quiet) is None
+        assert training_stalled(quiet) is None
 
 
 def test_a_stall_that_ends_at_persistence_says_why_that_is_expected(tiny_config_dict) -> None:
-    from pipeline.model import LSTMForecaster
-    from pipeline.train import TrainResult
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import TrainResult
 
     cfg = parse_config(tiny_config_dict)
     data = validate_prices(make_prices(100), cfg.data, "synthetic", min_rows=1)
@@ -229,18 +239,18 @@ def test_a_stall_that_ends_at_persistence_says_why_that_is_expected(tiny_config_
     stuck = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4, 0.3], val_loss=[0.6, 0.7, 0.8])
     at_persistence = SplitScores("val", model={"rmse": 1.0}, baselines={"naive": {"rmse": 1.004}})
     far = SplitScores("test", model={"rmse": 1.0, "mape": 1.0}, baselines={"naive": {"rmse": 2.0}})
-    tags, _, _ = evaluate.findings(cfg, "abc", data, pre, bounds, stuck, far, at_persistence)
+    tags, _, _ = findings(cfg, "abc", data, pre, bounds, stuck, far, at_persistence)
     warning = tags["training_warning"]
     assert warning.startswith("the model never improved after epoch 1 of 3")
     assert "ends at persistence (RMSE ratio 0.996 on validation)" in warning and "random walk" in warning
     for val in (far, None):  # validation far from persistence, or none (then test, also far): no excuse offered
-        tags, _, _ = evaluate.findings(cfg, "abc", data, pre, bounds, stuck, far, val)
+        tags, _, _ = findings(cfg, "abc", data, pre, bounds, stuck, far, val)
         assert "random walk" not in tags["training_warning"]
 
 
 def test_findings_flag_mape_on_a_series_that_crosses_zero(tiny_config_dict) -> None:
-    from pipeline.model import LSTMForecaster
-    from pipeline.train import TrainResult
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.training import TrainResult
 
     cfg = parse_config({**tiny_config_dict, "data": {**tiny_config_dict["data"], "price_columns": []},
                         "preprocess": {"target_transform": "level"}})
@@ -251,6 +261,6 @@ def test_findings_flag_mape_on_a_series_that_crosses_zero(tiny_config_dict) -> N
     pre, bounds, _ = prepare(data.frame, cfg)
     result = TrainResult(model=LSTMForecaster(n_features=5), train_loss=[0.5, 0.4], val_loss=[0.6, 0.3], best_epoch=1)
     scores = SplitScores("test", model={"rmse": 1.0, "mape": 144.0}, baselines={"naive": {"rmse": 2.0}})
-    tags, metrics, warnings = evaluate.findings(cfg, "abc", data, pre, bounds, result, scores)
+    tags, metrics, warnings = findings(cfg, "abc", data, pre, bounds, result, scores)
     assert metrics["test_actual_near_zero"] == 1.0
     assert tags["mape_warning"].startswith("test MAPE (144 %) is unreliable") and tags["mape_warning"] in warnings

@@ -2,15 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import parse_config
-from pipeline.features import (
-    Preprocessor,
-    apply_transform,
-    invert_transform,
-    prepare,
-    split_by_time,
-)
-from pipeline.schemas import validate_prices
+from pipeline.config.settings import parse_config
+from pipeline.data.contract import validate_prices
+from pipeline.features.transforms import apply_transform, invert_transform
+from pipeline.features.windows import Preprocessor, prepare, split_by_time
 from tests.conftest import make_prices
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline import history
-from pipeline.history import AliasMove, audit_tags, champion_lineage, in_order, legacy_moves, move_from_tags
+from pipeline.tracking import history
+from pipeline.tracking.history import AliasMove, audit_tags, champion_lineage, in_order, legacy_moves, move_from_tags
 
 
 def move(alias, src, dst, kind, reason="why"):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.data.reading import RemoteReadError, load_prices, parse_csv
 from pipeline.errors import DataError
-from pipeline.ingest import RemoteReadError, load_prices, parse_csv
 from tests.conftest import make_prices
 
 

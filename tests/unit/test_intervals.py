@@ -1,5 +1,5 @@
 """Prediction intervals: the conformal quantile, the interval scores by hand, calibration on a random walk
-with known noise (and its failure on intervals too narrow or too wide), the saved state, serving, the gate."""
+with known noise (and its failure on intervals too narrow or too wide), the saved state, serving, the promotion."""
 
 from __future__ import annotations
 
@@ -10,16 +10,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import evaluate, features, gate, panel, steps
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config
+from pipeline.data import panel
+from pipeline.data.contract import validate_prices
 from pipeline.errors import ConfigError, ModelFormatError
-from pipeline.evaluate import Forecasts
-from pipeline.intervals import (IntervalState, band_columns, conformal_quantile, fit_conformal, recent_scale,
-                                windows_needed)
-from pipeline.model_format import INTERVALS_FILE, ForecastBundle
-from pipeline.schemas import validate_prices
-from pipeline.serving import ForecastModel
-from pipeline.train import fit, init_model
+from pipeline.evaluation import metrics
+from pipeline.evaluation.intervals import (
+    IntervalState,
+    band_columns,
+    conformal_quantile,
+    fit_conformal,
+    recent_scale,
+    windows_needed,
+)
+from pipeline.evaluation.metrics import Forecasts
+from pipeline.features.windows import min_rows_needed, prepare
+from pipeline.model.training import fit, init_model
+from pipeline.serving.forecast import ForecastModel
+from pipeline.serving.model_format import INTERVALS_FILE, ForecastBundle
+from pipeline.tracking import promotion
+from pipeline.training import steps
 
 
 # ---------------------------------------------------------------- the conformal quantile
@@ -61,24 +71,40 @@ def test_too_few_windows_give_the_widest_error_and_a_note() -> None:
     assert math.isnan(conformal_quantile(np.array([]), 80)[0])
 
 
+def test_steps_with_few_validation_errors_pool_every_steps_so_80_is_narrower_than_95() -> None:
+    """One series with `split: {val: H}`: step h has H - h + 1 validation origins. The late steps, with fewer
+    errors than a finite quantile needs, take every step's errors carried by sqrt(h / k), so each level gets a
+    quantile of its own instead of the widest error (the 80 % and 95 % intervals came out the same)."""
+    rng = np.random.default_rng(3)
+    horizon = 6
+    errors = np.full((horizon, horizon), np.nan)
+    for j in range(horizon):  # the origin j steps into the validation part knows steps 1 .. H - j
+        errors[j, :horizon - j] = rng.normal(0, 1, horizon - j) * np.sqrt(np.arange(1, horizon - j + 1))
+    state = fit_conformal(errors, [80, 95])
+    assert all(lo < hi for lo, hi in zip(state.quantiles[80], state.quantiles[95]))
+    assert not any("widest" in n for n in state.notes) and any("square root" in n for n in state.notes)
+    pooled = np.abs(errors * np.sqrt(horizon / np.arange(1, horizon + 1)))
+    assert state.quantiles[95][-1] == pytest.approx(np.quantile(pooled[np.isfinite(pooled)], 0.95, method="weibull"))
+
+
 # ---------------------------------------------------------------- interval scores, by hand
 def test_msis_by_hand() -> None:
     actual, lower, upper = np.array([10.0, 20.0, 30.0]), np.array([8.0, 21.0, 25.0]), np.array([12.0, 25.0, 28.0])
     # inside: width 4; below by 1: 4 + 2/0.05 * 1 = 44; above by 2: 3 + 40 * 2 = 83; mean 131/3, over scale 2
-    np.testing.assert_allclose(evaluate.interval_score(actual, lower, upper, 0.05), [4.0, 44.0, 83.0])
-    assert evaluate.msis(actual, lower, upper, scale=2.0) == pytest.approx(131 / 3 / 2)
-    assert math.isnan(evaluate.msis(actual, lower, upper, scale=0.0))
-    assert evaluate.coverage(actual, lower, upper) == pytest.approx(1 / 3)
+    np.testing.assert_allclose(metrics.interval_score(actual, lower, upper, 0.05), [4.0, 44.0, 83.0])
+    assert metrics.msis(actual, lower, upper, scale=2.0) == pytest.approx(131 / 3 / 2)
+    assert math.isnan(metrics.msis(actual, lower, upper, scale=0.0))
+    assert metrics.coverage(actual, lower, upper) == pytest.approx(1 / 3)
 
 
 def test_pinball_and_the_interval_metrics_by_hand() -> None:
     # tau 0.1: under-forecast by 2 costs 0.1 * 2, over-forecast by 1 costs 0.9 * 1
-    assert evaluate.pinball(np.array([5.0, 5.0]), np.array([3.0, 6.0]), 0.1) == pytest.approx((0.2 + 0.9) / 2)
+    assert metrics.pinball(np.array([5.0, 5.0]), np.array([3.0, 6.0]), 0.1) == pytest.approx((0.2 + 0.9) / 2)
     actual = np.array([0.0, 1.0, 2.0, 10.0])
     bands = {"lower_80": np.full(4, -1.0), "upper_80": np.full(4, 3.0)}
-    out = evaluate.interval_metrics(actual, bands, [80])
+    out = metrics.interval_metrics(actual, bands, [80])
     assert out["coverage_80"] == 0.75 and out["width_80"] == 4.0 and out["acd_80"] == pytest.approx(0.05)
-    expected = np.mean([evaluate.pinball(actual, bands["lower_80"], 0.1), evaluate.pinball(actual, bands["upper_80"], 0.9)])
+    expected = np.mean([metrics.pinball(actual, bands["lower_80"], 0.1), metrics.pinball(actual, bands["upper_80"], 0.9)])
     assert out["pinball"] == pytest.approx(expected) and "msis" not in out
 
 
@@ -105,7 +131,7 @@ def assert_calibrated(fc: Forecasts, calibration_windows: int) -> None:
         q = level / 100
         tolerance = 4 * math.sqrt(q * (1 - q) / len(fc.actual) + q * (1 - q) / (calibration_windows + 2))
         for h in range(HORIZON):
-            achieved = evaluate.coverage(fc.actual[:, h], fc.bands[f"lower_{level}"][:, h], fc.bands[f"upper_{level}"][:, h])
+            achieved = metrics.coverage(fc.actual[:, h], fc.bands[f"lower_{level}"][:, h], fc.bands[f"upper_{level}"][:, h])
             assert abs(achieved - q) <= tolerance, f"step {h + 1}, {level} %: coverage {achieved:.4f}, tolerance {tolerance:.4f}"
 
 
@@ -113,8 +139,8 @@ def assert_calibrated(fc: Forecasts, calibration_windows: int) -> None:
 def walk():
     cfg = parse_config({"intervals": {"levels": [80, 95]}})
     val, test = random_walk_forecasts(5000, seed=1), random_walk_forecasts(20000, seed=2)
-    calibration = evaluate.calibrate([(val, 1.0)], cfg.intervals)
-    return calibration, evaluate.with_intervals(test, calibration)
+    calibration = metrics.calibrate([(val, 1.0)], cfg.intervals)
+    return calibration, metrics.with_intervals(test, calibration)
 
 
 def test_intervals_cover_a_random_walk_as_nominal_and_widen_with_the_step(walk) -> None:
@@ -137,7 +163,7 @@ def test_the_calibration_check_fails_on_intervals_too_narrow_or_too_wide(walk, f
 
 def test_scores_carry_the_interval_metrics_per_step_and_for_the_baseline(walk) -> None:
     _, test = walk
-    flat = evaluate.score(test, prefix="test").flat()
+    flat = metrics.score(test, prefix="test").flat()
     assert flat["test_coverage_95"] == pytest.approx(0.95, abs=0.01) and flat["test_acd_95"] < 0.01
     assert flat["test_width_95_h1"] < flat["test_width_95_h2"] < flat["test_width_95_h3"]
     assert {"test_naive_coverage_95", "test_naive_msis", "test_pinball", "test_msis", "test_coverage_80_h3"} <= set(flat)
@@ -147,9 +173,9 @@ def test_scores_carry_the_interval_metrics_per_step_and_for_the_baseline(walk) -
 
 def test_levels_off_means_no_intervals(walk) -> None:
     cfg = parse_config({"intervals": {"levels": []}})
-    assert evaluate.calibrate([(random_walk_forecasts(50, 3), 1.0)], cfg.intervals) is None
-    fc = evaluate.with_intervals(random_walk_forecasts(10, 4), None)
-    assert fc.bands == {} and "coverage_80" not in evaluate.score(fc).model
+    assert metrics.calibrate([(random_walk_forecasts(50, 3), 1.0)], cfg.intervals) is None
+    fc = metrics.with_intervals(random_walk_forecasts(10, 4), None)
+    assert fc.bands == {} and "coverage_80" not in metrics.score(fc).model
     assert list(fc.table().columns) == ["date", "step", "forecast"]
 
 
@@ -181,9 +207,9 @@ def test_interval_config_errors_name_the_key() -> None:
 def trained(request, prices, tiny_config):
     cfg = tiny_config.with_overrides(window={"horizon": 3}, split={"train": 0.5, "val": 0.3, "test": 0.2},
                                      intervals={"scaling": request.param})
-    frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=features.min_rows_needed(cfg)).frame
+    frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=min_rows_needed(cfg)).frame
     one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
-    pre, bounds, windows = features.prepare(frame, cfg)
+    pre, bounds, windows = prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
     preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
     by_split, calibration = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))
@@ -214,8 +240,8 @@ def test_window_scaling_follows_the_volatility_of_the_moment() -> None:
                     recent=fc.recent[cal_idx])
     for scaling, ok in (("series", False), ("window", True)):
         cfg = parse_config({"intervals": {"levels": [95], "scaling": scaling}})
-        banded = evaluate.with_intervals(fc, evaluate.calibrate([(val, 1.0)], cfg.intervals, span=30))
-        cover = [evaluate.coverage(banded.actual[part], banded.bands["lower_95"][part], banded.bands["upper_95"][part])
+        banded = metrics.with_intervals(fc, metrics.calibrate([(val, 1.0)], cfg.intervals, span=30))
+        cover = [metrics.coverage(banded.actual[part], banded.bands["lower_95"][part], banded.bands["upper_95"][part])
                  for part in (calm, wild)]
         assert all(abs(c - 0.95) < 0.025 for c in cover) is ok, (scaling, cover)
 
@@ -269,18 +295,18 @@ def test_format_4_without_its_intervals_file_is_refused(trained, tmp_path) -> No
 
 # ---------------------------------------------------------------- the gate
 def test_the_gate_refuses_a_model_whose_intervals_lie() -> None:
-    assert gate.coverage_requirement({"test_acd_95": 0.01}, None) is None
-    honest = gate.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=gate.coverage_requirement({"test_acd_95": 0.01}, 0.03))
+    assert promotion.coverage_requirement({"test_acd_95": 0.01}, None) is None
+    honest = promotion.decide("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({"test_acd_95": 0.01}, 0.03))
     assert honest.promoted and "calibration PASS" in honest.reason
-    liar = gate.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=gate.coverage_requirement({"test_acd_95": 0.2}, 0.03))
+    liar = promotion.decide("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({"test_acd_95": 0.2}, 0.03))
     assert not liar.promoted and "calibration FAIL" in liar.reason and "0.2000" in liar.reason
     assert liar.tags()["gate.check.calibration"].startswith("FAIL")
-    unknown = gate.judge("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=gate.coverage_requirement({}, 0.03))
+    unknown = promotion.decide("2", 1.0, 2.0, None, None, (0.0, 0.0), coverage=promotion.coverage_requirement({}, 0.03))
     assert not unknown.promoted and "no intervals" in unknown.reason
 
 
 def test_the_reports_name_coverage_and_msis_beside_the_baseline() -> None:
-    from pipeline.reports import interval_summary, metrics_table
+    from pipeline.tracking.run_report import interval_summary, metrics_table
 
     m = {"test_coverage_80": 0.81, "test_coverage_95": 0.94, "test_msis": 4.2, "test_seasonal_naive_msis": 9.0,
          "test_rmse": 1.0, "test_naive_rmse": 1.1, "test_rmse_ratio": 0.9}
@@ -292,7 +318,7 @@ def test_the_reports_name_coverage_and_msis_beside_the_baseline() -> None:
 def test_the_plots_show_the_bands_and_the_calibration(walk) -> None:
     from matplotlib.collections import PolyCollection
 
-    from pipeline import plots
+    from pipeline.evaluation import plots
 
     _, test = walk
     part = Forecasts(test.dates[:40], test.actual[:40], test.predicted[:40], test.anchor[:40],

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluate import mase, mase_scale, smape
+from pipeline.evaluation.metrics import mase, mase_scale, smape
 
 
 def test_smape_by_hand():

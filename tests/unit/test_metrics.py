@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.evaluate import Forecasts, direction_accuracy, mae, mape, rmse, score
+from pipeline.evaluation.metrics import Forecasts, direction_accuracy, mae, mape, rmse, score
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -45,7 +45,7 @@ def test_direction_accuracy_is_undefined_only_for_a_forecast_that_never_moves() 
 
 
 def test_near_zero_flags_mape_where_actuals_cross_or_near_zero() -> None:
-    from pipeline.evaluate import near_zero
+    from pipeline.evaluation.metrics import near_zero
 
     assert near_zero(np.array([100.0, 101.0, 99.0])) is None
     assert "change sign" in near_zero(np.array([3.0, -1.0, 2.0]))

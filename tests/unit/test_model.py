@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline.config import ModelConfig
-from pipeline.model import LSTMForecaster
+from pipeline.config.settings import ModelConfig
+from pipeline.model.network import LSTMForecaster
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])

@@ -1,6 +1,6 @@
 """A saved model whose numbers no training could have written is refused on load, naming the file and the rule.
 
-One test per check of pipeline.model_format (`check_files`, `check_preprocessor`, `check_weights`,
+One test per check of pipeline.serving.model_format (`check_files`, `check_preprocessor`, `check_weights`,
 `check_intervals`); each refusal is a ModelIntegrityError, exit 2.
 """
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pipeline.errors import ModelIntegrityError
-from pipeline.intervals import IntervalState
-from pipeline.model_format import INTERVALS_FILE, ForecastBundle
+from pipeline.evaluation.intervals import IntervalState
+from pipeline.serving.model_format import INTERVALS_FILE, ForecastBundle
 from tests.integration import registry_support as rs
 
 
@@ -133,9 +133,15 @@ def test_a_series_scale_that_is_nan_or_not_positive_is_refused(saved) -> None:
                 "rule: every series' scale is a positive number")
 
 
-# ---------------------------------------------------------------- the manifest (pipeline.model_format)
+# ---------------------------------------------------------------- the manifest (pipeline.serving.model_format)
 def test_the_manifest_lists_every_file_and_a_checked_copy_holds_only_those(tmp_path) -> None:
-    from pipeline.model_format import MANIFEST_FILE, check_manifest, copy_verified, read_manifest, write_manifest
+    from pipeline.serving.model_format import (
+        MANIFEST_FILE,
+        check_manifest,
+        copy_verified,
+        read_manifest,
+        write_manifest,
+    )
 
     root = tmp_path / "model"
     (root / "artifacts").mkdir(parents=True)

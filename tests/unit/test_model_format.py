@@ -12,10 +12,11 @@ import torch
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from pipeline.errors import ModelFormatError
-from pipeline.features import Preprocessor, fit_scaler, scaler_from_dict, scaler_to_dict
-from pipeline.model import LSTMForecaster
-from pipeline.model_format import FILES, SERIES_FILE, ForecastBundle
-from pipeline.serving import ForecastModel, forecast_frame
+from pipeline.features.scalers import fit_scaler, scaler_from_dict, scaler_to_dict
+from pipeline.features.windows import Preprocessor
+from pipeline.model.network import LSTMForecaster
+from pipeline.serving.forecast import ForecastModel, forecast_frame
+from pipeline.serving.model_format import FILES, SERIES_FILE, ForecastBundle
 from tests.integration import registry_support as rs
 
 

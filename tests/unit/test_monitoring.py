@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import monitoring
-from pipeline.config import MonitoringConfig
-from pipeline.monitoring import Promise
+from pipeline.config.settings import MonitoringConfig
+from pipeline.evaluation import monitoring
+from pipeline.evaluation.monitoring import Promise
 
 
 def logged(values: list[float], origin: str, version: str = "1", series: str = "A", run: str = "r1",

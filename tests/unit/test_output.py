@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import OutputError, PipelineError
-from pipeline.output import Guarded, check_output, write_forecasts
+from pipeline.tracking.forecast_files import Guarded, check_output, write_forecasts
 
 FRAME = pd.DataFrame({"origin": ["2024-01-02"], "step": [1], "date": ["2024-01-03"], "forecast": [1.5]})
 

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import panel, steps
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config
+from pipeline.data import panel
+from pipeline.data.reading import RawData, load_prices
 from pipeline.errors import DataError
-from pipeline.features import split_by_time
-from pipeline.ingest import load_prices
+from pipeline.features.windows import split_by_time
+from pipeline.training import steps
 from tests.conftest import long_config_dict, make_long
 
 
@@ -161,8 +162,13 @@ def test_per_series_bounds_and_forecast_only_series(tmp_path: Path) -> None:
     # each window's targets lie in one split, counted from that series' end
     assert a.windows["test"].target_positions.tolist() == [[36, 37, 38, 39]]
     assert b.windows["val"].target_positions.tolist() == [[22, 23, 24, 25]]
-    assert a.trainable and b.trainable and not c.trainable  # C: 10 rows, no training and test window
-    assert c.pre.fitted and c.pre.input_rows <= 10  # still forecast: its preprocessor fit on all its rows
+    # C: 10 rows, too few for a training window but one test window: the shared network scores it
+    assert a.trainable and b.trainable and c.trainable
+    assert not len(c.windows["train"]) and c.windows["test"].target_positions.tolist() == [[6, 7, 8, 9]]
+    # one network per series needs the series' own training windows: C is forecast only
+    local = steps.prepare_panel(data, parse_config(long_config_dict(str(path), model={"strategy": "local"})))
+    assert local["A"].trainable and not local["C"].trainable
+    assert local["C"].pre.fitted and local["C"].pre.input_rows <= 10  # its preprocessor fit on all its rows
     # each series scaled by its own training rows
     train_a = data.series["A"]["y"].to_numpy()[:32]
     assert np.allclose(a.pre.target_scaler.mean_, train_a.mean())
@@ -187,7 +193,7 @@ def test_stacked_windows_gather_the_same_windows() -> None:
 
 def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None:
     """Clean series are parsed once for the whole table; each must equal the exact path's frame."""
-    from pipeline.schemas import validate_prices
+    from pipeline.data.contract import validate_prices
 
     path = tmp_path / "long.csv"
     frame = make_long("ABC", n=30)
@@ -206,14 +212,14 @@ def test_the_quick_path_gives_what_validate_prices_gives(tmp_path: Path) -> None
     for column, row, value in (("ts", 3, "2024-01-01 03:00:00+01:00"), ("ts", 35, "02/01/2024"), ("y", 70, "")):
         odd = raw.frame.copy()
         odd.loc[row, column] = value
-        kept = panel.clean_series(panel.RawData(odd, "x", ""), cfg, groups, min_rows=6)
+        kept = panel.clean_series(RawData(odd, "x", ""), cfg, groups, min_rows=6)
         assert sorted(kept) == sorted(set("ABC") - {ids[row]}), value
     assert panel.clean_series(raw, cfg, groups, min_rows=31) == {}
 
 
 def test_rule_names_survive_building_both_schemas() -> None:
     """Validating a plain series and then a Yahoo one in one process (many series do) keeps the rules' names."""
-    from pipeline.schemas import build_schema
+    from pipeline.data.contract import build_schema
 
     plain = parse_config({"data": {"features": ["y"], "target": "y", "price_columns": [], "volume_column": None}})
     yahoo = parse_config({})
@@ -223,8 +229,8 @@ def test_rule_names_survive_building_both_schemas() -> None:
 
 
 def test_backtest_folds_of_many_series_count_from_each_series_end(tmp_path: Path) -> None:
-    from pipeline.backtest import panel_fold_config, plan_panel_folds
-    from pipeline.ingest import load_prices
+    from pipeline.data.reading import load_prices
+    from pipeline.training.backtest import panel_fold_config, plan_panel_folds
 
     frame = make_long(short={"E": 12})
     frame = frame[frame["id"] != "C"]
@@ -253,7 +259,7 @@ def auto_config(path: Path, **data: object):
 def test_auto_settings_over_many_series_follow_most_series(tmp_path: Path) -> None:
     """Hourly series: season 24 from the calendar, a lookback from it, one transform for all; a series with
     a zero rules out the log-based transforms; the resolved config is what the preprocessors get."""
-    from pipeline.defaults import is_resolved
+    from pipeline.data.auto import is_resolved
 
     frame = make_long("ABC", n=200)
     trend = frame["id"] == "A"
@@ -279,18 +285,40 @@ def test_auto_settings_over_many_series_follow_most_series(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("policy", ["error", "skip"])
-def test_series_too_short_for_the_resolved_lookback_are_bad_series(tmp_path: Path, policy: str) -> None:
+def test_short_series_get_a_lookback_they_can_feed_and_only_the_too_short_are_bad(tmp_path: Path, policy: str) -> None:
+    """Hourly series want two days (48 rows); C's 30 rows (26 before its test part) cut the lookback to 26, so C
+    is served and scored, not refused; D's 3 rows, all held out, feed no window at all: a bad series."""
     path = tmp_path / "long.csv"
-    make_long("ABC", n=200, short={"C": 30}).to_csv(path, index=False)
+    make_long("ABCD", n=200, short={"C": 30, "D": 3}).to_csv(path, index=False)
     cfg = auto_config(path, on_bad_series=policy)
     raw = load_prices(str(path))
     data = panel.validate_panel(raw, cfg, min_rows=2)
     if policy == "error":
-        with pytest.raises(DataError, match=r"series 'C': 30 rows; rule: a series needs at least 48 rows"):
+        with pytest.raises(DataError, match=r"series 'D': 3 rows; rule: a series needs at least 26 rows") as caught:
             panel.resolve_panel(raw, cfg, data)
+        assert "'C'" not in str(caught.value)
         return
     resolved, kept = panel.resolve_panel(raw, cfg, data)
-    assert sorted(kept.series) == ["A", "B"] and "C" in kept.skipped and resolved.window.lookback == 48
+    assert sorted(kept.series) == ["A", "B", "C"] and "D" in kept.skipped and resolved.window.lookback == 26
+    preps = steps.prepare_panel(kept, resolved)
+    assert preps["C"].trainable and len(preps["C"].windows["test"]) == 1
+
+
+def test_a_panel_of_short_series_is_served_with_a_short_lookback(tmp_path: Path) -> None:
+    """Every series as short as M3's yearly ones (14 to 20 rows, 6 held out twice): the lookback fits the
+    shortest, every series keeps a test window, and the run is not refused."""
+    frame = make_long("ABCDEF", n=20, short={"A": 14, "B": 15}, freq="YS")
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    raw_cfg = long_config_dict(str(path), split={"val": 6, "test": 6}, window={"horizon": 6})
+    del raw_cfg["window"]["lookback"], raw_cfg["preprocess"], raw_cfg["evaluate"]
+    cfg = parse_config(raw_cfg)
+    raw = load_prices(str(path))
+    resolved, kept = panel.resolve_panel(raw, cfg, panel.validate_panel(raw, cfg, min_rows=2))
+    assert len(kept.series) == 6 and resolved.evaluate.season_length is None
+    assert 1 <= resolved.window.lookback <= 2  # the median series trains on 8 rows: a third of them
+    preps = steps.prepare_panel(kept, resolved)
+    assert all(p.trainable and len(p.windows["test"]) == 1 for p in preps.values())
 
 
 def test_a_log_transform_on_a_series_with_zeros_is_a_bad_series_at_validation(tmp_path: Path) -> None:
@@ -378,3 +406,41 @@ def test_fill_gaps_fills_each_series_and_says_what_it_filled(tmp_path: Path, met
     assert [n for n in result.notes if "fill_gaps" in n] == [
         f"series 'B': data.fill_gaps={method}: filled 2 missing date(s) of the MS calendar: 2025-05-01, 2025-06-01"]
     assert steps.panel_tags(result, {})["gaps_filled"] == "2"
+
+
+def test_the_intervals_are_calibrated_on_every_validation_origin(tmp_path: Path) -> None:
+    """`split: {val: 4}` gives each series one full validation window; the calibration takes every origin whose
+    first target is a validation row (4 per series), the targets past the validation part left out."""
+    from pipeline.model.training import init_model
+
+    path = tmp_path / "long.csv"
+    make_long("AB", n=40).to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path)))
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    preps = steps.prepare_panel(data, cfg)
+    assert all(len(p.windows["val"]) == 1 for p in preps.values())
+    windows = preps["A"].pre.calibration_windows(data.series["A"], preps["A"].bounds)
+    assert windows.origins.tolist() == [31, 32, 33, 34]
+    assert windows.target_positions.tolist()[-1] == [35, -1, -1, -1]  # row 36 on is the test part's
+    model = init_model(cfg, n_features=1)
+    found = steps.calibration_forecasts(lambda _: model, data, preps, cfg)
+    for sid, fc in found.items():
+        assert np.isfinite(fc.actual).sum(axis=0).tolist() == [4, 3, 2, 1]
+        values = data.series[sid]["y"].to_numpy()
+        assert np.allclose(fc.actual[0], values[32:36]) and np.isclose(fc.actual[3, 0], values[35])
+    _, calibration = steps.forecast_splits(lambda _: model, data, preps, cfg)
+    assert calibration.model.windows == 8  # 2 series x 4 origins
+    assert all(lo < hi for lo, hi in zip(calibration.model.quantiles[80], calibration.model.quantiles[95]))
+
+
+def test_a_series_scored_on_two_training_rows_keeps_its_calendar(tmp_path: Path) -> None:
+    """Two training dates of a yearly series read as 8760 hours; its calendar comes from its dates up to the
+    test part, so its forecasts fall on year starts."""
+    frame = make_long("AB", n=20, short={"A": 14}, freq="YS")
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), split={"val": 6, "test": 6}, window={"lookback": 2, "horizon": 6}))
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=2)
+    preps = steps.prepare_panel(data, cfg)
+    assert preps["A"].bounds.val_start == 2 and preps["A"].trainable
+    assert preps["A"].pre.frequency == preps["B"].pre.frequency == "YS-JAN"

@@ -10,15 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import gate, panel, steps
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config
+from pipeline.data import panel
+from pipeline.data.reading import load_prices
 from pipeline.errors import DataError, ModelFormatError
-from pipeline.evaluate import Forecasts
-from pipeline.features import SplitBounds
-from pipeline.ingest import load_prices
-from pipeline.model_format import ForecastBundle
-from pipeline.serving import ForecastModel
-from pipeline.train import TrainResult, init_model
+from pipeline.evaluation.metrics import Forecasts
+from pipeline.features.windows import SplitBounds
+from pipeline.model.training import TrainResult, init_model
+from pipeline.serving.forecast import ForecastModel
+from pipeline.serving.model_format import ForecastBundle
+from pipeline.tracking import promotion
+from pipeline.training import steps
 from tests.conftest import long_config_dict, make_long
 
 
@@ -133,17 +135,17 @@ def test_table_mase_scores_the_champion_per_series() -> None:
                           "forecast": [1.0, 2.0, 5.0, 5.0, 9.0, 9.0]})
     actual = pd.concat({"A": pd.Series([2.0, 2.0], index=["d1", "d2"]),
                         "B": pd.Series([5.0, 7.0, 0.0], index=["d1", "d2", "d3"])})
-    score = gate.table_mase(table, "id", actual, {"A": ["d1"], "B": ["d1"]}, {"A": 0.5, "B": 2.0}, horizon=2)
+    score = promotion.table_mase(table, "id", actual, {"A": ["d1"], "B": ["d1"]}, {"A": 0.5, "B": 2.0}, horizon=2)
     assert score.rmse == pytest.approx(((0.5 / 0.5) + (1.0 / 2.0)) / 2) and score.count == 4
-    short = gate.table_mase(table, "id", actual, {"A": ["d1"], "B": ["d1", "d9"]}, {"A": 1.0, "B": 1.0}, horizon=2)
+    short = promotion.table_mase(table, "id", actual, {"A": ["d1"], "B": ["d1", "d9"]}, {"A": 1.0, "B": 1.0}, horizon=2)
     assert short.rmse is None and "series 'B'" in short.error
 
 
 def test_the_portfolio_gate_speaks_mase_and_seasonal_naive() -> None:
-    decision = gate.judge("3", 0.9, 1.2, "2", gate.Score(0.95, 10), (0.0, 0.0), "mase", "seasonal_naive")
+    decision = promotion.decide("3", 0.9, 1.2, "2", promotion.Score(0.95, 10), (0.0, 0.0), "mase", "seasonal_naive")
     assert decision.promoted
     assert "test MASE 0.9 vs seasonal naive 1.2" in decision.reason and "champion v2" in decision.reason
     assert decision.tags()["gate.metric"] == "mase" and decision.tags()["gate.baseline"] == "seasonal_naive"
     assert "| seasonal naive | 1.2 |" in decision.markdown("m")
-    refused = gate.judge("3", 1.3, 1.2, None, None, (0.0, 0.0), "mase", "seasonal_naive")
+    refused = promotion.decide("3", 1.3, 1.2, None, None, (0.0, 0.0), "mase", "seasonal_naive")
     assert not refused.promoted and "baseline FAIL: test MASE 1.3" in refused.reason

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from pipeline import runtime
-from pipeline.model import LSTMForecaster
-from pipeline.tracking import EpochLogger
+from pipeline.model.network import LSTMForecaster
+from pipeline.tracking.store import EpochLogger
 
 
 def test_small_steps_train_on_one_thread_whatever_the_machine(monkeypatch) -> None:
@@ -113,7 +113,7 @@ def test_expected_failures_leave_the_console_but_other_errors_stay() -> None:
     """A run whose exception is a PipelineError: its records are dropped, by exc_info and run id."""
     import logging
 
-    from pipeline.cli import ExpectedFailures
+    from pipeline.cli.main import ExpectedFailures
     from pipeline.errors import DataError
 
     def record(msg: str, exc: BaseException | None = None, level: int = logging.ERROR, **ids: str) -> logging.LogRecord:
@@ -137,7 +137,7 @@ def test_expected_failures_leave_the_console_but_other_errors_stay() -> None:
 def test_start_up_imports_run_without_the_collector_and_stay_out_of_later_passes() -> None:
     import gc
 
-    from pipeline.cli import imports_without_gc
+    from pipeline.runtime import imports_without_gc
 
     frozen = gc.get_freeze_count()
     try:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import plots
-from pipeline.evaluate import Forecasts
+from pipeline.evaluation import plots
+from pipeline.evaluation.metrics import Forecasts
 
 
 @pytest.fixture

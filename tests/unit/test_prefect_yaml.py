@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+
 PREFECT_YAML = ROOT / "prefect.yaml"
 NEW_YORK = ZoneInfo("America/New_York")
 US_CLOSE = dt.time(16, 0)
@@ -50,7 +51,7 @@ def test_prefect_reads_the_file_as_written(spec: dict, deployments: dict[str, di
 def test_entrypoints_import_and_parameters_match_the_flow_signatures(deployments: dict[str, dict], at_root: Path) -> None:
     from prefect.flows import load_flow_from_entrypoint
 
-    from pipeline.config import load_config
+    from pipeline.config.settings import load_config
 
     for name, d in deployments.items():
         flow = load_flow_from_entrypoint(d["entrypoint"])

@@ -13,15 +13,18 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import evaluate, features, panel, steps
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config, tail_probabilities
+from pipeline.data import panel
+from pipeline.data.contract import validate_prices
 from pipeline.errors import ConfigError, ModelFormatError
-from pipeline.evaluate import Forecasts
-from pipeline.intervals import IntervalState, tail_probabilities
-from pipeline.model import LSTMForecaster
-from pipeline.model_format import ForecastBundle
-from pipeline.schemas import validate_prices
-from pipeline.train import fit, init_model, pinball_loss
+from pipeline.evaluation import metrics
+from pipeline.evaluation.intervals import IntervalState
+from pipeline.evaluation.metrics import Forecasts
+from pipeline.features.windows import min_rows_needed, prepare
+from pipeline.model.network import LSTMForecaster
+from pipeline.model.training import fit, init_model, pinball_loss
+from pipeline.serving.model_format import ForecastBundle
+from pipeline.training import steps
 from tests.unit.test_intervals import assert_served_as_trained
 
 TAILS = [0.025, 0.1, 0.9, 0.975]  # what the 80 and 95 % intervals read
@@ -83,25 +86,25 @@ def test_quantile_intervals_cover_as_nominal_with_widths_that_follow_each_window
     cfg = parse_config({"model": {"quantiles": TAILS}, "intervals": {"method": "quantile"}})
     val, _ = noisy_forecasts(4000, seed=1, head_factor=head_factor)
     test, sigma = noisy_forecasts(20000, seed=2, head_factor=head_factor)
-    calibration = evaluate.calibrate([(val, 1.0)], cfg.intervals)
+    calibration = metrics.calibrate([(val, 1.0)], cfg.intervals)
     assert calibration.model.method == "quantile" and calibration.baseline.method == "conformal"
-    banded = evaluate.with_intervals(test, calibration)
+    banded = metrics.with_intervals(test, calibration)
     wild = sigma > 2.25
     for level in (80, 95):
         q = level / 100
         lower, upper = banded.bands[f"lower_{level}"][:, 0], banded.bands[f"upper_{level}"][:, 0]
         tolerance = 4 * math.sqrt(q * (1 - q) / len(sigma) + q * (1 - q) / 4002)
-        assert abs(evaluate.coverage(test.actual[:, 0], lower, upper) - q) <= tolerance
+        assert abs(metrics.coverage(test.actual[:, 0], lower, upper) - q) <= tolerance
         # an honest head's widths carry each window's spread: calm and wild windows alike are covered as nominal
         # (a mis-scaled head is corrected by one additive amount: nominal over all windows, not in each part)
         for part in (wild, ~wild) if head_factor == 1.0 else ():
-            assert abs(evaluate.coverage(test.actual[part, 0], lower[part], upper[part]) - q) < 0.03
+            assert abs(metrics.coverage(test.actual[part, 0], lower[part], upper[part]) - q) < 0.03
         assert np.corrcoef(upper - lower, sigma)[0, 1] > 0.99
     # residual conformal on the same forecasts: one width for all, so calm windows over-covered, wild ones under
-    residual = evaluate.with_intervals(test, evaluate.calibrate([(val, 1.0)], parse_config({}).intervals))
+    residual = metrics.with_intervals(test, metrics.calibrate([(val, 1.0)], parse_config({}).intervals))
     lower, upper = residual.bands["lower_95"][:, 0], residual.bands["upper_95"][:, 0]
-    assert evaluate.coverage(test.actual[wild, 0], lower[wild], upper[wild]) < 0.92
-    assert evaluate.coverage(test.actual[~wild, 0], lower[~wild], upper[~wild]) > 0.98
+    assert metrics.coverage(test.actual[wild, 0], lower[wild], upper[wild]) < 0.92
+    assert metrics.coverage(test.actual[~wild, 0], lower[~wild], upper[~wild]) > 0.98
 
 
 def test_quantile_bands_need_the_heads_quantiles() -> None:
@@ -129,9 +132,9 @@ def trained_head(tmp_path_factory):
         "model": {"hidden_size": 8, "quantiles": TAILS}, "train": {"epochs": 30, "batch_size": 16, "seed": 7},
         "intervals": {"method": "quantile", "scaling": "window"},
     })
-    frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=features.min_rows_needed(cfg)).frame
+    frame = validate_prices(prices, cfg.data, "prices.csv", min_rows=min_rows_needed(cfg)).frame
     one = panel.Panel(None, {panel.ONE_SERIES: frame})  # one series: a panel of one
-    pre, bounds, windows = features.prepare(frame, cfg)
+    pre, bounds, windows = prepare(frame, cfg)
     result = fit(init_model(cfg, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], cfg.train)
     preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
     by_split, calibration = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("train", "val", "test"))

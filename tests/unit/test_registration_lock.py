@@ -12,9 +12,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST
 
-from pipeline import registry
 from pipeline.errors import RegistryError
 from pipeline.runtime import ProcessOwner
+from pipeline.tracking import registry
 
 
 class ServerRegistry:
@@ -96,7 +96,7 @@ def test_a_waiting_command_says_at_once_what_it_waits_for_since_when_held_by_who
     server.create_registered_model("m" + registry.LOCK_SUFFIX, tags={registry.LOCK_HOLDER_TAG: holder.label,
                                                                      **holder.tags()})
     started = time.time()
-    with caplog.at_level("WARNING", logger="pipeline.registry"), pytest.raises(RegistryError, match=holder.label):
+    with caplog.at_level("WARNING", logger="pipeline.tracking.registry"), pytest.raises(RegistryError, match=holder.label):
         with registry.registration_lock(server, "m", wait_s=2):
             pass
     (line,) = [r.getMessage() for r in caplog.records]  # said once
@@ -116,7 +116,7 @@ def test_a_lock_whose_holder_on_this_host_has_ended_is_broken_at_once(caplog) ->
     server.create_registered_model("m" + registry.LOCK_SUFFIX, tags={registry.LOCK_HOLDER_TAG: gone.label,
                                                                      **gone.tags()})
     started = time.monotonic()
-    with caplog.at_level("WARNING", logger="pipeline.registry"):
+    with caplog.at_level("WARNING", logger="pipeline.tracking.registry"):
         with registry.registration_lock(server, "m", wait_s=60):
             assert server.tags["m" + registry.LOCK_SUFFIX][registry.LOCK_HOLDER_TAG] != gone.label  # ours now
     assert time.monotonic() - started < 5  # not LOCK_STALE_S

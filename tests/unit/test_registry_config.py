@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import PipelineConfig, RegistryConfig, parse_config
+from pipeline.config.settings import PipelineConfig, RegistryConfig, parse_config
 from pipeline.errors import ConfigError
 
 

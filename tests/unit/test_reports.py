@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.reports import RunReport, artifact_key, config_digest, mlflow_run_url, run_markdown
+from pipeline.tracking.run_report import RunReport, artifact_key, config_digest, mlflow_run_url, run_markdown
 
 METRICS = {"test_rmse": 1.5, "test_naive_rmse": 2.0, "test_mae": 1.0, "test_naive_mae": 1.25,
            "test_mape": 1.1, "test_naive_mape": 1.3, "test_direction_acc": 0.55, "test_naive_direction_acc": 0.0,
@@ -30,7 +30,7 @@ def test_mlflow_links_go_to_the_server_or_the_local_ui() -> None:
 
 
 def test_the_link_follows_the_ui_port_and_a_local_store_says_what_serves_it() -> None:
-    from pipeline.reports import ReportContext, failed_report, local_ui_url, ui_hint
+    from pipeline.tracking.run_report import ReportContext, failed_report, local_ui_url, ui_hint
 
     assert local_ui_url({}, "UI") == "http://127.0.0.1:5000"
     assert local_ui_url({"MLFLOW_PORT": "5077"}, "UI") == "http://127.0.0.1:5077"  # `MLFLOW_PORT=5077 make ui`
@@ -76,7 +76,7 @@ def test_nothing_to_do_and_failed_summaries_say_so() -> None:
 def test_the_per_series_table_lists_the_worst_first_and_points_at_the_csv() -> None:
     import pandas as pd
 
-    from pipeline.reports import series_markdown
+    from pipeline.tracking.run_report import series_markdown
 
     table = pd.DataFrame({"store": ["a", "b", "c"], "windows": [3, 3, 3], "model__mase": [0.8, 1.6, 1.2],
                           "seasonal_naive__mase": [1.0, 1.0, 1.5], "model__smape": [5.0, 9.0, 7.0]})

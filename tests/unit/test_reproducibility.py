@@ -8,23 +8,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import evaluate, features, reproduce, runtime
-from pipeline.config import parse_config
+from pipeline import runtime
+from pipeline.config.settings import parse_config
+from pipeline.data.contract import validate_prices
 from pipeline.errors import DataError
-from pipeline.model import weights_digest
-from pipeline.reproduce import MetricCheck, RecordedRun, ReproduceReport
-from pipeline.schemas import validate_prices
-from pipeline.train import fit, init_model
+from pipeline.evaluation.metrics import forecast_split, score
+from pipeline.features.windows import prepare
+from pipeline.model.network import weights_digest
+from pipeline.model.training import fit, init_model
+from pipeline.tracking import reproduce
+from pipeline.tracking.reproduce import MetricCheck, RecordedRun, ReproduceReport
 from tests.conftest import make_prices
 
 
 def train_once(cfg) -> tuple[str, dict[str, float]]:
     frame = validate_prices(make_prices(90), cfg.data, "synthetic", min_rows=1).frame
-    pre, _, windows = features.prepare(frame, cfg)
+    pre, _, windows = prepare(frame, cfg)
     model = init_model(cfg, n_features=windows["train"].X.shape[2])
     result = fit(model, windows["train"], windows["val"], cfg.train)
-    fc = evaluate.forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
-    return weights_digest(result.model.state_dict()), evaluate.score(fc).flat()
+    fc = forecast_split(result.model, pre, frame, windows["test"], cfg.evaluate)
+    return weights_digest(result.model.state_dict()), score(fc).flat()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -75,7 +78,7 @@ def recorded_run(cfg, source: str, digest: str, **metrics: float) -> RecordedRun
 
 
 def test_changed_data_is_refused_naming_both_digests(tiny_config, prices_csv: Path) -> None:
-    from pipeline.ingest import load_prices
+    from pipeline.data.reading import load_prices
 
     digest = load_prices(str(prices_csv)).digest
     rec = recorded_run(tiny_config, str(prices_csv), digest)

@@ -11,14 +11,15 @@ import math
 import tracemalloc
 
 import numpy as np
-from numpy.lib.array_utils import byte_bounds
 import pytest
 import torch
+from numpy.lib.array_utils import byte_bounds
 
-from pipeline import evaluate, features, train
-from pipeline import model as model_module
-from pipeline.config import parse_config
-from pipeline.schemas import validate_prices
+from pipeline.config.settings import parse_config
+from pipeline.data.contract import validate_prices
+from pipeline.evaluation import metrics
+from pipeline.features.windows import prepare
+from pipeline.model import network, training
 from tests.conftest import make_prices
 
 LOOKBACK, FEATURES, HORIZON = 30, 5, 3
@@ -35,7 +36,7 @@ def config(**train_cfg):
 def prepared(n: int, cfg=None):
     cfg = cfg or config()
     frame = validate_prices(make_prices(n), cfg.data, "synthetic", min_rows=1).frame
-    return frame, *features.prepare(frame, cfg)
+    return frame, *prepare(frame, cfg)
 
 
 def peak_bytes(call) -> int:
@@ -73,38 +74,38 @@ def test_preparing_windows_costs_bytes_per_row_not_per_window_cell() -> None:
 def test_validation_runs_in_bounded_batches_with_the_one_pass_value() -> None:
     _, _, _, windows = prepared(400)
     val = windows["test"]  # 260-odd windows
-    model = train.init_model(config(), n_features=FEATURES)
+    model = training.init_model(config(), n_features=FEATURES)
     sizes: list[int] = []
     model.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]))
-    loss = train.validation_loss(model, val, torch.device("cpu"), batch=50)
+    loss = training.validation_loss(model, val, torch.device("cpu"), batch=50)
     assert len(sizes) == math.ceil(len(val) / 50) and max(sizes) <= 50
-    whole = train.validation_loss(model, val, torch.device("cpu"), batch=len(val))
+    whole = training.validation_loss(model, val, torch.device("cpu"), batch=len(val))
     assert loss == pytest.approx(whole, rel=1e-6)
 
 
 def test_fit_gathers_each_batch_from_the_views() -> None:
     _, _, _, windows = prepared(400)
     cfg = config(batch_size=32)
-    model = train.init_model(cfg, n_features=FEATURES)
+    model = training.init_model(cfg, n_features=FEATURES)
     sizes: list[int] = []
     model.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]) if mod.training else None)
-    train.fit(model, windows["train"], None, cfg.train)
+    training.fit(model, windows["train"], None, cfg.train)
     assert len(sizes) == math.ceil(len(windows["train"]) / 32) and max(sizes) == 32
 
 
 def evaluate_split(model, pre, frame, windows) -> None:
-    fc = evaluate.forecast_split(model, pre, frame, windows["test"], config().evaluate)
-    evaluate.score(fc)
+    fc = metrics.forecast_split(model, pre, frame, windows["test"], config().evaluate)
+    metrics.score(fc)
 
 
 def test_evaluation_calls_the_model_per_bounded_batch_and_allocates_linearly(monkeypatch) -> None:
-    monkeypatch.setattr(train, "EVAL_BATCH", 512)  # several batches at a unit-test size
-    monkeypatch.setattr(model_module.predict_outputs, "__defaults__", (512,))
+    monkeypatch.setattr(training, "EVAL_BATCH", 512)  # several batches at a unit-test size
+    monkeypatch.setattr(network.predict_outputs, "__defaults__", (512,))
     cfg = config()
     peaks, calls = {}, {}
     for n in (3000, 6000):
         frame, pre, _, windows = prepared(n)
-        model = train.init_model(cfg, n_features=FEATURES)
+        model = training.init_model(cfg, n_features=FEATURES)
         sizes: list[int] = []
         model.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]))
         peaks[n] = peak_bytes(lambda: evaluate_split(model, pre, frame, windows)) / len(windows["test"])
@@ -124,6 +125,6 @@ def test_a_batch_copies_its_own_windows_only() -> None:
     X = windows["train"].X
     all_windows = len(X) * LOOKBACK * FEATURES * 4
     idx = np.arange(0, len(X), 40)[:32]
-    peak = peak_bytes(lambda: train.gather(X, idx))
+    peak = peak_bytes(lambda: training.gather(X, idx))
     assert peak < 4 * 32 * LOOKBACK * FEATURES * 4 < all_windows / 4, (peak, all_windows)
-    np.testing.assert_array_equal(train.gather(X, idx).numpy(), np.ascontiguousarray(X)[idx])
+    np.testing.assert_array_equal(training.gather(X, idx).numpy(), np.ascontiguousarray(X)[idx])

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import DataConfig, parse_config
+from pipeline.config.settings import DataConfig, parse_config
+from pipeline.data.contract import validate_prices
+from pipeline.data.reading import parse_csv
 from pipeline.errors import DataError
-from pipeline.ingest import parse_csv
-from pipeline.schemas import validate_prices
 from tests.conftest import make_prices
 
 CFG = DataConfig()  # Date + Open, High, Low, Close, Volume; target Close

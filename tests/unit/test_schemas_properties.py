@@ -13,13 +13,12 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from pipeline.config import DataConfig  # noqa: E402
-from pipeline.errors import DataError  # noqa: E402
-from pipeline.ingest import parse_csv  # noqa: E402
 from pandera.errors import SchemaErrors  # noqa: E402
 
-from pipeline.schemas import DATE, build_schema, passes_fast, validate_prices  # noqa: E402
+from pipeline.config.settings import DataConfig  # noqa: E402
+from pipeline.data.contract import DATE, build_schema, passes_fast, validate_prices  # noqa: E402
+from pipeline.data.reading import parse_csv  # noqa: E402
+from pipeline.errors import DataError  # noqa: E402
 from tests.conftest import make_prices  # noqa: E402
 
 COLUMNS = ["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]
@@ -221,7 +220,7 @@ def long_table(draw: st.DrawFn) -> pd.DataFrame:
        log_close=st.booleans(), min_rows=st.integers(1, 10))
 def test_the_whole_table_check_finds_what_validate_prices_finds(table, policy, log_close, min_rows) -> None:
     """`series_failures` (every series at once) reports each series it judges exactly as `validate_prices` does."""
-    from pipeline.schemas import format_report, parse_table, series_failures
+    from pipeline.data.contract import format_report, parse_table, series_failures
 
     table = table.mask(table == "")  # read_csv reads an empty cell as missing
     cfg = DataConfig(features=("Open", "High", "Low", "Close", "Adj Close", "Volume"), nan_policy=policy)

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import DataConfig, parse_config
+from pipeline.config.settings import DataConfig, parse_config
+from pipeline.data.contract import column_roles, validate_prices
+from pipeline.data.reading import parse_csv
 from pipeline.errors import ConfigError, DataError
-from pipeline.features import Preprocessor, split_by_time, transform_domain
-from pipeline.ingest import parse_csv
-from pipeline.schemas import column_roles, validate_prices
+from pipeline.features.transforms import transform_domain
+from pipeline.features.windows import Preprocessor, split_by_time
 from tests.conftest import make_prices
 
 SOURCE = "series.csv"
@@ -190,16 +191,16 @@ HOURLY = {"data": {"date_column": "time", "target": "load", "features": ["load"]
 
 
 def test_hourly_data_keeps_its_times_in_the_input_example_and_the_forecasts() -> None:
-    from pipeline.serving import forecast_frame
-    from pipeline.steps import series_example as input_example
-    from pipeline.train import init_model
+    from pipeline.model.training import init_model
+    from pipeline.serving.forecast import forecast_frame
+    from pipeline.training.steps import series_example
 
     cfg = parse_config(HOURLY)
     stamps = pd.date_range("2024-01-01 00:00", periods=48, freq="h").strftime("%Y-%m-%d %H:%M:%S").tolist()
     frame = validate(hourly_frame(stamps), cfg.data).frame
     pre = Preprocessor(cfg).fit(frame, split_by_time(frame.index, cfg.split))
     assert pre.frequency == "h"
-    example = input_example(frame, cfg, rows=pre.input_rows)
+    example = series_example(frame, cfg, rows=pre.input_rows)
     assert example["time"].iloc[-1] == "2024-01-02 23:00:00"
     model = init_model(cfg, n_features=1)
     out = forecast_frame(model, pre, frame)
@@ -236,7 +237,7 @@ def test_a_configured_frequency_sets_the_forecast_calendar(freq: str, start: str
 
 # ---------------------------------------------------------------- names
 def test_a_config_naming_only_its_data_gets_its_own_experiment_and_model(tmp_path) -> None:
-    from pipeline.config import load_config
+    from pipeline.config.settings import load_config
 
     path = tmp_path / "shop-sales.yaml"
     path.write_text("data:\n  source: sales.csv\n  date_column: week\n  target: units\n  features: [units]\n")
@@ -265,8 +266,8 @@ def test_iso_dates_stay_iso_under_a_day_first_setting(setting: dict) -> None:
 
 def test_a_day_first_model_serves_day_first_files_and_its_own_iso_input() -> None:
     """`pipeline predict` validates the user's file, hands the pyfunc ISO dates, and the pyfunc validates again."""
-    from pipeline.serving import ForecastModel, model_input
-    from pipeline.model import LSTMForecaster
+    from pipeline.model.network import LSTMForecaster
+    from pipeline.serving.forecast import ForecastModel, model_input
     from tests.integration import registry_support as rs
 
     data = rs.trend(n=40, growth=0.01)

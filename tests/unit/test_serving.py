@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.model import LSTMForecaster
-from pipeline.serving import ForecastModel, format_dates, model_input
-from pipeline.steps import series_example as input_example
-
+from pipeline.model.network import LSTMForecaster
+from pipeline.serving.forecast import ForecastModel, format_dates, model_input
+from pipeline.training.steps import series_example
 from tests.integration import registry_support as rs
 
 
@@ -59,7 +58,7 @@ def test_missing_columns_nans_and_unsorted_dates_are_named(served):
 
 
 def test_lines_as_rows_counts_from_zero():
-    from pipeline.serving import lines_as_rows
+    from pipeline.serving.forecast import lines_as_rows
 
     report = "x: 2 value(s)\n  - column 'Open', rule 'not empty': line 2 (nan), line 12 (nan) and 3 more"
     assert lines_as_rows(report) == "x: 2 value(s)\n  - column 'Open', rule 'not empty': row 0 (nan), row 10 (nan) and 3 more"
@@ -106,10 +105,10 @@ def test_sub_daily_forecasts_keep_their_times():
 def test_the_input_example_keeps_sub_daily_times():
     data = minute_rows()
     planted = rs.plant(data, rs.config(), 0.01)
-    example = input_example(planted.frame, planted.bundle.config, rows=3)
+    example = series_example(planted.frame, planted.bundle.config, rows=3)
     assert example["Date"].tolist() == ["2024-03-01 09:37:00", "2024-03-01 09:38:00", "2024-03-01 09:39:00"]
     daily = rs.plant(rs.trend(n=40), rs.config(), 0.01)
-    assert input_example(daily.frame, daily.bundle.config, rows=1)["Date"].iloc[0] == rs.trend(n=40)["Date"].iloc[-1]
+    assert series_example(daily.frame, daily.bundle.config, rows=1)["Date"].iloc[0] == rs.trend(n=40)["Date"].iloc[-1]
 
 
 def test_forecast_dates_follow_the_training_calendar_not_the_input_alone(served):
@@ -149,7 +148,7 @@ def test_the_rest_model_answers_a_wrong_calendar_with_invalid_parameter_value(se
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
-    from pipeline.pyfunc import LSTMForecastPyfunc
+    from pipeline.serving.pyfunc import LSTMForecastPyfunc
 
     model, data = served
     wrapper = LSTMForecastPyfunc()
@@ -161,11 +160,12 @@ def test_the_rest_model_answers_a_wrong_calendar_with_invalid_parameter_value(se
 
 
 def test_a_model_of_many_series_checks_each_series_calendar(tmp_path):
-    from pipeline import panel, steps
-    from pipeline.config import parse_config
-    from pipeline.ingest import load_prices
-    from pipeline.model_format import ForecastBundle, SeriesModels
-    from pipeline.serving import series_frames
+    from pipeline.config.settings import parse_config
+    from pipeline.data import panel
+    from pipeline.data.reading import load_prices
+    from pipeline.serving.forecast import series_frames
+    from pipeline.serving.model_format import ForecastBundle, SeriesModels
+    from pipeline.training import steps
     from tests.conftest import long_config_dict, make_long
 
     path = tmp_path / "daily.csv"

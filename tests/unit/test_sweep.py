@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import panel, sweep
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config.settings import PipelineConfig, load_config
+from pipeline.data import panel
 from pipeline.errors import ConfigError, TrainingError
-from pipeline.sweep import Pruning, SweepSpaceError, TrialOutcome
+from pipeline.tuning import sweep
+from pipeline.tuning.sweep import Pruning, SweepSpaceError, TrialOutcome
 from tests.conftest import ROOT
 
 GOOD = {"params": {"model.hidden_size": {"type": "int", "low": 8, "high": 64, "log": True}}}
@@ -132,7 +133,7 @@ def test_threads_per_trial_share_the_cores(parallel: int, cores: int, threads: i
 
 
 def test_a_trial_uses_at_most_its_share_of_this_machine(tiny_config: PipelineConfig, prices) -> None:
-    from pipeline.schemas import validate_prices
+    from pipeline.data.contract import validate_prices
     from pipeline.runtime import usable_cores
 
     assert sweep.TrialSpec(0, {}, tiny_config, Pruning(), parallel=2).thread_cap() == max(1, usable_cores() // 2)
@@ -175,7 +176,7 @@ def test_no_pruning_before_enough_trials_finished_or_when_disabled() -> None:
 
 
 def test_run_trial_scores_on_validation_and_reports_a_pruned_trial(prices, tiny_config: PipelineConfig) -> None:
-    from pipeline.schemas import validate_prices
+    from pipeline.data.contract import validate_prices
 
     frame = panel.of_one(validate_prices(prices, tiny_config.data, "prices", min_rows=20))  # a panel of one
     spec = sweep.TrialSpec(3, {"model.hidden_size": 8}, tiny_config, Pruning(enabled=False))
@@ -227,7 +228,7 @@ def test_the_sampler_is_seeded() -> None:
 def test_the_objective_plot_marks_the_winner_and_the_stopped_trials() -> None:
     from matplotlib.figure import Figure
 
-    from pipeline import plots
+    from pipeline.evaluation import plots
 
     fig = plots.plot_sweep([(0, "complete", 0.9), (1, "pruned", None), (2, "complete", 0.7), (3, "failed", None)],
                            "val_mase", best=2)

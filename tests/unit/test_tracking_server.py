@@ -1,4 +1,4 @@
-"""pipeline.tracking_server's checks that need no PostgreSQL: the access rules it writes, the password
+"""pipeline.tracking.server's checks that need no PostgreSQL: the access rules it writes, the password
 file, a data directory left by the earlier trust layout, a cluster left running."""
 
 from __future__ import annotations
@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tracking_server import (PASSWORD_FILE, TrackingServerError, hba_rules, read_password, running_pid,
-                                      tracking_server)
+from pipeline.tracking.server import (
+    PASSWORD_FILE,
+    TrackingServerError,
+    hba_rules,
+    read_password,
+    running_pid,
+    tracking_server,
+)
 
 
 def test_the_access_rules_allow_the_mlflow_role_over_tcp_with_a_password_and_nothing_else():

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TrainConfig
+from pipeline import runtime
+from pipeline.config.settings import TrainConfig
 from pipeline.errors import TrainingError
-from pipeline.features import Windows
-from pipeline.model import LSTMForecaster
-from pipeline import runtime, train
-from pipeline.model import predict
-from pipeline.train import fit
+from pipeline.features.windows import Windows
+from pipeline.model import training
+from pipeline.model.network import LSTMForecaster, predict
+from pipeline.model.training import fit
 
 
 def sine_windows(n: int, lookback: int = 8, offset: int = 0) -> Windows:
@@ -144,7 +144,7 @@ def test_denormals_flushed_restores_either_mode() -> None:
         pytest.skip("this CPU has no flush-to-zero mode")
     for before in (False, True):
         torch.set_flush_denormal(before)
-        with train.denormals_flushed() as supported:
+        with runtime.denormals_flushed() as supported:
             assert supported and runtime.flush_denormal_mode()
             assert torch.tensor([DENORMAL]).mul(1.0).item() == 0.0
         assert runtime.flush_denormal_mode() == before
@@ -153,19 +153,19 @@ def test_denormals_flushed_restores_either_mode() -> None:
 
 # ---------------------------------------------------------------- the plan stated before training
 def test_plan_states_rows_windows_and_time_without_changing_training(tiny_config) -> None:
-    from pipeline import features
-    from pipeline.model import weights_digest
-    from pipeline.schemas import validate_prices
+    from pipeline.data.contract import validate_prices
+    from pipeline.features.windows import prepare
+    from pipeline.model.network import weights_digest
     from tests.conftest import make_prices
 
     frame = validate_prices(make_prices(90), tiny_config.data, "synthetic", min_rows=1).frame
-    _, _, windows = features.prepare(frame, tiny_config)
+    _, _, windows = prepare(frame, tiny_config)
     cfg = tiny_config.train
 
     def trained(with_plan: bool) -> str:
-        m = train.init_model(tiny_config, n_features=windows["train"].X.shape[2])
+        m = training.init_model(tiny_config, n_features=windows["train"].X.shape[2])
         if with_plan:
-            plan = train.plan_training(m, windows, cfg)
+            plan = training.plan_training(m, windows, cfg)
             assert plan.rows == 90 and plan.windows == {s: len(w) for s, w in windows.items()}
             assert plan.batches_per_epoch == -(-len(windows["train"]) // cfg.batch_size)
             assert 0 < plan.seconds_per_epoch < 5 and not plan.long
@@ -178,7 +178,7 @@ def test_plan_states_rows_windows_and_time_without_changing_training(tiny_config
 
 
 def test_a_long_plan_says_so() -> None:
-    plan = train.TrainingPlan(rows=3_000_000, windows={"train": 2_099_970, "val": 449_970, "test": 449_970},
+    plan = training.TrainingPlan(rows=3_000_000, windows={"train": 2_099_970, "val": 449_970, "test": 449_970},
                               lookback=30, n_features=5, parameters=13_473, batch=64, batches_per_epoch=32_812,
                               epochs=200, threads=1, seconds_per_epoch=230.0)
     assert plan.long

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import panel, steps
-from pipeline.config import parse_config
+from pipeline.config.settings import parse_config
+from pipeline.data import panel
+from pipeline.data.reading import load_prices
 from pipeline.errors import ConfigError, ModelFormatError
-from pipeline.features import transform_domain
-from pipeline.ingest import load_prices
-from pipeline.model import LSTMForecaster
-from pipeline.model_format import ForecastBundle
-from pipeline.model import predict
-from pipeline.train import fit, init_model, window_loss
+from pipeline.features.transforms import transform_domain
+from pipeline.model.network import LSTMForecaster, predict
+from pipeline.model.training import fit, init_model, window_loss
+from pipeline.serving.model_format import ForecastBundle
+from pipeline.training import steps
 from tests.conftest import long_config_dict, make_long
 
 WINDOWED = {"preprocess": {"feature_scaler": "none", "target_scaler": "none"},

@@ -1,0 +1,224 @@
+"""The forecaster: an LSTM whose head reads the last layer's output at the last time step.
+
+Optionally the network handles its windows itself (what one global model of many series needs):
+`input_chunk` rows per LSTM step; `window_norm="log_mean"` feeds log(value / window mean) per
+column and predicts the target in those units (instance normalisation, as RevIN or ES-RNN do);
+`residual_season` adds the window's last season, repeated, to the head's output, so the head
+learns the correction to seasonal naive. Training compares `model(x)` with
+`model.target_space(x, y)`; `model.to_units(x, out)` turns outputs back into the preprocessor's
+units. Without these options both are the identity and the network is the plain one.
+
+With `quantiles` (probabilities, e.g. 0.1 and 0.9) the head also predicts those quantiles of each step
+(trained with the pinball loss beside the point loss): `model(x, with_quantiles=True)` gives
+(batch, 1 + Q, horizon), the point forecast first; `model(x)` keeps giving the point forecast alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config.settings import ModelConfig, settled
+from pipeline.runtime import denormals_flushed, without_denormals
+
+if TYPE_CHECKING:
+    from pipeline.features.windows import Preprocessor
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+class LSTMForecaster(nn.Module):
+    """LSTM encoder + MLP head predicting `horizon` values at once (direct multi-step).
+
+    With `head_activation` set, the activation is applied to the LSTM output before each
+    linear layer of the head (the tutorial's `relu -> Linear(2,128) -> relu -> Linear(128,1)`).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        horizon: int = 1,
+        hidden_size: int = 32,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        head_hidden: tuple[int, ...] | list[int] = (),
+        head_activation: str = "none",
+        input_chunk: int = 1,
+        window_norm: str = "none",
+        residual_season: int = 0,
+        target_index: int = 0,
+        quantiles: tuple[float, ...] | list[float] = (),
+    ) -> None:
+        super().__init__()
+        if window_norm not in ("none", "log_mean"):
+            raise ValueError(f"unknown window_norm {window_norm!r} (known: none, log_mean)")
+        self.init_args: dict[str, Any] = {
+            "n_features": n_features,
+            "horizon": horizon,
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "dropout": dropout,
+            "head_hidden": list(head_hidden),
+            "head_activation": head_activation,
+        }
+        # the window options are saved only when used: a plain network's saved form stays what it always was
+        options = {"input_chunk": input_chunk, "window_norm": window_norm, "residual_season": residual_season,
+                   "target_index": target_index, "quantiles": [float(q) for q in quantiles]}
+        defaults = {"input_chunk": 1, "window_norm": "none", "residual_season": 0, "target_index": 0, "quantiles": []}
+        self.init_args.update({k: v for k, v in options.items() if v != defaults[k]})
+        self.quantiles = tuple(float(q) for q in quantiles)
+        self.input_chunk, self.window_norm = input_chunk, window_norm
+        self.residual_season, self.target_index, self.horizon = residual_season, target_index, horizon
+        self.lstm = nn.LSTM(
+            input_size=n_features * input_chunk,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout if num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        layers: list[nn.Module] = []
+        width = hidden_size
+        for size in (*head_hidden, horizon * (1 + len(self.quantiles))):
+            if head_activation != "none":
+                layers.append(_ACTIVATIONS[head_activation]())
+            elif dropout > 0 and layers:
+                layers.append(nn.Dropout(dropout))
+            layers.append(nn.Linear(width, size))
+            width = size
+        self.head = nn.Sequential(*layers)
+
+    @property
+    def handles_windows(self) -> bool:
+        """True when the network normalises its windows or adds a seasonal base (see the module docstring)."""
+        return self.window_norm != "none" or self.residual_season > 0
+
+    def _levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Each window's mean per column (batch, 1, n_features), kept above zero."""
+        return x.mean(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
+    def forward(self, x: torch.Tensor, with_quantiles: bool = False) -> torch.Tensor:
+        """The point forecast (batch, horizon) of windows x (batch, lookback, n_features); `with_quantiles`:
+        everything the head predicts, (batch, 1 + Q, horizon), the point forecast, then each of `quantiles`."""
+        if self.window_norm == "log_mean":
+            x = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny) / self._levels(x))
+        steps = x.reshape(x.shape[0], x.shape[1] // self.input_chunk, self.input_chunk * x.shape[2])
+        out, _ = self.lstm(steps)  # (batch, steps, hidden): the last layer's output at every step
+        forecast = self.head(out[:, -1, :]).reshape(x.shape[0], 1 + len(self.quantiles), self.horizon)
+        if self.residual_season:
+            season = x[:, -self.residual_season:, self.target_index]
+            repeats = -(-self.horizon // self.residual_season)
+            forecast = forecast + season.repeat(1, repeats)[:, None, : self.horizon]
+        return forecast if with_quantiles else forecast[:, 0]
+
+    def target_space(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Targets y (batch, horizon) in the units `forward` predicts, for the windows x they follow."""
+        if self.window_norm == "log_mean":
+            level = self._levels(x[:, :, self.target_index: self.target_index + 1])[:, :, 0]
+            return torch.log(y.clamp_min(torch.finfo(y.dtype).tiny) / level)
+        return y
+
+    def to_units(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Outputs of `forward` (batch, horizon), or (batch, 1 + Q, horizon) with quantiles, for windows x back in the units
+        of the targets (the inverse of `target_space`)."""
+        if self.window_norm == "log_mean":
+            level = self._levels(x[:, :, self.target_index: self.target_index + 1])  # (batch, 1, 1)
+            return torch.exp(out) * level.reshape(-1, *([1] * (out.dim() - 1)))
+        return out
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, n_features: int, horizon: int, season: int | None = None,
+                    target_index: int = 0) -> LSTMForecaster:
+        """The network `cfg` describes; `season` (evaluate.season_length) and `target_index` (the target's
+        position among the features) serve the window options."""
+        if cfg.residual_to == "seasonal_naive" and not season:
+            raise ValueError("model.residual_to seasonal_naive needs a season length")
+        return cls(
+            n_features=n_features,
+            horizon=horizon,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            dropout=cfg.dropout,
+            head_hidden=cfg.head_hidden,
+            head_activation=cfg.head_activation,
+            input_chunk=settled(cfg.input_chunk, 1),
+            window_norm=settled(cfg.window_norm, "none"),
+            residual_season=int(season or 0) if cfg.residual_to == "seasonal_naive" else 0,
+            target_index=target_index,
+            quantiles=cfg.quantiles,
+        )
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Constructor arguments beside the weights, enough to rebuild the model anywhere."""
+        return {"init_args": dict(self.init_args), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> LSTMForecaster:
+        model = cls(**checkpoint["init_args"])
+        model.load_state_dict(checkpoint["state_dict"])
+        model.eval()
+        return model
+
+
+def weights_digest(state_dict: dict[str, Any]) -> str:
+    """sha256 (first 16 hex digits) over every tensor's name, dtype, shape and bytes: equal weights, equal digests."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        array = np.ascontiguousarray(state_dict[name].detach().cpu().numpy())
+        h.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- inference
+# Windows per forward pass when scoring (validation loss, predictions): bounds the LSTM's
+# activations (batch x lookback x hidden per layer) whatever the size of the data.
+EVAL_BATCH = 8192
+
+
+def as_batch(windows: np.ndarray) -> torch.Tensor:
+    """A contiguous, writable float32 copy of some windows (a slice of the views) as a tensor."""
+    return torch.from_numpy(np.array(windows, dtype=np.float32, order="C", copy=True))
+
+
+def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Point forecasts (n, horizon) for windows X (n, lookback, n_features), in the preprocessor's (scaled) space
+    (`predict_outputs`' first channel)."""
+    return predict_outputs(model, X, batch)[:, 0]
+
+
+def predict_levels(model: LSTMForecaster, pre: Preprocessor, X: np.ndarray,
+                   anchors: np.ndarray) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Forecasts of windows X in original units: the point forecasts (n, horizon), and a quantile head's
+    forecasts (n, horizon) per probability ({} without a head)."""
+    outputs = predict_outputs(model, X)
+    tails = {q: pre.to_levels(outputs[:, 1 + i], anchors) for i, q in enumerate(model.quantiles)}
+    return pre.to_levels(outputs[:, 0], anchors), tails
+
+
+def predict_outputs(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Everything the head predicts, (n, 1 + Q, horizon) for windows X (n, lookback, n_features), in the
+    preprocessor's (scaled) space: the point forecast, then each of the model's `quantiles`.
+
+    `batch` windows per forward pass, so time and memory grow linearly with the windows; run
+    with denormal floats flushed (weights decayed below float32's normal range otherwise make
+    every multiply slow), and on a copy without denormal weights where flush mode cannot cover
+    every thread.
+    """
+    model.eval()
+    if len(X) == 0:
+        return np.empty((0, 1 + len(model.quantiles), model.init_args["horizon"]), dtype=np.float32)
+    with torch.no_grad(), denormals_flushed() as flushed:
+        if not flushed or torch.get_num_threads() > 1:
+            model = without_denormals(model)
+        parts = []
+        for i in range(0, len(X), batch):
+            xb = as_batch(X[i:i + batch])
+            parts.append(model.to_units(xb, model(xb, with_quantiles=True)).numpy())
+    return np.concatenate(parts)
