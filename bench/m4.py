@@ -239,7 +239,7 @@ def run_seed(config: Path, long_csv: Path, seed: int, work: Path,
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    pipeline = [sys.executable, "-m", "pipeline.cli.main"]
+    pipeline = [sys.executable, "-m", "pipeline.cli"]
     train = _run([*pipeline, "train", "--config", str(seed_cfg), "--force"], env, work)
     out = work / f"forecasts_seed{seed}.csv"
     predict = _run([*pipeline, "predict", "--model", f"models:/{name}/1", "--data", str(long_csv),
