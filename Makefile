@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup lock run seed test test-unit test-fast lint ui docs serve-model browser-deps postgres-deps tracking-server clean
+.PHONY: setup lock run seed test test-unit test-fast lint ui docs serve-model browser-deps postgres-deps tracking-server bench-deps bench clean
 
 setup: $(STAMP)
 
@@ -117,6 +117,25 @@ MODEL_PORT ?= 5001
 
 serve-model: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host 127.0.0.1 --port $(MODEL_PORT) --workers 1
+
+# The benchmark suite's peers (statsforecast) in their own environment: it pins pandas < 3, which the product's
+# .venv must not get. Only the `bench` extra's pins go in (not the project: bench/peers.py imports pandas and
+# statsforecast only), read from pyproject.toml so the two cannot drift.
+BENCH_VENV := .venv-bench
+
+bench-deps: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet $$($(BENCH_VENV)/bin/python -c "import tomllib; \
+		print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))")
+	$(BENCH_VENV)/bin/python -m pip check
+	touch $@
+
+# The whole benchmark suite (hours on 2 cores; docs/benchmarks.md "Benchmark suite"); ARGS for a subset,
+# e.g. `make bench ARGS="--sets m3-yearly --series 50"`.
+bench: $(STAMP) bench-deps
+	$(BIN)/python bench/suite.py $(ARGS)
 
 # Debian's Chromium and its driver, for the browser test (tests/integration/test_browser.py); needs root.
 browser-deps:

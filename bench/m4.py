@@ -190,18 +190,38 @@ class Usage:
         return f"{self.wall:.1f} s (CPU {self.cpu:.1f} s)"
 
 
+class CommandFailed(SystemExit):
+    """A product command exited non-zero; `message` is the tail of what it wrote to stderr (its refusal)."""
+
+    def __init__(self, cmd: list[str], code: int, message: str):
+        super().__init__(f"{' '.join(cmd)} failed with exit {code}: {message}")
+        self.code, self.message = code, message
+
+
+def stderr_tail(text: str, lines: int = 3) -> str:
+    """The last non-empty lines of a command's stderr, joined: where the product writes its refusal."""
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
+
+
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> Usage:
-    """Run a command; what it took. Raises on failure."""
+    """Run a command (its stderr passed on once it ends); what it took.
+    Raises `CommandFailed` with the stderr's tail on failure."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read()
+    sys.stderr.write(text)
     if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}")
+        raise CommandFailed(cmd, proc.returncode, stderr_tail(text))
     return Usage(time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[pd.DataFrame, Usage, Usage]:
+def run_seed(config: Path, long_csv: Path, seed: int, work: Path,
+             name: str = "m4-hourly") -> tuple[pd.DataFrame, Usage, Usage]:
     """`pipeline train` then `pipeline predict` for one seed in a private MLflow store under `work`
 
     Each seed registers its own model name in that fresh store, so its version is 1 whether or not the
@@ -212,9 +232,9 @@ def run_seed(config: Path, long_csv: Path, seed: int, work: Path) -> tuple[pd.Da
     cfg = yaml.safe_load(config.read_text())
     cfg.setdefault("train", {})["seed"] = seed
     cfg.setdefault("data", {})["source"] = str(long_csv)
-    name = f"m4-hourly-seed{seed}"
+    name = f"{name}-seed{seed}"
     cfg.setdefault("registry", {})["model_name"] = name
-    seed_cfg = work / f"m4_seed{seed}.yaml"
+    seed_cfg = work / f"{name}.yaml"
     seed_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
