@@ -444,3 +444,20 @@ def test_a_series_scored_on_two_training_rows_keeps_its_calendar(tmp_path: Path)
     preps = steps.prepare_panel(data, cfg)
     assert preps["A"].bounds.val_start == 2 and preps["A"].trainable
     assert preps["A"].pre.frequency == preps["B"].pre.frequency == "YS-JAN"
+
+
+def test_every_series_gets_a_positive_interval_scale_however_short_or_flat() -> None:
+    """A saved model refuses a scale that is NaN or not positive (intervals.json): a series with one training row,
+    or a flat one, falls back to what its known rows can give, never to NaN or 0."""
+    from pipeline.features.windows import SplitBounds
+
+    index = pd.date_range("2000-01-01", periods=8, freq="QS")
+    short = pd.DataFrame({"y": [5.0, 7.0, 6.0, 9.0, 8.0, 10.0, 9.0, 12.0]}, index=index)
+    one_row = SplitBounds(n_rows=8, val_start=1, test_start=4)  # seasonal naive (season 4) undefined on 1 row
+    assert steps.interval_scale(short, "y", one_row, 4) == pytest.approx(np.mean([2.0, 1.0, 3.0]))
+    flat = pd.DataFrame({"y": [3.0] * 8}, index=index)
+    assert steps.interval_scale(flat, "y", SplitBounds(n_rows=8, val_start=5, test_start=6), 4) == 3.0
+    zeros = pd.DataFrame({"y": [0.0] * 8}, index=index)
+    assert steps.interval_scale(zeros, "y", SplitBounds(n_rows=8, val_start=5, test_start=6), 4) == 1.0
+    roomy = SplitBounds(n_rows=8, val_start=6, test_start=7)
+    assert steps.interval_scale(short, "y", roomy, 4) == 3.0  # |8 - 5| and |10 - 7|: its training rows suffice

@@ -262,12 +262,24 @@ def score_panel(forecasts: Mapping[str, Forecasts], panel: Panel, preps: Mapping
     return PanelScores(split, pd.DataFrame(rows))
 
 
+def interval_scale(frame: pd.DataFrame, target: str, bounds: SplitBounds, season: int | None) -> float:
+    """A series' interval scale, always a positive number (a saved model refuses any other): the in-sample
+    seasonal-naive MAE of its training rows; where that is undefined or 0 (a series too short for a season, or
+    flat), the naive MAE of every row before its test part, then their mean absolute level, then 1."""
+    values = frame[target].to_numpy(dtype=float)
+    known = values[:max(bounds.test_start, 1)]
+    for scale in (metrics.mase_scale(values[:bounds.val_start], season or 1), metrics.mase_scale(known, 1),
+                  float(np.mean(np.abs(known)))):
+        if np.isfinite(scale) and scale > 0:
+            return scale
+    return 1.0
+
+
 def series_scales(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig) -> dict[str, float]:
-    """Each series' interval scale: the in-sample seasonal-naive MAE (naive without a season) of its training rows;
-    1 for one series (its intervals in its own units)."""
+    """Each series' interval scale (`interval_scale`); 1 for one series (its intervals in its own units)."""
     if panel.column is None:
         return {sid: 1.0 for sid in preps}
-    return {sid: insample_scale(panel.series[sid], cfg.data.target, p.bounds.val_start, cfg.evaluate.season_length)
+    return {sid: interval_scale(panel.series[sid], cfg.data.target, p.bounds, cfg.evaluate.season_length)
             for sid, p in preps.items()}
 
 
