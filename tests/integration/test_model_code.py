@@ -66,11 +66,10 @@ def test_a_logged_model_carries_the_serving_closure_and_nothing_else(logged: tup
     assert sorted(f for f in listed if f.startswith("code/")) == [f"code/{f}" for f in files]
 
 
-def test_loading_leaves_the_model_s_code_off_sys_path(logged: tuple[Path, pd.DataFrame],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Otherwise modules imported later in a process that runs the project would come from the model's copy."""
+def test_loading_leaves_the_model_s_code_off_sys_path(logged: tuple[Path, pd.DataFrame]) -> None:
+    """Otherwise modules imported later in a process that runs the project would come from the model's copy.
+    (MLflow's own loader below leaves its entry behind; tests/conftest.py restores `sys.path` after the test.)"""
     root, _ = logged
-    monkeypatch.setattr(sys, "path", list(sys.path))  # MLflow's own loader below leaves its entry behind
     before = list(sys.path)
     _, bundle = load_forecaster(str(root))
     assert sys.path == before and bundle.target == "Close"

@@ -27,11 +27,10 @@ MODEL = FIXTURE / "model"
 
 
 @pytest.fixture(autouse=True)
-def today_s_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Today's package, imported from src/ before any model loads; `sys.path` as it was after each test."""
+def today_s_code() -> None:
+    """Today's package, imported from src/ before any model loads (tests/conftest.py restores `sys.path` after each
+    test)."""
     import pipeline.serving.pyfunc  # noqa: F401
-
-    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def load(path: Path):
