@@ -5,6 +5,11 @@ fresh temporary copy of the project for each page (tracked and new files, modifi
 `.venv` linked in), with no MLflow or Prefect variables set and a home of its own. A block opened
 with ```` ```bash runnable server=URL ```` starts a server: it runs in the background until URL
 answers, and is stopped when the page is done.
+
+A page's independent sections may name a session (```` ```bash runnable session=NAME ````): each session of a
+page runs in its own fresh copy, in page order, as its own test (so pytest-xdist runs them side by side). A block
+that repeats commands another page already runs says so (```` ```bash runnable covered-by=README.md ````): it is
+not run again, and a test fails unless its commands appear, in the same order, in one session of that page.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from tests.integration.processes import stop_groups
 
 pytestmark = pytest.mark.integration
 
-FENCE = re.compile(r"^```bash runnable(?: server=(?P<server>\S+))?\s*\n(?P<body>.*?)^```\s*$", re.M | re.S)
+FENCE = re.compile(r"^```bash runnable(?P<attrs>(?: [a-z-]+=\S+)*)\s*\n(?P<body>.*?)^```\s*$", re.M | re.S)
+ATTRIBUTES = ("server", "session", "covered-by")
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND_TIMEOUT_S = 600
 SERVER_TIMEOUT_S = 180
@@ -38,17 +44,65 @@ class Block:
     line: int
     body: str
     server: str | None = None
+    session: str = "main"
+    covered_by: str | None = None
+
+    def commands(self) -> list[str]:
+        return [c for c in self.body.splitlines() if c.strip() and not c.lstrip().startswith("#")]
 
 
 def runnable_blocks(text: str, page: str) -> list[Block]:
-    return [Block(page, text.count("\n", 0, m.start()) + 1, m.group("body"), m.group("server"))
-            for m in FENCE.finditer(text)]
+    blocks = []
+    for m in FENCE.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        attrs = dict(pair.split("=", 1) for pair in m.group("attrs").split())
+        unknown = set(attrs) - set(ATTRIBUTES)
+        assert not unknown, f"{page} line {line}: unknown runnable attribute(s) {sorted(unknown)} (known: {ATTRIBUTES})"
+        blocks.append(Block(page, line, m.group("body"), attrs.get("server"), attrs.get("session", "main"),
+                            attrs.get("covered-by")))
+    return blocks
+
+
+def page_blocks(page: Path) -> list[Block]:
+    return runnable_blocks(page.read_text(encoding="utf-8"), page.name)
+
+
+def sessions(pages: list[Path]) -> list[tuple[Path, str]]:
+    """Every (page, session) with a block to run, in page order."""
+    found = [(page, b.session) for page in pages for b in page_blocks(page) if not b.covered_by]
+    return list(dict.fromkeys(found))
 
 
 def test_the_fence_grammar() -> None:
-    text = "intro\n```bash runnable\nmake run\n```\n```bash\nnot me\n```\n```bash runnable server=http://x/y\nmake ui\n```\n"
+    text = ("intro\n```bash runnable\nmake run\n```\n```bash\nnot me\n```\n```bash runnable server=http://x/y\nmake ui\n```\n"
+            "```bash runnable session=other\nmake seed\n```\n```bash runnable covered-by=README.md\nmake run\n```\n")
     blocks = runnable_blocks(text, "p")
-    assert [(b.line, b.body, b.server) for b in blocks] == [(2, "make run\n", None), (8, "make ui\n", "http://x/y")]
+    assert [(b.line, b.body, b.server, b.session, b.covered_by) for b in blocks] == [
+        (2, "make run\n", None, "main", None), (8, "make ui\n", "http://x/y", "main", None),
+        (11, "make seed\n", None, "other", None), (14, "make run\n", None, "main", "README.md")]
+    with pytest.raises(AssertionError, match="unknown runnable attribute"):
+        runnable_blocks("```bash runnable sesion=x\nmake run\n```\n", "p")
+
+
+def contains_in_order(commands: list[str], within: list[str]) -> bool:
+    """`commands` appear in `within` as one unbroken run."""
+    return any(within[i:i + len(commands)] == commands for i in range(len(within) - len(commands) + 1))
+
+
+def test_a_covered_block_repeats_commands_its_page_runs() -> None:
+    """A block marked covered-by is not run; its commands, in order, must be one session's of the page it names
+    (so the two pages cannot drift apart)."""
+    assert contains_in_order(["b", "c"], ["a", "b", "c"]) and not contains_in_order(["c", "b"], ["a", "b", "c"])
+    by_name = {page.name: page for page in PAGES}
+    covered = [b for page in PAGES for b in page_blocks(page) if b.covered_by]
+    for block in covered:
+        where = f"{block.page} line {block.line}"
+        assert block.covered_by in by_name, f"{where}: covered-by names no page ({block.covered_by})"
+        runs = [b for b in page_blocks(by_name[block.covered_by]) if not b.covered_by]
+        per_session = {s: [c for b in runs if b.session == s and not b.server for c in b.commands()]
+                       for s in {b.session for b in runs}}
+        assert any(contains_in_order(block.commands(), cmds) for cmds in per_session.values()), \
+            f"{where}: its commands are not run, in this order, by any session of {block.covered_by}"
 
 
 def project_copy(dest: Path) -> Path:
@@ -93,10 +147,10 @@ def answers(url: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if runnable_blocks(p.read_text(encoding="utf-8"), p.name)],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(("page", "session"), sessions(PAGES),
+                         ids=[f"{page.name}:{session}" for page, session in sessions(PAGES)])
 @pytest.mark.slow
-def test_runnable_commands_work_as_written(page: Path, tmp_path: Path) -> None:
+def test_runnable_commands_work_as_written(page: Path, session: str, tmp_path: Path) -> None:
     if not (ROOT / ".venv" / "bin" / "pipeline").exists():
         pytest.skip("the project's .venv is not installed here (run `make setup`)")
     work = project_copy(tmp_path / "project")
@@ -104,7 +158,7 @@ def test_runnable_commands_work_as_written(page: Path, tmp_path: Path) -> None:
     env = clean_env(tmp_path / "home")
     servers: list[subprocess.Popen] = []
     try:
-        for block in runnable_blocks(page.read_text(encoding="utf-8"), page.name):
+        for block in [b for b in page_blocks(page) if b.session == session and not b.covered_by]:
             where = f"{block.page} line {block.line}"
             if block.server:
                 log = (tmp_path / f"server-{block.line}.log").open("w")
@@ -118,7 +172,7 @@ def test_runnable_commands_work_as_written(page: Path, tmp_path: Path) -> None:
                     assert time.monotonic() < deadline, f"{where}: {block.server} did not answer in {SERVER_TIMEOUT_S} s"
                     time.sleep(0.5)
                 continue
-            for command in (c for c in block.body.splitlines() if c.strip() and not c.lstrip().startswith("#")):
+            for command in block.commands():
                 done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=work, env=env,
                                       capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
                 assert done.returncode == 0, (f"{where}: `{command}` exited {done.returncode}\n"
