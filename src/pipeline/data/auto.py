@@ -37,7 +37,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from pipeline.config.settings import AUTO, PipelineConfig, Transform
-from pipeline.dates import infer_frequency, parse_frequency
+from pipeline.dates import infer_frequency, parse_frequency, typical_step
 from pipeline.features.transforms import DIFFERENCING, LOGS
 from pipeline.features.windows import split_by_time
 
@@ -97,6 +97,40 @@ def seasons_for(frequency: str | None) -> tuple[int, ...]:
     if getattr(offset, "n", 1) == 1 and code in LONG_SEASONS:
         return (season, LONG_SEASONS[code])
     return (season,)
+
+
+def calendar_for(frequency: str | None) -> tuple[str, ...]:
+    """The calendar parts a frequency makes meaningful (pipeline.features.calendar): the time of day and the day
+    of the week for sub-daily data, the day of the week and the year for daily data, the year for weekly to
+    quarterly data; none for yearly or irregular data."""
+    if not frequency:
+        return ()
+    try:
+        step = typical_step(frequency)
+    except ValueError:
+        return ()
+    if step < _DAY:
+        return ("day", "week")
+    if step == _DAY:
+        return ("week", "year")
+    if step <= pd.Timedelta(days=93):
+        return ("year",)
+    return ()
+
+
+CALENDAR_CYCLES = {"day": pd.Timedelta(days=1), "week": pd.Timedelta(days=7), "year": pd.Timedelta(days=365.25)}
+
+
+def choose_calendar(frequency: str | None, lookback: int) -> tuple[str, ...]:
+    """`data.calendar: auto`: the meaningful parts (`calendar_for`) whose cycle is longer than the lookback, so the
+    window cannot show where in that cycle its forecast lies (a week of half-hourly data seen through two days).
+    A cycle the window covers shows in the data itself, and there the inputs did not help on validation
+    (docs/bring-your-own-series.md, "Calendar inputs")."""
+    parts = calendar_for(frequency)
+    if not parts:
+        return ()
+    step = typical_step(str(frequency))
+    return tuple(p for p in parts if CALENDAR_CYCLES[p] / step > lookback)
 
 
 def choose_lookback(season: int | None, train_rows: int) -> int:
@@ -283,6 +317,8 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
     window = window_changes(cfg_so_far, frames, lookback, season)
     if window:
         changes.setdefault("model", {}).update(window)
+    if cfg.data.calendar == AUTO:
+        changes["data"] = {"calendar": list(choose_calendar(frequency, int(lookback))) or "none"}
     if not changes:
         return cfg
     resolved = cfg.with_overrides(**changes)
@@ -297,4 +333,4 @@ def is_resolved(cfg: PipelineConfig) -> bool:
     return AUTO not in (cfg.window.lookback, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
                         cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
                         cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
-                        cfg.train.loss_weight, cfg.train.loss_weight_power)
+                        cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.data.calendar)
