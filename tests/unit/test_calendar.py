@@ -101,6 +101,7 @@ def test_the_horizons_calendar_at_forecast_time_equals_trainings(lead: int) -> N
 
 
 def test_the_network_reads_the_horizons_calendar_but_never_its_values() -> None:
+    """Each horizon step's calendar row adds its effect to that step; the LSTM reads the lookback's values."""
     cfg = calendar_config()
     frame = validate_prices(hourly(), cfg.data, "hourly", min_rows=1).frame
     pre, _, windows = prepare(frame, cfg)
@@ -111,6 +112,9 @@ def test_the_network_reads_the_horizons_calendar_but_never_its_values() -> None:
     hidden = x.clone()
     hidden[:, 12:, :5] = float("nan")  # the values after the lookback, as at forecast time
     torch.testing.assert_close(model(hidden), before)
+    seen = x.clone()
+    seen[:, :12, 5:] = 0.0  # the lookback's calendar: the LSTM reads the values alone
+    torch.testing.assert_close(model(seen), before)
     shifted = x.clone()
     shifted[:, -6:, 5:] = torch.roll(shifted[:, -6:, 5:], 1, dims=0)  # another horizon's calendar
     assert not torch.allclose(model(shifted), before)

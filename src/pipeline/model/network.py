@@ -13,9 +13,12 @@ With `quantiles` (probabilities, e.g. 0.1 and 0.9) the head also predicts those 
 (batch, 1 + Q, horizon), the point forecast first; `model(x)` keeps giving the point forecast alone.
 
 With `calendar` inputs (k columns known ahead, pipeline.features.calendar) each window is
-(batch, lookback + lead + horizon - 1, n_features + k): the LSTM reads the first `lookback` rows (the
-features and their calendar), and the head also reads the calendar of the last `horizon` rows, the
-steps it predicts. The features of the rows after the lookback are never read (NaN at forecast time).
+(batch, lookback + lead + horizon - 1, n_features + k): the LSTM reads the features of the first
+`lookback` rows, and each step of the horizon adds a linear effect of its own calendar row (k weights
+per output, shared by every step: a holiday or an hour of the day counts alike at step 1 and step 48)
+to what the head predicts. The features of the rows after the lookback are never read (NaN at
+forecast time). Feeding the calendar to the LSTM too, or the horizon's whole calendar to the head,
+did worse on validation (docs/bring-your-own-series.md, "Calendar inputs").
 """
 
 from __future__ import annotations
@@ -85,14 +88,14 @@ class LSTMForecaster(nn.Module):
         self.residual_season, self.target_index, self.horizon = residual_season, target_index, horizon
         self.n_features, self.calendar, self.lookback = n_features, calendar, lookback
         self.lstm = nn.LSTM(
-            input_size=(n_features + calendar) * input_chunk,
+            input_size=n_features * input_chunk,
             hidden_size=hidden_size,
             num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0,
             batch_first=True,
         )
         layers: list[nn.Module] = []
-        width = hidden_size + horizon * calendar  # the last LSTM output, and the horizon's calendar
+        width = hidden_size
         for size in (*head_hidden, horizon * (1 + len(self.quantiles))):
             if head_activation != "none":
                 layers.append(_ACTIVATIONS[head_activation]())
@@ -101,6 +104,8 @@ class LSTMForecaster(nn.Module):
             layers.append(nn.Linear(width, size))
             width = size
         self.head = nn.Sequential(*layers)
+        if calendar:  # each horizon step's calendar row -> its effect on the point forecast and each quantile
+            self.calendar_head = nn.Linear(calendar, 1 + len(self.quantiles), bias=False)
 
     @property
     def handles_windows(self) -> bool:
@@ -112,23 +117,22 @@ class LSTMForecaster(nn.Module):
         return x.mean(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
     def past(self, x: torch.Tensor) -> torch.Tensor:
-        """The rows of windows x the LSTM reads: all of them, but the lookback alone with calendar inputs."""
-        return x[:, :self.lookback] if self.calendar else x
+        """What the LSTM reads of windows x: all of them, but the lookback's features alone with calendar inputs."""
+        return x[:, :self.lookback, :self.n_features] if self.calendar else x
 
     def forward(self, x: torch.Tensor, with_quantiles: bool = False) -> torch.Tensor:
         """The point forecast (batch, horizon) of windows x (batch, lookback, n_features), or with calendar inputs
         (see the module docstring); `with_quantiles`: everything the head predicts, (batch, 1 + Q, horizon), the
         point forecast, then each of `quantiles`."""
-        future = x[:, -self.horizon:, self.n_features:].reshape(x.shape[0], -1) if self.calendar else None
+        future = x[:, -self.horizon:, self.n_features:] if self.calendar else None  # (batch, horizon, k)
         x = self.past(x)
         if self.window_norm == "log_mean":
-            values = x[:, :, :self.n_features]
-            values = torch.log(values.clamp_min(torch.finfo(x.dtype).tiny) / self._levels(values))
-            x = torch.cat([values, x[:, :, self.n_features:]], dim=2) if self.calendar else values
+            x = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny) / self._levels(x))
         steps = x.reshape(x.shape[0], x.shape[1] // self.input_chunk, self.input_chunk * x.shape[2])
         out, _ = self.lstm(steps)  # (batch, steps, hidden): the last layer's output at every step
-        last = out[:, -1, :] if future is None else torch.cat([out[:, -1, :], future], dim=1)
-        forecast = self.head(last).reshape(x.shape[0], 1 + len(self.quantiles), self.horizon)
+        forecast = self.head(out[:, -1, :]).reshape(x.shape[0], 1 + len(self.quantiles), self.horizon)
+        if future is not None:
+            forecast = forecast + self.calendar_head(future).transpose(1, 2)  # (batch, 1 + Q, horizon)
         if self.residual_season:
             season = x[:, -self.residual_season:, self.target_index]
             repeats = -(-self.horizon // self.residual_season)
