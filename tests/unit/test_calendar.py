@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.config.settings import parse_config
-from pipeline.data.auto import calendar_for, choose_calendar, resolve_auto
+from pipeline.data.auto import resolve_auto
 from pipeline.data.contract import validate_prices
 from pipeline.errors import ConfigError
 from pipeline.features.calendar import calendar_columns, calendar_features
@@ -134,20 +134,11 @@ def test_a_model_records_its_calendar_and_loads_back(tmp_path) -> None:
     assert "calendar" not in plain.fit(frame, prepare(frame, cfg)[1]).to_dict()  # the saved form of old models
 
 
-def test_auto_takes_the_parts_whose_cycle_the_lookback_cannot_see() -> None:
-    assert calendar_for("h") == ("day", "week") and calendar_for("D") == ("week", "year")
-    assert calendar_for("B") == ("week", "year") and calendar_for("W-SUN") == ("year",)
-    assert calendar_for("MS") == ("year",) and calendar_for("QS-JAN") == ("year",) and calendar_for("YS") == ()
-    assert choose_calendar("h", 168) == ()  # a week of hours: the day and the week show in the window
-    assert choose_calendar("h", 48) == ("week",)
-    assert choose_calendar("30min", 96) == ("week",)
-    assert choose_calendar("MS", 24) == () and choose_calendar("MS", 8) == ("year",)
-    assert choose_calendar("D", 28) == ("year",) and choose_calendar(None, 10) == ()
-
-
-def test_auto_resolves_the_calendar_from_the_data() -> None:
+def test_auto_resolves_to_no_calendar_inputs() -> None:
+    """They did not help on validation (M3 monthly, M4 Hourly): `auto` takes none, even where the lookback cannot see
+    the week; a config that names parts keeps them."""
     cfg = parse_config({"split": {"val": 24, "test": 24}, "window": {"lookback": 48, "horizon": 6}})
     frame = validate_prices(hourly(400), cfg.data, "hourly", min_rows=1).frame
-    assert resolve_auto(cfg, frame).data.calendar == ("week",)
-    cfg = parse_config({"split": {"val": 24, "test": 24}, "window": {"lookback": 168, "horizon": 6}})
     assert resolve_auto(cfg, frame).data.calendar == "none"
+    named = cfg.with_overrides(data={"calendar": ["week"]})
+    assert resolve_auto(named, frame).data.calendar == ("week",)

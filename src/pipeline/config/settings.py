@@ -82,8 +82,8 @@ class DataConfig(_Frozen):
     calendar: Literal["auto", "none"] | tuple[CalendarPart, ...] = AUTO
     """Calendar inputs known ahead, which the forecast horizon receives too (pipeline.features.calendar): a list of
     `day` (time of day), `week` (day of the week), `year` (position in the year), each as a sine and a cosine;
-    `none`; `auto`: those the data's frequency makes meaningful where they helped on validation
-    (docs/bring-your-own-series.md, "Calendar inputs")."""
+    `none`; `auto`: none, as they did not help on validation (M3 monthly, M4 Hourly; figures in
+    docs/bring-your-own-series.md, "Calendar inputs")."""
     holidays: str | None = None
     """A country code of the `holidays` package (`US`, `GB`, `DE`, ...): an input flagging that country's public
     holidays, known ahead like the calendar; null: none."""
