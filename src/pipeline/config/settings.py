@@ -26,6 +26,8 @@ ScalerKind = Literal["standard", "minmax", "none"]
 ScalerSetting = Literal["standard", "minmax", "none", "auto"]
 Activation = Literal["relu", "tanh", "none"]
 BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the last `backtest.initial` rows
+CalendarPart = Literal["day", "week", "year"]  # pipeline.features.calendar
+CALENDAR_PARTS: tuple[str, ...] = ("day", "week", "year")
 
 
 def tail_probabilities(level: int) -> tuple[float, float]:
@@ -77,6 +79,14 @@ class DataConfig(_Frozen):
     the dates; `forward` repeats the last row, `interpolate` draws straight lines in time, `zero` writes 0 (each
     series on its own, after validation; recorded on the run). Business days and other calendars with holidays or
     sessions have no gaps."""
+    calendar: Literal["auto", "none"] | tuple[CalendarPart, ...] = AUTO
+    """Calendar inputs known ahead, which the forecast horizon receives too (pipeline.features.calendar): a list of
+    `day` (time of day), `week` (day of the week), `year` (position in the year), each as a sine and a cosine;
+    `none`; `auto`: none, as they did not help on validation (M3 monthly, M4 Hourly; figures in
+    docs/bring-your-own-series.md, "Calendar inputs")."""
+    holidays: str | None = None
+    """A country code of the `holidays` package (`US`, `GB`, `DE`, ...): an input flagging that country's public
+    holidays, known ahead like the calendar; null: none."""
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> DataConfig:
@@ -97,6 +107,18 @@ class DataConfig(_Frozen):
             except ValueError:
                 raise ValueError(f"data.freq {self.freq!r} is not a pandas offset alias (such as h, D, B, W-SUN, MS, "
                                  "ME, QS)") from None
+        if not isinstance(self.calendar, str) and len(set(self.calendar)) != len(self.calendar):
+            raise ValueError(f"data.calendar lists a part twice: {list(self.calendar)}")
+        if self.holidays is not None:
+            import holidays  # loaded only when a config names a country
+
+            known = holidays.list_supported_countries()
+            if self.holidays not in known:
+                close = sorted(c for c in known if c.upper() == self.holidays.upper())
+                raise ValueError(f"data.holidays {self.holidays!r} is not a country code the holidays package knows"
+                                 f"{f' (did you mean {close[0]!r}?)' if close else ''}; rule: an ISO 3166-1 alpha-2 code "
+                                 f"such as US, GB, DE, FR, JP ({len(known)} known: python -c \"import holidays; "
+                                 "print(sorted(holidays.list_supported_countries()))\")")
         if self.date_format is not None and "%" not in self.date_format:
             raise ValueError(f"data.date_format {self.date_format!r} must be a strptime format such as %d/%m/%Y")
         if self.series_column is not None and self.series_column in (self.date_column, *self.columns):

@@ -15,8 +15,9 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.config.settings import AUTO, PipelineConfig, ScalerKind, SplitConfig, Transform, settled
-from pipeline.dates import infer_frequency
+from pipeline.dates import infer_frequency, next_dates
 from pipeline.errors import ConfigError, DataError
+from pipeline.features.calendar import calendar_columns, calendar_features, calendar_parts
 from pipeline.features.scalers import Scaling, fit_scaler, scaler_from_dict, scaler_to_dict
 from pipeline.features.transforms import DIFFERENCING, apply_transform, invert_transform
 
@@ -77,7 +78,7 @@ class Windows:
     bytes per row. Gather a batch with `X[idx]` (what `training.fit` does; `np.take` would copy all of X).
     """
 
-    X: np.ndarray  # (n, lookback, n_features), float32, a view (see above)
+    X: np.ndarray  # (n, window_rows, n_features + n_calendar), float32, a view (see above and `Preprocessor.scaled`)
     y: np.ndarray  # (n, horizon) scaled, transformed target, float32
     origins: np.ndarray  # (n,) position of each window's last input row
     target_positions: np.ndarray  # (n, horizon)
@@ -115,6 +116,8 @@ class Preprocessor:
         self.target_scaler: Scaling | None = None
         self.frequency: str | None = cfg.data.freq  # the training dates' calendar (pipeline.dates): given or inferred
         self.given_frequency = cfg.data.freq
+        self.calendar: list[str] = calendar_parts(cfg)  # calendar inputs known ahead (pipeline.features.calendar)
+        self.holidays: str | None = cfg.data.holidays
         self.fitted = False
         # training only (not saved): the MASE loss weights' power and season (train.loss_weight)
         season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else 1
@@ -127,6 +130,17 @@ class Preprocessor:
         """Rows lost at the start to differencing (their transformed value is undefined)."""
         used = [*self.feature_transforms.values(), self.target_transform]
         return 1 if DIFFERENCING & set(used) else 0
+
+    @property
+    def n_calendar(self) -> int:
+        """Calendar inputs per row (the columns `scaled` appends to the features): 0 without them."""
+        return len(calendar_columns(self.calendar, self.holidays))
+
+    @property
+    def window_rows(self) -> int:
+        """Rows of one window: the lookback, and with calendar inputs also the rows up to its last target, whose
+        calendar the network reads (pipeline.model.network; never their values)."""
+        return self.lookback + (self.lead + self.horizon - 1 if self.n_calendar else 0)
 
     @property
     def input_rows(self) -> int:
@@ -157,12 +171,27 @@ class Preprocessor:
         return self
 
     def scaled(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The scaled feature matrix (rows, n_features) and target vector (rows,).
+
+        With calendar inputs the matrix also holds them (rows + lead + horizon - 1, n_features + n_calendar): the
+        calendar columns after the features, unscaled, and after the last row the calendar of the dates a forecast
+        from it predicts (on the training calendar, `pipeline.dates.next_dates`), their values NaN (never read).
+        """
         feats, target = self.transformed(frame)
         if self.feature_scaler is not None:
             feats = self.feature_scaler.transform(feats)
         if self.target_scaler is not None:
             target = self.target_scaler.transform(target.reshape(-1, 1)).ravel()
-        return feats.astype(np.float32), target.astype(np.float32)
+        feats = feats.astype(np.float32)
+        if self.n_calendar:
+            if not isinstance(frame.index, pd.DatetimeIndex):
+                raise ConfigError("data.calendar and data.holidays need dated rows (a date column); rule: calendar "
+                                  "inputs are computed from the dates")
+            extra = self.lead + self.horizon - 1
+            dates = frame.index.append(next_dates(frame.index, extra, self.frequency))
+            feats = np.column_stack([np.vstack([feats, np.full((extra, feats.shape[1]), np.nan, np.float32)]),
+                                     calendar_features(dates, self.calendar, self.holidays)])
+        return feats, target.astype(np.float32)
 
     def unscale_target(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=float)
@@ -189,6 +218,8 @@ class Preprocessor:
             "frequency": self.frequency,
             "feature_scaler": scaler_to_dict(self.feature_scaler),
             "target_scaler": scaler_to_dict(self.target_scaler),
+            # only when used: a model without calendar inputs keeps the saved form it always had
+            **({"calendar": {"parts": list(self.calendar), "holidays": self.holidays}} if self.n_calendar else {}),
         }
 
     @classmethod
@@ -212,6 +243,9 @@ class Preprocessor:
         pre.target_scaler = scaler_from_dict(data["target_scaler"])
         pre.feature_scaler_kind = data["feature_scaler"]["kind"]
         pre.target_scaler_kind = data["target_scaler"]["kind"]
+        calendar = data.get("calendar") or {"parts": [], "holidays": None}
+        pre.calendar, pre.holidays = [str(p) for p in calendar["parts"]], calendar["holidays"]
+        calendar_columns(pre.calendar, pre.holidays)  # unknown parts: a ValueError
         pre.loss_weight = None
         pre.fitted = True
         return pre
@@ -222,11 +256,11 @@ class Preprocessor:
         return np.arange(self.warmup + self.lookback - 1, n_rows)
 
     def input_windows(self, feats: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """(n, lookback, n_features) windows of the scaled features ending at each origin.
+        """(n, window_rows, n_features [+ n_calendar]) windows of `scaled`'s matrix whose lookback ends at each origin.
 
         A view into `feats` when the origins are consecutive (every split's are), a copy otherwise.
         """
-        view = sliding_window_view(feats, self.lookback, axis=0)  # (rows-lookback+1, n_feat, lookback)
+        view = sliding_window_view(feats, self.window_rows, axis=0)  # (rows-window_rows+1, n_feat, window_rows)
         starts = np.asarray(origins) - self.lookback + 1
         if len(starts) and np.array_equal(starts, np.arange(starts[0], starts[0] + len(starts))):
             return view[starts[0]:starts[0] + len(starts)].transpose(0, 2, 1)

@@ -11,6 +11,14 @@ units. Without these options both are the identity and the network is the plain 
 With `quantiles` (probabilities, e.g. 0.1 and 0.9) the head also predicts those quantiles of each step
 (trained with the pinball loss beside the point loss): `model(x, with_quantiles=True)` gives
 (batch, 1 + Q, horizon), the point forecast first; `model(x)` keeps giving the point forecast alone.
+
+With `calendar` inputs (k columns known ahead, pipeline.features.calendar) each window is
+(batch, lookback + lead + horizon - 1, n_features + k): the LSTM reads the features of the first
+`lookback` rows, and each step of the horizon adds a linear effect of its own calendar row (k weights
+per output, shared by every step: a holiday or an hour of the day counts alike at step 1 and step 48)
+to what the head predicts. The features of the rows after the lookback are never read (NaN at
+forecast time). Feeding the calendar to the LSTM too, or the horizon's whole calendar to the head,
+did worse on validation (docs/bring-your-own-series.md, "Calendar inputs").
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ class LSTMForecaster(nn.Module):
         residual_season: int = 0,
         target_index: int = 0,
         quantiles: tuple[float, ...] | list[float] = (),
+        calendar: int = 0,
+        lookback: int = 0,
     ) -> None:
         super().__init__()
         if window_norm not in ("none", "log_mean"):
@@ -65,13 +75,18 @@ class LSTMForecaster(nn.Module):
             "head_activation": head_activation,
         }
         # the window options are saved only when used: a plain network's saved form stays what it always was
+        if calendar and lookback < 1:
+            raise ValueError("calendar inputs need the window's lookback (the rows the LSTM reads)")
         options = {"input_chunk": input_chunk, "window_norm": window_norm, "residual_season": residual_season,
-                   "target_index": target_index, "quantiles": [float(q) for q in quantiles]}
-        defaults = {"input_chunk": 1, "window_norm": "none", "residual_season": 0, "target_index": 0, "quantiles": []}
+                   "target_index": target_index, "quantiles": [float(q) for q in quantiles], "calendar": calendar,
+                   "lookback": lookback if calendar else 0}
+        defaults = {"input_chunk": 1, "window_norm": "none", "residual_season": 0, "target_index": 0, "quantiles": [],
+                    "calendar": 0, "lookback": 0}
         self.init_args.update({k: v for k, v in options.items() if v != defaults[k]})
         self.quantiles = tuple(float(q) for q in quantiles)
         self.input_chunk, self.window_norm = input_chunk, window_norm
         self.residual_season, self.target_index, self.horizon = residual_season, target_index, horizon
+        self.n_features, self.calendar, self.lookback = n_features, calendar, lookback
         self.lstm = nn.LSTM(
             input_size=n_features * input_chunk,
             hidden_size=hidden_size,
@@ -89,6 +104,8 @@ class LSTMForecaster(nn.Module):
             layers.append(nn.Linear(width, size))
             width = size
         self.head = nn.Sequential(*layers)
+        if calendar:  # each horizon step's calendar row -> its effect on the point forecast and each quantile
+            self.calendar_head = nn.Linear(calendar, 1 + len(self.quantiles), bias=False)
 
     @property
     def handles_windows(self) -> bool:
@@ -99,14 +116,23 @@ class LSTMForecaster(nn.Module):
         """Each window's mean per column (batch, 1, n_features), kept above zero."""
         return x.mean(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
+    def past(self, x: torch.Tensor) -> torch.Tensor:
+        """What the LSTM reads of windows x: all of them, but the lookback's features alone with calendar inputs."""
+        return x[:, :self.lookback, :self.n_features] if self.calendar else x
+
     def forward(self, x: torch.Tensor, with_quantiles: bool = False) -> torch.Tensor:
-        """The point forecast (batch, horizon) of windows x (batch, lookback, n_features); `with_quantiles`:
-        everything the head predicts, (batch, 1 + Q, horizon), the point forecast, then each of `quantiles`."""
+        """The point forecast (batch, horizon) of windows x (batch, lookback, n_features), or with calendar inputs
+        (see the module docstring); `with_quantiles`: everything the head predicts, (batch, 1 + Q, horizon), the
+        point forecast, then each of `quantiles`."""
+        future = x[:, -self.horizon:, self.n_features:] if self.calendar else None  # (batch, horizon, k)
+        x = self.past(x)
         if self.window_norm == "log_mean":
             x = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny) / self._levels(x))
         steps = x.reshape(x.shape[0], x.shape[1] // self.input_chunk, self.input_chunk * x.shape[2])
         out, _ = self.lstm(steps)  # (batch, steps, hidden): the last layer's output at every step
         forecast = self.head(out[:, -1, :]).reshape(x.shape[0], 1 + len(self.quantiles), self.horizon)
+        if future is not None:
+            forecast = forecast + self.calendar_head(future).transpose(1, 2)  # (batch, 1 + Q, horizon)
         if self.residual_season:
             season = x[:, -self.residual_season:, self.target_index]
             repeats = -(-self.horizon // self.residual_season)
@@ -116,7 +142,7 @@ class LSTMForecaster(nn.Module):
     def target_space(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Targets y (batch, horizon) in the units `forward` predicts, for the windows x they follow."""
         if self.window_norm == "log_mean":
-            level = self._levels(x[:, :, self.target_index: self.target_index + 1])[:, :, 0]
+            level = self._levels(self.past(x)[:, :, self.target_index: self.target_index + 1])[:, :, 0]
             return torch.log(y.clamp_min(torch.finfo(y.dtype).tiny) / level)
         return y
 
@@ -124,15 +150,15 @@ class LSTMForecaster(nn.Module):
         """Outputs of `forward` (batch, horizon), or (batch, 1 + Q, horizon) with quantiles, for windows x back in the units
         of the targets (the inverse of `target_space`)."""
         if self.window_norm == "log_mean":
-            level = self._levels(x[:, :, self.target_index: self.target_index + 1])  # (batch, 1, 1)
+            level = self._levels(self.past(x)[:, :, self.target_index: self.target_index + 1])  # (batch, 1, 1)
             return torch.exp(out) * level.reshape(-1, *([1] * (out.dim() - 1)))
         return out
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, n_features: int, horizon: int, season: int | None = None,
-                    target_index: int = 0) -> LSTMForecaster:
+                    target_index: int = 0, calendar: int = 0, lookback: int = 0) -> LSTMForecaster:
         """The network `cfg` describes; `season` (evaluate.season_length) and `target_index` (the target's
-        position among the features) serve the window options."""
+        position among the features) serve the window options, `calendar` inputs need the `lookback`."""
         if cfg.residual_to == "seasonal_naive" and not season:
             raise ValueError("model.residual_to seasonal_naive needs a season length")
         return cls(
@@ -148,6 +174,8 @@ class LSTMForecaster(nn.Module):
             residual_season=int(season or 0) if cfg.residual_to == "seasonal_naive" else 0,
             target_index=target_index,
             quantiles=cfg.quantiles,
+            calendar=calendar,
+            lookback=lookback,
         )
 
     def checkpoint(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from pipeline.config.settings import PipelineConfig, TrainConfig, settled
 from pipeline.errors import TrainingError
+from pipeline.features.calendar import calendar_width
 from pipeline.features.windows import Windows
 from pipeline.model.network import EVAL_BATCH, LSTMForecaster, as_batch
 from pipeline.runtime import denormals_flushed, pick_threads, zero_denormals_
@@ -50,12 +51,16 @@ def seed_everything(seed: int) -> None:
 
 
 def init_model(cfg: PipelineConfig, n_features: int) -> LSTMForecaster:
-    """A fresh model for a resolved config, whose initial weights depend on the seed alone, not on earlier use of the RNGs."""
+    """A fresh model for a resolved config, whose initial weights depend on the seed alone, not on earlier use of the RNGs.
+
+    `n_features`: the windows' width (`Windows.X.shape[2]`), the config's calendar inputs included."""
     seed_everything(cfg.train.seed)
     season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else None
     target = cfg.data.features.index(cfg.data.target) if cfg.data.target in cfg.data.features else 0
-    return LSTMForecaster.from_config(cfg.model, n_features=n_features, horizon=cfg.window.horizon, season=season,
-                                      target_index=target)
+    calendar = calendar_width(cfg)
+    return LSTMForecaster.from_config(cfg.model, n_features=n_features - calendar, horizon=cfg.window.horizon,
+                                      season=season, target_index=target, calendar=calendar,
+                                      lookback=int(cfg.window.lookback) if calendar else 0)
 
 
 def pick_device(requested: str) -> torch.device:

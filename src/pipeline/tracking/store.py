@@ -35,7 +35,8 @@ LOCAL_DIR = Path("mlruns")  # artifacts of the local store (MLflow's default fol
 LOCAL_DB = Path("mlflow.db")  # MLflow's default tracking database, in the working directory
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics and 100 params per log_batch call
 # Requirements of the logged model, written out so MLflow need not load the model to infer them.
-MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "pandera", "pydantic", "pyyaml", "cloudpickle", "psutil")
+MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "pandera", "pydantic", "pyyaml", "cloudpickle", "psutil",
+                      "holidays")
 
 
 def default_tracking_uri() -> str:
