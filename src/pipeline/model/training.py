@@ -74,8 +74,8 @@ def init_model(cfg: PipelineConfig, n_features: int) -> LSTMForecaster:
 
 
 def members_of(cfg: PipelineConfig) -> int:
-    """How many networks the config trains (`model.ensemble`; 1 until `auto` is resolved)."""
-    return int(settled(cfg.model.ensemble, 1))
+    """How many networks the config trains (`model.ensemble`)."""
+    return cfg.model.ensemble
 
 
 def member_config(cfg: PipelineConfig, member: int, epochs: int | None = None) -> PipelineConfig:
