@@ -324,7 +324,7 @@ def refit_task(trained: PanelFit, data: Panel, cfg: PipelineConfig) -> tuple[Pan
     epochs = trained.best_epochs()
     if trained.shared is not None:
         windows = steps.stacked(preps)
-        if len(epochs["*"]) > 1:  # each member for its own best epoch count, in parallel as they trained
+        if len(epochs["*"]) > 1:  # each member for its own best epoch count, mapped tasks as they trained
             return PanelFit(shared=train_members(windows, cfg, epochs["*"])), preps
         return PanelFit(shared=fit_network(cfg, windows["train"], None, epochs=epochs["*"])), preps
     refit = PanelFit()
