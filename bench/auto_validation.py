@@ -6,6 +6,7 @@ Each series' last H rows of a `*-train.csv` are held out as the target (the prod
 
     python bench/auto_validation.py m3-yearly --series 200 --epochs 20
     python bench/auto_validation.py m4-hourly --series 60 --set model.hidden_size=64
+    python bench/auto_validation.py m3-quarterly --set model.ensemble=5   # five members (docs/benchmarks.md)
 
 Prints the model's sMAPE, MASE and 80/95 % coverage on the held-out tail beside naive and seasonal naive.
 

@@ -37,7 +37,8 @@ from pipeline.evaluation.metrics import Forecasts, Scores, SplitScores, findings
 from pipeline.features import transforms
 from pipeline.features.windows import Preprocessor, SplitBounds, Windows, input_rows_needed, min_rows_needed
 from pipeline.model import progress
-from pipeline.model.training import TrainResult, fit, init_model, plan_training
+from pipeline.model.training import (TrainResult, ensemble_result, fit, fit_member, fit_network, init_model,
+                                     members_of, plan_training)
 from pipeline.runtime import kill_point
 from pipeline.serving.model_format import ForecastBundle
 from pipeline.tracking import promotion, registry, run_report, store, training_run
@@ -214,9 +215,26 @@ def retry_lost_work(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="train-series", retries=1, retry_condition_fn=retry_lost_work, **STEP)
 def train_series_task(series: str, windows: dict[str, Windows], cfg: PipelineConfig) -> TrainResult:
-    """One series' own network (model.strategy: local)."""
-    model = init_model(cfg, n_features=windows["train"].X.shape[2])
-    return fit(model, windows["train"], windows["val"] if len(windows["val"]) else None, cfg.train)
+    """One series' own network (model.strategy: local), its ensemble's members one after another."""
+    return fit_network(cfg, windows["train"], windows["val"] if len(windows["val"]) else None)
+
+
+@task(name="train-member", retries=1, retry_condition_fn=retry_lost_work, **STEP)
+def train_member_task(member: int, windows: dict[str, Windows], cfg: PipelineConfig,
+                      epochs: int | None = None) -> TrainResult:
+    """One member of the shared network's ensemble, from its own seed, stopping early on its own (`epochs`: a refit
+    of that many epochs, no validation)."""
+    val = windows["val"] if epochs is None and len(windows["val"]) else None
+    return fit_member(cfg, member, windows["train"], val, epochs)
+
+
+def train_members(windows: dict[str, Windows], cfg: PipelineConfig, epochs: list[int] | None = None) -> TrainResult:
+    """The ensemble's members as mapped tasks (in parallel on the flow's task runner: processes or Dask), combined
+    by their median (`ensemble_result`); `epochs`, one count per member: a refit."""
+    count = members_of(cfg) if epochs is None else len(epochs)
+    futures = train_member_task.map(list(range(count)), unmapped(windows), unmapped(cfg),
+                                    list(epochs) if epochs is not None else [None] * count)
+    return ensemble_result([future.result() for future in futures])
 
 
 def train_local(preps: dict[str, SeriesPrep], cfg: PipelineConfig) -> PanelFit:
@@ -242,7 +260,16 @@ def train_panel(run: TrackedRun, preps: dict[str, SeriesPrep], cfg: PipelineConf
     if cfg.model.strategy == "local" and cfg.data.series_column is not None:
         return train_local(preps, cfg)
     epoch_logger = store.EpochLogger(run.client, run.run_id)
-    result = train_task(steps.stacked(preps), cfg, epoch_logger, rows=steps.rows_of(preps))
+    if members_of(cfg) > 1:
+        windows = steps.stacked(preps)
+        plan = plan_training(init_model(cfg, n_features=windows["train"].X.shape[2]), windows, cfg.train,
+                             rows=steps.rows_of(preps))
+        get_run_logger().info("an ensemble of %d members, each %s", members_of(cfg), plan.describe())
+        result = train_members(windows, cfg)
+        for epoch, train_loss in enumerate(result.train_loss):  # the first member's curve, as one network's
+            epoch_logger(epoch, train_loss, result.val_loss[epoch] if epoch < len(result.val_loss) else None)
+    else:
+        result = train_task(steps.stacked(preps), cfg, epoch_logger, rows=steps.rows_of(preps))
     epoch_logger.flush()  # outside the task: a tracking failure here must not lose the result
     timings.seconds["epoch_logging"] = epoch_logger.seconds  # part of "train"
     return PanelFit(shared=result)
@@ -296,15 +323,13 @@ def refit_task(trained: PanelFit, data: Panel, cfg: PipelineConfig) -> tuple[Pan
     preps = steps.refit_panel(data, cfg)
     epochs = trained.best_epochs()
     if trained.shared is not None:
-        again = steps.refit_config(cfg, epochs["*"])
         windows = steps.stacked(preps)
-        model = init_model(cfg, n_features=windows["train"].X.shape[2])
-        return PanelFit(shared=fit(model, windows["train"], None, again.train)), preps
+        if len(epochs["*"]) > 1:  # each member for its own best epoch count, mapped tasks as they trained
+            return PanelFit(shared=train_members(windows, cfg, epochs["*"])), preps
+        return PanelFit(shared=fit_network(cfg, windows["train"], None, epochs=epochs["*"])), preps
     refit = PanelFit()
-    for sid, n in epochs.items():
-        w = preps[sid].windows
-        model = init_model(cfg, n_features=w["train"].X.shape[2])
-        refit.local[sid] = fit(model, w["train"], None, steps.refit_config(cfg, n).train)
+    for sid, counts in epochs.items():
+        refit.local[sid] = fit_network(cfg, preps[sid].windows["train"], None, epochs=counts)
     return refit, preps
 
 
@@ -415,6 +440,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
             forecasts, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
         kept.intervals = calibration.model if calibration else None
         metrics = {k: v for s in scores.values() for k, v in s.means().items()}
+        metrics.update(trained.first.member_metrics() if trained.shared is not None else {})
         by_split = one_series_scores(run, cfg, data, preps, trained, forecasts, metrics, timings)
         kept.scores = metrics
         tags, warnings = record_findings(run, cfg, raw, data, preps, trained, by_split, metrics)

@@ -51,17 +51,18 @@ def training_flow(
 
 
 def training_flow_for(cfg: PipelineConfig, parallel: int = 1, dask_address: str | None = None) -> Any:
-    """`training_flow` on the task runner its mapped tasks need: the series of a many-series `local` strategy
-    train one after another (`parallel` 1: each fit has the process's cores and sets torch's threads alone),
-    `parallel` at a time in worker processes, or on the Dask cluster at `dask_address` (else
-    $PIPELINE_DASK_ADDRESS); any other config runs as the flow declares."""
+    """`training_flow` on the task runner its mapped tasks need: the series of a many-series `local` strategy, or
+    the members of an ensemble (`model.ensemble`), train one after another (`parallel` 1: each fit has the
+    process's cores and sets torch's threads alone), `parallel` at a time in worker processes, or on the Dask
+    cluster at `dask_address` (else $PIPELINE_DASK_ADDRESS); any other config runs as the flow declares."""
     if parallel < 1:
         raise ConfigError(f"--parallel must be at least 1 (got {parallel})")
     address = dask_address or os.environ.get(DASK_ADDRESS_ENV)
-    if cfg.data.series_column is None or cfg.model.strategy != "local":
+    local = cfg.data.series_column is not None and cfg.model.strategy == "local"
+    if not local and cfg.model.ensemble == 1:
         return training_flow
     runner, described = task_runner(parallel, address)
-    log.info("the series train on %s", described)
+    log.info("the %s train on %s", "series" if local else "ensemble's members", described)
     return training_flow.with_options(task_runner=runner)
 
 

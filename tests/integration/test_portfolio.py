@@ -101,18 +101,19 @@ def test_a_broken_series_fails_the_run_with_its_id_line_and_rule(prefect_harness
 @pytest.mark.slow
 def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_harness, mlflow_store, long_csv,
                                                                        tmp_path, monkeypatch):
-    from flows import tasks
     from pipeline.model import training
+
+    real_fit = training.fit  # a series' network trains through training.fit_network -> fit_member -> fit
 
     def fit_failing_b(model, train_windows, val, cfg, on_epoch_end=None):
         if len(train_windows) == 13:  # series B (30 rows): the only one with 13 training windows
             raise TrainingError("training diverged at epoch 1 (planted)")
-        return training.fit(model, train_windows, val, cfg, on_epoch_end)
+        return real_fit(model, train_windows, val, cfg, on_epoch_end)
 
     frame = pd.read_csv(long_csv, dtype=str)
     frame = frame[(frame["id"] != "C") & ~((frame["id"] == "B") & (frame.groupby("id").cumcount() >= 30))]
     frame.to_csv(long_csv, index=False)
-    monkeypatch.setattr(tasks, "fit", fit_failing_b)
+    monkeypatch.setattr(training, "fit", fit_failing_b)
     config = write(tmp_path, "local.yaml", long_config_dict(str(long_csv), model={"strategy": "local"},
                                                             train={"refit": True}, registry=TOLERANT))
     assert main(["train", "--config", config]) == 0

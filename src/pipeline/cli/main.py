@@ -464,10 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true",
                        help="train even when the data and config are those of the last successful run")
     train.add_argument("--parallel", type=int, default=1,
-                       help="many series with model.strategy local: series trained at once, in worker processes "
-                            "(default: %(default)s)")
-    train.add_argument("--dask-address", help="many series with model.strategy local: train the series on this Dask "
-                                              "scheduler (else $PIPELINE_DASK_ADDRESS)")
+                       help="many series with model.strategy local, or an ensemble (model.ensemble): series or "
+                            "members trained at once, in worker processes (default: %(default)s)")
+    train.add_argument("--dask-address", help="many series with model.strategy local, or an ensemble: train the series "
+                                              "or members on this Dask scheduler (else $PIPELINE_DASK_ADDRESS)")
     train.set_defaults(func=cmd_train)
 
     sw = sub.add_parser("sweep", help="tune hyper-parameters with Optuna; train, score and register the best",

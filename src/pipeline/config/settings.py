@@ -263,6 +263,8 @@ class ModelConfig(_Frozen):
     strategy: Literal["global", "local"] = "global"
     """Many series (`data.series_column`): `global` trains one model on the windows of every series, each
     normalised on its own training rows; `local` trains one model per series."""
+    ensemble: int = Field(1, ge=1)
+    """Networks trained apart, each from its own seed (`train.seed` + 0, 1, ...) and stopping early on its own, whose forecasts are combined by their elementwise median (quantile heads included) into one model that evaluates, calibrates its intervals, refits (each member for its own best epoch count) and serves as one network does; the members train in parallel with `--parallel` or a Dask scheduler. `1`: one network."""
 
 
 class TrainConfig(_Frozen):

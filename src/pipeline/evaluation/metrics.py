@@ -16,7 +16,7 @@ from pipeline.evaluation.baselines import baseline_forecasts
 from pipeline.evaluation.intervals import Calibration, fit_conformal, interval_baseline, recent_scale, tail_forecasts
 from pipeline.features.transforms import DIFFERENCING
 from pipeline.features.windows import Preprocessor, SplitBounds, Windows
-from pipeline.model.network import LSTMForecaster, predict_levels, weights_digest
+from pipeline.model.network import Network, predict_levels, weights_digest
 from pipeline.model.training import TrainResult
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ class Forecasts:
 
 
 def forecast_split(
-    model: LSTMForecaster, pre: Preprocessor, frame: pd.DataFrame, windows: Windows,
+    model: Network, pre: Preprocessor, frame: pd.DataFrame, windows: Windows,
     baselines: EvaluateConfig | None = None,
 ) -> Forecasts:
     """The model's forecasts of one split in original units, with every configured baseline."""

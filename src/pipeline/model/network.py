@@ -19,6 +19,9 @@ per output, shared by every step: a holiday or an hour of the day counts alike a
 to what the head predicts. The features of the rows after the lookback are never read (NaN at
 forecast time). Feeding the calendar to the LSTM too, or the horizon's whole calendar to the head,
 did worse on validation (docs/bring-your-own-series.md, "Calendar inputs").
+
+`LSTMEnsemble` holds several such networks of one shape (`model.ensemble` members, each from its own seed) and
+answers with the elementwise median of their outputs, quantile heads included: the same interface, one module.
 """
 
 from __future__ import annotations
@@ -190,6 +193,75 @@ class LSTMForecaster(nn.Module):
         return model
 
 
+class LSTMEnsemble(nn.Module):
+    """Networks of one shape trained apart (each from its own seed), combined by the elementwise median of their
+    outputs: one module, so every forecast path (evaluation, intervals, serving) takes it as it takes one network.
+
+    The median is taken in the units `forward` predicts (a window-normalised network's log ratios), where every
+    member's output means the same thing; `target_space` and `to_units` are the members' own (they share their
+    window options). With an even number of members the median is the mean of the middle two.
+    """
+
+    def __init__(self, members: list[LSTMForecaster] | nn.ModuleList) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble holds 2 members or more (got {len(members)})")
+        shapes = {repr(sorted(m.init_args.items())) for m in members}
+        if len(shapes) > 1:
+            raise ValueError("an ensemble's members share their constructor arguments (only their weights differ)")
+        self.members = nn.ModuleList(members)
+        first = self.members[0]
+        self.init_args: dict[str, Any] = {**first.init_args, "members": len(members)}
+        self.quantiles, self.horizon = first.quantiles, first.horizon
+
+    @property
+    def handles_windows(self) -> bool:
+        return self.members[0].handles_windows
+
+    def forward(self, x: torch.Tensor, with_quantiles: bool = False) -> torch.Tensor:
+        """The elementwise median of the members' outputs (`LSTMForecaster.forward`'s shapes)."""
+        return median_of(torch.stack([m(x, with_quantiles=with_quantiles) for m in self.members]))
+
+    def target_space(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.members[0].target_space(x, y)
+
+    def to_units(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return self.members[0].to_units(x, out)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Constructor arguments (the members' own plus `members`, their count) beside every member's weights."""
+        return {"init_args": dict(self.init_args), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+
+
+Network = LSTMForecaster | LSTMEnsemble
+
+
+def median_of(stacked: torch.Tensor) -> torch.Tensor:
+    """The median over the first dimension; with an even count, the mean of the middle two."""
+    ordered = stacked.sort(dim=0).values
+    middle = len(stacked) // 2
+    return ordered[middle] if len(stacked) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def build_network(init_args: dict[str, Any]) -> Network:
+    """The network (untrained) that saved constructor arguments describe: an ensemble when they name `members`."""
+    args = dict(init_args)
+    members = args.pop("members", None)
+    if members is None:
+        return LSTMForecaster(**args)
+    if isinstance(members, bool) or not isinstance(members, int) or members < 2:
+        raise ValueError(f"members must be a whole number of 2 or more (got {members!r})")
+    return LSTMEnsemble([LSTMForecaster(**args) for _ in range(members)])
+
+
+def from_checkpoint(checkpoint: dict[str, Any]) -> Network:
+    """The trained network (one, or an ensemble) of a checkpoint (`checkpoint()`'s form), in eval mode."""
+    model = build_network(checkpoint["init_args"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    return model
+
+
 def weights_digest(state_dict: dict[str, Any]) -> str:
     """sha256 (first 16 hex digits) over every tensor's name, dtype, shape and bytes: equal weights, equal digests."""
     import hashlib
@@ -215,13 +287,13 @@ def as_batch(windows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(windows, dtype=np.float32, order="C", copy=True))
 
 
-def predict(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+def predict(model: Network, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     """Point forecasts (n, horizon) for windows X (n, lookback, n_features), in the preprocessor's (scaled) space
     (`predict_outputs`' first channel)."""
     return predict_outputs(model, X, batch)[:, 0]
 
 
-def predict_levels(model: LSTMForecaster, pre: Preprocessor, X: np.ndarray,
+def predict_levels(model: Network, pre: Preprocessor, X: np.ndarray,
                    anchors: np.ndarray) -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """Forecasts of windows X in original units: the point forecasts (n, horizon), and a quantile head's
     forecasts (n, horizon) per probability ({} without a head)."""
@@ -230,7 +302,7 @@ def predict_levels(model: LSTMForecaster, pre: Preprocessor, X: np.ndarray,
     return pre.to_levels(outputs[:, 0], anchors), tails
 
 
-def predict_outputs(model: LSTMForecaster, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+def predict_outputs(model: Network, X: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     """Everything the head predicts, (n, 1 + Q, horizon) for windows X (n, lookback, n_features), in the
     preprocessor's (scaled) space: the point forecast, then each of the model's `quantiles`.
 

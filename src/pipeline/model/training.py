@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from pipeline.config.settings import PipelineConfig, TrainConfig, settled
 from pipeline.errors import TrainingError
 from pipeline.features.calendar import calendar_width
 from pipeline.features.windows import Windows
-from pipeline.model.network import EVAL_BATCH, LSTMForecaster, as_batch
+from pipeline.model.network import EVAL_BATCH, LSTMEnsemble, LSTMForecaster, Network, as_batch
 from pipeline.runtime import denormals_flushed, pick_threads, zero_denormals_
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ EpochCallback = Callable[[int, float, float | None], None]
 
 @dataclass
 class TrainResult:
-    model: LSTMForecaster  # holds the best weights, in eval mode, on the CPU
+    model: Network  # holds the best weights, in eval mode, on the CPU
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     best_epoch: int = 0
@@ -36,10 +37,24 @@ class TrainResult:
     seconds: float = 0.0
     device: str = "cpu"
     threads: int = 1
+    members: list[TrainResult] = field(default_factory=list)  # an ensemble: each member's own training
 
     @property
     def epochs_run(self) -> int:
         return len(self.train_loss)
+
+    def member_epochs(self) -> list[int]:
+        """Epochs to each member's best validation loss (one network: its own), what a refit trains each for."""
+        return [r.best_epoch + 1 for r in (self.members or [self])]
+
+    def member_metrics(self) -> dict[str, float]:
+        """An ensemble's per-member best epoch and best validation loss (MLflow metrics); {} for one network."""
+        out: dict[str, float] = {}
+        for i, r in enumerate(self.members):
+            out[f"member_{i}_best_epoch"] = float(r.best_epoch + 1)
+            if r.val_loss:
+                out[f"member_{i}_val_loss"] = float(r.val_loss[r.best_epoch])
+        return out
 
 
 def seed_everything(seed: int) -> None:
@@ -61,6 +76,48 @@ def init_model(cfg: PipelineConfig, n_features: int) -> LSTMForecaster:
     return LSTMForecaster.from_config(cfg.model, n_features=n_features - calendar, horizon=cfg.window.horizon,
                                       season=season, target_index=target, calendar=calendar,
                                       lookback=int(cfg.window.lookback) if calendar else 0)
+
+
+def members_of(cfg: PipelineConfig) -> int:
+    """How many networks the config trains (`model.ensemble`)."""
+    return cfg.model.ensemble
+
+
+def member_config(cfg: PipelineConfig, member: int, epochs: int | None = None) -> PipelineConfig:
+    """The config member `member` of an ensemble trains with: seed `train.seed + member`; with `epochs`, a refit
+    of that many epochs without validation to stop on. Member 0 of a single network is `cfg` itself."""
+    train: dict[str, Any] = {"seed": cfg.train.seed + member} if member else {}
+    if epochs is not None:
+        train.update(epochs=max(1, epochs), patience=None)
+    return cfg.with_overrides(train=train) if train else cfg
+
+
+def fit_member(cfg: PipelineConfig, member: int, train: Windows, val: Windows | None, epochs: int | None = None,
+               on_epoch_end: EpochCallback | None = None) -> TrainResult:
+    """Train one network of an ensemble (member 0 of one network alone) from its own seed (`member_config`)."""
+    own = member_config(cfg, member, epochs)
+    return fit(init_model(own, n_features=train.X.shape[2]), train, val, own.train, on_epoch_end=on_epoch_end)
+
+
+def ensemble_result(members: list[TrainResult]) -> TrainResult:
+    """The members' results as one: their networks combined (`LSTMEnsemble`; one member: its own result). The
+    loss curves, best epoch and early stop shown are the first member's; the seconds are the members' sum."""
+    if len(members) == 1:
+        return members[0]
+    first = members[0]
+    return TrainResult(model=LSTMEnsemble([r.model for r in members]), train_loss=first.train_loss,
+                       val_loss=first.val_loss, best_epoch=first.best_epoch, stopped_early=first.stopped_early,
+                       seconds=sum(r.seconds for r in members), device=first.device, threads=first.threads,
+                       members=list(members))
+
+
+def fit_network(cfg: PipelineConfig, train: Windows, val: Windows | None, on_epoch_end: EpochCallback | None = None,
+                epochs: list[int] | None = None) -> TrainResult:
+    """The network `cfg` describes, trained: `model.ensemble` members one after another (`fit_member`), combined.
+    `epochs` (one per member): a refit, each member for its own count. The flows train the members in parallel."""
+    count = members_of(cfg) if epochs is None else len(epochs)
+    return ensemble_result([fit_member(cfg, i, train, val, None if epochs is None else epochs[i], on_epoch_end)
+                            for i in range(count)])
 
 
 def pick_device(requested: str) -> torch.device:
@@ -339,7 +396,7 @@ def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: tuple[floa
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def outputs_loss(model: LSTMForecaster, out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+def outputs_loss(model: Network, out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                  loss_fn: LossFn) -> torch.Tensor:
     """The loss of everything the head predicted, `out` (batch, 1 + Q, horizon), against targets in its units: the
     point loss, plus the pinball loss of a quantile head's outputs."""
@@ -361,7 +418,7 @@ def loss_weight_norm(train: Windows) -> float | None:
     return float(np.mean(train.weight))
 
 
-def validation_loss(model: LSTMForecaster, val: Windows, device: torch.device, batch: int = EVAL_BATCH,
+def validation_loss(model: Network, val: Windows, device: torch.device, batch: int = EVAL_BATCH,
                     loss: str = "mse", weight_norm: float | None = None) -> float:
     """The training loss over the validation windows, `batch` windows per forward pass.
 

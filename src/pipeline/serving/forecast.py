@@ -22,7 +22,7 @@ from pipeline.errors import DataError
 from pipeline.evaluation.intervals import IntervalState
 from pipeline.features.transforms import transform_domain
 from pipeline.features.windows import Preprocessor
-from pipeline.model.network import LSTMForecaster, predict_levels
+from pipeline.model.network import Network, from_checkpoint, predict_levels
 from pipeline.serving.model_format import ForecastBundle
 
 __all__ = ["OUTPUT_COLUMNS", "ForecastBundle", "ForecastModel", "forecast_frame", "format_dates", "model_input", "next_dates", "validate_input"]
@@ -33,7 +33,7 @@ OUTPUT_COLUMNS = ["origin", "step", "date", "forecast"]
 
 
 def forecast_frame(
-    model: LSTMForecaster,
+    model: Network,
     pre: Preprocessor,
     frame: pd.DataFrame,
     all_windows: bool = False,
@@ -143,7 +143,7 @@ def preprocessor_of(bundle: ForecastBundle, series: str | None) -> Preprocessor:
 
 
 def forecast_series(frames: dict[str | None, pd.DataFrame], bundle: ForecastBundle,
-                    model_for: Callable[[str | None], LSTMForecaster], all_windows: bool = False) -> pd.DataFrame:
+                    model_for: Callable[[str | None], Network], all_windows: bool = False) -> pd.DataFrame:
     """`forecast_frame` for each series with its own preprocessor: `[<series column>,] origin, step, date, forecast`
     and the interval bounds (no series column for a model of one series)."""
     parts = []
@@ -156,12 +156,12 @@ def forecast_series(frames: dict[str | None, pd.DataFrame], bundle: ForecastBund
     return pd.concat(parts, ignore_index=True)
 
 
-def series_networks(bundle: ForecastBundle) -> dict[str, LSTMForecaster]:
+def series_networks(bundle: ForecastBundle) -> dict[str, Network]:
     """One network per series for a model trained per series (`local`); empty for one shared network."""
     if bundle.series is None or bundle.series.state_dicts is None:
         return {}
     init_args = bundle.checkpoint["init_args"]
-    return {sid: LSTMForecaster.from_checkpoint({"init_args": init_args, "state_dict": sd})
+    return {sid: from_checkpoint({"init_args": init_args, "state_dict": sd})
             for sid, sd in bundle.series.state_dicts.items()}
 
 
@@ -169,16 +169,16 @@ class ForecastModel:
     """Base of the pyfunc wrapper, kept free of MLflow so it can be tested alone."""
 
     bundle: ForecastBundle
-    model: LSTMForecaster
-    networks: dict[str, LSTMForecaster]
+    model: Network
+    networks: dict[str, Network]
 
     def load(self, bundle_path: str | Path) -> None:
         """Read a saved model directory (pipeline.serving.model_format); unknown format versions are refused."""
         self.bundle = ForecastBundle.load(bundle_path)
-        self.model = LSTMForecaster.from_checkpoint(self.bundle.checkpoint)
+        self.model = from_checkpoint(self.bundle.checkpoint)
         self.networks = series_networks(self.bundle)
 
-    def model_for(self, series: str | None) -> LSTMForecaster:
+    def model_for(self, series: str | None) -> Network:
         """The network that forecasts `series`: its own (local strategy) or the shared one."""
         return self.networks.get(series, self.model) if getattr(self, "networks", None) else self.model
 

@@ -48,6 +48,11 @@ under the implicit id "series") and names the id column for many, and whose "int
 whether intervals.json is there (it must be); model.json may hold the window options and quantiles. Every model is
 written as version 6; versions 1-5 still load and forecast as they did.
 
+Format version 7 is version 6 whose model.json `init_args` also hold `members` (2 or more): the network is an
+ensemble of that many networks of the other `init_args`' shape, combined by the median of their outputs
+(pipeline.model.network.LSTMEnsemble); weights.pt (and each series' state dict in series_weights.pt) holds every
+member's tensors under `members.<i>.`. A model of one network is still written as version 6.
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -76,8 +81,9 @@ from pipeline.features.windows import Preprocessor
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "lstm-forecaster"
-FORMAT_VERSION = 6  # the newest, which every model is written as (one series and many alike)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+FORMAT_VERSION = 6  # what every model of one network is written as (one series and many alike)
+ENSEMBLE_VERSION = 7  # an ensemble of networks (model.json's init_args name `members`)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
 WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
@@ -127,8 +133,8 @@ class ForecastBundle:
 
     @property
     def format_version(self) -> int:
-        """The format version this bundle is written as: 6, one format for one series and many."""
-        return FORMAT_VERSION
+        """The format version this bundle is written as: 6, one format for one series and many; 7 for an ensemble."""
+        return ENSEMBLE_VERSION if "members" in self.checkpoint["init_args"] else FORMAT_VERSION
 
     @property
     def target(self) -> str:
@@ -242,6 +248,8 @@ def load_bundle(path: Path) -> ForecastBundle:
             raise ValueError(f"model.json holds window options ({', '.join(WINDOW_OPTIONS)}), which need format 3")
         if version < 5 and needs_quantile_format(model.get("init_args", {}), intervals):
             raise ValueError("a quantile head or quantile intervals need format 5")
+        if version < ENSEMBLE_VERSION and "members" in model.get("init_args", {}):
+            raise ValueError(f"model.json's init_args name ensemble members, which need format {ENSEMBLE_VERSION}")
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
         text = " ".join(str(exc).split())
         text = text if len(text) <= 600 else text[:600] + "..."
@@ -356,11 +364,11 @@ def check_weights(state: dict[str, Any], init_args: dict[str, Any], file: Path, 
     """Every tensor finite, and the names and shapes those of the network that model.json's `init_args` build."""
     import torch
 
-    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.network import build_network
 
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation
-            expected = {k: tuple(v.shape) for k, v in LSTMForecaster(**init_args).state_dict().items()}
+            expected = {k: tuple(v.shape) for k, v in build_network(init_args).state_dict().items()}
     except (TypeError, ValueError) as exc:
         refuse(file.parent / "model.json", f"init_args do not build the network ({exc})",
                "model.json holds the network's constructor arguments")

@@ -29,7 +29,7 @@ from pipeline.evaluation.metrics import (
 )
 from pipeline.features.windows import Preprocessor, prepare
 from pipeline.model.network import weights_digest
-from pipeline.model.training import EpochCallback, TrainResult, fit, init_model
+from pipeline.model.training import EpochCallback, TrainResult, fit_network
 from pipeline.training import steps
 from pipeline.training.steps import PanelScores
 
@@ -155,9 +155,8 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     fcfg = fold_config(cfg, fold)
     pre, bounds, windows = prepare(part, fcfg)
     assert bounds.test_start == fold.cutoff - fold.start, "fold split disagrees with the plan"
-    model = init_model(fcfg, n_features=windows["train"].X.shape[2])
     val = windows["val"] if len(windows["val"]) else None
-    result = fit(model, windows["train"], val, fcfg.train, on_epoch_end=on_epoch_end)
+    result = fit_network(fcfg, windows["train"], val, on_epoch_end=on_epoch_end)
     # The fold's intervals come from its own validation part's errors (none without validation windows), as in
     # training: one series is a panel of one.
     one = Panel(column=None, series={panel.ONE_SERIES: part})

@@ -26,8 +26,8 @@ from pipeline.evaluation import metrics
 from pipeline.evaluation.intervals import Calibration
 from pipeline.evaluation.metrics import Forecasts
 from pipeline.features.windows import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, prepare, split_by_time
-from pipeline.model.network import LSTMForecaster
-from pipeline.model.training import EpochCallback, TrainResult, fit, init_model
+from pipeline.model.network import Network
+from pipeline.model.training import EpochCallback, TrainResult, fit_network
 from pipeline.serving.model_format import ForecastBundle, SeriesModels
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,6 @@ def refit_panel(panel: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
     return {sid: refit_series(frame, cfg) for sid, frame in panel.series.items()}
 
 
-def refit_config(cfg: PipelineConfig, epochs: int) -> PipelineConfig:
-    """The training settings of a refit: the epochs early stopping chose, no validation to stop on."""
-    return cfg.with_overrides(train={"epochs": max(1, epochs), "patience": None})
-
-
 # ---------------------------------------------------------------- scores
 SCORED = ("rmse", "mae", "smape", "mase")
 
@@ -228,7 +223,7 @@ class PanelScores:
         return shown.to_dict(orient="records")
 
 
-ModelFor = Callable[[str], LSTMForecaster]
+ModelFor = Callable[[str], Network]
 
 
 def forecast_panel(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
@@ -382,7 +377,7 @@ class PanelFit:
     local: dict[str, TrainResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # local: series whose training failed -> why
 
-    def model_for(self, series: str) -> LSTMForecaster:
+    def model_for(self, series: str) -> Network:
         return self.local[series].model if self.shared is None else self.shared.model
 
     @property
@@ -394,23 +389,24 @@ class PanelFit:
         with a network of their own."""
         return dict(preps) if self.shared is not None else {s: p for s, p in preps.items() if s in self.local}
 
-    def best_epochs(self) -> dict[str, int]:
-        """Epochs to the best validation loss (what a refit trains for), per network."""
+    def best_epochs(self) -> dict[str, list[int]]:
+        """Epochs to the best validation loss (what a refit trains for), per network ("*": the shared one), one
+        count per ensemble member."""
         if self.shared is not None:
-            return {"*": self.shared.best_epoch + 1}
-        return {sid: r.best_epoch + 1 for sid, r in self.local.items()}
+            return {"*": self.shared.member_epochs()}
+        return {sid: r.member_epochs() for sid, r in self.local.items()}
 
 
 def fit_panel(preps: Mapping[str, SeriesPrep], cfg: PipelineConfig, on_epoch_end: EpochCallback | None = None,
               validate: bool = True) -> PanelFit:
     """Train on every trainable series' windows: one network on their stacked windows (`global`; one series), or
-    one network per series (`local`), each stopping early on its validation windows unless `validate` is False.
-    The flows train the same way through their own tasks (progress, mapped series); this is the plain form
-    (backtest folds)."""
+    one network per series (`local`), each stopping early on its validation windows unless `validate` is False;
+    each network an ensemble of `model.ensemble` members trained one after another (`fit_network`).
+    The flows train the same way through their own tasks (progress, mapped series and members); this is the plain
+    form (backtest folds, sweeps)."""
     def one(windows: dict[SplitName, Windows]) -> TrainResult:
-        model = init_model(cfg, n_features=windows["train"].X.shape[2])
         val = windows["val"] if validate and len(windows["val"]) else None
-        return fit(model, windows["train"], val, cfg.train, on_epoch_end=on_epoch_end)
+        return fit_network(cfg, windows["train"], val, on_epoch_end=on_epoch_end)
 
     if cfg.model.strategy == "local" and cfg.data.series_column is not None:
         return PanelFit(local={sid: one(p.windows) for sid, p in preps.items() if p.trainable})
