@@ -221,11 +221,12 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> Usage:
 
 
 def run_seed(config: Path, long_csv: Path, seed: int, work: Path,
-             name: str = "m4-hourly") -> tuple[pd.DataFrame, Usage, Usage]:
+             name: str = "m4-hourly", parallel: int = 1) -> tuple[pd.DataFrame, Usage, Usage]:
     """`pipeline train` then `pipeline predict` for one seed in a private MLflow store under `work`
 
     Each seed registers its own model name in that fresh store, so its version is 1 whether or not the
-    gate made it @champion (the bench scores every seed, not only a promoted one).
+    gate made it @champion (the bench scores every seed, not only a promoted one). `parallel` > 1 trains an
+    ensemble's members in that many worker processes (`pipeline train --parallel`).
     """
     import yaml
 
@@ -240,7 +241,8 @@ def run_seed(config: Path, long_csv: Path, seed: int, work: Path,
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     pipeline = [sys.executable, "-m", "pipeline.cli"]
-    train = _run([*pipeline, "train", "--config", str(seed_cfg), "--force"], env, work)
+    train = _run([*pipeline, "train", "--config", str(seed_cfg), "--force",
+                  *(["--parallel", str(parallel)] if parallel > 1 else [])], env, work)
     out = work / f"forecasts_seed{seed}.csv"
     predict = _run([*pipeline, "predict", "--model", f"models:/{name}/1", "--data", str(long_csv),
                          "--out", str(out), "--overwrite"], env, work)
@@ -257,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="comma-separated seeds (default: the config's train.seed)")
     p.add_argument("--series", type=int, default=0, help="only the first N series (0: all 414)")
     p.add_argument("--keep", type=Path, help="keep the long CSV, configs, store and forecasts here")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="train an ensemble's members in this many worker processes (default: one after another)")
     args = p.parse_args(argv)
 
     train, test = read_wide(args.data / "Hourly-train.csv"), read_wide(args.data / "Hourly-test.csv")
@@ -278,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     per_seed = []
     ours_intervals: dict[str, tuple[float, float]] = {}
     for seed in seeds:
-        output, trained, predicted = run_seed(args.config.resolve(), long_csv, seed, work)
+        output, trained, predicted = run_seed(args.config.resolve(), long_csv, seed, work, parallel=args.parallel)
         bands = bands_to_wide(output)
         score = score_m4(forecasts_to_wide(output), train, test, intervals=bands or None)
         per_seed.append((score.smape, score.mase, trained.wall, predicted.wall, trained.mib, score.msis, score.coverage))
