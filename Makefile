@@ -65,11 +65,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # MLflow's UI on the local store; one worker is plenty for one person (MLflow's default is 4 processes).
+# MLflow's job runner (three huey consumer processes for its GenAI jobs, which this project has none of) stays off
+# unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true is set.
 MLFLOW_PORT    ?= 5000
 MLFLOW_WORKERS ?= 1
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS)
 
 # Scheduled retraining on one machine (README "Scheduled retraining"), each in its own terminal:
 # `make server`, then `make deploy` (creates the pool), `make worker`, `make retrain [FORCE=1]`;
