@@ -87,6 +87,8 @@ def test_one_series_without_split_keeps_the_fractions_unless_a_part_is_shorter_t
     resolved = resolve_auto(cfg, long)
     assert not resolved.split.auto and resolved.split == parse_config({"split": {"train": 0.7, "val": 0.15}}).split
     assert split_by_time(long.index, resolved.split) == split_by_time(long.index, cfg.split)  # today's windows
+    # a table whose series column names one series is one series too (one road: the same windows)
+    assert resolve_frames(cfg.with_overrides(data={"series_column": "id"}), [long]).split == resolved.split
     # 50 rows: the fractions leave 7 validation and 8 test rows, fewer than a 12-step horizon (no window in either)
     short = monthly(50)
     cfg = cfg.with_overrides(window={"horizon": 12})

@@ -2,13 +2,16 @@
 
 A config may say `auto` for `evaluate.season_length`, `window.lookback`, the transforms and scalers of
 `preprocess`, `model.window_norm`, `model.input_chunk`, `model.residual_to`, `train.loss`,
-`train.loss_weight`, `train.loss_weight_power` and `data.calendar`, and these are the code's defaults, so a config that
-names only its data gets them. `resolve_frames` turns them into concrete values once the data is
+`train.loss_weight`, `train.loss_weight_power`, `data.calendar` and `split`, and these are the code's defaults,
+so a config that names only its data gets them. `resolve_frames` turns them into concrete values once the data is
 validated, over every series at once (one series is a panel of one: `resolve_auto`); the flows log the
 resolved config (its params and config.yaml), so a run records what it really did and re-runs the same
 way. A config not resolved against data reads each `auto` as the plain setting (`config.settled`).
 
 The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' training rows:
+- the split first (`auto_split`), as every rule below reads the training rows: many series hold out each
+  series' last `window.horizon` rows as its test part and `validation_rows` before them; one series keeps the
+  fractions unless a part would be shorter than the horizon;
 - seasons from the frequency: hours 24 (and a week, 168), days 7 (and a year, 365), business days 5
   (and 260), weeks 52, months 12, quarters 4, half-months 24; years and irregular data have none;
 - the recipe (`recipe_changes`): data whose every value read is > 0 is normalised window by window
@@ -166,15 +169,16 @@ def validation_rows(cfg: PipelineConfig, lengths: Sequence[int], seasons: Sequen
 
 
 def auto_split(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons: Sequence[int]) -> dict[str, object]:
-    """The sizes `split: auto` stands for (`{}` when the config gives its own). Many series (`data.series_column`):
-    counted from each series' end, its last `window.horizon` rows the test part (one test window per series, its
-    forecast from the rows before them, as M3 and M4 are scored) and `validation_rows` before them. One series:
-    the fractions 0.7 / 0.15 / 0.15, unless they leave the validation or the test part fewer rows than one window
-    needs (the horizon), then counted from its end as for many."""
+    """The sizes `split: auto` stands for (`{}` when the config gives its own). Many series: counted from each
+    series' end, its last `window.horizon` rows the test part (one test window per series, its forecast from the
+    rows before them, as M3 and M4 are scored) and `validation_rows` before them. One series (also a table whose
+    `data.series_column` names one series: one road, the same windows): the fractions 0.7 / 0.15 / 0.15, unless
+    they leave the validation or the test part fewer rows than one window needs (the horizon), then counted from
+    its end as for many."""
     if not cfg.split.auto:
         return {}
     horizon = cfg.window.horizon
-    if cfg.data.series_column is None and len(frames) == 1:
+    if len(frames) == 1:
         bounds = split_by_time(frames[0].index, cfg.split)  # an auto split reads as the fractions
         if min(bounds.test_start - bounds.val_start, bounds.n_rows - bounds.test_start) >= horizon:
             return {"auto": False, "train": cfg.split.train, "val": cfg.split.val}
