@@ -147,7 +147,7 @@ class SplitConfig(_Frozen):
     `auto` (`split: auto`, or no `split` section) chooses the sizes from the data and the window when the run
     starts (pipeline.data.auto.auto_split; the run logs the sizes it chose): for many series the last
     `window.horizon` rows of each series are its test part and the rows before them its validation part, as many
-    as calibration needs (docs/bring-your-own-series.md, "The auto recipe"); one series keeps the fractions below
+    as calibration needs (docs/bring-your-own-series.md, "Splits"); one series keeps the fractions below
     unless they leave a part too short for one window. A section with sizes gives them instead:
     `train`/`val` give the sizes of the first two parts and the test part takes the rest;
     with fractions, `test` may be given too and the three must sum to 1. Dates (`train_end`,
