@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config.settings import parse_config
-from pipeline.data.auto import errors_needed, is_resolved, resolve_auto, resolve_frames, validation_rows
+from pipeline.config.settings import parse_config, windows_needed
+from pipeline.data.auto import is_resolved, resolve_auto, resolve_frames, validation_rows
 from pipeline.errors import ConfigError
 from pipeline.features.windows import min_rows_needed, prepare, split_by_time
 from pipeline.training import steps
@@ -67,7 +67,7 @@ def test_a_panel_without_split_holds_out_the_horizon_of_every_series_and_scores_
 def test_the_validation_part_gives_the_last_step_its_calibration_errors_within_what_series_can_spare() -> None:
     """N series x (V - H + 1) errors at the horizon's last step reach the 19 a 95 % interval needs; no more rows
     than a series that trains with V = H can spare, and never fewer than one validation window."""
-    assert (errors_needed(95), errors_needed(80), errors_needed(99)) == (19, 4, 99)
+    assert (windows_needed(95), windows_needed(80), windows_needed(99)) == (19, 4, 99)
     cfg = parse_config({"data": PANEL, "window": {"horizon": 6}})
     seasons = (12,)  # the lookback `auto` wants: 24 rows; two training windows: 24 + 1 + 1 + 6 = 32 rows
     assert validation_rows(cfg, [200] * 30, seasons) == 6  # 30 series x 1 origin >= 19

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,15 @@ Activation = Literal["relu", "tanh", "none"]
 BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the last `backtest.initial` rows
 CalendarPart = Literal["day", "week", "year"]  # pipeline.features.calendar
 CALENDAR_PARTS: tuple[str, ...] = ("day", "week", "year")
+
+
+def windows_needed(level: float) -> int:
+    """The fewest calibration windows (errors) with a finite conformal quantile at `level` %: ceil((n+1)q) <= n
+    (19 at 95 %; pipeline.evaluation.intervals, and `split: auto`'s validation rows)."""
+    n = 1
+    while math.ceil((n + 1) * level / 100 - 1e-9) > n:
+        n += 1
+    return n
 
 
 def tail_probabilities(level: int) -> tuple[float, float]:

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from pipeline.config.settings import AUTO, PipelineConfig, Transform
+from pipeline.config.settings import AUTO, PipelineConfig, Transform, windows_needed
 from pipeline.dates import infer_frequency, parse_frequency
 from pipeline.features.transforms import DIFFERENCING, LOGS
 from pipeline.features.windows import input_rows_needed, split_by_time
@@ -53,7 +53,7 @@ MIN_LOOKBACK = 4
 NO_SEASON_LOOKBACK = 8
 MAX_LOOKBACK_SHARE = 3  # lookback <= training rows / this
 TREND_SHIFT = 0.5
-CALIBRATION_LEVEL = 95  # `split: auto` gives the last step of the horizon the errors this level needs without intervals
+CALIBRATION_LEVEL = 95  # `split: auto` sizes validation for this level's errors even when intervals are off
 
 # Seasons per frequency prefix (pandas offset names, the anchor after "-" dropped).
 _SEASONS = {"D": 7, "B": 5, "C": 5, "W": 52, "MS": 12, "ME": 12, "BMS": 12, "BME": 12, "SMS": 24, "SME": 24,
@@ -144,22 +144,16 @@ def choose_transform(values: np.ndarray, train_rows: int, season: int | None = N
     return "log_return" if (values > 0).all() else "difference"
 
 
-def errors_needed(level: float) -> int:
-    """The fewest calibration errors with a finite conformal quantile at `level` %: n >= 1/(1 - L/100) - 1 (19 at
-    95 %; docs/intervals.md)."""
-    return max(1, math.ceil(1 / (1 - level / 100) - 1 - 1e-9))
-
-
 def validation_rows(cfg: PipelineConfig, lengths: Sequence[int], seasons: Sequence[int]) -> int:
     """`split: auto`'s validation rows for series of `lengths` whose last `window.horizon` rows are held out: at
     least one validation window (H rows, for early stopping), and enough origins that the horizon's last step gets
-    the errors the widest interval level needs over all series (`errors_needed`: N series x (V - H + 1) errors,
+    the errors the widest interval level needs over all series (`windows_needed`: N series x (V - H + 1) errors,
     docs/intervals.md), but no row more than every series that keeps its training windows with H validation rows
     can spare: two training windows of the lookback the run will read (the one given, else the two seasons `auto`
     wants), with the differencing warm-up, the lead and the horizon."""
     horizon = cfg.window.horizon
     level = max([*cfg.intervals.levels, CALIBRATION_LEVEL])
-    wanted = horizon - 1 + math.ceil(errors_needed(level) / max(1, len(lengths)))
+    wanted = horizon - 1 + math.ceil(windows_needed(level) / max(1, len(lengths)))
     given = cfg.window.lookback != AUTO
     lookback = cfg.window.lookback if given else wanted_lookback(seasons[0] if seasons else None)
     warmup = input_rows_needed(cfg) - (cfg.window.lookback if given else 1)  # counted as for `auto` transforms
