@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config.settings import parse_config
+from pipeline.config.settings import parse_config, windows_needed
 from pipeline.data import panel
 from pipeline.data.contract import validate_prices
 from pipeline.errors import ConfigError, ModelFormatError
@@ -21,7 +21,6 @@ from pipeline.evaluation.intervals import (
     conformal_quantile,
     fit_conformal,
     recent_scale,
-    windows_needed,
 )
 from pipeline.evaluation.metrics import Forecasts
 from pipeline.features.windows import min_rows_needed, prepare

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,15 @@ Activation = Literal["relu", "tanh", "none"]
 BacktestWindow = Literal["expanding", "rolling"]  # every earlier row, or the last `backtest.initial` rows
 CalendarPart = Literal["day", "week", "year"]  # pipeline.features.calendar
 CALENDAR_PARTS: tuple[str, ...] = ("day", "week", "year")
+
+
+def windows_needed(level: float) -> int:
+    """The fewest calibration windows (errors) with a finite conformal quantile at `level` %: ceil((n+1)q) <= n
+    (19 at 95 %; pipeline.evaluation.intervals, and `split: auto`'s validation rows)."""
+    n = 1
+    while math.ceil((n + 1) * level / 100 - 1e-9) > n:
+        n += 1
+    return n
 
 
 def tail_probabilities(level: int) -> tuple[float, float]:
@@ -142,8 +152,13 @@ class DataConfig(_Frozen):
 
 
 class SplitConfig(_Frozen):
-    """Chronological split: fractions (0-1), row counts (ints), or end dates.
+    """Chronological split: `auto`, fractions (0-1), row counts (ints), or end dates.
 
+    `auto` (`split: auto`, or no `split` section) chooses the sizes from the data and the window when the run
+    starts (pipeline.data.auto.auto_split; the run logs the sizes it chose): for many series the last
+    `window.horizon` rows of each series are its test part and the rows before them its validation part, as many
+    as calibration needs (docs/bring-your-own-series.md, "Splits"); one series keeps the fractions below
+    unless they leave a part too short for one window. A section with sizes gives them instead:
     `train`/`val` give the sizes of the first two parts and the test part takes the rest;
     with fractions, `test` may be given too and the three must sum to 1. Dates (`train_end`,
     `val_end`) are inclusive and override the sizes. Whole row counts `val` and `test` without
@@ -151,6 +166,9 @@ class SplitConfig(_Frozen):
     rows before them the validation part, and every earlier row trains.
     """
 
+    auto: bool = True
+    """Sizes chosen from the data when the run starts (`split: auto`; also a config without a `split` section); a
+    section that gives sizes sets it to false. Before the data is read the split reads as the fractions below."""
     train: float | None = 0.7
     """Training part: a fraction of the rows (< 1) or a row count; null (or left out beside whole-count `val` and
     `test`): every row before validation and test, which are counted from each series' end."""
@@ -166,7 +184,12 @@ class SplitConfig(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _counted_from_end(cls, raw: Any) -> Any:
-        """`{val: 48, test: 48}`: whole row counts without `train` mean "counted from the end"."""
+        """`split: auto` is `{auto: true}`; a section that gives sizes is not auto. `{val: 48, test: 48}`: whole row
+        counts without `train` mean "counted from the end"."""
+        if raw == AUTO:
+            return {"auto": True}
+        if isinstance(raw, dict) and raw and "auto" not in raw:
+            raw = {**raw, "auto": False}
         if isinstance(raw, dict) and "train" not in raw and "train_end" not in raw:
             test = raw.get("test")
             if isinstance(test, int) and not isinstance(test, bool) and test >= 1:
@@ -180,6 +203,13 @@ class SplitConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
+        if self.auto:
+            given = {k: v for k, v in self.model_dump(exclude={"auto"}).items()
+                     if v != type(self).model_fields[k].default}
+            if given:
+                raise ValueError(f"split auto chooses the sizes from the data: leave out {sorted(given)}, or give "
+                                 "the sizes without auto")
+            return self
         if self.train is None and self.train_end is None:
             if self.test is None or self.test < 1 or self.test != int(self.test) or self.val != int(self.val):
                 raise ValueError("split counted from the end (no split.train) needs whole row counts "
@@ -599,7 +629,10 @@ class PipelineConfig(_Frozen):
         """A copy with some fields of some sections replaced, validated again."""
         raw = self.model_dump(mode="json")
         for section, values in sections.items():
-            raw[section] = {**raw[section], **values}
+            given = raw[section]
+            if section == "split" and "auto" not in values:  # new sizes are given sizes (SplitConfig.auto)
+                given = {k: v for k, v in given.items() if k != "auto"}
+            raw[section] = {**given, **values}
         return parse_config(raw, origin="overrides")
 
     def flat(self) -> dict[str, str]:

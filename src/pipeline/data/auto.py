@@ -2,13 +2,16 @@
 
 A config may say `auto` for `evaluate.season_length`, `window.lookback`, the transforms and scalers of
 `preprocess`, `model.window_norm`, `model.input_chunk`, `model.residual_to`, `train.loss`,
-`train.loss_weight`, `train.loss_weight_power` and `data.calendar`, and these are the code's defaults, so a config that
-names only its data gets them. `resolve_frames` turns them into concrete values once the data is
+`train.loss_weight`, `train.loss_weight_power`, `data.calendar` and `split`, and these are the code's defaults,
+so a config that names only its data gets them. `resolve_frames` turns them into concrete values once the data is
 validated, over every series at once (one series is a panel of one: `resolve_auto`); the flows log the
 resolved config (its params and config.yaml), so a run records what it really did and re-runs the same
 way. A config not resolved against data reads each `auto` as the plain setting (`config.settled`).
 
 The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' training rows:
+- the split first (`auto_split`), as every rule below reads the training rows: many series hold out each
+  series' last `window.horizon` rows as its test part and `validation_rows` before them; one series keeps the
+  fractions unless a part would be shorter than the horizon;
 - seasons from the frequency: hours 24 (and a week, 168), days 7 (and a year, 365), business days 5
   (and 260), weeks 52, months 12, quarters 4, half-months 24; years and irregular data have none;
 - the recipe (`recipe_changes`): data whose every value read is > 0 is normalised window by window
@@ -30,6 +33,7 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -37,10 +41,10 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from pipeline.config.settings import AUTO, PipelineConfig, Transform
+from pipeline.config.settings import AUTO, PipelineConfig, Transform, windows_needed
 from pipeline.dates import infer_frequency, parse_frequency
 from pipeline.features.transforms import DIFFERENCING, LOGS
-from pipeline.features.windows import split_by_time
+from pipeline.features.windows import input_rows_needed, split_by_time
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ MIN_LOOKBACK = 4
 NO_SEASON_LOOKBACK = 8
 MAX_LOOKBACK_SHARE = 3  # lookback <= training rows / this
 TREND_SHIFT = 0.5
+CALIBRATION_LEVEL = 95  # `split: auto` sizes validation for this level's errors even when intervals are off
 
 # Seasons per frequency prefix (pandas offset names, the anchor after "-" dropped).
 _SEASONS = {"D": 7, "B": 5, "C": 5, "W": 52, "MS": 12, "ME": 12, "BMS": 12, "BME": 12, "SMS": 24, "SME": 24,
@@ -105,10 +110,14 @@ def seasons_for(frequency: str | None) -> tuple[int, ...]:
     return (season,)
 
 
+def wanted_lookback(season: int | None) -> int:
+    """Two seasons (`MIN_LOOKBACK` rows at least), or `NO_SEASON_LOOKBACK` rows without a season."""
+    return max(MIN_LOOKBACK, LOOKBACK_SEASONS * season) if season else NO_SEASON_LOOKBACK
+
+
 def choose_lookback(season: int | None, train_rows: int) -> int:
     """Two seasons (or `NO_SEASON_LOOKBACK` rows), bounded by a third of the training rows."""
-    wanted = max(MIN_LOOKBACK, LOOKBACK_SEASONS * season) if season else NO_SEASON_LOOKBACK
-    return max(1, min(wanted, train_rows // MAX_LOOKBACK_SHARE))
+    return max(1, min(wanted_lookback(season), train_rows // MAX_LOOKBACK_SHARE))
 
 
 def drifts(values: np.ndarray, season: int | None = None) -> bool:
@@ -133,6 +142,42 @@ def choose_transform(values: np.ndarray, train_rows: int, season: int | None = N
     if not drifts(values[:train_rows], season):
         return "level"
     return "log_return" if (values > 0).all() else "difference"
+
+
+def validation_rows(cfg: PipelineConfig, lengths: Sequence[int], seasons: Sequence[int]) -> int:
+    """`split: auto`'s validation rows for series of `lengths` whose last `window.horizon` rows are held out: at
+    least one validation window (H rows, for early stopping), and enough origins that the horizon's last step gets
+    the errors the widest interval level needs over all series (`windows_needed`: N series x (V - H + 1) errors,
+    docs/intervals.md), but no row more than every series that keeps its training windows with H validation rows
+    can spare: two training windows of the lookback the run will read (the one given, else the two seasons `auto`
+    wants), with the differencing warm-up, the lead and the horizon."""
+    horizon = cfg.window.horizon
+    level = max([*cfg.intervals.levels, CALIBRATION_LEVEL])
+    wanted = horizon - 1 + math.ceil(windows_needed(level) / max(1, len(lengths)))
+    given = cfg.window.lookback != AUTO
+    lookback = cfg.window.lookback if given else wanted_lookback(seasons[0] if seasons else None)
+    warmup = input_rows_needed(cfg) - (cfg.window.lookback if given else 1)  # counted as for `auto` transforms
+    training = lookback + warmup + cfg.window.lead + horizon  # rows of two training windows (`prepare`'s minimum)
+    spare = [n - horizon - training for n in lengths if n - horizon - training >= horizon]
+    return max(horizon, min([wanted, *spare])) if spare else horizon  # none trains even then: one window
+
+
+def auto_split(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons: Sequence[int]) -> dict[str, object]:
+    """The sizes `split: auto` stands for (`{}` when the config gives its own). Many series: counted from each
+    series' end, its last `window.horizon` rows the test part (one test window per series, its forecast from the
+    rows before them, as M3 and M4 are scored) and `validation_rows` before them. One series (also a table whose
+    `data.series_column` names one series: one road, the same windows): the fractions 0.7 / 0.15 / 0.15, unless
+    they leave the validation or the test part fewer rows than one window needs (the horizon), then counted from
+    its end as for many."""
+    if not cfg.split.auto:
+        return {}
+    horizon = cfg.window.horizon
+    if len(frames) == 1:
+        bounds = split_by_time(frames[0].index, cfg.split)  # an auto split reads as the fractions
+        if min(bounds.test_start - bounds.val_start, bounds.n_rows - bounds.test_start) >= horizon:
+            return {"auto": False, "train": cfg.split.train, "val": cfg.split.val}
+    val = validation_rows(cfg, [len(f) for f in frames], seasons)
+    return {"auto": False, "train": None, "val": val, "test": horizon}
 
 
 def resolve_auto(cfg: PipelineConfig, frame: pd.DataFrame) -> PipelineConfig:
@@ -252,8 +297,13 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
     auto_season = cfg.evaluate.season_length == AUTO
     seasons = seasons_for(frequency) if auto_season else ((cfg.evaluate.season_length,) if cfg.evaluate.season_length else ())
     season = seasons[0] if seasons else None
+    held_out = auto_split(cfg, frames, seasons)
+    if held_out:  # every rule below reads the training rows of the split chosen here
+        cfg = cfg.with_overrides(split=held_out)
     train_rows = int(np.median([max(1, split_by_time(f.index, cfg.split).val_start) for f in frames]))
     changes: dict[str, dict[str, object]] = recipe_changes(cfg, frames)
+    if held_out:
+        changes["split"] = held_out
     if auto_season:
         # the seasonal naive baseline needs a whole season of known rows before each forecast
         season = season if season and season < train_rows else None
@@ -302,7 +352,7 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
 
 def is_resolved(cfg: PipelineConfig) -> bool:
     """True when no setting still says `auto`."""
-    return AUTO not in (cfg.window.lookback, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
+    return not cfg.split.auto and AUTO not in (cfg.window.lookback, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
                         cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
                         cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
                         cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.data.calendar)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config.settings import tail_probabilities
+from pipeline.config.settings import tail_probabilities, windows_needed
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,6 @@ def conformal_quantile(errors: np.ndarray, level: int, rule: str = "expected", s
     if rule == "finite_sample":
         return float(values[max(rounded_up, 1) - 1]), True
     return float(np.quantile(values, level / 100, method="weibull")), True
-
-
-def windows_needed(level: int) -> int:
-    """The fewest calibration windows with a finite conformal quantile at `level` %: ceil((n+1)q) <= n."""
-    n = 1
-    while math.ceil((n + 1) * level / 100 - 1e-9) > n:
-        n += 1
-    return n
 
 
 @dataclass(frozen=True)
