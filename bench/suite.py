@@ -301,9 +301,11 @@ def mean_row(rows: Sequence[Row]) -> Row:
 
 
 # ---------------------------------------------------------------- methods
-def run_product(data: BenchData, method: str, config: dict, seeds: Sequence[int], work: Path) -> Iterator[Row]:
+def run_product(data: BenchData, method: str, config: dict, seeds: Sequence[int], work: Path,
+                parallel: int = 1) -> Iterator[Row]:
     """Each seed through `pipeline train` / `pipeline predict`, then the mean; a refusal ends the method as a row
-    whose note is the product's message (the other seeds would be refused alike)."""
+    whose note is the product's message (the other seeds would be refused alike). `parallel` > 1 trains an
+    ensemble's members in that many processes (`pipeline train --parallel`)."""
     import yaml
 
     work.mkdir(parents=True, exist_ok=True)
@@ -314,7 +316,7 @@ def run_product(data: BenchData, method: str, config: dict, seeds: Sequence[int]
     for seed in seeds:
         try:
             with measured() as took:
-                output, _, _ = run_seed(config_path, source, seed, work, name=data.spec.name)
+                output, _, _ = run_seed(config_path, source, seed, work, name=data.spec.name, parallel=parallel)
         except CommandFailed as failed:
             yield Row(data.spec.name, method, str(seed), len(data.test), wall_s=took.wall, cpu_s=took.cpu,
                       note=f"refused (exit {failed.code}): {failed.message}")
@@ -489,6 +491,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bench-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python",
                    help="Python of the environment with statsforecast (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="statsforecast's n_jobs (default: 1)")
+    p.add_argument("--parallel", type=int, default=1, help="`pipeline train --parallel`: an ensemble's members "
+                   "(configs/m4_hourly.yaml has five) in this many processes (default: 1, one after another)")
     p.add_argument("--data", type=Path, default=DATA, help="folder holding m3/ and m4/ (default: %(default)s)")
     p.add_argument("--results", type=Path, help="results CSV (default: bench/results/suite.csv, "
                    "suite-sample.csv with --series)")
@@ -532,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
                 methods.append((PRODUCT_TUNED, lambda: _read_yaml(ROOT / spec.tuned_config), "tuned"))
             if not args.no_product:
                 runs += [(method, lambda d=data, m=method, c=config, slug=slug:
-                          run_product(d, m, c(), args.seeds, work / f"{d.spec.name}-{slug}"))
+                          run_product(d, m, c(), args.seeds, work / f"{d.spec.name}-{slug}", args.parallel))
                          for method, config, slug in methods]
             for method, rows_of in runs:
                 try:
