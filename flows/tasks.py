@@ -38,7 +38,7 @@ from pipeline.features import transforms
 from pipeline.features.windows import Preprocessor, SplitBounds, Windows, input_rows_needed, min_rows_needed
 from pipeline.model import progress
 from pipeline.model.training import (TrainResult, ensemble_result, fit, fit_member, fit_network, init_model,
-                                     members_of, plan_training)
+                                     member_runs, plan_training)
 from pipeline.runtime import kill_point
 from pipeline.serving.model_format import ForecastBundle
 from pipeline.tracking import promotion, registry, run_report, store, training_run
@@ -231,9 +231,8 @@ def train_member_task(member: int, windows: dict[str, Windows], cfg: PipelineCon
 def train_members(windows: dict[str, Windows], cfg: PipelineConfig, epochs: list[int] | None = None) -> TrainResult:
     """The ensemble's members as mapped tasks (in parallel on the flow's task runner: processes or Dask), combined
     by their median (`ensemble_result`); `epochs`, one count per member: a refit."""
-    count = members_of(cfg) if epochs is None else len(epochs)
-    futures = train_member_task.map(list(range(count)), unmapped(windows), unmapped(cfg),
-                                    list(epochs) if epochs is not None else [None] * count)
+    runs = member_runs(cfg, epochs)
+    futures = train_member_task.map(list(range(len(runs))), unmapped(windows), unmapped(cfg), runs)
     return ensemble_result([future.result() for future in futures])
 
 
@@ -260,11 +259,11 @@ def train_panel(run: TrackedRun, preps: dict[str, SeriesPrep], cfg: PipelineConf
     if cfg.model.strategy == "local" and cfg.data.series_column is not None:
         return train_local(preps, cfg)
     epoch_logger = store.EpochLogger(run.client, run.run_id)
-    if members_of(cfg) > 1:
+    if cfg.model.ensemble > 1:
         windows = steps.stacked(preps)
         plan = plan_training(init_model(cfg, n_features=windows["train"].X.shape[2]), windows, cfg.train,
                              rows=steps.rows_of(preps))
-        get_run_logger().info("an ensemble of %d members, each %s", members_of(cfg), plan.describe())
+        get_run_logger().info("an ensemble of %d members, each %s", cfg.model.ensemble, plan.describe())
         result = train_members(windows, cfg)
         for epoch, train_loss in enumerate(result.train_loss):  # the first member's curve, as one network's
             epoch_logger(epoch, train_loss, result.val_loss[epoch] if epoch < len(result.val_loss) else None)

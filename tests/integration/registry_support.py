@@ -17,7 +17,7 @@ import torch
 from pipeline.config.settings import PipelineConfig, parse_config
 from pipeline.data.contract import validate_prices
 from pipeline.features.windows import min_rows_needed, prepare
-from pipeline.model.network import LSTMForecaster
+from pipeline.model.network import LSTMForecaster, from_checkpoint
 from pipeline.serving.forecast import ForecastBundle, forecast_frame
 from pipeline.tracking import promotion, registry, store
 from pipeline.training.steps import series_example
@@ -167,7 +167,7 @@ def trend_scene(uri: str, growth: float = 0.01):
 
 def own_rmse(planted: Planted, frame: pd.DataFrame, win: Window) -> float:
     """A bundle's RMSE on the window, computed in-process with the bundle's own preprocessor."""
-    model = LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
+    model = from_checkpoint(planted.bundle.checkpoint)
     table = forecast_frame(model, planted.bundle.preprocessor, frame, all_windows=True)
     return promotion.table_rmse(table, win.actual, win.first_dates, planted.bundle.config.window.horizon).rmse
 

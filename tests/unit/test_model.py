@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.config.settings import ModelConfig
-from pipeline.model.network import LSTMForecaster
+from pipeline.model.network import LSTMForecaster, from_checkpoint
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
@@ -34,5 +34,5 @@ def test_checkpoint_round_trip_gives_identical_predictions() -> None:
     model = LSTMForecaster(n_features=3, horizon=2, hidden_size=5, num_layers=2, head_hidden=(4,), head_activation="tanh")
     model.eval()
     x = torch.randn(4, 6, 3)
-    clone = LSTMForecaster.from_checkpoint(model.checkpoint())
+    clone = from_checkpoint(model.checkpoint())
     assert torch.equal(model(x), clone(x))

@@ -14,7 +14,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from pipeline.errors import ModelFormatError
 from pipeline.features.scalers import fit_scaler, scaler_from_dict, scaler_to_dict
 from pipeline.features.windows import Preprocessor
-from pipeline.model.network import LSTMForecaster
+from pipeline.model.network import from_checkpoint
 from pipeline.serving.forecast import ForecastModel, forecast_frame
 from pipeline.serving.model_format import FILES, SERIES_FILE, ForecastBundle
 from tests.integration import registry_support as rs
@@ -31,7 +31,7 @@ def planted():
 
 
 def forecasts(bundle: ForecastBundle, frame) -> np.ndarray:
-    model = LSTMForecaster.from_checkpoint(bundle.checkpoint)
+    model = from_checkpoint(bundle.checkpoint)
     return forecast_frame(model, bundle.preprocessor, frame, all_windows=True)["forecast"].to_numpy()
 
 

@@ -21,7 +21,7 @@ from pipeline.evaluation import metrics
 from pipeline.evaluation.intervals import IntervalState
 from pipeline.evaluation.metrics import Forecasts
 from pipeline.features.windows import min_rows_needed, prepare
-from pipeline.model.network import LSTMForecaster
+from pipeline.model.network import LSTMForecaster, from_checkpoint
 from pipeline.model.training import fit, init_model, pinball_loss
 from pipeline.serving.model_format import ForecastBundle
 from pipeline.training import steps
@@ -47,7 +47,7 @@ def test_the_head_predicts_the_point_and_each_quantile() -> None:
     assert net(x).shape == (5, 3) and everything.shape == (5, 3, 3)
     torch.testing.assert_close(everything[:, 0], net(x))
     assert net.init_args["quantiles"] == [0.1, 0.9] and net.head[-1].out_features == 9
-    again = LSTMForecaster.from_checkpoint(net.checkpoint())
+    again = from_checkpoint(net.checkpoint())
     torch.testing.assert_close(again(x, with_quantiles=True), everything)
     plain = LSTMForecaster(n_features=2, horizon=3, hidden_size=4)
     assert "quantiles" not in plain.init_args and plain(x, with_quantiles=True).shape == (5, 1, 3)

@@ -266,7 +266,7 @@ def test_iso_dates_stay_iso_under_a_day_first_setting(setting: dict) -> None:
 
 def test_a_day_first_model_serves_day_first_files_and_its_own_iso_input() -> None:
     """`pipeline predict` validates the user's file, hands the pyfunc ISO dates, and the pyfunc validates again."""
-    from pipeline.model.network import LSTMForecaster
+    from pipeline.model.network import from_checkpoint
     from pipeline.serving.forecast import ForecastModel, model_input
     from tests.integration import registry_support as rs
 
@@ -274,7 +274,7 @@ def test_a_day_first_model_serves_day_first_files_and_its_own_iso_input() -> Non
     data["Date"] = pd.to_datetime(data["Date"]).dt.strftime("%d/%m/%Y")
     planted = rs.plant(data, rs.config(data={"dayfirst": True}), 0.01)
     served = ForecastModel()
-    served.bundle, served.model = planted.bundle, LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
+    served.bundle, served.model = planted.bundle, from_checkpoint(planted.bundle.checkpoint)
     rows = model_input(data.tail(10), planted.bundle, "recent.csv")  # the file as the user wrote it
     assert rows["Date"].iloc[-1] == str(planted.frame.index[-1].date())
     out = served.forecast(rows)

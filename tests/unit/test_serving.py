@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.model.network import LSTMForecaster
+from pipeline.model.network import LSTMForecaster, from_checkpoint
 from pipeline.serving.forecast import ForecastModel, format_dates, model_input
 from pipeline.training.steps import series_example
 from tests.integration import registry_support as rs
@@ -20,7 +20,7 @@ def served():
     planted = rs.plant(data, rs.config(), 0.01)
     model = ForecastModel()
     model.bundle = planted.bundle
-    model.model = LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
+    model.model = from_checkpoint(planted.bundle.checkpoint)
     return model, data
 
 
@@ -94,7 +94,7 @@ def test_sub_daily_forecasts_keep_their_times():
     planted = rs.plant(data, rs.config(window={"lookback": 5, "horizon": 3}), 0.01)
     assert planted.bundle.preprocessor.frequency == "min"  # the training calendar, stored with the model
     model = ForecastModel()
-    model.bundle, model.model = planted.bundle, LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
+    model.bundle, model.model = planted.bundle, from_checkpoint(planted.bundle.checkpoint)
     out = model.forecast(data.tail(10))
     assert out["origin"].tolist() == ["2024-03-01 09:39:00"] * 3
     assert out["date"].tolist() == ["2024-03-01 09:40:00", "2024-03-01 09:41:00", "2024-03-01 09:42:00"]
@@ -118,7 +118,7 @@ def test_forecast_dates_follow_the_training_calendar_not_the_input_alone(served)
     data["Date"] = pd.date_range("2024-05-01", periods=40, freq="D").strftime("%Y-%m-%d")
     planted = rs.plant(data, rs.config(), 0.01)
     assert planted.bundle.preprocessor.frequency == "D"
-    model.bundle, model.model = planted.bundle, LSTMForecaster.from_checkpoint(planted.bundle.checkpoint)
+    model.bundle, model.model = planted.bundle, from_checkpoint(planted.bundle.checkpoint)
     friday = data[pd.to_datetime(data["Date"]) <= "2024-06-07"].tail(6)  # Sat 06-01 .. Fri 06-07, minus Sat
     weekdays = friday[pd.to_datetime(friday["Date"]).dt.day_of_week < 5]
     weekdays = pd.concat([data[data["Date"] == "2024-05-31"], weekdays])  # Fri, then Mon-Fri

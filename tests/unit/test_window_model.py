@@ -16,7 +16,7 @@ from pipeline.data import panel
 from pipeline.data.reading import load_prices
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.features.transforms import transform_domain
-from pipeline.model.network import LSTMForecaster, predict
+from pipeline.model.network import LSTMForecaster, from_checkpoint, predict
 from pipeline.model.training import fit, init_model, window_loss
 from pipeline.serving.model_format import ForecastBundle
 from pipeline.training import steps
@@ -152,7 +152,7 @@ def test_a_windowed_global_model_trains_saves_as_format_3_and_serves_the_same(tm
     assert json.loads((saved / "format.json").read_text())["format_version"] == 6
     loaded = ForecastBundle.load(saved)
     assert loaded.checkpoint["init_args"]["window_norm"] == "log_mean"
-    again = LSTMForecaster.from_checkpoint(loaded.checkpoint)
+    again = from_checkpoint(loaded.checkpoint)
     x = windows["test"].X[:]
     np.testing.assert_array_equal(predict(again, x), predict(result.model, x))
     # in the frame's units: the forecasts lie near the series' level, not near the normalised zero

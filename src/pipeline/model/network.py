@@ -182,15 +182,8 @@ class LSTMForecaster(nn.Module):
         )
 
     def checkpoint(self) -> dict[str, Any]:
-        """Constructor arguments beside the weights, enough to rebuild the model anywhere."""
-        return {"init_args": dict(self.init_args), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> LSTMForecaster:
-        model = cls(**checkpoint["init_args"])
-        model.load_state_dict(checkpoint["state_dict"])
-        model.eval()
-        return model
+        """Constructor arguments beside the weights, enough to rebuild the model anywhere (`from_checkpoint`)."""
+        return checkpoint_of(self, self.init_args)
 
 
 class LSTMEnsemble(nn.Module):
@@ -230,10 +223,15 @@ class LSTMEnsemble(nn.Module):
 
     def checkpoint(self) -> dict[str, Any]:
         """Constructor arguments (the members' own plus `members`, their count) beside every member's weights."""
-        return {"init_args": dict(self.init_args), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        return checkpoint_of(self, self.init_args)
 
 
 Network = LSTMForecaster | LSTMEnsemble
+
+
+def checkpoint_of(model: nn.Module, init_args: dict[str, Any]) -> dict[str, Any]:
+    """A network's constructor arguments beside its weights (on the CPU): what `from_checkpoint` rebuilds."""
+    return {"init_args": dict(init_args), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
 def median_of(stacked: torch.Tensor) -> torch.Tensor:

@@ -78,9 +78,10 @@ def init_model(cfg: PipelineConfig, n_features: int) -> LSTMForecaster:
                                       lookback=int(cfg.window.lookback) if calendar else 0)
 
 
-def members_of(cfg: PipelineConfig) -> int:
-    """How many networks the config trains (`model.ensemble`)."""
-    return cfg.model.ensemble
+def member_runs(cfg: PipelineConfig, epochs: list[int] | None = None) -> list[int | None]:
+    """One entry per network the config trains (`model.ensemble` members): None to stop early on validation, or
+    `epochs` as given (a refit, each member for its own count)."""
+    return [None] * cfg.model.ensemble if epochs is None else list(epochs)
 
 
 def member_config(cfg: PipelineConfig, member: int, epochs: int | None = None) -> PipelineConfig:
@@ -115,9 +116,8 @@ def fit_network(cfg: PipelineConfig, train: Windows, val: Windows | None, on_epo
                 epochs: list[int] | None = None) -> TrainResult:
     """The network `cfg` describes, trained: `model.ensemble` members one after another (`fit_member`), combined.
     `epochs` (one per member): a refit, each member for its own count. The flows train the members in parallel."""
-    count = members_of(cfg) if epochs is None else len(epochs)
-    return ensemble_result([fit_member(cfg, i, train, val, None if epochs is None else epochs[i], on_epoch_end)
-                            for i in range(count)])
+    return ensemble_result([fit_member(cfg, i, train, val, n, on_epoch_end)
+                            for i, n in enumerate(member_runs(cfg, epochs))])
 
 
 def pick_device(requested: str) -> torch.device:
