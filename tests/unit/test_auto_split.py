@@ -61,7 +61,8 @@ def test_a_panel_without_split_holds_out_the_horizon_of_every_series_and_scores_
     short = steps.prepare_series(frames[2], resolved)
     assert short.trainable and len(short.windows["test"]) == 1  # scored
     assert list(short.windows["test"].target_positions[0]) == [12, 13, 14, 15]
-    assert resolved.window.lookback <= 16 - 4  # a lookback the short series feeds before its test part
+    # the lookback the median series feeds (two years), the short series padded before its first row
+    assert resolved.window.lookback == 24 and resolved.window.pad is True
 
 
 def test_the_validation_part_gives_the_last_step_its_calibration_errors_within_what_series_can_spare() -> None:

@@ -80,7 +80,7 @@ def test_given_values_win_over_auto() -> None:
     cfg = parse_config({**MINIMAL, "window": {"lookback": 12}, "evaluate": {"season_length": None},
                         "preprocess": {"target_transform": "difference", "default_feature_transform": "difference"}})
     resolved = resolve_auto(cfg, weekly())
-    assert (resolved.window, resolved.evaluate.season_length) == (cfg.window, None)
+    assert (resolved.window, resolved.evaluate.season_length) == (cfg.window.model_copy(update={"pad": False}), None)
     assert resolved.preprocess.target_transform == "difference" and resolved.model.window_norm == "none"
     assert resolve_auto(resolved, weekly()) == resolved  # nothing says auto: unchanged
 

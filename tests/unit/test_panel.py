@@ -286,27 +286,31 @@ def test_auto_settings_over_many_series_follow_most_series(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("policy", ["error", "skip"])
 def test_short_series_get_a_lookback_they_can_feed_and_only_the_too_short_are_bad(tmp_path: Path, policy: str) -> None:
-    """Hourly series want two days (48 rows); C's 30 rows (26 before its test part) cut the lookback to 26, so C
-    is served and scored, not refused; D's 3 rows, all held out, feed no window at all: a bad series."""
+    """Hourly series want two days (48 rows); C's 30 rows (26 before its test part) cannot feed them, so C is padded
+    (its first value held before it), served and scored, not refused; D's 3 rows, all held out, leave no row
+    before its test part: a bad series."""
     path = tmp_path / "long.csv"
     make_long("ABCD", n=200, short={"C": 30, "D": 3}).to_csv(path, index=False)
     cfg = auto_config(path, on_bad_series=policy)
     raw = load_prices(str(path))
     data = panel.validate_panel(raw, cfg, min_rows=2)
     if policy == "error":
-        with pytest.raises(DataError, match=r"series 'D': 3 rows; rule: a series needs at least 26 rows") as caught:
+        with pytest.raises(DataError, match=r"series 'D': 3 rows, 0 before its held-out part; rule: a series needs "
+                                            r"at least 1 rows before its held-out part") as caught:
             panel.resolve_panel(raw, cfg, data)
         assert "'C'" not in str(caught.value)
         return
     resolved, kept = panel.resolve_panel(raw, cfg, data)
-    assert sorted(kept.series) == ["A", "B", "C"] and "D" in kept.skipped and resolved.window.lookback == 26
+    assert sorted(kept.series) == ["A", "B", "C"] and "D" in kept.skipped
+    assert (resolved.window.lookback, resolved.window.pad) == (48, True)
     preps = steps.prepare_panel(kept, resolved)
     assert preps["C"].trainable and len(preps["C"].windows["test"]) == 1
 
 
 def test_a_panel_of_short_series_is_served_with_a_short_lookback(tmp_path: Path) -> None:
-    """Every series as short as M3's yearly ones (14 to 20 rows, 6 held out twice): the lookback fits the
-    shortest, every series keeps a test window, and the run is not refused."""
+    """Every series as short as M3's yearly ones (14 to 20 rows, 6 held out twice): the lookback is half the median
+    series' rows before its test part, within what the shortest feeds; every series keeps a test window, and the run
+    is not refused."""
     frame = make_long("ABCDEF", n=20, short={"A": 14, "B": 15}, freq="YS")
     path = tmp_path / "long.csv"
     frame.to_csv(path, index=False)
@@ -316,7 +320,8 @@ def test_a_panel_of_short_series_is_served_with_a_short_lookback(tmp_path: Path)
     raw = load_prices(str(path))
     resolved, kept = panel.resolve_panel(raw, cfg, panel.validate_panel(raw, cfg, min_rows=2))
     assert len(kept.series) == 6 and resolved.evaluate.season_length is None
-    assert 1 <= resolved.window.lookback <= 2  # the median series trains on 8 rows: a third of them
+    # half the median series' 14 rows before its test part; the shortest (8 rows before it) feeds that: no padding
+    assert (resolved.window.lookback, resolved.window.pad) == (7, False)
     preps = steps.prepare_panel(kept, resolved)
     assert all(p.trainable and len(p.windows["test"]) == 1 for p in preps.values())
 

@@ -242,11 +242,17 @@ class WindowConfig(_Frozen):
     """
 
     lookback: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
-    """Past rows each forecast reads; `auto`: two seasons (8 rows without a season) or the longest season of the calendar the data can feed (a week of sub-daily data, a year of daily data), at most a third of the median series' training rows and no more than the shortest series can feed before its held-out part."""
+    """Past rows each forecast reads; `auto`: two seasons (8 rows without a season) or the longest season of the calendar the data can feed (a week of sub-daily data, a year of daily data), at most a third of the median series' training rows and no more than the shortest series can feed before its held-out part (many series with `pad`: no more than half the median series' rows before its held-out part, shorter series padded)."""
     horizon: int = Field(1, ge=1)
     """Steps forecast at once."""
     lead: int = Field(1, ge=0)
     """Rows from the window's last row to the first forecast step (0: the tutorial's same-row estimate)."""
+    pad: bool | Literal["auto"] = AUTO
+    """`true`: a window whose lookback reaches before a series' first row reads that row's values as if they had
+    held before it (flat history; a differenced column's change 0), so a series shorter than the lookback is
+    trained on and forecast from one row on, as the M4 entries padded short series; `false`: every window reads
+    `lookback` rows of the series; `auto`: `true` for many series when the `auto` lookback asks for more rows than
+    the shortest series holds before its held-out part, else `false`."""
 
 
 class PreprocessConfig(_Frozen):

@@ -18,7 +18,7 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
   inside the network (`window_norm: log_mean`, no scalers, `level` transforms, an absolute error in
   log-ratio units, weighted towards MASE with several series); the window's level travels with it, so
   a trending series is not held to its training range. Other data keeps scaled levels or differences;
-- lookback (`feedable_lookback`): two of the shortest season (`MIN_LOOKBACK` rows at least,
+- lookback of one series (`feedable_lookback`; many series too with `window.pad: false`): two of the shortest season (`MIN_LOOKBACK` rows at least,
   `NO_SEASON_LOOKBACK` without a season) or the longest season the data can feed, never more than a
   third of the median series' training rows nor more than the shortest series can feed before its
   held-out part; with window normalisation a season per LSTM step (`input_chunk`) and the head
@@ -27,6 +27,11 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
   too): a series whose level drifts over the training rows (the second half's mean moves from the
   first half's by more than `TREND_SHIFT` of the within-half spread) is differenced: `log_return` when
   every value is > 0, else `difference`; else `level`. The transform most series call for wins;
+- lookback of many series (`padded_lookback`, `window.pad` not false): two of the shortest season
+  (`NO_SEASON_LOOKBACK` rows without one) or the longest season within half the median series' rows before its
+  held-out part; the series too short for it are padded (`window.pad`: their first value held before them) for
+  their validation and test windows and their forecasts, and train on the whole windows they hold. A given
+  lookback pads the series that cannot feed it;
 - calendar inputs (`data.calendar`): none (`CALENDAR_AUTO`: they did not help on validation).
 """
 
@@ -196,16 +201,33 @@ def feedable_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seaso
 
     One series: two seasons within a third of its training rows, as before several seasons.
     """
-    bounds = [split_by_time(f.index, cfg.split) for f in frames]
-    train_rows = int(np.median([max(1, b.val_start) for b in bounds]))
-    # rows before each series' first held-out part it must forecast (its test part, else its end)
-    before = [b.test_start if b.test_start < b.n_rows else b.n_rows for b in bounds]
+    train_rows = int(np.median([max(1, split_by_time(f.index, cfg.split).val_start) for f in frames]))
+    before = rows_before_held_out(cfg, frames)
     shortest = min((r - warmup for r in before if r - warmup >= 1), default=1)
     cap = min(max(1, train_rows // MAX_LOOKBACK_SHARE), shortest)
     wanted = choose_lookback(seasons[0] if seasons else None, train_rows)
     wanted = max([wanted, *(s for s in seasons[1:] if s <= cap)])
     lookback = max(1, min(wanted, cap))
     return max(chunk, lookback // chunk * chunk)  # a chunk longer than the data can feed: the short series are refused
+
+
+def rows_before_held_out(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> list[int]:
+    """Each series' rows before the first held-out part it must forecast (its test part, else its end)."""
+    bounds = [split_by_time(f.index, cfg.split) for f in frames]
+    return [b.test_start if b.test_start < b.n_rows else b.n_rows for b in bounds]
+
+
+def padded_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons: Sequence[int], warmup: int,
+                    chunk: int = 1) -> int:
+    """The `auto` lookback with `window.pad`: two of the shortest season (`NO_SEASON_LOOKBACK` rows without one), or
+    the longest season of `seasons` within the bound, at most half the median series' rows before its held-out part
+    (after the warm-up), so the median series' windows read its own rows and shorter series are padded. Whole
+    `chunk`s when the bound allows one."""
+    half = max(1, (int(np.median(rows_before_held_out(cfg, frames))) - warmup) // 2)
+    wanted = max(MIN_LOOKBACK, LOOKBACK_SEASONS * seasons[0]) if seasons else NO_SEASON_LOOKBACK
+    wanted = max([wanted, *(s for s in seasons[1:] if s <= half)])
+    lookback = max(1, min(wanted, half))
+    return max(1, lookback // chunk * chunk) if lookback >= chunk else lookback
 
 
 def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> dict[str, dict]:
@@ -324,18 +346,23 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
             section.update(default_feature_transform=target,  # unused: every feature below is named
                            feature_transforms={**pre.feature_transforms, **{c: chosen[c] for c in auto_features}})
     chunk = cfg.model.input_chunk if cfg.model.input_chunk != AUTO else 1
+    chosen_pre = changes.get("preprocess", {})
+    target = chosen_pre.get("target_transform", pre.target_transform)
+    named = chosen_pre.get("feature_transforms", pre.feature_transforms)
+    used = {target, *(named.get(c) or pre.transform_for(c) for c in cfg.data.features)}
+    warmup = 1 if DIFFERENCING & {target if t == AUTO else t for t in used} else 0  # rows lost to differencing
     lookback = cfg.window.lookback
     if lookback == AUTO:
-        chosen_pre = changes.get("preprocess", {})
-        target = chosen_pre.get("target_transform", pre.target_transform)
-        named = chosen_pre.get("feature_transforms", pre.feature_transforms)
-        used = {target, *(named.get(c) or pre.transform_for(c) for c in cfg.data.features)}
-        warmup = 1 if DIFFERENCING & {target if t == AUTO else t for t in used} else 0  # rows lost to differencing
         lookback = feedable_lookback(cfg, frames, seasons if season else (), warmup, chunk)
+        if cfg.window.pad is True or (cfg.window.pad == AUTO and len(frames) > 1):
+            lookback = padded_lookback(cfg, frames, seasons if season else (), warmup, chunk)
         if cfg.model.input_chunk == AUTO and cfg_so_far.model.window_norm == "log_mean" and season \
                 and lookback >= 2 * season:
             lookback = lookback // season * season  # whole seasons, fed a season per LSTM step
         changes["window"] = {"lookback": lookback}
+    if cfg.window.pad == AUTO:  # many series: pad the series too short for the lookback rather than refuse them
+        shortest = min(rows_before_held_out(cfg, frames)) - warmup
+        changes.setdefault("window", {})["pad"] = len(frames) > 1 and shortest < lookback
     window = window_changes(cfg_so_far, frames, lookback, season)
     if window:
         changes.setdefault("model", {}).update(window)
@@ -352,7 +379,7 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
 
 def is_resolved(cfg: PipelineConfig) -> bool:
     """True when no setting still says `auto`."""
-    return not cfg.split.auto and AUTO not in (cfg.window.lookback, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
+    return not cfg.split.auto and AUTO not in (cfg.window.lookback, cfg.window.pad, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
                         cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
                         cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
                         cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.data.calendar)

@@ -34,7 +34,7 @@ from pipeline.data.contract import (
 from pipeline.data.reading import RawData, is_remote, load_prices
 from pipeline.errors import DataError
 from pipeline.features.transforms import transform_domain
-from pipeline.features.windows import Preprocessor
+from pipeline.features.windows import Preprocessor, split_by_time
 
 log = logging.getLogger(__name__)
 
@@ -326,9 +326,16 @@ def resolve_panel(raw: RawData, cfg: PipelineConfig, data: Panel) -> tuple[Pipel
     if is_resolved(cfg):
         return cfg, data
     resolved = resolve_frames(cfg, list(data.series.values()))
-    needed = Preprocessor(resolved).input_rows
-    short = {sid: f"series {sid!r}: {len(frame)} rows; rule: a series needs at least {needed} rows for one forecast "
-                  f"(window.lookback {resolved.window.lookback}, the shortest `auto` chooses for this data, and the "
-                  "warm-up); give it more rows or leave it out"
-             for sid, frame in data.series.items() if len(frame) < needed}
+    needed = Preprocessor(resolved).min_input_rows
+    if resolved.window.pad:  # a padded window reads one row: the series needs one before its held-out part
+        before = {sid: split_by_time(frame.index, resolved.split).test_start for sid, frame in data.series.items()}
+        short = {sid: f"series {sid!r}: {len(frame)} rows, {max(0, before[sid])} before its held-out part; rule: a "
+                      f"series needs at least {needed} rows before its held-out part for one forecast (window.pad "
+                      "holds its first value before it); give it more rows or leave it out"
+                 for sid, frame in data.series.items() if before[sid] < needed}
+    else:
+        short = {sid: f"series {sid!r}: {len(frame)} rows; rule: a series needs at least {needed} rows for one "
+                      f"forecast (window.lookback {resolved.window.lookback}, the shortest `auto` chooses for this "
+                      "data, and the warm-up); give it more rows or leave it out"
+                 for sid, frame in data.series.items() if len(frame) < needed}
     return resolved, settle_bad_series(raw, resolved, data, short) if short else data

@@ -108,6 +108,7 @@ class Preprocessor:
         self.feature_transforms = {c: cfg.preprocess.transform_for(c) for c in self.features}
         self.target_transform: Transform = cfg.preprocess.target_transform
         self.lookback = cfg.window.lookback
+        self.pad = settled(cfg.window.pad, False)  # windows before a series' first row read it held (flat history)
         self.horizon = cfg.window.horizon
         self.lead = cfg.window.lead
         self.feature_scaler_kind: ScalerKind = settled(cfg.preprocess.feature_scaler, "standard")
@@ -144,8 +145,13 @@ class Preprocessor:
 
     @property
     def input_rows(self) -> int:
-        """Raw rows a forecast needs: the lookback window plus the differencing warm-up."""
+        """Raw rows a forecast reads: the lookback window plus the differencing warm-up."""
         return self.lookback + self.warmup
+
+    @property
+    def min_input_rows(self) -> int:
+        """Raw rows a forecast needs at least: `input_rows`, or with `pad` one row after the warm-up."""
+        return self.warmup + 1 if self.pad else self.input_rows
 
     # -- transforms
     def transformed(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -215,6 +221,7 @@ class Preprocessor:
             "lookback": int(self.lookback),
             "horizon": int(self.horizon),
             "lead": int(self.lead),
+            **({"pad": True} if self.pad else {}),  # only when used: an unpadded model keeps its saved form
             "frequency": self.frequency,
             "feature_scaler": scaler_to_dict(self.feature_scaler),
             "target_scaler": scaler_to_dict(self.target_scaler),
@@ -238,6 +245,9 @@ class Preprocessor:
         if unknown or set(pre.feature_transforms) != set(pre.features):
             raise ValueError(f"preprocessor data: unknown transforms {sorted(unknown)} or transforms not matching the features")
         pre.lookback, pre.horizon, pre.lead = int(data["lookback"]), int(data["horizon"]), int(data["lead"])
+        pre.pad = data.get("pad", False)
+        if not isinstance(pre.pad, bool):
+            raise ValueError(f"preprocessor data: pad must be true or false (got {pre.pad!r})")
         pre.frequency = pre.given_frequency = data["frequency"]
         pre.feature_scaler = scaler_from_dict(data["feature_scaler"])
         pre.target_scaler = scaler_from_dict(data["target_scaler"])
@@ -252,22 +262,42 @@ class Preprocessor:
 
     # -- windows
     def origins(self, n_rows: int) -> np.ndarray:
-        """Every window end position whose inputs are defined (targets may lie beyond the data)."""
-        return np.arange(self.warmup + self.lookback - 1, n_rows)
+        """Every window end position whose inputs are defined (targets may lie beyond the data): with `pad`, from
+        the first row after the warm-up."""
+        return np.arange(self.min_input_rows - 1, n_rows)
+
+    def padded(self, feats: np.ndarray) -> tuple[np.ndarray, int]:
+        """`scaled`'s matrix with `lookback` rows in front that hold its first defined row (the warm-up's rows too),
+        a differenced column's change 0, as if the series' first values had held before it; and the rows added
+        (row r of `feats` is row r + that of the result). Without `pad`: `feats` itself and 0."""
+        if not self.pad:
+            return feats, 0
+        first = feats[self.warmup].copy()
+        changes = [i for i, c in enumerate(self.features) if self.feature_transforms[c] in DIFFERENCING]
+        if changes:
+            zero = np.zeros((1, len(self.features)))
+            zero = self.feature_scaler.transform(zero) if self.feature_scaler is not None else zero
+            first[changes] = zero[0, changes]
+        front = np.repeat(first[None, :], self.lookback + self.warmup, axis=0)
+        return np.vstack([front, feats[self.warmup:]]).astype(feats.dtype, copy=False), self.lookback
 
     def input_windows(self, feats: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """(n, window_rows, n_features [+ n_calendar]) windows of `scaled`'s matrix whose lookback ends at each origin.
+        """(n, window_rows, n_features [+ n_calendar]) windows of `scaled`'s matrix whose lookback ends at each origin
+        (with `pad`, rows before the first read as `padded` says).
 
-        A view into `feats` when the origins are consecutive (every split's are), a copy otherwise.
+        A view into `feats` (its padded copy) when the origins are consecutive (every split's are), a copy otherwise.
         """
+        feats, shift = self.padded(feats)
         view = sliding_window_view(feats, self.window_rows, axis=0)  # (rows-window_rows+1, n_feat, window_rows)
-        starts = np.asarray(origins) - self.lookback + 1
+        starts = np.asarray(origins) - self.lookback + 1 + shift
         if len(starts) and np.array_equal(starts, np.arange(starts[0], starts[0] + len(starts))):
             return view[starts[0]:starts[0] + len(starts)].transpose(0, 2, 1)
         return view[starts].transpose(0, 2, 1)
 
     def windows(self, frame: pd.DataFrame, bounds: SplitBounds) -> dict[SplitName, Windows]:
-        """Windows of each split: all targets of a window lie in that split."""
+        """Windows of each split: all targets of a window lie in that split; with `pad`, the validation and test
+        windows may be padded, the training windows never (flat padded history taught worse forecasts on
+        validation: docs/bring-your-own-series.md)."""
         if not self.fitted:
             raise RuntimeError("Preprocessor.windows called before fit")
         feats, target = self.scaled(frame)
@@ -278,9 +308,11 @@ class Preprocessor:
         first_label = bounds.label(target_pos[:, 0])
         last_label = bounds.label(target_pos[:, -1])
         weights = self.mase_weights(frame, bounds, origins) if self.loss_weight else None
+        full = origins >= self.warmup + self.lookback - 1  # windows that read no padded row
         out: dict[SplitName, Windows] = {}
         for split in SPLITS:
-            keep = (first_label == split) & (last_label == split)
+            # training reads whole windows only; a padded one is scored and served (a series shorter than the lookback)
+            keep = (first_label == split) & (last_label == split) & (full if split == "train" else True)
             o = origins[keep]
             out[split] = Windows(
                 X=self.input_windows(feats, o),  # a view: no per-window copy (feats is float32)
@@ -320,6 +352,9 @@ class Preprocessor:
         errors = np.abs(fit[season:] - fit[:-season]) if len(fit) > season else np.abs(np.diff(fit))
         level = float(np.nanmean(np.abs(fit))) if len(fit) else 1.0
         scale = max(float(np.nanmean(errors)) if len(errors) else 0.0, 1e-3 * level, np.finfo(float).tiny)
+        if self.pad:  # the first value held before the series, as the padded windows read it
+            values = np.concatenate([np.full(self.lookback, values[0]), values])
+            origins = origins + self.lookback
         sums = np.concatenate([[0.0], np.cumsum(values)])
         means = (sums[origins + 1] - sums[origins + 1 - self.lookback]) / self.lookback
         return (np.maximum(means, 0.0) / scale) ** power
@@ -354,9 +389,9 @@ def prepare(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor, Spl
 
 
 def input_rows_needed(cfg: PipelineConfig) -> int:
-    """Rows one forecast reads (lookback plus the differencing warm-up); `auto` settings count as their
-    smallest outcome (a one-row lookback, a differencing warm-up)."""
-    lookback = 1 if cfg.window.lookback == AUTO else cfg.window.lookback
+    """Rows one forecast needs (lookback plus the differencing warm-up; with `window.pad`, one row and the warm-up);
+    `auto` settings count as their smallest outcome (a one-row lookback, a differencing warm-up)."""
+    lookback = 1 if cfg.window.lookback == AUTO or cfg.window.pad is True else cfg.window.lookback
     used = {cfg.preprocess.target_transform, *(cfg.preprocess.transform_for(c) for c in cfg.data.features)}
     return lookback + (1 if (DIFFERENCING | {AUTO}) & used else 0)
 

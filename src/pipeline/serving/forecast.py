@@ -53,7 +53,7 @@ def forecast_frame(
     if not all_windows:
         origins = origins[-1:]
     if len(origins) == 0:
-        raise DataError(f"need at least {pre.input_rows} rows to forecast, got {n}")
+        raise DataError(f"need at least {pre.min_input_rows} rows to forecast, got {n}")
     feats, _ = pre.scaled(frame)
     levels = frame[pre.target].to_numpy(dtype=float)
     X = pre.input_windows(feats, origins)
@@ -82,7 +82,7 @@ def validate_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str = "mod
     if cfg.date_column in frame.columns and not pd.api.types.is_string_dtype(frame[cfg.date_column]):
         frame[cfg.date_column] = pd.to_datetime(frame[cfg.date_column]).dt.strftime("%Y-%m-%d %H:%M:%S")
     frame = frame.reset_index(drop=True)
-    validated = validate_prices(frame, cfg, source, min_rows=bundle.preprocessor.input_rows,
+    validated = validate_prices(frame, cfg, source, min_rows=bundle.preprocessor.min_input_rows,
                                 positive=transform_domain(bundle.config))
     check_calendar(validated.frame.index, bundle.preprocessor.frequency, source)
     return validated.frame
@@ -112,7 +112,7 @@ def series_frames(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> dic
     date = cfg.data.date_column
     if date in frame.columns and not pd.api.types.is_string_dtype(frame[date]):
         frame[date] = pd.to_datetime(frame[date]).dt.strftime("%Y-%m-%d %H:%M:%S")
-    data = panel.validate_panel(RawData(frame, source, ""), cfg, min_rows=bundle.preprocessor.input_rows,
+    data = panel.validate_panel(RawData(frame, source, ""), cfg, min_rows=bundle.preprocessor.min_input_rows,
                                 one_calendar=False)  # each series is held to its own training calendar below
     known = bundle.series.preprocessors
     unknown = [sid for sid in data.series if sid not in known]

@@ -108,7 +108,7 @@ def plan_folds(n_rows: int, cfg: PipelineConfig, folds: int | None = None,
     history = first_cutoff  # rows before the first cutoff; a rolling window keeps this many
     val_share = validation_share(cfg)
     # Two training windows and one validation window need these many rows at least.
-    min_train = pre.input_rows + pre.lead + pre.horizon
+    min_train = pre.min_input_rows + pre.lead + pre.horizon
     min_val = pre.horizon if (val_share > 0) else 0
     plan: list[Fold] = []
     for i in range(k):
