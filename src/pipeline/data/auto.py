@@ -49,7 +49,7 @@ from pandas.tseries.frequencies import to_offset
 from pipeline.config.settings import AUTO, PipelineConfig, Transform, windows_needed
 from pipeline.dates import infer_frequency, parse_frequency
 from pipeline.features.transforms import DIFFERENCING, LOGS
-from pipeline.features.windows import input_rows_needed, split_by_time
+from pipeline.features.windows import split_by_time, warmup_needed
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def validation_rows(cfg: PipelineConfig, lengths: Sequence[int], seasons: Sequen
     wanted = horizon - 1 + math.ceil(windows_needed(level) / max(1, len(lengths)))
     given = cfg.window.lookback != AUTO
     lookback = cfg.window.lookback if given else wanted_lookback(seasons[0] if seasons else None)
-    warmup = input_rows_needed(cfg) - (cfg.window.lookback if given else 1)  # counted as for `auto` transforms
+    warmup = warmup_needed(cfg)  # counted as for `auto` transforms
     training = lookback + warmup + cfg.window.lead + horizon  # rows of two training windows (`prepare`'s minimum)
     spare = [n - horizon - training for n in lengths if n - horizon - training >= horizon]
     return max(horizon, min([wanted, *spare])) if spare else horizon  # none trains even then: one window

@@ -388,12 +388,19 @@ def prepare(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[Preprocessor, Spl
     return pre, bounds, windows
 
 
-def input_rows_needed(cfg: PipelineConfig) -> int:
-    """Rows one forecast needs (lookback plus the differencing warm-up; with `window.pad`, one row and the warm-up);
-    `auto` settings count as their smallest outcome (a one-row lookback, a differencing warm-up)."""
-    lookback = 1 if cfg.window.lookback == AUTO or cfg.window.pad is True else cfg.window.lookback
+def warmup_needed(cfg: PipelineConfig) -> int:
+    """Rows lost to differencing before the first window (an `auto` transform counts as differenced)."""
     used = {cfg.preprocess.target_transform, *(cfg.preprocess.transform_for(c) for c in cfg.data.features)}
-    return lookback + (1 if (DIFFERENCING | {AUTO}) & used else 0)
+    return 1 if (DIFFERENCING | {AUTO}) & used else 0
+
+
+def input_rows_needed(cfg: PipelineConfig, many: bool = True) -> int:
+    """Rows one forecast needs (lookback plus the differencing warm-up; with `window.pad`, one row and the warm-up);
+    `auto` settings count as their smallest outcome (a one-row lookback, a differencing warm-up, padding for `many`
+    series: one series is never padded by `auto`)."""
+    padded = cfg.window.pad is True or (many and cfg.window.pad == AUTO)
+    lookback = 1 if cfg.window.lookback == AUTO or padded else cfg.window.lookback
+    return lookback + warmup_needed(cfg)
 
 
 def min_rows_needed(cfg: PipelineConfig) -> int:
@@ -402,7 +409,7 @@ def min_rows_needed(cfg: PipelineConfig) -> int:
     `auto` settings count as their smallest outcome (a one-row lookback, a differencing warm-up);
     `auto.resolve_auto` keeps the lookback within what the training rows allow.
     """
-    per_window = cfg.window.horizon + cfg.window.lead - 1 + input_rows_needed(cfg)
+    per_window = cfg.window.horizon + cfg.window.lead - 1 + input_rows_needed(cfg, many=False)
     horizon = cfg.window.horizon
     parts = 3 if (cfg.split.val > 0 or cfg.split.train_end is not None) else 2
     if cfg.split.from_end:  # the held-out parts are fixed row counts; windows need the rest
