@@ -52,7 +52,10 @@ def darts_model(cfg, epochs: int, early_stop: bool, threads: int):
     counter = EpochCounter()
     callbacks: list[Callback] = [counter]
     if early_stop:
-        callbacks.append(EarlyStopping("val_loss", patience=cfg.train.patience, min_delta=cfg.train.min_delta))
+        from pipeline.config.settings import ONE_SERIES_PATIENCE, settled  # ours reads `auto` as one series' patience
+
+        patience = settled(cfg.train.patience, ONE_SERIES_PATIENCE)
+        callbacks.append(EarlyStopping("val_loss", patience=patience, min_delta=cfg.train.min_delta))
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)  # Lightning sets its level when first imported
     torch.set_num_threads(threads)

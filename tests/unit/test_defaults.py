@@ -151,6 +151,10 @@ def test_positive_trending_data_is_not_held_to_a_fixed_level() -> None:
     assert many.preprocess.feature_scaler == "none" and many.preprocess.target_scaler == "none"
     assert many.train.loss == "mae" and many.train.loss_weight == "mase" and many.train.loss_weight_power == 0.5
     assert many.model.residual_to == "seasonal_naive" and many.evaluate.season_length == 12
+    # early stopping waits 50 epochs for many series, 20 for one; a given patience wins
+    assert (one.train.patience, many.train.patience) == (20, 50)
+    given = parse_config({**MINIMAL, "train": {"patience": 7}})
+    assert resolve_frames(given, [frame, other]).train.patience == 7
 
 
 def test_data_with_values_at_or_below_zero_keeps_the_plain_network() -> None:

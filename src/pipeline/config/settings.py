@@ -23,6 +23,12 @@ def settled(value: Any, plain: Any) -> Any:
     (`defaults.resolve_frames`) builds the plain network, scalers and loss."""
     return plain if value == AUTO else value
 
+
+# `train.patience: auto` (data.auto): many series' validation loss (one window per series and step) plateaus for longer
+# than one series' (M3 quarterly and monthly validation: 50 epochs beat 20; docs/bring-your-own-series.md)
+ONE_SERIES_PATIENCE = 20
+MANY_SERIES_PATIENCE = 50
+
 ScalerKind = Literal["standard", "minmax", "none"]
 ScalerSetting = Literal["standard", "minmax", "none", "auto"]
 Activation = Literal["relu", "tanh", "none"]
@@ -316,8 +322,8 @@ class TrainConfig(_Frozen):
     """Adam's L2 penalty."""
     grad_clip: float | None = Field(1.0, gt=0)
     """Largest gradient norm; null: no clipping."""
-    patience: int | None = Field(20, ge=1)
-    """Epochs without a better validation loss before stopping; null: no early stopping."""
+    patience: Annotated[int, Field(ge=1)] | Literal["auto"] | None = AUTO
+    """Epochs without a better validation loss before stopping; null: no early stopping; `auto`: 50 for many series (their validation loss, one window per series and step, plateaus for longer: on M3 quarterly and monthly validation 50 beat 20), 20 for one series."""
     min_delta: float = Field(0.0, ge=0)
     """Smallest drop in validation loss that counts as better."""
     seed: int = 42

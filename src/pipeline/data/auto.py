@@ -32,6 +32,7 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
   held-out part; the series too short for it are padded (`window.pad`: their first value held before them) for
   their validation and test windows and their forecasts, and train on the whole windows they hold. A given
   lookback pads the series that cannot feed it;
+- early stopping (`train.patience`): 50 epochs for many series, 20 for one (`MANY_SERIES_PATIENCE`);
 - calendar inputs (`data.calendar`): none (`CALENDAR_AUTO`: they did not help on validation).
 """
 
@@ -46,7 +47,14 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from pipeline.config.settings import AUTO, PipelineConfig, Transform, windows_needed
+from pipeline.config.settings import (
+    AUTO,
+    MANY_SERIES_PATIENCE,
+    ONE_SERIES_PATIENCE,
+    PipelineConfig,
+    Transform,
+    windows_needed,
+)
 from pipeline.dates import infer_frequency, parse_frequency
 from pipeline.features.transforms import DIFFERENCING, LOGS
 from pipeline.features.windows import split_by_time, warmup_needed
@@ -366,6 +374,8 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
     window = window_changes(cfg_so_far, frames, lookback, season)
     if window:
         changes.setdefault("model", {}).update(window)
+    if cfg.train.patience == AUTO:
+        changes.setdefault("train", {})["patience"] = MANY_SERIES_PATIENCE if len(frames) > 1 else ONE_SERIES_PATIENCE
     if cfg.data.calendar == AUTO:  # calendar inputs did not help on validation anywhere measured (CALENDAR_AUTO)
         changes["data"] = {"calendar": CALENDAR_AUTO}
     if not changes:
@@ -382,4 +392,4 @@ def is_resolved(cfg: PipelineConfig) -> bool:
     return not cfg.split.auto and AUTO not in (cfg.window.lookback, cfg.window.pad, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
                         cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
                         cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
-                        cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.data.calendar)
+                        cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.train.patience, cfg.data.calendar)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config.settings import PipelineConfig, TrainConfig, settled
+from pipeline.config.settings import ONE_SERIES_PATIENCE, PipelineConfig, TrainConfig, settled
 from pipeline.errors import TrainingError
 from pipeline.features.calendar import calendar_width
 from pipeline.features.windows import Windows
@@ -309,6 +309,7 @@ def _fit(
     X_full = as_batch(train.X).to(device) if full_batch else None
     result = TrainResult(model=model, device=str(device), threads=threads)
     best_loss, best_state, since_best = math.inf, None, 0
+    patience = settled(cfg.patience, ONE_SERIES_PATIENCE)  # `auto` resolved with the data (data.auto); else one series'
 
     for epoch in range(cfg.epochs):
         model.train()
@@ -348,12 +349,12 @@ def _fit(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             since_best += 1
-        if has_val and cfg.patience is not None and since_best >= cfg.patience:
+        if has_val and patience is not None and since_best >= patience:
             result.stopped_early = True
             log.info("early stop at epoch %d; best epoch %d (val loss %.6f)", epoch + 1, result.best_epoch + 1, best_loss)
             break
 
-    if not has_val or cfg.patience is None:
+    if not has_val or patience is None:
         best_state = model.state_dict()  # no validation to choose by: keep the final weights
         result.best_epoch = result.epochs_run - 1
     if best_state is None:  # the monitored loss was never a number: no epoch to keep
