@@ -153,6 +153,7 @@ def test_positive_trending_data_is_not_held_to_a_fixed_level() -> None:
     assert many.model.residual_to == "seasonal_naive" and many.evaluate.season_length == 12
     # early stopping waits 50 epochs for many series, 20 for one; a given patience wins
     assert (one.train.patience, many.train.patience) == (20, 50)
+    assert one.train.windows_per_epoch == many.train.windows_per_epoch == 20_000  # every window up to 20,000
     given = parse_config({**MINIMAL, "train": {"patience": 7}})
     assert resolve_frames(given, [frame, other]).train.patience == 7
 

@@ -32,7 +32,8 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
   held-out part; the series too short for it are padded (`window.pad`: their first value held before them) for
   their validation and test windows and their forecasts, and train on the whole windows they hold. A given
   lookback pads the series that cannot feed it;
-- early stopping (`train.patience`): 50 epochs for many series, 20 for one (`MANY_SERIES_PATIENCE`);
+- early stopping (`train.patience`): 50 epochs for many series, 20 for one (`MANY_SERIES_PATIENCE`); an epoch
+  draws at most `EPOCH_WINDOWS` training windows (`train.windows_per_epoch`);
 - calendar inputs (`data.calendar`): none (`CALENDAR_AUTO`: they did not help on validation).
 """
 
@@ -49,6 +50,7 @@ from pandas.tseries.frequencies import to_offset
 
 from pipeline.config.settings import (
     AUTO,
+    EPOCH_WINDOWS,
     MANY_SERIES_PATIENCE,
     ONE_SERIES_PATIENCE,
     PipelineConfig,
@@ -376,6 +378,8 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
         changes.setdefault("model", {}).update(window)
     if cfg.train.patience == AUTO:
         changes.setdefault("train", {})["patience"] = MANY_SERIES_PATIENCE if len(frames) > 1 else ONE_SERIES_PATIENCE
+    if cfg.train.windows_per_epoch == AUTO:
+        changes.setdefault("train", {})["windows_per_epoch"] = EPOCH_WINDOWS
     if cfg.data.calendar == AUTO:  # calendar inputs did not help on validation anywhere measured (CALENDAR_AUTO)
         changes["data"] = {"calendar": CALENDAR_AUTO}
     if not changes:
@@ -392,4 +396,5 @@ def is_resolved(cfg: PipelineConfig) -> bool:
     return not cfg.split.auto and AUTO not in (cfg.window.lookback, cfg.window.pad, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
                         cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
                         cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
-                        cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.train.patience, cfg.data.calendar)
+                        cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.train.patience, cfg.train.windows_per_epoch,
+                        cfg.data.calendar)

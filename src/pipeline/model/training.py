@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config.settings import ONE_SERIES_PATIENCE, PipelineConfig, TrainConfig, settled
+from pipeline.config.settings import EPOCH_WINDOWS, ONE_SERIES_PATIENCE, PipelineConfig, TrainConfig, settled
 from pipeline.errors import TrainingError
 from pipeline.features.calendar import calendar_width
 from pipeline.features.windows import Windows
@@ -304,7 +304,7 @@ def _fit(
     w = None if weight_norm is None else torch.from_numpy(train.weight / weight_norm).float().to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     n = len(train)
-    per_epoch = min(n, cfg.windows_per_epoch or n)
+    per_epoch = min(n, settled(cfg.windows_per_epoch, EPOCH_WINDOWS) or n)
     full_batch = batch >= n and per_epoch == n
     X_full = as_batch(train.X).to(device) if full_batch else None
     result = TrainResult(model=model, device=str(device), threads=threads)
