@@ -18,10 +18,10 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
   inside the network (`window_norm: log_mean`, no scalers, `level` transforms, an absolute error in
   log-ratio units, weighted towards MASE with several series); the window's level travels with it, so
   a trending series is not held to its training range. Other data keeps scaled levels or differences;
-- lookback of one series (`feedable_lookback`; many series too with `window.pad: false`): two of the shortest season (`MIN_LOOKBACK` rows at least,
-  `NO_SEASON_LOOKBACK` without a season) or the longest season the data can feed, never more than a
-  third of the median series' training rows nor more than the shortest series can feed before its
-  held-out part; with window normalisation a season per LSTM step (`input_chunk`) and the head
+- lookback of one series (`feedable_lookback`; many series too with `window.pad: false`): two of the shortest
+  season (`MIN_LOOKBACK` rows at least, `NO_SEASON_LOOKBACK` without a season) or the longest season the data can
+  feed, never more than a third of the median series' training rows nor more than the shortest series can
+  feed before its held-out part; with window normalisation a season per LSTM step (`input_chunk`) and the head
   correcting seasonal naive (`window_changes`);
 - transform without window normalisation (the target's, and each feature's when the target's is `auto`
   too): a series whose level drifts over the training rows (the second half's mean moves from the
@@ -234,8 +234,7 @@ def padded_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons
     (after the warm-up), so the median series' windows read its own rows and shorter series are padded. Whole
     `chunk`s when the bound allows one."""
     half = max(1, (int(np.median(rows_before_held_out(cfg, frames))) - warmup) // 2)
-    wanted = max(MIN_LOOKBACK, LOOKBACK_SEASONS * seasons[0]) if seasons else NO_SEASON_LOOKBACK
-    wanted = max([wanted, *(s for s in seasons[1:] if s <= half)])
+    wanted = max([wanted_lookback(seasons[0] if seasons else None), *(s for s in seasons[1:] if s <= half)])
     lookback = max(1, min(wanted, half))
     return max(1, lookback // chunk * chunk) if lookback >= chunk else lookback
 
@@ -363,9 +362,8 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
     warmup = 1 if DIFFERENCING & {target if t == AUTO else t for t in used} else 0  # rows lost to differencing
     lookback = cfg.window.lookback
     if lookback == AUTO:
-        lookback = feedable_lookback(cfg, frames, seasons if season else (), warmup, chunk)
-        if cfg.window.pad is True or (cfg.window.pad == AUTO and len(frames) > 1):
-            lookback = padded_lookback(cfg, frames, seasons if season else (), warmup, chunk)
+        pads = cfg.window.pad is True or (cfg.window.pad == AUTO and len(frames) > 1)
+        lookback = (padded_lookback if pads else feedable_lookback)(cfg, frames, seasons if season else (), warmup, chunk)
         if cfg.model.input_chunk == AUTO and cfg_so_far.model.window_norm == "log_mean" and season \
                 and lookback >= 2 * season:
             lookback = lookback // season * season  # whole seasons, fed a season per LSTM step
@@ -393,8 +391,9 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
 
 def is_resolved(cfg: PipelineConfig) -> bool:
     """True when no setting still says `auto`."""
-    return not cfg.split.auto and AUTO not in (cfg.window.lookback, cfg.window.pad, cfg.preprocess.target_transform, cfg.preprocess.default_feature_transform,
+    return not cfg.split.auto and AUTO not in (cfg.window.lookback, cfg.window.pad, cfg.preprocess.target_transform,
+                        cfg.preprocess.default_feature_transform,
                         cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
                         cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
-                        cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.train.patience, cfg.train.windows_per_epoch,
-                        cfg.data.calendar)
+                        cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.train.patience,
+                        cfg.train.windows_per_epoch, cfg.data.calendar)
