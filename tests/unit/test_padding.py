@@ -100,3 +100,19 @@ def test_a_short_series_of_a_panel_is_padded_trained_on_and_served_from_fewer_ro
     with pytest.raises(DataError, match=r"series 'C': 10 rows; rule: a series needs at least 12 rows"):
         panel.resolve_panel(load_prices(str(path)), unpadded.with_overrides(data={"on_bad_series": "error"}),
                             panel.validate_panel(load_prices(str(path)), unpadded, min_rows=1))
+
+
+def test_a_series_too_short_for_a_whole_validation_window_is_calibrated_on_padded_ones() -> None:
+    """Lookback 4, 4 validation rows from row 6 (split 6 / 4 / 2 rows): without padding the first validation origin
+    (row 5) still feeds a whole window; with 2 training rows the origins before row 3 need padding, and the
+    calibration reads them all the same, so the short series' errors count in its intervals."""
+    frame = series([10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0, 20.0, 21.0])
+    pre, _ = fitted(frame, window={"lookback": 4, "pad": False, "horizon": 1},
+                    preprocess={"feature_scaler": "none", "target_scaler": "none"})
+    short = split_by_time(frame.index[:5], parse_config(long_config_dict("long.csv", split={"val": 2, "test": 1},
+                                                                          window={"horizon": 1})).split)
+    assert (short.val_start, short.test_start) == (2, 4)
+    windows = pre.calibration_windows(frame.iloc[:5], short)
+    assert list(windows.origins) == [1, 2]  # first targets rows 2 and 3: the validation part
+    np.testing.assert_array_equal(windows.X[:, :, 0], [[10, 10, 10, 11], [10, 10, 11, 12]])
+    assert pre.pad is False and list(pre.origins(5)) == [3, 4]  # training, test and serving windows stay whole

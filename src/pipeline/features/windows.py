@@ -7,6 +7,7 @@ earlier rows (or the same row when `lead` is 0), so no window ever reads a later
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -328,16 +329,22 @@ class Preprocessor:
         the full ones and those whose later targets run past it. The intervals are calibrated on them
         (`steps.calibration_forecasts`): step h of a validation part of V rows has V - h + 1 origins, not one
         window per series. `target_positions` past the validation part (or the data) are -1: those targets are
-        not the validation part's and are left out of the calibration."""
+        not the validation part's and are left out of the calibration.
+
+        A series too short for a whole window before its validation part is calibrated on padded windows (as
+        `pad` reads them) even when its forecasts need none: its errors count in the intervals that will cover its
+        test part, instead of leaving them to the longer, easier series."""
         if not self.fitted:
             raise RuntimeError("Preprocessor.calibration_windows called before fit")
+        padded = copy.copy(self)
+        padded.pad = True
         feats, target = self.scaled(frame)
-        origins = self.origins(len(frame))
+        origins = padded.origins(len(frame))
         first = origins + self.lead
         origins = origins[(first >= bounds.val_start) & (first < bounds.test_start)]
         positions = origins[:, None] + self.lead + np.arange(self.horizon)[None, :]
         positions = np.where(positions < bounds.test_start, positions, -1)
-        return Windows(X=self.input_windows(feats, origins),
+        return Windows(X=padded.input_windows(feats, origins),
                        y=np.where(positions >= 0, target[np.maximum(positions, 0)], np.nan).astype(np.float32),
                        origins=origins, target_positions=positions)
 
