@@ -58,7 +58,7 @@ from pipeline.config.settings import (
     windows_needed,
 )
 from pipeline.dates import infer_frequency, parse_frequency
-from pipeline.features.transforms import DIFFERENCING, LOGS
+from pipeline.features.transforms import LOGS
 from pipeline.features.windows import split_by_time, warmup_needed
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def padded_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons
     half = max(1, (int(np.median(rows_before_held_out(cfg, frames))) - warmup) // 2)
     wanted = max([wanted_lookback(seasons[0] if seasons else None), *(s for s in seasons[1:] if s <= half)])
     lookback = max(1, min(wanted, half))
-    return max(1, lookback // chunk * chunk) if lookback >= chunk else lookback
+    return lookback // chunk * chunk if lookback >= chunk else lookback
 
 
 def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> dict[str, dict]:
@@ -355,11 +355,9 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
             section.update(default_feature_transform=target,  # unused: every feature below is named
                            feature_transforms={**pre.feature_transforms, **{c: chosen[c] for c in auto_features}})
     chunk = cfg.model.input_chunk if cfg.model.input_chunk != AUTO else 1
-    chosen_pre = changes.get("preprocess", {})
-    target = chosen_pre.get("target_transform", pre.target_transform)
-    named = chosen_pre.get("feature_transforms", pre.feature_transforms)
-    used = {target, *(named.get(c) or pre.transform_for(c) for c in cfg.data.features)}
-    warmup = 1 if DIFFERENCING & {target if t == AUTO else t for t in used} else 0  # rows lost to differencing
+    # rows lost to differencing, with the transforms chosen above
+    warmup = warmup_needed(cfg_so_far.with_overrides(preprocess=changes["preprocess"]) if "preprocess" in changes
+                           else cfg_so_far)
     lookback = cfg.window.lookback
     if lookback == AUTO:
         pads = cfg.window.pad is True or (cfg.window.pad == AUTO and len(frames) > 1)

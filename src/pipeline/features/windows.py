@@ -7,7 +7,6 @@ earlier rows (or the same row when `lead` is 0), so no window ever reads a later
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -262,16 +261,17 @@ class Preprocessor:
         return pre
 
     # -- windows
-    def origins(self, n_rows: int) -> np.ndarray:
-        """Every window end position whose inputs are defined (targets may lie beyond the data): with `pad`, from
-        the first row after the warm-up."""
-        return np.arange(self.min_input_rows - 1, n_rows)
+    def origins(self, n_rows: int, pad: bool | None = None) -> np.ndarray:
+        """Every window end position whose inputs are defined (targets may lie beyond the data): with `pad` (the
+        preprocessor's own unless given), from the first row after the warm-up."""
+        return np.arange(self.warmup if (self.pad if pad is None else pad) else self.input_rows - 1, n_rows)
 
-    def padded(self, feats: np.ndarray) -> tuple[np.ndarray, int]:
+    def padded(self, feats: np.ndarray, pad: bool | None = None) -> tuple[np.ndarray, int]:
         """`scaled`'s matrix with `lookback` rows in front that hold its first defined row (the warm-up's rows too),
         a differenced column's change 0, as if the series' first values had held before it; and the rows added
-        (row r of `feats` is row r + that of the result). Without `pad`: `feats` itself and 0."""
-        if not self.pad:
+        (row r of `feats` is row r + that of the result). Without `pad` (the preprocessor's own unless given):
+        `feats` itself and 0."""
+        if not (self.pad if pad is None else pad):
             return feats, 0
         first = feats[self.warmup].copy()
         changes = [i for i, c in enumerate(self.features) if self.feature_transforms[c] in DIFFERENCING]
@@ -288,7 +288,10 @@ class Preprocessor:
 
         A view into `feats` (its padded copy) when the origins are consecutive (every split's are), a copy otherwise.
         """
-        feats, shift = self.padded(feats)
+        return self.windows_of(*self.padded(feats), origins)
+
+    def windows_of(self, feats: np.ndarray, shift: int, origins: np.ndarray) -> np.ndarray:
+        """`input_windows` of a matrix already `padded` by `shift` rows (padded once for many sets of origins)."""
         view = sliding_window_view(feats, self.window_rows, axis=0)  # (rows-window_rows+1, n_feat, window_rows)
         starts = np.asarray(origins) - self.lookback + 1 + shift
         if len(starts) and np.array_equal(starts, np.arange(starts[0], starts[0] + len(starts))):
@@ -309,14 +312,15 @@ class Preprocessor:
         first_label = bounds.label(target_pos[:, 0])
         last_label = bounds.label(target_pos[:, -1])
         weights = self.mase_weights(frame, bounds, origins) if self.loss_weight else None
-        full = origins >= self.warmup + self.lookback - 1  # windows that read no padded row
+        full = origins >= self.input_rows - 1  # windows that read no padded row
+        padded = self.padded(feats)  # once for every split
         out: dict[SplitName, Windows] = {}
         for split in SPLITS:
             # training reads whole windows only; a padded one is scored and served (a series shorter than the lookback)
             keep = (first_label == split) & (last_label == split) & (full if split == "train" else True)
             o = origins[keep]
             out[split] = Windows(
-                X=self.input_windows(feats, o),  # a view: no per-window copy (feats is float32)
+                X=self.windows_of(*padded, o),  # a view: no per-window copy (feats is float32)
                 y=target[target_pos[keep]].astype(np.float32).reshape(-1, self.horizon),
                 origins=o,
                 target_positions=target_pos[keep],
@@ -336,15 +340,13 @@ class Preprocessor:
         test part, instead of leaving them to the longer, easier series."""
         if not self.fitted:
             raise RuntimeError("Preprocessor.calibration_windows called before fit")
-        padded = copy.copy(self)
-        padded.pad = True
         feats, target = self.scaled(frame)
-        origins = padded.origins(len(frame))
+        origins = self.origins(len(frame), pad=True)
         first = origins + self.lead
         origins = origins[(first >= bounds.val_start) & (first < bounds.test_start)]
         positions = origins[:, None] + self.lead + np.arange(self.horizon)[None, :]
         positions = np.where(positions < bounds.test_start, positions, -1)
-        return Windows(X=padded.input_windows(feats, origins),
+        return Windows(X=self.windows_of(*self.padded(feats, pad=True), origins),
                        y=np.where(positions >= 0, target[np.maximum(positions, 0)], np.nan).astype(np.float32),
                        origins=origins, target_positions=positions)
 
