@@ -45,6 +45,7 @@ def test_an_ensemble_trains_in_parallel_as_in_sequence_and_serves_as_one_model(p
     # the same members trained one after another in this process: the same losses, and the refit (each member for
     # its own best epoch count, on every row) the same weights, tensor for tensor
     cfg = bundle.config
+    assert cfg.train.loss_weight_power == (0.5, 1.0)  # `auto`: the members alternate their loss (mixed losses)
     data = panel.validate_panel(load_prices(str(csv)), cfg, min_rows=6)
     sequential = steps.fit_panel(steps.prepare_panel(data, cfg), cfg).shared
     assert isinstance(sequential.model, LSTMEnsemble)

@@ -156,6 +156,11 @@ def test_positive_trending_data_is_not_held_to_a_fixed_level() -> None:
     assert one.train.windows_per_epoch == many.train.windows_per_epoch == 20_000  # every window up to 20,000
     given = parse_config({**MINIMAL, "train": {"patience": 7}})
     assert resolve_frames(given, [frame, other]).train.patience == 7
+    # an ensemble's members alternate the MASE weighting's power 0.5 and 1; a given power wins
+    members = parse_config({**MINIMAL, "model": {"ensemble": 4}})
+    assert resolve_frames(members, [frame, other]).train.loss_weight_power == (0.5, 1.0)
+    members = parse_config({**MINIMAL, "model": {"ensemble": 4}, "train": {"loss_weight_power": 1}})
+    assert resolve_frames(members, [frame, other]).train.loss_weight_power == 1.0
 
 
 def test_data_with_values_at_or_below_zero_keeps_the_plain_network() -> None:

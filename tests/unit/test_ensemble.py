@@ -14,7 +14,7 @@ import torch
 from pipeline.config.settings import parse_config
 from pipeline.data import panel
 from pipeline.data.reading import load_prices
-from pipeline.errors import ModelFormatError
+from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.model.network import LSTMEnsemble, LSTMForecaster, from_checkpoint, predict_outputs
 from pipeline.model.training import init_model, member_config
 from pipeline.serving.forecast import ForecastModel, forecast_frame
@@ -71,6 +71,19 @@ def test_members_train_from_their_own_seeds(tiny_config) -> None:
     assert (refit.seed, refit.epochs, refit.patience) == (9, 4, None)
     first, second = (init_model(member_config(cfg, i), n_features=2) for i in range(2))
     assert not torch.equal(first.head[-1].weight, second.head[-1].weight)
+
+
+def test_members_take_their_loss_weight_power_in_turn(tiny_config) -> None:
+    cfg = tiny_config.with_overrides(model={"ensemble": 3}, train={"loss_weight_power": [0.5, 1.0]})
+    assert [member_config(cfg, i).train.loss_weight_power for i in range(3)] == [0.5, 1.0, 0.5]
+    assert member_config(cfg, 1, epochs=4).train.loss_weight_power == 1.0  # a refit keeps each member's loss
+    assert member_config(tiny_config.with_overrides(train={"loss_weight_power": 0.5}), 1).train.loss_weight_power == 0.5
+
+
+@pytest.mark.parametrize("power", [[], [0.0], [1.5]])
+def test_a_loss_weight_power_list_is_refused_when_empty_or_out_of_range(tiny_config, power) -> None:
+    with pytest.raises(ConfigError, match="loss_weight_power"):
+        parse_config({**tiny_config.model_dump(mode="json"), "train": {"loss_weight_power": power}})
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pipeline.data.reading import load_prices
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.features.transforms import transform_domain
 from pipeline.model.network import LSTMForecaster, from_checkpoint, predict
-from pipeline.model.training import fit, init_model, window_loss
+from pipeline.model.training import fit, init_model, window_loss, window_weights
 from pipeline.serving.model_format import ForecastBundle
 from pipeline.training import steps
 from tests.conftest import long_config_dict, make_long
@@ -111,8 +111,28 @@ def test_mase_weights_follow_the_window_level_over_the_series_scale(tmp_path: Pa
     first = a.origins[0]
     assert a.weight[0] == pytest.approx(values[first - 7: first + 1].mean() / scale)
     half = steps.prepare_panel(data, cfg.with_overrides(train={"loss_weight_power": 0.5}))["A"].windows["train"]
-    np.testing.assert_allclose(half.weight, np.sqrt(a.weight))
+    np.testing.assert_allclose(half.weight, a.weight)  # the windows carry power 1; training raises them
+    np.testing.assert_allclose(window_weights(half, 0.5), np.sqrt(a.weight))
     assert steps.stacked(preps)["train"].weight.shape == (len(a) + len(b),)
+
+
+def test_the_loss_weight_power_changes_what_the_network_learns(tmp_path: Path) -> None:
+    """Training raises the windows' weights to `train.loss_weight_power`: the same windows and seed, another power,
+    other weights; the same power given as a one-entry list, the same weights."""
+    path = tmp_path / "long.csv"
+    base = make_long("A", n=40)
+    pd.concat([base, base.assign(id="B", y=base["y"].astype(float) * 10 + 50)]).to_csv(path, index=False)
+    cfg = windowed_config(str(path), train={"epochs": 3, "num_threads": 1, "loss_weight_power": 1.0})
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    windows = steps.stacked(steps.prepare_panel(data, cfg))
+
+    def trained(power) -> torch.Tensor:
+        own = cfg.with_overrides(train={"loss_weight_power": power})
+        result = fit(init_model(own, n_features=windows["train"].X.shape[2]), windows["train"], windows["val"], own.train)
+        return result.model.head[-1].weight.detach()
+
+    assert torch.equal(trained(1.0), trained([1.0]))
+    assert not torch.equal(trained(1.0), trained(0.5))
 
 
 def test_weighted_losses_convert_units_and_unweighted_ones_stay_the_library_losses() -> None:

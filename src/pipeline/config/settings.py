@@ -308,7 +308,16 @@ class ModelConfig(_Frozen):
     """Many series (`data.series_column`): `global` trains one model on the windows of every series, each
     normalised on its own training rows; `local` trains one model per series."""
     ensemble: int = Field(1, ge=1)
-    """Networks trained apart, each from its own seed (`train.seed` + 0, 1, ...) and stopping early on its own, whose forecasts are combined by their elementwise median (quantile heads included) into one model that evaluates, calibrates its intervals, refits (each member for its own best epoch count) and serves as one network does; the members train in parallel with `--parallel` or a Dask scheduler. `1`: one network."""
+    """Networks trained apart, each from its own seed (`train.seed` + 0, 1, ...), with its own loss where `train.loss_weight_power` lists several (by default the members alternate two), and stopping early on its own, whose forecasts are combined by their elementwise median (quantile heads included) into one model that evaluates, calibrates its intervals, refits (each member for its own best epoch count) and serves as one network does; the members train in parallel with `--parallel` or a Dask scheduler. `1`: one network."""
+
+
+Power = Annotated[float, Field(gt=0, le=1)]
+
+
+def member_power(power: float | tuple[float, ...] | str, member: int) -> float | str:
+    """The loss weight power ensemble member `member` trains with: its entry of a list (modulo the list's
+    length), else `power` itself."""
+    return power[member % len(power)] if isinstance(power, tuple) else power
 
 
 class TrainConfig(_Frozen):
@@ -338,8 +347,8 @@ class TrainConfig(_Frozen):
     """Mean squared (`mse`) or absolute (`mae`) error, for training and for early stopping; `auto`: `mae` with `model.window_norm` (an error in log-ratio units, close to sMAPE), else `mse`."""
     loss_weight: Literal["none", "mase", "auto"] = AUTO
     """`mase`: each window's error weighted by what it weighs in its series' MASE (the window's level over the series' in-sample seasonal-naive error on its training rows), normalised to mean 1, so every series counts by its MASE rather than its scale (needs `model.window_norm: log_mean`); `none`: every window alike; `auto`: `mase` (with `loss_weight_power` 0.5 where that says `auto`) for many series with `window_norm`, else `none`."""
-    loss_weight_power: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = AUTO
-    """The MASE weights raised to this power: 1 weighs by MASE, 0.5 halfway towards the unweighted (sMAPE-like) loss; `auto`: 0.5."""
+    loss_weight_power: Power | Annotated[tuple[Power, ...], Field(min_length=1)] | Literal["auto"] = AUTO
+    """The MASE weights raised to this power: 1 weighs by MASE, 0.5 halfway towards the unweighted (sMAPE-like) loss. A list gives the members of an ensemble (`model.ensemble`) different losses: member i trains with entry i modulo its length (`[0.5, 1]`: 0.5, 1, 0.5, ...), as N-BEATS' members differ by loss. `auto`: 0.5 for one network, `[0.5, 1]` for an ensemble (docs/bring-your-own-series.md, "Ensembles")."""
     windows_per_epoch: Annotated[int, Field(ge=1)] | Literal["auto"] | None = AUTO
     """Training windows drawn (without replacement) per epoch; null: every window; `auto`: every window up to 20,000, else 20,000 drawn per epoch (the epoch of a large portfolio stays short, so early stopping looks often; docs/bring-your-own-series.md, "Early stopping")."""
     refit: bool = False

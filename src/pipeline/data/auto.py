@@ -16,7 +16,8 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
   (and 260), weeks 52, months 12, quarters 4, half-months 24; years and irregular data have none;
 - the recipe (`recipe_changes`): data whose every value read is > 0 is normalised window by window
   inside the network (`window_norm: log_mean`, no scalers, `level` transforms, an absolute error in
-  log-ratio units, weighted towards MASE with several series); the window's level travels with it, so
+  log-ratio units, weighted towards MASE with several series, the members of an ensemble alternating how far:
+  `ENSEMBLE_POWERS`); the window's level travels with it, so
   a trending series is not held to its training range. Other data keeps scaled levels or differences;
 - lookback of one series (`feedable_lookback`; many series too with `window.pad: false`): two of the shortest
   season (`MIN_LOOKBACK` rows at least, `NO_SEASON_LOOKBACK` without a season) or the longest season the data can
@@ -68,6 +69,11 @@ MIN_LOOKBACK = 4
 NO_SEASON_LOOKBACK = 8
 MAX_LOOKBACK_SHARE = 3  # lookback <= training rows / this
 TREND_SHIFT = 0.5
+# `train.loss_weight_power: auto`: one network halfway between sMAPE and MASE; an ensemble's members alternate that
+# and MASE itself (docs/bring-your-own-series.md, "Ensembles": on M3 validation four members of mixed losses beat
+# four of one loss).
+ONE_NETWORK_POWER = 0.5
+ENSEMBLE_POWERS = (0.5, 1.0)
 CALIBRATION_LEVEL = 95  # `split: auto` sizes validation for this level's errors even when intervals are off
 
 # Seasons per frequency prefix (pandas offset names, the anchor after "-" dropped).
@@ -267,7 +273,7 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> dict[
     if train.loss_weight == AUTO:
         changes["train"]["loss_weight"] = "mase" if on and len(frames) > 1 else "none"
     if train.loss_weight_power == AUTO:
-        changes["train"]["loss_weight_power"] = 0.5
+        changes["train"]["loss_weight_power"] = ONE_NETWORK_POWER if model.ensemble == 1 else ENSEMBLE_POWERS
     return {k: v for k, v in changes.items() if v}
 
 

@@ -82,7 +82,7 @@ class Windows:
     y: np.ndarray  # (n, horizon) scaled, transformed target, float32
     origins: np.ndarray  # (n,) position of each window's last input row
     target_positions: np.ndarray  # (n, horizon)
-    weight: np.ndarray | None = None  # (n,) loss weight per window (train.loss_weight), unnormalised; None: equal
+    weight: np.ndarray | None = None  # (n,) MASE loss weight per window at power 1 (train.loss_weight); None: equal
 
     def __len__(self) -> int:
         return len(self.origins)
@@ -120,10 +120,9 @@ class Preprocessor:
         self.calendar: list[str] = calendar_parts(cfg)  # calendar inputs known ahead (pipeline.features.calendar)
         self.holidays: str | None = cfg.data.holidays
         self.fitted = False
-        # training only (not saved): the MASE loss weights' power and season (train.loss_weight)
+        # training only (not saved): the season of the MASE loss weights (train.loss_weight); None: no weights
         season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else 1
-        power = settled(cfg.train.loss_weight_power, 0.5)
-        self.loss_weight = (power, season) if cfg.train.loss_weight == "mase" else None
+        self.loss_weight: int | None = season if cfg.train.loss_weight == "mase" else None
 
     # -- sizes
     @property
@@ -351,11 +350,12 @@ class Preprocessor:
                        origins=origins, target_positions=positions)
 
     def mase_weights(self, frame: pd.DataFrame, bounds: SplitBounds, origins: np.ndarray) -> np.ndarray:
-        """Each window's MASE loss weight: (its inputs' mean target level / the series' in-sample seasonal-naive
-        error over the training rows) ** power. An error of e in log-ratio units is about level x e in the target's
-        units, so the weight turns it into the series' MASE units. A series whose seasonal-naive error is below a
-        thousandth of its level counts as that thousandth, so a flat series cannot take over the loss."""
-        power, season = self.loss_weight
+        """Each window's MASE loss weight: its inputs' mean target level / the series' in-sample seasonal-naive
+        error over the training rows. An error of e in log-ratio units is about level x e in the target's units, so
+        the weight turns it into the series' MASE units; training raises it to `train.loss_weight_power`
+        (`model.training.window_weights`). A series whose seasonal-naive error is below a thousandth of its level
+        counts as that thousandth, so a flat series cannot take over the loss."""
+        season = self.loss_weight
         values = frame[self.target].to_numpy(dtype=float)
         fit = values[: bounds.val_start]
         errors = np.abs(fit[season:] - fit[:-season]) if len(fit) > season else np.abs(np.diff(fit))
@@ -366,7 +366,7 @@ class Preprocessor:
             origins = origins + self.lookback
         sums = np.concatenate([[0.0], np.cumsum(values)])
         means = (sums[origins + 1] - sums[origins + 1 - self.lookback]) / self.lookback
-        return (np.maximum(means, 0.0) / scale) ** power
+        return np.maximum(means, 0.0) / scale
 
     def anchors(self, levels: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """The last known target level before each window's first predicted step (NaN if none)."""

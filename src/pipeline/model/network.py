@@ -20,7 +20,8 @@ to what the head predicts. The features of the rows after the lookback are never
 forecast time). Feeding the calendar to the LSTM too, or the horizon's whole calendar to the head,
 did worse on validation (docs/bring-your-own-series.md, "Calendar inputs").
 
-`LSTMEnsemble` holds several such networks of one shape (`model.ensemble` members, each from its own seed) and
+`LSTMEnsemble` holds several such networks of one shape (`model.ensemble` members, each from its own seed and
+possibly its own loss weighting) and
 answers with the elementwise median of their outputs, quantile heads included: the same interface, one module.
 """
 

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config.settings import EPOCH_WINDOWS, ONE_SERIES_PATIENCE, PipelineConfig, TrainConfig, settled
+from pipeline.config.settings import (
+    EPOCH_WINDOWS,
+    ONE_SERIES_PATIENCE,
+    PipelineConfig,
+    TrainConfig,
+    member_power,
+    settled,
+)
 from pipeline.errors import TrainingError
 from pipeline.features.calendar import calendar_width
 from pipeline.features.windows import Windows
@@ -85,9 +92,12 @@ def member_runs(cfg: PipelineConfig, epochs: list[int] | None = None) -> list[in
 
 
 def member_config(cfg: PipelineConfig, member: int, epochs: int | None = None) -> PipelineConfig:
-    """The config member `member` of an ensemble trains with: seed `train.seed + member`; with `epochs`, a refit
-    of that many epochs without validation to stop on. Member 0 of a single network is `cfg` itself."""
+    """The config member `member` of an ensemble trains with: seed `train.seed + member` and its entry of a
+    `train.loss_weight_power` list; with `epochs`, a refit of that many epochs without validation to stop on.
+    Member 0 of a single network with one power is `cfg` itself."""
     train: dict[str, Any] = {"seed": cfg.train.seed + member} if member else {}
+    if isinstance(cfg.train.loss_weight_power, tuple):
+        train["loss_weight_power"] = member_power(cfg.train.loss_weight_power, member)
     if epochs is not None:
         train.update(epochs=max(1, epochs), patience=None)
     return cfg.with_overrides(train=train) if train else cfg
@@ -300,8 +310,10 @@ def _fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     loss_fn = window_loss(settled(cfg.loss, "mse"))
-    weight_norm = loss_weight_norm(train)
-    w = None if weight_norm is None else torch.from_numpy(train.weight / weight_norm).float().to(device)
+    power = float(settled(member_power(cfg.loss_weight_power, 0), 0.5))
+    weights = window_weights(train, power)
+    weight_norm = None if weights is None or not len(weights) else float(np.mean(weights))
+    w = None if weight_norm is None else torch.from_numpy(weights / weight_norm).float().to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     n = len(train)
     per_epoch = min(n, settled(cfg.windows_per_epoch, EPOCH_WINDOWS) or n)
@@ -336,7 +348,8 @@ def _fit(
                 f"training diverged at epoch {epoch + 1}: loss is {train_loss} "
                 f"(try a lower train.learning_rate than {cfg.learning_rate} or train.grad_clip)"
             )
-        val_loss = validation_loss(model, val, device, loss=settled(cfg.loss, "mse"), weight_norm=weight_norm) if has_val else None
+        val_loss = (validation_loss(model, val, device, loss=settled(cfg.loss, "mse"), weight_norm=weight_norm,
+                                    power=power) if has_val else None)
         result.train_loss.append(train_loss)
         if val_loss is not None:
             result.val_loss.append(val_loss)
@@ -411,20 +424,19 @@ def model_loss(model: LSTMForecaster, xb: torch.Tensor, yb: torch.Tensor, wb: to
     return outputs_loss(model, model(xb, with_quantiles=True), model.target_space(xb, yb), wb, loss_fn)
 
 
-def loss_weight_norm(train: Windows) -> float | None:
-    """The training windows' mean loss weight, which every weight is divided by (mean 1: the learning rate keeps
-    its meaning); None without weights."""
-    if train.weight is None or not len(train.weight):
-        return None
-    return float(np.mean(train.weight))
+def window_weights(windows: Windows, power: float) -> np.ndarray | None:
+    """The windows' loss weights at `power` (`train.loss_weight_power`; the windows carry them at power 1); None
+    without weights. Training divides them by the training windows' mean (mean 1: the learning rate keeps its
+    meaning)."""
+    return None if windows.weight is None else windows.weight ** power
 
 
 def validation_loss(model: Network, val: Windows, device: torch.device, batch: int = EVAL_BATCH,
-                    loss: str = "mse", weight_norm: float | None = None) -> float:
+                    loss: str = "mse", weight_norm: float | None = None, power: float = 1.0) -> float:
     """The training loss over the validation windows, `batch` windows per forward pass.
 
     Memory holds one batch's activations, not those of every window (at 2M rows, gigabytes).
-    Weights (the windows' `weight` over the training windows' `weight_norm`) apply when both are given.
+    Weights (the windows' `weight` at `power` over the training windows' `weight_norm`) apply when both are given.
     """
     model.eval()
     with torch.no_grad():
@@ -435,7 +447,7 @@ def validation_loss(model: Network, val: Windows, device: torch.device, batch: i
             targets.append(model.target_space(xb, torch.from_numpy(val.y[i:i + batch]).to(device)))
         weight = None
         if weight_norm is not None and val.weight is not None:
-            weight = torch.from_numpy(val.weight / weight_norm).float().to(device)
+            weight = torch.from_numpy(window_weights(val, power) / weight_norm).float().to(device)
         return outputs_loss(model, torch.cat(preds), torch.cat(targets), weight, window_loss(loss)).item()
 
 
