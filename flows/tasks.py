@@ -287,6 +287,17 @@ def evaluate_panel_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesP
     return forecasts, scores, calibration
 
 
+@task(name="served-intervals", **STEP)
+def served_intervals_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesPrep], cfg: PipelineConfig,
+                          calibration: Calibration | None) -> Calibration | None:
+    """The intervals the logged model serves with (`intervals.served`): the evaluated ones, or fitted again on the
+    test origins' errors."""
+    served = steps.served_calibration(trained.model_for, data, trained.serves(preps), cfg, calibration)
+    for note in served.notes if served is not None and served is not calibration else ():
+        get_run_logger().warning(f"served intervals: {note}")
+    return served
+
+
 def split_scores(forecasts: dict[str, dict[str, Forecasts]]) -> Scores:
     """One series' scores of every split (model and baselines, per step; `evaluation.metrics.score`)."""
     return Scores({split: score(fc[ONE_SERIES], prefix=split) for split, fc in forecasts.items() if fc})
@@ -437,6 +448,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
         keep(kept, data, preps, trained)
         with timings.stage("evaluate"):
             forecasts, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
+            served_intervals = served_intervals_task(trained, data, preps, cfg, calibration)
         kept.intervals = calibration.model if calibration else None
         metrics = {k: v for s in scores.values() for k, v in s.means().items()}
         metrics.update(trained.first.member_metrics() if trained.shared is not None else {})
@@ -451,7 +463,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
                 served, served_preps = refit_task(trained, data, cfg)
             keep(kept, data, served_preps, served)
         with timings.stage("tracking"):
-            logged = log_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, calibration)
+            logged = log_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, served_intervals)
         kept.logged = logged.model_uri
         summary = training_summary(run, cfg, data, metrics, logged, [*warnings, *(calibration.notes if calibration
                                                                                    else ())], forecasts["test"], timings,

@@ -28,7 +28,8 @@ def write(tmp_path: Path, name: str, raw: dict) -> str:
 def test_global_portfolio_trains_registers_and_predicts_every_series(prefect_harness, mlflow_store, long_csv,
                                                                         tmp_path, capsys):
     config = write(tmp_path, "panel.yaml", long_config_dict(str(long_csv), data={"on_bad_series": "skip"},
-                                                            registry=TOLERANT))
+                                                            registry=TOLERANT,
+                                                            intervals={"served": "validation"}))  # the run's own
     assert main(["train", "--config", config]) == 0
     printed = capsys.readouterr().out
     assert "test, mean of 4 series" in printed and "mase" in printed and "seasonal naive" in printed

@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 
 from flows.training import training_flow
 from pipeline.errors import DataError
+from pipeline.evaluation.intervals import conformal_quantile
 from pipeline.tracking.registry import get_aliases
 from tests.integration.conftest import TOLERANT
 
@@ -64,11 +65,18 @@ def test_flow_tracks_registers_and_serves_the_champion(tiny_run, prices):
     assert len(served) == len(in_process)
     first_dates = served[served["step"] == 1].set_index("date")["forecast"]
     np.testing.assert_array_equal(first_dates.loc[in_process["date"]].to_numpy(), in_process["forecast"].to_numpy())
-    # and the training run's intervals (fitted on the validation windows, saved in the model's intervals.json)
-    by_date = served[served["step"] == 1].set_index("date")
-    for column in ("lower_80", "upper_80", "lower_95", "upper_95"):
-        np.testing.assert_allclose(by_date.loc[in_process["date"], column].to_numpy(), in_process[column].to_numpy(),
-                                   rtol=0, atol=1e-6)
+    # the served intervals (the model's intervals.json) are fitted again on the test windows' errors, the origins
+    # nearest to where a model that is not refit forecasts from (intervals.served: auto -> test); the run's test
+    # scores keep the intervals fitted on the validation windows
+    assert run.data.params["intervals.served"] == "test"
+    actual = prices.set_index("Date").loc[in_process["date"], "Close"].to_numpy(dtype=float)
+    errors = np.abs(actual - in_process["forecast"].to_numpy())
+    by_date = served[served["step"] == 1].set_index("date").loc[in_process["date"]]
+    for level in (80, 95):
+        half, _ = conformal_quantile(errors, level)
+        np.testing.assert_allclose((by_date[f"upper_{level}"] - by_date["forecast"]).to_numpy(), half, rtol=1e-6)
+        np.testing.assert_allclose((by_date["forecast"] - by_date[f"lower_{level}"]).to_numpy(), half, rtol=1e-6)
+    assert not np.allclose(by_date["upper_95"].to_numpy(), in_process["upper_95"].to_numpy())
     assert {"test_coverage_80", "test_coverage_95", "test_msis", "test_acd_95", "test_seasonal_naive_msis"} <= set(scores)
     latest = model.predict(prices.tail(10))
     assert list(latest.columns) == ["origin", "step", "date", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
@@ -83,7 +91,7 @@ def test_a_quantile_head_is_tracked_registered_and_served_with_its_intervals(pre
     """`model.quantiles` and `intervals.method: quantile` through the whole flow: the logged model is format 5
     and the registered pyfunc answers the training run's own (conformalized quantile) intervals."""
     config = write_config(registry=TOLERANT, model={"quantiles": [0.025, 0.1, 0.9, 0.975]},
-                          intervals={"method": "quantile"})
+                          intervals={"method": "quantile", "served": "validation"})
     summary = training_flow(config_path=config)
     run = MlflowClient(mlflow_store).get_run(summary.run_id)
     assert run.data.params["model.quantiles"] == "[0.025, 0.1, 0.9, 0.975]"

@@ -462,6 +462,8 @@ class IntervalsConfig(_Frozen):
     """How the conformal rank (n+1)q among n errors is read: `expected` interpolates between neighbours, so the
     expected coverage is the nominal one (the k-th smallest of n covers with probability k/(n+1)); `finite_sample`
     rounds it up: coverage at least nominal, and up to 1/(n+1) above it (up to 4 points with 23 validation windows)."""
+    served: Literal["validation", "test", "auto"] = AUTO
+    """The errors the served (logged) model's intervals are fitted on: `validation`, those the reported test intervals were fitted on; `test`, those of every test origin, fitted again after scoring (the reported test scores keep the validation intervals). A model that is not refit forecasts, once served, from the end of its data, further from its training rows than the validation origins, and its errors grow with that distance: the test origins are the nearest to it. `auto`: `test` without `train.refit`, `validation` with it (a refit model is trained up to the end, so the validation origins are the nearer ones; docs/intervals.md, "The served intervals"). Where no series has a test window the evaluated intervals are served."""
 
     @model_validator(mode="after")
     def _check(self) -> IntervalsConfig:

@@ -382,6 +382,8 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
         changes.setdefault("train", {})["patience"] = MANY_SERIES_PATIENCE if len(frames) > 1 else ONE_SERIES_PATIENCE
     if cfg.train.windows_per_epoch == AUTO:
         changes.setdefault("train", {})["windows_per_epoch"] = EPOCH_WINDOWS
+    if cfg.intervals.served == AUTO:  # a model not refit serves from furthest past its training rows: test errors
+        changes["intervals"] = {"served": "validation" if cfg.train.refit else "test"}
     if cfg.data.calendar == AUTO:  # calendar inputs did not help on validation anywhere measured (CALENDAR_AUTO)
         changes["data"] = {"calendar": CALENDAR_AUTO}
     if not changes:
@@ -400,4 +402,4 @@ def is_resolved(cfg: PipelineConfig) -> bool:
                         cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
                         cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
                         cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.train.patience,
-                        cfg.train.windows_per_epoch, cfg.data.calendar)
+                        cfg.train.windows_per_epoch, cfg.data.calendar, cfg.intervals.served)

@@ -21,7 +21,8 @@ until it covers as often as it says.
 
 With r > n (too few windows for the level) there is no finite conformal quantile: the largest error
 seen is used and the state carries a note saying so. The fitted numbers are plain data (`to_dict`), saved beside the
-weights (pipeline.serving.model_format's intervals.json) so a served model gives the training run's intervals.
+weights (pipeline.serving.model_format's intervals.json) so a served model gives the intervals it was saved with
+(`intervals.served`: the evaluation's, or fitted again on the test origins' errors).
 
 Plain numpy, no torch, MLflow or Prefect.
 """

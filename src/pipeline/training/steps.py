@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config.settings import PipelineConfig
+from pipeline.config.settings import PipelineConfig, settled
 from pipeline.data.panel import ONE_SERIES, Panel
 from pipeline.dates import format_dates
 from pipeline.errors import DataError
@@ -323,6 +323,20 @@ def forecast_splits(model_for: ModelFor, panel: Panel, preps: Mapping[str, Serie
     scales = series_scales(panel, preps, cfg)
     calibration = calibrate_panel(calibration_forecasts(model_for, panel, preps, cfg), scales, cfg)
     return {s: with_panel_intervals(forecasts[s], calibration, scales) for s in splits}, calibration
+
+
+def served_calibration(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
+                       evaluated: Calibration | None) -> Calibration | None:
+    """The intervals the logged model serves with (`intervals.served`): `evaluated` (fitted on the validation
+    errors, what the test scores were measured with), or with `test` fitted again on the errors from every test
+    origin, the nearest to the end of the data a served model forecasts from (each series' scale as before).
+    `evaluated` where the test part has no window or intervals are off."""
+    if evaluated is None or settled(cfg.intervals.served, "validation") != "test":
+        return evaluated
+    tested = {sid: replace(p, bounds=SplitBounds(p.bounds.n_rows, p.bounds.test_start, p.bounds.n_rows))
+              for sid, p in preps.items()}
+    refitted = calibrate_panel(calibration_forecasts(model_for, panel, tested, cfg), series_scales(panel, preps, cfg), cfg)
+    return refitted or evaluated
 
 
 def forecast_tables(forecasts: Mapping[str, Forecasts], column: str | None) -> pd.DataFrame:
