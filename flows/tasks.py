@@ -449,7 +449,7 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
         with timings.stage("evaluate"):
             forecasts, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
             served_intervals = served_intervals_task(trained, data, preps, cfg, calibration)
-        kept.intervals = calibration.model if calibration else None
+        kept.intervals = served_intervals.model if served_intervals else None  # what the logged model would serve
         metrics = {k: v for s in scores.values() for k, v in s.means().items()}
         metrics.update(trained.first.member_metrics() if trained.shared is not None else {})
         by_split = one_series_scores(run, cfg, data, preps, trained, forecasts, metrics, timings)
