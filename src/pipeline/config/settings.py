@@ -30,6 +30,11 @@ ONE_SERIES_PATIENCE = 20
 MANY_SERIES_PATIENCE = 50
 # `train.windows_per_epoch: auto`: an epoch draws at most this many training windows
 EPOCH_WINDOWS = 20_000
+# `train.loss_weight_power: auto`: one network halfway between sMAPE and MASE; an ensemble's members alternate that
+# and MASE itself (docs/bring-your-own-series.md, "Ensembles": on M3 validation four members of mixed losses beat
+# four of one loss)
+ONE_NETWORK_POWER = 0.5
+ENSEMBLE_POWERS = (0.5, 1.0)
 
 ScalerKind = Literal["standard", "minmax", "none"]
 ScalerSetting = Literal["standard", "minmax", "none", "auto"]

@@ -51,8 +51,10 @@ from pandas.tseries.frequencies import to_offset
 
 from pipeline.config.settings import (
     AUTO,
+    ENSEMBLE_POWERS,
     EPOCH_WINDOWS,
     MANY_SERIES_PATIENCE,
+    ONE_NETWORK_POWER,
     ONE_SERIES_PATIENCE,
     PipelineConfig,
     Transform,
@@ -69,11 +71,6 @@ MIN_LOOKBACK = 4
 NO_SEASON_LOOKBACK = 8
 MAX_LOOKBACK_SHARE = 3  # lookback <= training rows / this
 TREND_SHIFT = 0.5
-# `train.loss_weight_power: auto`: one network halfway between sMAPE and MASE; an ensemble's members alternate that
-# and MASE itself (docs/bring-your-own-series.md, "Ensembles": on M3 validation four members of mixed losses beat
-# four of one loss).
-ONE_NETWORK_POWER = 0.5
-ENSEMBLE_POWERS = (0.5, 1.0)
 CALIBRATION_LEVEL = 95  # `split: auto` sizes validation for this level's errors even when intervals are off
 
 # Seasons per frequency prefix (pandas offset names, the anchor after "-" dropped).

@@ -122,7 +122,7 @@ class Preprocessor:
         self.fitted = False
         # training only (not saved): the season of the MASE loss weights (train.loss_weight); None: no weights
         season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else 1
-        self.loss_weight: int | None = season if cfg.train.loss_weight == "mase" else None
+        self.mase_weight_season: int | None = season if cfg.train.loss_weight == "mase" else None
 
     # -- sizes
     @property
@@ -255,7 +255,7 @@ class Preprocessor:
         calendar = data.get("calendar") or {"parts": [], "holidays": None}
         pre.calendar, pre.holidays = [str(p) for p in calendar["parts"]], calendar["holidays"]
         calendar_columns(pre.calendar, pre.holidays)  # unknown parts: a ValueError
-        pre.loss_weight = None
+        pre.mase_weight_season = None
         pre.fitted = True
         return pre
 
@@ -310,7 +310,7 @@ class Preprocessor:
         target_pos = origins[:, None] + self.lead + np.arange(self.horizon)[None, :]
         first_label = bounds.label(target_pos[:, 0])
         last_label = bounds.label(target_pos[:, -1])
-        weights = self.mase_weights(frame, bounds, origins) if self.loss_weight else None
+        weights = self.mase_weights(frame, bounds, origins) if self.mase_weight_season else None
         full = origins >= self.input_rows - 1  # windows that read no padded row
         padded = self.padded(feats)  # once for every split
         out: dict[SplitName, Windows] = {}
@@ -355,7 +355,7 @@ class Preprocessor:
         the weight turns it into the series' MASE units; training raises it to `train.loss_weight_power`
         (`model.training.window_weights`). A series whose seasonal-naive error is below a thousandth of its level
         counts as that thousandth, so a flat series cannot take over the loss."""
-        season = self.loss_weight
+        season = self.mase_weight_season
         values = frame[self.target].to_numpy(dtype=float)
         fit = values[: bounds.val_start]
         errors = np.abs(fit[season:] - fit[:-season]) if len(fit) > season else np.abs(np.diff(fit))

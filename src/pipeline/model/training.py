@@ -17,6 +17,7 @@ from torch import nn
 
 from pipeline.config.settings import (
     EPOCH_WINDOWS,
+    ONE_NETWORK_POWER,
     ONE_SERIES_PATIENCE,
     PipelineConfig,
     TrainConfig,
@@ -310,7 +311,7 @@ def _fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     loss_fn = window_loss(settled(cfg.loss, "mse"))
-    power = float(settled(member_power(cfg.loss_weight_power, 0), 0.5))
+    power = float(settled(member_power(cfg.loss_weight_power, 0), ONE_NETWORK_POWER))
     weights = window_weights(train, power)
     weight_norm = None if weights is None or not len(weights) else float(np.mean(weights))
     w = None if weight_norm is None else torch.from_numpy(weights / weight_norm).float().to(device)
