@@ -112,6 +112,7 @@ def run(name: str, series: int | None, seed: int, horizon: int | None, sets: lis
         cfg, data_panel = panel.resolve_panel(source, cfg, data_panel)
     preps = steps.prepare_panel(data_panel, cfg)
     fit = steps.fit_panel(preps, cfg)
+    cfg = steps.with_theta_weight(fit.model_for, data_panel, preps, cfg)  # printed below
     forecasts, _ = steps.forecast_splits(fit.model_for, data_panel, preps, cfg)
     means = steps.score_panel(forecasts["test"], data_panel, preps, cfg, "test").means()
     keep = ["test_smape", "test_mase", "test_coverage_80", "test_coverage_95", "test_naive_smape", "test_naive_mase",
@@ -123,7 +124,7 @@ def run(name: str, series: int | None, seed: int, horizon: int | None, sets: lis
     print(json.dumps({"set": name, **out}), flush=True)
     print("  resolved:", {k: resolved[k] for k in ("window.lookback", "preprocess.target_transform", "model.window_norm",
                                                     "model.residual_to", "model.input_chunk", "train.loss",
-                                                    "train.loss_weight", "train.epochs", "evaluate.season_length",
+                                                    "train.loss_weight", "train.epochs", "evaluate.season_length", "model.theta_weight",
                                                     "split.val") if k in resolved}, flush=True)
     return out
 

@@ -64,6 +64,7 @@ def run(name: str, seed: int, series: int | None) -> dict:
     cfg, data = panel.resolve_panel(source, cfg, panel.validate_panel(source, cfg, min_rows=input_rows_needed(cfg)))
     preps = steps.prepare_panel(data, cfg)
     fit = steps.fit_panel(preps, cfg)
+    cfg = steps.with_theta_weight(fit.model_for, data, preps, cfg)  # as training settles it
     forecasts, evaluated = steps.forecast_splits(fit.model_for, data, preps, cfg, splits=("test",))
     scales = steps.series_scales(data, preps, cfg)
     # the product's own view: its data ends H rows before each series' end (its test part is the first H of ours)

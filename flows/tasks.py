@@ -24,7 +24,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.early_server import exit_with_parent
 from flows.reporting import publish_promotion
-from pipeline.config.settings import PipelineConfig
+from pipeline.config.settings import PipelineConfig, theta_weight
 from pipeline.data import panel
 from pipeline.data.auto import resolve_auto
 from pipeline.data.contract import ValidatedData, validate_prices
@@ -274,6 +274,17 @@ def train_panel(run: TrackedRun, preps: dict[str, SeriesPrep], cfg: PipelineConf
     return PanelFit(shared=result)
 
 
+@task(name="theta-weight", **STEP)
+def theta_weight_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesPrep], cfg: PipelineConfig
+                      ) -> PipelineConfig:
+    """The config the rest of the run uses: `model.theta_weight: auto` chosen on the validation origins."""
+    settled_cfg = steps.with_theta_weight(trained.model_for, data, trained.serves(preps), cfg)
+    if settled_cfg is not cfg:
+        get_run_logger().info("Theta's weight in the forecasts, chosen on the validation origins: %s",
+                              settled_cfg.model.theta_weight)
+    return settled_cfg
+
+
 @task(name="evaluate", **STEP)
 def evaluate_panel_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesPrep], cfg: PipelineConfig
                         ) -> tuple[dict[str, dict[str, Forecasts]], dict[str, PanelScores], Calibration | None]:
@@ -420,7 +431,7 @@ def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id
         return promotion.table_mase(table, column, inputs.actual, inputs.first_dates, inputs.scales, horizon)
 
     def rescore(uri: str) -> promotion.Score:  # the champion, with its own logged preprocessing, on every series
-        return registry.rescore(uri, inputs.rows, cfg.data.target, score_table)
+        return registry.rescore(uri, inputs.rows, cfg.data.target, score_table, inputs.history)
 
     extra = prefect_tags()
     decision = registry.register_and_promote(
@@ -447,10 +458,11 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
             trained = train_panel(run, preps, cfg, timings)
         keep(kept, data, preps, trained)
         with timings.stage("evaluate"):
+            cfg = kept.config = theta_weight_task(trained, data, preps, cfg)
             forecasts, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
             served_intervals = served_intervals_task(trained, data, preps, cfg, calibration)
         kept.intervals = served_intervals.model if served_intervals else None  # what the logged model would serve
-        metrics = {k: v for s in scores.values() for k, v in s.means().items()}
+        metrics = {k: v for s in scores.values() for k, v in s.means().items()} | {"theta_weight": theta_weight(cfg)}
         metrics.update(trained.first.member_metrics() if trained.shared is not None else {})
         by_split = one_series_scores(run, cfg, data, preps, trained, forecasts, metrics, timings)
         kept.scores = metrics

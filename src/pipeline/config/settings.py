@@ -24,6 +24,12 @@ def settled(value: Any, plain: Any) -> Any:
     return plain if value == AUTO else value
 
 
+def theta_weight(cfg: PipelineConfig) -> float:
+    """The weight of Theta's forecast in the combined one (`model.theta_weight`); 0 while it still says `auto` (not
+    yet chosen on validation, as in a model saved before the setting)."""
+    return float(settled(cfg.model.theta_weight, 0.0))
+
+
 # `train.patience: auto` (data.auto): many series' validation loss (one window per series and step) plateaus for longer
 # than one series' (M3 quarterly and monthly validation: 50 epochs beat 20; docs/bring-your-own-series.md)
 ONE_SERIES_PATIENCE = 20
@@ -312,6 +318,8 @@ class ModelConfig(_Frozen):
     strategy: Literal["global", "local"] = "global"
     """Many series (`data.series_column`): `global` trains one model on the windows of every series, each
     normalised on its own training rows; `local` trains one model per series."""
+    theta_weight: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = AUTO
+    """Weight of the Theta method's forecast (each series' target up to the origin, deseasonalised where seasonal; pipeline.model.theta) in a weighted mean with the network's, in evaluation, intervals and serving alike: `0`: the network alone; `auto`: chosen after training on the validation origins, the one of 0, 0.1, ..., 0.5 with the lowest sum of sMAPE and scaled error, each relative to the network alone's (the run logs it as the metric `theta_weight` and the logged model's config holds it)."""
     ensemble: int = Field(1, ge=1)
     """Networks trained apart, each from its own seed (`train.seed` + 0, 1, ...), with its own loss where `train.loss_weight_power` lists several (by default the members alternate two), and stopping early on its own, whose forecasts are combined by their elementwise median (quantile heads included) into one model that evaluates, calibrates its intervals, refits (each member for its own best epoch count) and serves as one network does; the members train in parallel with `--parallel` or a Dask scheduler. `1`: one network."""
 

@@ -17,6 +17,7 @@ from pipeline.evaluation.intervals import Calibration, fit_conformal, interval_b
 from pipeline.features.transforms import DIFFERENCING
 from pipeline.features.windows import Preprocessor, SplitBounds, Windows
 from pipeline.model.network import Network, predict_levels, weights_digest
+from pipeline.model.theta import combine
 from pipeline.model.training import TrainResult
 
 if TYPE_CHECKING:
@@ -251,14 +252,16 @@ class Forecasts:
 
 def forecast_split(
     model: Network, pre: Preprocessor, frame: pd.DataFrame, windows: Windows,
-    baselines: EvaluateConfig | None = None,
+    baselines: EvaluateConfig | None = None, theta: float = 0.0,
 ) -> Forecasts:
-    """The model's forecasts of one split in original units, with every configured baseline."""
+    """The model's forecasts of one split in original units (combined with Theta's at weight `theta`,
+    `model.theta_weight`), with every configured baseline."""
     levels = frame[pre.target].to_numpy(dtype=float)
     anchor = pre.anchors(levels, windows.origins)
-    predicted, tails = predict_levels(model, pre, windows.X, anchor)
-    known = int(windows.target_positions[0, 0]) if len(windows) else 0
     season = (baselines or EvaluateConfig()).season_length
+    predicted, tails = combine(*predict_levels(model, pre, windows.X, anchor), levels, windows.origins + pre.lead - 1,
+                               theta, season if isinstance(season, int) else None)
+    known = int(windows.target_positions[0, 0]) if len(windows) else 0
     return Forecasts(
         dates=frame.index[windows.target_positions[:, 0]],
         actual=levels[windows.target_positions],

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.contract import validate_prices
+from pipeline.config.settings import theta_weight
 from pipeline.data.reading import RawData
 from pipeline.dates import calendar_mismatch, date_format, format_dates, next_dates
 from pipeline.errors import DataError
@@ -23,6 +24,7 @@ from pipeline.evaluation.intervals import IntervalState
 from pipeline.features.transforms import transform_domain
 from pipeline.features.windows import Preprocessor
 from pipeline.model.network import Network, from_checkpoint, predict_levels
+from pipeline.model.theta import combine
 from pipeline.serving.model_format import ForecastBundle
 
 __all__ = ["OUTPUT_COLUMNS", "ForecastBundle", "ForecastModel", "forecast_frame", "format_dates", "model_input", "next_dates", "validate_input"]
@@ -39,9 +41,12 @@ def forecast_frame(
     all_windows: bool = False,
     intervals: IntervalState | None = None,
     series: str | None = None,
+    theta: float = 0.0,
+    season: int | None = None,
 ) -> pd.DataFrame:
     """Forecasts from validated, date-indexed rows, with the fitted `intervals`' bounds when given
-    (`series`: whose scale they take, in a model of many series).
+    (`series`: whose scale they take, in a model of many series), combined with the Theta method's at weight
+    `theta` (`model.theta_weight`; `season`: the rows' season, `evaluate.season_length`).
 
     By default one forecast (all `horizon` steps) from the latest window; with `all_windows`,
     one per window the rows allow. Target dates inside the data are the data's own dates; the
@@ -58,7 +63,8 @@ def forecast_frame(
     levels = frame[pre.target].to_numpy(dtype=float)
     X = pre.input_windows(feats, origins)
     anchors = pre.anchors(levels, origins)
-    values, tails = predict_levels(model, pre, X, anchors)  # (n_origins, horizon) each
+    values, tails = combine(*predict_levels(model, pre, X, anchors), levels, origins + pre.lead - 1, theta,
+                            season)  # (n_origins, horizon) each
 
     positions = origins[:, None] + pre.lead + np.arange(pre.horizon)[None, :]
     beyond = max(0, int(positions.max()) - (n - 1))
@@ -146,10 +152,12 @@ def forecast_series(frames: dict[str | None, pd.DataFrame], bundle: ForecastBund
                     model_for: Callable[[str | None], Network], all_windows: bool = False) -> pd.DataFrame:
     """`forecast_frame` for each series with its own preprocessor: `[<series column>,] origin, step, date, forecast`
     and the interval bounds (no series column for a model of one series)."""
+    theta, season = theta_weight(bundle.config), bundle.config.evaluate.season_length
+    season = season if isinstance(season, int) else None
     parts = []
     for sid, frame in frames.items():
         out = forecast_frame(model_for(sid), preprocessor_of(bundle, sid), frame, all_windows=all_windows,
-                             intervals=bundle.intervals, series=sid)
+                             intervals=bundle.intervals, series=sid, theta=theta, season=season)
         if sid is not None and bundle.series is not None:
             out.insert(0, bundle.series.column, sid)
         parts.append(out)
@@ -212,12 +220,13 @@ def model_input(raw: pd.DataFrame, bundle: ForecastBundle, source: str) -> pd.Da
 
     Checking here (not only inside the model) lets errors name the file and its line numbers.
     A model of many series takes the long form: the series column, the date, the values; of each
-    series only the rows its latest forecast reads are passed on (the model validates less).
+    series only the rows its latest forecast reads are passed on (the model validates less): the network's
+    window, or every row where Theta's forecast is part of it (`model.theta_weight`: it reads the whole history).
     """
     cfg = bundle.config.data
     parts = []
     for sid, frame in input_frames(raw, bundle, source).items():
-        if sid is not None:  # many series: the latest window is all a forecast reads
+        if sid is not None and not theta_weight(bundle.config):  # many series: the latest window is all it reads
             frame = frame.tail(preprocessor_of(bundle, sid).input_rows)
         part = frame[list(cfg.columns)].astype("float64").reset_index()
         part[cfg.date_column] = format_dates(frame.index)

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from pipeline.config.settings import theta_weight
 from pipeline.errors import PipelineError, RegistryError, TrackingError
 from pipeline.runtime import ProcessOwner, kill_point
 from pipeline.tracking.history import (
@@ -48,9 +49,12 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------ the gate, with MLflow
 
 
-def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Callable[[pd.DataFrame], Score]) -> Score:
+def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Callable[[pd.DataFrame], Score],
+            history: pd.DataFrame | None = None) -> Score:
     """Score a logged model, with its own preprocessing and scalers, on the given test windows: its forecasts of
-    every window of `raw_rows` scored by `score_table` (`promotion.table_rmse`, `promotion.table_mase`).
+    every window of `raw_rows` scored by `score_table` (`promotion.table_rmse`, `promotion.table_mase`); of
+    `history` instead (the same windows, every row before them), when given, for a model whose Theta part reads
+    whole histories (`model.theta_weight`), so that it forecasts as it did when it was evaluated.
 
     Never raises for a model that cannot score this data (another target, missing columns,
     too short a horizon): the returned Score says why, and the gate refuses.
@@ -67,6 +71,8 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Ca
     bundle = getattr(model.unwrap_python_model(), "bundle", None)
     if bundle is not None and bundle.config.data.target != target:
         return Score(None, 0, f"forecasts {bundle.config.data.target!r}, not {target!r}: not comparable")
+    if bundle is not None and history is not None and theta_weight(bundle.config):
+        raw_rows = history
     try:
         table = model.predict(raw_rows, params={"all_windows": True})
     except Exception as exc:  # noqa: BLE001 - e.g. the data lack a column it needs

@@ -36,7 +36,7 @@ LOCAL_DB = Path("mlflow.db")  # MLflow's default tracking database, in the worki
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics and 100 params per log_batch call
 # Requirements of the logged model, written out so MLflow need not load the model to infer them.
 MODEL_REQUIREMENTS = ("torch", "mlflow", "pandas", "numpy", "pandera", "pydantic", "pyyaml", "cloudpickle", "psutil",
-                      "holidays")
+                      "holidays", "scipy")  # scipy: the Theta part (pipeline.model.theta)
 
 
 def default_tracking_uri() -> str:

@@ -119,6 +119,7 @@ class Trained:
     result: TrainResult | None = None
     scores: dict[str, float] = field(default_factory=dict)
     intervals: IntervalState | None = None
+    config: PipelineConfig | None = None  # the config as settled after training (`model.theta_weight`)
     logged: str | None = None  # the logged model's URI, once MLflow has it: nothing to save locally then
 
 
@@ -132,6 +133,7 @@ def keep_trained_model(exc: BaseException, cfg: PipelineConfig, run_id: str, tra
     if trained.logged:
         return TrackingError(f"{exc}\nThe trained model itself was logged to MLflow before the failure "
                              f"({trained.logged}); nothing was saved locally.")
+    cfg = trained.config or cfg
     bundle = ForecastBundle(checkpoint=trained.result.model.checkpoint(), preprocessor=trained.pre, config=cfg,
                             intervals=trained.intervals)
     try:

@@ -161,7 +161,8 @@ def run_fold(frame: pd.DataFrame, cfg: PipelineConfig, fold: Fold,
     # training: one series is a panel of one.
     one = Panel(column=None, series={panel.ONE_SERIES: part})
     preps = {panel.ONE_SERIES: steps.SeriesPrep(pre, bounds, windows, trainable=True)}
-    fc = steps.forecast_splits(lambda _: result.model, one, preps, cfg, ("test",))[0]["test"][panel.ONE_SERIES]
+    settled = steps.with_theta_weight(lambda _: result.model, one, preps, cfg)  # chosen per fold, as in training
+    fc = steps.forecast_splits(lambda _: result.model, one, preps, settled, ("test",))[0]["test"][panel.ONE_SERIES]
     scores = score(fc, prefix="test")
     seconds = time.perf_counter() - started
     log.info("fold %d: cutoff %s, %d train rows, test RMSE %.6g (persistence %.6g)", fold.index + 1,
@@ -370,6 +371,7 @@ def run_panel_fold(data: Panel, cfg: PipelineConfig, fold: PanelFold,
     part = Panel(column=data.column, series={sid: fold_frame(data.series[sid], f) for sid, f in fold.folds.items()})
     preps = steps.prepare_panel(part, fcfg)
     fitted = steps.fit_panel(preps, fcfg, on_epoch_end)
+    fcfg = steps.with_theta_weight(fitted.model_for, part, fitted.serves(preps), fcfg)  # per fold, as in training
     test = steps.forecast_splits(fitted.model_for, part, fitted.serves(preps), fcfg, ("test",))[0]["test"]
     scores = steps.score_panel(test, part, preps, fcfg, "test")
     results = [fitted.shared] if fitted.shared is not None else list(fitted.local.values())

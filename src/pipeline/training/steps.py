@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config.settings import PipelineConfig, settled
+from pipeline.config.settings import AUTO, PipelineConfig, settled, theta_weight
 from pipeline.data.panel import ONE_SERIES, Panel
 from pipeline.dates import format_dates
 from pipeline.errors import DataError
@@ -26,6 +26,7 @@ from pipeline.evaluation import metrics
 from pipeline.evaluation.intervals import Calibration
 from pipeline.evaluation.metrics import Forecasts
 from pipeline.features.windows import SPLITS, Preprocessor, SplitBounds, SplitName, Windows, prepare, split_by_time
+from pipeline.model import theta
 from pipeline.model.network import Network
 from pipeline.model.training import EpochCallback, TrainResult, fit_network
 from pipeline.serving.model_format import ForecastBundle, SeriesModels
@@ -233,7 +234,7 @@ def forecast_panel(model_for: ModelFor, panel: Panel, preps: Mapping[str, Series
     for sid, prep in preps.items():
         if prep.trainable and len(prep.windows[split]):
             out[sid] = metrics.forecast_split(model_for(sid), prep.pre, panel.series[sid], prep.windows[split],
-                                               cfg.evaluate)
+                                               cfg.evaluate, theta_weight(cfg))
     return out
 
 
@@ -293,7 +294,7 @@ def calibration_forecasts(model_for: ModelFor, panel: Panel, preps: Mapping[str,
             continue
         known = windows.target_positions >= 0
         shown = replace(windows, target_positions=np.where(known, windows.target_positions, windows.origins[:, None]))
-        fc = metrics.forecast_split(model_for(sid), prep.pre, frame, shown, cfg.evaluate)
+        fc = metrics.forecast_split(model_for(sid), prep.pre, frame, shown, cfg.evaluate, theta_weight(cfg))
         out[sid] = replace(fc, actual=np.where(known, fc.actual, np.nan))
     return out
 
@@ -313,12 +314,47 @@ def with_panel_intervals(forecasts: Mapping[str, Forecasts], calibration: Calibr
     return {sid: metrics.with_intervals(fc, calibration, scales[sid]) for sid, fc in forecasts.items()}
 
 
+def with_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep],
+                      cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` with `model.theta_weight: auto` settled on the validation origins (`calibration_forecasts`): the
+    weight of `theta.CHOICES` whose combined forecasts have the lowest sMAPE plus scaled absolute error (each
+    series' errors over its interval scale), each relative to the network alone's. 0 without validation rows."""
+    if cfg.model.theta_weight != AUTO:
+        return cfg
+    network = calibration_forecasts(model_for, panel, preps, cfg.with_overrides(model={"theta_weight": 0.0}))
+    if not network:
+        return cfg.with_overrides(model={"theta_weight": 0.0})
+    by_theta = calibration_forecasts(model_for, panel, preps, cfg.with_overrides(model={"theta_weight": 1.0}))
+    scales = series_scales(panel, preps, cfg)
+    actual = np.concatenate([fc.actual.ravel() for fc in network.values()])
+    net = np.concatenate([fc.predicted.ravel() for fc in network.values()])
+    alone = np.concatenate([by_theta[sid].predicted.ravel() for sid in network])
+    scale = np.concatenate([np.full(fc.actual.size, scales[sid]) for sid, fc in network.items()])
+    known = np.isfinite(actual)
+    actual, net, alone, scale = actual[known], net[known], alone[known], scale[known]
+
+    def errors(weight: float) -> tuple[float, float]:
+        pred = (1 - weight) * net + weight * alone
+        gap = np.abs(actual - pred)
+        both = np.abs(actual) + np.abs(pred)
+        return (float(np.mean(np.divide(2 * gap, both, out=np.zeros_like(gap), where=both > 0))),
+                float(np.mean(gap / scale)))
+
+    base = errors(0.0)
+    def relative(weight: float) -> float:
+        return sum(e / b if b > 0 else (0.0 if e == 0 else np.inf) for e, b in zip(errors(weight), base))
+
+    best = min(theta.CHOICES, key=relative)
+    return cfg.with_overrides(model={"theta_weight": best})
+
+
 def forecast_splits(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
                     splits: tuple[SplitName, ...] = ("val", "test")
                     ) -> tuple[dict[SplitName, dict[str, Forecasts]], Calibration | None]:
     """Each series' forecasts of every split in `splits` (split -> series -> forecasts), with intervals fitted on
     the validation errors of every series (each divided by its series' scale; one series: in its own units), and
-    that calibration (None: no intervals). The one place training, backtests and sweeps forecast and calibrate."""
+    that calibration (None: no intervals). The one place training, backtests and sweeps forecast and calibrate
+    (`model.theta_weight` as `cfg` has it: settle `auto` first with `with_theta_weight`, else it means 0)."""
     forecasts = {s: forecast_panel(model_for, panel, preps, cfg, s) for s in dict.fromkeys(("val", *splits))}
     scales = series_scales(panel, preps, cfg)
     calibration = calibrate_panel(calibration_forecasts(model_for, panel, preps, cfg), scales, cfg)
@@ -454,6 +490,7 @@ class GateInputs:
     `promotion.table_rmse`)."""
 
     rows: pd.DataFrame  # raw rows (dates as text; long, with the series id, for many) ending at each last test origin
+    history: pd.DataFrame  # the same from each series' first row: for a champion whose Theta part reads it all
     actual: pd.Series  # target by (series, date text)
     first_dates: dict[str, list[str]]  # each series' test windows' first target dates
     scales: dict[str, float]  # each series' MASE divisor
@@ -463,23 +500,26 @@ class GateInputs:
 def gate_inputs(data: Panel, preps: Mapping[str, SeriesPrep], test: Mapping[str, Forecasts],
                 cfg: PipelineConfig, context_rows: int) -> GateInputs:
     """The rows a champion forecasts the test windows from: per series, `context_rows` rows before its first
-    test origin (room for a champion with a longer lookback) up to its last; not every window of every series.
+    test origin (room for a champion with a longer lookback) up to its last; not every window of every series
+    (and every row up to its last test origin, for a champion whose Theta part reads whole histories).
     One series: its rows as the model takes them (no id column)."""
     from pipeline.dates import date_format
 
-    parts, actual, firsts, scales = [], {}, {}, {}
+    parts, whole, actual, firsts, scales = [], [], {}, {}, {}
     for sid, fc in test.items():
         frame, prep = data.series[sid], preps[sid]
         fmt = date_format(frame.index)
         origins = prep.windows["test"].origins
-        rows = frame.iloc[max(0, int(origins[0]) - context_rows):int(origins[-1]) + 1].reset_index()
+        rows = frame.iloc[:int(origins[-1]) + 1].reset_index()
         rows[cfg.data.date_column] = rows[cfg.data.date_column].dt.strftime(fmt)
         if data.column is not None:
             rows.insert(0, data.column, sid)
-        parts.append(rows)
+        whole.append(rows)
+        parts.append(rows.iloc[max(0, int(origins[0]) - context_rows):])
         actual[sid] = pd.Series(frame[cfg.data.target].to_numpy(dtype=float), index=frame.index.strftime(fmt))
         firsts[sid] = list(fc.dates.strftime(fmt))
         scales[sid] = insample_scale(frame, cfg.data.target, prep.bounds.test_start, cfg.evaluate.season_length)
     joined = pd.concat(actual, names=["series", "date"])
     every = sorted(d for dates in firsts.values() for d in dates)
-    return GateInputs(pd.concat(parts, ignore_index=True), joined, firsts, scales, (every[0], every[-1]))
+    return GateInputs(pd.concat(parts, ignore_index=True), pd.concat(whole, ignore_index=True), joined, firsts, scales,
+                      (every[0], every[-1]))

@@ -381,6 +381,7 @@ def validation_scores(data: Panel, preps: Any, model: Any, cfg: PipelineConfig) 
     its validation part) and the validation RMSE, MAE and RMSE ratio."""
     from pipeline.training import steps
 
+    cfg = steps.with_theta_weight(lambda _: model, data, preps, cfg)  # combined with Theta as training would
     forecasts = steps.forecast_panel(lambda _: model, data, preps, cfg, "val")
     means = steps.score_panel(forecasts, data, preps, cfg, "val").means()
     return means["val_mase"], {k: means[k] for k in ("val_rmse", "val_mae", "val_rmse_ratio") if k in means}

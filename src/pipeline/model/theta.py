@@ -1,0 +1,116 @@
+"""The Theta method (Assimakopoulos & Nikolopoulos, 2000), the statistical forecast the network's can be combined with.
+
+Each forecast reads only its series' rows up to its origin. Where the rows are seasonal (the autocorrelation
+at the season's lag passes the 90 % test that the M4 competition's benchmarks used) and positive, they are
+divided by classical multiplicative seasonal indices first, and the forecast multiplied back. The
+deseasonalised rows x_0..x_{n-1} are split into two theta lines: theta 0, their least-squares line, and
+theta 2, `2 x - line`. Simple exponential smoothing, its smoothing weight the one of `ALPHAS` with the least
+one-step squared error, extrapolates theta 2; the forecast is the mean of the two lines' extrapolations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+
+__all__ = ["CHOICES", "combine", "theta_forecasts"]
+
+CHOICES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # `model.theta_weight: auto` picks one on validation: the network keeps half
+BLOCK = 256  # origins forecast at once (a block's rows matrix is BLOCK x the longest history)
+
+ALPHAS = np.concatenate([np.linspace(0.02, 0.3, 15), np.linspace(0.35, 1.0, 14)])
+SEASONAL_Z = 1.645  # the 90 % one-sided test of the M4 benchmarks' seasonality check
+
+
+def seasonal(x: np.ndarray, season: int) -> bool:
+    """Whether rows `x` are seasonal at lag `season`: three seasons of rows at least, and the autocorrelation at
+    that lag beyond 1.645 standard errors (Bartlett's, from the lower lags)."""
+    n = len(x)
+    if season < 2 or n < 3 * season:
+        return False
+    d = x - x.mean()
+    denom = float(d @ d)
+    if denom <= 0:
+        return False
+    acf = np.array([float(d[:n - k] @ d[k:]) / denom for k in range(1, season + 1)])
+    limit = SEASONAL_Z * np.sqrt((1 + 2 * np.sum(acf[:-1] ** 2)) / n)
+    return bool(abs(acf[-1]) > limit)
+
+
+def seasonal_indices(x: np.ndarray, season: int) -> np.ndarray:
+    """Classical multiplicative seasonal indices of positive rows `x` (one per position in the season, the first
+    the position of row 0, their mean 1): the mean ratio of each row to the centred moving average."""
+    if season % 2:
+        trend = np.convolve(x, np.full(season, 1 / season), mode="valid")
+        start = season // 2
+    else:  # a 2 x season moving average, centred
+        kernel = np.r_[0.5, np.ones(season - 1), 0.5] / season
+        trend = np.convolve(x, kernel, mode="valid")
+        start = season // 2
+    ratios = x[start:start + len(trend)] / trend
+    positions = (np.arange(len(trend)) + start) % season
+    idx = np.array([ratios[positions == p].mean() for p in range(season)])
+    return idx / idx.mean()
+
+
+def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, season: int | None) -> np.ndarray:
+    """Theta forecasts (len(last_rows), horizon) of `levels`: row i from the rows up to last_rows[i] (inclusive), for
+    the `horizon` rows after it; NaN where that history is empty or not finite."""
+    y = np.asarray(levels, dtype=float)
+    last_rows = np.asarray(last_rows, dtype=int)
+    out = np.full((len(last_rows), horizon), np.nan)
+    for start in range(0, len(last_rows), BLOCK):
+        block = last_rows[start:start + BLOCK]
+        ok = np.array([n >= 0 and bool(np.isfinite(y[:n + 1]).all()) for n in block], dtype=bool)
+        if ok.any():
+            out[start:start + BLOCK][ok] = block_forecasts(y, block[ok] + 1, horizon, int(season or 1))
+    return out
+
+
+def block_forecasts(y: np.ndarray, lengths: np.ndarray, horizon: int, m: int) -> np.ndarray:
+    """Theta forecasts from the first lengths[i] rows of `y`, each for `horizon` rows (every history finite)."""
+    steps = np.arange(1, horizon + 1)
+    n_max = int(lengths.max())
+    X = np.zeros((len(lengths), n_max))  # each history (deseasonalised), zeros after its end
+    factors = np.ones((len(lengths), horizon))
+    for i, n in enumerate(lengths):
+        x = y[:n]
+        if m > 1 and np.all(x > 0) and seasonal(x, m):
+            idx = seasonal_indices(x, m)
+            x = x / idx[np.arange(n) % m]
+            factors[i] = idx[(n - 1 + steps) % m]
+        X[i, :n] = x
+    t = np.arange(n_max, dtype=float)
+    valid = t[None, :] < lengths[:, None]
+    # theta 0: each history's least-squares line
+    nn = lengths.astype(float)
+    t_mean = (nn - 1) / 2
+    x_mean = X.sum(axis=1) / nn
+    dt = np.where(valid, t[None, :] - t_mean[:, None], 0.0)
+    stt = np.sum(dt ** 2, axis=1)
+    slope = np.divide(np.sum(dt * (X - x_mean[:, None]), axis=1), stt, out=np.zeros_like(stt), where=stt > 0)
+    intercept = x_mean - slope * t_mean
+    Z = np.where(valid, 2 * X - (intercept[:, None] + slope[:, None] * t[None, :]), 0.0)  # theta 2
+    rows = np.arange(len(lengths))
+    best_sse = np.full(len(lengths), np.inf)
+    level = Z[:, 0].copy()
+    for a in ALPHAS:  # SES levels at every row of every history at once, the first row starting the level
+        lv = lfilter([a], [1, -(1 - a)], Z, axis=1, zi=(1 - a) * Z[:, :1])[0]
+        sse = np.sum(np.where(valid[:, 1:], Z[:, 1:] - lv[:, :-1], 0.0) ** 2, axis=1)
+        better = sse < best_sse
+        best_sse = np.where(better, sse, best_sse)
+        level = np.where(better, lv[rows, lengths - 1], level)
+    line = intercept[:, None] + slope[:, None] * (lengths[:, None] - 1 + steps[None, :])
+    return (0.5 * line + 0.5 * level[:, None]) * factors
+
+
+def combine(values: np.ndarray, tails: dict[float, np.ndarray], levels: np.ndarray, last_rows: np.ndarray,
+            weight: float, season: int | None) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """The network's forecasts (n, horizon) from the histories ending at `last_rows`, combined with Theta's:
+    `(1 - weight) * network + weight * theta`, and a quantile head's forecasts moved as the point forecast moved.
+    The network's alone where `weight` is 0 or Theta has no forecast (an empty or non-finite history)."""
+    if weight <= 0 or len(values) == 0:
+        return values, tails
+    theta = theta_forecasts(levels, last_rows, values.shape[1], season)
+    mixed = np.where(np.isfinite(theta), (1 - weight) * values + weight * theta, values)
+    return mixed, {q: tail + (mixed - values) for q, tail in tails.items()}

@@ -1,0 +1,88 @@
+"""The Theta method and its combination with the network's forecasts (pipeline.model.theta)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.model import theta
+
+
+def reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """Theta written out plainly for one history: the same method, one loop per smoothing weight."""
+    x, factors = history.astype(float), np.ones(horizon)
+    n = len(x)
+    if season > 1 and np.all(x > 0) and theta.seasonal(x, season):
+        idx = theta.seasonal_indices(x, season)
+        x = x / idx[np.arange(n) % season]
+        factors = idx[(n + np.arange(horizon)) % season]
+    t = np.arange(n)
+    slope, intercept = np.polyfit(t, x, 1) if n > 1 else (0.0, x[0])
+    z = 2 * x - (intercept + slope * t)
+    best = (np.inf, z[0])
+    for a in theta.ALPHAS:
+        level, sse = z[0], 0.0
+        for value in z[1:]:
+            sse += (value - level) ** 2
+            level = a * value + (1 - a) * level
+        if sse < best[0]:
+            best = (sse, level)
+    line = intercept + slope * (n - 1 + np.arange(1, horizon + 1))
+    return (0.5 * line + 0.5 * best[1]) * factors
+
+
+def test_matches_the_method_written_out_for_every_origin_at_once() -> None:
+    rng = np.random.default_rng(0)
+    y = 50 + np.cumsum(rng.normal(0.3, 1, 700)) + 8 * np.sin(np.arange(700) * 2 * np.pi / 12)
+    last = np.arange(5, 700, 2)  # more origins than one block holds
+    assert len(last) > theta.BLOCK
+    got = theta.theta_forecasts(y, last, 6, 12)
+    for i in (0, 1, 3, 150, len(last) - 1):
+        np.testing.assert_allclose(got[i], reference(y[:last[i] + 1], 6, 12), rtol=1e-9)
+
+
+def test_reads_no_row_past_its_origin() -> None:
+    y = np.linspace(10, 30, 80) + np.tile([3.0, -1.0, -2.0, 0.0], 20)
+    changed = y.copy()
+    changed[50:] *= 3
+    np.testing.assert_array_equal(theta.theta_forecasts(y, np.array([20, 49]), 4, 4),
+                                  theta.theta_forecasts(changed, np.array([20, 49]), 4, 4))
+
+
+def test_a_steady_multiplicative_season_is_forecast_exactly() -> None:
+    y = 100 * np.tile([1.2, 0.8, 1.1, 0.9], 10)
+    np.testing.assert_allclose(theta.theta_forecasts(y, np.array([39]), 6, 4)[0], 100 * np.array([1.2, 0.8, 1.1, 0.9, 1.2, 0.8]))
+
+
+def test_rows_not_all_positive_are_not_deseasonalised() -> None:
+    y = np.tile([1.0, -1.0, 2.0, -2.0], 12)
+    assert theta.seasonal(y, 4)
+    np.testing.assert_allclose(theta.theta_forecasts(y, np.array([47]), 4, 4),
+                               theta.theta_forecasts(y, np.array([47]), 4, None))
+
+
+def test_an_empty_or_broken_history_has_no_forecast() -> None:
+    y = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
+    got = theta.theta_forecasts(y, np.array([-1, 1, 3]), 2, None)
+    assert np.isnan(got[0]).all() and np.isnan(got[2]).all()
+    np.testing.assert_allclose(got[1], reference(y[:2], 2, 1))
+
+
+def test_combine_weighs_the_two_and_moves_the_quantiles_alike() -> None:
+    y = np.arange(1.0, 31.0)
+    net = np.full((2, 3), 10.0)
+    tails = {0.1: net - 2, 0.9: net + 2}
+    alone = theta.theta_forecasts(y, np.array([-1, 29]), 3, None)
+    mixed, moved = theta.combine(net, tails, y, np.array([-1, 29]), 0.25, None)
+    np.testing.assert_allclose(mixed[0], net[0])  # no history: the network's
+    np.testing.assert_allclose(mixed[1], 0.75 * net[1] + 0.25 * alone[1])
+    np.testing.assert_allclose(moved[0.9] - moved[0.1], 4.0)
+    np.testing.assert_allclose(moved[0.1], mixed - 2)
+    assert theta.combine(net, tails, y, np.array([0, 29]), 0.0, None)[0] is net
+
+
+@pytest.mark.parametrize("season", [None, 7])
+def test_long_histories_stay_quick(season: int | None) -> None:
+    y = 100 + np.random.default_rng(1).normal(0, 1, 5000).cumsum() ** 2 / 100
+    got = theta.theta_forecasts(y, np.arange(4000, 5000), 14, season)
+    assert got.shape == (1000, 14) and np.isfinite(got).all()

@@ -1,0 +1,72 @@
+"""`model.theta_weight`: Theta's share of the forecasts, chosen on the validation origins, used alike in
+evaluation, intervals and the saved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config.settings import parse_config, theta_weight
+from pipeline.data import panel
+from pipeline.data.reading import load_prices
+from pipeline.model import theta
+from pipeline.model.training import TrainResult, init_model
+from pipeline.serving.forecast import ForecastModel, model_input
+from pipeline.training import steps
+from tests.conftest import long_config_dict, make_long
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    path = tmp_path_factory.mktemp("theta") / "long.csv"
+    make_long("ABCD", n=60).to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), split={"val": 8, "test": 8}))
+    source = load_prices(str(path))
+    cfg, data = panel.resolve_panel(source, cfg, panel.validate_panel(source, cfg, min_rows=6))
+    preps = steps.prepare_panel(data, cfg)
+    model = init_model(cfg, n_features=1).eval()  # untrained: Theta's forecasts are far better than its own
+    return path, cfg, data, preps, model
+
+
+def test_auto_chooses_the_weight_that_scores_best_on_validation(case) -> None:
+    _, cfg, data, preps, model = case
+    assert cfg.model.theta_weight == "auto" and theta_weight(cfg) == 0.0  # not yet chosen: the network alone
+    chosen = steps.with_theta_weight(lambda sid: model, data, preps, cfg)
+    assert chosen.model.theta_weight == max(theta.CHOICES)  # an untrained network: Theta's share as large as allowed
+    given = cfg.with_overrides(model={"theta_weight": 0.3})
+    assert steps.with_theta_weight(lambda sid: model, data, preps, given) is given
+
+
+def test_the_forecasts_and_their_intervals_are_the_weighted_mean(case) -> None:
+    _, cfg, data, preps, model = case
+    by_weight = {w: steps.forecast_splits(lambda sid: model, data, preps, cfg.with_overrides(model={"theta_weight": w}),
+                                          ("test",)) for w in (0.0, 0.3, 1.0)}
+    for sid in preps:
+        net, mixed, alone = (by_weight[w][0]["test"][sid].predicted for w in (0.0, 0.3, 1.0))
+        np.testing.assert_allclose(mixed, 0.7 * net + 0.3 * alone, rtol=1e-6)
+        assert not np.allclose(net, alone)
+    # the intervals are calibrated on the combined forecasts' errors: narrower than the untrained network's alone
+    assert by_weight[0.3][1].model.quantiles[95][0] < by_weight[0.0][1].model.quantiles[95][0]
+
+
+def test_the_saved_model_serves_what_was_evaluated_from_the_whole_history(case, tmp_path: Path) -> None:
+    path, cfg, data, preps, model = case
+    settled = cfg.with_overrides(model={"theta_weight": 0.4})
+    tests, calibration = steps.forecast_splits(lambda sid: model, data, preps, settled, ("test",))
+    saved = steps.bundle(steps.PanelFit(shared=TrainResult(model=model)), preps, settled, calibration).save(
+        tmp_path / "forecaster")
+    served = ForecastModel()
+    served.load(saved)
+    raw = pd.read_csv(path, dtype=str)
+    last_origin = {sid: int(p.windows["test"].origins[0]) for sid, p in preps.items()}
+    upto = raw[raw.groupby("id").cumcount() <= raw["id"].map(last_origin)]  # each series up to its first test origin
+    rows = model_input(upto, served.bundle, "long.csv")
+    assert (rows.groupby("id").size() == upto.groupby("id").size()).all()  # Theta reads every row: none dropped
+    out = served.forecast(rows)
+    for sid in preps:
+        np.testing.assert_allclose(out[out["id"] == sid]["forecast"], tests["test"][sid].predicted[0], rtol=1e-5)
+        bands = tests["test"][sid].bands
+        np.testing.assert_allclose(out[out["id"] == sid]["upper_95"], bands["upper_95"][0], rtol=1e-5)
