@@ -16,7 +16,8 @@ from scipy.signal import lfilter
 __all__ = ["CHOICES", "combine", "theta_forecasts"]
 
 CHOICES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # `model.theta_weight: auto` picks one on validation: the network keeps half
-BLOCK = 256  # origins forecast at once (a block's rows matrix is BLOCK x the longest history)
+BLOCK = 256  # origins forecast at once (a block's rows matrix is BLOCK x the longest history) ...
+BLOCK_CELLS = 2_000_000  # ... or fewer, so that the matrix stays within 16 MB on long histories
 
 ALPHAS = np.concatenate([np.linspace(0.02, 0.3, 15), np.linspace(0.35, 1.0, 14)])
 SEASONAL_Z = 1.645  # the 90 % one-sided test of the M4 benchmarks' seasonality check
@@ -59,11 +60,13 @@ def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, sea
     y = np.asarray(levels, dtype=float)
     last_rows = np.asarray(last_rows, dtype=int)
     out = np.full((len(last_rows), horizon), np.nan)
-    for start in range(0, len(last_rows), BLOCK):
-        block = last_rows[start:start + BLOCK]
-        ok = np.array([n >= 0 and bool(np.isfinite(y[:n + 1]).all()) for n in block], dtype=bool)
+    finite_upto = np.cumsum(~np.isfinite(y)) == 0  # row r: every row up to r is finite
+    size = max(1, min(BLOCK, BLOCK_CELLS // max(1, int(last_rows.max(initial=0)) + 1)))
+    for start in range(0, len(last_rows), size):
+        block = last_rows[start:start + size]
+        ok = (block >= 0) & finite_upto[np.clip(block, 0, None)] if len(y) else np.zeros(len(block), dtype=bool)
         if ok.any():
-            out[start:start + BLOCK][ok] = block_forecasts(y, block[ok] + 1, horizon, int(season or 1))
+            out[start:start + size][ok] = block_forecasts(y, block[ok] + 1, horizon, int(season or 1))
     return out
 
 
