@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data.contract import validate_prices
 from pipeline.config.settings import theta_weight
+from pipeline.data.contract import validate_prices
 from pipeline.data.reading import RawData
 from pipeline.dates import calendar_mismatch, date_format, format_dates, next_dates
 from pipeline.errors import DataError

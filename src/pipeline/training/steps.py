@@ -341,6 +341,7 @@ def with_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, Ser
                 float(np.mean(gap / scale)))
 
     base = errors(0.0)
+
     def relative(weight: float) -> float:
         return sum(e / b if b > 0 else (0.0 if e == 0 else np.inf) for e, b in zip(errors(weight), base))
 
