@@ -86,6 +86,21 @@ def test_steps_with_few_validation_errors_pool_every_steps_so_80_is_narrower_tha
     assert state.quantiles[95][-1] == pytest.approx(np.quantile(pooled[np.isfinite(pooled)], 0.95, method="weibull"))
 
 
+def test_a_level_pooled_for_want_of_errors_still_holds_the_narrower_level() -> None:
+    """10 windows: enough for a finite 80 % quantile at each step, too few for 95 %, which pools every step's
+    errors. The last of 8 steps has errors far larger than the others', so its pooled 95 % came out below its own
+    80 % (7.41 against 7.43 in a logged ensemble, whose saved intervals then failed the nesting check)."""
+    errors = np.column_stack([np.full((10, 7), 0.1), np.arange(1.0, 11.0)])
+    state = fit_conformal(errors, [80, 95])
+    own_80 = np.quantile(np.arange(1.0, 11.0), 0.8, method="weibull")
+    pooled_95 = np.quantile(np.abs(errors * np.sqrt(8 / np.arange(1, 9))).ravel(), 0.95, method="weibull")
+    assert state.quantiles[80][-1] == pytest.approx(own_80)
+    assert pooled_95 < own_80  # pooled, the 95 % band would lie inside the 80 %
+    assert state.quantiles[95][-1] == pytest.approx(own_80)  # so it is raised to hold it
+    assert all(lo <= hi for lo, hi in zip(state.quantiles[80], state.quantiles[95]))
+    assert state.quantiles[95][0] > state.quantiles[80][0]  # a step whose pooled 95 % lies above its 80 % keeps it
+
+
 # ---------------------------------------------------------------- interval scores, by hand
 def test_msis_by_hand() -> None:
     actual, lower, upper = np.array([10.0, 20.0, 30.0]), np.array([8.0, 21.0, 25.0]), np.array([12.0, 25.0, 28.0])

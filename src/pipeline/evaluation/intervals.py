@@ -206,6 +206,7 @@ def fit_conformal(errors: np.ndarray | Mapping[int, np.ndarray], levels: Sequenc
     set is small: a step with fewer errors than a finite-sample quantile at a level needs
     (`windows_needed`) takes every step's errors, each carried to its horizon by `pooled_errors`
     (with a note); a level with too few errors even then gets the largest error, and a note naming `split.val`.
+    A wider level's half-width is never below a narrower one's (a pooled 95 % can fall below a step's own 80 %).
     """
     signed = method == "quantile"
     table = {level: np.asarray(errors[level] if isinstance(errors, Mapping) else errors, dtype=float)
@@ -230,6 +231,10 @@ def fit_conformal(errors: np.ndarray | Mapping[int, np.ndarray], levels: Sequenc
                          f"{needed} validation errors a finite-sample conformal quantile needs: each takes every "
                          "step's errors, scaled by the square root of the horizon ratio; enlarge split.val for "
                          "a quantile of its own")
+    if not signed:  # a level pooled for want of errors can come out below a narrower one read from its own step
+        ordered = sorted(levels)
+        for narrow, wide in zip(ordered, ordered[1:]):
+            quantiles[wide] = tuple(np.fmax(quantiles[wide], quantiles[narrow]).tolist())
     for note in notes:
         log.warning(note)
     return IntervalState(tuple(levels), quantiles, n, method, scales, tuple(notes), scaling, span)
