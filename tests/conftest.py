@@ -98,7 +98,9 @@ def tiny_config_raw(source: str) -> dict:
         "window": {"lookback": 5, "horizon": 1},
         "preprocess": {"target_transform": "log_return", "default_feature_transform": "log_return"},  # not auto: fixed
         "model": {"hidden_size": 8, "num_layers": 2, "dropout": 0.0},
-        "train": {"epochs": 2, "batch_size": 16, "patience": 5, "seed": 7},
+        # refit: false serves the evaluated model, so tests can hold the served forecasts to the run's own; the
+        # default refit is tested where a config names it (test_one_road, test_ensemble_flow, test_portfolio)
+        "train": {"epochs": 2, "batch_size": 16, "patience": 5, "seed": 7, "refit": False},
         "tracking": {"experiment": "tests"},
         "registry": {"model_name": "tiny-forecaster"},
     }
@@ -142,7 +144,7 @@ def long_config_dict(source: str, **sections: dict) -> dict:
         "window": {"lookback": 6, "horizon": 4},
         "preprocess": {"target_transform": "level", "default_feature_transform": "level"},
         "model": {"hidden_size": 8},
-        "train": {"epochs": 3, "batch_size": 16, "patience": 2, "seed": 7},
+        "train": {"epochs": 3, "batch_size": 16, "patience": 2, "seed": 7, "refit": False},  # as tiny_config_raw
         "evaluate": {"season_length": 8},
         "tracking": {"experiment": "tests"},
         "registry": {"model_name": "panel-forecaster"},

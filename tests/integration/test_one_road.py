@@ -10,6 +10,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from flows.training import training_flow
+from pipeline.config.settings import TrainConfig
 
 
 def test_one_series_forecasts_alike_with_and_without_a_one_value_series_column(prefect_harness, mlflow_store,
@@ -39,8 +40,10 @@ def test_one_series_forecasts_alike_with_and_without_a_one_value_series_column(p
 
 
 def test_refit_trains_one_series_again_on_every_row(prefect_harness, mlflow_store, write_config, prices):
-    """`train.refit: true` for one series: the logged model's scalers saw every row and its weights differ from the
-    model early stopping kept (they were the same, refit silently ignored, before one road)."""
+    """`train.refit` (the default) for one series: the logged model's scalers saw every row and its weights differ
+    from the model early stopping kept, which `refit: false` serves (they were the same, refit silently ignored,
+    before one road)."""
+    assert TrainConfig().refit  # the code's default (the tiny config names false)
     kept = training_flow(config_path=write_config("kept.yaml", registry={"enabled": False}))
     refit = training_flow(config_path=write_config("refit.yaml", registry={"enabled": False}, train={"refit": True}))
     client = MlflowClient(mlflow_store)

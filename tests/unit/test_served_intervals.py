@@ -1,5 +1,5 @@
-"""The served model's intervals (`intervals.served`): fitted again on the errors from every test origin, the
-nearest to where a model that is not refit forecasts from once served; the evaluated (validation) ones otherwise."""
+"""The served model's intervals (`intervals.served`): fitted again on the errors from every test origin, the only
+ones no choice was made on (`auto`, refit or not); the evaluated (validation) ones where `validation` is named."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def wilder_tail(path: Path) -> Path:
 
 def resolved(path: Path, **sections):
     raw = long_config_dict(str(path), split={"val": TEST_ROWS, "test": TEST_ROWS}, **sections)
+    del raw["train"]["refit"]  # the code's default
     raw["intervals"] = {**raw.get("intervals", {}), **sections.get("intervals", {})}
     cfg = parse_config(raw)
     source = load_prices(str(path))
@@ -54,9 +55,9 @@ def coverage(forecasts, calibration, scales, level: int) -> float:
     return float(np.mean(np.concatenate([i.ravel() for i in inside])))
 
 
-def test_a_model_that_is_not_refit_serves_intervals_fitted_on_its_test_errors(case) -> None:
+def test_the_served_model_gets_intervals_fitted_on_its_test_errors(case) -> None:
     _, cfg, data, preps, model, forecasts, evaluated = case
-    assert cfg.intervals.served == "test" and not cfg.train.refit  # what `auto` resolves to
+    assert cfg.intervals.served == "test" and cfg.train.refit  # what `auto` resolves to, refit or not
     served = steps.served_calibration(lambda sid: model, data, preps, cfg, evaluated)
     assert served is not None and served is not evaluated
     assert served.model.windows == 6 * TEST_ROWS  # every test origin of every series
@@ -68,11 +69,10 @@ def test_a_model_that_is_not_refit_serves_intervals_fitted_on_its_test_errors(ca
     assert served.model.scales == evaluated.model.scales  # each series' scale as before
 
 
-@pytest.mark.parametrize("sections", [{"intervals": {"served": "validation"}}, {"train": {"refit": True}}])
-def test_given_validation_or_a_refit_model_serves_the_evaluated_intervals(case, sections) -> None:
+def test_given_validation_the_served_model_gets_the_evaluated_intervals(case) -> None:
     path, _, _, _, model, _, _ = case
-    cfg, data = resolved(path, **sections)
-    assert cfg.intervals.served == "validation"  # a refit model is trained up to the end: validation is nearer
+    cfg, data = resolved(path, intervals={"served": "validation"})
+    assert cfg.intervals.served == "validation"
     preps = steps.prepare_panel(data, cfg)
     _, evaluated = steps.forecast_splits(lambda sid: model, data, preps, cfg)
     assert steps.served_calibration(lambda sid: model, data, preps, cfg, evaluated) is evaluated

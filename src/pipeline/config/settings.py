@@ -319,7 +319,7 @@ class ModelConfig(_Frozen):
     """Many series (`data.series_column`): `global` trains one model on the windows of every series, each
     normalised on its own training rows; `local` trains one model per series."""
     theta_weight: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = AUTO
-    """Weight of the Theta method's forecast (each series' target up to the origin, deseasonalised where seasonal; pipeline.model.theta) in a weighted mean with the network's, in evaluation, intervals and serving alike: `0`: the network alone; `auto`: chosen after training on the validation origins, the one of 0, 0.1, ..., 0.5 with the lowest sum of sMAPE and scaled error, each relative to the network alone's (the run logs it as the metric `theta_weight` and the logged model's config holds it)."""
+    """Weight of the Theta method's forecast (each series' target up to the origin, deseasonalised where seasonal; pipeline.model.theta) in a weighted mean with the network's, in evaluation, intervals and serving alike: `0`: the network alone; `auto`: chosen after training on the validation origins, the one of 0, 0.1, ..., 1 with the lowest sum of sMAPE and scaled error, each relative to the network alone's (the run logs it as the metric `theta_weight` and the logged model's config holds it)."""
     ensemble: int = Field(1, ge=1)
     """Networks trained apart, each from its own seed (`train.seed` + 0, 1, ...), with its own loss where `train.loss_weight_power` lists several (by default the members alternate two), and stopping early on its own, whose forecasts are combined by their elementwise median (quantile heads included) into one model that evaluates, calibrates its intervals, refits (each member for its own best epoch count) and serves as one network does; the members train in parallel with `--parallel` or a Dask scheduler. `1`: one network."""
 
@@ -364,9 +364,11 @@ class TrainConfig(_Frozen):
     """The MASE weights raised to this power: 1 weighs by MASE, 0.5 halfway towards the unweighted (sMAPE-like) loss. A list gives the members of an ensemble (`model.ensemble`) different losses: member i trains with entry i modulo its length (`[0.5, 1]`: 0.5, 1, 0.5, ...), as N-BEATS' members differ by loss. `auto`: 0.5 for one network, `[0.5, 1]` for an ensemble (docs/bring-your-own-series.md, "Ensembles")."""
     windows_per_epoch: Annotated[int, Field(ge=1)] | Literal["auto"] | None = AUTO
     """Training windows drawn (without replacement) per epoch; null: every window; `auto`: every window up to 20,000, else 20,000 drawn per epoch (the epoch of a large portfolio stays short, so early stopping looks often; docs/bring-your-own-series.md, "Early stopping")."""
-    refit: bool = False
-    """After selection, train the registered model again on every row up to the last one, for the epochs early
-    stopping chose; the reported evaluation stays the held-out one (many-series runs)."""
+    refit: bool = True
+    """After selection, train the registered model again on every row up to the last one (its preprocessors too),
+    for the epochs early stopping chose, one series or many; the reported evaluation stays the held-out one. The
+    served model then forecasts from the end of rows it was trained on rather than from 2 held-out parts past them
+    (docs/many-series.md, "Refit"). `false`: serve the model early stopping kept, for half the training time."""
 
 
 class RegistryConfig(_Frozen):
@@ -476,7 +478,7 @@ class IntervalsConfig(_Frozen):
     expected coverage is the nominal one (the k-th smallest of n covers with probability k/(n+1)); `finite_sample`
     rounds it up: coverage at least nominal, and up to 1/(n+1) above it (up to 4 points with 23 validation windows)."""
     served: Literal["validation", "test", "auto"] = AUTO
-    """The errors the served (logged) model's intervals are fitted on: `validation`, those the reported test intervals were fitted on; `test`, those of every test origin, fitted again after scoring (the reported test scores keep the validation intervals). A model that is not refit forecasts, once served, from the end of its data, further from its training rows than the validation origins, and its errors grow with that distance: the test origins are the nearest to it. `auto`: `test` without `train.refit`, `validation` with it (a refit model is trained up to the end, so the validation origins are the nearer ones; docs/intervals.md, "The served intervals"). Where no series has a test window the evaluated intervals are served."""
+    """The errors the served (logged) model's intervals are fitted on: `validation`, those the reported test intervals were fitted on; `test`, those of every test origin, fitted again after scoring (the reported test scores keep the validation intervals). The validation errors are those early stopping (and `model.theta_weight`) chose on, so they flatter the model; the test origins were never looked at, and for a model that is not refit they are also the nearest to where it forecasts from once served. `auto`: `test`, refit or not (docs/intervals.md, "The served intervals"). Where no series has a test window the evaluated intervals are served."""
 
     @model_validator(mode="after")
     def _check(self) -> IntervalsConfig:

@@ -379,8 +379,8 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
         changes.setdefault("train", {})["patience"] = MANY_SERIES_PATIENCE if len(frames) > 1 else ONE_SERIES_PATIENCE
     if cfg.train.windows_per_epoch == AUTO:
         changes.setdefault("train", {})["windows_per_epoch"] = EPOCH_WINDOWS
-    if cfg.intervals.served == AUTO:  # a model not refit serves from furthest past its training rows: test errors
-        changes["intervals"] = {"served": "validation" if cfg.train.refit else "test"}
+    if cfg.intervals.served == AUTO:  # the test errors are the only ones no choice was made on
+        changes["intervals"] = {"served": "test"}
     if cfg.data.calendar == AUTO:  # calendar inputs did not help on validation anywhere measured (CALENDAR_AUTO)
         changes["data"] = {"calendar": CALENDAR_AUTO}
     if not changes:

@@ -15,7 +15,7 @@ from scipy.signal import lfilter
 
 __all__ = ["CHOICES", "combine", "theta_forecasts"]
 
-CHOICES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # `model.theta_weight: auto` picks one on validation: the network keeps half
+CHOICES = tuple(i / 10 for i in range(11))  # `model.theta_weight: auto` picks one of 0, 0.1, ..., 1 on validation
 BLOCK = 256  # origins forecast at once (a block's rows matrix is BLOCK x the longest history) ...
 BLOCK_CELLS = 2_000_000  # ... or fewer, so that the matrix stays within 16 MB on long histories
 
