@@ -46,6 +46,7 @@ class Score:
     rmse: float | None
     count: int = 0
     error: str | None = None
+    note: str | None = None  # what the reader should know about the score (`registry.in_sample_note`)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,8 @@ def decide(version: str, challenger: float, baseline_score: float, champion_vers
         ok = math.isfinite(challenger) and challenger < bar
         checks.append(Check("champion", ok,
                             f"test {shown} {challenger:.6g} vs champion v{champion_version} re-scored with its own "
-                            f"preprocessing on the same window at {champion.rmse:.6g} ({champion.count} forecasts); "
+                            f"preprocessing on the same window at {champion.rmse:.6g} ({champion.count} forecasts"
+                            f"{'; ' + champion.note if champion.note else ''}); "
                             f"needs < {bar:.6g} (margin {min_gain_over_champion:.2%})"))
     if coverage is not None:
         checks.append(calibration_check(*coverage))

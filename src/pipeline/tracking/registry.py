@@ -80,6 +80,24 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Ca
     return score_table(table)
 
 
+def in_sample_note(client: Any, model_uri: str, window_start: str) -> str | None:
+    """Why a champion's re-score is partly in-sample, or None: a refit champion (`train.refit`, its run's param)
+    trained on every row of its data, and its data (its run's `data_end` tag) reach into the test window that
+    starts at `window_start`. Its score there is then flattered, which favours keeping it. None too when its run
+    cannot be read (the re-score itself says what went wrong)."""
+    from mlflow.exceptions import MlflowException
+
+    name, _, version = model_uri.removeprefix("models:/").rpartition("/")
+    try:
+        data = client.get_run(client.get_model_version(name, version).run_id).data
+    except MlflowException:
+        return None
+    end = data.tags.get("data_end")
+    if data.params.get("train.refit") != "True" or not end or pd.Timestamp(end) < pd.Timestamp(window_start).normalize():
+        return None
+    return f"partly in-sample: refit on its data through {end}, inside this window"
+
+
 def rescore_champion_and_decide(client: Any, name: str, version: str, challenger: float, baseline_score: float,
                                 rescore_champion: Callable[[str], Score], margins: tuple[float, float],
                                 measure: tuple[str, str] = ("rmse", "naive"),
