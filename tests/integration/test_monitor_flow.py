@@ -45,7 +45,8 @@ def test_monitor_scores_the_champion_on_arriving_actuals_and_finds_the_shifted_s
     full.to_csv(steady_csv, index=False)
     config = write_yaml(tmp_path / "panel.yaml", long_config_dict(
         str(hist_csv), registry=TOLERANT, split={"val": 16, "test": 4},  # 16 validation hours calibrate the bands
-        monitoring={"max_mase_ratio": 2.0, "coverage_tolerance": 0.15}))
+        monitoring={"max_mase_ratio": 2.0, "coverage_tolerance": 0.15},
+        model={"theta_weight": 0}))  # the network alone: a three-epoch one would hand Theta the whole share
     assert main(["train", "--config", config]) == 0
     # three epochs may lose to seasonal naive at the gate: the loop is what is tested here
     assert main(["promote", "panel-forecaster", "1", "--reason", "the monitor test's champion"]) == 0
