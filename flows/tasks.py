@@ -4,7 +4,7 @@ the plain steps in `src/pipeline`. No flow imports another flow; each imports th
 ingest -> validate -> split/scale/windows -> train -> evaluate -> plots -> track -> register, for one
 series (`train_and_register`) and for many (`train_portfolio`: validate each series -> split/scale/window
 each -> one global network or one per series as mapped tasks -> per-series scores and their means ->
-refit on every row (optional) -> log the model of every series -> register).
+refit on every row (`train.refit`, on by default) -> log the model of every series -> register).
 """
 
 from __future__ import annotations
