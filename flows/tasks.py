@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -431,8 +431,7 @@ def register_task(run: TrackedRun, cfg: PipelineConfig, model_uri: str, model_id
         return promotion.table_mase(table, column, inputs.actual, inputs.first_dates, inputs.scales, horizon)
 
     def rescore(uri: str) -> promotion.Score:  # the champion, with its own logged preprocessing, on every series
-        score = registry.rescore(uri, inputs.rows, cfg.data.target, score_table, inputs.history)
-        return replace(score, note=registry.in_sample_note(run.client, uri, inputs.window[0]))
+        return registry.rescore(uri, inputs.rows, cfg.data.target, score_table, inputs.history)
 
     extra = prefect_tags()
     decision = registry.register_and_promote(

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -80,16 +80,15 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Ca
     return score_table(table)
 
 
-def in_sample_note(client: Any, model_uri: str, window_start: str) -> str | None:
-    """Why a champion's re-score is partly in-sample, or None: a refit champion (`train.refit`, its run's param)
-    trained on every row of its data, and its data (its run's `data_end` tag) reach into the test window that
-    starts at `window_start`. Its score there is then flattered, which favours keeping it. None too when its run
-    cannot be read (the re-score itself says what went wrong)."""
+def in_sample_note(client: Any, run_id: str, window_start: str) -> str | None:
+    """Why a champion's re-score is partly in-sample, or None: a refit champion (`train.refit`, the param of its run
+    `run_id`) trained on every row of its data, and its data (the run's `data_end` tag) reach into the test window
+    that starts at `window_start`. Its score there is then flattered, which favours keeping it. None too when its
+    run cannot be read (the re-score itself says what went wrong)."""
     from mlflow.exceptions import MlflowException
 
-    name, _, version = model_uri.removeprefix("models:/").rpartition("/")
     try:
-        data = client.get_run(client.get_model_version(name, version).run_id).data
+        data = client.get_run(run_id).data
     except MlflowException:
         return None
     end = data.tags.get("data_end")
@@ -101,16 +100,20 @@ def in_sample_note(client: Any, model_uri: str, window_start: str) -> str | None
 def rescore_champion_and_decide(client: Any, name: str, version: str, challenger: float, baseline_score: float,
                                 rescore_champion: Callable[[str], Score], margins: tuple[float, float],
                                 measure: tuple[str, str] = ("rmse", "naive"),
-                                coverage: tuple[float, float] | None = None) -> Decision:
+                                coverage: tuple[float, float] | None = None,
+                                window_start: str | None = None) -> Decision:
     """Find the current `@champion` (if any), re-score it with `rescore_champion` and take the promotion decision
     (`promotion.decide`) against it; nothing is written.
 
     `measure`: the metric compared and the baseline beside the champion (a metric id: rmse or mase; naive,
     seasonal_naive, ...); `coverage`: the challenger's 95 % ACD and the largest allowed (registry.max_coverage_error),
-    or None for no calibration check."""
+    or None for no calibration check; `window_start`: the first date of the test window, to say when a refit
+    champion trained on it (`in_sample_note`)."""
     current = champion_version(client, name)
     current_version = str(current.version) if current is not None else None
     score = rescore_champion(f"models:/{name}/{current_version}") if current_version else None
+    if score is not None and window_start:
+        score = replace(score, note=in_sample_note(client, current.run_id, window_start))
     return decide(version, challenger, baseline_score, current_version, score, margins, *measure, coverage=coverage)
 
 
@@ -455,7 +458,7 @@ def register_and_promote(
         migrate_history(client, name)
         repair_incomplete(client, name, by)
         decision = rescore_champion_and_decide(client, name, "?", challenger, baseline_score, rescore_champion,
-                                               margins, measure, coverage)
+                                               margins, measure, coverage, window.start)
         before = retry(lambda: get_aliases(client, name), "read aliases", uri)
         if before.get(CHAMPION) != decision.champion_version:
             raise RegistryError(f"@champion of {name!r} moved to v{before.get(CHAMPION)} while the gate compared "
