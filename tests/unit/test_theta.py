@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.optimize import minimize_scalar
 
 from pipeline.model import theta
 
 
-def reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    """Theta written out plainly for one history: the same method, one loop per smoothing weight."""
+def deseasonalised(history: np.ndarray, horizon: int, season: int) -> tuple[np.ndarray, np.ndarray]:
+    """The history divided by its seasonal indices where it is positive and seasonal, and the forecast's factors."""
     x, factors = history.astype(float), np.ones(horizon)
     n = len(x)
     if season > 1 and np.all(x > 0) and theta.seasonal(x, season):
         idx = theta.seasonal_indices(x, season)
         x = x / idx[np.arange(n) % season]
         factors = idx[(n + np.arange(horizon)) % season]
+    return x, factors
+
+
+def reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """The standard Theta method written out plainly for one history: one loop per smoothing weight."""
+    x, factors = deseasonalised(history, horizon, season)
+    n = len(x)
     t = np.arange(n)
     slope, intercept = np.polyfit(t, x, 1) if n > 1 else (0.0, x[0])
     z = 2 * x - (intercept + slope * t)
@@ -31,14 +39,62 @@ def reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     return (0.5 * line + 0.5 * best[1]) * factors
 
 
+def state_space(x: np.ndarray, horizon: int, alpha: float, theta_: float) -> tuple[float, np.ndarray]:
+    """The dynamic Theta model (Fiorucci et al., 2016) at one alpha and theta, one row at a time: the squared
+    one-step errors from row 2 on, and the forecasts that continue the recursion on themselves."""
+    level, mean, a, b = alpha * x[0] + (1 - alpha) * x[0] / theta_, x[0], x[0], 0.0
+    sse, out = 0.0, []
+    for i in range(1, len(x) + horizon):
+        mu = level + (1 - 1 / theta_) * (a * (1 - alpha) ** i + b * (1 - (1 - alpha) ** (i + 1)) / alpha)
+        value = x[i] if i < len(x) else mu
+        if i >= len(x):
+            out.append(mu)
+        elif i >= 2:
+            sse += (value - mu) ** 2
+        level = alpha * value + (1 - alpha) * level
+        b = (i - 1) / (i + 2) * b + 6 * (value - mean) / ((i + 1) * (i + 2))  # least-squares slope, times 1..i+1
+        mean = (i * mean + value) / (i + 1)
+        a = mean - b * (i + 2) / 2
+    return sse, np.array(out)
+
+
+def dynamic_reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """The dynamic optimised Theta model written out: for each smoothing weight, theta in [1, THETA_MAX] by a bounded
+    scalar search of the loop's squared error; the pair with the least error forecasts."""
+    x, factors = deseasonalised(history, horizon, season)
+    best = (np.inf, 2.0, 0.5)
+    for a in theta.ALPHAS:
+        found = minimize_scalar(lambda th: state_space(x, horizon, a, th)[0], bounds=(1.0, theta.THETA_MAX),
+                                method="bounded", options={"xatol": 1e-10})
+        if found.fun < best[0]:
+            best = (found.fun, found.x, a)
+    return state_space(x, horizon, best[2], best[1])[1] * factors
+
+
 def test_matches_the_method_written_out_for_every_origin_at_once() -> None:
     rng = np.random.default_rng(0)
     y = 50 + np.cumsum(rng.normal(0.3, 1, 700)) + 8 * np.sin(np.arange(700) * 2 * np.pi / 12)
     last = np.arange(5, 700, 2)  # more origins than one block holds
     assert len(last) > theta.BLOCK
-    got = theta.theta_forecasts(y, last, 6, 12)
+    got = theta.theta_forecasts(y, last, 6, 12, "standard")
     for i in (0, 1, 3, 150, len(last) - 1):
         np.testing.assert_allclose(got[i], reference(y[:last[i] + 1], 6, 12), rtol=1e-9)
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.3, -0.5])
+def test_the_dynamic_model_matches_the_state_space_written_out(drift: float) -> None:
+    rng = np.random.default_rng(2)
+    y = 80 + np.cumsum(rng.normal(drift, 1, 160)) + 6 * np.sin(np.arange(160) * 2 * np.pi / 4)
+    last = np.array([2, 9, 40, 159])
+    got = theta.theta_forecasts(y, last, 5, 4)  # the default method
+    for i, end in enumerate(last):
+        np.testing.assert_allclose(got[i], dynamic_reference(y[:end + 1], 5, 4), rtol=1e-6)
+
+
+def test_the_dynamic_model_keeps_theta_in_its_range() -> None:
+    y = np.r_[np.zeros(20), np.arange(1.0, 21.0) ** 2] + 100  # a trend that a theta beyond 10 would follow further
+    capped = theta.theta_forecasts(y, np.array([39]), 3, None)[0]
+    np.testing.assert_allclose(capped, dynamic_reference(y, 3, 1), rtol=1e-6)
 
 
 def test_reads_no_row_past_its_origin() -> None:
@@ -65,7 +121,8 @@ def test_an_empty_or_broken_history_has_no_forecast() -> None:
     y = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
     got = theta.theta_forecasts(y, np.array([-1, 1, 3]), 2, None)
     assert np.isnan(got[0]).all() and np.isnan(got[2]).all()
-    np.testing.assert_allclose(got[1], reference(y[:2], 2, 1))
+    np.testing.assert_allclose(got[1], [2.0, 2.0])  # two rows leave no error to fit theta on: the last row
+    np.testing.assert_allclose(theta.theta_forecasts(y, np.array([1]), 2, None, "standard")[0], reference(y[:2], 2, 1))
 
 
 def test_combine_weighs_the_two_and_moves_the_quantiles_alike() -> None:
@@ -82,7 +139,13 @@ def test_combine_weighs_the_two_and_moves_the_quantiles_alike() -> None:
 
 
 @pytest.mark.parametrize("season", [None, 7])
-def test_long_histories_stay_quick(season: int | None) -> None:
+@pytest.mark.parametrize("method", theta.METHODS)
+def test_long_histories_stay_quick(season: int | None, method: str) -> None:
     y = 100 + np.random.default_rng(1).normal(0, 1, 5000).cumsum() ** 2 / 100
-    got = theta.theta_forecasts(y, np.arange(4000, 5000), 14, season)
+    got = theta.theta_forecasts(y, np.arange(4000, 5000), 14, season, method)
     assert got.shape == (1000, 14) and np.isfinite(got).all()
+
+
+def test_an_unknown_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown Theta method 'optimal'; one of dynamic, standard"):
+        theta.theta_forecasts(np.arange(1.0, 9.0), np.array([7]), 2, None, "optimal")

@@ -3,6 +3,7 @@ evaluation, intervals and the saved model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ import pytest
 from pipeline.config.settings import parse_config, theta_weight
 from pipeline.data import panel
 from pipeline.data.reading import load_prices
+from pipeline.errors import ModelFormatError
 from pipeline.model import theta
 from pipeline.model.training import TrainResult, init_model
 from pipeline.serving.forecast import ForecastModel, model_input
+from pipeline.serving.model_format import load_bundle
 from pipeline.training import steps
 from tests.conftest import long_config_dict, make_long
 
@@ -70,3 +73,37 @@ def test_the_saved_model_serves_what_was_evaluated_from_the_whole_history(case, 
         np.testing.assert_allclose(out[out["id"] == sid]["forecast"], tests["test"][sid].predicted[0], rtol=1e-5)
         bands = tests["test"][sid].bands
         np.testing.assert_allclose(out[out["id"] == sid]["upper_95"], bands["upper_95"][0], rtol=1e-5)
+
+
+def test_a_model_older_than_the_dynamic_theta_serves_the_standard_one(case, tmp_path: Path) -> None:
+    path, cfg, data, preps, model = case
+    settled = cfg.with_overrides(model={"theta_weight": 0.4})
+    by_method = {m: steps.forecast_splits(lambda sid: model, data, preps,
+                                          settled.with_overrides(model={"theta_method": m}), ("test",))
+                 for m in theta.METHODS}
+    saved = steps.bundle(steps.PanelFit(shared=TrainResult(model=model)), preps, settled,
+                         by_method["dynamic"][1]).save(tmp_path / "forecaster")
+    assert json.loads((saved / "format.json").read_text())["format_version"] == 8
+    # as a model logged before the setting: format 7 or older, its config naming no theta_method
+    contract = json.loads((saved / "contract.json").read_text())
+    del contract["config"]["model"]["theta_method"]
+    (saved / "contract.json").write_text(json.dumps(contract))
+    (saved / "format.json").write_text(json.dumps({"format": "lstm-forecaster", "format_version": 7}))
+    old = ForecastModel()
+    old.load(saved)
+    assert old.bundle.config.model.theta_method == "standard"
+    raw = pd.read_csv(path, dtype=str)
+    first = {sid: int(p.windows["test"].origins[0]) for sid, p in preps.items()}
+    out = old.forecast(model_input(raw[raw.groupby("id").cumcount() <= raw["id"].map(first)], old.bundle, "long.csv"))
+    apart = 0.0
+    for sid in preps:
+        served = out[out["id"] == sid]["forecast"].to_numpy()
+        np.testing.assert_allclose(served, by_method["standard"][0]["test"][sid].predicted[0], rtol=1e-5)
+        dynamic = by_method["dynamic"][0]["test"][sid].predicted[0]
+        apart = max(apart, float(np.max(np.abs(served - dynamic) / np.abs(dynamic))))
+    assert apart > 1e-4  # the two methods do differ here
+    # a format-7 model that names the dynamic model is refused: code of that format never combined with it
+    contract["config"]["model"]["theta_method"] = "dynamic"
+    (saved / "contract.json").write_text(json.dumps(contract))
+    with pytest.raises(ModelFormatError, match="combines with the dynamic Theta model, which needs format 8"):
+        load_bundle(saved)

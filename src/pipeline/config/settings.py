@@ -320,6 +320,8 @@ class ModelConfig(_Frozen):
     normalised on its own training rows; `local` trains one model per series."""
     theta_weight: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = AUTO
     """Weight of the Theta method's forecast (each series' target up to the origin, deseasonalised where seasonal; pipeline.model.theta) in a weighted mean with the network's, in evaluation, intervals and serving alike: `0`: the network alone; `auto`: chosen after training on the validation origins, the one of 0, 0.1, ..., 1 with the lowest sum of sMAPE and scaled error, each relative to the network alone's (the run logs it as the metric `theta_weight` and the logged model's config holds it)."""
+    theta_method: Literal["dynamic", "standard"] = "dynamic"
+    """The Theta method `model.theta_weight` combines with: `dynamic`, the dynamic optimised Theta model (its line refit at every row on the rows up to it, theta optimised from 1 to 10 with the smoothing weight); `standard`, the classic Theta method (theta 2). A model logged before this setting combines with `standard`, as it was evaluated (docs/bring-your-own-series.md, "Combined with Theta")."""
     ensemble: int = Field(1, ge=1)
     """Networks trained apart, each from its own seed (`train.seed` + 0, 1, ...), with its own loss where `train.loss_weight_power` lists several (by default the members alternate two), and stopping early on its own, whose forecasts are combined by their elementwise median (quantile heads included) into one model that evaluates, calibrates its intervals, refits (each member for its own best epoch count) and serves as one network does; the members train in parallel with `--parallel` or a Dask scheduler. `1`: one network."""
 

@@ -252,15 +252,15 @@ class Forecasts:
 
 def forecast_split(
     model: Network, pre: Preprocessor, frame: pd.DataFrame, windows: Windows,
-    baselines: EvaluateConfig | None = None, theta: float = 0.0,
+    baselines: EvaluateConfig | None = None, theta: float = 0.0, theta_method: str = "dynamic",
 ) -> Forecasts:
-    """The model's forecasts of one split in original units (combined with Theta's at weight `theta`,
-    `model.theta_weight`), with every configured baseline."""
+    """The model's forecasts of one split in original units (combined with Theta's, by `theta_method`, at weight
+    `theta`: `model.theta_weight`, `model.theta_method`), with every configured baseline."""
     levels = frame[pre.target].to_numpy(dtype=float)
     anchor = pre.anchors(levels, windows.origins)
     season = (baselines or EvaluateConfig()).season_length
     predicted, tails = combine(*predict_levels(model, pre, windows.X, anchor), levels, windows.origins + pre.lead - 1,
-                               theta, season if isinstance(season, int) else None)
+                               theta, season if isinstance(season, int) else None, theta_method)
     known = int(windows.target_positions[0, 0]) if len(windows) else 0
     return Forecasts(
         dates=frame.index[windows.target_positions[:, 0]],

@@ -1,11 +1,26 @@
-"""The Theta method (Assimakopoulos & Nikolopoulos, 2000), the statistical forecast the network's can be combined with.
+"""The Theta method, the statistical forecast the network's can be combined with: by default the dynamic
+optimised Theta model (Fiorucci, Pellegrini, Louzada, Petropoulos & Koehler, 2016), or the standard Theta
+method (Assimakopoulos & Nikolopoulos, 2000) that won M3.
 
 Each forecast reads only its series' rows up to its origin. Where the rows are seasonal (the autocorrelation
 at the season's lag passes the 90 % test that the M4 competition's benchmarks used) and positive, they are
-divided by classical multiplicative seasonal indices first, and the forecast multiplied back. The
-deseasonalised rows x_0..x_{n-1} are split into two theta lines: theta 0, their least-squares line, and
-theta 2, `2 x - line`. Simple exponential smoothing, its smoothing weight the one of `ALPHAS` with the least
-one-step squared error, extrapolates theta 2; the forecast is the mean of the two lines' extrapolations.
+divided by classical multiplicative seasonal indices first, and the forecast multiplied back.
+
+`standard`: the deseasonalised rows x_0..x_{n-1} are split into two theta lines: theta 0, their least-squares
+line, and theta 2, `2 x - line`. Simple exponential smoothing, its smoothing weight the one of `ALPHAS` with
+the least one-step squared error, extrapolates theta 2; the forecast is the mean of the two lines'.
+
+`dynamic`: the state-space form of the method, in which the least-squares line is refit at every row on the
+rows up to it (A_t, B_t), so that the one-step fit reads no row ahead, and theta is optimised with the
+smoothing weight. Row t (from 0) is forecast from the state after row t-1 as
+
+    mu_t = l_{t-1} + (1 - 1/theta) * (A_{t-1} (1 - alpha)^t + B_{t-1} (1 - (1 - alpha)^(t+1)) / alpha),
+    l_t = alpha x_t + (1 - alpha) l_{t-1},  l_{-1} = x_0 / theta,
+
+and further steps continue the recursion on the forecasts themselves. The one-step errors from row 2 on are
+linear in k = 1 - 1/theta for a given alpha, so their least-squares k is exact (theta from 1 to `THETA_MAX`);
+alpha is the one of `ALPHAS` whose best theta leaves the least squared error. A history of two rows or fewer
+has no error to fit: its forecast is its last row.
 """
 
 from __future__ import annotations
@@ -13,13 +28,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import lfilter
 
-__all__ = ["CHOICES", "combine", "theta_forecasts"]
+__all__ = ["CHOICES", "METHODS", "combine", "theta_forecasts"]
 
 CHOICES = tuple(i / 10 for i in range(11))  # `model.theta_weight: auto` picks one of 0, 0.1, ..., 1 on validation
 BLOCK = 256  # origins forecast at once (a block's rows matrix is BLOCK x the longest history) ...
 BLOCK_CELLS = 2_000_000  # ... or fewer, so that the matrix stays within 16 MB on long histories
 
 ALPHAS = np.concatenate([np.linspace(0.02, 0.3, 15), np.linspace(0.35, 1.0, 14)])
+THETA_MAX = 10.0  # the dynamic model's theta lies in [1, THETA_MAX]
+SCORED_FROM = 2  # the dynamic model's one-step errors count from the third row (two rows make the first line)
+METHODS = ("dynamic", "standard")
 SEASONAL_Z = 1.645  # the 90 % one-sided test of the M4 benchmarks' seasonality check
 
 
@@ -54,9 +72,12 @@ def seasonal_indices(x: np.ndarray, season: int) -> np.ndarray:
     return idx / idx.mean()
 
 
-def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, season: int | None) -> np.ndarray:
-    """Theta forecasts (len(last_rows), horizon) of `levels`: row i from the rows up to last_rows[i] (inclusive), for
-    the `horizon` rows after it; NaN where that history is empty or not finite."""
+def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, season: int | None,
+                    method: str = "dynamic") -> np.ndarray:
+    """Theta forecasts (len(last_rows), horizon) of `levels` by `method` (one of `METHODS`): row i from the rows up
+    to last_rows[i] (inclusive), for the `horizon` rows after it; NaN where that history is empty or not finite."""
+    if method not in METHODS:
+        raise ValueError(f"unknown Theta method {method!r}; one of {', '.join(METHODS)}")
     y = np.asarray(levels, dtype=float)
     last_rows = np.asarray(last_rows, dtype=int)
     out = np.full((len(last_rows), horizon), np.nan)
@@ -66,15 +87,14 @@ def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, sea
         block = last_rows[start:start + size]
         ok = (block >= 0) & finite_upto[np.clip(block, 0, None)] if len(y) else np.zeros(len(block), dtype=bool)
         if ok.any():
-            out[start:start + size][ok] = block_forecasts(y, block[ok] + 1, horizon, int(season or 1))
+            out[start:start + size][ok] = block_forecasts(y, block[ok] + 1, horizon, int(season or 1), method)
     return out
 
 
-def block_forecasts(y: np.ndarray, lengths: np.ndarray, horizon: int, m: int) -> np.ndarray:
+def block_forecasts(y: np.ndarray, lengths: np.ndarray, horizon: int, m: int, method: str) -> np.ndarray:
     """Theta forecasts from the first lengths[i] rows of `y`, each for `horizon` rows (every history finite)."""
     steps = np.arange(1, horizon + 1)
-    n_max = int(lengths.max())
-    X = np.zeros((len(lengths), n_max))  # each history (deseasonalised), zeros after its end
+    X = np.zeros((len(lengths), int(lengths.max())))  # each history (deseasonalised), zeros after its end
     factors = np.ones((len(lengths), horizon))
     for i, n in enumerate(lengths):
         x = y[:n]
@@ -83,7 +103,14 @@ def block_forecasts(y: np.ndarray, lengths: np.ndarray, horizon: int, m: int) ->
             x = x / idx[np.arange(n) % m]
             factors[i] = idx[(n - 1 + steps) % m]
         X[i, :n] = x
-    t = np.arange(n_max, dtype=float)
+    lines = standard if method == "standard" else dynamic
+    return lines(X, lengths, horizon) * factors
+
+
+def standard(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
+    """The standard Theta method's forecasts of each row's history (X[i, :lengths[i]])."""
+    steps = np.arange(1, horizon + 1)
+    t = np.arange(X.shape[1], dtype=float)
     valid = t[None, :] < lengths[:, None]
     # theta 0: each history's least-squares line
     nn = lengths.astype(float)
@@ -104,16 +131,60 @@ def block_forecasts(y: np.ndarray, lengths: np.ndarray, horizon: int, m: int) ->
         best_sse = np.where(better, sse, best_sse)
         level = np.where(better, lv[rows, lengths - 1], level)
     line = intercept[:, None] + slope[:, None] * (lengths[:, None] - 1 + steps[None, :])
-    return (0.5 * line + 0.5 * level[:, None]) * factors
+    return 0.5 * line + 0.5 * level[:, None]
+
+
+def dynamic(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
+    """The dynamic optimised Theta model's forecasts of each row's history (X[i, :lengths[i]])."""
+    t = np.arange(X.shape[1], dtype=float)
+    count = t + 1
+    valid = t[None, :] < lengths[:, None]
+    # A_t, B_t: the least-squares line (times 1..t+1) of the rows up to t, from running sums
+    total = np.cumsum(X, axis=1)
+    mean = total / count
+    sxx = count * (count ** 2 - 1) / 12
+    B = np.divide(np.cumsum(X * count, axis=1) - (count + 1) / 2 * total, sxx, out=np.zeros_like(total),
+                  where=sxx > 0)
+    A = mean - B * (count + 1) / 2
+    x0 = X[:, :1]
+    scored = valid[:, 1:] & (t[None, 1:] >= SCORED_FROM)
+    rows, last = np.arange(len(lengths)), lengths - 1
+    k_max = 1 - 1 / THETA_MAX
+    best_sse = np.where(lengths > SCORED_FROM, np.inf, 0.0)  # too short to score: alpha 1, theta 1 (the last row)
+    alpha, k, level = np.ones(len(lengths)), np.zeros(len(lengths)), X[rows, last]
+    for a in ALPHAS:
+        # every row's smoothed level started at x_0; the start x_0 / theta adds -k x_0 (1 - a)^(t+1) to it
+        lv = lfilter([a], [1, -(1 - a)], X, axis=1, zi=(1 - a) * x0)[0]
+        decay = (1 - a) ** t[1:]
+        r = np.where(scored, X[:, 1:] - lv[:, :-1], 0.0)  # the one-step error at k = 0 ...
+        g = np.where(scored, decay * (A[:, :-1] - x0) + B[:, :-1] * (1 - decay * (1 - a)) / a, 0.0)  # ... less k g
+        rg, gg = np.sum(r * g, axis=1), np.sum(g * g, axis=1)
+        kk = np.clip(np.divide(rg, gg, out=np.zeros_like(rg), where=gg > 0), 0.0, k_max)
+        sse = np.sum(r * r, axis=1) - 2 * kk * rg + kk * kk * gg
+        better = sse < best_sse
+        best_sse = np.where(better, sse, best_sse)
+        alpha, k = np.where(better, a, alpha), np.where(better, kk, k)
+        level = np.where(better, lv[rows, last] - kk * x0[:, 0] * (1 - a) ** lengths, level)
+    a_, b_, mean_ = A[rows, last], B[rows, last], mean[rows, last]
+    out = np.empty((len(lengths), horizon))
+    for step in range(horizon):  # the recursion goes on, each forecast read as the next row
+        i = (lengths + step).astype(float)
+        mu = level + k * (a_ * (1 - alpha) ** i + b_ * (1 - (1 - alpha) ** (i + 1)) / alpha)
+        out[:, step] = mu
+        level = alpha * mu + (1 - alpha) * level
+        b_ = ((i - 1) * b_ + 6 * (mu - mean_) / (i + 1)) / (i + 2)
+        mean_ = (i * mean_ + mu) / (i + 1)
+        a_ = mean_ - b_ * (i + 2) / 2
+    return out
 
 
 def combine(values: np.ndarray, tails: dict[float, np.ndarray], levels: np.ndarray, last_rows: np.ndarray,
-            weight: float, season: int | None) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """The network's forecasts (n, horizon) from the histories ending at `last_rows`, combined with Theta's:
+            weight: float, season: int | None, method: str = "dynamic") -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """The network's forecasts (n, horizon) from the histories ending at `last_rows`, combined with Theta's (`method`):
     `(1 - weight) * network + weight * theta`, and a quantile head's forecasts moved as the point forecast moved.
     The network's alone where `weight` is 0 or Theta has no forecast (an empty or non-finite history)."""
     if weight <= 0 or len(values) == 0:
         return values, tails
-    theta = theta_forecasts(levels, last_rows, values.shape[1], season)
+    theta = theta_forecasts(levels, last_rows, values.shape[1], season, method)
     mixed = np.where(np.isfinite(theta), (1 - weight) * values + weight * theta, values)
     return mixed, {q: tail + (mixed - values) for q, tail in tails.items()}

@@ -53,6 +53,11 @@ ensemble of that many networks of the other `init_args`' shape, combined by the 
 (pipeline.model.network.LSTMEnsemble); weights.pt (and each series' state dict in series_weights.pt) holds every
 member's tensors under `members.<i>.`. A model of one network is still written as version 6.
 
+Format version 8 is version 6 or 7 whose contract.json config combines the network's forecasts with the dynamic
+optimised Theta model (`model.theta_weight` above 0, `model.theta_method: dynamic`; pipeline.model.theta). A model
+of format 7 or earlier whose config names no `model.theta_method` combines with the standard Theta method, as it
+did when it was logged. A model that does not combine (weight 0) is still written as version 6 or 7.
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -72,7 +77,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from pipeline.config.settings import PipelineConfig
+from pipeline.config.settings import PipelineConfig, theta_weight
 from pipeline.data.panel import ONE_SERIES
 from pipeline.errors import ModelFormatError, ModelIntegrityError
 from pipeline.evaluation.intervals import IntervalState
@@ -83,7 +88,8 @@ log = logging.getLogger(__name__)
 FORMAT_NAME = "lstm-forecaster"
 FORMAT_VERSION = 6  # what every model of one network is written as (one series and many alike)
 ENSEMBLE_VERSION = 7  # an ensemble of networks (model.json's init_args name `members`)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+THETA_VERSION = 8  # combined with the dynamic optimised Theta model (model.theta_method)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
 WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
@@ -133,7 +139,10 @@ class ForecastBundle:
 
     @property
     def format_version(self) -> int:
-        """The format version this bundle is written as: 6, one format for one series and many; 7 for an ensemble."""
+        """The format version this bundle is written as: 6, one format for one series and many; 7 for an ensemble;
+        8 for either combined with the dynamic optimised Theta model."""
+        if theta_weight(self.config) > 0 and self.config.model.theta_method == "dynamic":
+            return THETA_VERSION
         return ENSEMBLE_VERSION if "members" in self.checkpoint["init_args"] else FORMAT_VERSION
 
     @property
@@ -236,7 +245,7 @@ def load_bundle(path: Path) -> ForecastBundle:
         pre_data = json.loads((path / "preprocessor.json").read_text(encoding="utf-8"))
         pre = Preprocessor.from_dict(pre_data)
         contract = json.loads((path / "contract.json").read_text(encoding="utf-8"))
-        config = PipelineConfig.model_validate(contract["config"])
+        config = PipelineConfig.model_validate(theta_method_of_old(contract["config"], version))
         if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
             raise TypeError("weights.pt must hold a state dict of tensors")
         if listed:
@@ -250,6 +259,8 @@ def load_bundle(path: Path) -> ForecastBundle:
             raise ValueError("a quantile head or quantile intervals need format 5")
         if version < ENSEMBLE_VERSION and "members" in model.get("init_args", {}):
             raise ValueError(f"model.json's init_args name ensemble members, which need format {ENSEMBLE_VERSION}")
+        if version < THETA_VERSION and theta_weight(config) > 0 and config.model.theta_method == "dynamic":
+            raise ValueError(f"contract.json's config combines with the dynamic Theta model, which needs format {THETA_VERSION}")
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
         text = " ".join(str(exc).split())
         text = text if len(text) <= 600 else text[:600] + "..."
@@ -268,6 +279,15 @@ def load_bundle(path: Path) -> ForecastBundle:
         check_intervals(intervals, pre.horizon, init_args, path / INTERVALS_FILE)
     return ForecastBundle(checkpoint={"init_args": init_args, "state_dict": state}, preprocessor=pre, config=config,
                           series=series, intervals=intervals)
+
+
+def theta_method_of_old(config: Any, version: int) -> Any:
+    """A saved config as it reads today: a model older than format 8 whose config names no `model.theta_method`
+    combined with the standard Theta method, the only one there was."""
+    if version >= THETA_VERSION or not isinstance(config, dict) or not isinstance(config.get("model", {}), dict):
+        return config
+    model = config.get("model", {})
+    return config if "theta_method" in model else {**config, "model": {**model, "theta_method": "standard"}}
 
 
 def _has_intervals(path: Path) -> bool:

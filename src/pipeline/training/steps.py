@@ -234,7 +234,7 @@ def forecast_panel(model_for: ModelFor, panel: Panel, preps: Mapping[str, Series
     for sid, prep in preps.items():
         if prep.trainable and len(prep.windows[split]):
             out[sid] = metrics.forecast_split(model_for(sid), prep.pre, panel.series[sid], prep.windows[split],
-                                               cfg.evaluate, theta_weight(cfg))
+                                               cfg.evaluate, theta_weight(cfg), cfg.model.theta_method)
     return out
 
 
@@ -294,7 +294,8 @@ def calibration_forecasts(model_for: ModelFor, panel: Panel, preps: Mapping[str,
             continue
         known = windows.target_positions >= 0
         shown = replace(windows, target_positions=np.where(known, windows.target_positions, windows.origins[:, None]))
-        fc = metrics.forecast_split(model_for(sid), prep.pre, frame, shown, cfg.evaluate, theta_weight(cfg))
+        fc = metrics.forecast_split(model_for(sid), prep.pre, frame, shown, cfg.evaluate, theta_weight(cfg),
+                                    cfg.model.theta_method)
         out[sid] = replace(fc, actual=np.where(known, fc.actual, np.nan))
     return out
 
