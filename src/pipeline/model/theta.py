@@ -137,15 +137,9 @@ def standard(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
 def dynamic(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
     """The dynamic optimised Theta model's forecasts of each row's history (X[i, :lengths[i]])."""
     t = np.arange(X.shape[1], dtype=float)
-    count = t + 1
     valid = t[None, :] < lengths[:, None]
-    # A_t, B_t: the least-squares line (times 1..t+1) of the rows up to t, from running sums
-    total = np.cumsum(X, axis=1)
-    mean = total / count
-    sxx = count * (count ** 2 - 1) / 12
-    B = np.divide(np.cumsum(X * count, axis=1) - (count + 1) / 2 * total, sxx, out=np.zeros_like(total),
-                  where=sxx > 0)
-    A = mean - B * (count + 1) / 2
+    total, moment = np.cumsum(X, axis=1), np.cumsum(X * (t + 1), axis=1)  # running sums of x_t and (t + 1) x_t
+    A, B = line(total, moment, t + 1)  # A_t, B_t at every row
     x0 = X[:, :1]
     scored = valid[:, 1:] & (t[None, 1:] >= SCORED_FROM)
     rows, last = np.arange(len(lengths)), lengths - 1
@@ -165,17 +159,25 @@ def dynamic(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
         best_sse = np.where(better, sse, best_sse)
         alpha, k = np.where(better, a, alpha), np.where(better, kk, k)
         level = np.where(better, lv[rows, last] - kk * x0[:, 0] * (1 - a) ** lengths, level)
-    a_, b_, mean_ = A[rows, last], B[rows, last], mean[rows, last]
+    a_, b_, total_, moment_ = A[rows, last], B[rows, last], total[rows, last], moment[rows, last]
     out = np.empty((len(lengths), horizon))
     for step in range(horizon):  # the recursion goes on, each forecast read as the next row
         i = (lengths + step).astype(float)
         mu = level + k * (a_ * (1 - alpha) ** i + b_ * (1 - (1 - alpha) ** (i + 1)) / alpha)
         out[:, step] = mu
         level = alpha * mu + (1 - alpha) * level
-        b_ = ((i - 1) * b_ + 6 * (mu - mean_) / (i + 1)) / (i + 2)
-        mean_ = (i * mean_ + mu) / (i + 1)
-        a_ = mean_ - b_ * (i + 2) / 2
+        total_, moment_ = total_ + mu, moment_ + (i + 1) * mu
+        a_, b_ = line(total_, moment_, i + 1)
     return out
+
+
+def line(total: np.ndarray, moment: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intercept A and slope B of the least-squares line through `count` rows at times 1..count, from their sum
+    `total` and their time-weighted sum `moment` (sum of time x value); the slope of one row is 0."""
+    sxx = count * (count ** 2 - 1) / 12
+    slope = np.divide(moment - (count + 1) / 2 * total, sxx, out=np.zeros(np.broadcast(total, sxx).shape),
+                      where=sxx > 0)
+    return total / count - slope * (count + 1) / 2, slope
 
 
 def combine(values: np.ndarray, tails: dict[float, np.ndarray], levels: np.ndarray, last_rows: np.ndarray,

@@ -141,7 +141,7 @@ class ForecastBundle:
     def format_version(self) -> int:
         """The format version this bundle is written as: 6, one format for one series and many; 7 for an ensemble;
         8 for either combined with the dynamic optimised Theta model."""
-        if theta_weight(self.config) > 0 and self.config.model.theta_method == "dynamic":
+        if combines_with_dynamic_theta(self.config):
             return THETA_VERSION
         return ENSEMBLE_VERSION if "members" in self.checkpoint["init_args"] else FORMAT_VERSION
 
@@ -259,7 +259,7 @@ def load_bundle(path: Path) -> ForecastBundle:
             raise ValueError("a quantile head or quantile intervals need format 5")
         if version < ENSEMBLE_VERSION and "members" in model.get("init_args", {}):
             raise ValueError(f"model.json's init_args name ensemble members, which need format {ENSEMBLE_VERSION}")
-        if version < THETA_VERSION and theta_weight(config) > 0 and config.model.theta_method == "dynamic":
+        if version < THETA_VERSION and combines_with_dynamic_theta(config):
             raise ValueError(f"contract.json's config combines with the dynamic Theta model, which needs format {THETA_VERSION}")
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
         text = " ".join(str(exc).split())
@@ -281,13 +281,18 @@ def load_bundle(path: Path) -> ForecastBundle:
                           series=series, intervals=intervals)
 
 
+def combines_with_dynamic_theta(config: PipelineConfig) -> bool:
+    """Whether a model of this config combines its forecasts with the dynamic Theta model (format 8)."""
+    return theta_weight(config) > 0 and config.model.theta_method == "dynamic"
+
+
 def theta_method_of_old(config: Any, version: int) -> Any:
     """A saved config as it reads today: a model older than format 8 whose config names no `model.theta_method`
     combined with the standard Theta method, the only one there was."""
-    if version >= THETA_VERSION or not isinstance(config, dict) or not isinstance(config.get("model", {}), dict):
+    model = config.get("model", {}) if isinstance(config, dict) else None
+    if version >= THETA_VERSION or not isinstance(model, dict) or "theta_method" in model:
         return config
-    model = config.get("model", {})
-    return config if "theta_method" in model else {**config, "model": {**model, "theta_method": "standard"}}
+    return {**config, "model": {**model, "theta_method": "standard"}}
 
 
 def _has_intervals(path: Path) -> bool:
