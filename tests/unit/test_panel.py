@@ -438,6 +438,26 @@ def test_the_intervals_are_calibrated_on_every_validation_origin(tmp_path: Path)
     assert all(lo < hi for lo, hi in zip(calibration.model.quantiles[80], calibration.model.quantiles[95]))
 
 
+@pytest.mark.parametrize("method", ["dynamic", "standard"])
+def test_theta_alone_at_the_validation_origins_is_the_combination_at_weight_one(tmp_path: Path, method: str) -> None:
+    """Choosing Theta's share reads Theta's forecasts alone from the validation origins without running the
+    network again: they are the combined forecasts at weight 1, origin for origin, series for series."""
+    from pipeline.model.training import init_model
+
+    path = tmp_path / "long.csv"
+    make_long("AB", n=40).to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), model={"theta_method": method}))
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    preps = steps.prepare_panel(data, cfg)
+    model = init_model(cfg, n_features=1)
+    combined = steps.calibration_forecasts(lambda _: model, data, preps, cfg.with_overrides(model={"theta_weight": 1.0}))
+    alone = steps.calibration_theta(data, preps, cfg)
+    assert alone.keys() == combined.keys() == {"A", "B"}
+    for sid, fc in combined.items():
+        assert alone[sid].shape == fc.predicted.shape == (4, 4) and np.isfinite(alone[sid]).all()
+        assert np.allclose(alone[sid], fc.predicted)
+
+
 def test_a_series_scored_on_two_training_rows_keeps_its_calendar(tmp_path: Path) -> None:
     """Two training dates of a yearly series read as 8760 hours; its calendar comes from its dates up to the
     test part, so its forecasts fall on year starts."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -279,12 +279,11 @@ def series_scales(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineCo
             for sid, p in preps.items()}
 
 
-def calibration_forecasts(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep],
-                          cfg: PipelineConfig) -> dict[str, Forecasts]:
-    """Each scored series' forecasts from every validation origin (`Preprocessor.calibration_windows`), the
-    targets past its validation part NaN (left out of the calibration): with `split: {val: H}` a series gives
-    step h H - h + 1 errors instead of one window's."""
-    out = {}
+def validation_origins(panel: Panel, preps: Mapping[str, SeriesPrep]
+                       ) -> Iterator[tuple[str, SeriesPrep, pd.DataFrame, Windows, np.ndarray]]:
+    """Each scored series with a validation part: (id, prep, frame, its windows at every validation origin
+    (`Preprocessor.calibration_windows`) with the targets past the validation part pointing at the origin, and
+    which targets are the validation part's)."""
     for sid, prep in preps.items():
         if not prep.trainable or prep.bounds.test_start <= prep.bounds.val_start:  # no validation part
             continue
@@ -294,10 +293,30 @@ def calibration_forecasts(model_for: ModelFor, panel: Panel, preps: Mapping[str,
             continue
         known = windows.target_positions >= 0
         shown = replace(windows, target_positions=np.where(known, windows.target_positions, windows.origins[:, None]))
-        fc = metrics.forecast_split(model_for(sid), prep.pre, frame, shown, cfg.evaluate, theta_weight(cfg),
+        yield sid, prep, frame, shown, known
+
+
+def calibration_forecasts(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep],
+                          cfg: PipelineConfig) -> dict[str, Forecasts]:
+    """Each scored series' forecasts from every validation origin (`validation_origins`), the targets past its
+    validation part NaN (left out of the calibration): with `split: {val: H}` a series gives step h H - h + 1
+    errors instead of one window's."""
+    out = {}
+    for sid, prep, frame, windows, known in validation_origins(panel, preps):
+        fc = metrics.forecast_split(model_for(sid), prep.pre, frame, windows, cfg.evaluate, theta_weight(cfg),
                                     cfg.model.theta_method)
         out[sid] = replace(fc, actual=np.where(known, fc.actual, np.nan))
     return out
+
+
+def calibration_theta(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig) -> dict[str, np.ndarray]:
+    """Theta's forecasts alone (`model.theta_method`) from the validation origins `calibration_forecasts` forecasts
+    from, row for row (NaN where Theta has none); no network runs."""
+    season = cfg.evaluate.season_length
+    return {sid: theta.theta_forecasts(frame[prep.pre.target].to_numpy(dtype=float),
+                                       windows.origins + prep.pre.lead - 1, prep.pre.horizon,
+                                       season if isinstance(season, int) else None, cfg.model.theta_method)
+            for sid, prep, frame, windows, _ in validation_origins(panel, preps)}
 
 
 def calibrate_panel(val: Mapping[str, Forecasts], scales: Mapping[str, float],
@@ -325,11 +344,12 @@ def with_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, Ser
     network = calibration_forecasts(model_for, panel, preps, cfg.with_overrides(model={"theta_weight": 0.0}))
     if not network:
         return cfg.with_overrides(model={"theta_weight": 0.0})
-    by_theta = calibration_forecasts(model_for, panel, preps, cfg.with_overrides(model={"theta_weight": 1.0}))
+    by_theta = calibration_theta(panel, preps, cfg)
     scales = series_scales(panel, preps, cfg)
     actual = np.concatenate([fc.actual.ravel() for fc in network.values()])
     net = np.concatenate([fc.predicted.ravel() for fc in network.values()])
-    alone = np.concatenate([by_theta[sid].predicted.ravel() for sid in network])
+    alone = np.concatenate([np.where(np.isfinite(by_theta[sid]), by_theta[sid], fc.predicted).ravel()
+                            for sid, fc in network.items()])
     scale = np.concatenate([np.full(fc.actual.size, scales[sid]) for sid, fc in network.items()])
     known = np.isfinite(actual)
     actual, net, alone, scale = actual[known], net[known], alone[known], scale[known]
