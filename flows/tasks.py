@@ -388,12 +388,13 @@ def log_scores(run: TrackedRun, cfg: PipelineConfig, scores: dict[str, PanelScor
 @task(name="log-model", **STEP)
 def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None, raw: RawData, data: Panel,
                    trained: PanelFit, preps: dict[str, SeriesPrep], metrics: dict[str, float],
-                   calibration: Calibration | None = None) -> Any:
-    """Log the config, the scalers, the dataset and the model (every series' preprocessor, the intervals), then the
-    metrics (on the run and the logged model); MLflow's ModelInfo."""
+                   calibration: Calibration | None = None, evaluated: ForecastBundle | None = None) -> Any:
+    """Log the config, the scalers, the dataset and the model (every series' preprocessor, the intervals; a refit
+    one with the model the run evaluated beside it, `evaluated`), then the metrics (on the run and the logged
+    model); MLflow's ModelInfo."""
     client, run_id = run.client, run.run_id
     store.log_config(client, run_id, cfg, config_path)
-    bundle = steps.bundle(trained, preps, cfg, calibration)
+    bundle = steps.bundle(trained, preps, cfg, calibration, evaluated)
     if bundle.series is None:
         store.log_preprocessor(client, run_id, bundle.preprocessor)
     else:
@@ -469,13 +470,10 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
         tags, warnings = record_findings(run, cfg, raw, data, preps, trained, by_split, metrics)
         if data.column is not None:
             log_scores(run, cfg, scores, forecasts["test"], data, trained)
-        served, served_preps = trained, preps
-        if cfg.train.refit:
-            with timings.stage("refit"):
-                served, served_preps = refit_task(trained, data, cfg)
-            keep(kept, data, served_preps, served)
+        served, served_preps, evaluated = served_model(kept, data, preps, trained, cfg, calibration, timings)
         with timings.stage("tracking"):
-            logged = log_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, served_intervals)
+            logged = log_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, served_intervals,
+                                    evaluated)
         kept.logged = logged.model_uri
         summary = training_summary(run, cfg, data, metrics, logged, [*warnings, *(calibration.notes if calibration
                                                                                    else ())], forecasts["test"], timings,
@@ -484,6 +482,19 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
             register(run, cfg, raw, data, preps, forecasts["test"], summary, timings)
         store.log_metrics(run.client, run.run_id, timings.metrics())
     return summary, tags
+
+
+def served_model(kept: training_run.Trained, data: Panel, preps: dict[str, SeriesPrep], trained: PanelFit,
+                 cfg: PipelineConfig, calibration: Calibration | None, timings: Timings
+                 ) -> tuple[PanelFit, dict[str, SeriesPrep], ForecastBundle | None]:
+    """The model to log and its preprocessors: the one early stopping kept, or (`train.refit`) one trained again on
+    every row, with the kept one (`calibration`: its intervals) as the bundle the gate re-scores it with as champion."""
+    if not cfg.train.refit:
+        return trained, preps, None
+    with timings.stage("refit"):
+        served, served_preps = refit_task(trained, data, cfg)
+    keep(kept, data, served_preps, served)
+    return served, served_preps, steps.bundle(trained, preps, cfg, calibration)
 
 
 def keep(kept: training_run.Trained, data: Panel, preps: dict[str, SeriesPrep], trained: PanelFit) -> None:

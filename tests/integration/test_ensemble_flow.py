@@ -43,7 +43,9 @@ def test_an_ensemble_trains_in_parallel_as_in_sequence_and_serves_as_one_model(p
     model = mlflow.pyfunc.load_model("models:/ens/1")
     bundle = model.unwrap_python_model().bundle
     combined = theta_weight(bundle.config) > 0  # with the dynamic Theta model: format 8, else an ensemble's 7
-    assert bundle.format_version == (8 if combined else 7) and bundle.checkpoint["init_args"]["members"] == 2
+    evaluated = bundle.evaluated  # refit: format 9, the evaluated ensemble beside it
+    assert bundle.format_version == 9 and evaluated.format_version == (8 if combined else 7)
+    assert bundle.checkpoint["init_args"]["members"] == evaluated.checkpoint["init_args"]["members"] == 2
     # the same members trained one after another in this process: the same losses, and the refit (each member for
     # its own best epoch count, on every row) the same weights, tensor for tensor
     cfg = bundle.config

@@ -146,3 +146,35 @@ def test_failure_while_recording_a_move_leaves_no_history_behind(mlflow_store, m
     assert read_history(client, "planted") == history_before
     assert len(client.search_runs([audit])) == len(history_before)  # the two written are deleted
     assert [str(v.version) for v in client.search_model_versions("name = 'planted'")] == ["1"]
+
+
+def test_a_refit_champion_is_rescored_with_the_model_its_run_evaluated(mlflow_store):
+    """A refit champion trained on the rows of the window it is re-scored on; its model carries the one its run
+    evaluated (format 9), and the gate scores that one, out of sample, and says so."""
+    import dataclasses
+
+    from pipeline.tracking.registry import EVALUATED_NOTE
+
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
+    kept = rs.plant(data, cfg, 0.004)  # what its run evaluated
+    refit = rs.plant(data, cfg, 0.01)  # trained on every row: it forecasts this window as well as the truth
+    champion = dataclasses.replace(refit, bundle=dataclasses.replace(refit.bundle, evaluated=kept.bundle))
+    assert rs.register(client, champion, win, frame).alias == "champion"
+    decision = rs.register(client, rs.plant(data, cfg, 0.008), win, frame)
+    assert decision.champion_score == pytest.approx(rs.own_rmse(kept, frame, win), rel=1e-9)
+    assert decision.champion_score != pytest.approx(rs.own_rmse(refit, frame, win), rel=1e-3)
+    assert EVALUATED_NOTE in decision.checks[1].detail
+    assert decision.alias == "champion"  # 0.008 beats the evaluated 0.004, though not the refit 0.01
+
+
+def test_a_refit_champion_logged_before_format_9_is_flagged_as_partly_in_sample(mlflow_store):
+    """A refit champion with no evaluated model beside it can only be re-scored as it is: the gate says its score
+    is flattered where its data reach into the window."""
+    client, cfg, data, frame, win = rs.trend_scene(mlflow_store)
+    rs.register(client, rs.plant(data, cfg, 0.004), win, frame)
+    run_id = client.get_model_version_by_alias("planted", "champion").run_id
+    client.log_param(run_id, "train.refit", "True")
+    client.set_tag(run_id, "data_end", str(frame.index[-1].date()))
+    decision = rs.register(client, rs.plant(data, cfg, 0.008), win, frame)
+    assert f"partly in-sample: refit on its data through {frame.index[-1].date()}, inside this window" in \
+        decision.checks[1].detail

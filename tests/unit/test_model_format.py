@@ -113,3 +113,59 @@ def test_preprocessor_round_trips_through_json(planted) -> None:
     assert (again.input_rows, again.frequency, again.target_transform) == (pre.input_rows, pre.frequency, "difference")
     with pytest.raises(ValueError, match="lacks"):
         Preprocessor.from_dict({k: v for k, v in pre.to_dict().items() if k != "lookback"})
+
+
+def refit_with_evaluated(planted) -> ForecastBundle:
+    """`planted` as a refit model (its head's bias moved) with the model its run evaluated beside it (format 9)."""
+    served = dataclasses.replace(planted.bundle, checkpoint={
+        "init_args": planted.bundle.checkpoint["init_args"],
+        "state_dict": {k: v.clone() + (0.5 if k.endswith("bias") else 0.0)
+                       for k, v in planted.bundle.checkpoint["state_dict"].items()}})
+    return dataclasses.replace(served, evaluated=planted.bundle)
+
+
+def test_a_refit_model_carries_the_model_its_run_evaluated(planted, tmp_path) -> None:
+    """Format 9: `evaluated/` is a whole model directory of the kept network; the served forecasts are the refit
+    one's, and `evaluated=True` (the gate's re-score) gives the evaluated one's, bit for bit."""
+    from pipeline.serving.model_format import EVALUATED_DIR
+
+    bundle = refit_with_evaluated(planted)
+    path = bundle.save(tmp_path / "forecaster")
+    assert json.loads((path / "format.json").read_text())["format_version"] == 9
+    assert json.loads((path / EVALUATED_DIR / "format.json").read_text())["format_version"] == 6
+    served = ForecastModel()
+    served.load(path)
+    assert served.bundle.evaluated is not None and served.bundle.evaluated.evaluated is None
+    rows = planted.raw.tail(30)
+    refit, kept = served.forecast(rows, all_windows=True), served.forecast(rows, all_windows=True, evaluated=True)
+    np.testing.assert_array_equal(kept["forecast"].to_numpy(), forecasts(planted.bundle, planted.frame)[-len(kept):])
+    assert not np.allclose(refit["forecast"], kept["forecast"])
+    alone = ForecastModel()  # a model that was not refit: `evaluated` is the model itself
+    alone.load(planted.bundle.save(tmp_path / "kept"))
+    np.testing.assert_array_equal(alone.forecast(rows, evaluated=True)["forecast"], alone.forecast(rows)["forecast"])
+
+
+def test_an_evaluated_model_that_is_missing_changed_or_unannounced_is_refused(planted, tmp_path) -> None:
+    import shutil
+
+    from pipeline.errors import ModelIntegrityError
+    from pipeline.serving.model_format import EVALUATED_DIR
+
+    path = refit_with_evaluated(planted).save(tmp_path / "forecaster")
+    edited = tmp_path / "other-config"
+    shutil.copytree(path, edited)
+    contract = json.loads((edited / EVALUATED_DIR / "contract.json").read_text())
+    contract["config"]["train"]["epochs"] += 1
+    (edited / EVALUATED_DIR / "contract.json").write_text(json.dumps(contract))
+    with pytest.raises(ModelIntegrityError, match="not the evaluated model of the model around it"):
+        ForecastBundle.load(edited)
+    down = tmp_path / "edited-down"
+    shutil.copytree(path, down)
+    (down / "format.json").write_text(json.dumps({"format": "lstm-forecaster", "format_version": 8}))
+    with pytest.raises(ModelIntegrityError, match="evaluated: not a file of a format-8 model directory"):
+        ForecastBundle.load(down)
+    shutil.rmtree(path / EVALUATED_DIR)
+    with pytest.raises(ModelIntegrityError, match="evaluated: missing"):
+        ForecastBundle.load(path)
+    with pytest.raises(ValueError, match="no evaluated model of its own"):
+        dataclasses.replace(planted.bundle, evaluated=refit_with_evaluated(planted)).save(tmp_path / "nested")

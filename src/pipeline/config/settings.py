@@ -370,7 +370,8 @@ class TrainConfig(_Frozen):
     """After selection, train the registered model again on every row up to the last one (its preprocessors too),
     for the epochs early stopping chose, one series or many; the reported evaluation stays the held-out one. The
     served model then forecasts from the end of rows it was trained on rather than from 2 held-out parts past them
-    (docs/many-series.md, "Refit"). `false`: serve the model early stopping kept, for half the training time."""
+    (docs/many-series.md, "Refit"); the kept model is logged beside it, for the gate to re-score a refit champion
+    with. `false`: serve the model early stopping kept, for half the training time."""
 
 
 class RegistryConfig(_Frozen):

@@ -181,27 +181,45 @@ class ForecastModel:
     bundle: ForecastBundle
     model: Network
     networks: dict[str, Network]
+    evaluated: ForecastModel | None = None  # a refit model's evaluated one, once built (`evaluated_model`)
 
     def load(self, bundle_path: str | Path) -> None:
         """Read a saved model directory (pipeline.serving.model_format); unknown format versions are refused."""
-        self.bundle = ForecastBundle.load(bundle_path)
-        self.model = from_checkpoint(self.bundle.checkpoint)
-        self.networks = series_networks(self.bundle)
+        self.use(ForecastBundle.load(bundle_path))
+
+    def use(self, bundle: ForecastBundle) -> None:
+        """Forecast with `bundle` (its evaluated model's networks are built when first asked for)."""
+        self.bundle = bundle
+        self.model = from_checkpoint(bundle.checkpoint)
+        self.networks = series_networks(bundle)
+        self.evaluated = None
+
+    def evaluated_model(self) -> ForecastModel:
+        """The model the run's scores measured: the evaluated one of a refit model, else this one."""
+        if self.bundle.evaluated is None:
+            return self
+        if self.evaluated is None:
+            self.evaluated = ForecastModel()
+            self.evaluated.use(self.bundle.evaluated)
+        return self.evaluated
 
     def model_for(self, series: str | None) -> Network:
         """The network that forecasts `series`: its own (local strategy) or the shared one."""
         return self.networks.get(series, self.model) if getattr(self, "networks", None) else self.model
 
-    def forecast(self, raw: pd.DataFrame, all_windows: bool = False) -> pd.DataFrame:
+    def forecast(self, raw: pd.DataFrame, all_windows: bool = False, evaluated: bool = False) -> pd.DataFrame:
         """Forecasts of the rows given (a frame, from Python or a REST request): errors name 0-based rows.
 
-        A model of many series takes the long frame (a series id column) and forecasts each series.
+        A model of many series takes the long frame (a series id column) and forecasts each series. `evaluated`:
+        by the model the run's scores measured, the one early stopping kept, where this one was refit on every row
+        (the same model where it was not).
         """
         try:
             frames = input_frames(raw, self.bundle, source=INPUT_ROWS)
         except DataError as exc:  # the input is a frame (JSON, a DataFrame), not a file: no "line"
             raise DataError(lines_as_rows(str(exc))) from None
-        return forecast_series(frames, self.bundle, self.model_for, all_windows=all_windows)
+        by = self.evaluated_model() if evaluated else self
+        return forecast_series(frames, by.bundle, by.model_for, all_windows=all_windows)
 
 
 INPUT_ROWS = "the input (rows counted from 0)"

@@ -89,12 +89,14 @@ FORMAT_NAME = "lstm-forecaster"
 FORMAT_VERSION = 6  # what every model of one network is written as (one series and many alike)
 ENSEMBLE_VERSION = 7  # an ensemble of networks (model.json's init_args name `members`)
 THETA_VERSION = 8  # combined with the dynamic optimised Theta model (model.theta_method)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+EVALUATED_VERSION = 9  # refit on every row, with the network its run evaluated beside it (`evaluated/`)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
 SERIES_WEIGHTS = "series_weights.pt"  # format 2, local strategy
 INTERVALS_FILE = "intervals.json"  # format 4
+EVALUATED_DIR = "evaluated"  # format 9: the model directory of the network the run's scores measured
 
 
 @dataclass
@@ -136,11 +138,16 @@ class ForecastBundle:
     config: PipelineConfig
     series: SeriesModels | None = None  # a model of many series (format 2)
     intervals: IntervalState | None = None  # fitted prediction intervals (format 4)
+    # A model refit on every row (`train.refit`): the model early stopping kept, which the run's test scores
+    # measured, saved beside it (format 9); the gate re-scores a refit champion with it, out of sample
+    evaluated: ForecastBundle | None = None
 
     @property
     def format_version(self) -> int:
         """The format version this bundle is written as: 6, one format for one series and many; 7 for an ensemble;
-        8 for either combined with the dynamic optimised Theta model."""
+        8 for either combined with the dynamic optimised Theta model; 9 for any of them with its evaluated model."""
+        if self.evaluated is not None:
+            return EVALUATED_VERSION
         if combines_with_dynamic_theta(self.config):
             return THETA_VERSION
         return ENSEMBLE_VERSION if "members" in self.checkpoint["init_args"] else FORMAT_VERSION
@@ -201,6 +208,10 @@ def save_bundle(bundle: ForecastBundle, path: Path) -> Path:
                        path / SERIES_WEIGHTS)
     if bundle.intervals is not None:
         _write_json(path / INTERVALS_FILE, bundle.intervals.to_dict())
+    if bundle.evaluated is not None:
+        if bundle.evaluated.evaluated is not None:
+            raise ValueError("an evaluated model holds no evaluated model of its own")
+        save_bundle(bundle.evaluated, path / EVALUATED_DIR)
     _write_json(path / "format.json", {"format": FORMAT_NAME, "format_version": bundle.format_version})  # last: complete
     return path
 
@@ -238,7 +249,7 @@ def load_bundle(path: Path) -> ForecastBundle:
     version = read_format(path)
     check_files(path, version)
     listed = version == 2 or (version >= 3 and (path / SERIES_FILE).is_file()) or version >= 6
-    series = intervals = None
+    series = intervals = evaluated = None
     try:
         model = json.loads((path / "model.json").read_text(encoding="utf-8"))
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
@@ -277,8 +288,19 @@ def load_bundle(path: Path) -> ForecastBundle:
             check_weights(state_dict, init_args, path / SERIES_WEIGHTS, f"series {sid!r}: ")
     if intervals is not None:
         check_intervals(intervals, pre.horizon, init_args, path / INTERVALS_FILE)
+    if version >= EVALUATED_VERSION:
+        evaluated = load_evaluated(path / EVALUATED_DIR, config)
     return ForecastBundle(checkpoint={"init_args": init_args, "state_dict": state}, preprocessor=pre, config=config,
-                          series=series, intervals=intervals)
+                          series=series, intervals=intervals, evaluated=evaluated)
+
+
+def load_evaluated(path: Path, config: PipelineConfig) -> ForecastBundle:
+    """The evaluated model of a refit one (format 9): a model directory of the same config, holding none of its own."""
+    evaluated = load_bundle(path)
+    if evaluated.evaluated is not None or evaluated.config != config:
+        refuse(path / "contract.json", "not the evaluated model of the model around it",
+               f"{EVALUATED_DIR}/ holds a model of the same config as its refit model, with no {EVALUATED_DIR}/ of its own")
+    return evaluated
 
 
 def combines_with_dynamic_theta(config: PipelineConfig) -> bool:
@@ -340,12 +362,16 @@ def check_files(path: Path, version: int) -> None:
     rule = f"a format-{version} model directory holds exactly the files of its format version (docs/model-format.md)"
     allowed = {*FILES, *(name for name, (first, _) in OPTIONAL_FILES.items() if version >= first)}
     for entry in sorted(path.iterdir()):
+        if version >= EVALUATED_VERSION and entry.name == EVALUATED_DIR and entry.is_dir():
+            continue  # a model directory of its own, checked as one
         if entry.name not in allowed or not entry.is_file():
             refuse(entry, f"not a file of a format-{version} model directory (its files: {', '.join(sorted(allowed))})",
                    rule)
     required = [*FILES, *(name for name, (_, need) in OPTIONAL_FILES.items() if version in need)]
     if (path / SERIES_WEIGHTS).is_file():
         required.append(SERIES_FILE)
+    if version >= EVALUATED_VERSION and not (path / EVALUATED_DIR).is_dir():
+        refuse(path / EVALUATED_DIR, "missing (a directory: the evaluated model)", rule)
     for name in required:
         if not (path / name).is_file():
             refuse(path / name, "missing", rule)

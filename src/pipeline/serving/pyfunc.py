@@ -37,7 +37,8 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
     """Takes raw recent rows (date + value columns); returns forecasts in original units.
 
     Param `all_windows` (default false): forecast from every window of the input instead of
-    only the latest one.
+    only the latest one. Param `evaluated` (default false): forecast with the model the run's scores measured
+    (the one early stopping kept) where this one was refit on every row; the gate re-scores a champion so.
 
     A model logged today names this class in its code file (`model_code.py`, MLflow's
     models-from-code): no pickle. Models logged before held it as `python_model.pkl`, by reference
@@ -63,12 +64,13 @@ class LSTMForecastPyfunc(mlflow.pyfunc.PythonModel, ForecastModel):
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without what `load_context` read: the model is its artifacts, never a pickle of them."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("bundle", "model", "networks")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("bundle", "model", "networks", "evaluated")}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         all_windows = bool((params or {}).get("all_windows", False))
+        evaluated = bool((params or {}).get("evaluated", False))
         try:
-            return self.forecast(model_input, all_windows=all_windows)
+            return self.forecast(model_input, all_windows=all_windows, evaluated=evaluated)
         except DataError as exc:  # a clean 400 with the message for REST clients
             raise input_rejected(str(exc)) from None
 
@@ -100,7 +102,7 @@ def model_signature(cfg: PipelineConfig) -> ModelSignature:
         # the prediction intervals (lower_80, upper_80, ...); absent when none were fitted (no validation windows)
         *(ColSpec("double", c, required=False) for c in band_columns(cfg.intervals.levels)),
     ])
-    params = ParamSchema([ParamSpec("all_windows", "boolean", False)])
+    params = ParamSchema([ParamSpec("all_windows", "boolean", False), ParamSpec("evaluated", "boolean", False)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 

@@ -45,6 +45,8 @@ from pipeline.tracking.store import ensure_experiment, is_local_sqlite, retry
 
 log = logging.getLogger(__name__)
 
+EVALUATED_NOTE = "re-scored with the model its run evaluated, not its refit on every row"  # `rescore`, format 9
+
 
 # ------------------------------------------------------------------ the gate, with MLflow
 
@@ -73,18 +75,21 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Ca
         return Score(None, 0, f"forecasts {bundle.config.data.target!r}, not {target!r}: not comparable")
     if bundle is not None and history is not None and theta_weight(bundle.config):
         raw_rows = history
+    evaluated = bundle is not None and bundle.evaluated is not None  # refit: score the model its run evaluated
     try:
-        table = model.predict(raw_rows, params={"all_windows": True})
+        table = model.predict(raw_rows, params={"all_windows": True, **({"evaluated": True} if evaluated else {})})
     except Exception as exc:  # noqa: BLE001 - e.g. the data lack a column it needs
         return Score(None, 0, f"could not score this data ({str(exc).splitlines()[0][:300]})")
-    return score_table(table)
+    score = score_table(table)
+    return replace(score, note=EVALUATED_NOTE) if evaluated and score.rmse is not None else score
 
 
 def in_sample_note(client: Any, run_id: str, window_start: str) -> str | None:
     """Why a champion's re-score is partly in-sample, or None: a refit champion (`train.refit`, the param of its run
     `run_id`) trained on every row of its data, and its data (the run's `data_end` tag) reach into the test window
     that starts at `window_start`. Its score there is then flattered, which favours keeping it. None too when its
-    run cannot be read (the re-score itself says what went wrong)."""
+    run cannot be read (the re-score itself says what went wrong). A champion of format 9 and later carries the
+    model its run evaluated, and is re-scored with that instead (`rescore`): this is for those logged before."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -112,7 +117,7 @@ def rescore_champion_and_decide(client: Any, name: str, version: str, challenger
     current = champion_version(client, name)
     current_version = str(current.version) if current is not None else None
     score = rescore_champion(f"models:/{name}/{current_version}") if current_version else None
-    if score is not None and window_start:
+    if score is not None and score.note is None and window_start:
         score = replace(score, note=in_sample_note(client, current.run_id, window_start))
     return decide(version, challenger, baseline_score, current_version, score, margins, *measure, coverage=coverage)
 

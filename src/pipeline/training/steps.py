@@ -493,16 +493,18 @@ def series_models(fit: PanelFit, preps: Mapping[str, SeriesPrep], column: str) -
 
 
 def bundle(fit: PanelFit, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
-           calibration: Calibration | None = None) -> ForecastBundle:
+           calibration: Calibration | None = None, evaluated: ForecastBundle | None = None) -> ForecastBundle:
     """The logged model: one network (or one per series), every served series' preprocessor, the intervals
-    (one series: its network and preprocessor, no series table)."""
+    (one series: its network and preprocessor, no series table); `evaluated`: where this one is a refit, the model
+    the run's scores measured, saved beside it."""
+    intervals = calibration.model if calibration else None
     if cfg.data.series_column is None:
         return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=preps[ONE_SERIES].pre, config=cfg,
-                              intervals=calibration.model if calibration else None)
+                              intervals=intervals, evaluated=evaluated)
     series = series_models(fit, preps, str(cfg.data.series_column))
     first = next(iter(series.preprocessors.values()))
     return ForecastBundle(checkpoint=fit.first.model.checkpoint(), preprocessor=first, config=cfg, series=series,
-                          intervals=calibration.model if calibration else None)
+                          intervals=intervals, evaluated=evaluated)
 
 
 # ---------------------------------------------------------------- the gate's inputs
