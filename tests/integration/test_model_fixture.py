@@ -161,6 +161,27 @@ def test_the_committed_quantile_head_model_predicts_what_it_predicted_when_saved
     assert bundle.intervals.method == "quantile" and bundle.checkpoint["init_args"]["quantiles"] == [0.025, 0.1, 0.9, 0.975]
 
 
+FIXTURE_V9 = ROOT / "tests" / "fixtures" / "model_v9"
+
+
+def test_the_committed_refit_model_predicts_both_its_models_stored_numbers() -> None:
+    """Format 9 (tests/fixtures/model_v9, `--refit`): the refit model serves its stored forecasts, and param
+    `evaluated` gives those of the model trained first, saved beside it in `evaluated/`; it carries no code."""
+    model = load(FIXTURE_V9 / "model")
+    rows = pd.read_csv(FIXTURE_V9 / "input.csv")
+    served = model.predict(rows, params={"all_windows": True})
+    evaluated = model.predict(rows, params={"all_windows": True, "evaluated": True})
+    for got, file in ((served, "expected.csv"), (evaluated, "expected-evaluated.csv")):
+        expected = pd.read_csv(FIXTURE_V9 / file)
+        assert list(got.columns) == list(expected.columns) and got["date"].tolist() == expected["date"].tolist()
+        for column in ("forecast", "lower_80", "upper_80", "lower_95", "upper_95"):
+            np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=1e-6, atol=0)
+    assert not np.allclose(served["forecast"], evaluated["forecast"])
+    bundle = model.unwrap_python_model().bundle
+    assert bundle.format_version == 9 and bundle.evaluated.format_version == 6
+    assert not (FIXTURE_V9 / "model" / "code").exists()
+
+
 def test_the_fixture_script_writes_a_model_of_today_s_format_that_predicts_its_stored_numbers(tmp_path: Path) -> None:
     """tests/fixtures/make_model_fixture.py runs on today's road (it had gone stale once, naming moved functions)."""
     from pipeline.serving.model_format import FORMAT_VERSION
