@@ -58,6 +58,10 @@ optimised Theta model (`model.theta_weight` above 0, `model.theta_method: dynami
 of format 7 or earlier whose config names no `model.theta_method` combines with the standard Theta method, as it
 did when it was logged. A model that does not combine (weight 0) is still written as version 6 or 7.
 
+Format version 9 is a model refit on every row (`train.refit`): version 6, 7 or 8 with one directory more,
+`evaluated/`, itself a model directory of version 6, 7 or 8 and of the same config: the model early stopping
+kept, which the run's scores measured (the promotion gate re-scores a refit champion with it).
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -249,7 +253,7 @@ def load_bundle(path: Path) -> ForecastBundle:
     version = read_format(path)
     check_files(path, version)
     listed = version == 2 or (version >= 3 and (path / SERIES_FILE).is_file()) or version >= 6
-    series = intervals = evaluated = None
+    series = intervals = None
     try:
         model = json.loads((path / "model.json").read_text(encoding="utf-8"))
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
@@ -288,8 +292,7 @@ def load_bundle(path: Path) -> ForecastBundle:
             check_weights(state_dict, init_args, path / SERIES_WEIGHTS, f"series {sid!r}: ")
     if intervals is not None:
         check_intervals(intervals, pre.horizon, init_args, path / INTERVALS_FILE)
-    if version >= EVALUATED_VERSION:
-        evaluated = load_evaluated(path / EVALUATED_DIR, config)
+    evaluated = load_evaluated(path / EVALUATED_DIR, config) if version >= EVALUATED_VERSION else None
     return ForecastBundle(checkpoint={"init_args": init_args, "state_dict": state}, preprocessor=pre, config=config,
                           series=series, intervals=intervals, evaluated=evaluated)
 
