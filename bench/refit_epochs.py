@@ -26,6 +26,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
 
+from bench.auto_validation import horizon_of, load_set  # noqa: E402
 from pipeline.config.settings import PipelineConfig  # noqa: E402
 from pipeline.data import panel  # noqa: E402
 from pipeline.data.reading import RawData  # noqa: E402
@@ -35,13 +36,12 @@ from pipeline.serving.forecast import ForecastModel  # noqa: E402
 from pipeline.training import steps  # noqa: E402
 from pipeline.training.steps import PanelFit  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "m3"
-SETS = {"yearly": (6, 1), "quarterly": (8, 4), "monthly": (18, 12)}  # horizon, season
+SEASONS = {"yearly": 1, "quarterly": 4, "monthly": 12}
 
 
 def carve(name: str, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The training file without each series' last `horizon` rows, and those rows."""
-    full = pd.read_csv(DATA / f"{name}-train.csv", dtype=str)
+    """The set's training file without each series' last `horizon` rows, and those rows."""
+    full, _ = load_set(f"m3-{name}", None, 0)
     from_end = full.groupby("series").cumcount(ascending=False)
     return full[from_end >= horizon], full[from_end < horizon]
 
@@ -62,7 +62,7 @@ def scores(forecasts: pd.DataFrame, seen: pd.DataFrame, held: pd.DataFrame, hori
 
 
 def run(name: str, seed: int, multipliers: list[float]) -> dict:
-    horizon, season = SETS[name]
+    horizon, season = horizon_of(f"m3-{name}", None), SEASONS[name]
     rest, held = carve(name, horizon)
     cfg = PipelineConfig.model_validate({
         "name": f"refit-{name}", "data": {"source": name, "series_column": "series", "date_column": "date",
@@ -89,7 +89,7 @@ def run(name: str, seed: int, multipliers: list[float]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sets", nargs="+", choices=list(SETS))
+    p.add_argument("sets", nargs="+", choices=list(SEASONS))
     p.add_argument("--seeds", default="1", help="comma-separated seeds (default 1)")
     p.add_argument("--multipliers", default="1,1.5,2", help="of the epochs early stopping chose (default 1,1.5,2)")
     args = p.parse_args(argv)
