@@ -7,6 +7,7 @@ Each series' last H rows of a `*-train.csv` are held out as the target (the prod
     python bench/auto_validation.py m3-yearly --series 200 --epochs 20
     python bench/auto_validation.py m4-hourly --series 60 --set model.hidden_size=64
     python bench/auto_validation.py m3-quarterly --set model.ensemble=5   # five members (docs/benchmarks.md)
+    python bench/auto_validation.py m3-quarterly --shift mean             # every series through zero: read MASE
 
 Prints the model's sMAPE, MASE and 80/95 % coverage on the held-out tail beside naive and seasonal naive.
 
@@ -53,8 +54,25 @@ SETS = {  # name: (training file, horizon)
 }
 
 
-def load_set(name: str, series: int | None, seed: int) -> tuple[pd.DataFrame, dict]:
-    """The set as a long frame and the data section naming its columns (a price CSV: one series, Close)."""
+def shifted(frame: pd.DataFrame, column: str, by: str | None) -> pd.DataFrame:
+    """Each series' `column` minus its own mean (`by` "mean": every series crosses zero) or its minimum ("min": every
+    series touches zero once): data the positive-only recipe cannot take, scored where it counts (MASE and coverage
+    do not change under a shift; sMAPE does)."""
+    if not by:
+        return frame
+    values = frame[column].astype(float)
+    groups = frame["series"] if "series" in frame else pd.Series(0, index=frame.index)
+    return frame.assign(**{column: values - values.groupby(groups).transform(by)})
+
+
+def load_set(name: str, series: int | None, seed: int, shift: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """The set as a long frame and the data section naming its columns (a price CSV: one series, Close), each series
+    moved to a mean of 0 with `shift` "mean", to a minimum of 0 with "min"."""
+    frame, data = _load_set(name, series, seed)
+    return shifted(frame, data["target"], shift).astype(str), data
+
+
+def _load_set(name: str, series: int | None, seed: int) -> tuple[pd.DataFrame, dict]:
     if name in SETS:
         path, _ = SETS[name]
         if name == "m4-hourly":
@@ -68,9 +86,9 @@ def load_set(name: str, series: int | None, seed: int) -> tuple[pd.DataFrame, di
         if series and series < len(ids):
             keep = np.random.default_rng(seed).choice(ids, series, replace=False)
             frame = frame[frame["series"].isin(keep)]
-        return frame.astype({c: str for c in frame.columns}), data
+        return frame, data
     frame = pd.read_csv(DATA / f"{name}.csv")[["Date", "Close"]]
-    return frame.astype(str), {"date_column": "Date", "target": "Close", "features": ["Close"]}
+    return frame, {"date_column": "Date", "target": "Close", "features": ["Close"]}
 
 
 def horizon_of(name: str, given: int | None) -> int:
@@ -91,8 +109,8 @@ def overrides(pairs: list[str]) -> dict:
 
 
 def run(name: str, series: int | None, seed: int, horizon: int | None, sets: list[str],
-        split: dict | None = None) -> dict[str, float]:
-    frame, data = load_set(name, series, seed)
+        split: dict | None = None, shift: str | None = None) -> dict[str, float]:
+    frame, data = load_set(name, series, seed, shift)
     h = horizon_of(name, horizon)
     raw = {"name": f"auto-{name}", "data": {"source": name, **data}, "window": {"horizon": h},
            "split": split or {"val": h, "test": h}, "train": {"seed": seed}}
@@ -136,13 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--horizon", type=int, default=None)
     p.add_argument("--set", dest="sets_", action="append", default=[], help="section.key=value overrides")
+    p.add_argument("--shift", choices=["mean", "min"], default=None,
+                   help="move each series to a mean of 0 (mean) or a minimum of 0 (min): data that is not all "
+                        "positive; read MASE, not sMAPE")
     p.add_argument("--split", type=json.loads, default=None, help='a split section as JSON, e.g. {"val": 24, "test": 6}')
     args = p.parse_args(argv)
     import logging
     logging.basicConfig(level=logging.WARNING)
     for name in args.sets:
         try:
-            run(name, args.series, args.seed, args.horizon, args.sets_, args.split)
+            run(name, args.series, args.seed, args.horizon, args.sets_, args.split, args.shift)
         except Exception as exc:  # report and go on to the next set
             print(json.dumps({"set": name, "error": f"{type(exc).__name__}: {str(exc)[:400]}"}), flush=True)
 

@@ -169,6 +169,18 @@ def test_data_with_values_at_or_below_zero_keeps_the_plain_network() -> None:
     assert resolved.train.loss == "mse" and resolved.model.residual_to == "none"
 
 
+def test_many_series_with_values_at_or_below_zero_normalise_each_window_by_its_mean_and_sd() -> None:
+    """One value <= 0 in a panel rules out the log-mean recipe; the panel keeps per-window normalisation, by each
+    window's mean and sd (`standard`), with the rest of the recipe: no scalers, levels, MAE weighted towards MASE."""
+    frames = [weekly(trend=0.1, offset=-5.0), weekly(trend=0.2, offset=30.0)]
+    resolved = resolve_frames(parse_config(MINIMAL), frames)
+    assert resolved.model.window_norm == "standard" and resolved.preprocess.target_transform == "level"
+    assert resolved.preprocess.feature_scaler == "none" and resolved.preprocess.target_scaler == "none"
+    assert resolved.train.loss == "mae" and resolved.train.loss_weight == "mase"
+    positive = [weekly(trend=0.1, offset=30.0), weekly(trend=0.2, offset=30.0)]
+    assert resolve_frames(parse_config(MINIMAL), positive).model.window_norm == "log_mean"
+
+
 def hourly(days: int) -> pd.DataFrame:
     t = np.arange(24 * days)
     values = 50 + 10 * np.sin(2 * np.pi * t / 24) + 5 * (t // 24 % 7 >= 5)

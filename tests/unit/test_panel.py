@@ -281,6 +281,9 @@ def test_auto_settings_over_many_series_follow_most_series(tmp_path: Path) -> No
     frame.to_csv(path, index=False)
     raw = load_prices(str(path))
     resolved, _ = panel.resolve_panel(raw, cfg, panel.validate_panel(raw, cfg, min_rows=2))
+    assert resolved.model.window_norm == "standard" and resolved.preprocess.target_transform == "level"
+    plain = cfg.with_overrides(model={"window_norm": "none"})  # the transform rule: a network on scaled values
+    resolved, _ = panel.resolve_panel(raw, plain, panel.validate_panel(raw, plain, min_rows=2))
     assert resolved.preprocess.target_transform == "difference"  # log_return is undefined for C's values <= 0
 
 

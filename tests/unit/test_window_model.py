@@ -16,7 +16,7 @@ from pipeline.data import panel
 from pipeline.data.reading import load_prices
 from pipeline.errors import ConfigError, ModelFormatError
 from pipeline.features.transforms import transform_domain
-from pipeline.model.network import LSTMForecaster, from_checkpoint, predict
+from pipeline.model.network import LSTMForecaster, from_checkpoint, predict, window_moments
 from pipeline.model.training import fit, init_model, window_loss, window_weights
 from pipeline.serving.model_format import ForecastBundle
 from pipeline.training import steps
@@ -45,6 +45,35 @@ def test_log_mean_targets_and_units_are_inverse_and_the_network_ignores_the_leve
         # a series ten times larger gets the same normalised output and ten times the forecast
         torch.testing.assert_close(net(x * 10), net(x), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(net.to_units(x * 10, net(x * 10)), 10 * net.to_units(x, net(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_standard_targets_and_units_are_inverse_and_the_network_ignores_shift_and_scale() -> None:
+    """`standard` feeds (value - window mean) / window sd: a series moved by any amount (through zero) or scaled
+    by any factor > 0 gets the same normalised output, and its forecast moves and scales with it."""
+    torch.manual_seed(0)
+    net = LSTMForecaster(n_features=2, horizon=3, hidden_size=4, window_norm="standard", target_index=1).eval()
+    x = torch.randn(5, 6, 2, dtype=torch.float64)
+    y = torch.randn(5, 3, dtype=torch.float64)
+    net = net.double()
+    torch.testing.assert_close(net.to_units(x, net.target_space(x, y)), y)
+    with torch.no_grad():
+        moved = 7 * x - 40
+        torch.testing.assert_close(net(moved), net(x))
+        torch.testing.assert_close(net.to_units(moved, net(moved)), 7 * net.to_units(x, net(x)) - 40)
+        quantiles = torch.randn(5, 2, 3, dtype=torch.float64)  # (batch, 1 + Q, horizon) maps the same way
+        torch.testing.assert_close(net.to_units(x, quantiles)[:, 1], net.to_units(x, quantiles[:, 1]))
+
+
+def test_a_flat_window_passes_on_changes_in_its_own_units() -> None:
+    """A window whose sd is 0 (or within float noise of 0: a constant, a run of zeros) has scale 1, not a division
+    by zero: its targets are the changes from its mean, in the target's units."""
+    flat = torch.stack([torch.zeros(6), torch.full((6,), 1e6) + torch.tensor([0.0, 1e-4, 0, 0, 0, 0])])[..., None]
+    mean, scale = window_moments(flat.double())
+    torch.testing.assert_close(scale[:, 0, 0], torch.ones(2, dtype=torch.float64))
+    net = LSTMForecaster(n_features=1, horizon=2, hidden_size=4, window_norm="standard").double()
+    y = torch.tensor([[0.0, 3.0], [1e6 + 2, 1e6]], dtype=torch.float64)
+    torch.testing.assert_close(net.target_space(flat.double(), y), y - mean[:, :, 0])
+    assert torch.isfinite(net(flat.double())).all()
 
 
 def test_the_seasonal_residual_starts_from_seasonal_naive() -> None:
@@ -81,7 +110,9 @@ def test_a_plain_network_keeps_its_saved_form_and_identity_maps() -> None:
     ({"preprocess": {"target_transform": "log"}}, "normalises each window itself"),
     ({"evaluate": {"season_length": None}}, "needs a season"),
     ({"evaluate": {"season_length": 12}}, "window.lookback 8 must be >= evaluate.season_length 12"),
-    ({"model": {"window_norm": "none"}}, "train.loss_weight mase .* needs model.window_norm log_mean"),
+    ({"model": {"window_norm": "none"}}, "train.loss_weight mase .* needs model.window_norm"),
+    ({"model": {"window_norm": "standard"}, "preprocess": {"target_scaler": "standard"}},
+     "normalises each window itself"),
     ({"data": {"features": ["x"]}}, "add the target 'y' to data.features"),
 ])
 def test_window_options_that_do_not_fit_the_rest_are_config_errors(change, message) -> None:
@@ -114,6 +145,31 @@ def test_mase_weights_follow_the_window_level_over_the_series_scale(tmp_path: Pa
     np.testing.assert_allclose(half.weight, a.weight)  # the windows carry power 1; training raises them
     np.testing.assert_allclose(window_weights(half, 0.5), np.sqrt(a.weight))
     assert steps.stacked(preps)["train"].weight.shape == (len(a) + len(b),)
+
+
+def test_standard_mase_weights_follow_the_window_sd_over_the_series_scale(tmp_path: Path) -> None:
+    """With `standard` an error is in units of its window's sd: the weight is that sd over the series' scale, so a
+    series moved through zero and scaled by 10 gets the same weights; a flat window's unit is 1."""
+    base = make_long("A", n=40)
+    moved = base.assign(id="B", y=base["y"].astype(float) * 10 - 500)
+    path = tmp_path / "long.csv"
+    pd.concat([base, moved]).to_csv(path, index=False)
+    cfg = windowed_config(str(path), model={"window_norm": "standard"}, train={"loss_weight_power": 1.0},
+                          data={"price_columns": []})  # values of any sign
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    preps = steps.prepare_panel(data, cfg)
+    a, b = preps["A"].windows["train"], preps["B"].windows["train"]
+    np.testing.assert_allclose(a.weight, b.weight, rtol=1e-6)
+    values = data.series["A"]["y"].to_numpy(dtype=float)
+    fit_rows = values[: preps["A"].bounds.val_start]
+    scale = np.mean(np.abs(fit_rows[4:] - fit_rows[:-4]))
+    first = a.origins[0]
+    assert a.weight[0] == pytest.approx(values[first - 7: first + 1].std() / scale)
+    flat = make_long("C", n=40).assign(y=3.0)
+    pd.concat([base, flat]).to_csv(path, index=False)
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    weights = steps.prepare_panel(data, cfg)["C"].windows["train"].weight
+    np.testing.assert_allclose(weights, 1 / (1e-3 * 3.0))  # unit 1 over the flat series' floor of its scale
 
 
 def test_the_loss_weight_power_changes_what_the_network_learns(tmp_path: Path) -> None:

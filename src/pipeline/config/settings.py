@@ -14,6 +14,8 @@ from pipeline.errors import ConfigError
 
 Transform = Literal["level", "difference", "log_return", "log"]
 AUTO = "auto"  # a setting resolved from the data (pipeline.data.auto.resolve_auto)
+FLAT_WINDOW = 1e-6  # `model.window_norm: standard`: a window whose sd is at most this share of its mean's size (or
+# 1e-12) is flat, and its scale is 1 (pipeline.model.network.window_moments)
 AUTO_KEYS = frozenset({"lookback", "season_length", "input_chunk"})  # whole numbers that may say `auto`
 TransformSetting = Literal["level", "difference", "log_return", "log", "auto"]
 
@@ -309,8 +311,8 @@ class ModelConfig(_Frozen):
     """Activation before each head layer: `relu`, `tanh` or `none`."""
     input_chunk: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
     """Consecutive rows fed to the LSTM as one step, their values side by side (24 on hourly data makes a lookback of 168 rows 7 steps of a day each); `window.lookback` must be a multiple of it; `auto`: one season when the network normalises its windows and the lookback holds two seasons or more, else 1."""
-    window_norm: Literal["none", "log_mean", "auto"] = AUTO
-    """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0; needs the target among the features, `level` transforms and no scalers); `none`: the preprocess scalers alone; `auto`: for several series `log_mean` when every value read is > 0, the target is among the features and no transform or scaler is set otherwise, else `none`."""
+    window_norm: Literal["none", "log_mean", "standard", "auto"] = AUTO
+    """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0); `standard` feeds (value - the window's mean) / its sd per column and predicts the target in those units (values of any sign; a flat window's sd counts as 1); both need the target among the features, `level` transforms and no scalers; `none`: the preprocess scalers alone; `auto`: for several series, when the target is among the features and no transform or scaler is set otherwise, `log_mean` if every value read is > 0, else `standard`; `none` for one series."""
     residual_to: Literal["none", "seasonal_naive", "auto"] = AUTO
     """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`evaluate.season_length` rows; needs the target among the features); `none`: the forecast itself; `auto`: `seasonal_naive` with `window_norm` and a season in the data (seasonal naive beats naive on the training rows), else `none`."""
     quantiles: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = ()
@@ -361,7 +363,7 @@ class TrainConfig(_Frozen):
     loss: Literal["mse", "mae", "auto"] = AUTO
     """Mean squared (`mse`) or absolute (`mae`) error, for training and for early stopping; `auto`: `mae` with `model.window_norm` (an error in log-ratio units, close to sMAPE), else `mse`."""
     loss_weight: Literal["none", "mase", "auto"] = AUTO
-    """`mase`: each window's error weighted by what it weighs in its series' MASE (the window's level over the series' in-sample seasonal-naive error on its training rows), normalised to mean 1, so every series counts by its MASE rather than its scale (needs `model.window_norm: log_mean`); `none`: every window alike; `auto`: `mase` (with `loss_weight_power` 0.5 where that says `auto`) for many series with `window_norm`, else `none`."""
+    """`mase`: each window's error weighted by what it weighs in its series' MASE (the window's level over the series' in-sample seasonal-naive error on its training rows), normalised to mean 1, so every series counts by its MASE rather than its scale (with `model.window_norm: standard` the window's sd instead of its level; needs a `model.window_norm`); `none`: every window alike; `auto`: `mase` (with `loss_weight_power` 0.5 where that says `auto`) for many series with `window_norm`, else `none`."""
     loss_weight_power: Power | Annotated[tuple[Power, ...], Field(min_length=1)] | Literal["auto"] = AUTO
     """The MASE weights raised to this power: 1 weighs by MASE, 0.5 halfway towards the unweighted (sMAPE-like) loss. A list gives the members of an ensemble (`model.ensemble`) different losses: member i trains with entry i modulo its length (`[0.5, 1]`: 0.5, 1, 0.5, ...), as N-BEATS' members differ by loss. `auto`: 0.5 for one network, `[0.5, 1]` for an ensemble (docs/bring-your-own-series.md, "Ensembles")."""
     windows_per_epoch: Annotated[int, Field(ge=1)] | Literal["auto"] | None = AUTO
@@ -646,12 +648,12 @@ class PipelineConfig(_Frozen):
         model, pre, lookback = self.model, self.preprocess, self.window.lookback
         if lookback != AUTO and model.input_chunk != AUTO and lookback % model.input_chunk:
             raise ValueError(f"window.lookback {lookback} must be a multiple of model.input_chunk {model.input_chunk}")
-        uses = [k for k, on in (("model.window_norm", model.window_norm == "log_mean"),
+        uses = [k for k, on in (("model.window_norm", model.window_norm not in ("none", AUTO)),
                                 ("model.residual_to", model.residual_to == "seasonal_naive")) if on]
         if uses and self.data.target not in self.data.features:
             raise ValueError(f"{' and '.join(uses)} read the target's past values: add the target "
                              f"{self.data.target!r} to data.features")
-        if model.window_norm == "log_mean":
+        if model.window_norm not in ("none", AUTO):
             transforms = {pre.target_transform, *(pre.transform_for(c) for c in self.data.features)} - {"level", AUTO}
             if transforms or {pre.feature_scaler, pre.target_scaler} - {"none", AUTO}:
                 raise ValueError(f"model.window_norm {model.window_norm} normalises each window itself: set "
@@ -665,8 +667,8 @@ class PipelineConfig(_Frozen):
                 raise ValueError(f"model.residual_to seasonal_naive repeats the window's last season: "
                                  f"window.lookback {lookback} must be >= evaluate.season_length {season}")
         if self.train.loss_weight == "mase" and model.window_norm == "none":
-            raise ValueError("train.loss_weight mase turns errors in the network's log-ratio units into MASE units: "
-                             "it needs model.window_norm log_mean")
+            raise ValueError("train.loss_weight mase turns errors in the network's window units (log ratios, or "
+                             "window sds) into MASE units: it needs model.window_norm log_mean or standard")
 
     def with_overrides(self, **sections: dict[str, Any]) -> PipelineConfig:
         """A copy with some fields of some sections replaced, validated again."""

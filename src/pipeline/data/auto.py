@@ -14,11 +14,12 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
   fractions unless a part would be shorter than the horizon;
 - seasons from the frequency: hours 24 (and a week, 168), days 7 (and a year, 365), business days 5
   (and 260), weeks 52, months 12, quarters 4, half-months 24; years and irregular data have none;
-- the recipe (`recipe_changes`): data whose every value read is > 0 is normalised window by window
-  inside the network (`window_norm: log_mean`, no scalers, `level` transforms, an absolute error in
-  log-ratio units, weighted towards MASE with several series, the members of an ensemble alternating how far:
-  `ENSEMBLE_POWERS`); the window's level travels with it, so
-  a trending series is not held to its training range. Other data keeps scaled levels or differences;
+- the recipe (`recipe_changes`): several series are normalised window by window inside the network, by each
+  window's mean in log ratios where every value read is > 0 (`window_norm: log_mean`), else by its mean and sd
+  (`standard`: zeros and negative values), with no scalers, `level` transforms and an absolute error in the
+  window's units, weighted towards MASE, the members of an ensemble alternating how far (`ENSEMBLE_POWERS`); the
+  window's level travels with it, so a trending series is not held to its training range. One series keeps
+  scaled levels or differences;
 - lookback of one series (`feedable_lookback`; many series too with `window.pad: false`): two of the shortest
   season (`MIN_LOOKBACK` rows at least, `NO_SEASON_LOOKBACK` without a season) or the longest season the data can
   feed, never more than a third of the median series' training rows nor more than the shortest series can
@@ -243,11 +244,12 @@ def padded_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons
 
 
 def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> dict[str, dict]:
-    """The network's window options that say `auto` (docs/bring-your-own-series.md, "The auto recipe"): per-window
-    log-mean normalisation for several series whose every value read is > 0 (the scale of each window divides out, so
-    one network serves series at any level and a trending series' forecasts follow its level beyond the
-    training range), no scalers then, and an absolute error in log-ratio units (close to sMAPE), weighted
-    towards MASE with several series; else the plain network on scaled values and a squared error."""
+    """The network's window options that say `auto` (docs/bring-your-own-series.md, "The auto recipe"): for several
+    series, per-window normalisation (the scale of each window divides out, so one network serves series at any
+    level and a trending series' forecasts follow its level beyond the training range): log-mean where every value
+    read is > 0, else by the window's mean and sd (`standard`: zeros and negative values, where a log is
+    undefined); no scalers then, and an absolute error in the window's units (log ratios: close to sMAPE) weighted
+    towards MASE. One series: the plain network on scaled values and a squared error."""
     model, pre, train = cfg.model, cfg.preprocess, cfg.train
     read = list(dict.fromkeys([cfg.data.target, *cfg.data.features]))
     norm = model.window_norm
@@ -256,9 +258,9 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> dict[
         unscaled = {pre.feature_scaler, pre.target_scaler} <= {"none", AUTO}
         positive = all((f[c].to_numpy(dtype=float) > 0).all() for f in frames for c in read)
         several = len(frames) > 1  # one series: one scale, and the plain network did better (daily prices)
-        norm = ("log_mean" if several and levels and unscaled and positive and cfg.data.target in cfg.data.features
-                else "none")
-    on = norm == "log_mean"
+        normalisable = several and levels and unscaled and cfg.data.target in cfg.data.features
+        norm = ("log_mean" if positive else "standard") if normalisable else "none"
+    on = norm != "none"
     changes: dict[str, dict] = {"model": {}, "preprocess": {}, "train": {}}
     if model.window_norm == AUTO:
         changes["model"]["window_norm"] = norm
@@ -294,7 +296,7 @@ def window_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], lookback
     per LSTM step when the window holds two seasons or more and the network normalises its windows, and the
     head correcting seasonal naive (the window's last season repeated) when seasonal naive beats naive on
     the training rows (`seasonal_beats_naive`)."""
-    on = cfg.model.window_norm == "log_mean"
+    on = cfg.model.window_norm != "none"
     out: dict[str, object] = {}
     if cfg.model.input_chunk == AUTO:
         out["input_chunk"] = season if on and season and lookback >= 2 * season and lookback % season == 0 else 1
@@ -365,7 +367,7 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
     if lookback == AUTO:
         pads = cfg.window.pad is True or (cfg.window.pad == AUTO and len(frames) > 1)
         lookback = (padded_lookback if pads else feedable_lookback)(cfg, frames, seasons if season else (), warmup, chunk)
-        if cfg.model.input_chunk == AUTO and cfg_so_far.model.window_norm == "log_mean" and season \
+        if cfg.model.input_chunk == AUTO and cfg_so_far.model.window_norm != "none" and season \
                 and lookback >= 2 * season:
             lookback = lookback // season * season  # whole seasons, fed a season per LSTM step
         changes["window"] = {"lookback": lookback}

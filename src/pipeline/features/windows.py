@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline.config.settings import AUTO, PipelineConfig, ScalerKind, SplitConfig, Transform, settled
+from pipeline.config.settings import AUTO, FLAT_WINDOW, PipelineConfig, ScalerKind, SplitConfig, Transform, settled
 from pipeline.dates import infer_frequency, next_dates
 from pipeline.errors import ConfigError, DataError
 from pipeline.features.calendar import calendar_columns, calendar_features, calendar_parts
@@ -123,6 +123,7 @@ class Preprocessor:
         # training only (not saved): the season of the MASE loss weights (train.loss_weight); None: no weights
         season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else 1
         self.mase_weight_season: int | None = season if cfg.train.loss_weight == "mase" else None
+        self.mase_weight_spread = cfg.model.window_norm == "standard"  # a window's unit: its sd, not its mean
 
     # -- sizes
     @property
@@ -366,6 +367,11 @@ class Preprocessor:
             origins = origins + self.lookback
         sums = np.concatenate([[0.0], np.cumsum(values)])
         means = (sums[origins + 1] - sums[origins + 1 - self.lookback]) / self.lookback
+        if self.mase_weight_spread:
+            squares = np.concatenate([[0.0], np.cumsum(values ** 2)])
+            second = (squares[origins + 1] - squares[origins + 1 - self.lookback]) / self.lookback
+            sd = np.sqrt(np.maximum(second - means ** 2, 0.0))
+            return np.where(sd <= np.maximum(FLAT_WINDOW * np.abs(means), 1e-12), 1.0, sd) / scale
         return np.maximum(means, 0.0) / scale
 
     def anchors(self, levels: np.ndarray, origins: np.ndarray) -> np.ndarray:

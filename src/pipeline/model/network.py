@@ -33,13 +33,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config.settings import ModelConfig, settled
+from pipeline.config.settings import FLAT_WINDOW, ModelConfig, settled
 from pipeline.runtime import denormals_flushed, without_denormals
 
 if TYPE_CHECKING:
     from pipeline.features.windows import Preprocessor
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+WINDOW_NORMS = ("none", "log_mean", "standard")
+
+
+def window_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each window's mean and scale per column (batch, 1, columns): the scale is the sd, or 1 for a flat window
+    (sd at most `FLAT_WINDOW` of the mean's size, or below 1e-12), whose values then pass on as changes in their own units."""
+    mean = x.mean(dim=1, keepdim=True)
+    sd = x.std(dim=1, keepdim=True, unbiased=False)
+    flat = sd <= torch.clamp(FLAT_WINDOW * mean.abs(), min=1e-12)
+    return mean, torch.where(flat, torch.ones_like(sd), sd)
 
 
 class LSTMForecaster(nn.Module):
@@ -67,8 +77,8 @@ class LSTMForecaster(nn.Module):
         lookback: int = 0,
     ) -> None:
         super().__init__()
-        if window_norm not in ("none", "log_mean"):
-            raise ValueError(f"unknown window_norm {window_norm!r} (known: none, log_mean)")
+        if window_norm not in WINDOW_NORMS:
+            raise ValueError(f"unknown window_norm {window_norm!r} (known: {', '.join(WINDOW_NORMS)})")
         self.init_args: dict[str, Any] = {
             "n_features": n_features,
             "horizon": horizon,
@@ -132,6 +142,9 @@ class LSTMForecaster(nn.Module):
         x = self.past(x)
         if self.window_norm == "log_mean":
             x = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny) / self._levels(x))
+        elif self.window_norm == "standard":
+            mean, scale = window_moments(x)
+            x = (x - mean) / scale
         steps = x.reshape(x.shape[0], x.shape[1] // self.input_chunk, self.input_chunk * x.shape[2])
         out, _ = self.lstm(steps)  # (batch, steps, hidden): the last layer's output at every step
         forecast = self.head(out[:, -1, :]).reshape(x.shape[0], 1 + len(self.quantiles), self.horizon)
@@ -148,6 +161,9 @@ class LSTMForecaster(nn.Module):
         if self.window_norm == "log_mean":
             level = self._levels(self.past(x)[:, :, self.target_index: self.target_index + 1])[:, :, 0]
             return torch.log(y.clamp_min(torch.finfo(y.dtype).tiny) / level)
+        if self.window_norm == "standard":
+            mean, scale = window_moments(self._target_past(x))
+            return (y - mean[:, :, 0]) / scale[:, :, 0]
         return y
 
     def to_units(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -156,7 +172,14 @@ class LSTMForecaster(nn.Module):
         if self.window_norm == "log_mean":
             level = self._levels(self.past(x)[:, :, self.target_index: self.target_index + 1])  # (batch, 1, 1)
             return torch.exp(out) * level.reshape(-1, *([1] * (out.dim() - 1)))
+        if self.window_norm == "standard":
+            mean, scale = (m.reshape(-1, *([1] * (out.dim() - 1))) for m in window_moments(self._target_past(x)))
+            return out * scale + mean
         return out
+
+    def _target_past(self, x: torch.Tensor) -> torch.Tensor:
+        """The target's column of what the LSTM reads, (batch, lookback, 1)."""
+        return self.past(x)[:, :, self.target_index: self.target_index + 1]
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, n_features: int, horizon: int, season: int | None = None,
