@@ -9,20 +9,25 @@ from scipy.optimize import minimize_scalar
 from pipeline.model import theta
 
 
-def deseasonalised(history: np.ndarray, horizon: int, season: int) -> tuple[np.ndarray, np.ndarray]:
-    """The history divided by its seasonal indices where it is positive and seasonal, and the forecast's factors."""
-    x, factors = history.astype(float), np.ones(horizon)
+def deseasonalised(history: np.ndarray, horizon: int, season: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The history divided by its multiplicative seasonal indices where it is positive and seasonal, less its
+    additive ones where it is seasonal and not positive; the forecast's factors and offsets."""
+    x, factors, offsets = history.astype(float), np.ones(horizon), np.zeros(horizon)
     n = len(x)
-    if season > 1 and np.all(x > 0) and theta.seasonal(x, season):
-        idx = theta.seasonal_indices(x, season)
-        x = x / idx[np.arange(n) % season]
-        factors = idx[(n + np.arange(horizon)) % season]
-    return x, factors
+    if season > 1 and theta.seasonal(x, season):
+        positions = (n + np.arange(horizon)) % season
+        if np.all(x > 0):
+            idx = theta.seasonal_indices(x, season)
+            x, factors = x / idx[np.arange(n) % season], idx[positions]
+        else:
+            idx = theta.additive_indices(x, season)
+            x, offsets = x - idx[np.arange(n) % season], idx[positions]
+    return x, factors, offsets
 
 
 def reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """The standard Theta method written out plainly for one history: one loop per smoothing weight."""
-    x, factors = deseasonalised(history, horizon, season)
+    x, factors, offsets = deseasonalised(history, horizon, season)
     n = len(x)
     t = np.arange(n)
     slope, intercept = np.polyfit(t, x, 1) if n > 1 else (0.0, x[0])
@@ -36,7 +41,7 @@ def reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
         if sse < best[0]:
             best = (sse, level)
     line = intercept + slope * (n - 1 + np.arange(1, horizon + 1))
-    return (0.5 * line + 0.5 * best[1]) * factors
+    return (0.5 * line + 0.5 * best[1]) * factors + offsets
 
 
 def state_space(x: np.ndarray, horizon: int, alpha: float, theta_: float) -> tuple[float, np.ndarray]:
@@ -61,14 +66,14 @@ def state_space(x: np.ndarray, horizon: int, alpha: float, theta_: float) -> tup
 def dynamic_reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """The dynamic optimised Theta model written out: for each smoothing weight, theta in [1, THETA_MAX] by a bounded
     scalar search of the loop's squared error; the pair with the least error forecasts."""
-    x, factors = deseasonalised(history, horizon, season)
+    x, factors, offsets = deseasonalised(history, horizon, season)
     best = (np.inf, 2.0, 0.5)
     for a in theta.ALPHAS:
         found = minimize_scalar(lambda th: state_space(x, horizon, a, th)[0], bounds=(1.0, theta.THETA_MAX),
                                 method="bounded", options={"xatol": 1e-10})
         if found.fun < best[0]:
             best = (found.fun, found.x, a)
-    return state_space(x, horizon, best[2], best[1])[1] * factors
+    return state_space(x, horizon, best[2], best[1])[1] * factors + offsets
 
 
 def test_matches_the_method_written_out_for_every_origin_at_once() -> None:
@@ -83,6 +88,7 @@ def test_matches_the_method_written_out_for_every_origin_at_once() -> None:
 
 @pytest.mark.parametrize("drift", [0.0, 0.3, -0.5])
 def test_the_dynamic_model_matches_the_state_space_written_out(drift: float) -> None:
+    """With drift -0.5 the history falls through zero: additive seasonal indices from there on."""
     rng = np.random.default_rng(2)
     y = 80 + np.cumsum(rng.normal(drift, 1, 160)) + 6 * np.sin(np.arange(160) * 2 * np.pi / 4)
     last = np.array([2, 9, 40, 159])
@@ -110,11 +116,18 @@ def test_a_steady_multiplicative_season_is_forecast_exactly() -> None:
     np.testing.assert_allclose(theta.theta_forecasts(y, np.array([39]), 6, 4)[0], 100 * np.array([1.2, 0.8, 1.1, 0.9, 1.2, 0.8]))
 
 
-def test_rows_not_all_positive_are_not_deseasonalised() -> None:
+def test_a_steady_season_through_zero_is_forecast_exactly_with_additive_indices() -> None:
+    """Rows not all positive have no multiplicative indices: by default they get additive ones (a steady season
+    crossing zero is forecast exactly); `positive` leaves them as they are, as models logged before did."""
     y = np.tile([1.0, -1.0, 2.0, -2.0], 12)
     assert theta.seasonal(y, 4)
-    np.testing.assert_allclose(theta.theta_forecasts(y, np.array([47]), 4, 4),
+    got = theta.theta_forecasts(y, np.array([47]), 6, 4)[0]
+    np.testing.assert_allclose(got, [1.0, -1.0, 2.0, -2.0, 1.0, -1.0], atol=1e-9)
+    np.testing.assert_allclose(got, theta.theta_forecasts(y, np.array([47]), 6, 4, "dynamic", "any")[0])
+    np.testing.assert_allclose(theta.theta_forecasts(y, np.array([47]), 4, 4, "dynamic", "positive"),
                                theta.theta_forecasts(y, np.array([47]), 4, None))
+    with pytest.raises(ValueError, match="unknown Theta seasonality"):
+        theta.theta_forecasts(y, np.array([47]), 4, 4, "dynamic", "multiplicative")
 
 
 def test_an_empty_or_broken_history_has_no_forecast() -> None:

@@ -107,3 +107,38 @@ def test_a_model_older_than_the_dynamic_theta_serves_the_standard_one(case, tmp_
     (saved / "contract.json").write_text(json.dumps(contract))
     with pytest.raises(ModelFormatError, match="combines with the dynamic Theta model, which needs format 8"):
         load_bundle(saved)
+
+
+def test_a_model_older_than_additive_indices_serves_series_through_zero_as_evaluated(tmp_path: Path) -> None:
+    """Series through zero get Theta's additive seasonal indices; a saved config that names no
+    `model.theta_seasonality` (logged before it) reads as `positive` and serves what it was evaluated on."""
+    path = tmp_path / "long.csv"
+    frame = make_long("ABC", n=60)
+    values = frame["y"].astype(float)
+    frame["y"] = (values - values.groupby(frame["id"]).transform("mean")).map("{:.4f}".format)  # each through zero
+    frame.to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), split={"val": 8, "test": 8}, data={"price_columns": []},
+                                        model={"theta_weight": 0.5}))
+    source = load_prices(str(path))
+    cfg, data = panel.resolve_panel(source, cfg, panel.validate_panel(source, cfg, min_rows=6))
+    preps = steps.prepare_panel(data, cfg)
+    model = init_model(cfg, n_features=1).eval()
+    assert cfg.model.theta_seasonality == "any"
+    by_kind = {k: steps.forecast_splits(lambda sid: model, data, preps,
+                                        cfg.with_overrides(model={"theta_seasonality": k}), ("test",))
+               for k in theta.SEASONALITIES}
+    saved = steps.bundle(steps.PanelFit(shared=TrainResult(model=model)), preps, cfg,
+                         by_kind["any"][1]).save(tmp_path / "forecaster")
+    contract = json.loads((saved / "contract.json").read_text())
+    del contract["config"]["model"]["theta_seasonality"]
+    (saved / "contract.json").write_text(json.dumps(contract))
+    old = ForecastModel()
+    old.load(saved)
+    assert old.bundle.config.model.theta_seasonality == "positive"
+    raw = pd.read_csv(path, dtype=str)
+    first = {sid: int(p.windows["test"].origins[0]) for sid, p in preps.items()}
+    out = old.forecast(model_input(raw[raw.groupby("id").cumcount() <= raw["id"].map(first)], old.bundle, "long.csv"))
+    for sid in preps:
+        served = out[out["id"] == sid]["forecast"].to_numpy()
+        np.testing.assert_allclose(served, by_kind["positive"][0]["test"][sid].predicted[0], rtol=1e-5)
+        assert not np.allclose(served, by_kind["any"][0]["test"][sid].predicted[0], rtol=1e-3)

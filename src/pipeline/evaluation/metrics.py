@@ -253,14 +253,16 @@ class Forecasts:
 def forecast_split(
     model: Network, pre: Preprocessor, frame: pd.DataFrame, windows: Windows,
     baselines: EvaluateConfig | None = None, theta: float = 0.0, theta_method: str = "dynamic",
+    theta_seasonality: str = "any",
 ) -> Forecasts:
-    """The model's forecasts of one split in original units (combined with Theta's, by `theta_method`, at weight
-    `theta`: `model.theta_weight`, `model.theta_method`), with every configured baseline."""
+    """The model's forecasts of one split in original units (combined with Theta's, by `theta_method` and
+    `theta_seasonality`, at weight `theta`: `model.theta_weight`, `model.theta_method`, `model.theta_seasonality`),
+    with every configured baseline."""
     levels = frame[pre.target].to_numpy(dtype=float)
     anchor = pre.anchors(levels, windows.origins)
     season = (baselines or EvaluateConfig()).season_length
     predicted, tails = combine(*predict_levels(model, pre, windows.X, anchor), levels, windows.origins + pre.lead - 1,
-                               theta, season if isinstance(season, int) else None, theta_method)
+                               theta, season if isinstance(season, int) else None, theta_method, theta_seasonality)
     known = int(windows.target_positions[0, 0]) if len(windows) else 0
     return Forecasts(
         dates=frame.index[windows.target_positions[:, 0]],

@@ -4,7 +4,10 @@ method (Assimakopoulos & Nikolopoulos, 2000) that won M3.
 
 Each forecast reads only its series' rows up to its origin. Where the rows are seasonal (the autocorrelation
 at the season's lag passes the 90 % test that the M4 competition's benchmarks used) and positive, they are
-divided by classical multiplicative seasonal indices first, and the forecast multiplied back.
+divided by classical multiplicative seasonal indices first, and the forecast multiplied back. Seasonal rows
+that are not all positive (zeros, negative values) get classical additive indices instead, subtracted and
+added back (`SEASONALITIES`: "any"); with "positive" they are forecast as they are, as before additive
+indices came in.
 
 `standard`: the deseasonalised rows x_0..x_{n-1} are split into two theta lines: theta 0, their least-squares
 line, and theta 2, `2 x - line`. Simple exponential smoothing, its smoothing weight the one of `ALPHAS` with
@@ -28,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import lfilter
 
-__all__ = ["CHOICES", "METHODS", "combine", "theta_forecasts"]
+__all__ = ["CHOICES", "METHODS", "SEASONALITIES", "combine", "theta_forecasts"]
 
 CHOICES = tuple(i / 10 for i in range(11))  # `model.theta_weight: auto` picks one of 0, 0.1, ..., 1 on validation
 BLOCK = 256  # origins forecast at once (a block's rows matrix is BLOCK x the longest history) ...
@@ -38,6 +41,7 @@ ALPHAS = np.concatenate([np.linspace(0.02, 0.3, 15), np.linspace(0.35, 1.0, 14)]
 THETA_MAX = 10.0  # the dynamic model's theta lies in [1, THETA_MAX]
 SCORED_FROM = 2  # the dynamic model's one-step errors count from the third row (two rows make the first line)
 METHODS = ("dynamic", "standard")
+SEASONALITIES = ("any", "positive")  # seasonal rows deseasonalised: all (additive where not positive), positive only
 SEASONAL_Z = 1.645  # the 90 % one-sided test of the M4 benchmarks' seasonality check
 
 
@@ -72,12 +76,29 @@ def seasonal_indices(x: np.ndarray, season: int) -> np.ndarray:
     return idx / idx.mean()
 
 
+def additive_indices(x: np.ndarray, season: int) -> np.ndarray:
+    """Classical additive seasonal indices of rows `x` (one per position in the season, the first the position of
+    row 0, their mean 0): the mean difference of each row from the centred moving average."""
+    if season % 2:
+        trend = np.convolve(x, np.full(season, 1 / season), mode="valid")
+    else:
+        trend = np.convolve(x, np.r_[0.5, np.ones(season - 1), 0.5] / season, mode="valid")
+    start = season // 2
+    diffs = x[start:start + len(trend)] - trend
+    positions = (np.arange(len(trend)) + start) % season
+    idx = np.array([diffs[positions == p].mean() for p in range(season)])
+    return idx - idx.mean()
+
+
 def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, season: int | None,
-                    method: str = "dynamic") -> np.ndarray:
+                    method: str = "dynamic", seasonality: str = "any") -> np.ndarray:
     """Theta forecasts (len(last_rows), horizon) of `levels` by `method` (one of `METHODS`): row i from the rows up
-    to last_rows[i] (inclusive), for the `horizon` rows after it; NaN where that history is empty or not finite."""
+    to last_rows[i] (inclusive), for the `horizon` rows after it; NaN where that history is empty or not finite.
+    `seasonality` (one of `SEASONALITIES`): which seasonal histories are deseasonalised (the module docstring)."""
     if method not in METHODS:
         raise ValueError(f"unknown Theta method {method!r}; one of {', '.join(METHODS)}")
+    if seasonality not in SEASONALITIES:
+        raise ValueError(f"unknown Theta seasonality {seasonality!r}; one of {', '.join(SEASONALITIES)}")
     y = np.asarray(levels, dtype=float)
     last_rows = np.asarray(last_rows, dtype=int)
     out = np.full((len(last_rows), horizon), np.nan)
@@ -87,24 +108,33 @@ def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, sea
         block = last_rows[start:start + size]
         ok = (block >= 0) & finite_upto[np.clip(block, 0, None)] if len(y) else np.zeros(len(block), dtype=bool)
         if ok.any():
-            out[start:start + size][ok] = block_forecasts(y, block[ok] + 1, horizon, int(season or 1), method)
+            out[start:start + size][ok] = block_forecasts(y, block[ok] + 1, horizon, int(season or 1), method,
+                                                          seasonality == "any")
     return out
 
 
-def block_forecasts(y: np.ndarray, lengths: np.ndarray, horizon: int, m: int, method: str) -> np.ndarray:
-    """Theta forecasts from the first lengths[i] rows of `y`, each for `horizon` rows (every history finite)."""
+def block_forecasts(y: np.ndarray, lengths: np.ndarray, horizon: int, m: int, method: str,
+                    additive: bool = True) -> np.ndarray:
+    """Theta forecasts from the first lengths[i] rows of `y`, each for `horizon` rows (every history finite); a
+    seasonal history not all positive gets additive indices with `additive`, none without."""
     steps = np.arange(1, horizon + 1)
     X = np.zeros((len(lengths), int(lengths.max())))  # each history (deseasonalised), zeros after its end
     factors = np.ones((len(lengths), horizon))
+    offsets = np.zeros((len(lengths), horizon))
     for i, n in enumerate(lengths):
         x = y[:n]
-        if m > 1 and np.all(x > 0) and seasonal(x, m):
-            idx = seasonal_indices(x, m)
-            x = x / idx[np.arange(n) % m]
-            factors[i] = idx[(n - 1 + steps) % m]
+        if m > 1 and seasonal(x, m):
+            if np.all(x > 0):
+                idx = seasonal_indices(x, m)
+                x = x / idx[np.arange(n) % m]
+                factors[i] = idx[(n - 1 + steps) % m]
+            elif additive:
+                idx = additive_indices(x, m)
+                x = x - idx[np.arange(n) % m]
+                offsets[i] = idx[(n - 1 + steps) % m]
         X[i, :n] = x
     lines = standard if method == "standard" else dynamic
-    return lines(X, lengths, horizon) * factors
+    return lines(X, lengths, horizon) * factors + offsets
 
 
 def standard(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
@@ -181,12 +211,14 @@ def line(total: np.ndarray, moment: np.ndarray, count: np.ndarray) -> tuple[np.n
 
 
 def combine(values: np.ndarray, tails: dict[float, np.ndarray], levels: np.ndarray, last_rows: np.ndarray,
-            weight: float, season: int | None, method: str = "dynamic") -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """The network's forecasts (n, horizon) from the histories ending at `last_rows`, combined with Theta's (`method`):
+            weight: float, season: int | None, method: str = "dynamic",
+            seasonality: str = "any") -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """The network's forecasts (n, horizon) from the histories ending at `last_rows`, combined with Theta's (`method`,
+    `seasonality`):
     `(1 - weight) * network + weight * theta`, and a quantile head's forecasts moved as the point forecast moved.
     The network's alone where `weight` is 0 or Theta has no forecast (an empty or non-finite history)."""
     if weight <= 0 or len(values) == 0:
         return values, tails
-    theta = theta_forecasts(levels, last_rows, values.shape[1], season, method)
+    theta = theta_forecasts(levels, last_rows, values.shape[1], season, method, seasonality)
     mixed = np.where(np.isfinite(theta), (1 - weight) * values + weight * theta, values)
     return mixed, {q: tail + (mixed - values) for q, tail in tails.items()}

@@ -44,10 +44,12 @@ def forecast_frame(
     theta: float = 0.0,
     season: int | None = None,
     theta_method: str = "dynamic",
+    theta_seasonality: str = "any",
 ) -> pd.DataFrame:
     """Forecasts from validated, date-indexed rows, with the fitted `intervals`' bounds when given
     (`series`: whose scale they take, in a model of many series), combined with the Theta method's (`theta_method`) at weight
-    `theta` (`model.theta_weight`, `model.theta_method`; `season`: the rows' season, `evaluate.season_length`).
+    `theta` (`model.theta_weight`, `model.theta_method`, `model.theta_seasonality`; `season`: the rows' season,
+    `evaluate.season_length`).
 
     By default one forecast (all `horizon` steps) from the latest window; with `all_windows`,
     one per window the rows allow. Target dates inside the data are the data's own dates; the
@@ -65,7 +67,7 @@ def forecast_frame(
     X = pre.input_windows(feats, origins)
     anchors = pre.anchors(levels, origins)
     values, tails = combine(*predict_levels(model, pre, X, anchors), levels, origins + pre.lead - 1, theta,
-                            season, theta_method)  # (n_origins, horizon) each
+                            season, theta_method, theta_seasonality)  # (n_origins, horizon) each
 
     positions = origins[:, None] + pre.lead + np.arange(pre.horizon)[None, :]
     beyond = max(0, int(positions.max()) - (n - 1))
@@ -159,7 +161,8 @@ def forecast_series(frames: dict[str | None, pd.DataFrame], bundle: ForecastBund
     for sid, frame in frames.items():
         out = forecast_frame(model_for(sid), preprocessor_of(bundle, sid), frame, all_windows=all_windows,
                              intervals=bundle.intervals, series=sid, theta=theta, season=season,
-                             theta_method=bundle.config.model.theta_method)
+                             theta_method=bundle.config.model.theta_method,
+                             theta_seasonality=bundle.config.model.theta_seasonality)
         if sid is not None and bundle.series is not None:
             out.insert(0, bundle.series.column, sid)
         parts.append(out)

@@ -62,6 +62,10 @@ Format version 9 is a model refit on every row (`train.refit`): version 6, 7 or 
 `evaluated/`, itself a model directory of version 6, 7 or 8 and of the same config: the model early stopping
 kept, which the run's scores measured (the promotion gate re-scores a refit champion with it).
 
+Settings added since version 9 that old code refuses (a config of unknown fields or values), and so need no
+version of their own: `model.window_norm: standard`, and `model.theta_seasonality`, which a saved config that
+does not name it reads as `positive` (Theta as those models were evaluated, `theta_of_old`).
+
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
 files' meaning needs a new format version and, in `load_bundle`, a reader for the old one;
@@ -260,7 +264,7 @@ def load_bundle(path: Path) -> ForecastBundle:
         pre_data = json.loads((path / "preprocessor.json").read_text(encoding="utf-8"))
         pre = Preprocessor.from_dict(pre_data)
         contract = json.loads((path / "contract.json").read_text(encoding="utf-8"))
-        config = PipelineConfig.model_validate(theta_method_of_old(contract["config"], version))
+        config = PipelineConfig.model_validate(theta_of_old(contract["config"], version))
         if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
             raise TypeError("weights.pt must hold a state dict of tensors")
         if listed:
@@ -311,13 +315,17 @@ def combines_with_dynamic_theta(config: PipelineConfig) -> bool:
     return theta_weight(config) > 0 and config.model.theta_method == "dynamic"
 
 
-def theta_method_of_old(config: Any, version: int) -> Any:
-    """A saved config as it reads today: a model older than format 8 whose config names no `model.theta_method`
-    combined with the standard Theta method, the only one there was."""
+def theta_of_old(config: Any, version: int) -> Any:
+    """A saved config as it reads today, Theta as it was evaluated: a model older than format 8 whose config names no
+    `model.theta_method` combined with the standard Theta method, the only one there was; a config that names no
+    `model.theta_seasonality` deseasonalised positive histories alone (additive indices came later)."""
     model = config.get("model", {}) if isinstance(config, dict) else None
-    if version >= THETA_VERSION or not isinstance(model, dict) or "theta_method" in model:
+    if not isinstance(model, dict):
         return config
-    return {**config, "model": {**model, "theta_method": "standard"}}
+    old = {"theta_method": "standard"} if version < THETA_VERSION else {}
+    old["theta_seasonality"] = "positive"
+    missing = {key: value for key, value in old.items() if key not in model}
+    return {**config, "model": {**model, **missing}} if missing else config
 
 
 def _has_intervals(path: Path) -> bool:

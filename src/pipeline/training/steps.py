@@ -234,7 +234,8 @@ def forecast_panel(model_for: ModelFor, panel: Panel, preps: Mapping[str, Series
     for sid, prep in preps.items():
         if prep.trainable and len(prep.windows[split]):
             out[sid] = metrics.forecast_split(model_for(sid), prep.pre, panel.series[sid], prep.windows[split],
-                                               cfg.evaluate, theta_weight(cfg), cfg.model.theta_method)
+                                               cfg.evaluate, theta_weight(cfg), cfg.model.theta_method,
+                                               cfg.model.theta_seasonality)
     return out
 
 
@@ -304,7 +305,7 @@ def calibration_forecasts(model_for: ModelFor, panel: Panel, preps: Mapping[str,
     out = {}
     for sid, prep, frame, windows, known in validation_origins(panel, preps):
         fc = metrics.forecast_split(model_for(sid), prep.pre, frame, windows, cfg.evaluate, theta_weight(cfg),
-                                    cfg.model.theta_method)
+                                    cfg.model.theta_method, cfg.model.theta_seasonality)
         out[sid] = replace(fc, actual=np.where(known, fc.actual, np.nan))
     return out
 
@@ -315,7 +316,8 @@ def calibration_theta(panel: Panel, preps: Mapping[str, SeriesPrep], cfg: Pipeli
     season = cfg.evaluate.season_length
     return {sid: theta.theta_forecasts(frame[prep.pre.target].to_numpy(dtype=float),
                                        windows.origins + prep.pre.lead - 1, prep.pre.horizon,
-                                       season if isinstance(season, int) else None, cfg.model.theta_method)
+                                       season if isinstance(season, int) else None, cfg.model.theta_method,
+                                       cfg.model.theta_seasonality)
             for sid, prep, frame, windows, _ in validation_origins(panel, preps)}
 
 
