@@ -123,7 +123,7 @@ def test_a_model_older_than_additive_indices_serves_series_through_zero_as_evalu
     cfg, data = panel.resolve_panel(source, cfg, panel.validate_panel(source, cfg, min_rows=6))
     preps = steps.prepare_panel(data, cfg)
     model = init_model(cfg, n_features=1).eval()
-    assert cfg.model.theta_seasonality == "any"
+    assert cfg.model.theta_seasonality == "any" and cfg.model.window_norm == "standard"  # saved and served below
     by_kind = {k: steps.forecast_splits(lambda sid: model, data, preps,
                                         cfg.with_overrides(model={"theta_seasonality": k}), ("test",))
                for k in theta.SEASONALITIES}
