@@ -30,6 +30,7 @@ from bench.auto_validation import horizon_of, load_set  # noqa: E402
 from pipeline.config.settings import PipelineConfig  # noqa: E402
 from pipeline.data import panel  # noqa: E402
 from pipeline.data.reading import RawData  # noqa: E402
+from pipeline.evaluation import metrics  # noqa: E402
 from pipeline.features.windows import input_rows_needed  # noqa: E402
 from pipeline.model.training import fit_network  # noqa: E402
 from pipeline.serving.forecast import ForecastModel  # noqa: E402
@@ -47,16 +48,16 @@ def carve(name: str, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def scores(forecasts: pd.DataFrame, seen: pd.DataFrame, held: pd.DataFrame, horizon: int, season: int) -> dict:
-    """Mean sMAPE and MASE (in-sample seasonal-naive scale of the rows seen) over the series forecast."""
+    """Mean sMAPE and MASE (in-sample seasonal-naive scale of the rows seen), as the product scores them, over the
+    series forecast."""
     truth = {sid: g["value"].astype(float).to_numpy() for sid, g in held.groupby("series")}
     past = {sid: g["value"].astype(float).to_numpy() for sid, g in seen.groupby("series")}
     smape, mase = [], []
     for sid, g in forecasts.groupby("series"):
         y, x = truth[str(sid)], past[str(sid)]
         yhat = g.sort_values("step")["forecast"].to_numpy()[:horizon]
-        scale = np.mean(np.abs(x[season:] - x[:-season])) if len(x) > season else np.nan
-        smape.append(np.mean(200 * np.abs(y - yhat) / (np.abs(y) + np.abs(yhat))))
-        mase.append(np.mean(np.abs(y - yhat)) / scale)
+        smape.append(metrics.smape(y, yhat))
+        mase.append(metrics.mase(y, yhat, metrics.mase_scale(x, season)))
     return {"smape": round(float(np.nanmean(smape)), 3), "mase": round(float(np.nanmean(mase)), 4),
             "series": len(smape)}
 

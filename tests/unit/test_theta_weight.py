@@ -34,6 +34,22 @@ def case(tmp_path_factory):
     return path, cfg, data, preps, model
 
 
+def without_setting(saved: Path, key: str, format_version: int | None = None) -> None:
+    """Rewrite a saved model as one logged before `model.<key>` existed (and, given, of an older format version)."""
+    contract = json.loads((saved / "contract.json").read_text())
+    del contract["config"]["model"][key]
+    (saved / "contract.json").write_text(json.dumps(contract))
+    if format_version is not None:
+        (saved / "format.json").write_text(json.dumps({"format": "lstm-forecaster", "format_version": format_version}))
+
+
+def served_from_first_test_origin(model: ForecastModel, path: Path, preps: dict) -> pd.DataFrame:
+    """The served model's forecasts from each series' rows up to its first test origin (the rows Theta reads)."""
+    raw = pd.read_csv(path, dtype=str)
+    first = {sid: int(p.windows["test"].origins[0]) for sid, p in preps.items()}
+    return model.forecast(model_input(raw[raw.groupby("id").cumcount() <= raw["id"].map(first)], model.bundle, "long.csv"))
+
+
 def test_auto_chooses_the_weight_that_scores_best_on_validation(case) -> None:
     _, cfg, data, preps, model = case
     assert cfg.model.theta_weight == "auto" and theta_weight(cfg) == 0.0  # not yet chosen: the network alone
@@ -85,16 +101,11 @@ def test_a_model_older_than_the_dynamic_theta_serves_the_standard_one(case, tmp_
                          by_method["dynamic"][1]).save(tmp_path / "forecaster")
     assert json.loads((saved / "format.json").read_text())["format_version"] == 8
     # as a model logged before the setting: format 7 or older, its config naming no theta_method
-    contract = json.loads((saved / "contract.json").read_text())
-    del contract["config"]["model"]["theta_method"]
-    (saved / "contract.json").write_text(json.dumps(contract))
-    (saved / "format.json").write_text(json.dumps({"format": "lstm-forecaster", "format_version": 7}))
+    without_setting(saved, "theta_method", format_version=7)
     old = ForecastModel()
     old.load(saved)
     assert old.bundle.config.model.theta_method == "standard"
-    raw = pd.read_csv(path, dtype=str)
-    first = {sid: int(p.windows["test"].origins[0]) for sid, p in preps.items()}
-    out = old.forecast(model_input(raw[raw.groupby("id").cumcount() <= raw["id"].map(first)], old.bundle, "long.csv"))
+    out = served_from_first_test_origin(old, path, preps)
     apart = 0.0
     for sid in preps:
         served = out[out["id"] == sid]["forecast"].to_numpy()
@@ -103,6 +114,7 @@ def test_a_model_older_than_the_dynamic_theta_serves_the_standard_one(case, tmp_
         apart = max(apart, float(np.max(np.abs(served - dynamic) / np.abs(dynamic))))
     assert apart > 1e-4  # the two methods do differ here
     # a format-7 model that names the dynamic model is refused: code of that format never combined with it
+    contract = json.loads((saved / "contract.json").read_text())
     contract["config"]["model"]["theta_method"] = "dynamic"
     (saved / "contract.json").write_text(json.dumps(contract))
     with pytest.raises(ModelFormatError, match="combines with the dynamic Theta model, which needs format 8"):
@@ -129,15 +141,11 @@ def test_a_model_older_than_additive_indices_serves_series_through_zero_as_evalu
                for k in theta.SEASONALITIES}
     saved = steps.bundle(steps.PanelFit(shared=TrainResult(model=model)), preps, cfg,
                          by_kind["any"][1]).save(tmp_path / "forecaster")
-    contract = json.loads((saved / "contract.json").read_text())
-    del contract["config"]["model"]["theta_seasonality"]
-    (saved / "contract.json").write_text(json.dumps(contract))
+    without_setting(saved, "theta_seasonality")
     old = ForecastModel()
     old.load(saved)
     assert old.bundle.config.model.theta_seasonality == "positive"
-    raw = pd.read_csv(path, dtype=str)
-    first = {sid: int(p.windows["test"].origins[0]) for sid, p in preps.items()}
-    out = old.forecast(model_input(raw[raw.groupby("id").cumcount() <= raw["id"].map(first)], old.bundle, "long.csv"))
+    out = served_from_first_test_origin(old, path, preps)
     for sid in preps:
         served = out[out["id"] == sid]["forecast"].to_numpy()
         np.testing.assert_allclose(served, by_kind["positive"][0]["test"][sid].predicted[0], rtol=1e-5)

@@ -15,7 +15,7 @@ from pipeline.errors import ConfigError
 Transform = Literal["level", "difference", "log_return", "log"]
 AUTO = "auto"  # a setting resolved from the data (pipeline.data.auto.resolve_auto)
 FLAT_WINDOW = 1e-6  # `model.window_norm: standard`: a window whose sd is at most this share of its mean's size (or
-# 1e-12) is flat, and its scale is 1 (pipeline.model.network.window_moments)
+FLAT_FLOOR = 1e-12  # at most this) is flat, and its scale is 1 (pipeline.model.network.window_moments)
 AUTO_KEYS = frozenset({"lookback", "season_length", "input_chunk"})  # whole numbers that may say `auto`
 TransformSetting = Literal["level", "difference", "log_return", "log", "auto"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline.config.settings import AUTO, FLAT_WINDOW, PipelineConfig, ScalerKind, SplitConfig, Transform, settled
+from pipeline.config.settings import AUTO, FLAT_FLOOR, FLAT_WINDOW, PipelineConfig, ScalerKind, SplitConfig, Transform, settled
 from pipeline.dates import infer_frequency, next_dates
 from pipeline.errors import ConfigError, DataError
 from pipeline.features.calendar import calendar_columns, calendar_features, calendar_parts
@@ -371,7 +371,7 @@ class Preprocessor:
             squares = np.concatenate([[0.0], np.cumsum(values ** 2)])
             second = (squares[origins + 1] - squares[origins + 1 - self.lookback]) / self.lookback
             sd = np.sqrt(np.maximum(second - means ** 2, 0.0))
-            return np.where(sd <= np.maximum(FLAT_WINDOW * np.abs(means), 1e-12), 1.0, sd) / scale
+            return np.where(sd <= np.maximum(FLAT_WINDOW * np.abs(means), FLAT_FLOOR), 1.0, sd) / scale
         return np.maximum(means, 0.0) / scale
 
     def anchors(self, levels: np.ndarray, origins: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config.settings import FLAT_WINDOW, ModelConfig, settled
+from pipeline.config.settings import FLAT_FLOOR, FLAT_WINDOW, ModelConfig, settled
 from pipeline.runtime import denormals_flushed, without_denormals
 
 if TYPE_CHECKING:
@@ -45,10 +45,10 @@ WINDOW_NORMS = ("none", "log_mean", "standard")
 
 def window_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each window's mean and scale per column (batch, 1, columns): the scale is the sd, or 1 for a flat window
-    (sd at most `FLAT_WINDOW` of the mean's size, or below 1e-12), whose values then pass on as changes in their own units."""
+    (sd at most `FLAT_WINDOW` of the mean's size, or `FLAT_FLOOR`), whose values then pass on as changes in their own units."""
     mean = x.mean(dim=1, keepdim=True)
     sd = x.std(dim=1, keepdim=True, unbiased=False)
-    flat = sd <= torch.clamp(FLAT_WINDOW * mean.abs(), min=1e-12)
+    flat = sd <= torch.clamp(FLAT_WINDOW * mean.abs(), min=FLAT_FLOOR)
     return mean, torch.where(flat, torch.ones_like(sd), sd)
 
 
@@ -159,7 +159,7 @@ class LSTMForecaster(nn.Module):
     def target_space(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Targets y (batch, horizon) in the units `forward` predicts, for the windows x they follow."""
         if self.window_norm == "log_mean":
-            level = self._levels(self.past(x)[:, :, self.target_index: self.target_index + 1])[:, :, 0]
+            level = self._levels(self._target_past(x))[:, :, 0]
             return torch.log(y.clamp_min(torch.finfo(y.dtype).tiny) / level)
         if self.window_norm == "standard":
             mean, scale = window_moments(self._target_past(x))
@@ -170,7 +170,7 @@ class LSTMForecaster(nn.Module):
         """Outputs of `forward` (batch, horizon), or (batch, 1 + Q, horizon) with quantiles, for windows x back in the units
         of the targets (the inverse of `target_space`)."""
         if self.window_norm == "log_mean":
-            level = self._levels(self.past(x)[:, :, self.target_index: self.target_index + 1])  # (batch, 1, 1)
+            level = self._levels(self._target_past(x))  # (batch, 1, 1)
             return torch.exp(out) * level.reshape(-1, *([1] * (out.dim() - 1)))
         if self.window_norm == "standard":
             mean, scale = (m.reshape(-1, *([1] * (out.dim() - 1))) for m in window_moments(self._target_past(x)))

@@ -60,33 +60,32 @@ def seasonal(x: np.ndarray, season: int) -> bool:
     return bool(abs(acf[-1]) > limit)
 
 
+def position_means(x: np.ndarray, season: int, multiplicative: bool) -> np.ndarray:
+    """Per position in the season (the first the position of row 0), the mean ratio (`multiplicative`) or difference
+    of each row to the centred moving average of `season` rows (2 x `season` for an even season)."""
+    if season % 2:
+        kernel = np.full(season, 1 / season)
+    else:  # a 2 x season moving average, centred
+        kernel = np.r_[0.5, np.ones(season - 1), 0.5] / season
+    trend = np.convolve(x, kernel, mode="valid")
+    start = season // 2
+    rows = x[start:start + len(trend)]
+    detrended = rows / trend if multiplicative else rows - trend
+    positions = (np.arange(len(trend)) + start) % season
+    return np.array([detrended[positions == p].mean() for p in range(season)])
+
+
 def seasonal_indices(x: np.ndarray, season: int) -> np.ndarray:
     """Classical multiplicative seasonal indices of positive rows `x` (one per position in the season, the first
     the position of row 0, their mean 1): the mean ratio of each row to the centred moving average."""
-    if season % 2:
-        trend = np.convolve(x, np.full(season, 1 / season), mode="valid")
-        start = season // 2
-    else:  # a 2 x season moving average, centred
-        kernel = np.r_[0.5, np.ones(season - 1), 0.5] / season
-        trend = np.convolve(x, kernel, mode="valid")
-        start = season // 2
-    ratios = x[start:start + len(trend)] / trend
-    positions = (np.arange(len(trend)) + start) % season
-    idx = np.array([ratios[positions == p].mean() for p in range(season)])
+    idx = position_means(x, season, multiplicative=True)
     return idx / idx.mean()
 
 
 def additive_indices(x: np.ndarray, season: int) -> np.ndarray:
     """Classical additive seasonal indices of rows `x` (one per position in the season, the first the position of
     row 0, their mean 0): the mean difference of each row from the centred moving average."""
-    if season % 2:
-        trend = np.convolve(x, np.full(season, 1 / season), mode="valid")
-    else:
-        trend = np.convolve(x, np.r_[0.5, np.ones(season - 1), 0.5] / season, mode="valid")
-    start = season // 2
-    diffs = x[start:start + len(trend)] - trend
-    positions = (np.arange(len(trend)) + start) % season
-    idx = np.array([diffs[positions == p].mean() for p in range(season)])
+    idx = position_means(x, season, multiplicative=False)
     return idx - idx.mean()
 
 
