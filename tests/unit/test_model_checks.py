@@ -164,3 +164,13 @@ def test_the_manifest_lists_every_file_and_a_checked_copy_holds_only_those(tmp_p
     with pytest.raises(ModelIntegrityError, match=r"manifest.json: SHA-256 \w+, but the registry recorded 00"):
         read_manifest(root, "00")
     assert read_manifest(tmp_path / "copy") == files and read_manifest(tmp_path) is None  # none: a model from before
+    # importing the model's code writes a __pycache__ beside it, and again whenever the code's copy is newer: a
+    # manifest written over it leaves it out, and one from before that listed it reads without it
+    (root / "python_model.pkl").unlink()
+    digest = write_manifest(root)
+    assert read_manifest(root, digest) == files
+    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    manifest["files"]["__pycache__/model_code.cpython-311.pyc"] = {"sha256": "0", "bytes": 5}
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert read_manifest(root) == files
+    check_manifest(root, read_manifest(root))

@@ -495,10 +495,17 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_cache(name: str) -> bool:
+    """Whether a model directory's file is Python's bytecode cache (`__pycache__`), which importing the model's code
+    writes (and rewrites) beside it: never part of a model, listed, checked or copied."""
+    return "__pycache__" in name.split("/")
+
+
 def model_files(root: Path, skip: tuple[str, ...] = ()) -> list[str]:
-    """Every file under `root` as a POSIX path relative to it (sorted), but the manifest and `skip`ped names."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and p.name != MANIFEST_FILE and p.relative_to(root).as_posix() not in skip)
+    """Every file under `root` as a POSIX path relative to it (sorted), but the manifest, Python's bytecode cache and
+    `skip`ped names."""
+    names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    return sorted(name for name in names if name not in skip and not is_cache(name))
 
 
 def write_manifest(root: Path, skip: tuple[str, ...] = ()) -> str:
@@ -529,7 +536,8 @@ def read_manifest(root: Path, recorded: str | None = None) -> dict[str, dict[str
         files = manifest["files"]
         if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
             raise ValueError("not a model manifest")
-        return {str(name): {"sha256": str(entry["sha256"]), "bytes": int(entry["bytes"])} for name, entry in files.items()}
+        return {str(name): {"sha256": str(entry["sha256"]), "bytes": int(entry["bytes"])} for name, entry in files.items()
+                if not is_cache(str(name))}  # a cache an older manifest listed: importing the code rewrites it
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         refuse(file, f"unreadable ({exc})", MANIFEST_RULE)
 
@@ -539,7 +547,7 @@ def check_manifest(root: Path, files: dict[str, dict[str, Any]], tolerated: tupl
     for name, entry in files.items():
         checked_bytes(root, name, entry)
     for name in model_files(root, skip=tolerated):
-        if name not in files and "__pycache__" not in name.split("/"):
+        if name not in files:
             refuse(root / name, "not listed in the manifest (added after the model was logged)", MANIFEST_RULE)
 
 
