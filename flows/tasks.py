@@ -24,7 +24,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.early_server import exit_with_parent
 from flows.reporting import publish_promotion
-from pipeline.config.settings import PipelineConfig, theta_weight
+from pipeline.config.settings import PipelineConfig, served_config, theta_weight
 from pipeline.data import panel
 from pipeline.data.auto import resolve_auto
 from pipeline.data.contract import ValidatedData, validate_prices
@@ -285,6 +285,18 @@ def theta_weight_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesPre
     return settled_cfg
 
 
+@task(name="served-theta-weight", **STEP)
+def served_theta_weight_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesPrep], asked: PipelineConfig,
+                             cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` with the share of Theta the logged model serves (`model.theta_weight_served`): chosen again on the test
+    origins, or the evaluated one."""
+    recorded = steps.served_theta_weight(trained.model_for, data, trained.serves(preps), asked, cfg)
+    if recorded.model.theta_weight_served != cfg.model.theta_weight:
+        get_run_logger().info("Theta's weight in the served forecasts, chosen on the test origins: %s (evaluated "
+                              "with %s)", recorded.model.theta_weight_served, cfg.model.theta_weight)
+    return recorded
+
+
 @task(name="evaluate", **STEP)
 def evaluate_panel_task(trained: PanelFit, data: Panel, preps: dict[str, SeriesPrep], cfg: PipelineConfig
                         ) -> tuple[dict[str, dict[str, Forecasts]], dict[str, PanelScores], Calibration | None]:
@@ -394,7 +406,7 @@ def log_model_task(run: TrackedRun, cfg: PipelineConfig, config_path: str | None
     model); MLflow's ModelInfo."""
     client, run_id = run.client, run.run_id
     store.log_config(client, run_id, cfg, config_path)
-    bundle = steps.bundle(trained, preps, cfg, calibration, evaluated)
+    bundle = steps.bundle(trained, preps, served_config(cfg), calibration, evaluated)
     if bundle.series is None:
         store.log_preprocessor(client, run_id, bundle.preprocessor)
     else:
@@ -459,11 +471,14 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
             trained = train_panel(run, preps, cfg, timings)
         keep(kept, data, preps, trained)
         with timings.stage("evaluate"):
-            cfg = kept.config = theta_weight_task(trained, data, preps, cfg)
+            asked, cfg = cfg, theta_weight_task(trained, data, preps, cfg)
             forecasts, scores, calibration = evaluate_panel_task(trained, data, preps, cfg)
-            served_intervals = served_intervals_task(trained, data, preps, cfg, calibration)
+            cfg = served_theta_weight_task(trained, data, preps, asked, cfg)
+            kept.config = served_config(cfg)
+            served_intervals = served_intervals_task(trained, data, preps, kept.config, calibration)
         kept.intervals = served_intervals.model if served_intervals else None  # what the logged model would serve
-        metrics = {k: v for s in scores.values() for k, v in s.means().items()} | {"theta_weight": theta_weight(cfg)}
+        metrics = {k: v for s in scores.values() for k, v in s.means().items()} | {
+            "theta_weight": theta_weight(cfg), "theta_weight_served": theta_weight(kept.config)}
         metrics.update(trained.first.member_metrics() if trained.shared is not None else {})
         by_split = one_series_scores(run, cfg, data, preps, trained, forecasts, metrics, timings)
         kept.scores = metrics
@@ -472,8 +487,8 @@ def train_and_register(run: TrackedRun, cfg: PipelineConfig, config_path: str | 
             log_scores(run, cfg, scores, forecasts["test"], data, trained)
         served, served_preps, evaluated = served_model(kept, data, preps, trained, cfg, calibration, timings)
         with timings.stage("tracking"):
-            logged = log_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics, served_intervals,
-                                    evaluated)
+            logged = log_model_task(run, cfg, config_path, raw, data, served, served_preps, metrics,
+                                    served_intervals, evaluated)
         kept.logged = logged.model_uri
         summary = training_summary(run, cfg, data, metrics, logged, [*warnings, *(calibration.notes if calibration
                                                                                    else ())], forecasts["test"], timings,

@@ -42,9 +42,17 @@ def test_an_ensemble_trains_in_parallel_as_in_sequence_and_serves_as_one_model(p
 
     model = mlflow.pyfunc.load_model("models:/ens/1")
     bundle = model.unwrap_python_model().bundle
-    combined = theta_weight(bundle.config) > 0  # with the dynamic Theta model: format 8, else an ensemble's 7
     evaluated = bundle.evaluated  # refit: format 9, the evaluated ensemble beside it
+    combined = theta_weight(evaluated.config) > 0  # with the dynamic Theta model: format 8, else an ensemble's 7
     assert bundle.format_version == 9 and evaluated.format_version == (8 if combined else 7)
+    # Theta's share: the evaluated model's was chosen on the validation origins (the scores'), the served one's again
+    # on the test origins (`model.theta_weight_served: auto`); the run records both
+    assert run.data.metrics["theta_weight"] == theta_weight(evaluated.config)
+    assert run.data.metrics["theta_weight_served"] == theta_weight(bundle.config)
+    resolved = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config/resolved.yaml",
+                                                             str(tmp_path))).read_text())["model"]
+    assert (resolved["theta_weight"], resolved["theta_weight_served"]) == (
+        run.data.metrics["theta_weight"], run.data.metrics["theta_weight_served"])
     assert bundle.checkpoint["init_args"]["members"] == evaluated.checkpoint["init_args"]["members"] == 2
     # the same members trained one after another in this process: the same losses, and the refit (each member for
     # its own best epoch count, on every row) the same weights, tensor for tensor

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config.settings import parse_config, theta_weight
+from pipeline.config.settings import parse_config, served_config, theta_weight
 from pipeline.data import panel
 from pipeline.data.reading import load_prices
 from pipeline.errors import ModelFormatError
@@ -150,3 +150,49 @@ def test_a_model_older_than_additive_indices_serves_series_through_zero_as_evalu
         served = out[out["id"] == sid]["forecast"].to_numpy()
         np.testing.assert_allclose(served, by_kind["positive"][0]["test"][sid].predicted[0], rtol=1e-5)
         assert not np.allclose(served, by_kind["any"][0]["test"][sid].predicted[0], rtol=1e-3)
+
+
+def test_the_served_share_is_chosen_again_on_the_test_origins(tmp_path: Path) -> None:
+    """`model.theta_weight_served: auto` (`test`): Theta's share in the logged model is chosen again on the test
+    origins, which early stopping never saw; the scores keep the validation share, and a refit model's evaluated
+    model serves that one."""
+    path = tmp_path / "long.csv"
+    frame = make_long("ABCD", n=60)
+    level = frame["id"].map({sid: 10 + 2 * k for k, sid in enumerate("ABCD")})
+    flat = frame.groupby("id").cumcount() >= 52  # the test part: each series' level, its season gone
+    frame["y"] = np.where(flat, level, frame["y"].astype(float))
+    frame["y"] = frame["y"].map("{:.4f}".format)
+    frame.to_csv(path, index=False)
+    asked = parse_config(long_config_dict(str(path), split={"val": 8, "test": 8}))
+    source = load_prices(str(path))
+    asked, data = panel.resolve_panel(source, asked, panel.validate_panel(source, asked, min_rows=6))
+    preps = steps.prepare_panel(data, asked)
+    model = init_model(asked, n_features=1).eval()  # near each window's mean: Theta's season wins until it is gone
+    evaluated = steps.with_theta_weight(lambda sid: model, data, preps, asked)
+    assert evaluated.model.theta_weight == 1.0
+    served = {given: steps.served_theta_weight(lambda sid: model, data, preps,
+                                               asked.with_overrides(model={"theta_weight_served": given}), evaluated)
+              for given in ("auto", "test", "validation", 0.3)}
+    assert served["auto"].model.theta_weight_served == served["test"].model.theta_weight_served < 1.0
+    assert served["validation"].model.theta_weight_served == 1.0 and served[0.3].model.theta_weight_served == 0.3
+    fixed = asked.with_overrides(model={"theta_weight": 0.5})  # a share given: served as given
+    assert steps.served_theta_weight(lambda sid: model, data, preps, fixed, fixed).model.theta_weight_served == 0.5
+    recorded = served["auto"]
+    assert recorded.model.theta_weight == 1.0  # the evaluated share, what the test scores were measured with
+    share = recorded.model.theta_weight_served
+    assert served_config(recorded).model.theta_weight == share
+    # as a refit model logs it: the served share outside, the evaluated one in evaluated/
+    inner = steps.bundle(steps.PanelFit(shared=TrainResult(model=model)), preps, recorded)
+    saved = steps.bundle(steps.PanelFit(shared=TrainResult(model=model)), preps, served_config(recorded), None,
+                         inner).save(tmp_path / "forecaster")
+    loaded = ForecastModel()
+    loaded.load(saved)
+    assert theta_weight(loaded.bundle.config) == share and theta_weight(loaded.bundle.evaluated.config) == 1.0
+    rows = model_input(pd.read_csv(path, dtype=str), loaded.bundle, "long.csv")
+    out, kept = loaded.forecast(rows), loaded.forecast(rows, evaluated=True)
+    assert not np.allclose(out["forecast"], kept["forecast"])
+    for forecast, weight in ((out, share), (kept, 1.0)):  # each as a model logged with that share alone serves
+        alone = ForecastModel()
+        alone.load(steps.bundle(steps.PanelFit(shared=TrainResult(model=model)), preps, recorded.with_overrides(
+            model={"theta_weight": weight})).save(tmp_path / f"alone-{weight}"))
+        np.testing.assert_allclose(forecast["forecast"], alone.forecast(rows)["forecast"], rtol=1e-6)

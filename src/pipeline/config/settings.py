@@ -32,6 +32,13 @@ def theta_weight(cfg: PipelineConfig) -> float:
     return float(settled(cfg.model.theta_weight, 0.0))
 
 
+def served_config(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` as the logged model serves it: Theta's share the run chose for serving (`model.theta_weight_served`, a
+    number once chosen) as its `model.theta_weight`; `cfg` itself while none was chosen."""
+    share = cfg.model.theta_weight_served
+    return cfg.with_overrides(model={"theta_weight": share}) if isinstance(share, float) else cfg
+
+
 # `train.patience: auto` (data.auto): many series' validation loss (one window per series and step) plateaus for longer
 # than one series' (M3 quarterly and monthly validation: 50 epochs beat 20; docs/bring-your-own-series.md)
 ONE_SERIES_PATIENCE = 20
@@ -322,6 +329,8 @@ class ModelConfig(_Frozen):
     normalised on its own training rows; `local` trains one model per series."""
     theta_weight: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = AUTO
     """Weight of the Theta method's forecast (each series' target up to the origin, deseasonalised where seasonal; pipeline.model.theta) in a weighted mean with the network's, in evaluation, intervals and serving alike: `0`: the network alone; `auto`: chosen after training on the validation origins, the one of 0, 0.1, ..., 1 with the lowest sum of sMAPE and scaled error, each relative to the network alone's (the run logs it as the metric `theta_weight` and the logged model's config holds it)."""
+    theta_weight_served: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["validation", "test", "auto"] = AUTO
+    """Theta's share in the served (logged) model's forecasts, where `model.theta_weight` is `auto`: `validation`, the share the reported test scores were measured with; `test`, chosen again after scoring, as `auto` chooses, on every test origin (the reported test scores keep the validation share). Early stopping chose the network on the validation origins, so there it looks better than it is and Theta's share comes out too small; the test origins were never looked at. `auto`: `test` (docs/bring-your-own-series.md, "Combined with Theta"). A number: that share (a run records the share it chose here, so that `pipeline reproduce` serves it again; the logged model's config holds it as its `model.theta_weight`). Where no series has a test window the evaluated share is served."""
     theta_method: Literal["dynamic", "standard"] = "dynamic"
     """The Theta method `model.theta_weight` combines with: `dynamic`, the dynamic optimised Theta model (its line refit at every row on the rows up to it, theta optimised from 1 to 10 with the smoothing weight); `standard`, the classic Theta method (theta 2). A model logged before this setting combines with `standard`, as it was evaluated (docs/bring-your-own-series.md, "Combined with Theta")."""
     theta_seasonality: Literal["any", "positive"] = "any"

@@ -60,11 +60,14 @@ did when it was logged. A model that does not combine (weight 0) is still writte
 
 Format version 9 is a model refit on every row (`train.refit`): version 6, 7 or 8 with one directory more,
 `evaluated/`, itself a model directory of version 6, 7 or 8 and of the same config: the model early stopping
-kept, which the run's scores measured (the promotion gate re-scores a refit champion with it).
+kept, which the run's scores measured (the promotion gate re-scores a refit champion with it). Its
+`model.theta_weight` may differ from the served model's: the share its scores were measured with, where the served
+one was chosen again on the test origins (`model.theta_weight_served`).
 
 Settings added since version 9 that old code refuses (a config of unknown fields or values), and so need no
-version of their own: `model.window_norm: standard`, and `model.theta_seasonality`, which a saved config that
-does not name it reads as `positive` (Theta as those models were evaluated, `theta_of_old`).
+version of their own: `model.window_norm: standard`; `model.theta_seasonality`, which a saved config that
+does not name it reads as `positive` (Theta as those models were evaluated, `theta_of_old`); and
+`model.theta_weight_served`, the share of Theta the served model was given (its `model.theta_weight`).
 
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
@@ -302,11 +305,15 @@ def load_bundle(path: Path) -> ForecastBundle:
 
 
 def load_evaluated(path: Path, config: PipelineConfig) -> ForecastBundle:
-    """The evaluated model of a refit one (format 9): a model directory of the same config, holding none of its own."""
+    """The evaluated model of a refit one (format 9): a model directory of the same config but for Theta's share (the
+    served model's may have been chosen again on the test origins, `model.theta_weight_served`), holding none of its
+    own."""
     evaluated = load_bundle(path)
-    if evaluated.evaluated is not None or evaluated.config != config:
+    share = {"theta_weight": config.model.theta_weight}
+    if evaluated.evaluated is not None or evaluated.config.with_overrides(model=share) != config:
         refuse(path / "contract.json", "not the evaluated model of the model around it",
-               f"{EVALUATED_DIR}/ holds a model of the same config as its refit model, with no {EVALUATED_DIR}/ of its own")
+               f"{EVALUATED_DIR}/ holds a model of the same config as its refit model (Theta's share aside), with no "
+               f"{EVALUATED_DIR}/ of its own")
     return evaluated
 
 

@@ -73,9 +73,10 @@ def rescore(model_uri: str, raw_rows: pd.DataFrame, target: str, score_table: Ca
     bundle = getattr(model.unwrap_python_model(), "bundle", None)
     if bundle is not None and bundle.config.data.target != target:
         return Score(None, 0, f"forecasts {bundle.config.data.target!r}, not {target!r}: not comparable")
-    if bundle is not None and history is not None and theta_weight(bundle.config):
-        raw_rows = history
     evaluated = bundle is not None and bundle.evaluated is not None  # refit: score the model its run evaluated
+    scored = bundle.evaluated if evaluated else bundle
+    if scored is not None and history is not None and theta_weight(scored.config):
+        raw_rows = history
     try:
         table = model.predict(raw_rows, params={"all_windows": True, **({"evaluated": True} if evaluated else {})})
     except Exception as exc:  # noqa: BLE001 - e.g. the data lack a column it needs

@@ -343,9 +343,38 @@ def with_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, Ser
     series' errors over its interval scale), each relative to the network alone's. 0 without validation rows."""
     if cfg.model.theta_weight != AUTO:
         return cfg
+    return cfg.with_overrides(model={"theta_weight": best_theta_weight(model_for, panel, preps, cfg)})
+
+
+def served_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], asked: PipelineConfig,
+                        evaluated: PipelineConfig) -> PipelineConfig:
+    """`evaluated` (its `model.theta_weight` settled on the validation origins) with the share the logged model
+    serves recorded as `model.theta_weight_served` (`settings.served_config` serves it): the evaluated share, or with
+    `test` the share chosen again, as `with_theta_weight` chooses, on every test origin; a number `asked` names
+    itself. The evaluated share where `asked` gave the share as a number or no series has a test window."""
+    asked_share, share = asked.model.theta_weight_served, theta_weight(evaluated)
+    if isinstance(asked_share, float):
+        share = asked_share
+    elif (asked.model.theta_weight == AUTO and settled(asked_share, "test") == "test"
+          and any(len(p.windows["test"]) for p in preps.values() if p.trainable)):
+        share = best_theta_weight(model_for, panel, test_origins(preps), evaluated)
+    return evaluated.with_overrides(model={"theta_weight_served": share})
+
+
+def test_origins(preps: Mapping[str, SeriesPrep]) -> dict[str, SeriesPrep]:
+    """Each series' preparation with its test part where its validation part was: `calibration_forecasts` and
+    `calibration_theta` then forecast from every test origin."""
+    return {sid: replace(p, bounds=SplitBounds(p.bounds.n_rows, p.bounds.test_start, p.bounds.n_rows))
+            for sid, p in preps.items()}
+
+
+def best_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep],
+                      cfg: PipelineConfig) -> float:
+    """The weight of `theta.CHOICES` whose combined forecasts from the validation origins of `preps` score best
+    (`with_theta_weight`); 0 without validation rows."""
     network = calibration_forecasts(model_for, panel, preps, cfg.with_overrides(model={"theta_weight": 0.0}))
     if not network:
-        return cfg.with_overrides(model={"theta_weight": 0.0})
+        return 0.0
     by_theta = calibration_theta(panel, preps, cfg)
     scales = series_scales(panel, preps, cfg)
     actual = np.concatenate([fc.actual.ravel() for fc in network.values()])
@@ -368,8 +397,7 @@ def with_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, Ser
     def relative(weight: float) -> float:
         return sum(e / b if b > 0 else (0.0 if e == 0 else np.inf) for e, b in zip(errors(weight), base))
 
-    best = min(theta.CHOICES, key=relative)
-    return cfg.with_overrides(model={"theta_weight": best})
+    return min(theta.CHOICES, key=relative)
 
 
 def forecast_splits(model_for: ModelFor, panel: Panel, preps: Mapping[str, SeriesPrep], cfg: PipelineConfig,
@@ -393,9 +421,8 @@ def served_calibration(model_for: ModelFor, panel: Panel, preps: Mapping[str, Se
     `evaluated` where the test part has no window or intervals are off."""
     if evaluated is None or settled(cfg.intervals.served, "validation") != "test":
         return evaluated
-    tested = {sid: replace(p, bounds=SplitBounds(p.bounds.n_rows, p.bounds.test_start, p.bounds.n_rows))
-              for sid, p in preps.items()}
-    refitted = calibrate_panel(calibration_forecasts(model_for, panel, tested, cfg), series_scales(panel, preps, cfg), cfg)
+    refitted = calibrate_panel(calibration_forecasts(model_for, panel, test_origins(preps), cfg),
+                               series_scales(panel, preps, cfg), cfg)
     return refitted or evaluated
 
 

@@ -1,0 +1,101 @@
+"""Which origins the served model's share of Theta should be chosen on (`model.theta_weight_served`), measured as
+the suite runs the product, on validation carved from the training files only (no test file is read).
+
+Each series' last H rows of a `*-train.csv` are the held-out rows. The product sees the rest with
+`split: {val: H, test: H}`: it trains on the rows before its validation part, chooses Theta's share on the validation
+origins (`model.theta_weight: auto`, what its test scores use), scores its test part, is refit on every row it saw
+(`train.refit`, for the epochs early stopping chose) and, once served, forecasts the held-out rows from the end of
+what it saw. Its share there is the validation one (`validation`) or one chosen again on the test origins (`test`,
+`steps.served_theta_weight`):
+
+    python bench/served_theta.py m3-yearly m3-quarterly m3-monthly --seeds 1,2
+    python bench/served_theta.py m4-hourly --series 100
+
+Prints, per set and seed, the share each choice gives and the sMAPE and MASE of the held-out forecasts with it (the
+same refit network for both), then those of every share. Series with no row before their held-out part are left out
+(`data.on_bad_series: skip`). Figures: docs/bring-your-own-series.md, "Combined with Theta".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
+
+from bench.auto_validation import horizon_of, load_set  # noqa: E402
+from pipeline.config.settings import PipelineConfig  # noqa: E402
+from pipeline.data import panel  # noqa: E402
+from pipeline.data.reading import RawData  # noqa: E402
+from pipeline.evaluation import metrics  # noqa: E402
+from pipeline.features.windows import input_rows_needed  # noqa: E402
+from pipeline.model import theta  # noqa: E402
+from pipeline.model.training import fit_network  # noqa: E402
+from pipeline.training import steps  # noqa: E402
+
+
+def prepared(frame, cfg: PipelineConfig, name: str):
+    """The frame's panel and each series' preparation under `cfg` (its `auto` settings resolved on this frame)."""
+    source = RawData(frame=frame.reset_index(drop=True), source=name, digest="")
+    cfg, data = panel.resolve_panel(source, cfg, panel.validate_panel(source, cfg, min_rows=input_rows_needed(cfg)))
+    return cfg, data, steps.prepare_panel(data, cfg)
+
+
+def run(name: str, seed: int, series: int | None) -> dict:
+    frame, data_section = load_set(name, series, seed)
+    h = horizon_of(name, None)
+    key = data_section["series_column"]
+    seen = frame[frame.groupby(key).cumcount(ascending=False) >= h]  # all but each series' held-out rows
+    asked = PipelineConfig.model_validate({"name": f"served-{name}", "data": {"source": name, **data_section,
+                                                                               "on_bad_series": "skip"},
+                                           "window": {"horizon": h}, "split": {"val": h, "test": h},
+                                           "train": {"seed": seed}, "model": {"theta_weight_served": "test"}})
+    asked, data, preps = prepared(seen, asked, name)
+    fit = steps.fit_panel(preps, asked)
+    evaluated = steps.with_theta_weight(fit.model_for, data, preps, asked)
+    recorded = steps.served_theta_weight(fit.model_for, data, preps, asked, evaluated)
+    refit = fit_network(asked, steps.stacked(steps.refit_panel(data, asked))["train"], None,
+                        epochs=fit.best_epochs()["*"])
+    # the held-out rows are the test part of the whole frame: its one window per series forecasts them from the end
+    # of what the product saw (the same resolved settings; the refit network reads only the rows before them)
+    resolved = evaluated.with_overrides(split={"val": h, "test": h})
+    _, whole, whole_preps = prepared(frame[frame[key].isin(list(preps))], resolved, name)
+    by_share = {w: steps.forecast_panel(lambda _: refit.model, whole, whole_preps,
+                                        resolved.with_overrides(model={"theta_weight": w}), "test")
+                for w in theta.CHOICES}
+    season = resolved.evaluate.season_length if isinstance(resolved.evaluate.season_length, int) else 1
+
+    def scores(w: float) -> list[float]:
+        smape, mase = [], []
+        for sid, fc in by_share[w].items():
+            y, yhat = fc.actual[-1], fc.predicted[-1]
+            smape.append(metrics.smape(y, yhat))
+            mase.append(metrics.mase(y, yhat, metrics.mase_scale(whole.series[sid][resolved.data.target].to_numpy(
+                dtype=float)[:-h], season)))
+        return [round(float(np.nanmean(smape)), 3), round(float(np.nanmean(mase)), 4)]
+
+    chosen = {"validation": evaluated.model.theta_weight, "test": recorded.model.theta_weight_served}
+    return {"set": name, "seed": seed, "series": len(by_share[0.0]),
+            **{k: [w, *scores(w)] for k, w in chosen.items()}, "every share": {w: scores(w) for w in theta.CHOICES}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sets", nargs="+", help="m3-yearly, m3-quarterly, m3-monthly, m4-hourly")
+    p.add_argument("--seeds", default="1")
+    p.add_argument("--series", type=int, default=None, help="a random subset of this many series")
+    args = p.parse_args(argv)
+    import logging
+    logging.basicConfig(level=logging.ERROR)
+    for name in args.sets:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            print(json.dumps(run(name, seed, args.series)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
