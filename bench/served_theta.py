@@ -10,6 +10,7 @@ what it saw. Its share there is the validation one (`validation`) or one chosen 
 
     python bench/served_theta.py m3-yearly m3-quarterly m3-monthly --seeds 1,2
     python bench/served_theta.py m4-hourly --series 100
+    python bench/served_theta.py SBUX AAPL NFLX WMT --split '{"val": 60, "test": 60}' --origins 5
 
 Prints, per set and seed, the share each choice gives and the sMAPE and MASE of the held-out forecasts with it (the
 same refit network for both), then those of every share. Series with no row before their held-out part are left out
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,25 +48,31 @@ def prepared(frame, cfg: PipelineConfig, name: str):
     return cfg, data, steps.prepare_panel(data, cfg)
 
 
-def run(name: str, seed: int, series: int | None) -> dict:
+def run(name: str, seed: int, series: int | None, split: dict | None = None, cut: int = 0) -> dict:
     frame, data_section = load_set(name, series, seed)
+    if "series_column" not in data_section:  # a price CSV: a panel of one
+        frame, data_section = frame.assign(series=name), {**data_section, "series_column": "series"}
     h = horizon_of(name, None)
     key = data_section["series_column"]
+    frame = frame[frame.groupby(key).cumcount(ascending=False) >= cut]  # an earlier origin: `cut` rows fewer
     seen = frame[frame.groupby(key).cumcount(ascending=False) >= h]  # all but each series' held-out rows
     asked = PipelineConfig.model_validate({"name": f"served-{name}", "data": {"source": name, **data_section,
                                                                                "on_bad_series": "skip"},
-                                           "window": {"horizon": h}, "split": {"val": h, "test": h},
+                                           "window": {"horizon": h}, "split": split or {"val": h, "test": h},
                                            "train": {"seed": seed}, "model": {"theta_weight_served": "test"}})
     asked, data, preps = prepared(seen, asked, name)
     fit = steps.fit_panel(preps, asked)
     evaluated = steps.with_theta_weight(fit.model_for, data, preps, asked)
     recorded = steps.served_theta_weight(fit.model_for, data, preps, asked, evaluated)
-    refit = fit_network(asked, steps.stacked(steps.refit_panel(data, asked))["train"], None,
-                        epochs=fit.best_epochs()["*"])
+    every_row = steps.refit_panel(data, asked)
+    refit = fit_network(asked, steps.stacked(every_row)["train"], None, epochs=fit.best_epochs()["*"])
     # the held-out rows are the test part of the whole frame: its one window per series forecasts them from the end
     # of what the product saw (the same resolved settings; the refit network reads only the rows before them)
-    resolved = evaluated.with_overrides(split={"val": h, "test": h})
+    resolved = evaluated.with_overrides(split={"val": h, "test": h}, window={"lookback": evaluated.window.lookback})
     _, whole, whole_preps = prepared(frame[frame[key].isin(list(preps))], resolved, name)
+    for sid, prep in whole_preps.items():  # the refit's preprocessing (its scalers fitted on every row it saw)
+        pre = every_row[sid].pre
+        whole_preps[sid] = replace(prep, pre=pre, windows=pre.windows(whole.series[sid], prep.bounds))
     by_share = {w: steps.forecast_panel(lambda _: refit.model, whole, whole_preps,
                                         resolved.with_overrides(model={"theta_weight": w}), "test")
                 for w in theta.CHOICES}
@@ -80,21 +88,27 @@ def run(name: str, seed: int, series: int | None) -> dict:
         return [round(float(np.nanmean(smape)), 3), round(float(np.nanmean(mase)), 4)]
 
     chosen = {"validation": evaluated.model.theta_weight, "test": recorded.model.theta_weight_served}
-    return {"set": name, "seed": seed, "series": len(by_share[0.0]),
+    return {"set": name, "seed": seed, "cut": cut, "series": len(by_share[0.0]),
             **{k: [w, *scores(w)] for k, w in chosen.items()}, "every share": {w: scores(w) for w in theta.CHOICES}}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sets", nargs="+", help="m3-yearly, m3-quarterly, m3-monthly, m4-hourly")
+    p.add_argument("sets", nargs="+", help="m3-yearly, m3-quarterly, m3-monthly, m4-hourly, or a price CSV's name "
+                                           "(AAPL: one series, Close, horizon 5)")
     p.add_argument("--seeds", default="1")
     p.add_argument("--series", type=int, default=None, help="a random subset of this many series")
+    p.add_argument("--split", type=json.loads, default=None, help='the split the product sees, as JSON, e.g. '
+                                                                  '{"val": 60, "test": 60} (default: H and H)')
+    p.add_argument("--origins", type=int, default=1, help="forecast the held-out rows from this many origins, each H "
+                                                          "rows before the next (one series: more than one window)")
     args = p.parse_args(argv)
     import logging
     logging.basicConfig(level=logging.ERROR)
     for name in args.sets:
         for seed in (int(s) for s in args.seeds.split(",")):
-            print(json.dumps(run(name, seed, args.series)), flush=True)
+            for k in range(args.origins):
+                print(json.dumps(run(name, seed, args.series, args.split, k * horizon_of(name, None))), flush=True)
 
 
 if __name__ == "__main__":
