@@ -357,11 +357,11 @@ def served_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, S
         share = asked_share
     elif (asked.model.theta_weight == AUTO and settled(asked_share, "test") == "test"
           and any(len(p.windows["test"]) for p in preps.values() if p.trainable)):
-        share = best_theta_weight(model_for, panel, test_origins(preps), evaluated)
+        share = best_theta_weight(model_for, panel, at_test_origins(preps), evaluated)
     return evaluated.with_overrides(model={"theta_weight_served": share})
 
 
-def test_origins(preps: Mapping[str, SeriesPrep]) -> dict[str, SeriesPrep]:
+def at_test_origins(preps: Mapping[str, SeriesPrep]) -> dict[str, SeriesPrep]:
     """Each series' preparation with its test part where its validation part was: `calibration_forecasts` and
     `calibration_theta` then forecast from every test origin."""
     return {sid: replace(p, bounds=SplitBounds(p.bounds.n_rows, p.bounds.test_start, p.bounds.n_rows))
@@ -421,7 +421,7 @@ def served_calibration(model_for: ModelFor, panel: Panel, preps: Mapping[str, Se
     `evaluated` where the test part has no window or intervals are off."""
     if evaluated is None or settled(cfg.intervals.served, "validation") != "test":
         return evaluated
-    refitted = calibrate_panel(calibration_forecasts(model_for, panel, test_origins(preps), cfg),
+    refitted = calibrate_panel(calibration_forecasts(model_for, panel, at_test_origins(preps), cfg),
                                series_scales(panel, preps, cfg), cfg)
     return refitted or evaluated
 
