@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from flows.training import training_flow
+from pipeline.config.settings import theta_weight
 from pipeline.errors import DataError
 from pipeline.evaluation.intervals import conformal_quantile
+from pipeline.serving.forecast import ForecastModel
 from pipeline.tracking.registry import get_aliases
 from tests.integration.conftest import TOLERANT
 
@@ -56,22 +60,29 @@ def test_flow_tracks_registers_and_serves_the_champion(tiny_run, prices):
     assert scores["test_rmse"].dataset_digest == run.data.tags["data_digest"]
     assert {"test_naive_rmse", "val_rmse", "train_rmse"} <= set(scores)
 
-    # the registered pyfunc predicts exactly what the in-process model predicted on the test part
+    # the registered pyfunc's network predicts exactly what the in-process model predicted on the test part, at the
+    # share of Theta the scores were measured with; it serves the share chosen again on the test origins
     model = mlflow.pyfunc.load_model("models:/tiny-forecaster@champion")
+    bundle = model.unwrap_python_model().bundle
+    assert theta_weight(bundle.config) == run.data.metrics["theta_weight_served"]
     in_process = summary.test_forecasts
-    # the same windows as the test part (lookback 5 + 1 warm-up row; the last row has no target)
-    rows = prices.iloc[:-1].tail(len(in_process) + 5)
+    # every window up to the test part's last (the last row has no target); Theta reads each one's whole history
+    rows = prices.iloc[:-1]
     served = model.predict(rows, params={"all_windows": True})
-    assert len(served) == len(in_process)
-    first_dates = served[served["step"] == 1].set_index("date")["forecast"]
+    assert len(served) == len(rows) - 5 and set(in_process["date"]) <= set(served["date"])  # lookback 5 + warm-up 1
+    as_evaluated = ForecastModel()
+    as_evaluated.use(dataclasses.replace(bundle, config=bundle.config.with_overrides(
+        model={"theta_weight": run.data.metrics["theta_weight"]})))
+    evaluated = as_evaluated.forecast(rows, all_windows=True)
+    first_dates = evaluated[evaluated["step"] == 1].set_index("date")["forecast"]
     np.testing.assert_array_equal(first_dates.loc[in_process["date"]].to_numpy(), in_process["forecast"].to_numpy())
     # the served intervals (the model's intervals.json) are fitted again on the test windows' errors, the origins
     # nearest to where a model that is not refit forecasts from (intervals.served: auto -> test); the run's test
     # scores keep the intervals fitted on the validation windows
     assert run.data.params["intervals.served"] == "test"
     actual = prices.set_index("Date").loc[in_process["date"], "Close"].to_numpy(dtype=float)
-    errors = np.abs(actual - in_process["forecast"].to_numpy())
     by_date = served[served["step"] == 1].set_index("date").loc[in_process["date"]]
+    errors = np.abs(actual - by_date["forecast"].to_numpy())  # the served forecasts' own errors (the served share)
     for level in (80, 95):
         half, _ = conformal_quantile(errors, level)
         np.testing.assert_allclose((by_date[f"upper_{level}"] - by_date["forecast"]).to_numpy(), half, rtol=1e-6)
@@ -90,8 +101,9 @@ def test_a_quantile_head_is_tracked_registered_and_served_with_its_intervals(pre
                                                                               write_config, prices):
     """`model.quantiles` and `intervals.method: quantile` through the whole flow: the logged model is format 5
     and the registered pyfunc answers the training run's own (conformalized quantile) intervals."""
-    config = write_config(registry=TOLERANT, model={"quantiles": [0.025, 0.1, 0.9, 0.975]},
-                          intervals={"method": "quantile", "served": "validation"})
+    config = write_config(registry=TOLERANT, model={"quantiles": [0.025, 0.1, 0.9, 0.975],
+                                                    "theta_weight_served": "validation"},
+                          intervals={"method": "quantile", "served": "validation"})  # served as evaluated
     summary = training_flow(config_path=config)
     run = MlflowClient(mlflow_store).get_run(summary.run_id)
     assert run.data.params["model.quantiles"] == "[0.025, 0.1, 0.9, 0.975]"
