@@ -196,3 +196,16 @@ def test_the_served_share_is_chosen_again_on_the_test_origins(tmp_path: Path) ->
         alone.load(steps.bundle(steps.PanelFit(shared=TrainResult(model=model)), preps, recorded.with_overrides(
             model={"theta_weight": weight})).save(tmp_path / f"alone-{weight}"))
         np.testing.assert_allclose(forecast["forecast"], alone.forecast(rows)["forecast"], rtol=1e-6)
+
+
+def test_the_summary_names_the_scored_and_the_served_share() -> None:
+    from pipeline.tracking.run_report import metrics_table, theta_summary
+
+    both = {"test_rmse": 1.0, "theta_weight": 0.1, "theta_weight_served": 0.9}
+    assert theta_summary(both) == ("Theta's share of the forecasts: 0.1 in the test scores (chosen on the validation "
+                                   "origins); the logged model serves 0.9 (chosen on the test origins)")
+    assert theta_summary(both) in metrics_table(both)  # the run's description too
+    assert theta_summary({"theta_weight": 0.4, "theta_weight_served": 0.4}).endswith("0.4 (scored and served)")
+    assert theta_summary({"theta_weight": 0.3}).endswith("0.3 (scored and served)")  # a run logged before the setting
+    assert theta_summary({"theta_weight": 0.0, "theta_weight_served": 0.0}) is None
+    assert theta_summary({"test_rmse": 1.0}) is None

@@ -132,7 +132,23 @@ def metrics_table(metrics: Mapping[str, float], measure: tuple[str, str] | None 
     intervals = interval_summary(metrics)
     if intervals:
         rows += ["", intervals[0].upper() + intervals[1:]]
+    theta = theta_summary(metrics)
+    if theta:
+        rows += ["", theta]
     return rows
+
+
+def theta_summary(metrics: Mapping[str, float]) -> str | None:
+    """One line on Theta's share of the forecasts (`model.theta_weight`): the share the test scores were measured
+    with and, where it differs, the one the logged model serves (`model.theta_weight_served`); None where both are 0
+    or the run combined nothing."""
+    scored, served = metrics.get("theta_weight"), metrics.get("theta_weight_served", metrics.get("theta_weight"))
+    if not scored and not served:
+        return None
+    if served == scored:
+        return f"Theta's share of the forecasts: {_num(scored)} (scored and served)"
+    return (f"Theta's share of the forecasts: {_num(scored)} in the test scores (chosen on the validation origins); "
+            f"the logged model serves {_num(served)} (chosen on the test origins)")
 
 
 def interval_summary(metrics: Mapping[str, float], prefix: str = "test") -> str | None:
