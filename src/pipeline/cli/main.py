@@ -155,8 +155,8 @@ def print_training_summary(summary: TrainingSummary) -> None:
         print_single_series_table(m, summary.gate[1])
     print(headline(m, summary.gate))  # against the baseline the gate holds the model to
     print(interval_summary(m) or "test intervals: none fitted")
-    if theta_summary(m):
-        print(theta_summary(m))
+    if theta := theta_summary(m):
+        print(theta)
     if summary.version:
         print(f"Registered model:  {summary.model_name} version {summary.version} -> @{summary.alias}")
         print(f"  {summary.reason}")
