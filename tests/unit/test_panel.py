@@ -13,6 +13,7 @@ from pipeline.data import panel
 from pipeline.data.reading import RawData, load_prices
 from pipeline.errors import DataError
 from pipeline.features.windows import split_by_time
+from pipeline.model import theta
 from pipeline.training import steps
 from tests.conftest import long_config_dict, make_long
 
@@ -441,7 +442,7 @@ def test_the_intervals_are_calibrated_on_every_validation_origin(tmp_path: Path)
     assert all(lo < hi for lo, hi in zip(calibration.model.quantiles[80], calibration.model.quantiles[95]))
 
 
-@pytest.mark.parametrize("method", ["dynamic", "standard"])
+@pytest.mark.parametrize("method", theta.METHODS)
 def test_theta_alone_at_the_validation_origins_is_the_combination_at_weight_one(tmp_path: Path, method: str) -> None:
     """Choosing Theta's share reads Theta's forecasts alone from the validation origins without running the
     network again: they are the combined forecasts at weight 1, origin for origin, series for series."""

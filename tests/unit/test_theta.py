@@ -92,14 +92,50 @@ def test_the_dynamic_model_matches_the_state_space_written_out(drift: float) -> 
     rng = np.random.default_rng(2)
     y = 80 + np.cumsum(rng.normal(drift, 1, 160)) + 6 * np.sin(np.arange(160) * 2 * np.pi / 4)
     last = np.array([2, 9, 40, 159])
-    got = theta.theta_forecasts(y, last, 5, 4)  # the default method
+    got = theta.theta_forecasts(y, last, 5, 4, "dynamic")
     for i, end in enumerate(last):
         np.testing.assert_allclose(got[i], dynamic_reference(y[:end + 1], 5, 4), rtol=1e-6)
 
 
+def damped_reference(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """Damped Holt written out plainly for one history: one loop over its rows per grid point, the point with the
+    least one-step squared error forecasting."""
+    x, factors, offsets = deseasonalised(history, horizon, season)
+    first = max(1, min(len(x) - 1, theta.DAMPED_START))
+    best = (np.inf, None)
+    for alpha, beta, phi in theta.DAMPED_GRID:
+        level, trend = x[0], (x[min(first, len(x) - 1)] - x[0]) / first
+        sse = 0.0
+        for value in x[1:]:
+            error = value - (level + phi * trend)
+            sse += error ** 2
+            level, trend = level + phi * trend + alpha * error, phi * trend + alpha * beta * error
+        if sse < best[0]:
+            best = (sse, [level + sum(phi ** j for j in range(1, h + 1)) * trend for h in range(1, horizon + 1)])
+    return np.array(best[1]) * factors + offsets
+
+
+@pytest.mark.parametrize("drift", [0.3, -0.5])
+def test_dynamic_damped_is_the_mean_of_the_dynamic_model_and_damped_holt_written_out(drift: float) -> None:
+    rng = np.random.default_rng(5)
+    y = 60 + np.cumsum(rng.normal(drift, 1, 120)) + 5 * np.sin(np.arange(120) * 2 * np.pi / 4)
+    last = np.array([0, 1, 2, 7, 33, 119])
+    got = theta.theta_forecasts(y, last, 6, 4, "dynamic+damped")
+    alone = theta.theta_forecasts(y, last, 6, 4, "dynamic")
+    for i, end in enumerate(last):
+        np.testing.assert_allclose(2 * got[i] - alone[i], damped_reference(y[:end + 1], 6, 4), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(theta.theta_forecasts(y, last, 6, 4), got)  # the default method
+
+
+def test_damped_holt_continues_a_straight_line_and_a_level() -> None:
+    """A line fits every grid point without error; a tie goes to the first, undamped."""
+    X = np.array([[3.0, 5.0, 7.0, 9.0, 11.0], [4.0, 4.0, 4.0, 0.0, 0.0]])
+    np.testing.assert_allclose(theta.damped(X, np.array([5, 3]), 3), [[13.0, 15.0, 17.0], [4.0, 4.0, 4.0]])
+
+
 def test_the_dynamic_model_keeps_theta_in_its_range() -> None:
     y = np.r_[np.zeros(20), np.arange(1.0, 21.0) ** 2] + 100  # a trend that a theta beyond 10 would follow further
-    capped = theta.theta_forecasts(y, np.array([39]), 3, None)[0]
+    capped = theta.theta_forecasts(y, np.array([39]), 3, None, "dynamic")[0]
     np.testing.assert_allclose(capped, dynamic_reference(y, 3, 1), rtol=1e-6)
 
 
@@ -125,16 +161,19 @@ def test_a_steady_season_through_zero_is_forecast_exactly_with_additive_indices(
     np.testing.assert_allclose(got, [1.0, -1.0, 2.0, -2.0, 1.0, -1.0], atol=1e-9)
     np.testing.assert_allclose(got, theta.theta_forecasts(y, np.array([47]), 6, 4, "dynamic", "any")[0])
     np.testing.assert_allclose(theta.theta_forecasts(y, np.array([47]), 4, 4, "dynamic", "positive"),
-                               theta.theta_forecasts(y, np.array([47]), 4, None))
+                               theta.theta_forecasts(y, np.array([47]), 4, None, "dynamic"))
     with pytest.raises(ValueError, match="unknown Theta seasonality"):
         theta.theta_forecasts(y, np.array([47]), 4, 4, "dynamic", "multiplicative")
 
 
 def test_an_empty_or_broken_history_has_no_forecast() -> None:
     y = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
-    got = theta.theta_forecasts(y, np.array([-1, 1, 3]), 2, None)
+    got = theta.theta_forecasts(y, np.array([-1, 1, 3]), 2, None, "dynamic")
     assert np.isnan(got[0]).all() and np.isnan(got[2]).all()
     np.testing.assert_allclose(got[1], [2.0, 2.0])  # two rows leave no error to fit theta on: the last row
+    # damped Holt continues two rows' step, and one row is forecast as it is
+    np.testing.assert_allclose(theta.theta_forecasts(y, np.array([1]), 2, None, "dynamic+damped")[0], [2.5, 3.0])
+    np.testing.assert_allclose(theta.theta_forecasts(y, np.array([0]), 2, None, "dynamic+damped")[0], [1.0, 1.0])
     np.testing.assert_allclose(theta.theta_forecasts(y, np.array([1]), 2, None, "standard")[0], reference(y[:2], 2, 1))
 
 
@@ -160,5 +199,5 @@ def test_long_histories_stay_quick(season: int | None, method: str) -> None:
 
 
 def test_an_unknown_method_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown Theta method 'optimal'; one of dynamic, standard"):
+    with pytest.raises(ValueError, match="unknown Theta method 'optimal'; one of dynamic\\+damped, dynamic, standard"):
         theta.theta_forecasts(np.arange(1.0, 9.0), np.array([7]), 2, None, "optimal")

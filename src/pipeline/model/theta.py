@@ -24,6 +24,16 @@ and further steps continue the recursion on the forecasts themselves. The one-st
 linear in k = 1 - 1/theta for a given alpha, so their least-squares k is exact (theta from 1 to `THETA_MAX`);
 alpha is the one of `ALPHAS` whose best theta leaves the least squared error. A history of two rows or fewer
 has no error to fit: its forecast is its last row.
+
+`dynamic+damped`: the mean of the dynamic model's forecast and damped Holt's (Gardner & McKenzie, 1985) of the same
+deseasonalised rows, the two combined as the M4 competition's `Comb` benchmark combined its exponential smoothings.
+Damped Holt forecasts row t from the state after row t-1 as
+
+    mu_t = l_{t-1} + phi b_{t-1},  l_t = mu_t + alpha e_t,  b_t = phi b_{t-1} + alpha beta e_t,  e_t = x_t - mu_t,
+
+from l_0 = x_0 and b_0 the mean step of the first rows (up to `DAMPED_START`); step h ahead of the last row is
+l + (phi + ... + phi^h) b. (alpha, beta, phi) is the one of the grid `DAMPED_GRID` with the least one-step squared
+error. A history of one row is forecast as that row.
 """
 
 from __future__ import annotations
@@ -40,7 +50,12 @@ BLOCK_CELLS = 2_000_000  # ... or fewer, so that the matrix stays within 16 MB o
 ALPHAS = np.concatenate([np.linspace(0.02, 0.3, 15), np.linspace(0.35, 1.0, 14)])
 THETA_MAX = 10.0  # the dynamic model's theta lies in [1, THETA_MAX]
 SCORED_FROM = 2  # the dynamic model's one-step errors count from the third row (two rows make the first line)
-METHODS = ("dynamic", "standard")
+METHODS = ("dynamic+damped", "dynamic", "standard")
+DAMPED_GRID = np.array([(a, b, p) for a in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)  # smoothing weight alpha ...
+                        for b in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)  # ... the trend's beta (relative to alpha) ...
+                        for p in (1.0, 0.98, 0.95, 0.9, 0.8)])  # ... and the damping phi (a tie: the first)
+DAMPED_BLOCK = 64  # histories damped Holt runs at once (its states: grid points x histories)
+DAMPED_START = 3  # damped Holt's first trend: the mean step of the first rows, up to this many steps
 SEASONALITIES = ("any", "positive")  # seasonal rows deseasonalised: all (additive where not positive), positive only
 SEASONAL_Z = 1.645  # the 90 % one-sided test of the M4 benchmarks' seasonality check
 
@@ -90,7 +105,7 @@ def additive_indices(x: np.ndarray, season: int) -> np.ndarray:
 
 
 def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, season: int | None,
-                    method: str = "dynamic", seasonality: str = "any") -> np.ndarray:
+                    method: str = "dynamic+damped", seasonality: str = "any") -> np.ndarray:
     """Theta forecasts (len(last_rows), horizon) of `levels` by `method` (one of `METHODS`): row i from the rows up
     to last_rows[i] (inclusive), for the `horizon` rows after it; NaN where that history is empty or not finite.
     `seasonality` (one of `SEASONALITIES`): which seasonal histories are deseasonalised (the module docstring)."""
@@ -132,7 +147,7 @@ def block_forecasts(y: np.ndarray, lengths: np.ndarray, horizon: int, m: int, me
                 x = x - idx[np.arange(n) % m]
                 offsets[i] = idx[(n - 1 + steps) % m]
         X[i, :n] = x
-    lines = standard if method == "standard" else dynamic
+    lines = {"standard": standard, "dynamic": dynamic, "dynamic+damped": dynamic_damped}[method]
     return lines(X, lengths, horizon) * factors + offsets
 
 
@@ -200,6 +215,47 @@ def dynamic(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
     return out
 
 
+def dynamic_damped(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
+    """The mean of the dynamic optimised Theta model's forecasts and damped Holt's of each row's history."""
+    return 0.5 * dynamic(X, lengths, horizon) + 0.5 * damped(X, lengths, horizon)
+
+
+def damped(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
+    """Damped Holt's forecasts of each row's history (X[i, :lengths[i]]), its parameters the ones of `DAMPED_GRID`
+    with the least one-step squared error on that history (the module docstring). Every grid point runs at once on
+    `DAMPED_BLOCK` histories: the states are (grid points, histories), small enough to stay in the CPU's cache."""
+    return np.concatenate([damped_block(X[i:i + DAMPED_BLOCK, :int(lengths[i:i + DAMPED_BLOCK].max())],
+                                        lengths[i:i + DAMPED_BLOCK], horizon)
+                           for i in range(0, len(lengths), DAMPED_BLOCK)])
+
+
+def damped_block(X: np.ndarray, lengths: np.ndarray, horizon: int) -> np.ndarray:
+    """`damped` on one block of histories."""
+    alpha, beta, phi = (DAMPED_GRID[:, j, None] for j in range(3))
+    gain = alpha * beta
+    rows, last = np.arange(len(lengths)), lengths - 1
+    first = np.clip(np.minimum(last, DAMPED_START), 1, None)
+    level = np.tile(X[:, 0], (len(DAMPED_GRID), 1))
+    trend = np.tile((X[rows, np.minimum(first, last)] - X[:, 0]) / first, (len(DAMPED_GRID), 1))
+    sse = np.zeros_like(level)
+    end_level, end_trend, end_sse = level.copy(), trend.copy(), sse.copy()
+    ends = [np.flatnonzero(last == t) for t in range(X.shape[1])]  # the histories whose last row is row t
+    damped_trend, error, scratch = (np.empty_like(level) for _ in range(3))
+    for t in range(1, X.shape[1]):  # rows past a history's end change only states that are no longer read
+        np.multiply(phi, trend, out=damped_trend)
+        level += damped_trend  # now the forecast of row t
+        np.subtract(X[:, t], level, out=error)
+        sse += np.multiply(error, error, out=scratch)
+        level += np.multiply(alpha, error, out=scratch)
+        np.add(damped_trend, np.multiply(gain, error, out=scratch), out=trend)
+        if len(ends[t]):
+            end_level[:, ends[t]], end_trend[:, ends[t]], end_sse[:, ends[t]] = \
+                level[:, ends[t]], trend[:, ends[t]], sse[:, ends[t]]
+    best = np.argmin(end_sse, axis=0)  # one row: every sse 0, the first grid point, whose forecast is that row
+    damping = np.cumsum(DAMPED_GRID[best, 2, None] ** np.arange(1, horizon + 1), axis=1)
+    return end_level[best, rows, None] + end_trend[best, rows, None] * damping
+
+
 def line(total: np.ndarray, moment: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Intercept A and slope B of the least-squares line through `count` rows at times 1..count, from their sum
     `total` and their time-weighted sum `moment` (sum of time x value); the slope of one row is 0."""
@@ -210,7 +266,7 @@ def line(total: np.ndarray, moment: np.ndarray, count: np.ndarray) -> tuple[np.n
 
 
 def combine(values: np.ndarray, tails: dict[float, np.ndarray], levels: np.ndarray, last_rows: np.ndarray,
-            weight: float, season: int | None, method: str = "dynamic",
+            weight: float, season: int | None, method: str = "dynamic+damped",
             seasonality: str = "any") -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """The network's forecasts (n, horizon) from the histories ending at `last_rows`, combined with Theta's (`method`,
     `seasonality`):

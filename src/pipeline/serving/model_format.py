@@ -66,8 +66,10 @@ one was chosen again on the test origins (`model.theta_weight_served`).
 
 Settings added since version 9 that old code refuses (a config of unknown fields or values), and so need no
 version of their own: `model.window_norm: standard`; `model.theta_seasonality`, which a saved config that
-does not name it reads as `positive` (Theta as those models were evaluated, `theta_of_old`); and
-`model.theta_weight_served`, the share of Theta the served model was given (its `model.theta_weight`).
+does not name it reads as `positive` (Theta as those models were evaluated, `theta_of_old`);
+`model.theta_weight_served`, the share of Theta the served model was given (its `model.theta_weight`); and
+`model.theta_method: dynamic+damped`, the mean of the dynamic Theta model's forecasts and damped Holt's (a format-8
+model: it combines with the dynamic one).
 
 `load_bundle` reads it back and refuses a directory whose format or version it does not know
 (ModelFormatError, naming the versions it reads and the one found). A change to any of these
@@ -318,8 +320,9 @@ def load_evaluated(path: Path, config: PipelineConfig) -> ForecastBundle:
 
 
 def combines_with_dynamic_theta(config: PipelineConfig) -> bool:
-    """Whether a model of this config combines its forecasts with the dynamic Theta model (format 8)."""
-    return theta_weight(config) > 0 and config.model.theta_method == "dynamic"
+    """Whether a model of this config combines its forecasts with the dynamic Theta model (format 8), alone or with
+    damped Holt's (`dynamic+damped`)."""
+    return theta_weight(config) > 0 and config.model.theta_method != "standard"
 
 
 def theta_of_old(config: Any, version: int) -> Any:
