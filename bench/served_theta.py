@@ -11,8 +11,9 @@ what it saw. Its share there is the validation one (`validation`) or one chosen 
     python bench/served_theta.py m3-yearly m3-quarterly m3-monthly --seeds 1,2
     python bench/served_theta.py m4-hourly --series 100
     python bench/served_theta.py SBUX AAPL NFLX WMT --split '{"val": 60, "test": 60}' --origins 5
+    python bench/served_theta.py m3-yearly --origins 3 --theta-methods dynamic,dynamic+damped
 
-Prints, per set and seed, the share each choice gives and the sMAPE and MASE of the held-out forecasts with it (the
+Prints, per set, seed and Theta method, the share each choice gives and the sMAPE and MASE of the held-out forecasts with it (the
 same refit network for both), then those of every share. Series with no row before their held-out part are left out
 (`data.on_bad_series: skip`). Figures: docs/bring-your-own-series.md, "Combined with Theta".
 """
@@ -48,7 +49,8 @@ def prepared(frame, cfg: PipelineConfig, name: str):
     return cfg, data, steps.prepare_panel(data, cfg)
 
 
-def run(name: str, seed: int, series: int | None, split: dict | None = None, cut: int = 0) -> dict:
+def run(name: str, seed: int, series: int | None, split: dict | None = None, cut: int = 0,
+        methods: tuple[str, ...] = ()) -> dict:
     frame, data_section = load_set(name, series, seed)
     if "series_column" not in data_section:  # a price CSV: a panel of one
         frame, data_section = frame.assign(series=name), {**data_section, "series_column": "series"}
@@ -62,34 +64,39 @@ def run(name: str, seed: int, series: int | None, split: dict | None = None, cut
                                            "train": {"seed": seed}, "model": {"theta_weight_served": "test"}})
     asked, data, preps = prepared(seen, asked, name)
     fit = steps.fit_panel(preps, asked)
-    evaluated = steps.with_theta_weight(fit.model_for, data, preps, asked)
-    recorded = steps.served_theta_weight(fit.model_for, data, preps, asked, evaluated)
     every_row = steps.refit_panel(data, asked)
     refit = fit_network(asked, steps.stacked(every_row)["train"], None, epochs=fit.best_epochs()["*"])
-    # the held-out rows are the test part of the whole frame: its one window per series forecasts them from the end
-    # of what the product saw (the same resolved settings; the refit network reads only the rows before them)
-    resolved = evaluated.with_overrides(split={"val": h, "test": h}, window={"lookback": evaluated.window.lookback})
-    _, whole, whole_preps = prepared(frame[frame[key].isin(list(preps))], resolved, name)
-    for sid, prep in whole_preps.items():  # the refit's preprocessing (its scalers fitted on every row it saw)
-        pre = every_row[sid].pre
-        whole_preps[sid] = replace(prep, pre=pre, windows=pre.windows(whole.series[sid], prep.bounds))
-    by_share = {w: steps.forecast_panel(lambda _: refit.model, whole, whole_preps,
-                                        resolved.with_overrides(model={"theta_weight": w}), "test")
-                for w in theta.CHOICES}
-    season = resolved.evaluate.season_length if isinstance(resolved.evaluate.season_length, int) else 1
+    out = {"set": name, "seed": seed, "cut": cut}
+    for method in methods or (asked.model.theta_method,):  # one network, each Theta method's shares
+        config = asked.with_overrides(model={"theta_method": method})
+        evaluated = steps.with_theta_weight(fit.model_for, data, preps, config)
+        recorded = steps.served_theta_weight(fit.model_for, data, preps, config, evaluated)
+        # the held-out rows are the test part of the whole frame: its one window per series forecasts them from the
+        # end of what the product saw (the same resolved settings; the refit network reads only the rows before them)
+        resolved = evaluated.with_overrides(split={"val": h, "test": h},
+                                            window={"lookback": evaluated.window.lookback})
+        _, whole, whole_preps = prepared(frame[frame[key].isin(list(preps))], resolved, name)
+        for sid, prep in whole_preps.items():  # the refit's preprocessing (its scalers fitted on every row it saw)
+            pre = every_row[sid].pre
+            whole_preps[sid] = replace(prep, pre=pre, windows=pre.windows(whole.series[sid], prep.bounds))
+        by_share = {w: steps.forecast_panel(lambda _: refit.model, whole, whole_preps,
+                                            resolved.with_overrides(model={"theta_weight": w}), "test")
+                    for w in theta.CHOICES}
+        season = resolved.evaluate.season_length if isinstance(resolved.evaluate.season_length, int) else 1
 
-    def scores(w: float) -> list[float]:
-        smape, mase = [], []
-        for sid, fc in by_share[w].items():
-            y, yhat = fc.actual[-1], fc.predicted[-1]
-            smape.append(metrics.smape(y, yhat))
-            mase.append(metrics.mase(y, yhat, metrics.mase_scale(whole.series[sid][resolved.data.target].to_numpy(
-                dtype=float)[:-h], season)))
-        return [round(float(np.nanmean(smape)), 3), round(float(np.nanmean(mase)), 4)]
+        def scores(w: float) -> list[float]:
+            smape, mase = [], []
+            for sid, fc in by_share[w].items():
+                y, yhat = fc.actual[-1], fc.predicted[-1]
+                smape.append(metrics.smape(y, yhat))
+                mase.append(metrics.mase(y, yhat, metrics.mase_scale(whole.series[sid][resolved.data.target].to_numpy(
+                    dtype=float)[:-h], season)))
+            return [round(float(np.nanmean(smape)), 3), round(float(np.nanmean(mase)), 4)]
 
-    chosen = {"validation": evaluated.model.theta_weight, "test": recorded.model.theta_weight_served}
-    return {"set": name, "seed": seed, "cut": cut, "series": len(by_share[0.0]),
-            **{k: [w, *scores(w)] for k, w in chosen.items()}, "every share": {w: scores(w) for w in theta.CHOICES}}
+        chosen = {"validation": evaluated.model.theta_weight, "test": recorded.model.theta_weight_served}
+        out[method] = {"series": len(by_share[0.0]), **{k: [w, *scores(w)] for k, w in chosen.items()},
+                       "every share": {w: scores(w) for w in theta.CHOICES}}
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--series", type=int, default=None, help="a random subset of this many series")
     p.add_argument("--split", type=json.loads, default=None, help='the split the product sees, as JSON, e.g. '
                                                                   '{"val": 60, "test": 60} (default: H and H)')
+    p.add_argument("--theta-methods", default="", help="model.theta_method values to compare on the same network, "
+                                                       "e.g. dynamic,dynamic+damped (default: the config's default)")
     p.add_argument("--origins", type=int, default=1, help="forecast the held-out rows from this many origins, each H "
                                                           "rows before the next (one series: more than one window)")
     args = p.parse_args(argv)
@@ -108,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.sets:
         for seed in (int(s) for s in args.seeds.split(",")):
             for k in range(args.origins):
-                print(json.dumps(run(name, seed, args.series, args.split, k * horizon_of(name, None))), flush=True)
+                methods = tuple(m for m in args.theta_methods.split(",") if m)
+                print(json.dumps(run(name, seed, args.series, args.split, k * horizon_of(name, None), methods)),
+                      flush=True)
 
 
 if __name__ == "__main__":

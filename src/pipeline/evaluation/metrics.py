@@ -252,7 +252,7 @@ class Forecasts:
 
 def forecast_split(
     model: Network, pre: Preprocessor, frame: pd.DataFrame, windows: Windows,
-    baselines: EvaluateConfig | None = None, theta: float = 0.0, theta_method: str = "dynamic+damped",
+    baselines: EvaluateConfig | None = None, theta: float = 0.0, theta_method: str = "dynamic",
     theta_seasonality: str = "any",
 ) -> Forecasts:
     """The model's forecasts of one split in original units (combined with Theta's, by `theta_method` and

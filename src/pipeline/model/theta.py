@@ -50,7 +50,7 @@ BLOCK_CELLS = 2_000_000  # ... or fewer, so that the matrix stays within 16 MB o
 ALPHAS = np.concatenate([np.linspace(0.02, 0.3, 15), np.linspace(0.35, 1.0, 14)])
 THETA_MAX = 10.0  # the dynamic model's theta lies in [1, THETA_MAX]
 SCORED_FROM = 2  # the dynamic model's one-step errors count from the third row (two rows make the first line)
-METHODS = ("dynamic+damped", "dynamic", "standard")
+METHODS = ("dynamic", "dynamic+damped", "standard")
 DAMPED_GRID = np.array([(a, b, p) for a in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)  # smoothing weight alpha ...
                         for b in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)  # ... the trend's beta (relative to alpha) ...
                         for p in (1.0, 0.98, 0.95, 0.9, 0.8)])  # ... and the damping phi (a tie: the first)
@@ -105,7 +105,7 @@ def additive_indices(x: np.ndarray, season: int) -> np.ndarray:
 
 
 def theta_forecasts(levels: np.ndarray, last_rows: np.ndarray, horizon: int, season: int | None,
-                    method: str = "dynamic+damped", seasonality: str = "any") -> np.ndarray:
+                    method: str = "dynamic", seasonality: str = "any") -> np.ndarray:
     """Theta forecasts (len(last_rows), horizon) of `levels` by `method` (one of `METHODS`): row i from the rows up
     to last_rows[i] (inclusive), for the `horizon` rows after it; NaN where that history is empty or not finite.
     `seasonality` (one of `SEASONALITIES`): which seasonal histories are deseasonalised (the module docstring)."""
@@ -266,7 +266,7 @@ def line(total: np.ndarray, moment: np.ndarray, count: np.ndarray) -> tuple[np.n
 
 
 def combine(values: np.ndarray, tails: dict[float, np.ndarray], levels: np.ndarray, last_rows: np.ndarray,
-            weight: float, season: int | None, method: str = "dynamic+damped",
+            weight: float, season: int | None, method: str = "dynamic",
             seasonality: str = "any") -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """The network's forecasts (n, horizon) from the histories ending at `last_rows`, combined with Theta's (`method`,
     `seasonality`):

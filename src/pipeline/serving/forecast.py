@@ -43,7 +43,7 @@ def forecast_frame(
     series: str | None = None,
     theta: float = 0.0,
     season: int | None = None,
-    theta_method: str = "dynamic+damped",
+    theta_method: str = "dynamic",
     theta_seasonality: str = "any",
 ) -> pd.DataFrame:
     """Forecasts from validated, date-indexed rows, with the fitted `intervals`' bounds when given
