@@ -314,8 +314,8 @@ def test_short_series_get_a_lookback_they_can_feed_and_only_the_too_short_are_ba
 def test_a_panel_of_short_series_is_served_with_a_short_lookback(tmp_path: Path) -> None:
     """Every series as short as M3's yearly ones (14 to 20 rows, 6 held out twice): the lookback is half the median
     series' rows before its test part, within what the shortest feeds; every series keeps a test window, and the run
-    is not refused."""
-    frame = make_long("ABCDEF", n=20, short={"A": 14, "B": 15}, freq="YS")
+    is not refused: the one long series trains the network that scores them all."""
+    frame = make_long("ABCDEF", n=27, short={"A": 14, "B": 15, "C": 20, "D": 20, "E": 20}, freq="YS")
     path = tmp_path / "long.csv"
     frame.to_csv(path, index=False)
     raw_cfg = long_config_dict(str(path), split={"val": 6, "test": 6}, window={"horizon": 6})
@@ -328,6 +328,7 @@ def test_a_panel_of_short_series_is_served_with_a_short_lookback(tmp_path: Path)
     assert (resolved.window.lookback, resolved.window.pad) == (7, False)
     preps = steps.prepare_panel(kept, resolved)
     assert all(p.trainable and len(p.windows["test"]) == 1 for p in preps.values())
+    assert [sid for sid, p in preps.items() if len(p.windows["train"])] == ["F"]  # 15 training rows: 3 windows
 
 
 def test_a_log_transform_on_a_series_with_zeros_is_a_bad_series_at_validation(tmp_path: Path) -> None:
@@ -490,3 +491,15 @@ def test_every_series_gets_a_positive_interval_scale_however_short_or_flat() -> 
     assert steps.interval_scale(zeros, "y", SplitBounds(n_rows=8, val_start=5, test_start=6), 4) == 1.0
     roomy = SplitBounds(n_rows=8, val_start=6, test_start=7)
     assert steps.interval_scale(short, "y", roomy, 4) == 3.0  # |8 - 5| and |10 - 7|: its training rows suffice
+
+
+def test_a_panel_with_no_training_window_is_refused_naming_the_rows_it_needs(tmp_path: Path) -> None:
+    """Every series has a test window but none a training window: a clear data error, not a failed training."""
+    path = tmp_path / "long.csv"
+    make_long("ABC", n=12).to_csv(path, index=False)
+    cfg = parse_config(long_config_dict(str(path), split={"val": 4, "test": 4},
+                                        window={"lookback": 4, "horizon": 4}))
+    data = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    with pytest.raises(DataError, match=r"no series is long enough to train on: at least one needs a training "
+                                        r"window \(lookback 4 rows and horizon 4 .*the longest, 'A', has 12 rows"):
+        steps.prepare_panel(data, cfg)

@@ -58,6 +58,13 @@ def test_divergence_is_a_clear_error() -> None:
         fit(model(), train, None, TrainConfig(epochs=3, batch_size=None))
 
 
+def test_no_training_window_is_a_clear_error_not_a_division_by_zero() -> None:
+    with pytest.raises(TrainingError, match="no training window to train on"):
+        fit(model(), Windows(X=np.empty((0, 8, 1), dtype=np.float32), y=np.empty((0, 1), dtype=np.float32),
+                             origins=np.empty(0, dtype=np.int64), target_positions=np.empty((0, 1), dtype=np.int64)),
+            None, TrainConfig(epochs=3, batch_size=8))
+
+
 def test_a_validation_loss_never_finite_is_a_clear_error_not_a_crash() -> None:
     val = sine_windows(16, offset=64)
     val.y[3, 0] = np.nan  # every epoch's validation loss is NaN: no best epoch exists

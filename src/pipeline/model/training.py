@@ -274,10 +274,13 @@ def fit(
     gradient clipping and early stopping on the validation loss (the same loss).
 
     The best weights (lowest validation loss, or the last epoch without validation) are kept.
-    Raises TrainingError when the loss stops being finite. Mini-batches are gathered from the
-    windows (views of the series) one at a time, so memory holds one batch, not every window.
+    Raises TrainingError when there is no training window or the loss stops being finite. Mini-batches are gathered
+    from the windows (views of the series) one at a time, so memory holds one batch, not every window.
     Runs with denormal floats flushed to zero (see `denormals_flushed`), then restores the mode.
     """
+    if not len(train):
+        raise TrainingError("no training window to train on (the data's checks, steps.prepare_panel, refuse such "
+                            "data before training)")
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     batch = cfg.batch_size or len(train)

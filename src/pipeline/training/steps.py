@@ -82,9 +82,13 @@ def prepare_panel(panel: Panel, cfg: PipelineConfig) -> dict[str, SeriesPrep]:
         pre, bounds, windows = prepare(panel.series[ONE_SERIES], cfg)
         return {ONE_SERIES: SeriesPrep(pre, bounds, windows, trainable=True)}
     preps = {sid: prepare_series(frame, cfg) for sid, frame in panel.series.items()}
-    if not any(p.trainable for p in preps.values()):
-        raise DataError(f"no series is long enough to train on: each needs a training and a test window "
-                        f"(lookback {cfg.window.lookback}, horizon {cfg.window.horizon}, split {cfg.split})")
+    if not any(p.trainable and len(p.windows["train"]) for p in preps.values()):
+        longest = max(panel.series, key=lambda sid: len(panel.series[sid]))
+        raise DataError(f"no series is long enough to train on: at least one needs a training window (lookback "
+                        f"{cfg.window.lookback} rows and horizon {cfg.window.horizon} within its training part) and "
+                        f"every scored one a test window (split {cfg.split}); the longest, {longest!r}, has "
+                        f"{len(panel.series[longest])} rows. Give more rows, a shorter window.lookback, or a "
+                        f"smaller split")
     short = [sid for sid, p in preps.items() if not p.trainable]
     if short:
         log.info("%d series too short to train on get forecasts only: %s", len(short), ", ".join(short[:20]))
