@@ -89,11 +89,14 @@ def prices_csv(tmp_path: Path, prices: pd.DataFrame) -> Path:
     return path
 
 
+OHLCV = ("Open", "High", "Low", "Close", "Volume")  # the sample's inputs (configs/default.yaml); the code's: the target
+
+
 def tiny_config_raw(source: str) -> dict:
     """A small, fast config on the prices at `source`: 5-row windows, a few epochs."""
     return {
         "name": "tiny",
-        "data": {"source": source},
+        "data": {"source": source, "features": list(OHLCV)},
         "split": {"train": 0.6, "val": 0.2, "test": 0.2},
         "window": {"lookback": 5, "horizon": 1},
         "preprocess": {"target_transform": "log_return", "default_feature_transform": "log_return"},  # not auto: fixed

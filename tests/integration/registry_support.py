@@ -21,6 +21,7 @@ from pipeline.model.network import LSTMForecaster, from_checkpoint
 from pipeline.serving.forecast import ForecastBundle, forecast_frame
 from pipeline.tracking import promotion, registry, store
 from pipeline.training.steps import series_example
+from tests.conftest import OHLCV
 
 
 def client_for(uri: str):
@@ -82,7 +83,7 @@ def level(n: int = 60, mean: float = 100.0, sd: float = 1.0, seed: int = 0) -> p
 def config(name: str = "planted", **sections: dict) -> PipelineConfig:
     raw = {
         "name": name,
-        "data": {"source": "planted.csv"},
+        "data": {"source": "planted.csv", "features": list(OHLCV)},
         "split": {"train": 0.6, "val": 0.2, "test": 0.2},
         "window": {"lookback": 5, "horizon": 1},
         "preprocess": {"target_transform": "log_return", "target_scaler": "none"},

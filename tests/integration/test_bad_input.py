@@ -22,7 +22,7 @@ import yaml
 from mlflow import MlflowClient
 
 from pipeline.cli.main import main
-from tests.conftest import ROOT, make_prices
+from tests.conftest import OHLCV, ROOT, make_prices
 from tests.integration.registry_support import closed_port, registry_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("bad-input")]  # one worker builds the module's store
@@ -39,7 +39,7 @@ def store(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     good = folder / "good.csv"
     make_prices(80).to_csv(good, index=False)
     base = {
-        "name": "tiny", "data": {"source": str(good)},
+        "name": "tiny", "data": {"source": str(good), "features": list(OHLCV)},
         "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "window": {"lookback": 5, "horizon": 1},
         "model": {"hidden_size": 8, "num_layers": 1}, "train": {"epochs": 2, "batch_size": 16, "patience": 5},
         "tracking": {"experiment": "good"}, "registry": {"model_name": MODEL},

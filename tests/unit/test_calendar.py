@@ -15,7 +15,7 @@ from pipeline.features.calendar import calendar_columns, calendar_features
 from pipeline.features.windows import Preprocessor, prepare
 from pipeline.model.training import init_model
 from pipeline.serving.model_format import ForecastBundle
-from tests.conftest import make_prices
+from tests.conftest import OHLCV, make_prices
 
 TWO_PI = 2 * np.pi
 
@@ -68,7 +68,7 @@ def hourly(n: int = 200) -> pd.DataFrame:
 
 def calendar_config(**window):
     # with the target read at the same row (lead 0), the target cannot be a feature
-    features = {"features": ["Open", "High", "Low", "Volume"]} if window.get("lead") == 0 else {}
+    features = {"features": ["Open", "High", "Low", "Volume"] if window.get("lead") == 0 else list(OHLCV)}
     return parse_config({"data": {"calendar": ["day", "week"], "holidays": "US", **features},
                          "split": {"val": 24, "test": 24},
                          "window": {"lookback": 12, "horizon": 6, **window},

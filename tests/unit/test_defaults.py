@@ -220,3 +220,12 @@ def test_the_head_corrects_seasonal_naive_only_where_the_season_is_in_the_data()
     assert resolved.model.residual_to == "none"
     seasonal = [monthly_multiplicative(), monthly_multiplicative().assign(y=lambda f: 2 * f["y"])]
     assert resolve_frames(parse_config(MINIMAL), seasonal).model.residual_to == "seasonal_naive"
+
+
+def test_a_config_that_names_no_features_reads_the_target_alone() -> None:
+    """Nothing assumes the sample's columns: a file of a date and one value column needs only those two named."""
+    assert parse_config({"data": {"date_column": "week", "target": "units"}}).data.features == ("units",)
+    assert parse_config({"data": {"target": "units", "features": None}}).data.features == ("units",)
+    named = parse_config({"data": {"target": "units", "features": ["price", "units"]}})
+    assert named.data.features == ("price", "units")
+    assert named.with_overrides(window={"horizon": 2}).data.features == ("price", "units")

@@ -121,13 +121,13 @@ def test_quantile_bands_need_the_heads_quantiles() -> None:
 # ---------------------------------------------------------------- trained, saved, served
 @pytest.fixture(scope="module")
 def trained_head(tmp_path_factory):
-    from tests.conftest import make_prices
+    from tests.conftest import OHLCV, make_prices
 
     prices = make_prices()
     path = tmp_path_factory.mktemp("head") / "prices.csv"
     prices.to_csv(path, index=False)
     cfg = parse_config({
-        "name": "head", "data": {"source": str(path)}, "split": {"train": 0.5, "val": 0.3, "test": 0.2},
+        "name": "head", "data": {"source": str(path), "features": list(OHLCV)}, "split": {"train": 0.5, "val": 0.3, "test": 0.2},
         "window": {"lookback": 5, "horizon": 3}, "preprocess": {"target_transform": "log"},
         "model": {"hidden_size": 8, "quantiles": TAILS}, "train": {"epochs": 30, "batch_size": 16, "seed": 7},
         "intervals": {"method": "quantile", "scaling": "window"},

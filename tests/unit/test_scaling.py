@@ -20,14 +20,15 @@ from pipeline.data.contract import validate_prices
 from pipeline.evaluation import metrics
 from pipeline.features.windows import prepare
 from pipeline.model import network, training
-from tests.conftest import make_prices
+from tests.conftest import OHLCV, make_prices
 
 LOOKBACK, FEATURES, HORIZON = 30, 5, 3
 PREPROCESS = {"target_transform": "log_return"}  # fixed, not resolved from the data
 
 
 def config(**train_cfg):
-    return parse_config({"window": {"lookback": LOOKBACK, "horizon": HORIZON}, "preprocess": PREPROCESS,
+    return parse_config({"data": {"features": list(OHLCV)}, "window": {"lookback": LOOKBACK, "horizon": HORIZON},
+                         "preprocess": PREPROCESS,
                          "split": {"train": 0.2, "val": 0.1, "test": 0.7},
                          "model": {"hidden_size": 4, "num_layers": 1},
                          "train": {"epochs": 1, "batch_size": 64, **train_cfg}})

@@ -12,9 +12,9 @@ from pipeline.config.settings import DataConfig, parse_config
 from pipeline.data.contract import validate_prices
 from pipeline.data.reading import parse_csv
 from pipeline.errors import DataError
-from tests.conftest import make_prices
+from tests.conftest import OHLCV, make_prices
 
-CFG = DataConfig()  # Date + Open, High, Low, Close, Volume; target Close
+CFG = DataConfig(features=OHLCV)  # Date + Open, High, Low, Close, Volume; target Close
 MIN_ROWS = 10
 SOURCE = "prices.csv"
 

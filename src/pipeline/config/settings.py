@@ -90,8 +90,9 @@ class DataConfig(_Frozen):
     """Column holding each row's date or timestamp."""
     target: str = "Close"
     """Column to forecast."""
-    features: tuple[str, ...] = ("Open", "High", "Low", "Close", "Volume")
-    """Columns the model reads as inputs (a list; the target may be among them)."""
+    features: tuple[str, ...] | None = None
+    """Columns the model reads as inputs (a list; the target may be among them); null or left out: the target alone
+    (the sample's config names its five OHLCV columns)."""
     price_columns: tuple[str, ...] | None = None
     """Columns that must be > 0 (a list; `[]` for none). null: the columns named Open, High, Low, Close or Adj Close in any case."""
     volume_column: str | None = "auto"
@@ -125,6 +126,14 @@ class DataConfig(_Frozen):
     holidays: str | None = None
     """A country code of the `holidays` package (`US`, `GB`, `DE`, ...): an input flagging that country's public
     holidays, known ahead like the calendar; null: none."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _features_default_to_the_target(cls, data: Any) -> Any:
+        """No `features` given: the target alone (`features` is a tuple once validated)."""
+        if isinstance(data, dict) and data.get("features") is None:
+            return {**data, "features": [data.get("target", cls.model_fields["target"].default)]}
+        return data
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> DataConfig:
