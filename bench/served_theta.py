@@ -66,23 +66,22 @@ def run(name: str, seed: int, series: int | None, split: dict | None = None, cut
     fit = steps.fit_panel(preps, asked)
     every_row = steps.refit_panel(data, asked)
     refit = fit_network(asked, steps.stacked(every_row)["train"], None, epochs=fit.best_epochs()["*"])
+    # the held-out rows are the test part of the whole frame: its one window per series forecasts them from the end
+    # of what the product saw (the same resolved settings; the refit network reads only the rows before them)
+    resolved = asked.with_overrides(split={"val": h, "test": h}, window={"lookback": asked.window.lookback})
+    _, whole, whole_preps = prepared(frame[frame[key].isin(list(preps))], resolved, name)
+    for sid, prep in whole_preps.items():  # the refit's preprocessing (its scalers fitted on every row it saw)
+        pre = every_row[sid].pre
+        whole_preps[sid] = replace(prep, pre=pre, windows=pre.windows(whole.series[sid], prep.bounds))
+    season = resolved.evaluate.season_length if isinstance(resolved.evaluate.season_length, int) else 1
     out = {"set": name, "seed": seed, "cut": cut}
     for method in methods or (asked.model.theta_method,):  # one network, each Theta method's shares
         config = asked.with_overrides(model={"theta_method": method})
         evaluated = steps.with_theta_weight(fit.model_for, data, preps, config)
         recorded = steps.served_theta_weight(fit.model_for, data, preps, config, evaluated)
-        # the held-out rows are the test part of the whole frame: its one window per series forecasts them from the
-        # end of what the product saw (the same resolved settings; the refit network reads only the rows before them)
-        resolved = evaluated.with_overrides(split={"val": h, "test": h},
-                                            window={"lookback": evaluated.window.lookback})
-        _, whole, whole_preps = prepared(frame[frame[key].isin(list(preps))], resolved, name)
-        for sid, prep in whole_preps.items():  # the refit's preprocessing (its scalers fitted on every row it saw)
-            pre = every_row[sid].pre
-            whole_preps[sid] = replace(prep, pre=pre, windows=pre.windows(whole.series[sid], prep.bounds))
-        by_share = {w: steps.forecast_panel(lambda _: refit.model, whole, whole_preps,
-                                            resolved.with_overrides(model={"theta_weight": w}), "test")
+        by_share = {w: steps.forecast_panel(lambda _: refit.model, whole, whole_preps, resolved.with_overrides(
+                        model={"theta_method": method, "theta_weight": w}), "test")
                     for w in theta.CHOICES}
-        season = resolved.evaluate.season_length if isinstance(resolved.evaluate.season_length, int) else 1
 
         def scores(w: float) -> list[float]:
             smape, mase = [], []
@@ -114,10 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import logging
     logging.basicConfig(level=logging.ERROR)
+    methods = tuple(m for m in args.theta_methods.split(",") if m)
     for name in args.sets:
         for seed in (int(s) for s in args.seeds.split(",")):
             for k in range(args.origins):
-                methods = tuple(m for m in args.theta_methods.split(",") if m)
                 print(json.dumps(run(name, seed, args.series, args.split, k * horizon_of(name, None), methods)),
                       flush=True)
 
