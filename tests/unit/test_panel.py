@@ -418,6 +418,22 @@ def test_fill_gaps_fills_each_series_and_says_what_it_filled(tmp_path: Path, met
     assert steps.panel_tags(result, {})["gaps_filled"] == "2"
 
 
+def test_an_empty_target_in_a_long_table_is_a_missing_period_that_fill_gaps_fills(tmp_path: Path) -> None:
+    """The whole-table check leaves a series with an empty target to `validate_prices` when fill_gaps is set; without
+    it the series is refused naming its file line and data.fill_gaps."""
+    frame = make_long("ABC", n=30, freq="MS")
+    blank = frame.index[(frame["id"] == "B") & frame["ts"].str.startswith("2025-05")]
+    frame.loc[blank, "y"] = np.nan
+    path = tmp_path / "monthly.csv"
+    frame.to_csv(path, index=False)
+    text = refusal(path)
+    assert "('B')" in text and "line 48 (nan)" in text and "set data.fill_gaps to forward" in text
+    cfg = parse_config(long_config_dict(str(path), data={"fill_gaps": "forward", "price_columns": []}))
+    result = panel.validate_panel(load_prices(str(path)), cfg, min_rows=6)
+    b = result.series["B"]["y"]
+    assert len(b) == 30 and result.gaps_filled == {"B": 1} and b["2025-05-01"] == b["2025-04-01"]
+
+
 def test_the_intervals_are_calibrated_on_every_validation_origin(tmp_path: Path) -> None:
     """`split: {val: 4}` gives each series one full validation window; the calibration takes every origin whose
     first target is a validation row (4 per series), the targets past the validation part left out."""

@@ -215,6 +215,27 @@ def test_each_fill_mode_fills_the_gap_and_notes_it(method: str, filled: float) -
     assert data.frame.index.dtype == "datetime64[ns]"
 
 
+def test_an_empty_target_is_refused_naming_fill_gaps_or_filled_as_a_missing_period() -> None:
+    """A blank target cell (weekly CO2 readings with missing weeks) is a missing period: refused naming the line and
+    data.fill_gaps, or filled by it as an absent row is."""
+    frame = monthly()
+    frame.loc[[10, 11], "sales"] = ""
+    frame.loc[20, "sales"] = "n/a"
+    with pytest.raises(DataError) as caught:
+        validate_prices(frame, monthly_config(), "sales.csv", min_rows=10)
+    assert "column 'sales', rule 'not empty (no blank cell or NaN); or set data.fill_gaps to forward, interpolate " \
+           "or zero (an empty target is a missing period)': line 12 (nan), line 13 (nan)" in str(caught.value)
+    with pytest.raises(DataError, match=r"'n/a'"):  # text is no missing period: still refused
+        validate_prices(frame, monthly_config(fill_gaps="interpolate"), "sales.csv", min_rows=10)
+    frame.loc[20, "sales"] = "120"
+    data = validate_prices(frame, monthly_config(fill_gaps="interpolate"), "sales.csv", min_rows=10)
+    assert len(data.frame) == 40 and data.gaps_filled == 2 and data.rows_dropped == 2
+    assert data.frame["sales"].iloc[9:13].round(1).tolist() == [109.0, 110.0, 111.0, 112.0]
+    assert data.notes == ["data.fill_gaps=interpolate: 2 row(s) with an empty 'sales' (lines 12, 13) read as missing "
+                          "periods",
+                          "data.fill_gaps=interpolate: filled 2 missing date(s) of the MS calendar: 2020-11-01, 2020-12-01"]
+
+
 def test_business_days_with_market_holidays_are_not_gaps() -> None:
     prices = make_prices(60)
     holidays = prices["Date"].isin(["2021-01-18", "2021-02-15"])  # Martin Luther King Day, Presidents' Day

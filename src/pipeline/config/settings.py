@@ -108,7 +108,8 @@ class DataConfig(_Frozen):
     dayfirst: bool | None = None
     """For dates like 01/02/2022: true reads 1 February, false 2 January; null: such dates are an error naming their lines."""
     nan_policy: Literal["error", "drop", "ffill"] = "error"
-    """Empty cells: `error` names them; `drop` drops their rows; `ffill` carries the last value forward."""
+    """Empty cells of the columns other than the target: `error` names them; `drop` drops their rows; `ffill` carries
+    the last value forward. An empty target is a missing period (`fill_gaps`)."""
     series_column: str | None = None
     """Column naming the series of each row (long format, many series in one run); null: one series."""
     on_bad_series: Literal["error", "skip"] = "error"
@@ -116,8 +117,9 @@ class DataConfig(_Frozen):
     fill_gaps: Literal["none", "forward", "interpolate", "zero"] = "none"
     """Missing periods of a regular calendar (a month absent from monthly data): `none` refuses the series naming
     the dates; `forward` repeats the last row, `interpolate` draws straight lines in time, `zero` writes 0 (each
-    series on its own, after validation; recorded on the run). Business days and other calendars with holidays or
-    sessions have no gaps."""
+    series on its own, after validation; recorded on the run). A row whose target is empty is a missing period too:
+    refused with `none`, else dropped and filled. Business days and other calendars with holidays or sessions have
+    no gaps (there a row with an empty target is dropped, with a note)."""
     calendar: Literal["auto", "none"] | tuple[CalendarPart, ...] = AUTO
     """Calendar inputs known ahead, which the forecast horizon receives too (pipeline.features.calendar): a list of
     `day` (time of day), `week` (day of the week), `year` (position in the year), each as a sine and a cosine;

@@ -398,10 +398,26 @@ def _apply_nan_policy(frame: pd.DataFrame, cfg: DataConfig, out: ValidatedData) 
     return filled
 
 
+def _empty_targets_as_gaps(frame: pd.DataFrame, cfg: DataConfig, out: ValidatedData,
+                           text_lines: set[int]) -> pd.DataFrame:
+    """With `data.fill_gaps` set, a row whose target is empty is a missing period: dropped here (with a note), so
+    that `settle_gaps` fills it as it fills an absent row. A cell holding text stays, to be reported."""
+    if cfg.fill_gaps == "none":
+        return frame
+    empty = frame[cfg.target].isna() & ~frame.index.to_series().add(2).isin(text_lines)
+    if not empty.any():
+        return frame
+    out.rows_dropped += int(empty.sum())
+    out.notes.append(f"data.fill_gaps={cfg.fill_gaps}: {int(empty.sum())} row(s) with an empty {cfg.target!r} "
+                     f"(lines {_lines(frame.index[empty])}) read as missing periods")
+    return frame.loc[~empty]
+
+
 def _rule_name(check: str, column: str, cfg: DataConfig) -> str:
     rule = _RULES.get(check, check)
-    if check == "not_nullable" and column != cfg.target and column != cfg.date_column:
-        rule += "; or set data.nan_policy to drop or ffill"
+    if check == "not_nullable" and column != cfg.date_column:
+        rule += ("; or set data.nan_policy to drop or ffill" if column != cfg.target else
+                 "; or set data.fill_gaps to forward, interpolate or zero (an empty target is a missing period)")
     return rule
 
 
@@ -569,6 +585,7 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
         frame = frame.iloc[::-1]
         out.notes.append(f"rows came in descending date order; sorted ascending ({len(frame)} rows)")
     frame = _apply_nan_policy(frame, cfg, out)
+    frame = _empty_targets_as_gaps(frame, cfg, out, {f.line for f in failures if f.column == cfg.target})
 
     bad_cells = {(f.column, f.line) for f in failures}
     if len(frame) and not passes_fast(frame, cfg, positive):
@@ -665,6 +682,8 @@ def series_failures(frame: pd.DataFrame, parsed: ParsedTable, cfg: DataConfig, g
     others = [c for c in cfg.columns if c != cfg.target]
     if cfg.nan_policy != "error" and others:
         undecided |= any_row(np.logical_or.reduce([np.isnan(values[c]) for c in others]))
+    if cfg.fill_gaps != "none":  # an empty target is a missing period that validate_prices drops and fills
+        undecided |= any_row(np.isnan(values[cfg.target]) & ~text[cfg.target])
     decided = ~undecided[code]
     found: list[list[Failure]] = [[] for _ in ids]
 
