@@ -8,6 +8,7 @@ Each series' last H rows of a `*-train.csv` are held out as the target (the prod
     python bench/auto_validation.py m4-hourly --series 60 --set model.hidden_size=64
     python bench/auto_validation.py m3-quarterly --set model.ensemble=5   # five members (docs/benchmarks.md)
     python bench/auto_validation.py m3-quarterly --shift mean             # every series through zero: read MASE
+    python bench/auto_validation.py m4-hourly --series 30 --each --split '{}'  # each series alone, as one user's
 
 Prints the model's sMAPE, MASE and 80/95 % coverage on the held-out tail beside naive and seasonal naive.
 
@@ -108,12 +109,37 @@ def overrides(pairs: list[str]) -> dict:
     return out
 
 
-def run(name: str, series: int | None, seed: int, horizon: int | None, sets: list[str],
-        split: dict | None = None, shift: str | None = None) -> dict[str, float]:
+def run_each(name: str, series: int | None, seed: int, horizon: int | None, sets: list[str],
+             split: dict | None = None, shift: str | None = None) -> dict[str, float]:
+    """Every drawn series trained alone, as a user with one series would (no series column; `split` None: the
+    one-series `auto` split), the scores averaged over the series."""
     frame, data = load_set(name, series, seed, shift)
+    from pipeline.errors import DataError
+
+    scores, refused = [], 0
+    single = {k: v for k, v in data.items() if k != "series_column"}
+    for _, one in frame.groupby("series", sort=True):
+        try:
+            scores.append(run(name, None, seed, horizon, sets, split, frame=(one.drop(columns="series"), single),
+                              quiet=True))
+        except DataError:  # too short to train alone (the same series for every setting)
+            refused += 1
+    keys = [k for k in scores[0] if k != "seconds"]
+    out = {k: round(float(np.nanmean([s.get(k, np.nan) for s in scores])), 4) for k in keys}
+    out.update(test_series=len(scores), refused=refused, seconds=round(sum(s["seconds"] for s in scores), 1))
+    print(json.dumps({"set": name, "each": True, **out}), flush=True)
+    return out
+
+
+def run(name: str, series: int | None, seed: int, horizon: int | None, sets: list[str],
+        split: dict | None = None, shift: str | None = None, frame: tuple[pd.DataFrame, dict] | None = None,
+        quiet: bool = False) -> dict[str, float]:
+    frame, data = frame or load_set(name, series, seed, shift)
     h = horizon_of(name, horizon)
     raw = {"name": f"auto-{name}", "data": {"source": name, **data}, "window": {"horizon": h},
-           "split": split or {"val": h, "test": h}, "train": {"seed": seed}}
+           "split": {"val": h, "test": h} if split is None else split, "train": {"seed": seed}}
+    if split == {}:  # the `auto` split
+        del raw["split"]
     for section, values in overrides(sets).items():
         raw[section] = {**raw.get(section, {}), **values}
     cfg = PipelineConfig.model_validate(raw)
@@ -139,6 +165,8 @@ def run(name: str, series: int | None, seed: int, horizon: int | None, sets: lis
     out["seconds"] = round(time.perf_counter() - started, 1)
     resolved = {f"{s}.{k}": v for s, values in cfg.model_dump(mode="json").items() if s in ("window", "model", "train",
                 "preprocess", "evaluate", "split") for k, v in values.items()}
+    if quiet:
+        return out
     print(json.dumps({"set": name, **out}), flush=True)
     print("  resolved:", {k: resolved[k] for k in ("window.lookback", "preprocess.target_transform", "model.window_norm",
                                                     "model.residual_to", "model.input_chunk", "train.loss",
@@ -157,13 +185,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shift", choices=["mean", "min"], default=None,
                    help="move each series to a mean of 0 (mean) or a minimum of 0 (min): data that is not all "
                         "positive; read MASE, not sMAPE")
-    p.add_argument("--split", type=json.loads, default=None, help='a split section as JSON, e.g. {"val": 24, "test": 6}')
+    p.add_argument("--split", type=json.loads, default=None,
+                   help='a split section as JSON, e.g. {"val": 24, "test": 6}; {} the `auto` split')
+    p.add_argument("--each", action="store_true", help="train every drawn series alone (one series each); "
+                   "the scores are means over the series")
     args = p.parse_args(argv)
     import logging
     logging.basicConfig(level=logging.WARNING)
     for name in args.sets:
         try:
-            run(name, args.series, args.seed, args.horizon, args.sets_, args.split, args.shift)
+            (run_each if args.each else run)(name, args.series, args.seed, args.horizon, args.sets_, args.split,
+                                             args.shift)
         except Exception as exc:  # report and go on to the next set
             print(json.dumps({"set": name, "error": f"{type(exc).__name__}: {str(exc)[:400]}"}), flush=True)
 

@@ -19,7 +19,7 @@ The rules (docs/bring-your-own-series.md, "The auto recipe"), from the series' t
   (`standard`: zeros and negative values), with no scalers, `level` transforms and an absolute error in the
   window's units, weighted towards MASE, the members of an ensemble alternating how far (`ENSEMBLE_POWERS`); the
   window's level travels with it, so a trending series is not held to its training range. One series keeps
-  scaled levels or differences;
+  scaled levels or differences, unless it is sub-daily with its day or week in the data (`recipe_changes`);
 - lookback of one series (`feedable_lookback`; many series too with `window.pad: false`): two of the shortest
   season (`MIN_LOOKBACK` rows at least, `NO_SEASON_LOOKBACK` without a season) or the longest season the data can
   feed, never more than a third of the median series' training rows nor more than the shortest series can
@@ -61,6 +61,7 @@ from pipeline.config.settings import (
     Transform,
     windows_needed,
 )
+from pipeline.data.contract import is_sub_daily
 from pipeline.dates import infer_frequency, parse_frequency
 from pipeline.features.transforms import LOGS
 from pipeline.features.windows import split_by_time, warmup_needed
@@ -243,13 +244,16 @@ def padded_lookback(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons
     return lookback // chunk * chunk if lookback >= chunk else lookback
 
 
-def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> dict[str, dict]:
+def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons: Sequence[int] = (),
+                   sub_daily: bool = False) -> dict[str, dict]:
     """The network's window options that say `auto` (docs/bring-your-own-series.md, "The auto recipe"): for several
     series, per-window normalisation (the scale of each window divides out, so one network serves series at any
     level and a trending series' forecasts follow its level beyond the training range): log-mean where every value
     read is > 0, else by the window's mean and sd (`standard`: zeros and negative values, where a log is
     undefined); no scalers then, and an absolute error in the window's units (log ratios: close to sMAPE) weighted
-    towards MASE. One series: the plain network on scaled values and a squared error."""
+    towards MASE. One series: the plain network on scaled values and a squared error, unless it is sub-daily with a
+    season of `seasons` in the data (`seasonal_beats_naive`): a day of rows read one per LSTM step is a cycle the
+    plain network does not learn, so it gets the recipe and reads a day per step (`window_changes`)."""
     model, pre, train = cfg.model, cfg.preprocess, cfg.train
     read = list(dict.fromkeys([cfg.data.target, *cfg.data.features]))
     norm = model.window_norm
@@ -257,8 +261,9 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> dict[
         levels = {pre.target_transform, *(pre.transform_for(c) for c in cfg.data.features)} <= {"level", AUTO}
         unscaled = {pre.feature_scaler, pre.target_scaler} <= {"none", AUTO}
         positive = all((f[c].to_numpy(dtype=float) > 0).all() for f in frames for c in read)
-        several = len(frames) > 1  # one series: one scale, and the plain network did better (daily prices)
-        normalisable = several and levels and unscaled and cfg.data.target in cfg.data.features
+        several = len(frames) > 1  # one series: one scale, and the plain network did better (daily prices, M3) ...
+        daily_cycle = not several and sub_daily and any(seasonal_beats_naive(cfg, frames, s) for s in seasons)
+        normalisable = (several or daily_cycle) and levels and unscaled and cfg.data.target in cfg.data.features
         norm = ("log_mean" if positive else "standard") if normalisable else "none"
     on = norm != "none"
     changes: dict[str, dict] = {"model": {}, "preprocess": {}, "train": {}}
@@ -337,7 +342,8 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
     if held_out:  # every rule below reads the training rows of the split chosen here
         cfg = cfg.with_overrides(split=held_out)
     train_rows = int(np.median([max(1, split_by_time(f.index, cfg.split).val_start) for f in frames]))
-    changes: dict[str, dict[str, object]] = recipe_changes(cfg, frames)
+    sub_daily = frequency is not None and bool(seasons) and is_sub_daily(frequency)
+    changes: dict[str, dict[str, object]] = recipe_changes(cfg, frames, seasons, sub_daily)
     if held_out:
         changes["split"] = held_out
     if auto_season:
