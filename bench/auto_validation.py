@@ -169,7 +169,7 @@ def run(name: str, series: int | None, seed: int, horizon: int | None, sets: lis
         return out
     print(json.dumps({"set": name, **out}), flush=True)
     print("  resolved:", {k: resolved[k] for k in ("window.lookback", "preprocess.target_transform", "model.window_norm",
-                                                    "model.residual_to", "model.input_chunk", "train.loss",
+                                                    "model.residual_to", "model.residual_season", "model.input_chunk", "train.loss",
                                                     "train.loss_weight", "train.epochs", "evaluate.season_length", "model.theta_weight",
                                                     "split.val") if k in resolved}, flush=True)
     return out

@@ -218,11 +218,35 @@ def test_one_sub_daily_series_with_a_daily_cycle_reads_a_day_per_lstm_step() -> 
     one = resolve_auto(cfg, hourly(60))
     assert one.model.window_norm == "log_mean" and one.window.lookback == 168 and one.model.input_chunk == 24
     assert one.model.residual_to == "seasonal_naive" and one.train.loss == "mae" and one.train.loss_weight == "none"
+    assert one.model.residual_season == 168  # its week repeats exactly, its day does not (the weekend)
     assert one.preprocess.target_scaler == "none" and one.train.patience == 20
     walk = hourly(60).assign(y=50 * np.exp(np.cumsum(np.random.default_rng(7).normal(0, 0.01, 24 * 60))))
     plain = resolve_auto(cfg, walk)
     assert plain.model.window_norm == "none" and plain.model.input_chunk == 1 and plain.train.loss == "mse"
     assert resolve_auto(parse_config(MINIMAL), monthly_multiplicative()).model.window_norm == "none"
+
+
+def test_the_head_corrects_the_season_whose_naive_forecast_is_best() -> None:
+    """Half-hourly demand whose weekends break its day: seasonal naive at a day loses to naive on the training rows,
+    at a week it wins, so the head corrects last week (`model.residual_season`); a day whose size drifts is
+    corrected at a day (the week's naive repeats an older size). Where no season beats naive, none."""
+    t = np.arange(48 * 7 * 8)
+    index = pd.DatetimeIndex(pd.date_range("2024-01-01", periods=len(t), freq="30min"), name="week")
+    noise = np.random.default_rng(8).normal(0, 0.3, len(t))
+    weekend = (t // 48 % 7 >= 5)
+    demand = pd.DataFrame({"y": 100 + 10 * np.sin(2 * np.pi * t / 48) - 12 * weekend + noise}, index=index)
+    cfg = parse_config({**MINIMAL, "window": {"horizon": 48}})
+    one = resolve_auto(cfg, demand)
+    assert one.window.lookback == 336 and one.model.input_chunk == 48 and one.evaluate.season_length == 48
+    assert one.model.residual_to == "seasonal_naive" and one.model.residual_season == 336
+    growing = pd.DataFrame({"y": 100 + (10 + t / 50) * np.sin(2 * np.pi * t / 48) + noise}, index=index)
+    day = resolve_auto(cfg, growing)
+    assert day.model.residual_to == "seasonal_naive" and day.model.residual_season is None
+    walk = pd.DataFrame({"y": 100 + np.cumsum(noise)}, index=index)
+    assert resolve_frames(cfg, [walk, walk + 1]).model.residual_to == "none"
+    with pytest.raises(ConfigError, match="window.lookback 48 must be >= model.residual_season 336"):
+        parse_config({**MINIMAL, "window": {"lookback": 48},
+                      "model": {"residual_to": "seasonal_naive", "residual_season": 336}})
 
 
 def test_the_head_corrects_seasonal_naive_only_where_the_season_is_in_the_data() -> None:

@@ -332,7 +332,9 @@ class ModelConfig(_Frozen):
     window_norm: Literal["none", "log_mean", "standard", "auto"] = AUTO
     """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0); `standard` feeds (value - the window's mean) / its sd per column and predicts the target in those units (values of any sign; a flat window's sd counts as 1); both need the target among the features, `level` transforms and no scalers; `none`: the preprocess scalers alone; `auto`: for several series, when the target is among the features and no transform or scaler is set otherwise, `log_mean` if every value read is > 0, else `standard`; for one series `none`, unless its calendar is sub-daily and a season of it is in the data (seasonal naive beats naive on the training rows), then as for several."""
     residual_to: Literal["none", "seasonal_naive", "auto"] = AUTO
-    """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`evaluate.season_length` rows; needs the target among the features); `none`: the forecast itself; `auto`: `seasonal_naive` with `window_norm` and a season in the data (seasonal naive beats naive on the training rows), else `none`."""
+    """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`model.residual_season` rows; needs the target among the features); `none`: the forecast itself; `auto`: `seasonal_naive` with `window_norm` and a season of the calendar in the data (its seasonal naive beats naive on the training rows), else `none`."""
+    residual_season: Annotated[int, Field(ge=1)] | None = None
+    """Rows of the season `residual_to: seasonal_naive` repeats; null: `evaluate.season_length`. With `residual_to: auto` the calendar's season (within the lookback) whose seasonal naive forecasts the training rows best: the week of sub-daily data whose week is in the data and whose day is not."""
     quantiles: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = ()
     """Probabilities whose quantiles the head also predicts for every step, trained with the pinball loss beside the point loss, e.g. `[0.025, 0.1, 0.9, 0.975]`; `intervals.method: quantile` builds the intervals on them. They must map one to one onto the target's units: a `difference` or `log_return` target with `window.horizon` above 1 is refused (quantiles of each step's change do not add up to quantiles of the level). `[]`: the point forecast alone."""
     strategy: Literal["global", "local"] = "global"
@@ -682,12 +684,13 @@ class PipelineConfig(_Frozen):
                                  "preprocess.target_transform and the feature transforms to level (or auto) and "
                                  "preprocess.feature_scaler and target_scaler to none")
         if model.residual_to == "seasonal_naive":
-            season = self.evaluate.season_length
+            season, named = ((model.residual_season, "model.residual_season") if model.residual_season else
+                             (self.evaluate.season_length, "evaluate.season_length"))
             if season is None:
                 raise ValueError("model.residual_to seasonal_naive needs a season: set evaluate.season_length")
             if season != AUTO and lookback != AUTO and season > lookback:
                 raise ValueError(f"model.residual_to seasonal_naive repeats the window's last season: "
-                                 f"window.lookback {lookback} must be >= evaluate.season_length {season}")
+                                 f"window.lookback {lookback} must be >= {named} {season}")
         if self.train.loss_weight == "mase" and model.window_norm == "none":
             raise ValueError("train.loss_weight mase turns errors in the network's window units (log ratios, or "
                              "window sds) into MASE units: it needs model.window_norm log_mean or standard")

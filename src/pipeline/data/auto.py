@@ -281,33 +281,46 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons:
     return {k: v for k, v in changes.items() if v}
 
 
-def seasonal_beats_naive(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int, than: int = 1) -> bool:
-    """Whether repeating the last season forecasts the training rows better than repeating the value `than`
-    rows back (1: naive; a shorter season: is the longer one in the data too): the median over series of the
-    in-sample MAE at lag `season` over that at lag `than` is below 1 (a season in the data, not only in the
-    calendar: daily prices have a calendar week and year but no weekly or yearly pattern)."""
+def seasonal_naive_ratio(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int, than: int = 1) -> float:
+    """The median over series of the in-sample MAE of repeating the value `season` rows back over that of repeating
+    the value `than` rows back (1: naive), on the training rows; inf where no series is long enough."""
     ratios = []
     for f in frames:
         values = f[cfg.data.target].to_numpy(dtype=float)[:split_by_time(f.index, cfg.split).val_start]
         if len(values) > season + 1:
             base = np.mean(np.abs(values[than:] - values[:-than]))
             ratios.append(np.mean(np.abs(values[season:] - values[:-season])) / base if base > 0 else np.inf)
-    return bool(ratios) and float(np.median(ratios)) < 1.0
+    return float(np.median(ratios)) if ratios else float("inf")
+
+
+def seasonal_beats_naive(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int, than: int = 1) -> bool:
+    """Whether repeating the last season forecasts the training rows better than repeating the value `than`
+    rows back (1: naive; a shorter season: is the longer one in the data too): `seasonal_naive_ratio` below 1 (a
+    season in the data, not only in the calendar: daily prices have a calendar week and year but no weekly or
+    yearly pattern)."""
+    return seasonal_naive_ratio(cfg, frames, season, than) < 1.0
 
 
 def window_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], lookback: int,
-                   season: int | None) -> dict[str, object]:
+                   season: int | None, seasons: Sequence[int] = ()) -> dict[str, object]:
     """`model.input_chunk` and `model.residual_to` where they say `auto`, once the lookback is known: a season
     per LSTM step when the window holds two seasons or more and the network normalises its windows, and the
-    head correcting seasonal naive (the window's last season repeated) when seasonal naive beats naive on
-    the training rows (`seasonal_beats_naive`)."""
+    head correcting seasonal naive (the window's last season repeated) when a season of the calendar that the
+    lookback holds is in the data (`seasonal_beats_naive`): the one whose seasonal naive forecasts the training
+    rows best (`model.residual_season` where it is not the shortest: the week of half-hourly demand, whose
+    weekends break its day)."""
     on = cfg.model.window_norm != "none"
     out: dict[str, object] = {}
     if cfg.model.input_chunk == AUTO:
         out["input_chunk"] = season if on and season and lookback >= 2 * season and lookback % season == 0 else 1
     if cfg.model.residual_to == AUTO:
-        seasonal = on and season and lookback >= season and seasonal_beats_naive(cfg, frames, season)
+        held = [s for s in dict.fromkeys((season, *seasons)) if on and s and s <= lookback]
+        ratios = {s: seasonal_naive_ratio(cfg, frames, s) for s in held}
+        best = min(ratios, key=ratios.__getitem__) if ratios else None
+        seasonal = best is not None and ratios[best] < 1.0
         out["residual_to"] = "seasonal_naive" if seasonal else "none"
+        if seasonal and best != season and cfg.model.residual_season is None:
+            out["residual_season"] = best
     return out
 
 
@@ -380,7 +393,7 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
     if cfg.window.pad == AUTO:  # many series: pad the series too short for the lookback rather than refuse them
         shortest = min(rows_before_held_out(cfg, frames)) - warmup
         changes.setdefault("window", {})["pad"] = len(frames) > 1 and shortest < lookback
-    window = window_changes(cfg_so_far, frames, lookback, season)
+    window = window_changes(cfg_so_far, frames, lookback, season, seasons if season else ())
     if window:
         changes.setdefault("model", {}).update(window)
     if cfg.train.patience == AUTO:

@@ -184,8 +184,9 @@ class LSTMForecaster(nn.Module):
     @classmethod
     def from_config(cls, cfg: ModelConfig, n_features: int, horizon: int, season: int | None = None,
                     target_index: int = 0, calendar: int = 0, lookback: int = 0) -> LSTMForecaster:
-        """The network `cfg` describes; `season` (evaluate.season_length) and `target_index` (the target's
-        position among the features) serve the window options, `calendar` inputs need the `lookback`."""
+        """The network `cfg` describes; `season` (evaluate.season_length, unless `cfg.residual_season` names
+        another) and `target_index` (the target's position among the features) serve the window options, `calendar` inputs need the `lookback`."""
+        season = cfg.residual_season or season
         if cfg.residual_to == "seasonal_naive" and not season:
             raise ValueError("model.residual_to seasonal_naive needs a season length")
         return cls(
