@@ -125,6 +125,36 @@ def test_an_ensemble_trained_saved_and_loaded_predicts_the_same_numbers(prepared
         ForecastBundle.load(saved)
 
 
+def test_members_correct_the_seasons_of_a_residual_season_list(prepared, tmp_path) -> None:
+    """`model.residual_season: [2, 6]`: the members correct the window's last 2 and last 6 rows repeated in turn,
+    saved as format 10 (their seasons in model.json) and served with the same numbers; older formats refuse it."""
+    cfg, data, preps, path = prepared
+    cfg = cfg.with_overrides(model={"residual_to": "seasonal_naive", "residual_season": [2, 6]})
+    assert [member_config(cfg, i).model.residual_season for i in range(3)] == [2, 6, 2]
+    assert member_config(cfg, 1, epochs=3).model.residual_season == 6  # a refit keeps each member's season
+    fit = steps.fit_panel(preps, cfg)
+    ensemble = fit.shared.model
+    assert [m.residual_season for m in ensemble.members] == [2, 6, 2]
+    x = torch.rand(4, 6, 1) + 0.5
+    assert torch.equal(from_checkpoint(ensemble.checkpoint())(x), ensemble(x))
+    forecasts, calibration = steps.forecast_splits(fit.model_for, data, preps, cfg, ("test",))
+    saved = steps.bundle(fit, preps, cfg, calibration).save(tmp_path / "forecaster")
+    assert json.loads((saved / "format.json").read_text())["format_version"] == 10
+    assert json.loads((saved / "model.json").read_text())["init_args"]["residual_seasons"] == [2, 6, 2]
+    served = ForecastModel()
+    served.load(saved)
+    a = pd.read_csv(path, dtype=str)
+    out = served.forecast(a[a["id"] == "A"].iloc[:36])
+    np.testing.assert_allclose(out["forecast"], forecasts["test"]["A"].predicted[0], rtol=1e-6)
+    (saved / "format.json").write_text(json.dumps({"format": "lstm-forecaster", "format_version": 7}))
+    with pytest.raises(ModelFormatError, match="need format 10"):
+        ForecastBundle.load(saved)
+    with pytest.raises(ValueError, match="all correct a season or none"):
+        LSTMEnsemble([LSTMForecaster(n_features=1, hidden_size=4, residual_season=2), LSTMForecaster(n_features=1, hidden_size=4)])
+    with pytest.raises(ConfigError, match="window.lookback 6 must be >= model.residual_season 8"):
+        parse_config({**cfg.model_dump(mode="json"), "model": {"residual_to": "seasonal_naive", "residual_season": [2, 8]}})
+
+
 def test_a_local_ensemble_saves_every_series_members(prepared, tmp_path) -> None:
     cfg, data, preps, path = prepared
     cfg = cfg.with_overrides(model={"strategy": "local", "ensemble": 2})

@@ -333,8 +333,8 @@ class ModelConfig(_Frozen):
     """Normalisation of each window inside the network: `log_mean` feeds log(value / the window's mean) per column and predicts the target in those units, so one model serves series at any level (values must be > 0); `standard` feeds (value - the window's mean) / its sd per column and predicts the target in those units (values of any sign; a flat window's sd counts as 1); both need the target among the features, `level` transforms and no scalers; `none`: the preprocess scalers alone; `auto`: for several series, when the target is among the features and no transform or scaler is set otherwise, `log_mean` if every value read is > 0, else `standard`; for one series `none`, unless its calendar is sub-daily and a season of it is in the data (seasonal naive beats naive on the training rows), then as for several."""
     residual_to: Literal["none", "seasonal_naive", "auto"] = AUTO
     """`seasonal_naive`: the head predicts the correction to the last season of the window repeated (`model.residual_season` rows; needs the target among the features); `none`: the forecast itself; `auto`: `seasonal_naive` with `window_norm` and a season of the calendar in the data (its seasonal naive beats naive on the training rows), else `none`."""
-    residual_season: Annotated[int, Field(ge=1)] | None = None
-    """Rows of the season `residual_to: seasonal_naive` repeats; null: `evaluate.season_length`. With `residual_to: auto` the calendar's season (within the lookback) whose seasonal naive forecasts the training rows best: the week of sub-daily data whose week is in the data and whose day is not."""
+    residual_season: Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    """Rows of the season `residual_to: seasonal_naive` repeats; null: `evaluate.season_length`. With `residual_to: auto` the calendar's season (within the lookback) whose seasonal naive forecasts the training rows best: the week of sub-daily data whose week is in the data and whose day is not. A list: the members of an ensemble (`model.ensemble`) take its entries in turn, e.g. `[24, 168]` on hourly data, members correcting yesterday and last week."""
     quantiles: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = ()
     """Probabilities whose quantiles the head also predicts for every step, trained with the pinball loss beside the point loss, e.g. `[0.025, 0.1, 0.9, 0.975]`; `intervals.method: quantile` builds the intervals on them. They must map one to one onto the target's units: a `difference` or `log_return` target with `window.horizon` above 1 is refused (quantiles of each step's change do not add up to quantiles of the level). `[]`: the point forecast alone."""
     strategy: Literal["global", "local"] = "global"
@@ -353,6 +353,17 @@ class ModelConfig(_Frozen):
 
 
 Power = Annotated[float, Field(gt=0, le=1)]
+
+
+def as_seasons(season: int | tuple[int, ...]) -> tuple[int, ...]:
+    """`model.residual_season` as a tuple of seasons (one number: one season)."""
+    return tuple(season) if isinstance(season, tuple) else (season,)
+
+
+def member_season(season: int | tuple[int, ...] | None, member: int) -> int | None:
+    """The residual season ensemble member `member` corrects: its entry of a `model.residual_season` list (modulo
+    the list's length), else `season` itself."""
+    return season[member % len(season)] if isinstance(season, tuple) else season
 
 
 def member_power(power: float | tuple[float, ...] | str, member: int) -> float | str:
@@ -684,8 +695,8 @@ class PipelineConfig(_Frozen):
                                  "preprocess.target_transform and the feature transforms to level (or auto) and "
                                  "preprocess.feature_scaler and target_scaler to none")
         if model.residual_to == "seasonal_naive":
-            season, named = ((model.residual_season, "model.residual_season") if model.residual_season else
-                             (self.evaluate.season_length, "evaluate.season_length"))
+            season, named = ((max(as_seasons(model.residual_season)), "model.residual_season") if model.residual_season
+                             else (self.evaluate.season_length, "evaluate.season_length"))
             if season is None:
                 raise ValueError("model.residual_to seasonal_naive needs a season: set evaluate.season_length")
             if season != AUTO and lookback != AUTO and season > lookback:

@@ -21,7 +21,7 @@ forecast time). Feeding the calendar to the LSTM too, or the horizon's whole cal
 did worse on validation (docs/bring-your-own-series.md, "Calendar inputs").
 
 `LSTMEnsemble` holds several such networks of one shape (`model.ensemble` members, each from its own seed and
-possibly its own loss weighting) and
+possibly its own loss weighting and residual season) and
 answers with the elementwise median of their outputs, quantile heads included: the same interface, one module.
 """
 
@@ -33,13 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config.settings import FLAT_FLOOR, FLAT_WINDOW, ModelConfig, settled
+from pipeline.config.settings import FLAT_FLOOR, FLAT_WINDOW, ModelConfig, member_season, settled
 from pipeline.runtime import denormals_flushed, without_denormals
 
 if TYPE_CHECKING:
     from pipeline.features.windows import Preprocessor
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+MEMBER_SEASONS = "residual_seasons"  # an ensemble's init_args: each member's residual season, where they differ
 WINDOW_NORMS = ("none", "log_mean", "standard")
 
 
@@ -186,7 +187,7 @@ class LSTMForecaster(nn.Module):
                     target_index: int = 0, calendar: int = 0, lookback: int = 0) -> LSTMForecaster:
         """The network `cfg` describes; `season` (evaluate.season_length, unless `cfg.residual_season` names
         another) and `target_index` (the target's position among the features) serve the window options, `calendar` inputs need the `lookback`."""
-        season = cfg.residual_season or season
+        season = member_season(cfg.residual_season, 0) or season  # a list's first; `member_config` gives each its own
         if cfg.residual_to == "seasonal_naive" and not season:
             raise ValueError("model.residual_to seasonal_naive needs a season length")
         return cls(
@@ -224,12 +225,18 @@ class LSTMEnsemble(nn.Module):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"an ensemble holds 2 members or more (got {len(members)})")
-        shapes = {repr(sorted(m.init_args.items())) for m in members}
+        shapes = {repr(sorted((k, v) for k, v in m.init_args.items() if k != "residual_season")) for m in members}
         if len(shapes) > 1:
-            raise ValueError("an ensemble's members share their constructor arguments (only their weights differ)")
+            raise ValueError("an ensemble's members share their constructor arguments (only their weights and the "
+                             "season they correct differ)")
+        seasons = [m.residual_season for m in members]
+        if len(set(seasons)) > 1 and 0 in seasons:
+            raise ValueError("an ensemble's members all correct a season or none does")
         self.members = nn.ModuleList(members)
         first = self.members[0]
         self.init_args: dict[str, Any] = {**first.init_args, "members": len(members)}
+        if len(set(seasons)) > 1:  # members correcting different seasons (model.residual_season as a list)
+            self.init_args[MEMBER_SEASONS] = seasons
         self.quantiles, self.horizon = first.quantiles, first.horizon
 
     @property
@@ -274,7 +281,12 @@ def build_network(init_args: dict[str, Any]) -> Network:
         return LSTMForecaster(**args)
     if isinstance(members, bool) or not isinstance(members, int) or members < 2:
         raise ValueError(f"members must be a whole number of 2 or more (got {members!r})")
-    return LSTMEnsemble([LSTMForecaster(**args) for _ in range(members)])
+    seasons = args.pop(MEMBER_SEASONS, None)
+    if seasons is None:
+        return LSTMEnsemble([LSTMForecaster(**args) for _ in range(members)])
+    if not isinstance(seasons, list) or len(seasons) != members:
+        raise ValueError(f"{MEMBER_SEASONS} must list one season per member ({members}; got {seasons!r})")
+    return LSTMEnsemble([LSTMForecaster(**{**args, "residual_season": int(s)}) for s in seasons])
 
 
 def from_checkpoint(checkpoint: dict[str, Any]) -> Network:

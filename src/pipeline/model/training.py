@@ -22,6 +22,7 @@ from pipeline.config.settings import (
     PipelineConfig,
     TrainConfig,
     member_power,
+    member_season,
     settled,
 )
 from pipeline.errors import TrainingError
@@ -94,14 +95,17 @@ def member_runs(cfg: PipelineConfig, epochs: list[int] | None = None) -> list[in
 
 def member_config(cfg: PipelineConfig, member: int, epochs: int | None = None) -> PipelineConfig:
     """The config member `member` of an ensemble trains with: seed `train.seed + member` and its entry of a
-    `train.loss_weight_power` list; with `epochs`, a refit of that many epochs without validation to stop on.
+    `train.loss_weight_power` list and of a `model.residual_season` list; with `epochs`, a refit of that many epochs without validation to stop on.
     Member 0 of a single network with one power is `cfg` itself."""
     train: dict[str, Any] = {"seed": cfg.train.seed + member} if member else {}
     if isinstance(cfg.train.loss_weight_power, tuple):
         train["loss_weight_power"] = member_power(cfg.train.loss_weight_power, member)
     if epochs is not None:
         train.update(epochs=max(1, epochs), patience=None)
-    return cfg.with_overrides(train=train) if train else cfg
+    model = ({"residual_season": member_season(cfg.model.residual_season, member)}
+             if isinstance(cfg.model.residual_season, tuple) else {})
+    changes = {k: v for k, v in (("train", train), ("model", model)) if v}
+    return cfg.with_overrides(**changes) if changes else cfg
 
 
 def fit_member(cfg: PipelineConfig, member: int, train: Windows, val: Windows | None, epochs: int | None = None,

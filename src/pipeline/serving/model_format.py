@@ -103,7 +103,9 @@ FORMAT_VERSION = 6  # what every model of one network is written as (one series 
 ENSEMBLE_VERSION = 7  # an ensemble of networks (model.json's init_args name `members`)
 THETA_VERSION = 8  # combined with the dynamic optimised Theta model (model.theta_method)
 EVALUATED_VERSION = 9  # refit on every row, with the network its run evaluated beside it (`evaluated/`)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+SEASONS_VERSION = 10  # an ensemble whose members correct different seasons (init_args' `residual_seasons`); from
+# here on `evaluated/` is there where the model was refit (9: always)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
@@ -158,7 +160,10 @@ class ForecastBundle:
     @property
     def format_version(self) -> int:
         """The format version this bundle is written as: 6, one format for one series and many; 7 for an ensemble;
-        8 for either combined with the dynamic optimised Theta model; 9 for any of them with its evaluated model."""
+        8 for either combined with the dynamic optimised Theta model; 9 for any of them with its evaluated model;
+        10 for any of them whose ensemble's members correct different seasons."""
+        if any(member_seasons(b.checkpoint["init_args"]) for b in (self, self.evaluated) if b is not None):
+            return SEASONS_VERSION
         if self.evaluated is not None:
             return EVALUATED_VERSION
         if combines_with_dynamic_theta(self.config):
@@ -285,6 +290,9 @@ def load_bundle(path: Path) -> ForecastBundle:
             raise ValueError(f"model.json's init_args name ensemble members, which need format {ENSEMBLE_VERSION}")
         if version < THETA_VERSION and combines_with_dynamic_theta(config):
             raise ValueError(f"contract.json's config combines with the dynamic Theta model, which needs format {THETA_VERSION}")
+        if version < SEASONS_VERSION and member_seasons(model.get("init_args", {})):
+            raise ValueError(f"model.json's init_args give the ensemble's members their own residual seasons, which "
+                             f"need format {SEASONS_VERSION}")
     except (OSError, ValueError, KeyError, TypeError, ValidationError, RuntimeError, pickle.UnpicklingError) as exc:
         text = " ".join(str(exc).split())
         text = text if len(text) <= 600 else text[:600] + "..."
@@ -301,7 +309,8 @@ def load_bundle(path: Path) -> ForecastBundle:
             check_weights(state_dict, init_args, path / SERIES_WEIGHTS, f"series {sid!r}: ")
     if intervals is not None:
         check_intervals(intervals, pre.horizon, init_args, path / INTERVALS_FILE)
-    evaluated = load_evaluated(path / EVALUATED_DIR, config) if version >= EVALUATED_VERSION else None
+    holds = version == EVALUATED_VERSION or (version > EVALUATED_VERSION and (path / EVALUATED_DIR).is_dir())
+    evaluated = load_evaluated(path / EVALUATED_DIR, config) if holds else None
     return ForecastBundle(checkpoint={"init_args": init_args, "state_dict": state}, preprocessor=pre, config=config,
                           series=series, intervals=intervals, evaluated=evaluated)
 
@@ -317,6 +326,13 @@ def load_evaluated(path: Path, config: PipelineConfig) -> ForecastBundle:
                f"{EVALUATED_DIR}/ holds a model of the same config as its refit model (Theta's share aside), with no "
                f"{EVALUATED_DIR}/ of its own")
     return evaluated
+
+
+def member_seasons(init_args: dict[str, Any]) -> bool:
+    """Whether a network's constructor arguments give an ensemble's members their own residual seasons (format 10)."""
+    from pipeline.model.network import MEMBER_SEASONS
+
+    return MEMBER_SEASONS in init_args
 
 
 def combines_with_dynamic_theta(config: PipelineConfig) -> bool:
@@ -391,7 +407,7 @@ def check_files(path: Path, version: int) -> None:
     required = [*FILES, *(name for name, (_, need) in OPTIONAL_FILES.items() if version in need)]
     if (path / SERIES_WEIGHTS).is_file():
         required.append(SERIES_FILE)
-    if version >= EVALUATED_VERSION and not (path / EVALUATED_DIR).is_dir():
+    if version == EVALUATED_VERSION and not (path / EVALUATED_DIR).is_dir():  # from 10 on: where the model was refit
         refuse(path / EVALUATED_DIR, "missing (a directory: the evaluated model)", rule)
     for name in required:
         if not (path / name).is_file():
