@@ -44,6 +44,7 @@ sys.path[:0] = [p for p in (str(ROOT / "src"), str(ROOT)) if p not in sys.path]
 from pipeline.config.settings import PipelineConfig  # noqa: E402
 from pipeline.data import panel  # noqa: E402
 from pipeline.data.reading import RawData  # noqa: E402
+from pipeline.errors import DataError  # noqa: E402
 from pipeline.training import steps
 
 DATA = ROOT.parent / "shared" / "data"
@@ -114,8 +115,6 @@ def run_each(name: str, series: int | None, seed: int, horizon: int | None, sets
     """Every drawn series trained alone, as a user with one series would (no series column; `split` None: the
     one-series `auto` split), the scores averaged over the series."""
     frame, data = load_set(name, series, seed, shift)
-    from pipeline.errors import DataError
-
     scores, refused = [], 0
     single = {k: v for k, v in data.items() if k != "series_column"}
     for _, one in frame.groupby("series", sort=True):

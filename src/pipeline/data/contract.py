@@ -584,10 +584,10 @@ def validate_prices(raw: pd.DataFrame, cfg: DataConfig, source: str, min_rows: i
     if len(dates) > 1 and dates.is_monotonic_decreasing and not dates.is_monotonic_increasing:
         frame = frame.iloc[::-1]
         out.notes.append(f"rows came in descending date order; sorted ascending ({len(frame)} rows)")
-    frame = _apply_nan_policy(frame, cfg, out)
-    frame = _empty_targets_as_gaps(frame, cfg, out, {f.line for f in failures if f.column == cfg.target})
-
     bad_cells = {(f.column, f.line) for f in failures}
+    frame = _apply_nan_policy(frame, cfg, out)
+    frame = _empty_targets_as_gaps(frame, cfg, out, {line for column, line in bad_cells if column == cfg.target})
+
     if len(frame) and not passes_fast(frame, cfg, positive):
         schema = build_schema(cfg, positive)
         row_checks = {rule: columns for rule, _, columns in column_roles(cfg).row_checks()}
@@ -682,8 +682,9 @@ def series_failures(frame: pd.DataFrame, parsed: ParsedTable, cfg: DataConfig, g
     others = [c for c in cfg.columns if c != cfg.target]
     if cfg.nan_policy != "error" and others:
         undecided |= any_row(np.logical_or.reduce([np.isnan(values[c]) for c in others]))
+    empty = {c: np.isnan(values[c]) & ~text[c] for c in cfg.columns}  # a text cell is reported once, as text
     if cfg.fill_gaps != "none":  # an empty target is a missing period that validate_prices drops and fills
-        undecided |= any_row(np.isnan(values[cfg.target]) & ~text[cfg.target])
+        undecided |= any_row(empty[cfg.target])
     decided = ~undecided[code]
     found: list[list[Failure]] = [[] for _ in ids]
 
@@ -703,7 +704,6 @@ def series_failures(frame: pd.DataFrame, parsed: ParsedTable, cfg: DataConfig, g
     stamp = lambda i: pd.Timestamp(dates[i])  # noqa: E731
     add(_repeated(code, dates), cfg.date_column, _RULES["field_uniqueness"], stamp)
     add(falls, cfg.date_column, "dates in increasing order", stamp)
-    empty = {c: np.isnan(values[c]) & ~text[c] for c in cfg.columns}  # a text cell is reported once, as text
     for column in cfg.columns:
         add(empty[column], column, _rule_name("not_nullable", column, cfg), lambda i: np.nan)
         add(np.isinf(values[column]), column, "finite (no inf)", lambda i, v=values[column]: v[i])
