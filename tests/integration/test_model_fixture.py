@@ -184,13 +184,32 @@ def test_the_committed_refit_model_predicts_both_its_models_stored_numbers() -> 
 
 def test_the_fixture_script_writes_a_model_of_today_s_format_that_predicts_its_stored_numbers(tmp_path: Path) -> None:
     """tests/fixtures/make_model_fixture.py runs on today's road (it had gone stale once, naming moved functions)."""
-    from pipeline.serving.model_format import FORMAT_VERSION
+    from pipeline.serving.model_format import FLOOR_VERSION
     from tests.fixtures import make_model_fixture as script
 
     out = tmp_path / "fixture"
     script.build(out, script.fixture_long(), script.fixture_config().with_overrides(data={"series_column": "meter"}))
-    assert json.loads((out / "model" / "artifacts" / "forecaster" / "format.json").read_text())["format_version"] == FORMAT_VERSION
+    # every load is >= 0: `data.floor: auto` gives 0, saved as format 11
+    assert json.loads((out / "model" / "artifacts" / "forecaster" / "format.json").read_text())["format_version"] == FLOOR_VERSION
     got = load(out / "model").predict(pd.read_csv(out / "input.csv"), params={"all_windows": True})
     expected = pd.read_csv(out / "expected.csv")
     assert sorted(got["meter"].unique()) == ["m1", "m2", "m3"] and len(got) == len(expected)
     np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"].to_numpy(), rtol=1e-6, atol=0)
+
+
+FIXTURE_V11 = ROOT / "tests" / "fixtures" / "model_v11"
+
+
+def test_the_committed_floored_model_raises_its_forecasts_and_bounds_to_the_floor() -> None:
+    """Format 11 (tests/fixtures/model_v11, `--floor`, `data.floor: 76`): forecasts and interval bounds below the
+    floor come back raised to it, as stored; it carries no code."""
+    model = load(FIXTURE_V11 / "model")
+    got = model.predict(pd.read_csv(FIXTURE_V11 / "input.csv"), params={"all_windows": True})
+    expected = pd.read_csv(FIXTURE_V11 / "expected.csv")
+    assert list(got.columns) == list(expected.columns) and got["date"].tolist() == expected["date"].tolist()
+    for column in ("forecast", "lower_80", "upper_80", "lower_95", "upper_95"):
+        np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=1e-6, atol=0)
+    assert got["forecast"].min() == 76.0 and (got["lower_95"] == 76.0).sum() > 10
+    bundle = model.unwrap_python_model().bundle
+    assert bundle.format_version == 11 and bundle.preprocessor.floor == 76.0
+    assert not (FIXTURE_V11 / "model" / "code").exists()

@@ -26,7 +26,8 @@ from tests.conftest import long_config_dict, make_long
 def case(tmp_path_factory):
     path = tmp_path_factory.mktemp("theta") / "long.csv"
     make_long("ABCD", n=60).to_csv(path, index=False)
-    cfg = parse_config(long_config_dict(str(path), split={"val": 8, "test": 8}))
+    # no floor: the models saved here are read as formats 7 and 8, which predate it (format 11)
+    cfg = parse_config(long_config_dict(str(path), split={"val": 8, "test": 8})).with_overrides(data={"floor": None})
     source = load_prices(str(path))
     cfg, data = panel.resolve_panel(source, cfg, panel.validate_panel(source, cfg, min_rows=6))
     preps = steps.prepare_panel(data, cfg)

@@ -125,6 +125,11 @@ class DataConfig(_Frozen):
     `day` (time of day), `week` (day of the week), `year` (position in the year), each as a sine and a cosine;
     `none`; `auto`: none, as they did not help on validation (M3 monthly, M4 Hourly; figures in
     docs/bring-your-own-series.md, "Calendar inputs")."""
+    floor: float | Literal["auto"] | None = AUTO
+    """The smallest value the target can take: forecasts and interval bounds below it are raised to it, in
+    evaluation and serving alike (a rainfall's 95 % interval starts at 0, not at -10). `auto`: 0 where every
+    training value of the target, in every series, is >= 0 (counts, sales, rainfall, prices), else none; null: none;
+    a number: that floor."""
     holidays: str | None = None
     """A country code of the `holidays` package (`US`, `GB`, `DE`, ...): an input flagging that country's public
     holidays, known ahead like the calendar; null: none."""

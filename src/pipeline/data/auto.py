@@ -281,6 +281,18 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons:
     return {k: v for k, v in changes.items() if v}
 
 
+def target_floor(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> float | None:
+    """`data.floor: auto`: 0 where every series' training values of the target are >= 0 (a quantity that cannot go
+    below nothing: counts, sales, rainfall, prices), else None (no floor)."""
+    lows = []
+    for f in frames:
+        values = f[cfg.data.target].to_numpy(dtype=float)[:split_by_time(f.index, cfg.split).val_start]
+        values = values[np.isfinite(values)]
+        if values.size:
+            lows.append(values.min())
+    return 0.0 if lows and min(lows) >= 0 else None
+
+
 def seasonal_naive_ratio(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], season: int, than: int = 1) -> float:
     """The median over series of the in-sample MAE of repeating the value `season` rows back over that of repeating
     the value `than` rows back (1: naive), on the training rows; inf where no series is long enough."""
@@ -404,6 +416,8 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
         changes["intervals"] = {"served": "test"}
     if cfg.data.calendar == AUTO:  # calendar inputs did not help on validation anywhere measured (CALENDAR_AUTO)
         changes["data"] = {"calendar": CALENDAR_AUTO}
+    if cfg.data.floor == AUTO:
+        changes.setdefault("data", {})["floor"] = target_floor(cfg, frames)
     if not changes:
         return cfg
     resolved = cfg.with_overrides(**changes)
@@ -416,7 +430,7 @@ def resolve_frames(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> Pipel
 def is_resolved(cfg: PipelineConfig) -> bool:
     """True when no setting still says `auto`."""
     return not cfg.split.auto and AUTO not in (cfg.window.lookback, cfg.window.pad, cfg.preprocess.target_transform,
-                        cfg.preprocess.default_feature_transform,
+                        cfg.preprocess.default_feature_transform, cfg.data.floor,
                         cfg.evaluate.season_length, cfg.preprocess.feature_scaler, cfg.preprocess.target_scaler,
                         cfg.model.window_norm, cfg.model.residual_to, cfg.model.input_chunk, cfg.train.loss,
                         cfg.train.loss_weight, cfg.train.loss_weight_power, cfg.train.patience,

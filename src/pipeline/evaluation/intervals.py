@@ -144,8 +144,9 @@ class IntervalState:
         return float(self.scales[series])
 
     def bands(self, point: np.ndarray, scale: float | np.ndarray = 1.0,
-              tails: Mapping[float, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Column -> (n, H) bounds around point forecasts (n, H); `scale` a number or one per row (n,).
+              tails: Mapping[float, np.ndarray] | None = None, floor: float | None = None) -> dict[str, np.ndarray]:
+        """Column -> (n, H) bounds around point forecasts (n, H); `scale` a number or one per row (n,); bounds below
+        `floor` (the target's least value, `data.floor`) raised to it.
 
         Method `quantile` widens the head's own bounds instead: `tails` maps each probability of
         `tail_probabilities(level)` to its quantile forecasts (n, H) in the target's units.
@@ -162,6 +163,8 @@ class IntervalState:
             else:
                 out[f"lower_{level}"] = point - half
                 out[f"upper_{level}"] = point + half
+        if floor is not None:
+            out = {name: np.fmax(bound, floor) for name, bound in out.items()}
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -229,6 +229,7 @@ class Forecasts:
     bands: dict[str, np.ndarray] = field(default_factory=dict)  # lower_L / upper_L -> (n, horizon); {} without
     baseline_bands: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # baseline -> its bands
     tails: dict[float, np.ndarray] = field(default_factory=dict)  # a quantile head's forecasts: probability -> (n, horizon)
+    floor: float | None = None  # the target's least value (data.floor): forecasts and bounds are raised to it
 
     @property
     def levels(self) -> list[int]:
@@ -261,8 +262,10 @@ def forecast_split(
     levels = frame[pre.target].to_numpy(dtype=float)
     anchor = pre.anchors(levels, windows.origins)
     season = (baselines or EvaluateConfig()).season_length
-    predicted, tails = combine(*predict_levels(model, pre, windows.X, anchor), levels, windows.origins + pre.lead - 1,
-                               theta, season if isinstance(season, int) else None, theta_method, theta_seasonality)
+    predicted, tails = pre.floored(*combine(*predict_levels(model, pre, windows.X, anchor), levels,
+                                            windows.origins + pre.lead - 1, theta,
+                                            season if isinstance(season, int) else None, theta_method,
+                                            theta_seasonality))
     known = int(windows.target_positions[0, 0]) if len(windows) else 0
     return Forecasts(
         dates=frame.index[windows.target_positions[:, 0]],
@@ -273,6 +276,7 @@ def forecast_split(
         scale=mase_scale(levels[:known], season if isinstance(season, int) else 1),
         recent=recent_scale(levels, windows.origins, pre.lookback - 1),  # over the window's own inputs
         tails=tails,
+        floor=pre.floor,
     )
 
 
@@ -323,8 +327,9 @@ def with_intervals(fc: Forecasts, cal: Calibration | None, scale: float = 1.0) -
     if cal.model.scaling == "window":
         scale = fc.recent if fc.recent is not None else np.full(len(fc.actual), np.nan)
     base = fc.baselines.get(cal.baseline_name, fc.persistence() if cal.baseline_name == "naive" else None)
-    return replace(fc, bands=cal.model.bands(fc.predicted, scale, fc.tails),
-                   baseline_bands={} if base is None else {cal.baseline_name: cal.baseline.bands(base, scale)})
+    return replace(fc, bands=cal.model.bands(fc.predicted, scale, fc.tails, fc.floor),
+                   baseline_bands={} if base is None else {cal.baseline_name: cal.baseline.bands(base, scale,
+                                                                                                 floor=fc.floor)})
 
 
 def _ratio(num: float, den: float) -> float:

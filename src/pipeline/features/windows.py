@@ -119,6 +119,7 @@ class Preprocessor:
         self.given_frequency = cfg.data.freq
         self.calendar: list[str] = calendar_parts(cfg)  # calendar inputs known ahead (pipeline.features.calendar)
         self.holidays: str | None = cfg.data.holidays
+        self.floor: float | None = settled(cfg.data.floor, None)  # forecasts and bounds are raised to it (data.floor)
         self.fitted = False
         # training only (not saved): the season of the MASE loss weights (train.loss_weight); None: no weights
         season = cfg.evaluate.season_length if isinstance(cfg.evaluate.season_length, int) else 1
@@ -205,6 +206,14 @@ class Preprocessor:
             return values
         return self.target_scaler.inverse_transform(values.reshape(-1, 1)).reshape(values.shape)
 
+    def floored(self, values: np.ndarray, tails: dict[float, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+        """Forecasts (and a quantile head's) raised to the target's floor (`data.floor`); unchanged without one."""
+        tails = tails or {}
+        if self.floor is None:
+            return values, tails
+        return np.fmax(values, self.floor), {q: np.fmax(tail, self.floor) for q, tail in tails.items()}
+
     # -- saved form
     FORMAT_KEYS = ("features", "target", "feature_transforms", "target_transform", "lookback", "horizon", "lead",
                    "frequency", "feature_scaler", "target_scaler")
@@ -227,6 +236,7 @@ class Preprocessor:
             "target_scaler": scaler_to_dict(self.target_scaler),
             # only when used: a model without calendar inputs keeps the saved form it always had
             **({"calendar": {"parts": list(self.calendar), "holidays": self.holidays}} if self.n_calendar else {}),
+            **({"floor": float(self.floor)} if self.floor is not None else {}),  # only when used (format 11)
         }
 
     @classmethod
@@ -256,6 +266,11 @@ class Preprocessor:
         calendar = data.get("calendar") or {"parts": [], "holidays": None}
         pre.calendar, pre.holidays = [str(p) for p in calendar["parts"]], calendar["holidays"]
         calendar_columns(pre.calendar, pre.holidays)  # unknown parts: a ValueError
+        pre.floor = data.get("floor")
+        if pre.floor is not None and (isinstance(pre.floor, bool) or not isinstance(pre.floor, (int, float))
+                                      or not np.isfinite(pre.floor)):
+            raise ValueError(f"preprocessor data: floor must be a finite number (got {pre.floor!r})")
+        pre.floor = None if pre.floor is None else float(pre.floor)
         pre.mase_weight_season = None
         pre.fitted = True
         return pre

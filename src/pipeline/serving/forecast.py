@@ -66,8 +66,8 @@ def forecast_frame(
     levels = frame[pre.target].to_numpy(dtype=float)
     X = pre.input_windows(feats, origins)
     anchors = pre.anchors(levels, origins)
-    values, tails = combine(*predict_levels(model, pre, X, anchors), levels, origins + pre.lead - 1, theta,
-                            season, theta_method, theta_seasonality)  # (n_origins, horizon) each
+    values, tails = pre.floored(*combine(*predict_levels(model, pre, X, anchors), levels, origins + pre.lead - 1,
+                                         theta, season, theta_method, theta_seasonality))  # (n_origins, horizon) each
 
     positions = origins[:, None] + pre.lead + np.arange(pre.horizon)[None, :]
     beyond = max(0, int(positions.max()) - (n - 1))
@@ -80,7 +80,7 @@ def forecast_frame(
         "forecast": values.ravel().astype("float64"),
         **({} if intervals is None else
            {name: bound.ravel().astype("float64") for name, bound in
-            intervals.bands(values, intervals.factors(levels, origins, series), tails).items()}),
+            intervals.bands(values, intervals.factors(levels, origins, series), tails, pre.floor).items()}),
     })
 
 

@@ -105,7 +105,8 @@ THETA_VERSION = 8  # combined with the dynamic optimised Theta model (model.thet
 EVALUATED_VERSION = 9  # refit on every row, with the network its run evaluated beside it (`evaluated/`)
 SEASONS_VERSION = 10  # an ensemble whose members correct different seasons (init_args' `residual_seasons`); from
 # here on `evaluated/` is there where the model was refit (9: always)
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+FLOOR_VERSION = 11  # forecasts and bounds raised to the target's floor (preprocessor.json's `floor`, data.floor)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 WINDOW_OPTIONS = ("input_chunk", "window_norm", "residual_season", "target_index")  # format 3's model.json keys
 FILES = ("format.json", "model.json", "weights.pt", "preprocessor.json", "contract.json")
 SERIES_FILE = "series.json"  # format 2
@@ -161,7 +162,9 @@ class ForecastBundle:
     def format_version(self) -> int:
         """The format version this bundle is written as: 6, one format for one series and many; 7 for an ensemble;
         8 for either combined with the dynamic optimised Theta model; 9 for any of them with its evaluated model;
-        10 for any of them whose ensemble's members correct different seasons."""
+        10 for any of them whose ensemble's members correct different seasons; 11 for any of them with a floor."""
+        if self.floored:
+            return FLOOR_VERSION
         if any(member_seasons(b.checkpoint["init_args"]) for b in (self, self.evaluated) if b is not None):
             return SEASONS_VERSION
         if self.evaluated is not None:
@@ -169,6 +172,13 @@ class ForecastBundle:
         if combines_with_dynamic_theta(self.config):
             return THETA_VERSION
         return ENSEMBLE_VERSION if "members" in self.checkpoint["init_args"] else FORMAT_VERSION
+
+    @property
+    def floored(self) -> bool:
+        """Whether a preprocessor of the model (or of its evaluated one) raises forecasts to a floor (format 11)."""
+        bundles = [b for b in (self, self.evaluated) if b is not None]
+        return any(pre.floor is not None for b in bundles
+                   for pre in [b.preprocessor, *(b.series.preprocessors.values() if b.series else ())])
 
     @property
     def target(self) -> str:
@@ -290,6 +300,9 @@ def load_bundle(path: Path) -> ForecastBundle:
             raise ValueError(f"model.json's init_args name ensemble members, which need format {ENSEMBLE_VERSION}")
         if version < THETA_VERSION and combines_with_dynamic_theta(config):
             raise ValueError(f"contract.json's config combines with the dynamic Theta model, which needs format {THETA_VERSION}")
+        if version < FLOOR_VERSION and (pre.floor is not None or (series is not None and any(
+                p.floor is not None for p in series.preprocessors.values()))):
+            raise ValueError(f"preprocessor.json gives a floor, which needs format {FLOOR_VERSION}")
         if version < SEASONS_VERSION and member_seasons(model.get("init_args", {})):
             raise ValueError(f"model.json's init_args give the ensemble's members their own residual seasons, which "
                              f"need format {SEASONS_VERSION}")

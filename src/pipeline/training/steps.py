@@ -389,8 +389,11 @@ def best_theta_weight(model_for: ModelFor, panel: Panel, preps: Mapping[str, Ser
     known = np.isfinite(actual)
     actual, net, alone, scale = actual[known], net[known], alone[known], scale[known]
 
+    floor = settled(cfg.data.floor, None)
+
     def errors(weight: float) -> tuple[float, float]:
         pred = (1 - weight) * net + weight * alone
+        pred = pred if floor is None else np.fmax(pred, floor)  # as evaluation and serving raise it
         gap = np.abs(actual - pred)
         both = np.abs(actual) + np.abs(pred)
         return (float(np.mean(np.divide(2 * gap, both, out=np.zeros_like(gap), where=both > 0))),
