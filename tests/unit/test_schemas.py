@@ -259,6 +259,19 @@ def test_the_hour_daylight_saving_skips_is_no_gap_but_a_missing_hour_is() -> Non
     assert filled.gaps_filled == 1 and filled.frame.loc["2024-03-10 05:00:00", "sales"] == 0.0
 
 
+def test_local_clock_times_missing_the_spring_hour_are_refused_with_a_hint() -> None:
+    """Dates written in local time without offsets miss the hour a spring clock change skips: the refusal says why."""
+    local = pd.date_range("2024-03-09 20:00", periods=36, freq="h", tz="America/New_York").tz_localize(None)
+    frame = pd.DataFrame({"month": local.strftime("%Y-%m-%d %H:%M"), "sales": [str(100.0 + i) for i in range(36)]})
+    cfg = DataConfig(date_column="month", target="sales", features=("sales",), price_columns=(), volume_column=None)
+    with pytest.raises(DataError, match=r"1 missing date\(s\) .*: 2024-03-10 02:00:00; .*a daylight-saving change "
+                                        r"skips an hour each spring: write them with their UTC offset"):
+        validate_prices(frame, cfg, "hourly.csv", min_rows=10)
+    with pytest.raises(DataError) as many:  # hours missing here and there: no such hint
+        validate_prices(frame.drop(index=[3, 20]).reset_index(drop=True), cfg, "hourly.csv", min_rows=10)
+    assert "3 missing date(s)" in str(many.value) and "daylight" not in str(many.value)
+
+
 def test_zero_filling_under_a_log_transform_is_refused() -> None:
     """A 0 written into a column whose log is taken would surface as -inf inside training."""
     positive = {"sales": "> 0 for the log transform"}

@@ -532,7 +532,7 @@ def settle_gaps(frame: pd.DataFrame, cfg: DataConfig, source: str, instants: pd.
         report = (f"{source}: {len(missing):,} missing date(s) in the {frequency} calendar of column "
                   f"{cfg.date_column!r}: {dates}; rule: every period between the first and the last date (windows "
                   "would span the gap and forecast dates shift); add the rows, or set data.fill_gaps to forward, "
-                  "interpolate or zero")
+                  f"interpolate or zero{clock_change_hint(frame.index, missing, frequency, instants)}")
         raise DataError(report, report=report)
     logs = [c for c in column_roles(cfg, positive).positive if cfg.fill_gaps == "zero"]
     if logs:
@@ -540,6 +540,20 @@ def settle_gaps(frame: pd.DataFrame, cfg: DataConfig, source: str, instants: pd.
                         f"{positive[logs[0]]!r}; fill with forward or interpolate, or choose another transform")
     return (fill_missing(frame, missing, cfg.fill_gaps),
             f"data.fill_gaps={cfg.fill_gaps}: filled {len(missing):,} missing date(s) of the {frequency} calendar: {dates}")
+
+
+def clock_change_hint(index: pd.DatetimeIndex, missing: pd.DatetimeIndex, frequency: str | None,
+                      instants: pd.DatetimeIndex | None) -> str:
+    """A hint for sub-daily dates without UTC offsets that miss about one hour a year, one at a time: the hour a
+    spring clock change skips in local time. Empty otherwise."""
+    if instants is not None or frequency is None or not is_sub_daily(frequency) or not len(missing):
+        return ""
+    years = (index[-1] - index[0]).days / 365.25
+    hours = missing.floor("h").unique()
+    if len(hours) > years + 1 or (len(hours) > 1 and (np.diff(hours.asi8) < 2 * 86_400 * 10**9).any()):
+        return ""
+    return ("; if the dates are local clock times, a daylight-saving change skips an hour each spring: write them "
+            "with their UTC offset (2024-03-31T03:00+02:00), and the skipped hour is no gap")
 
 
 def is_sub_daily(frequency: str) -> bool:
