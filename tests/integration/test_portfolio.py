@@ -133,7 +133,8 @@ def test_local_strategy_a_failing_series_fails_alone_and_refit_serves(prefect_ha
 def test_the_portfolio_gate_rescores_the_champion_on_every_series(prefect_harness, mlflow_store, long_csv, tmp_path,
                                                                    refit):
     config = write(tmp_path, "panel.yaml", long_config_dict(  # the network alone: Theta's share would hide a refit
-        str(long_csv), data={"on_bad_series": "skip"}, model={"theta_weight": 0}, train={"refit": refit},
+        str(long_csv), data={"on_bad_series": "skip", "floor": None},  # no floor: the kind's own format version
+        model={"theta_weight": 0}, train={"refit": refit},
         registry=TOLERANT))
     assert main(["train", "--config", config]) == 0
     assert main(["promote", "panel-forecaster", "1", "--reason", "a champion to beat"]) == 0

@@ -103,7 +103,8 @@ def test_a_quantile_head_is_tracked_registered_and_served_with_its_intervals(pre
     and the registered pyfunc answers the training run's own (conformalized quantile) intervals."""
     config = write_config(registry=TOLERANT, model={"quantiles": [0.025, 0.1, 0.9, 0.975],
                                                     "theta_weight_served": "validation"},
-                          intervals={"method": "quantile", "served": "validation"})  # served as evaluated
+                          intervals={"method": "quantile", "served": "validation"},  # served as evaluated
+                          data={"floor": None})  # no floor (format 11): a quantile head's own format
     summary = training_flow(config_path=config)
     run = MlflowClient(mlflow_store).get_run(summary.run_id)
     assert run.data.params["model.quantiles"] == "[0.025, 0.1, 0.9, 0.975]"
