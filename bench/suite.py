@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="Python of the environment with statsforecast (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="statsforecast's n_jobs (default: 1)")
     p.add_argument("--parallel", type=int, default=1, help="`pipeline train --parallel`: an ensemble's members "
-                   "(configs/m4_hourly.yaml has five) in this many processes (default: 1, one after another)")
+                   "(configs/m4_hourly.yaml has ten) in this many processes (default: 1, one after another)")
     p.add_argument("--data", type=Path, default=DATA, help="folder holding m3/ and m4/ (default: %(default)s)")
     p.add_argument("--results", type=Path, help="results CSV (default: bench/results/suite.csv, "
                    "suite-sample.csv with --series)")
