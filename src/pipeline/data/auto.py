@@ -281,12 +281,17 @@ def recipe_changes(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], seasons:
     return {k: v for k, v in changes.items() if v}
 
 
+def training_target(cfg: PipelineConfig, frame: pd.DataFrame) -> np.ndarray:
+    """A series' target in its training rows (before its validation part), the rows the `auto` rules read."""
+    return frame[cfg.data.target].to_numpy(dtype=float)[:split_by_time(frame.index, cfg.split).val_start]
+
+
 def target_floor(cfg: PipelineConfig, frames: Sequence[pd.DataFrame]) -> float | None:
     """`data.floor: auto`: 0 where every series' training values of the target are >= 0 (a quantity that cannot go
     below nothing: counts, sales, rainfall, prices), else None (no floor)."""
     lows = []
     for f in frames:
-        values = f[cfg.data.target].to_numpy(dtype=float)[:split_by_time(f.index, cfg.split).val_start]
+        values = training_target(cfg, f)
         values = values[np.isfinite(values)]
         if values.size:
             lows.append(values.min())
@@ -298,7 +303,7 @@ def seasonal_naive_ratio(cfg: PipelineConfig, frames: Sequence[pd.DataFrame], se
     the value `than` rows back (1: naive), on the training rows; inf where no series is long enough."""
     ratios = []
     for f in frames:
-        values = f[cfg.data.target].to_numpy(dtype=float)[:split_by_time(f.index, cfg.split).val_start]
+        values = training_target(cfg, f)
         if len(values) > season + 1:
             base = np.mean(np.abs(values[than:] - values[:-than]))
             ratios.append(np.mean(np.abs(values[season:] - values[:-season])) / base if base > 0 else np.inf)

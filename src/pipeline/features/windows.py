@@ -266,11 +266,10 @@ class Preprocessor:
         calendar = data.get("calendar") or {"parts": [], "holidays": None}
         pre.calendar, pre.holidays = [str(p) for p in calendar["parts"]], calendar["holidays"]
         calendar_columns(pre.calendar, pre.holidays)  # unknown parts: a ValueError
-        pre.floor = data.get("floor")
-        if pre.floor is not None and (isinstance(pre.floor, bool) or not isinstance(pre.floor, (int, float))
-                                      or not np.isfinite(pre.floor)):
-            raise ValueError(f"preprocessor data: floor must be a finite number (got {pre.floor!r})")
-        pre.floor = None if pre.floor is None else float(pre.floor)
+        floor = data.get("floor")
+        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not np.isfinite(floor)):
+            raise ValueError(f"preprocessor data: floor must be a finite number (got {floor!r})")
+        pre.floor = None if floor is None else float(floor)
         pre.mase_weight_season = None
         pre.fitted = True
         return pre

@@ -176,9 +176,7 @@ class ForecastBundle:
     @property
     def floored(self) -> bool:
         """Whether a preprocessor of the model (or of its evaluated one) raises forecasts to a floor (format 11)."""
-        bundles = [b for b in (self, self.evaluated) if b is not None]
-        return any(pre.floor is not None for b in bundles
-                   for pre in [b.preprocessor, *(b.series.preprocessors.values() if b.series else ())])
+        return any(has_floor(b.preprocessor, b.series) for b in (self, self.evaluated) if b is not None)
 
     @property
     def target(self) -> str:
@@ -300,8 +298,7 @@ def load_bundle(path: Path) -> ForecastBundle:
             raise ValueError(f"model.json's init_args name ensemble members, which need format {ENSEMBLE_VERSION}")
         if version < THETA_VERSION and combines_with_dynamic_theta(config):
             raise ValueError(f"contract.json's config combines with the dynamic Theta model, which needs format {THETA_VERSION}")
-        if version < FLOOR_VERSION and (pre.floor is not None or (series is not None and any(
-                p.floor is not None for p in series.preprocessors.values()))):
+        if version < FLOOR_VERSION and has_floor(pre, series):
             raise ValueError(f"preprocessor.json gives a floor, which needs format {FLOOR_VERSION}")
         if version < SEASONS_VERSION and member_seasons(model.get("init_args", {})):
             raise ValueError(f"model.json's init_args give the ensemble's members their own residual seasons, which "
@@ -339,6 +336,11 @@ def load_evaluated(path: Path, config: PipelineConfig) -> ForecastBundle:
                f"{EVALUATED_DIR}/ holds a model of the same config as its refit model (Theta's share aside), with no "
                f"{EVALUATED_DIR}/ of its own")
     return evaluated
+
+
+def has_floor(pre: Preprocessor, series: SeriesModels | None) -> bool:
+    """Whether the preprocessor or one of the series' raises forecasts to a floor (`data.floor`, format 11)."""
+    return any(p.floor is not None for p in [pre, *(series.preprocessors.values() if series else ())])
 
 
 def member_seasons(init_args: dict[str, Any]) -> bool:
